@@ -1,0 +1,144 @@
+//! Parsing of the human units used in workflow files: durations (`250ms`, `45s`, `1h30m`, or a
+//! number of seconds) and sizes (`512Mi`, `2Gi`, `1G`, or a number of bytes).
+
+use std::time::Duration;
+
+/// Parses a duration such as `250ms`, `45s`, `5m`, `1h30m`, `1.5s` or `90` (seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration".to_string());
+    }
+    if let Ok(seconds) = text.parse::<f64>() {
+        return seconds_to_duration(seconds);
+    }
+    let mut total = 0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if number_len == 0 {
+            return Err(format!("invalid duration `{text}`: expected a number before `{rest}`"));
+        }
+        let number: f64 = rest[..number_len]
+            .parse()
+            .map_err(|_| format!("invalid duration `{text}`: `{}` is not a number", &rest[..number_len]))?;
+        rest = &rest[number_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let seconds_per_unit = match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            "" => return Err(format!("invalid duration `{text}`: missing unit after `{number}` (use ms, s, m, h or d)")),
+            other => return Err(format!("invalid duration `{text}`: unknown unit `{other}` (use ms, s, m, h or d)")),
+        };
+        total += number * seconds_per_unit;
+    }
+    seconds_to_duration(total)
+}
+
+fn seconds_to_duration(seconds: f64) -> Result<Duration, String> {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("invalid duration `{seconds}`: must be a non-negative number of seconds"));
+    }
+    if seconds > 1e9 {
+        return Err(format!("invalid duration: {seconds} seconds is too long"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses a size such as `512Mi`, `2Gi`, `1.5G`, `100k` or `1048576` (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let number_len = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    if number_len == 0 {
+        return Err(format!("invalid size `{text}`: expected a number such as 512Mi"));
+    }
+    let number: f64 = text[..number_len]
+        .parse()
+        .map_err(|_| format!("invalid size `{text}`: `{}` is not a number", &text[..number_len]))?;
+    let multiplier: f64 = match text[number_len..].trim() {
+        "" | "B" => 1.0,
+        "k" | "K" | "KB" => 1e3,
+        "M" | "MB" => 1e6,
+        "G" | "GB" => 1e9,
+        "T" | "TB" => 1e12,
+        "Ki" | "KiB" => 1024.0,
+        "Mi" | "MiB" => 1024.0 * 1024.0,
+        "Gi" | "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" | "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "invalid size `{text}`: unknown unit `{other}` (use Ki, Mi, Gi, Ti, K, M, G, T or bytes)"
+            ))
+        }
+    };
+    let bytes = number * multiplier;
+    if !bytes.is_finite() || bytes > u64::MAX as f64 {
+        return Err(format!("invalid size `{text}`: too large"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Formats a duration compactly for people: `850ms`, `12.3s`, `4m05s`, `2h10m`.
+pub fn format_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", duration.as_secs_f64())
+    } else if ms < 3_600_000 {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+    } else {
+        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("45s"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(
+            parse_duration("5x").unwrap_err(),
+            "invalid duration `5x`: unknown unit `x` (use ms, s, m, h or d)"
+        );
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-3").is_err());
+        assert!(parse_duration("m5").is_err());
+        assert!(parse_duration("1h30").unwrap_err().contains("missing unit"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512Mi"), Ok(512 * 1024 * 1024));
+        assert_eq!(parse_size("2Gi"), Ok(2 * 1024 * 1024 * 1024));
+        assert_eq!(parse_size("1G"), Ok(1_000_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12 parsecs").unwrap_err().contains("unknown unit `parsecs`"));
+        assert!(parse_size("Mi").is_err());
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(format_duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(format_duration(Duration::from_millis(12_340)), "12.3s");
+        assert_eq!(format_duration(Duration::from_secs(245)), "4m05s");
+        assert_eq!(format_duration(Duration::from_secs(7800)), "2h10m");
+    }
+}

@@ -1,0 +1,232 @@
+//! Messages that cross a process boundary between scheduler and workers, as versioned JSON.
+//!
+//! Every message carries `v`, the wire version. A message that does not parse, or has a
+//! version this build does not speak, is a [`WireError`]; consumers dead-letter it with the
+//! error as the reason instead of crashing or retrying it forever.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::state::AttemptOutcome;
+use crate::time::Millis;
+use crate::workflow::{Action, PriorityClass};
+
+/// The wire version this build writes and reads.
+pub const WIRE_VERSION: u32 = 1;
+
+/// Largest task output accepted, in bytes of JSON.
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+
+/// One attempt of one task, sent to a worker queue.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskMessage {
+    pub v: u32,
+    pub workflow_id: String,
+    /// The task's id in its workflow.
+    pub task: String,
+    /// The task's index in its workflow.
+    pub task_idx: u32,
+    /// Attempt number, from 1; results are recorded only for the current attempt.
+    pub attempt: u32,
+    pub pool: String,
+    pub priority: PriorityClass,
+    pub action: WireAction,
+    /// Wall-clock limit of this attempt, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Outputs of the task's dependencies, by task id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, Box<RawValue>>,
+}
+
+/// What to execute, as carried on the wire.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WireAction {
+    Run {
+        argv: Vec<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        env: BTreeMap<String, String>,
+    },
+    Handler {
+        name: String,
+        #[serde(default)]
+        args: serde_json::Value,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        env: BTreeMap<String, String>,
+    },
+}
+
+impl From<&Action> for WireAction {
+    fn from(action: &Action) -> Self {
+        match action {
+            Action::Run { argv, env } => WireAction::Run { argv: argv.clone(), env: env.clone() },
+            Action::Handler { name, args, env } => {
+                WireAction::Handler { name: name.clone(), args: args.clone(), env: env.clone() }
+            }
+        }
+    }
+}
+
+/// What workers tell the scheduler, on the results queue.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerEvent {
+    /// The worker started an attempt.
+    Started(AttemptStarted),
+    /// An attempt ended.
+    Finished(TaskResult),
+}
+
+/// A worker started an attempt.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttemptStarted {
+    pub v: u32,
+    pub workflow_id: String,
+    pub task_idx: u32,
+    pub attempt: u32,
+    pub worker: String,
+    pub at: Millis,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub v: u32,
+    pub workflow_id: String,
+    pub task: String,
+    pub task_idx: u32,
+    pub attempt: u32,
+    pub worker: String,
+    pub outcome: AttemptOutcome,
+    /// Exit code of the child process, when it exited normally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Signal that ended the child process, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// The JSON the task wrote to `$TASKFLEET_OUTPUT` (or its handler returned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Box<RawValue>>,
+    /// Why the attempt failed, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Last bytes of standard output.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdout_tail: String,
+    /// Last bytes of standard error.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr_tail: String,
+    pub started_at: Millis,
+    pub finished_at: Millis,
+}
+
+/// A message that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("unparsable message: {reason}")]
+    Unparsable { reason: String },
+    #[error("unsupported wire version {found} (this build speaks version {WIRE_VERSION})")]
+    UnknownVersion { found: u32 },
+}
+
+/// Encodes any wire message.
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    serde_json::to_vec(message).expect("wire messages always serialize")
+}
+
+/// Decodes a task message, checking its version.
+pub fn decode_task(bytes: &[u8]) -> Result<TaskMessage, WireError> {
+    let message: TaskMessage = decode(bytes)?;
+    check_version(message.v)?;
+    Ok(message)
+}
+
+/// Decodes a worker event, checking its version.
+pub fn decode_worker_event(bytes: &[u8]) -> Result<WorkerEvent, WireError> {
+    let event: WorkerEvent = decode(bytes)?;
+    let v = match &event {
+        WorkerEvent::Started(started) => started.v,
+        WorkerEvent::Finished(result) => result.v,
+    };
+    check_version(v)?;
+    Ok(event)
+}
+
+fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, WireError> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        // A message from a newer build may fail to parse because of its new shape: say so.
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            v: u32,
+        }
+        match serde_json::from_slice::<VersionOnly>(bytes) {
+            Ok(VersionOnly { v }) if v != WIRE_VERSION => WireError::UnknownVersion { found: v },
+            _ => WireError::Unparsable { reason: error.to_string() },
+        }
+    })
+}
+
+fn check_version(v: u32) -> Result<(), WireError> {
+    if v == WIRE_VERSION {
+        Ok(())
+    } else {
+        Err(WireError::UnknownVersion { found: v })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> TaskMessage {
+        TaskMessage {
+            v: WIRE_VERSION,
+            workflow_id: "wf1".into(),
+            task: "extract".into(),
+            task_idx: 0,
+            attempt: 2,
+            pool: "default".into(),
+            priority: PriorityClass::High,
+            action: WireAction::Run { argv: vec!["true".into()], env: BTreeMap::new() },
+            timeout_ms: Some(1000),
+            inputs: [("up".to_string(), RawValue::from_string("{\"rows\":3}".into()).unwrap())].into(),
+        }
+    }
+
+    #[test]
+    fn task_round_trip() {
+        let bytes = encode(&task());
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("\"inputs\":{\"up\":{\"rows\":3}}"), "{text}");
+        let back = decode_task(&bytes).unwrap();
+        assert_eq!(back.attempt, 2);
+        assert_eq!(back.action, task().action);
+    }
+
+    #[test]
+    fn garbage_and_unknown_versions_are_named() {
+        assert!(matches!(decode_task(b"\x00\xffnot json"), Err(WireError::Unparsable { .. })));
+        assert!(matches!(decode_task(b"{\"v\":1}"), Err(WireError::Unparsable { .. })));
+        assert_eq!(decode_task(b"{\"v\":7,\"shape\":\"new\"}").unwrap_err(), WireError::UnknownVersion { found: 7 });
+        let mut future = task();
+        future.v = 2;
+        assert_eq!(decode_task(&encode(&future)).unwrap_err().to_string(), "unsupported wire version 2 (this build speaks version 1)");
+    }
+
+    #[test]
+    fn worker_events_round_trip() {
+        let event = WorkerEvent::Started(AttemptStarted {
+            v: WIRE_VERSION,
+            workflow_id: "wf1".into(),
+            task_idx: 3,
+            attempt: 1,
+            worker: "w1".into(),
+            at: Millis(5),
+        });
+        let back = decode_worker_event(&encode(&event)).unwrap();
+        assert!(matches!(back, WorkerEvent::Started(AttemptStarted { task_idx: 3, .. })));
+    }
+}

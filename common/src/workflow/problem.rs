@@ -1,0 +1,52 @@
+//! Validation problems: each names the task and field it is about.
+
+use std::fmt;
+
+/// One thing wrong with a workflow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Id (or position, when the id itself is bad) of the task concerned, if any.
+    pub task: Option<String>,
+    /// Dotted path of the field concerned, e.g. `retries.backoff`.
+    pub field: String,
+    /// What is wrong, lowercase, no trailing period.
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn workflow(field: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem { task: None, field: field.into(), message: message.into() }
+    }
+
+    pub(crate) fn task(task: impl Into<String>, field: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem { task: Some(task.into()), field: field.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.task, self.field.is_empty()) {
+            (Some(task), false) => write!(f, "task `{task}`, field `{}`: {}", self.field, self.message),
+            (Some(task), true) => write!(f, "task `{task}`: {}", self.message),
+            (None, false) => write!(f, "field `{}`: {}", self.field, self.message),
+            (None, true) => write!(f, "{}", self.message),
+        }
+    }
+}
+
+/// A workflow that failed validation, with every problem found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct InvalidWorkflow {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for InvalidWorkflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(f, "invalid workflow ({n} problem{})", if n == 1 { "" } else { "s" })?;
+        for problem in &self.problems {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
