@@ -1,0 +1,188 @@
+//! The transport conformance suite: the delivery guarantees every [`Transport`] must keep,
+//! written once and run against each implementation (in-memory here, real brokers in the
+//! integration tests).
+//!
+//! Each scenario uses its own queues under the given prefix, so the suite can run against a
+//! shared broker; the functions panic with a message naming the broken guarantee.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::queues::QueueNames;
+use crate::{Consumer, DeadLetter, Delivery, Outgoing, Transport};
+
+/// How long a scenario waits for a delivery that must arrive.
+const PATIENCE: Duration = Duration::from_secs(10);
+/// How long a scenario waits to be sure that nothing arrives.
+const QUIET: Duration = Duration::from_millis(200);
+
+/// Runs every scenario.
+pub async fn run_all(transport: &dyn Transport, names: &QueueNames) {
+    publish_consume_ack_in_order(transport, names).await;
+    nack_with_requeue_redelivers(transport, names).await;
+    nack_without_requeue_drops(transport, names).await;
+    unacked_deliveries_return_when_the_consumer_goes(transport, names).await;
+    prefetch_bounds_unacked_deliveries(transport, names).await;
+    competing_consumers_share_without_duplicates(transport, names).await;
+    dead_letters_keep_payload_and_reason(transport, names).await;
+    large_batches_arrive_complete_and_in_order(transport, names).await;
+}
+
+async fn fresh_queue(transport: &dyn Transport, names: &QueueNames, scenario: &str) -> String {
+    let queue = names.tasks(scenario, "normal");
+    transport.declare(&[queue.clone(), names.dead_letters()]).await.expect("declare queues");
+    // A broker keeps queues between runs: drain what an earlier run may have left.
+    let mut consumer = transport.consume(&queue, 1000).await.expect("consume for draining");
+    while let Ok(Ok(delivery)) = tokio::time::timeout(QUIET, consumer.recv()).await {
+        delivery.ack().await.expect("ack while draining");
+    }
+    queue
+}
+
+async fn recv(consumer: &mut Box<dyn Consumer>, what: &str) -> Delivery {
+    match tokio::time::timeout(PATIENCE, consumer.recv()).await {
+        Ok(Ok(delivery)) => delivery,
+        Ok(Err(error)) => panic!("{what}: receive failed: {error}"),
+        Err(_) => panic!("{what}: nothing delivered within {PATIENCE:?}"),
+    }
+}
+
+async fn assert_nothing_arrives(consumer: &mut Box<dyn Consumer>, what: &str) {
+    if let Ok(Ok(delivery)) = tokio::time::timeout(QUIET, consumer.recv()).await {
+        panic!("{what}: unexpected delivery of {:?}", String::from_utf8_lossy(&delivery.payload));
+    }
+}
+
+async fn publish(transport: &dyn Transport, queue: &str, payloads: &[&str]) {
+    let messages = payloads.iter().map(|payload| Outgoing::new(queue, Bytes::copy_from_slice(payload.as_bytes()))).collect();
+    transport.publish(messages).await.expect("publish");
+}
+
+/// Messages come out in the order they went in, once each, and an ack removes them.
+pub async fn publish_consume_ack_in_order(transport: &dyn Transport, names: &QueueNames) {
+    let queue = fresh_queue(transport, names, "fifo").await;
+    publish(transport, &queue, &["one", "two", "three"]).await;
+    let mut consumer = transport.consume(&queue, 10).await.expect("consume");
+    for expected in ["one", "two", "three"] {
+        let delivery = recv(&mut consumer, "fifo").await;
+        assert_eq!(delivery.payload, expected.as_bytes(), "fifo: messages out of order");
+        assert!(!delivery.redelivered, "fifo: first delivery flagged as redelivered");
+        delivery.ack().await.expect("ack");
+    }
+    drop(consumer);
+    let mut consumer = transport.consume(&queue, 10).await.expect("consume again");
+    assert_nothing_arrives(&mut consumer, "fifo: acked messages came back").await;
+}
+
+/// A nacked message with requeue comes back, flagged as redelivered.
+pub async fn nack_with_requeue_redelivers(transport: &dyn Transport, names: &QueueNames) {
+    let queue = fresh_queue(transport, names, "requeue").await;
+    publish(transport, &queue, &["retry-me"]).await;
+    let mut consumer = transport.consume(&queue, 10).await.expect("consume");
+    recv(&mut consumer, "requeue").await.nack(true).await.expect("nack");
+    let again = recv(&mut consumer, "requeue: nacked message").await;
+    assert_eq!(again.payload, "retry-me".as_bytes());
+    assert!(again.redelivered, "requeue: redelivery not flagged");
+    again.ack().await.expect("ack");
+}
+
+/// A nacked message without requeue is gone.
+pub async fn nack_without_requeue_drops(transport: &dyn Transport, names: &QueueNames) {
+    let queue = fresh_queue(transport, names, "drop").await;
+    publish(transport, &queue, &["drop-me"]).await;
+    let mut consumer = transport.consume(&queue, 10).await.expect("consume");
+    recv(&mut consumer, "drop").await.nack(false).await.expect("nack");
+    assert_nothing_arrives(&mut consumer, "drop: rejected message came back").await;
+}
+
+/// Deliveries a consumer never settled are delivered again once it is gone.
+pub async fn unacked_deliveries_return_when_the_consumer_goes(transport: &dyn Transport, names: &QueueNames) {
+    let queue = fresh_queue(transport, names, "lost").await;
+    publish(transport, &queue, &["a", "b"]).await;
+    let mut consumer = transport.consume(&queue, 10).await.expect("consume");
+    let first = recv(&mut consumer, "lost").await;
+    let second = recv(&mut consumer, "lost").await;
+    drop((first, second));
+    drop(consumer);
+    let mut consumer = transport.consume(&queue, 10).await.expect("consume again");
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let delivery = recv(&mut consumer, "lost: unacked messages").await;
+        assert!(delivery.redelivered, "lost: redelivery not flagged");
+        seen.push(String::from_utf8_lossy(&delivery.payload).into_owned());
+        delivery.ack().await.expect("ack");
+    }
+    seen.sort();
+    assert_eq!(seen, ["a", "b"]);
+}
+
+/// A consumer never holds more unacked deliveries than its prefetch.
+pub async fn prefetch_bounds_unacked_deliveries(transport: &dyn Transport, names: &QueueNames) {
+    let queue = fresh_queue(transport, names, "prefetch").await;
+    publish(transport, &queue, &["1", "2", "3", "4", "5"]).await;
+    let mut consumer = transport.consume(&queue, 2).await.expect("consume");
+    let first = recv(&mut consumer, "prefetch").await;
+    let _second = recv(&mut consumer, "prefetch").await;
+    assert_nothing_arrives(&mut consumer, "prefetch: more than 2 unacked deliveries").await;
+    first.ack().await.expect("ack");
+    let third = recv(&mut consumer, "prefetch: after an ack").await;
+    assert_eq!(third.payload, "3".as_bytes());
+}
+
+/// Two consumers of one queue share its messages; none is delivered to both.
+pub async fn competing_consumers_share_without_duplicates(transport: &dyn Transport, names: &QueueNames) {
+    let queue = fresh_queue(transport, names, "compete").await;
+    let payloads: Vec<String> = (0..200).map(|idx| format!("m{idx}")).collect();
+    let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+    publish(transport, &queue, &refs).await;
+    let mut left = transport.consume(&queue, 5).await.expect("consume");
+    let mut right = transport.consume(&queue, 5).await.expect("consume");
+    let mut seen = BTreeSet::new();
+    let mut n_left = 0;
+    while seen.len() < payloads.len() {
+        let (delivery, from_left) = tokio::select! {
+            delivery = recv(&mut left, "compete") => (delivery, true),
+            delivery = recv(&mut right, "compete") => (delivery, false),
+        };
+        n_left += usize::from(from_left);
+        let payload = String::from_utf8_lossy(&delivery.payload).into_owned();
+        assert!(seen.insert(payload.clone()), "compete: {payload} delivered twice");
+        delivery.ack().await.expect("ack");
+    }
+    assert!(n_left > 0 && n_left < payloads.len(), "compete: one consumer got every message");
+}
+
+/// A dead-lettered delivery lands in the dead-letter queue with its payload and reason.
+pub async fn dead_letters_keep_payload_and_reason(transport: &dyn Transport, names: &QueueNames) {
+    let queue = fresh_queue(transport, names, "poison").await;
+    let mut dead = transport.consume(&names.dead_letters(), 100).await.expect("consume dead letters");
+    while let Ok(Ok(delivery)) = tokio::time::timeout(QUIET, dead.recv()).await {
+        delivery.ack().await.expect("ack old dead letter");
+    }
+    publish(transport, &queue, &["\u{0}garbage{"]).await;
+    let mut consumer = transport.consume(&queue, 10).await.expect("consume");
+    recv(&mut consumer, "poison").await.dead_letter("unparsable message: garbage").await.expect("dead letter");
+    assert_nothing_arrives(&mut consumer, "poison: dead letter came back").await;
+    let letter = recv(&mut dead, "poison: dead-letter queue").await;
+    let decoded = DeadLetter::decode(&letter.payload).expect("dead letter decodes");
+    assert_eq!(decoded.reason, "unparsable message: garbage");
+    assert_eq!(decoded.source_queue, queue);
+    assert_eq!(decoded.payload, "\u{0}garbage{".as_bytes());
+    letter.ack().await.expect("ack dead letter");
+}
+
+/// Thousands of messages published as one batch all arrive, in order.
+pub async fn large_batches_arrive_complete_and_in_order(transport: &dyn Transport, names: &QueueNames) {
+    let queue = fresh_queue(transport, names, "batch").await;
+    let n_messages = 5000;
+    let messages = (0..n_messages).map(|idx| Outgoing::new(queue.clone(), format!("{idx}").into_bytes())).collect();
+    transport.publish(messages).await.expect("publish batch");
+    let mut consumer = transport.consume(&queue, 100).await.expect("consume");
+    for idx in 0..n_messages {
+        let delivery = recv(&mut consumer, "batch").await;
+        assert_eq!(delivery.payload, format!("{idx}").as_bytes(), "batch: out of order");
+        delivery.ack().await.expect("ack");
+    }
+}

@@ -1,0 +1,248 @@
+//! The in-memory transport: queues inside one process, with the same delivery semantics as a
+//! broker (prefetch, acks, requeue on nack or consumer loss, dead letters). It backs the
+//! embedded mode (`taskfleet run`) and unit tests.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::queues::QueueNames;
+use crate::{Acker, Consumer, DeadLetter, Delivery, Outgoing, Transport, TransportError};
+
+/// Queues in this process's memory. Cloning shares the queues.
+#[derive(Clone)]
+pub struct MemoryTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    queues: Mutex<HashMap<String, Arc<Queue>>>,
+    dead_letter_queue: String,
+}
+
+struct Queue {
+    ready: Mutex<VecDeque<Message>>,
+    /// Woken when a message is added.
+    added: Notify,
+}
+
+struct Message {
+    payload: Bytes,
+    redelivered: bool,
+}
+
+impl MemoryTransport {
+    /// A transport whose dead letters go to `names.dead_letters()` (declared here).
+    pub fn new(names: &QueueNames) -> MemoryTransport {
+        let transport = MemoryTransport {
+            inner: Arc::new(Inner { queues: Mutex::new(HashMap::new()), dead_letter_queue: names.dead_letters() }),
+        };
+        transport.declare_one(&names.dead_letters());
+        transport
+    }
+
+    fn declare_one(&self, name: &str) {
+        let mut queues = self.inner.queues.lock().expect("queue map lock");
+        queues
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Queue { ready: Mutex::new(VecDeque::new()), added: Notify::new() }));
+    }
+
+    fn queue(&self, name: &str) -> Result<Arc<Queue>, TransportError> {
+        let queues = self.inner.queues.lock().expect("queue map lock");
+        queues
+            .get(name)
+            .cloned()
+            .ok_or_else(|| TransportError::Rejected { reason: format!("no queue named `{name}` has been declared") })
+    }
+}
+
+impl Inner {
+    fn push(&self, queue_name: &str, payload: Bytes) -> Result<(), TransportError> {
+        let queue = {
+            let queues = self.queues.lock().expect("queue map lock");
+            queues.get(queue_name).cloned().ok_or_else(|| TransportError::Rejected {
+                reason: format!("no queue named `{queue_name}` has been declared"),
+            })?
+        };
+        queue.ready.lock().expect("queue lock").push_back(Message { payload, redelivered: false });
+        queue.added.notify_waiters();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Transport for MemoryTransport {
+    async fn declare(&self, queues: &[String]) -> Result<(), TransportError> {
+        for name in queues {
+            self.declare_one(name);
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, messages: Vec<Outgoing>) -> Result<(), TransportError> {
+        for message in messages {
+            self.inner.push(&message.queue, message.payload)?;
+        }
+        Ok(())
+    }
+
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, TransportError> {
+        let queue_name = queue.to_string();
+        let queue = self.queue(queue)?;
+        let prefetch = usize::from(prefetch.max(1));
+        let slots = Arc::new(Slots { unacked: Mutex::new(Unacked::default()), freed: Notify::new() });
+        Ok(Box::new(MemoryConsumer { queue, queue_name, slots, prefetch, transport: self.inner.clone() }))
+    }
+
+    async fn queue_len(&self, queue: &str) -> Result<usize, TransportError> {
+        Ok(self.queue(queue)?.ready.lock().expect("queue lock").len())
+    }
+}
+
+/// Deliveries a consumer holds and has not settled.
+#[derive(Default)]
+struct Unacked {
+    by_tag: BTreeMap<u64, Bytes>,
+    next_tag: u64,
+    /// Set when the consumer is gone: its deliveries were requeued and can no longer be settled.
+    closed: bool,
+}
+
+struct Slots {
+    unacked: Mutex<Unacked>,
+    /// Woken when a delivery is settled.
+    freed: Notify,
+}
+
+struct MemoryConsumer {
+    queue: Arc<Queue>,
+    queue_name: String,
+    slots: Arc<Slots>,
+    prefetch: usize,
+    transport: Arc<Inner>,
+}
+
+impl MemoryConsumer {
+    fn take(&self) -> Option<Delivery> {
+        let mut unacked = self.slots.unacked.lock().expect("unacked lock");
+        if unacked.by_tag.len() >= self.prefetch {
+            return None;
+        }
+        let message = self.queue.ready.lock().expect("queue lock").pop_front()?;
+        let tag = unacked.next_tag;
+        unacked.next_tag += 1;
+        unacked.by_tag.insert(tag, message.payload.clone());
+        let acker = MemoryAcker {
+            tag,
+            slots: self.slots.clone(),
+            queue: self.queue.clone(),
+            queue_name: self.queue_name.clone(),
+            transport: self.transport.clone(),
+        };
+        Some(Delivery::new(message.payload, message.redelivered, Box::new(acker)))
+    }
+}
+
+#[async_trait]
+impl Consumer for MemoryConsumer {
+    async fn recv(&mut self) -> Result<Delivery, TransportError> {
+        loop {
+            let added = self.queue.added.notified();
+            let freed = self.slots.freed.notified();
+            tokio::pin!(added, freed);
+            added.as_mut().enable();
+            freed.as_mut().enable();
+            if let Some(delivery) = self.take() {
+                return Ok(delivery);
+            }
+            tokio::select! {
+                _ = added => {}
+                _ = freed => {}
+            }
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<Result<Delivery, TransportError>> {
+        self.take().map(Ok)
+    }
+}
+
+impl Drop for MemoryConsumer {
+    fn drop(&mut self) {
+        let mut unacked = self.slots.unacked.lock().expect("unacked lock");
+        unacked.closed = true;
+        let pending = std::mem::take(&mut unacked.by_tag);
+        drop(unacked);
+        if pending.is_empty() {
+            return;
+        }
+        let mut ready = self.queue.ready.lock().expect("queue lock");
+        for (_, payload) in pending.into_iter().rev() {
+            ready.push_front(Message { payload, redelivered: true });
+        }
+        drop(ready);
+        self.queue.added.notify_waiters();
+    }
+}
+
+struct MemoryAcker {
+    tag: u64,
+    slots: Arc<Slots>,
+    queue: Arc<Queue>,
+    queue_name: String,
+    transport: Arc<Inner>,
+}
+
+impl MemoryAcker {
+    fn settle(&self) -> Result<Bytes, TransportError> {
+        let mut unacked = self.slots.unacked.lock().expect("unacked lock");
+        if unacked.closed {
+            return Err(TransportError::Closed);
+        }
+        let payload = unacked.by_tag.remove(&self.tag).ok_or_else(|| TransportError::Rejected {
+            reason: format!("delivery {} was already settled", self.tag),
+        })?;
+        drop(unacked);
+        self.slots.freed.notify_waiters();
+        Ok(payload)
+    }
+}
+
+#[async_trait]
+impl Acker for MemoryAcker {
+    async fn ack(&self) -> Result<(), TransportError> {
+        self.settle().map(drop)
+    }
+
+    async fn nack(&self, requeue: bool) -> Result<(), TransportError> {
+        let payload = self.settle()?;
+        if requeue {
+            self.queue.ready.lock().expect("queue lock").push_front(Message { payload, redelivered: true });
+            self.queue.added.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, payload: Bytes, reason: &str) -> Result<(), TransportError> {
+        self.settle()?;
+        let letter = DeadLetter { source_queue: self.queue_name.clone(), reason: reason.to_string(), payload };
+        self.transport.push(&self.transport.dead_letter_queue, letter.encode())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance;
+
+    #[tokio::test]
+    async fn memory_transport_passes_the_conformance_suite() {
+        let names = QueueNames::new("conformance");
+        let transport = MemoryTransport::new(&names);
+        conformance::run_all(&transport, &names).await;
+    }
+}
