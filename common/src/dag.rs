@@ -114,29 +114,31 @@ impl Dag {
         max_depth as usize
     }
 
-    /// The path with the largest sum of `weights` (one per task).
+    /// The path with the largest sum of `weights` (one per task); among equally heavy paths,
+    /// the one with the most tasks.
     pub fn critical_path(&self, weights: &[u64]) -> CriticalPath {
-        let mut finish = vec![0u64; self.len()];
+        // (sum of weights, number of tasks) of the best path ending at each task.
+        let mut best = vec![(0u64, 0u32); self.len()];
         let mut via = vec![u32::MAX; self.len()];
         for &task in &self.topo_order {
-            let mut start = 0;
+            let mut start = (0u64, 0u32);
             for &parent in self.parents(task) {
-                if finish[parent as usize] >= start && (via[task as usize] == u32::MAX || finish[parent as usize] > start) {
-                    start = finish[parent as usize];
+                if best[parent as usize] > start {
+                    start = best[parent as usize];
                     via[task as usize] = parent;
                 }
             }
-            finish[task as usize] = start + weights[task as usize];
+            best[task as usize] = (start.0 + weights[task as usize], start.1 + 1);
         }
-        let Some(last) = (0..self.len()).max_by_key(|&idx| finish[idx]) else {
+        let Some(last) = (0..self.len()).max_by_key(|&idx| best[idx]) else {
             return CriticalPath { path: Vec::new(), length: 0 };
         };
         let mut path = vec![last as u32];
-        while via[*path.last().unwrap() as usize] != u32::MAX {
-            path.push(via[*path.last().unwrap() as usize]);
+        while via[*path.last().expect("path starts non-empty") as usize] != u32::MAX {
+            path.push(via[*path.last().expect("path starts non-empty") as usize]);
         }
         path.reverse();
-        CriticalPath { path, length: finish[last] }
+        CriticalPath { path, length: best[last].0 }
     }
 
     fn kahn_order(&self) -> Vec<u32> {

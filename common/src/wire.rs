@@ -70,9 +70,10 @@ impl From<&Action> for WireAction {
     }
 }
 
-/// What workers tell the scheduler, on the results queue.
+/// What workers tell the scheduler, on the results queue. Externally tagged
+/// (`{"finished": {...}}`), so outputs pass through as raw JSON without being re-parsed.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum WorkerEvent {
     /// The worker started an attempt.
     Started(AttemptStarted),
@@ -228,5 +229,26 @@ mod tests {
         });
         let back = decode_worker_event(&encode(&event)).unwrap();
         assert!(matches!(back, WorkerEvent::Started(AttemptStarted { task_idx: 3, .. })));
+
+        let event = WorkerEvent::Finished(TaskResult {
+            v: WIRE_VERSION,
+            workflow_id: "wf1".into(),
+            task: "extract".into(),
+            task_idx: 0,
+            attempt: 1,
+            worker: "w1".into(),
+            outcome: AttemptOutcome::Succeeded,
+            exit_code: Some(0),
+            signal: None,
+            output: Some(RawValue::from_string("{\"rows\":3}".into()).unwrap()),
+            error: None,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+            started_at: Millis(5),
+            finished_at: Millis(9),
+        });
+        let WorkerEvent::Finished(back) = decode_worker_event(&encode(&event)).unwrap() else { panic!("not finished") };
+        assert_eq!(back.output.unwrap().get(), "{\"rows\":3}");
+        assert!(matches!(decode_worker_event(b"{\"type\":\"exploded\",\"v\":1}"), Err(WireError::Unparsable { .. })));
     }
 }

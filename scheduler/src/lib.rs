@@ -1,1 +1,10 @@
-//! placeholder
+//! The taskfleet scheduler: accepts workflows, persists them, resolves dependencies, applies
+//! a scheduling policy with admission control, and publishes ready tasks to worker queues.
+//!
+//! [`engine`] and [`policy`] are the sans-I/O core; [`store`] persists state; [`service`] is
+//! the async loop that joins them to a transport.
+
+pub mod engine;
+pub mod policy;
+pub mod service;
+pub mod store;

@@ -1,0 +1,215 @@
+//! `taskfleet bench`: measures what the embedded mode does on this machine, each figure next
+//! to a baseline measured in the same run.
+//!
+//! - load: generate a layered DAG (about 3 dependencies per task), then time JSON parsing
+//!   alone (the baseline), full validation, persisting every task in SQLite, and building the
+//!   engine's state; report peak memory.
+//! - throughput: raw in-memory transport round trips (publish, consume, ack, reply) as the
+//!   baseline, then `noop` tasks end to end through scheduler, SQLite store and workers.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
+use taskfleet_scheduler::engine::{Engine, EngineConfig};
+use taskfleet_scheduler::service::now;
+use taskfleet_scheduler::store::{SqliteStore, Store, WorkflowRecord, WorkflowState};
+use taskfleet_transport::queues::QueueNames;
+use taskfleet_transport::{MemoryTransport, Outgoing, Transport};
+use tokio_util::sync::CancellationToken;
+
+use crate::embedded::{run_workflow, EmbeddedOptions};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Tasks in the layered DAG of the load benchmark (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub load_tasks: usize,
+    /// Independent `noop` tasks in the throughput benchmark (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    pub noop_tasks: usize,
+    /// Local workers for the throughput benchmark [default: number of CPUs].
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    if args.load_tasks > 0 {
+        bench_load(args.load_tasks, &scratch.path().join("load.sqlite")).await?;
+    }
+    if args.noop_tasks > 0 {
+        let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+        bench_throughput(args.noop_tasks, workers, &scratch.path().join("noop.sqlite")).await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A layered DAG as JSON: layers of 1,000 tasks, each task depending on three tasks of the
+/// layer before.
+pub fn layered_dag_json(n_tasks: usize, seed: u64) -> String {
+    let width = 1000.min(n_tasks.max(1));
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = String::with_capacity(n_tasks * 64);
+    out.push_str("{\"name\":\"layered\",\"tasks\":[\n");
+    for idx in 0..n_tasks {
+        if idx > 0 {
+            out.push_str(",\n");
+        }
+        let _ = write!(out, "{{\"id\":\"t{idx}\",\"handler\":\"noop\"");
+        if idx >= width {
+            let layer_start = (idx / width - 1) * width;
+            let mut deps = [0usize; 3];
+            for slot in 0..3 {
+                loop {
+                    let candidate = layer_start + rng.gen_range(0..width);
+                    if !deps[..slot].contains(&candidate) {
+                        deps[slot] = candidate;
+                        break;
+                    }
+                }
+            }
+            let _ = write!(out, ",\"deps\":[\"t{}\",\"t{}\",\"t{}\"]", deps[0], deps[1], deps[2]);
+        }
+        out.push('}');
+    }
+    out.push_str("\n]}\n");
+    out
+}
+
+async fn bench_load(n_tasks: usize, db: &std::path::Path) -> anyhow::Result<()> {
+    println!("load: {n_tasks} tasks in layers of 1000, 3 dependencies each");
+    let source = layered_dag_json(n_tasks, 1);
+    println!("  workflow file            {:>10.1} MiB", source.len() as f64 / (1024.0 * 1024.0));
+    let started = Instant::now();
+    let value: serde_json::Value = serde_json::from_str(&source)?;
+    let parse_only = started.elapsed();
+    drop(value);
+    println!("  baseline: JSON parse     {:>10}", millis(parse_only));
+
+    let started = Instant::now();
+    let options = ValidateOptions { max_tasks: n_tasks.max(1_000_000), known_handlers: None };
+    let spec = Arc::new(parse_workflow(&source, &options).map_err(|invalid| anyhow::anyhow!("{invalid}"))?);
+    let validate = started.elapsed();
+    println!("  parse + validate         {:>10}", millis(validate));
+
+    let started = Instant::now();
+    let store = SqliteStore::open(db)?;
+    let record = WorkflowRecord {
+        id: "bench-load".into(),
+        name: spec.name.clone(),
+        spec_hash: "bench".into(),
+        source: String::new(),
+        state: WorkflowState::Running,
+        submitted_at: now(),
+        finished_at: None,
+    };
+    store.create_workflow(&record, &spec).await?;
+    let persist = started.elapsed();
+    println!("  persist (SQLite)         {:>10}", millis(persist));
+
+    let started = Instant::now();
+    let mut engine = Engine::new(EngineConfig::default());
+    engine.add_workflow(Arc::from("bench-load"), spec.clone(), None, now());
+    let build = started.elapsed();
+    println!("  engine state             {:>10}", millis(build));
+    println!("  total                    {:>10}", millis(validate + persist + build));
+    match peak_memory_bytes() {
+        Some(bytes) => println!("  peak memory (VmHWM)      {:>10.0} MiB", bytes as f64 / (1024.0 * 1024.0)),
+        None => println!("  peak memory              unavailable on this platform"),
+    }
+    drop(engine);
+    Ok(())
+}
+
+async fn bench_throughput(n_tasks: usize, workers: usize, db: &std::path::Path) -> anyhow::Result<()> {
+    println!("throughput: {n_tasks} independent noop tasks, {workers} workers");
+    let baseline = raw_round_trips(n_tasks, workers).await?;
+    println!("  baseline: raw in-memory round trips  {:>10.0} msg/s", n_tasks as f64 / baseline.as_secs_f64());
+
+    let mut source = String::from("{\"name\":\"noop\",\"tasks\":[");
+    for idx in 0..n_tasks {
+        if idx > 0 {
+            source.push(',');
+        }
+        let _ = write!(source, "{{\"id\":\"n{idx}\",\"handler\":\"noop\"}}");
+    }
+    source.push_str("]}");
+    let spec = Arc::new(parse_workflow(&source, &ValidateOptions::default()).map_err(|invalid| anyhow::anyhow!("{invalid}"))?);
+    let options = EmbeddedOptions { workers, db: Some(db.to_path_buf()), ..EmbeddedOptions::default() };
+    let started = Instant::now();
+    let outcome = run_workflow(&source, spec, &options, |_| {}, CancellationToken::new()).await?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(outcome.state == WorkflowState::Succeeded, "the benchmark workflow ended {:?}", outcome.state);
+    println!(
+        "  taskfleet run, SQLite store on       {:>10.0} tasks/s ({} in {})",
+        n_tasks as f64 / elapsed.as_secs_f64(),
+        n_tasks,
+        millis(elapsed)
+    );
+    Ok(())
+}
+
+/// Publishes `n_messages` task-sized messages; `n_consumers` consumers ack each and publish a
+/// reply; returns the time until every reply was received and acked.
+async fn raw_round_trips(n_messages: usize, n_consumers: usize) -> anyhow::Result<Duration> {
+    let names = QueueNames::new("bench");
+    let transport = Arc::new(MemoryTransport::new(&names));
+    let (requests, replies) = (names.tasks("default", "normal"), names.results());
+    transport.declare(&[requests.clone(), replies.clone()]).await?;
+    let payload = bytes_of_a_task_message();
+    let started = Instant::now();
+    let mut consumers = Vec::new();
+    for _ in 0..n_consumers {
+        let transport = transport.clone();
+        let (requests, replies) = (requests.clone(), replies.clone());
+        consumers.push(tokio::spawn(async move {
+            let mut consumer = transport.consume(&requests, 1).await?;
+            loop {
+                let delivery = consumer.recv().await?;
+                if delivery.payload.is_empty() {
+                    delivery.ack().await?;
+                    return anyhow::Ok(());
+                }
+                transport.publish(vec![Outgoing::new(replies.clone(), delivery.payload.clone())]).await?;
+                delivery.ack().await?;
+            }
+        }));
+    }
+    let batch: Vec<Outgoing> = (0..n_messages).map(|_| Outgoing::new(requests.clone(), payload.clone())).collect();
+    transport.publish(batch).await?;
+    let mut results = transport.consume(&replies, 4096).await?;
+    for _ in 0..n_messages {
+        results.recv().await?.ack().await?;
+    }
+    let elapsed = started.elapsed();
+    transport.publish((0..n_consumers).map(|_| Outgoing::new(requests.clone(), Vec::new())).collect()).await?;
+    for consumer in consumers {
+        consumer.await??;
+    }
+    Ok(elapsed)
+}
+
+fn bytes_of_a_task_message() -> bytes::Bytes {
+    bytes::Bytes::from_static(
+        br#"{"v":1,"workflow_id":"wf-0123456789abcdef","task":"n12345","task_idx":12345,"attempt":1,"pool":"default","priority":"normal","action":{"kind":"handler","name":"noop","args":{}}}"#,
+    )
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.0} ms", duration.as_secs_f64() * 1000.0)
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`).
+fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

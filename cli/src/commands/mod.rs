@@ -1,0 +1,36 @@
+//! One module per `taskfleet` subcommand.
+
+pub mod bench;
+pub mod run;
+pub mod validate;
+
+use std::path::Path;
+
+use taskfleet_common::workflow::{parse_workflow, ValidateOptions, BUILTIN_HANDLERS};
+use taskfleet_common::WorkflowSpec;
+
+/// Reads and validates a workflow file; on problems, prints each to stderr.
+pub(crate) fn load_workflow(path: &Path, options: &ValidateOptions) -> Result<(String, WorkflowSpec), LoadError> {
+    let source = std::fs::read_to_string(path).map_err(|error| LoadError::Unreadable(format!("cannot read {}: {error}", path.display())))?;
+    match parse_workflow(&source, options) {
+        Ok(spec) => Ok((source, spec)),
+        Err(invalid) => {
+            eprintln!("{}: {invalid}", path.display());
+            Err(LoadError::Invalid)
+        }
+    }
+}
+
+/// Validation options for a workflow run by the built-in workers.
+pub(crate) fn builtin_options() -> ValidateOptions {
+    ValidateOptions { known_handlers: Some(BUILTIN_HANDLERS.iter().map(|name| name.to_string()).collect()), ..Default::default() }
+}
+
+/// Why a workflow file could not be used.
+#[derive(Debug)]
+pub(crate) enum LoadError {
+    /// The file could not be read.
+    Unreadable(String),
+    /// The workflow has problems; they were printed.
+    Invalid,
+}

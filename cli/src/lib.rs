@@ -1,0 +1,79 @@
+//! The `taskfleet` command line: one binary for running, validating and benchmarking
+//! workflows. Data goes to stdout; progress, logs and errors go to stderr.
+//!
+//! Exit codes: 0 when the workflow succeeded (or the command did its job), 1 when the
+//! workflow failed, 2 for invalid input or usage.
+
+pub mod commands;
+pub mod embedded;
+pub mod progress;
+pub mod report;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// A distributed task scheduler: workflows of tasks, run on one machine or a worker fleet.
+#[derive(Debug, Parser)]
+#[command(name = "taskfleet", version, about)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug); `TASKFLEET_LOG` takes a full filter.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a workflow on this machine: embedded scheduler, in-memory transport, N workers.
+    Run(commands::run::RunArgs),
+    /// Check a workflow file and print its shape, or every problem in it.
+    Validate(commands::validate::ValidateArgs),
+    /// Measure this machine: workflow loading and embedded task throughput.
+    Bench(commands::bench::BenchArgs),
+}
+
+/// Exit code for a workflow that failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code for invalid input or usage.
+pub const EXIT_INVALID: u8 = 2;
+
+/// Runs the command and returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => commands::run::run(args).await,
+            Command::Validate(args) => commands::validate::run(args),
+            Command::Bench(args) => commands::bench::run(args).await,
+        }
+    });
+    // Workers may still be reaping child processes; do not wait for them forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+/// Logs to stderr; the default shows warnings and errors only, so progress stays readable.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_env("TASKFLEET_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

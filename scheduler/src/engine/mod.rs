@@ -1,0 +1,499 @@
+//! The scheduling engine: event-driven dependency resolution, retries, failure propagation
+//! and admission control over any number of workflows, as a pure state machine.
+//!
+//! The engine does no I/O and never reads the clock. The scheduler service feeds it events
+//! (workflow added, attempt started or finished, time passed) and carries out what it asks
+//! for: [`Engine::dispatch`] returns the task messages to publish, and
+//! [`Engine::take_updates`] the store updates to persist before publishing them.
+//!
+//! Completing a task costs O(its out-degree): each task keeps a count of parents that have
+//! not succeeded, and the graph is never rescanned.
+
+mod run;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use taskfleet_common::retry::{backoff_delay, retries_left};
+use taskfleet_common::state::{transition, AttemptOutcome, TaskEvent, TaskState};
+use taskfleet_common::wire::{AttemptStarted, TaskMessage, TaskResult, WireAction, WIRE_VERSION};
+use taskfleet_common::{Millis, WorkflowSpec};
+
+use crate::policy::{Policy, PolicyKind, ReadyTask, TaskRef};
+use crate::store::{AttemptRecord, StoreUpdate, TaskRecord, WorkflowState};
+use run::WorkflowRun;
+
+/// How the engine behaves.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub policy: PolicyKind,
+    /// Tasks dispatched beyond the fleet's free slots, so workers never wait for the scheduler.
+    pub prefetch_margin: usize,
+    /// Seed of the retry jitter.
+    pub jitter_seed: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { policy: PolicyKind::Fcfs, prefetch_margin: 16, jitter_seed: 0x5eed }
+    }
+}
+
+/// Why a worker event was not recorded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Ignored {
+    #[error("unknown workflow `{0}`")]
+    UnknownWorkflow(String),
+    #[error("workflow has no task number {0}")]
+    UnknownTask(u32),
+    #[error("attempt {got} is not the current attempt {current} (task is {state})")]
+    StaleAttempt { got: u32, current: u32, state: TaskState },
+}
+
+/// A task message to publish, with where it goes.
+#[derive(Debug)]
+pub struct Dispatch {
+    pub task: TaskRef,
+    pub message: TaskMessage,
+}
+
+/// A worker pool's ready set and capacity.
+struct Pool {
+    policy: Box<dyn Policy>,
+    /// Slots the fleet offers this pool.
+    capacity: usize,
+    /// Slots taken by dispatched attempts.
+    in_flight: usize,
+}
+
+/// The scheduling engine. See the module documentation.
+pub struct Engine {
+    config: EngineConfig,
+    workflows: Vec<Option<WorkflowRun>>,
+    slots_by_id: HashMap<Arc<str>, u32>,
+    pools: HashMap<Arc<str>, Pool>,
+    /// Retrying tasks by due time, with the attempt they are due after.
+    retries: BinaryHeap<Reverse<(Millis, TaskRef, u32)>>,
+    next_workflow_seq: u64,
+    next_ready_seq: u64,
+    jitter_state: u64,
+    updates: Vec<StoreUpdate>,
+    /// Reused buffer for newly ready children.
+    scratch: Vec<u32>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Engine {
+        let jitter_state = config.jitter_seed;
+        Engine {
+            config,
+            workflows: Vec::new(),
+            slots_by_id: HashMap::new(),
+            pools: HashMap::new(),
+            retries: BinaryHeap::new(),
+            next_workflow_seq: 0,
+            next_ready_seq: 0,
+            jitter_state,
+            updates: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Sets how many slots the fleet offers `pool`.
+    pub fn set_capacity(&mut self, pool: &str, slots: usize) {
+        self.pool(pool).capacity = slots;
+    }
+
+    /// Adds a workflow: fresh (`stored` is `None`) or rebuilt from its stored tasks, in which
+    /// case attempts that were out when the scheduler stopped are dispatched again.
+    pub fn add_workflow(&mut self, id: Arc<str>, spec: Arc<WorkflowSpec>, stored: Option<Vec<TaskRecord>>, now: Millis) {
+        let seq = self.next_workflow_seq;
+        self.next_workflow_seq += 1;
+        let slot = self.workflows.iter().position(Option::is_none).unwrap_or(self.workflows.len()) as u32;
+        let mut run = match stored {
+            None => WorkflowRun::fresh(id.clone(), spec, seq),
+            Some(records) => WorkflowRun::restored(id.clone(), spec, seq, records),
+        };
+        // Attempts that were out are lost with the old scheduler; failures not yet
+        // propagated (a crash between the two writes) are propagated now.
+        let mut failed = Vec::new();
+        for task_idx in 0..run.tasks.len() as u32 {
+            let state = run.tasks[task_idx as usize].state;
+            if state.is_in_flight() {
+                run.set_state(task_idx, TaskState::Ready);
+                self.updates.push(StoreUpdate::Task { workflow_id: id.clone(), record: run.record(task_idx) });
+            } else if state == TaskState::Pending && run.tasks[task_idx as usize].waiting == 0 {
+                run.set_state(task_idx, TaskState::Ready);
+                self.updates.push(StoreUpdate::Task { workflow_id: id.clone(), record: run.record(task_idx) });
+            } else if matches!(state, TaskState::Failed | TaskState::TimedOut | TaskState::Cancelled | TaskState::UpstreamFailed) {
+                failed.push(task_idx);
+            }
+        }
+        for (&task_idx, &due) in &run.retry_at {
+            let attempt = run.tasks[task_idx as usize].attempt;
+            self.retries.push(Reverse((due, TaskRef { workflow_slot: slot, task_idx }, attempt)));
+        }
+        if slot as usize == self.workflows.len() {
+            self.workflows.push(Some(run));
+        } else {
+            self.workflows[slot as usize] = Some(run);
+        }
+        self.slots_by_id.insert(id, slot);
+        for task_idx in failed {
+            self.propagate_failure(slot, task_idx);
+        }
+        let run = self.workflows[slot as usize].as_ref().expect("just added");
+        let ready: Vec<u32> =
+            (0..run.tasks.len() as u32).filter(|&idx| run.tasks[idx as usize].state == TaskState::Ready).collect();
+        for task_idx in ready {
+            self.push_ready(TaskRef { workflow_slot: slot, task_idx }, now);
+        }
+        self.check_finished(slot, now);
+    }
+
+    /// Records that a worker started an attempt.
+    pub fn on_started(&mut self, event: &AttemptStarted) -> Result<(), Ignored> {
+        let (slot, task_idx) = self.locate(&event.workflow_id, event.task_idx)?;
+        let run = self.workflows[slot as usize].as_mut().expect("located");
+        let task = run.tasks[task_idx as usize];
+        if task.attempt != event.attempt || task.state != TaskState::Dispatched {
+            return Err(Ignored::StaleAttempt { got: event.attempt, current: task.attempt, state: task.state });
+        }
+        run.set_state(task_idx, TaskState::Running);
+        let workflow_id = run.id.clone();
+        self.updates.push(StoreUpdate::AttemptStarted {
+            workflow_id: workflow_id.clone(),
+            task_idx,
+            attempt: event.attempt,
+            worker: event.worker.clone(),
+            at: event.at,
+        });
+        self.updates.push(StoreUpdate::Task { workflow_id, record: run.record(task_idx) });
+        Ok(())
+    }
+
+    /// Records how an attempt ended, if it is the task's current attempt (fencing): a late
+    /// result of an attempt that was already given up on is ignored, so each task's outcome is
+    /// recorded once even when it ran twice.
+    pub fn on_finished(&mut self, result: TaskResult, now: Millis) -> Result<(), Ignored> {
+        let (slot, task_idx) = self.locate(&result.workflow_id, result.task_idx)?;
+        let jitter = self.next_jitter();
+        let run = self.workflows[slot as usize].as_mut().expect("located");
+        let task = run.tasks[task_idx as usize];
+        if task.attempt != result.attempt || !task.state.is_in_flight() {
+            return Err(Ignored::StaleAttempt { got: result.attempt, current: task.attempt, state: task.state });
+        }
+        let spec_task = &run.spec.tasks[task_idx as usize];
+        let slots = spec_task.resources.slots as usize;
+        let retry_policy = spec_task.retry;
+        if let Some(pool) = self.pools.get_mut(&spec_task.pool) {
+            pool.in_flight = pool.in_flight.saturating_sub(slots);
+        }
+        let failed = matches!(result.outcome, AttemptOutcome::Failed { .. } | AttemptOutcome::TimedOut);
+        let n_failures = task.n_failures + u32::from(failed);
+        run.tasks[task_idx as usize].n_failures = n_failures;
+        let event = TaskEvent::Finished {
+            outcome: result.outcome,
+            retries_left: !run.cancelled && retries_left(&retry_policy, n_failures),
+        };
+        let next = transition(task.state, event).expect("an in-flight task accepts a result");
+        run.set_state(task_idx, next);
+        if next == TaskState::Succeeded && run.tasks[task_idx as usize].children_left > 0 {
+            run.outputs[task_idx as usize] = result.output.as_ref().map(|output| Arc::from(output.get()));
+        }
+        if next == TaskState::Retrying {
+            let due = now.add(backoff_delay(&retry_policy, n_failures, jitter));
+            run.retry_at.insert(task_idx, due);
+            self.retries.push(Reverse((due, TaskRef { workflow_slot: slot, task_idx }, result.attempt)));
+        }
+        let workflow_id = run.id.clone();
+        let mut task_record = run.record(task_idx);
+        if next == TaskState::Succeeded {
+            task_record.output = result.output.as_ref().map(|output| output.get().to_string());
+        }
+        self.updates.push(StoreUpdate::AttemptFinished {
+            workflow_id: workflow_id.clone(),
+            record: AttemptRecord {
+                task_idx,
+                attempt: result.attempt,
+                dispatched_at: Millis(0),
+                worker: Some(result.worker),
+                started_at: Some(result.started_at),
+                finished_at: Some(result.finished_at),
+                outcome: Some(result.outcome),
+                exit_code: result.exit_code,
+                signal: result.signal,
+                error: result.error,
+                stdout_tail: result.stdout_tail,
+                stderr_tail: result.stderr_tail,
+            },
+        });
+        self.updates.push(StoreUpdate::Task { workflow_id, record: task_record });
+        match next {
+            TaskState::Succeeded => self.unlock_children(slot, task_idx, now),
+            TaskState::Failed | TaskState::TimedOut | TaskState::Cancelled => self.propagate_failure(slot, task_idx),
+            _ => {}
+        }
+        if next.is_terminal() {
+            self.release_parent_outputs(slot, task_idx);
+        }
+        self.check_finished(slot, now);
+        Ok(())
+    }
+
+    /// Makes retrying tasks whose backoff has passed ready again.
+    pub fn on_timers(&mut self, now: Millis) {
+        while let Some(&Reverse((due, task, attempt))) = self.retries.peek() {
+            if due > now {
+                break;
+            }
+            self.retries.pop();
+            let Some(run) = self.workflows.get_mut(task.workflow_slot as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            let runtime = run.tasks[task.task_idx as usize];
+            if runtime.state != TaskState::Retrying || runtime.attempt != attempt {
+                continue;
+            }
+            run.retry_at.remove(&task.task_idx);
+            run.set_state(task.task_idx, TaskState::Ready);
+            self.updates.push(StoreUpdate::Task { workflow_id: run.id.clone(), record: run.record(task.task_idx) });
+            self.push_ready(task, now);
+        }
+    }
+
+    /// When the next retry is due, if any.
+    pub fn next_timer(&self) -> Option<Millis> {
+        self.retries.peek().map(|Reverse((due, _, _))| *due)
+    }
+
+    /// Takes ready tasks in policy order while their pools have capacity (plus the prefetch
+    /// margin), marks them dispatched as a new attempt, and returns their messages.
+    pub fn dispatch(&mut self, now: Millis) -> Vec<Dispatch> {
+        let margin = self.config.prefetch_margin;
+        let mut dispatches = Vec::new();
+        for pool in self.pools.values_mut() {
+            while pool.in_flight < pool.capacity + margin {
+                let Some(task) = pool.policy.pop(now) else { break };
+                let Some(run) = self.workflows.get_mut(task.workflow_slot as usize).and_then(Option::as_mut) else {
+                    continue;
+                };
+                if run.tasks[task.task_idx as usize].state != TaskState::Ready {
+                    continue; // Cancelled or re-queued since it was pushed.
+                }
+                let attempt = run.tasks[task.task_idx as usize].attempt + 1;
+                run.tasks[task.task_idx as usize].attempt = attempt;
+                run.set_state(task.task_idx, TaskState::Dispatched);
+                pool.in_flight += run.spec.tasks[task.task_idx as usize].resources.slots as usize;
+                self.updates.push(StoreUpdate::AttemptDispatched {
+                    workflow_id: run.id.clone(),
+                    task_idx: task.task_idx,
+                    attempt,
+                    at: now,
+                });
+                self.updates.push(StoreUpdate::Task { workflow_id: run.id.clone(), record: run.record(task.task_idx) });
+                dispatches.push(Dispatch { task, message: task_message(run, task.task_idx) });
+            }
+        }
+        dispatches
+    }
+
+    /// Cancels a workflow: tasks not yet out end `cancelled` now; attempts that are out are
+    /// returned, to be stopped on their workers (they end `cancelled` when they report back).
+    pub fn cancel_workflow(&mut self, workflow_id: &str, now: Millis) -> Option<Vec<(TaskRef, u32)>> {
+        let slot = *self.slots_by_id.get(workflow_id)?;
+        let run = self.workflows[slot as usize].as_mut()?;
+        run.cancelled = true;
+        let mut in_flight = Vec::new();
+        for task_idx in 0..run.tasks.len() as u32 {
+            let task = run.tasks[task_idx as usize];
+            if task.state.is_in_flight() {
+                in_flight.push((TaskRef { workflow_slot: slot, task_idx }, task.attempt));
+            } else if !task.state.is_terminal() {
+                run.retry_at.remove(&task_idx);
+                run.set_state(task_idx, TaskState::Cancelled);
+                self.updates.push(StoreUpdate::Task { workflow_id: run.id.clone(), record: run.record(task_idx) });
+            }
+        }
+        self.check_finished(slot, now);
+        Some(in_flight)
+    }
+
+    /// Store updates produced since the last call, in the order they happened.
+    pub fn take_updates(&mut self) -> Vec<StoreUpdate> {
+        std::mem::take(&mut self.updates)
+    }
+
+    /// The workflow's state, while the engine holds it.
+    pub fn workflow_state(&self, workflow_id: &str) -> Option<WorkflowState> {
+        self.run(workflow_id).map(|run| run.state)
+    }
+
+    /// How many tasks of the workflow are in each state, in `TaskState::ALL` order.
+    pub fn task_counts(&self, workflow_id: &str) -> Option<[usize; TaskState::ALL.len()]> {
+        self.run(workflow_id).map(|run| run.counts)
+    }
+
+    /// The state of one task.
+    pub fn task_state(&self, workflow_id: &str, task_idx: u32) -> Option<TaskState> {
+        self.run(workflow_id)?.tasks.get(task_idx as usize).map(|task| task.state)
+    }
+
+    /// Forgets a finished workflow, freeing its memory.
+    pub fn remove_workflow(&mut self, workflow_id: &str) {
+        if let Some(slot) = self.slots_by_id.remove(workflow_id) {
+            self.workflows[slot as usize] = None;
+        }
+    }
+
+    /// Slots taken by dispatched attempts, over all pools.
+    pub fn in_flight(&self) -> usize {
+        self.pools.values().map(|pool| pool.in_flight).sum()
+    }
+
+    fn run(&self, workflow_id: &str) -> Option<&WorkflowRun> {
+        let slot = *self.slots_by_id.get(workflow_id)?;
+        self.workflows[slot as usize].as_ref()
+    }
+
+    fn locate(&self, workflow_id: &str, task_idx: u32) -> Result<(u32, u32), Ignored> {
+        let slot = *self.slots_by_id.get(workflow_id).ok_or_else(|| Ignored::UnknownWorkflow(workflow_id.to_string()))?;
+        let run = self.workflows[slot as usize].as_ref().ok_or_else(|| Ignored::UnknownWorkflow(workflow_id.to_string()))?;
+        if task_idx as usize >= run.tasks.len() {
+            return Err(Ignored::UnknownTask(task_idx));
+        }
+        Ok((slot, task_idx))
+    }
+
+    fn pool(&mut self, name: &str) -> &mut Pool {
+        if !self.pools.contains_key(name) {
+            let policy = self.config.policy.build();
+            self.pools.insert(Arc::from(name), Pool { policy, capacity: 0, in_flight: 0 });
+        }
+        self.pools.get_mut(name).expect("just inserted")
+    }
+
+    fn push_ready(&mut self, task: TaskRef, now: Millis) {
+        let ready_seq = self.next_ready_seq;
+        self.next_ready_seq += 1;
+        let run = self.workflows[task.workflow_slot as usize].as_ref().expect("ready task has a workflow");
+        let spec = &run.spec.tasks[task.task_idx as usize];
+        let ready = ReadyTask {
+            task,
+            workflow_seq: run.seq,
+            ready_seq,
+            ready_at: now,
+            class: spec.priority,
+            weight: spec.weight,
+            estimate_ms: spec.estimate.map(|estimate| estimate.as_millis() as u64),
+        };
+        let pool = spec.pool.clone();
+        self.pool(&pool).policy.push(ready);
+    }
+
+    /// A task succeeded: children whose last parent this was become ready.
+    fn unlock_children(&mut self, slot: u32, task_idx: u32, now: Millis) {
+        let run = self.workflows[slot as usize].as_mut().expect("live workflow");
+        let spec = run.spec.clone();
+        let mut newly_ready = std::mem::take(&mut self.scratch);
+        for &child in spec.dag.children(task_idx) {
+            let child_task = &mut run.tasks[child as usize];
+            child_task.waiting -= 1;
+            if child_task.waiting == 0 && child_task.state == TaskState::Pending {
+                run.set_state(child, TaskState::Ready);
+                self.updates.push(StoreUpdate::Task { workflow_id: run.id.clone(), record: run.record(child) });
+                newly_ready.push(child);
+            }
+        }
+        for &child in &newly_ready {
+            self.push_ready(TaskRef { workflow_slot: slot, task_idx: child }, now);
+        }
+        newly_ready.clear();
+        self.scratch = newly_ready;
+    }
+
+    /// A task ended without success: every pending descendant becomes `upstream_failed`.
+    /// Each descendant is visited once; independent branches are untouched.
+    fn propagate_failure(&mut self, slot: u32, task_idx: u32) {
+        let run = self.workflows[slot as usize].as_mut().expect("live workflow");
+        let spec = run.spec.clone();
+        let mut stack: Vec<u32> = spec.dag.children(task_idx).to_vec();
+        while let Some(child) = stack.pop() {
+            if run.tasks[child as usize].state != TaskState::Pending {
+                continue;
+            }
+            run.set_state(child, TaskState::UpstreamFailed);
+            self.updates.push(StoreUpdate::Task { workflow_id: run.id.clone(), record: run.record(child) });
+            stack.extend_from_slice(spec.dag.children(child));
+            release_outputs_of_parents(run, child);
+        }
+    }
+
+    /// A task ended: parents whose children have all ended drop their outputs.
+    fn release_parent_outputs(&mut self, slot: u32, task_idx: u32) {
+        let run = self.workflows[slot as usize].as_mut().expect("live workflow");
+        release_outputs_of_parents(run, task_idx);
+    }
+
+    fn check_finished(&mut self, slot: u32, now: Millis) {
+        let run = self.workflows[slot as usize].as_mut().expect("live workflow");
+        if run.state.is_terminal() {
+            return;
+        }
+        if let Some(outcome) = run.outcome() {
+            run.state = outcome;
+            self.updates.push(StoreUpdate::WorkflowFinished { workflow_id: run.id.clone(), state: outcome, at: now });
+        }
+    }
+
+    /// A uniform sample in `[0, 1)` (splitmix64), for retry jitter.
+    fn next_jitter(&mut self) -> f64 {
+        self.jitter_state = self.jitter_state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.jitter_state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn release_outputs_of_parents(run: &mut WorkflowRun, task_idx: u32) {
+    let spec = run.spec.clone();
+    for &parent in spec.dag.parents(task_idx) {
+        let parent_task = &mut run.tasks[parent as usize];
+        parent_task.children_left = parent_task.children_left.saturating_sub(1);
+        if parent_task.children_left == 0 {
+            run.outputs[parent as usize] = None;
+        }
+    }
+}
+
+/// The message for the current attempt of a task, with its parents' outputs as inputs.
+fn task_message(run: &WorkflowRun, task_idx: u32) -> TaskMessage {
+    let spec = &run.spec.tasks[task_idx as usize];
+    let mut inputs = std::collections::BTreeMap::new();
+    for dep in &spec.deps {
+        if let Some(output) = &run.outputs[dep.task as usize] {
+            if let Ok(raw) = RawValue::from_string(output.to_string()) {
+                inputs.insert(run.spec.tasks[dep.task as usize].id.clone(), raw);
+            }
+        }
+    }
+    TaskMessage {
+        v: WIRE_VERSION,
+        workflow_id: run.id.to_string(),
+        task: spec.id.clone(),
+        task_idx,
+        attempt: run.tasks[task_idx as usize].attempt,
+        pool: spec.pool.to_string(),
+        priority: spec.priority,
+        action: WireAction::from(&spec.action),
+        timeout_ms: spec.timeout.map(|timeout| timeout.as_millis() as u64),
+        inputs,
+    }
+}
+
+#[cfg(test)]
+mod tests;

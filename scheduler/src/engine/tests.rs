@@ -1,0 +1,292 @@
+//! Engine tests: workflows driven through dispatch and results with a controlled clock.
+
+use std::sync::Arc;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::value::RawValue;
+use taskfleet_common::state::{AttemptOutcome, TaskState};
+use taskfleet_common::wire::{TaskResult, WIRE_VERSION};
+use taskfleet_common::workflow::{parse_workflow, parse_workflow_value, ValidateOptions};
+use taskfleet_common::{Millis, WorkflowSpec};
+
+use super::*;
+
+fn spec(yaml: &str) -> Arc<WorkflowSpec> {
+    Arc::new(parse_workflow(yaml, &ValidateOptions::default()).unwrap_or_else(|invalid| panic!("{invalid}")))
+}
+
+fn engine(policy: PolicyKind, capacity: usize, margin: usize) -> Engine {
+    let mut engine = Engine::new(EngineConfig { policy, prefetch_margin: margin, jitter_seed: 7 });
+    engine.set_capacity("default", capacity);
+    engine
+}
+
+fn result(dispatch: &Dispatch, outcome: AttemptOutcome, output: Option<&str>) -> TaskResult {
+    TaskResult {
+        v: WIRE_VERSION,
+        workflow_id: dispatch.message.workflow_id.clone(),
+        task: dispatch.message.task.clone(),
+        task_idx: dispatch.message.task_idx,
+        attempt: dispatch.message.attempt,
+        worker: "w1".into(),
+        outcome,
+        exit_code: None,
+        signal: None,
+        output: output.map(|text| RawValue::from_string(text.to_string()).unwrap()),
+        error: None,
+        stdout_tail: String::new(),
+        stderr_tail: String::new(),
+        started_at: Millis(0),
+        finished_at: Millis(0),
+    }
+}
+
+fn names(dispatches: &[Dispatch]) -> String {
+    dispatches.iter().map(|dispatch| dispatch.message.task.as_str()).collect::<Vec<_>>().join(" ")
+}
+
+fn state(engine: &Engine, task: &str, spec: &WorkflowSpec) -> TaskState {
+    engine.task_state("wf", spec.task_index(task).unwrap() as u32).unwrap()
+}
+
+const DIAMOND: &str = "name: d\ntasks:\n  - {id: a, handler: noop}\n  - {id: b, deps: [a], handler: noop}\n  - {id: c, deps: [a], handler: noop}\n  - {id: d, deps: [b, c], handler: noop}\n  - {id: e, handler: noop}\n";
+
+#[test]
+fn diamond_runs_in_dependency_order() {
+    let spec = spec(DIAMOND);
+    let mut engine = engine(PolicyKind::Fcfs, 10, 0);
+    engine.add_workflow("wf".into(), spec.clone(), None, Millis(0));
+    let first = engine.dispatch(Millis(1));
+    assert_eq!(names(&first), "a e");
+    assert!(engine.dispatch(Millis(1)).is_empty(), "nothing else is ready");
+    engine.on_finished(result(&first[0], AttemptOutcome::Succeeded, Some("{\"rows\":3}")), Millis(2)).unwrap();
+    let second = engine.dispatch(Millis(3));
+    assert_eq!(names(&second), "b c");
+    assert_eq!(second[0].message.inputs["a"].get(), "{\"rows\":3}", "outputs flow to dependents");
+    for dispatch in second.iter().chain(&first[1..]) {
+        engine.on_finished(result(dispatch, AttemptOutcome::Succeeded, None), Millis(4)).unwrap();
+    }
+    let third = engine.dispatch(Millis(5));
+    assert_eq!(names(&third), "d");
+    assert!(third[0].message.inputs.is_empty(), "b and c wrote no output");
+    assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Running));
+    engine.on_finished(result(&third[0], AttemptOutcome::Succeeded, None), Millis(6)).unwrap();
+    assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Succeeded));
+    let finished = engine.take_updates().into_iter().filter(|update| matches!(update, StoreUpdate::WorkflowFinished { .. })).count();
+    assert_eq!(finished, 1);
+}
+
+#[test]
+fn failure_propagates_to_dependents_only() {
+    let spec = spec(DIAMOND);
+    let mut engine = engine(PolicyKind::Fcfs, 10, 0);
+    engine.add_workflow("wf".into(), spec.clone(), None, Millis(0));
+    let first = engine.dispatch(Millis(0));
+    engine.on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(1)).unwrap();
+    let second = engine.dispatch(Millis(1));
+    engine.on_finished(result(&second[0], AttemptOutcome::Failed { retryable: true }, None), Millis(2)).unwrap();
+    assert_eq!(state(&engine, "b", &spec), TaskState::Failed);
+    assert_eq!(state(&engine, "d", &spec), TaskState::UpstreamFailed);
+    assert_eq!(state(&engine, "c", &spec), TaskState::Dispatched, "independent branch goes on");
+    assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Running));
+    engine.on_finished(result(&second[1], AttemptOutcome::Succeeded, None), Millis(3)).unwrap();
+    engine.on_finished(result(&first[1], AttemptOutcome::Succeeded, None), Millis(3)).unwrap();
+    assert!(engine.dispatch(Millis(4)).is_empty(), "d never runs");
+    assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Failed));
+}
+
+#[test]
+fn retries_wait_for_their_backoff() {
+    let spec = spec("name: r\ntasks:\n  - {id: flaky, handler: fail, retries: {max: 2, backoff: 1s, max_backoff: 10s}}\n");
+    let mut engine = engine(PolicyKind::Fcfs, 1, 0);
+    engine.add_workflow("wf".into(), spec.clone(), None, Millis(0));
+    let mut now = Millis(1000);
+    let mut delays = Vec::new();
+    for attempt in 1..=3 {
+        let dispatched = engine.dispatch(now);
+        assert_eq!(dispatched.len(), 1, "attempt {attempt} dispatched");
+        assert_eq!(dispatched[0].message.attempt, attempt);
+        engine.on_finished(result(&dispatched[0], AttemptOutcome::Failed { retryable: true }, None), now).unwrap();
+        if attempt == 3 {
+            break;
+        }
+        assert_eq!(state(&engine, "flaky", &spec), TaskState::Retrying);
+        let due = engine.next_timer().expect("a retry is scheduled");
+        delays.push(due.0 - now.0);
+        engine.on_timers(Millis(due.0 - 1));
+        assert!(engine.dispatch(Millis(due.0 - 1)).is_empty(), "not before the backoff");
+        engine.on_timers(due);
+        now = due;
+    }
+    assert!((500..=1000).contains(&delays[0]), "first backoff {}ms", delays[0]);
+    assert!((1000..=2000).contains(&delays[1]), "second backoff {}ms", delays[1]);
+    assert_eq!(state(&engine, "flaky", &spec), TaskState::Failed);
+    assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Failed));
+}
+
+#[test]
+fn timeouts_retry_then_end_timed_out_and_permanent_failures_do_not_retry() {
+    let spec = spec("name: t\ntasks:\n  - {id: slow, handler: noop, retries: 1}\n  - {id: broken, handler: noop, retries: 5}\n");
+    let mut engine = engine(PolicyKind::Fcfs, 2, 0);
+    engine.add_workflow("wf".into(), spec.clone(), None, Millis(0));
+    let first = engine.dispatch(Millis(0));
+    engine.on_finished(result(&first[0], AttemptOutcome::TimedOut, None), Millis(1)).unwrap();
+    engine.on_finished(result(&first[1], AttemptOutcome::Failed { retryable: false }, None), Millis(1)).unwrap();
+    assert_eq!(state(&engine, "broken", &spec), TaskState::Failed);
+    engine.on_timers(Millis(60_000));
+    let second = engine.dispatch(Millis(60_000));
+    assert_eq!(names(&second), "slow");
+    engine.on_finished(result(&second[0], AttemptOutcome::TimedOut, None), Millis(60_001)).unwrap();
+    assert_eq!(state(&engine, "slow", &spec), TaskState::TimedOut);
+}
+
+#[test]
+fn late_results_of_old_attempts_are_ignored() {
+    let spec = spec("name: f\ntasks:\n  - {id: a, handler: noop}\n");
+    let mut engine = engine(PolicyKind::Fcfs, 1, 0);
+    engine.add_workflow("wf".into(), spec.clone(), None, Millis(0));
+    let first = engine.dispatch(Millis(0));
+    // The scheduler restarts: the attempt that was out is given up and dispatched again.
+    let records: Vec<TaskRecord> = vec![TaskRecord {
+        task_idx: 0,
+        state: TaskState::Dispatched,
+        attempt: 1,
+        n_failures: 0,
+        retry_at: None,
+        output: None,
+    }];
+    let mut restarted = engine_restarted(&spec, records);
+    let second = restarted.dispatch(Millis(10));
+    assert_eq!(second[0].message.attempt, 2);
+    let stale = restarted.on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(11));
+    assert_eq!(stale, Err(Ignored::StaleAttempt { got: 1, current: 2, state: TaskState::Dispatched }));
+    restarted.on_finished(result(&second[0], AttemptOutcome::Succeeded, None), Millis(12)).unwrap();
+    let again = restarted.on_finished(result(&second[0], AttemptOutcome::Succeeded, None), Millis(13));
+    assert!(again.is_err(), "a duplicate result is recorded once");
+    assert_eq!(restarted.workflow_state("wf"), Some(WorkflowState::Succeeded));
+    let unknown = restarted.on_finished(TaskResult { workflow_id: "nope".into(), ..result(&second[0], AttemptOutcome::Succeeded, None) }, Millis(14));
+    assert_eq!(unknown, Err(Ignored::UnknownWorkflow("nope".into())));
+}
+
+fn engine_restarted(spec: &Arc<WorkflowSpec>, records: Vec<TaskRecord>) -> Engine {
+    let mut engine = engine(PolicyKind::Fcfs, 10, 0);
+    engine.add_workflow("wf".into(), spec.clone(), Some(records), Millis(10));
+    engine
+}
+
+#[test]
+fn resume_keeps_finished_tasks_and_their_outputs() {
+    let spec = spec(DIAMOND);
+    let record = |task_idx, state, attempt, output: Option<&str>| TaskRecord {
+        task_idx,
+        state,
+        attempt,
+        n_failures: 0,
+        retry_at: None,
+        output: output.map(str::to_string),
+    };
+    let records = vec![
+        record(0, TaskState::Succeeded, 1, Some("[1,2]")),
+        record(1, TaskState::Running, 1, None),
+        record(2, TaskState::Succeeded, 1, None),
+        record(3, TaskState::Pending, 0, None),
+        record(4, TaskState::Ready, 0, None),
+    ];
+    let mut engine = engine_restarted(&spec, records);
+    let dispatched = engine.dispatch(Millis(20));
+    assert_eq!(names(&dispatched), "b e");
+    assert_eq!(dispatched[0].message.attempt, 2);
+    assert_eq!(dispatched[0].message.inputs["a"].get(), "[1,2]");
+    for dispatch in &dispatched {
+        engine.on_finished(result(dispatch, AttemptOutcome::Succeeded, None), Millis(21)).unwrap();
+    }
+    assert_eq!(names(&engine.dispatch(Millis(22))), "d");
+}
+
+#[test]
+fn admission_control_releases_only_what_the_fleet_can_take() {
+    let tasks: String = (0..10).map(|idx| format!("  - {{id: t{idx}, handler: noop}}\n")).collect();
+    let spec = spec(&format!("name: a\ntasks:\n{tasks}"));
+    let mut engine = engine(PolicyKind::Fcfs, 2, 1);
+    engine.add_workflow("wf".into(), spec, None, Millis(0));
+    let first = engine.dispatch(Millis(0));
+    assert_eq!(names(&first), "t0 t1 t2");
+    assert!(engine.dispatch(Millis(0)).is_empty());
+    engine.on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(1)).unwrap();
+    assert_eq!(names(&engine.dispatch(Millis(1))), "t3");
+    assert_eq!(engine.in_flight(), 3);
+}
+
+#[test]
+fn priority_policy_sends_a_late_high_task_first() {
+    let low: String = (0..5).map(|idx| format!("  - {{id: low{idx}, handler: noop, priority: low}}\n")).collect();
+    let spec_low = spec(&format!("name: low\ntasks:\n{low}"));
+    let spec_high = spec("name: high\ntasks:\n  - {id: urgent, handler: noop, priority: high}\n");
+    let mut engine = engine(PolicyKind::Priority, 1, 0);
+    engine.add_workflow("low".into(), spec_low, None, Millis(0));
+    let first = engine.dispatch(Millis(0));
+    assert_eq!(names(&first), "low0");
+    engine.add_workflow("high".into(), spec_high, None, Millis(1));
+    engine.on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(2)).unwrap();
+    assert_eq!(names(&engine.dispatch(Millis(2))), "urgent");
+}
+
+#[test]
+fn cancel_ends_waiting_tasks_and_reports_running_ones() {
+    let spec = spec(DIAMOND);
+    let mut engine = engine(PolicyKind::Fcfs, 1, 0);
+    engine.add_workflow("wf".into(), spec.clone(), None, Millis(0));
+    let first = engine.dispatch(Millis(0));
+    let in_flight = engine.cancel_workflow("wf", Millis(1)).unwrap();
+    assert_eq!(in_flight.len(), 1);
+    assert_eq!(state(&engine, "e", &spec), TaskState::Cancelled);
+    assert!(engine.dispatch(Millis(1)).is_empty());
+    engine.on_finished(result(&first[0], AttemptOutcome::Cancelled, None), Millis(2)).unwrap();
+    assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Cancelled));
+}
+
+/// A random layered DAG of `n_tasks` tasks with up to three parents each, as JSON.
+fn random_dag(n_tasks: usize, rng: &mut StdRng) -> serde_json::Value {
+    let tasks: Vec<serde_json::Value> = (0..n_tasks)
+        .map(|idx| {
+            let n_deps = if idx == 0 { 0 } else { rng.gen_range(0..=3.min(idx)) };
+            let deps: Vec<String> = (0..n_deps).map(|_| format!("t{}", rng.gen_range(idx.saturating_sub(1000)..idx))).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            serde_json::json!({"id": format!("t{idx}"), "deps": deps, "handler": "noop"})
+        })
+        .collect();
+    serde_json::json!({"name": "random", "tasks": tasks})
+}
+
+#[test]
+fn resolves_a_random_100k_task_dag_in_dependency_order() {
+    let mut rng = StdRng::seed_from_u64(42);
+    let n_tasks = 100_000;
+    let spec = Arc::new(parse_workflow_value(random_dag(n_tasks, &mut rng), &ValidateOptions::default()).unwrap());
+    let mut engine = engine(PolicyKind::Fcfs, 64, 0);
+    engine.add_workflow("wf".into(), spec.clone(), None, Millis(0));
+    let mut finished = vec![false; n_tasks];
+    let mut n_done = 0;
+    let mut in_flight = Vec::new();
+    while n_done < n_tasks {
+        for dispatch in engine.dispatch(Millis(n_done as u64)) {
+            let idx = dispatch.task.task_idx;
+            assert!(!finished[idx as usize], "task {idx} dispatched twice");
+            for &parent in spec.dag.parents(idx) {
+                assert!(finished[parent as usize], "task {idx} dispatched before its parent {parent}");
+            }
+            in_flight.push(dispatch);
+        }
+        assert!(!in_flight.is_empty(), "stalled with {n_done} of {n_tasks} done");
+        in_flight.shuffle(&mut rng);
+        let n_finish = rng.gen_range(1..=in_flight.len());
+        for dispatch in in_flight.drain(..n_finish) {
+            finished[dispatch.task.task_idx as usize] = true;
+            n_done += 1;
+            engine.on_finished(result(&dispatch, AttemptOutcome::Succeeded, None), Millis(n_done as u64)).unwrap();
+        }
+        engine.take_updates();
+    }
+    assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Succeeded));
+    assert_eq!(engine.task_counts("wf").unwrap()[TaskState::Succeeded as usize], n_tasks);
+}

@@ -1,0 +1,162 @@
+//! The store conformance suite: what every [`Store`] must do, written once and run against
+//! each implementation (SQLite here, other databases in their own tests).
+//!
+//! Scenarios name their workflows and source hashes after the given prefix, so the suite can
+//! run against a shared database; each function panics with a message naming the broken rule.
+//!
+//! Beyond the trait's documentation, the suite pins down: a duplicate workflow id and an
+//! update naming a workflow, task or attempt that does not exist are both
+//! [`StoreError::Conflict`](super::StoreError::Conflict), and such an update fails its whole batch.
+
+use std::sync::Arc;
+
+use taskfleet_common::state::TaskState;
+use taskfleet_common::workflow::parse_workflow;
+use taskfleet_common::{Millis, ValidateOptions, WorkflowSpec};
+
+use super::{AttemptRecord, Store, StoreUpdate, TaskRecord, WorkflowRecord, WorkflowState};
+
+mod updates;
+mod workflows;
+
+pub use updates::{every_outcome_round_trips, failed_batch_changes_nothing, updates_round_trip};
+pub use workflows::{
+    create_and_read_back, duplicate_workflow_is_a_conflict, running_workflows_filter_and_order,
+};
+
+/// A five-task workflow: `extract` and `lint` are roots, the rest wait for dependencies.
+pub const DIAMOND: &str = "
+name: diamond
+tasks:
+  - {id: extract, handler: noop}
+  - {id: left, deps: [extract], handler: noop}
+  - {id: right, deps: [extract], handler: noop}
+  - {id: join, deps: [left, right], handler: noop}
+  - {id: lint, handler: noop}
+";
+
+/// Runs every scenario.
+pub async fn run_all(store: &dyn Store, prefix: &str) {
+    create_and_read_back(store, prefix).await;
+    duplicate_workflow_is_a_conflict(store, prefix).await;
+    updates_round_trip(store, prefix).await;
+    every_outcome_round_trips(store, prefix).await;
+    running_workflows_filter_and_order(store, prefix).await;
+    failed_batch_changes_nothing(store, prefix).await;
+}
+
+/// The [`DIAMOND`] spec.
+pub fn diamond() -> WorkflowSpec {
+    parse_workflow(DIAMOND, &ValidateOptions::default()).expect("the diamond workflow is valid")
+}
+
+/// A running workflow record with the [`DIAMOND`] source.
+pub fn record(id: &str, spec_hash: &str, submitted_at: u64) -> WorkflowRecord {
+    WorkflowRecord {
+        id: id.to_string(),
+        name: "diamond".to_string(),
+        spec_hash: spec_hash.to_string(),
+        source: DIAMOND.to_string(),
+        state: WorkflowState::Running,
+        submitted_at: Millis(submitted_at),
+        finished_at: None,
+    }
+}
+
+/// A task record with no retry time and no output.
+pub fn task(task_idx: u32, state: TaskState, attempt: u32, n_failures: u32) -> TaskRecord {
+    TaskRecord {
+        task_idx,
+        state,
+        attempt,
+        n_failures,
+        retry_at: None,
+        output: None,
+    }
+}
+
+/// An attempt dispatched at `dispatched_at` and nothing more.
+pub fn attempt(task_idx: u32, attempt: u32, dispatched_at: u64) -> AttemptRecord {
+    AttemptRecord {
+        task_idx,
+        attempt,
+        dispatched_at: Millis(dispatched_at),
+        worker: None,
+        started_at: None,
+        finished_at: None,
+        outcome: None,
+        exit_code: None,
+        signal: None,
+        error: None,
+        stdout_tail: String::new(),
+        stderr_tail: String::new(),
+    }
+}
+
+/// The stored tasks of a [`DIAMOND`] workflow nothing has happened to.
+pub fn fresh_diamond_tasks() -> Vec<TaskRecord> {
+    use TaskState::{Pending, Ready};
+    [Ready, Pending, Pending, Pending, Ready]
+        .into_iter()
+        .zip(0..)
+        .map(|(state, idx)| task(idx, state, 0, 0))
+        .collect()
+}
+
+pub(crate) async fn create(store: &dyn Store, record: &WorkflowRecord) {
+    let context = format!("create workflow {}", record.id);
+    store
+        .create_workflow(record, &diamond())
+        .await
+        .expect(&context);
+}
+
+pub(crate) async fn apply(store: &dyn Store, updates: Vec<StoreUpdate>, what: &str) {
+    if let Err(error) = store.apply(updates).await {
+        panic!("{what}: apply failed: {error}");
+    }
+}
+
+/// A [`StoreUpdate::Task`].
+pub fn task_update(workflow_id: &Arc<str>, record: TaskRecord) -> StoreUpdate {
+    StoreUpdate::Task {
+        workflow_id: workflow_id.clone(),
+        record,
+    }
+}
+
+/// A [`StoreUpdate::AttemptDispatched`].
+pub fn dispatched(workflow_id: &Arc<str>, task_idx: u32, attempt: u32, at: u64) -> StoreUpdate {
+    StoreUpdate::AttemptDispatched {
+        workflow_id: workflow_id.clone(),
+        task_idx,
+        attempt,
+        at: Millis(at),
+    }
+}
+
+/// A [`StoreUpdate::AttemptStarted`].
+pub fn started(
+    workflow_id: &Arc<str>,
+    task_idx: u32,
+    attempt: u32,
+    worker: &str,
+    at: u64,
+) -> StoreUpdate {
+    let worker = worker.to_string();
+    StoreUpdate::AttemptStarted {
+        workflow_id: workflow_id.clone(),
+        task_idx,
+        attempt,
+        worker,
+        at: Millis(at),
+    }
+}
+
+/// A [`StoreUpdate::AttemptFinished`].
+pub fn finished(workflow_id: &Arc<str>, record: &AttemptRecord) -> StoreUpdate {
+    StoreUpdate::AttemptFinished {
+        workflow_id: workflow_id.clone(),
+        record: record.clone(),
+    }
+}

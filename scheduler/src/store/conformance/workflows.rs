@@ -1,0 +1,185 @@
+//! Conformance scenarios for workflows: creating, reading back and listing the running ones.
+
+use std::sync::Arc;
+
+use taskfleet_common::Millis;
+
+use super::{apply, create, diamond, fresh_diamond_tasks, record};
+use crate::store::{Store, StoreError, StoreUpdate, WorkflowRecord, WorkflowState};
+
+/// A workflow reads back as created, roots `ready` and the other tasks `pending`.
+pub async fn create_and_read_back(store: &dyn Store, prefix: &str) {
+    let record = record(
+        &format!("{prefix}-create"),
+        &format!("{prefix}-create-hash"),
+        1_000,
+    );
+    create(store, &record).await;
+    let stored = store.workflow(&record.id).await.expect("read the workflow");
+    assert_eq!(
+        stored.as_ref(),
+        Some(&record),
+        "create: the workflow does not read back as created"
+    );
+    let tasks = store.tasks(&record.id).await.expect("read tasks");
+    assert_eq!(
+        tasks,
+        fresh_diamond_tasks(),
+        "create: roots must be ready, the others pending"
+    );
+    let attempts = store.attempts(&record.id).await.expect("read attempts");
+    assert_eq!(attempts, [], "create: a new workflow has no attempts");
+    let missing = format!("{prefix}-no-such-workflow");
+    assert_eq!(
+        store
+            .workflow(&missing)
+            .await
+            .expect("read a missing workflow"),
+        None
+    );
+    assert_eq!(
+        store
+            .tasks(&missing)
+            .await
+            .expect("read tasks of a missing workflow"),
+        []
+    );
+    assert_eq!(
+        store
+            .attempts(&missing)
+            .await
+            .expect("read attempts of a missing workflow"),
+        []
+    );
+}
+
+/// Creating a workflow under an id already taken fails and leaves the first one alone.
+pub async fn duplicate_workflow_is_a_conflict(store: &dyn Store, prefix: &str) {
+    let first = record(
+        &format!("{prefix}-duplicate"),
+        &format!("{prefix}-duplicate-hash"),
+        1_000,
+    );
+    create(store, &first).await;
+    let second = WorkflowRecord {
+        name: "impostor".to_string(),
+        submitted_at: Millis(2_000),
+        ..first.clone()
+    };
+    match store.create_workflow(&second, &diamond()).await {
+        Err(StoreError::Conflict { reason }) => {
+            assert!(
+                reason.contains(&first.id),
+                "duplicate: the conflict should name the id: {reason}"
+            );
+        }
+        other => panic!("duplicate: expected a conflict, got {other:?}"),
+    }
+    let stored = store.workflow(&first.id).await.expect("read the workflow");
+    assert_eq!(
+        stored,
+        Some(first.clone()),
+        "duplicate: the first workflow was changed"
+    );
+    let tasks = store.tasks(&first.id).await.expect("read tasks");
+    assert_eq!(
+        tasks,
+        fresh_diamond_tasks(),
+        "duplicate: the first workflow's tasks were changed"
+    );
+}
+
+/// Only running workflows are listed, oldest first, and finishing one takes it off the list.
+pub async fn running_workflows_filter_and_order(store: &dyn Store, prefix: &str) {
+    let hash_a = format!("{prefix}-running-hash-a");
+    let hash_b = format!("{prefix}-running-hash-b");
+    let new = record(&format!("{prefix}-running-new"), &hash_a, 2_000);
+    let old = record(&format!("{prefix}-running-old"), &hash_a, 1_000);
+    let other = record(&format!("{prefix}-running-other"), &hash_b, 1_500);
+    let done = WorkflowRecord {
+        state: WorkflowState::Succeeded,
+        finished_at: Some(Millis(600)),
+        ..record(&format!("{prefix}-running-done"), &hash_a, 500)
+    };
+    for workflow in [&new, &old, &other, &done] {
+        create(store, workflow).await;
+    }
+    let listed = |hash: Option<&str>| {
+        let hash = hash.map(str::to_string);
+        async move {
+            let found = store
+                .running_workflows(hash.as_deref())
+                .await
+                .expect("list running workflows");
+            let ours = format!("{prefix}-running-");
+            found
+                .into_iter()
+                .filter(|workflow| workflow.id.starts_with(&ours))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed(Some(&hash_a)).await,
+        [old.clone(), new.clone()],
+        "running: filter by source, oldest first"
+    );
+    assert_eq!(
+        listed(Some(&hash_b)).await,
+        std::slice::from_ref(&other),
+        "running: filter by source"
+    );
+    assert_eq!(
+        listed(None).await,
+        [old.clone(), other.clone(), new.clone()],
+        "running: every source, oldest first"
+    );
+    assert_eq!(
+        listed(Some("no-such-hash")).await,
+        [],
+        "running: unknown source"
+    );
+
+    let finish = |workflow: &WorkflowRecord, state, at| StoreUpdate::WorkflowFinished {
+        workflow_id: Arc::from(workflow.id.as_str()),
+        state,
+        at: Millis(at),
+    };
+    apply(
+        store,
+        vec![finish(&old, WorkflowState::Failed, 3_000)],
+        "finish a workflow",
+    )
+    .await;
+    assert_eq!(
+        listed(Some(&hash_a)).await,
+        std::slice::from_ref(&new),
+        "running: a finished workflow is still listed"
+    );
+    let stored = store.workflow(&old.id).await.expect("read the workflow");
+    let expected = WorkflowRecord {
+        state: WorkflowState::Failed,
+        finished_at: Some(Millis(3_000)),
+        ..old
+    };
+    assert_eq!(
+        stored,
+        Some(expected),
+        "running: the finished workflow does not read back"
+    );
+    apply(
+        store,
+        vec![finish(&new, WorkflowState::Cancelled, 3_100)],
+        "cancel a workflow",
+    )
+    .await;
+    assert_eq!(
+        listed(Some(&hash_a)).await,
+        [],
+        "running: a cancelled workflow is still listed"
+    );
+    assert_eq!(
+        listed(None).await,
+        [other],
+        "running: only the unfinished workflow is left"
+    );
+}

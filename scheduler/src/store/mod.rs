@@ -1,0 +1,144 @@
+//! The scheduler's source of truth: workflows, tasks, attempts, results and outputs.
+//!
+//! [`Store`] is the interface the scheduler loop talks to; [`SqliteStore`] implements it for
+//! the embedded mode (a file, or memory). Writes arrive as batches of [`StoreUpdate`]s applied
+//! in one transaction, so the scheduler pays one commit per batch, not per task.
+
+pub mod conformance;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use taskfleet_common::state::{AttemptOutcome, TaskState};
+use taskfleet_common::{Millis, WorkflowSpec};
+
+pub use sqlite::SqliteStore;
+
+/// Errors of a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or is busy: retry later.
+    #[error("store unavailable: {reason}")]
+    Unavailable { reason: String },
+    /// The stored data is not what this build expects (newer schema, corrupt row): give up.
+    #[error("store data is unusable: {reason}")]
+    Corrupt { reason: String },
+    /// The request conflicts with what is stored (e.g. a duplicate workflow id).
+    #[error("store conflict: {reason}")]
+    Conflict { reason: String },
+}
+
+/// The life state of a whole workflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WorkflowState {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl WorkflowState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkflowState::Running => "running",
+            WorkflowState::Succeeded => "succeeded",
+            WorkflowState::Failed => "failed",
+            WorkflowState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<WorkflowState> {
+        [WorkflowState::Running, WorkflowState::Succeeded, WorkflowState::Failed, WorkflowState::Cancelled]
+            .into_iter()
+            .find(|state| state.as_str() == text)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        self != WorkflowState::Running
+    }
+}
+
+/// A stored workflow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkflowRecord {
+    /// Unique id, chosen by the scheduler.
+    pub id: String,
+    pub name: String,
+    /// Hash of the workflow's source text; a run of the same file resumes the unfinished run.
+    pub spec_hash: String,
+    /// The workflow file as submitted (YAML or JSON); the spec is rebuilt from it on load.
+    pub source: String,
+    pub state: WorkflowState,
+    pub submitted_at: Millis,
+    pub finished_at: Option<Millis>,
+}
+
+/// The stored state of one task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskRecord {
+    pub task_idx: u32,
+    pub state: TaskState,
+    /// Number of the latest attempt (0 before the first dispatch).
+    pub attempt: u32,
+    /// Failed attempts so far (lost leases do not count).
+    pub n_failures: u32,
+    /// When a task in `retrying` becomes ready again.
+    pub retry_at: Option<Millis>,
+    /// The task's output (JSON text), once it succeeded.
+    pub output: Option<String>,
+}
+
+/// The stored record of one attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptRecord {
+    pub task_idx: u32,
+    pub attempt: u32,
+    pub dispatched_at: Millis,
+    pub worker: Option<String>,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub outcome: Option<AttemptOutcome>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error: Option<String>,
+    pub stdout_tail: String,
+    pub stderr_tail: String,
+}
+
+/// One change to stored state. The scheduler applies a batch of them per transaction.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreUpdate {
+    /// A task's state and counters changed.
+    Task { workflow_id: Arc<str>, record: TaskRecord },
+    /// A new attempt was dispatched.
+    AttemptDispatched { workflow_id: Arc<str>, task_idx: u32, attempt: u32, at: Millis },
+    /// A worker started an attempt.
+    AttemptStarted { workflow_id: Arc<str>, task_idx: u32, attempt: u32, worker: String, at: Millis },
+    /// An attempt ended; `record` holds its final fields.
+    AttemptFinished { workflow_id: Arc<str>, record: AttemptRecord },
+    /// The workflow ended.
+    WorkflowFinished { workflow_id: Arc<str>, state: WorkflowState, at: Millis },
+}
+
+/// Persistent scheduler state.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new workflow and one `pending` task row per task of `spec` (roots `ready`).
+    async fn create_workflow(&self, record: &WorkflowRecord, spec: &WorkflowSpec) -> Result<(), StoreError>;
+
+    /// The workflow with this id.
+    async fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, StoreError>;
+
+    /// Workflows still running, oldest first; with `spec_hash`, only those of that source.
+    async fn running_workflows(&self, spec_hash: Option<&str>) -> Result<Vec<WorkflowRecord>, StoreError>;
+
+    /// Every task's stored state, by task index.
+    async fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>, StoreError>;
+
+    /// Every attempt of the workflow, by task index then attempt number.
+    async fn attempts(&self, workflow_id: &str) -> Result<Vec<AttemptRecord>, StoreError>;
+
+    /// Applies the updates atomically, in order.
+    async fn apply(&self, updates: Vec<StoreUpdate>) -> Result<(), StoreError>;
+}

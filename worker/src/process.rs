@@ -1,0 +1,444 @@
+//! Executes a `run` task as a child process, never through a shell: its own process group,
+//! per-attempt temp dir with `inputs.json` / `output.json`, bounded output tails, and a
+//! wall-clock limit enforced with SIGTERM, a grace period and SIGKILL to the whole group.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use taskfleet_common::state::AttemptOutcome;
+use taskfleet_common::time::Millis;
+use taskfleet_common::wire::{TaskMessage, WireAction, MAX_OUTPUT_BYTES};
+
+use crate::execution::{check_output, now, timed_out, timeout_of, too_large, Execution};
+
+/// How long readers may still take to drain the pipes after the process group is gone (a
+/// process that left the group can hold them open forever).
+const PIPE_DRAIN: Duration = Duration::from_millis(500);
+
+/// How child processes are run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessConfig {
+    /// Time between SIGTERM and SIGKILL when a process is stopped.
+    pub kill_grace: Duration,
+    /// Bytes of standard output and of standard error kept (the last ones).
+    pub tail_bytes: usize,
+    /// Working directory of tasks; `None` inherits the worker's.
+    pub work_dir: Option<PathBuf>,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        ProcessConfig {
+            kill_grace: Duration::from_secs(5),
+            tail_bytes: 16 * 1024,
+            work_dir: None,
+        }
+    }
+}
+
+/// Why a process stopped running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    Exited,
+    TimedOut,
+    Cancelled,
+}
+
+/// Runs the `run` action of `task` as a child process and reports how it ended. Cancelling
+/// `cancel` stops the process group (SIGTERM, grace, SIGKILL) with outcome `Cancelled`.
+pub async fn run_process(
+    task: &TaskMessage,
+    config: &ProcessConfig,
+    cancel: &CancellationToken,
+) -> Execution {
+    let started_at = now();
+    let (argv, env) = match &task.action {
+        WireAction::Run { argv, env } => (argv, env),
+        WireAction::Handler { name, .. } => {
+            return Execution::failed(
+                false,
+                format!("task runs handler `{name}`, not a program"),
+                started_at,
+            );
+        }
+    };
+    let Some(program) = argv.first() else {
+        return Execution::failed(false, "the command is empty", started_at);
+    };
+    let dir = match tempfile::Builder::new().prefix("taskfleet-").tempdir() {
+        Ok(dir) => dir,
+        Err(error) => {
+            return Execution::failed(
+                true,
+                format!("could not create a temporary directory: {error}"),
+                started_at,
+            );
+        }
+    };
+    let inputs = dir.path().join("inputs.json");
+    let output = dir.path().join("output.json");
+    let mut execution = match write_inputs(&inputs, task).await {
+        Ok(()) => {
+            run_in(
+                task,
+                program,
+                &argv[1..],
+                env,
+                &inputs,
+                &output,
+                config,
+                cancel,
+                started_at,
+            )
+            .await
+        }
+        Err(error) => Execution::failed(
+            true,
+            format!("could not write the task's inputs: {error}"),
+            started_at,
+        ),
+    };
+    // Removing the directory may take a while if the task left many files behind.
+    let _ = tokio::task::spawn_blocking(move || dir.close()).await;
+    execution.finished_at = now();
+    execution
+}
+
+async fn write_inputs(path: &Path, task: &TaskMessage) -> io::Result<()> {
+    let json = serde_json::to_vec(&task.inputs).map_err(io::Error::other)?;
+    tokio::fs::write(path, json).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_in(
+    task: &TaskMessage,
+    program: &str,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+    inputs: &Path,
+    output: &Path,
+    config: &ProcessConfig,
+    cancel: &CancellationToken,
+    started_at: Millis,
+) -> Execution {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .envs(env)
+        .env("TASKFLEET_OUTPUT", output)
+        .env("TASKFLEET_INPUTS", inputs)
+        .env("TASKFLEET_WORKFLOW_ID", &task.workflow_id)
+        .env("TASKFLEET_TASK", &task.task)
+        .env("TASKFLEET_ATTEMPT", task.attempt.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(work_dir) = &config.work_dir {
+        command.current_dir(work_dir);
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            return spawn_failure(program, config.work_dir.as_deref(), &error, started_at)
+        }
+    };
+    let Some(pid) = child.id() else {
+        return Execution::failed(
+            true,
+            format!("`{program}` exited before it could be watched"),
+            started_at,
+        );
+    };
+    // The group's id is the leader's pid, because of `process_group(0)`.
+    let pgid = Pid::from_raw(pid as i32);
+    let mut group = GroupGuard { pgid: Some(pgid) };
+
+    let mut stdout_tail = Tail::new(config.tail_bytes);
+    let mut stderr_tail = Tail::new(config.tail_bytes);
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let (status, ending) = {
+        let reading = async { tokio::join!(stdout_tail.fill(stdout), stderr_tail.fill(stderr)) };
+        let supervising = supervise(
+            &mut child,
+            pgid,
+            timeout_of(task),
+            config.kill_grace,
+            cancel,
+        );
+        tokio::pin!(reading, supervising);
+        let mut read_all = false;
+        let ended = loop {
+            tokio::select! {
+                ended = &mut supervising => break ended,
+                _ = &mut reading, if !read_all => read_all = true,
+            }
+        };
+        // Whatever the task left running in its group goes with it.
+        signal_group(pgid, Signal::SIGKILL);
+        if !read_all {
+            let _ = tokio::time::timeout(PIPE_DRAIN, &mut reading).await;
+        }
+        ended
+    };
+    group.disarm();
+
+    let mut execution = match status {
+        Err(error) => Execution::failed(
+            true,
+            format!("could not wait for `{program}`: {error}"),
+            started_at,
+        ),
+        Ok(status) => judge(task, status, ending, output)
+            .await
+            .into_execution(started_at, status),
+    };
+    execution.stdout_tail = stdout_tail.into_string();
+    execution.stderr_tail = stderr_tail.into_string();
+    execution
+}
+
+/// Waits for the child to exit, stopping its group on timeout or cancellation.
+async fn supervise(
+    child: &mut Child,
+    pgid: Pid,
+    timeout: Option<Duration>,
+    grace: Duration,
+    cancel: &CancellationToken,
+) -> (io::Result<ExitStatus>, Ending) {
+    let deadline = async {
+        match timeout {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    let ending = tokio::select! {
+        biased;
+        status = child.wait() => return (status, Ending::Exited),
+        _ = cancel.cancelled() => Ending::Cancelled,
+        _ = deadline => Ending::TimedOut,
+    };
+    signal_group(pgid, Signal::SIGTERM);
+    if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
+        return (status, ending);
+    }
+    signal_group(pgid, Signal::SIGKILL);
+    (child.wait().await, ending)
+}
+
+/// The verdict on a process that ended with `status`.
+struct Verdict {
+    outcome: AttemptOutcome,
+    output: Option<Box<serde_json::value::RawValue>>,
+    error: Option<String>,
+}
+
+impl Verdict {
+    fn into_execution(self, started_at: Millis, status: ExitStatus) -> Execution {
+        let mut execution = match self.error {
+            Some(error) => Execution::ended(self.outcome, error, started_at),
+            None => Execution::succeeded(self.output, started_at),
+        };
+        execution.exit_code = status.code();
+        execution.signal = status.signal();
+        execution
+    }
+}
+
+async fn judge(task: &TaskMessage, status: ExitStatus, ending: Ending, output: &Path) -> Verdict {
+    let fail = |outcome, error: String| Verdict {
+        outcome,
+        output: None,
+        error: Some(error),
+    };
+    match ending {
+        Ending::TimedOut => {
+            let limit = timeout_of(task).unwrap_or_default();
+            return fail(AttemptOutcome::TimedOut, timed_out(limit));
+        }
+        Ending::Cancelled => return fail(AttemptOutcome::Cancelled, "cancelled".to_string()),
+        Ending::Exited => {}
+    }
+    if let Some(code) = status.code() {
+        if code != 0 {
+            return fail(
+                AttemptOutcome::Failed { retryable: true },
+                format!("exited with code {code}"),
+            );
+        }
+    } else if let Some(signal) = status.signal() {
+        let error = format!("killed by signal {signal} ({})", signal_name(signal));
+        return fail(AttemptOutcome::Failed { retryable: true }, error);
+    }
+    match read_output(output).await {
+        Ok(output) => Verdict {
+            outcome: AttemptOutcome::Succeeded,
+            output,
+            error: None,
+        },
+        Err(error) => fail(AttemptOutcome::Failed { retryable: false }, error),
+    }
+}
+
+/// Reads and checks what the task wrote to `$TASKFLEET_OUTPUT`, if anything.
+async fn read_output(path: &Path) -> Result<Option<Box<serde_json::value::RawValue>>, String> {
+    let len = match tokio::fs::metadata(path).await {
+        Ok(metadata) => metadata.len(),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(format!("could not read the output file: {error}")),
+    };
+    if len > MAX_OUTPUT_BYTES as u64 {
+        return Err(too_large(len));
+    }
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|error| format!("could not read the output file: {error}"))?;
+    let text =
+        String::from_utf8(bytes).map_err(|error| format!("output is not valid UTF-8: {error}"))?;
+    check_output(text)
+}
+
+fn spawn_failure(
+    program: &str,
+    work_dir: Option<&Path>,
+    error: &io::Error,
+    started_at: Millis,
+) -> Execution {
+    match error.kind() {
+        io::ErrorKind::NotFound => match work_dir {
+            // Changing into a missing working directory fails the same way: blame the worker.
+            Some(dir) if !dir.is_dir() => Execution::failed(
+                true,
+                format!("working directory `{}` does not exist", dir.display()),
+                started_at,
+            ),
+            _ => Execution::failed(false, format!("program `{program}` not found"), started_at),
+        },
+        io::ErrorKind::PermissionDenied => Execution::failed(
+            false,
+            format!("program `{program}` cannot be run: permission denied"),
+            started_at,
+        ),
+        _ => Execution::failed(
+            true,
+            format!("could not start `{program}`: {error}"),
+            started_at,
+        ),
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    Signal::try_from(signal)
+        .map(Signal::as_str)
+        .unwrap_or("unknown signal")
+}
+
+/// Signals a process group; kills it when dropped while still armed, so no task outlives an
+/// execution that was abandoned half-way.
+struct GroupGuard {
+    pgid: Option<Pid>,
+}
+
+impl GroupGuard {
+    fn disarm(&mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid {
+            signal_group(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Sends `signal` to every process of the group `pgid`; a group that is gone is fine.
+fn signal_group(pgid: Pid, signal: Signal) {
+    match killpg(pgid, signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(error) => {
+            tracing::warn!(%error, pgid = pgid.as_raw(), ?signal, "Failed to signal a process group.")
+        }
+    }
+}
+
+/// The last bytes of a stream.
+struct Tail {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl Tail {
+    fn new(limit: usize) -> Tail {
+        Tail {
+            buf: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Reads `stream` to its end, keeping its last bytes.
+    async fn fill(&mut self, stream: Option<impl AsyncRead + Unpin>) {
+        let Some(mut stream) = stream else { return };
+        let mut chunk = vec![0u8; 8192];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) => return,
+                Ok(n) => self.push(&chunk[..n]),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.limit == 0 {
+            return;
+        }
+        let bytes = &bytes[bytes.len().saturating_sub(self.limit)..];
+        self.buf.extend_from_slice(bytes);
+        // Trim rarely: only once twice the limit is buffered, so pushing stays linear.
+        if self.buf.len() > 2 * self.limit {
+            let excess = self.buf.len() - self.limit;
+            self.buf.drain(..excess);
+        }
+    }
+
+    /// The kept bytes as text, at most `limit` bytes long.
+    fn into_string(self) -> String {
+        let mut bytes = &self.buf[self.buf.len().saturating_sub(self.limit)..];
+        // Skip a character cut in half at the start rather than show a replacement for it.
+        let cut = bytes
+            .iter()
+            .take(3)
+            .take_while(|&&b| b & 0xC0 == 0x80)
+            .count();
+        bytes = &bytes[cut..];
+        let text = String::from_utf8_lossy(bytes);
+        if text.len() <= self.limit {
+            return text.into_owned();
+        }
+        // Replacement characters are longer than the bytes they replace: cut again.
+        let mut start = text.len() - self.limit;
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        text[start..].to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests;

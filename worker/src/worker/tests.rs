@@ -1,0 +1,522 @@
+//! Tests of the worker loop, end to end over the in-memory transport.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+use taskfleet_common::wire::{decode_worker_event, TaskResult, WireAction};
+use taskfleet_transport::{DeadLetter, MemoryTransport};
+
+use super::*;
+
+/// Longest a test waits for anything that must happen.
+const PATIENCE: Duration = Duration::from_secs(10);
+/// How long a test waits to be sure that nothing happens.
+const QUIET: Duration = Duration::from_millis(200);
+
+fn task(id: &str, priority: PriorityClass, action: WireAction) -> TaskMessage {
+    TaskMessage {
+        v: WIRE_VERSION,
+        workflow_id: "wf-1".into(),
+        task: id.into(),
+        task_idx: id.len() as u32,
+        attempt: 1,
+        pool: "default".into(),
+        priority,
+        action,
+        timeout_ms: None,
+        inputs: BTreeMap::new(),
+    }
+}
+
+fn handler(name: &str, args: Value) -> WireAction {
+    WireAction::Handler {
+        name: name.into(),
+        args,
+        env: BTreeMap::new(),
+    }
+}
+
+/// A running worker and the transport around it.
+struct Harness {
+    transport: MemoryTransport,
+    names: QueueNames,
+    results: Box<dyn Consumer>,
+    shutdown: CancellationToken,
+    worker: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Harness {
+    /// The transport with the results queue already being consumed; the worker not started.
+    async fn new() -> Harness {
+        let names = QueueNames::new("test");
+        let transport = MemoryTransport::new(&names);
+        transport.declare(&[names.results()]).await.unwrap();
+        let results = transport.consume(&names.results(), 1000).await.unwrap();
+        Harness {
+            transport,
+            names,
+            results,
+            shutdown: CancellationToken::new(),
+            worker: None,
+        }
+    }
+
+    fn config(&self) -> WorkerConfig {
+        WorkerConfig {
+            queues: self.names.clone(),
+            ..WorkerConfig::new("w-test")
+        }
+    }
+
+    fn start(&mut self, config: WorkerConfig) {
+        self.start_on(config, Arc::new(self.transport.clone()));
+    }
+
+    fn start_on(&mut self, config: WorkerConfig, transport: Arc<dyn Transport>) {
+        let worker = Worker::new(
+            config,
+            transport,
+            Arc::new(HandlerRegistry::with_builtins()),
+        );
+        self.worker = Some(tokio::spawn(worker.run(self.shutdown.clone())));
+    }
+
+    async fn publish(&self, task: &TaskMessage) {
+        let queue = self.names.tasks(&task.pool, task.priority.as_str());
+        self.publish_raw(&queue, encode(task)).await;
+    }
+
+    async fn publish_raw(&self, queue: &str, payload: impl Into<bytes::Bytes>) {
+        self.transport.declare(&[queue.to_string()]).await.unwrap();
+        self.transport
+            .publish(vec![Outgoing::new(queue, payload)])
+            .await
+            .unwrap();
+    }
+
+    async fn next_event(&mut self) -> WorkerEvent {
+        let delivery = tokio::time::timeout(PATIENCE, self.results.recv())
+            .await
+            .expect("no worker event arrived in time")
+            .expect("receive a worker event");
+        let event = decode_worker_event(&delivery.payload).expect("a valid worker event");
+        delivery.ack().await.unwrap();
+        event
+    }
+
+    async fn started(&mut self) -> AttemptStarted {
+        match self.next_event().await {
+            WorkerEvent::Started(started) => started,
+            WorkerEvent::Finished(result) => panic!("expected a started event, got {result:?}"),
+        }
+    }
+
+    async fn finished(&mut self) -> TaskResult {
+        match self.next_event().await {
+            WorkerEvent::Finished(result) => result,
+            WorkerEvent::Started(started) => panic!("expected a finished event, got {started:?}"),
+        }
+    }
+
+    async fn assert_no_event(&mut self) {
+        if let Ok(Ok(delivery)) = tokio::time::timeout(QUIET, self.results.recv()).await {
+            panic!(
+                "unexpected event {}",
+                String::from_utf8_lossy(&delivery.payload)
+            );
+        }
+    }
+
+    /// Shuts the worker down and waits for it to return.
+    async fn stop(&mut self) {
+        self.shutdown.cancel();
+        let worker = self.worker.take().expect("the worker was started");
+        tokio::time::timeout(PATIENCE, worker)
+            .await
+            .expect("the worker did not stop")
+            .unwrap()
+            .unwrap();
+    }
+
+    async fn queue_len(&self, class: PriorityClass) -> usize {
+        self.transport
+            .queue_len(&self.names.tasks("default", class.as_str()))
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn tasks_run_end_to_end() {
+    let mut harness = Harness::new().await;
+    harness.start(harness.config());
+    let mut copy = task(
+        "copy",
+        PriorityClass::Normal,
+        WireAction::Run {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "cat \"$TASKFLEET_INPUTS\" > \"$TASKFLEET_OUTPUT\"".into(),
+            ],
+            env: BTreeMap::new(),
+        },
+    );
+    copy.attempt = 3;
+    copy.inputs
+        .insert("up".into(), RawValue::from_string("[1,2]".into()).unwrap());
+    harness.publish(&copy).await;
+
+    let started = harness.started().await;
+    assert_eq!(
+        (
+            started.workflow_id.as_str(),
+            started.task_idx,
+            started.attempt
+        ),
+        ("wf-1", 4, 3)
+    );
+    assert_eq!(started.worker, "w-test");
+    let result = harness.finished().await;
+    assert_eq!(result.outcome, AttemptOutcome::Succeeded, "{result:?}");
+    assert_eq!(
+        (result.task.as_str(), result.task_idx, result.attempt),
+        ("copy", 4, 3)
+    );
+    assert_eq!(result.worker, "w-test");
+    assert_eq!(result.exit_code, Some(0));
+    assert_eq!(result.output.unwrap().get(), "{\"up\":[1,2]}");
+    assert!(started.at <= result.finished_at);
+
+    harness
+        .publish(&task(
+            "fails",
+            PriorityClass::Normal,
+            handler("fail", Value::Null),
+        ))
+        .await;
+    harness.started().await;
+    let result = harness.finished().await;
+    assert_eq!(result.outcome, AttemptOutcome::Failed { retryable: true });
+    assert_eq!(result.error.as_deref(), Some("failed on purpose"));
+
+    harness.stop().await;
+    // Acked: nothing comes back when the worker's consumers are gone.
+    assert_eq!(harness.queue_len(PriorityClass::Normal).await, 0);
+}
+
+#[tokio::test]
+async fn garbage_is_dead_lettered_and_the_next_task_still_runs() {
+    let mut harness = Harness::new().await;
+    let queue = harness.names.tasks("default", "normal");
+    harness
+        .publish_raw(&queue, &b"\x00\xffnot a task"[..])
+        .await;
+    harness
+        .publish(&task(
+            "after",
+            PriorityClass::Normal,
+            handler("noop", Value::Null),
+        ))
+        .await;
+    let mut dead = harness
+        .transport
+        .consume(&harness.names.dead_letters(), 10)
+        .await
+        .unwrap();
+    harness.start(harness.config());
+
+    let delivery = tokio::time::timeout(PATIENCE, dead.recv())
+        .await
+        .expect("nothing was dead-lettered")
+        .unwrap();
+    let letter = DeadLetter::decode(&delivery.payload).expect("a dead letter");
+    assert_eq!(letter.source_queue, queue);
+    assert!(
+        letter.reason.starts_with("unparsable message: "),
+        "{}",
+        letter.reason
+    );
+    assert_eq!(letter.payload, &b"\x00\xffnot a task"[..]);
+
+    harness.started().await;
+    let result = harness.finished().await;
+    assert_eq!(
+        (result.task.as_str(), result.outcome),
+        ("after", AttemptOutcome::Succeeded)
+    );
+    harness.stop().await;
+    assert_eq!(harness.queue_len(PriorityClass::Normal).await, 0);
+}
+
+#[tokio::test]
+async fn higher_classes_are_taken_first() {
+    let mut harness = Harness::new().await;
+    for (id, class) in [
+        ("low-1", PriorityClass::Low),
+        ("normal-1", PriorityClass::Normal),
+        ("low-2", PriorityClass::Low),
+        ("high-1", PriorityClass::High),
+        ("normal-2", PriorityClass::Normal),
+        ("high-2", PriorityClass::High),
+    ] {
+        harness
+            .publish(&task(id, class, handler("noop", Value::Null)))
+            .await;
+    }
+    harness.start(harness.config());
+    let mut order = Vec::new();
+    for _ in 0..6 {
+        harness.started().await;
+        order.push(harness.finished().await.task);
+    }
+    assert_eq!(
+        order,
+        ["high-1", "high-2", "normal-1", "normal-2", "low-1", "low-2"]
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn up_to_concurrency_tasks_run_at_once() {
+    let mut harness = Harness::new().await;
+    for id in ["a", "b", "c"] {
+        harness
+            .publish(&task(
+                id,
+                PriorityClass::Normal,
+                handler("sleep", json!({"duration": "300ms"})),
+            ))
+            .await;
+    }
+    harness.start(WorkerConfig {
+        concurrency: 2,
+        ..harness.config()
+    });
+    let mut events = Vec::new();
+    for _ in 0..6 {
+        events.push(match harness.next_event().await {
+            WorkerEvent::Started(_) => "started",
+            WorkerEvent::Finished(_) => "finished",
+        });
+    }
+    assert_eq!(
+        &events[..3],
+        ["started", "started", "finished"],
+        "{events:?}"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_running_tasks_and_takes_no_more() {
+    let mut harness = Harness::new().await;
+    harness
+        .publish(&task(
+            "slow",
+            PriorityClass::Normal,
+            handler("sleep", json!({"duration": "300ms"})),
+        ))
+        .await;
+    harness
+        .publish(&task(
+            "next",
+            PriorityClass::Normal,
+            handler("noop", Value::Null),
+        ))
+        .await;
+    harness.start(harness.config());
+    assert_eq!(harness.started().await.task_idx, 4);
+    harness.stop().await;
+
+    let result = harness.finished().await;
+    assert_eq!(
+        (result.task.as_str(), result.outcome),
+        ("slow", AttemptOutcome::Succeeded)
+    );
+    harness.assert_no_event().await;
+    // `slow` was acked; `next` was never taken.
+    assert_eq!(harness.queue_len(PriorityClass::Normal).await, 1);
+}
+
+#[tokio::test]
+async fn tasks_still_running_after_the_drain_timeout_are_requeued() {
+    let mut harness = Harness::new().await;
+    harness
+        .publish(&task(
+            "endless",
+            PriorityClass::Normal,
+            handler("sleep", json!({"duration": "30s"})),
+        ))
+        .await;
+    harness.start(WorkerConfig {
+        drain_timeout: Duration::from_millis(100),
+        ..harness.config()
+    });
+    harness.started().await;
+    let start = Instant::now();
+    harness.stop().await;
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    harness.assert_no_event().await;
+
+    let queue = harness.names.tasks("default", "normal");
+    let mut consumer = harness.transport.consume(&queue, 1).await.unwrap();
+    let delivery = consumer.try_recv().expect("the task was requeued").unwrap();
+    assert!(delivery.redelivered);
+    assert_eq!(decode_task(&delivery.payload).unwrap().task, "endless");
+}
+
+/// The memory transport, failing the first `failures` publishes of finished events.
+struct FailingResults {
+    inner: MemoryTransport,
+    failures: AtomicUsize,
+}
+
+#[async_trait]
+impl Transport for FailingResults {
+    async fn declare(&self, queues: &[String]) -> Result<(), TransportError> {
+        self.inner.declare(queues).await
+    }
+
+    async fn publish(&self, messages: Vec<Outgoing>) -> Result<(), TransportError> {
+        let finished = messages.iter().any(|message| {
+            matches!(
+                decode_worker_event(&message.payload),
+                Ok(WorkerEvent::Finished(_))
+            )
+        });
+        let fail = finished
+            && self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if fail {
+            return Err(TransportError::Unavailable {
+                reason: "broker is down".into(),
+            });
+        }
+        self.inner.publish(messages).await
+    }
+
+    async fn consume(
+        &self,
+        queue: &str,
+        prefetch: u16,
+    ) -> Result<Box<dyn Consumer>, TransportError> {
+        self.inner.consume(queue, prefetch).await
+    }
+
+    async fn queue_len(&self, queue: &str) -> Result<usize, TransportError> {
+        self.inner.queue_len(queue).await
+    }
+}
+
+#[tokio::test]
+async fn a_result_that_cannot_be_published_is_requeued_not_acked() {
+    let mut harness = Harness::new().await;
+    harness
+        .publish(&task(
+            "once",
+            PriorityClass::Normal,
+            handler("noop", Value::Null),
+        ))
+        .await;
+    let failing = FailingResults {
+        inner: harness.transport.clone(),
+        failures: AtomicUsize::new(1),
+    };
+    harness.start_on(harness.config(), Arc::new(failing));
+
+    // The first attempt's result is lost, so the delivery comes back and runs again.
+    harness.started().await;
+    harness.started().await;
+    let result = harness.finished().await;
+    assert_eq!(
+        (result.task.as_str(), result.outcome),
+        ("once", AttemptOutcome::Succeeded)
+    );
+    harness.stop().await;
+    assert_eq!(harness.queue_len(PriorityClass::Normal).await, 0);
+}
+
+#[tokio::test]
+async fn many_quick_tasks_all_complete() {
+    const TASKS: usize = 2000;
+    let mut harness = Harness::new().await;
+    let queue = harness.names.tasks("default", "normal");
+    let noop = task("quick", PriorityClass::Normal, handler("noop", Value::Null));
+    let messages = (0..TASKS)
+        .map(|_| Outgoing::new(queue.clone(), encode(&noop)))
+        .collect();
+    harness.transport.declare(&[queue]).await.unwrap();
+    harness.transport.publish(messages).await.unwrap();
+    harness.start(WorkerConfig {
+        concurrency: 16,
+        ..harness.config()
+    });
+    let mut finished = 0;
+    while finished < TASKS {
+        if let WorkerEvent::Finished(result) = harness.next_event().await {
+            assert_eq!(result.outcome, AttemptOutcome::Succeeded);
+            finished += 1;
+        }
+    }
+    harness.stop().await;
+    assert_eq!(harness.queue_len(PriorityClass::Normal).await, 0);
+}
+
+#[tokio::test]
+async fn bad_configurations_are_refused() {
+    let harness = Harness::new().await;
+    let transport: Arc<dyn Transport> = Arc::new(harness.transport.clone());
+    let handlers = Arc::new(HandlerRegistry::new());
+    let none = WorkerConfig {
+        concurrency: 0,
+        ..harness.config()
+    };
+    let error = Worker::new(none, transport.clone(), handlers.clone())
+        .run(CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "concurrency must be at least 1");
+    let nowhere = WorkerConfig {
+        pools: Vec::new(),
+        ..harness.config()
+    };
+    let error = Worker::new(nowhere, transport, handlers)
+        .run(CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "a worker needs at least one pool");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zz_tmp_throughput() {
+    const TASKS: usize = 50000;
+    let mut harness = Harness::new().await;
+    let queue = harness.names.tasks("default", "normal");
+    let noop = task("quick", PriorityClass::Normal, handler("noop", Value::Null));
+    let messages = (0..TASKS).map(|_| Outgoing::new(queue.clone(), encode(&noop))).collect();
+    harness.transport.declare(&[queue]).await.unwrap();
+    harness.transport.publish(messages).await.unwrap();
+    let start = Instant::now();
+    harness.start(WorkerConfig { concurrency: 64, ..harness.config() });
+    let mut finished = 0;
+    while finished < TASKS {
+        let d = harness.results.recv().await.unwrap();
+        if d.payload.starts_with(b"{\"type\":\"finished\"") { finished += 1; }
+        d.ack().await.unwrap();
+    }
+    eprintln!("{} tasks/s", TASKS as f64 / start.elapsed().as_secs_f64());
+    harness.stop().await;
+}
