@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::engine::{Engine, EngineConfig};
-use crate::store::{Store, StoreUpdate, TaskRecord, WorkflowState};
+use crate::store::{coalesce, Store, StoreUpdate, TaskRecord, WorkflowState};
 
 /// The clock the service reads; the engine itself never does.
 pub fn now() -> Millis {
@@ -238,7 +238,7 @@ impl Scheduler {
         if updates.is_empty() {
             return Ok(());
         }
-        self.store.apply(updates).await.context("persisting scheduler state")
+        self.store.apply(coalesce(updates)).await.context("persisting scheduler state")
     }
 
     fn publish_progress(&self) {

@@ -1,1 +1,8 @@
-//! Integration tests.
+//! taskfleet's integration tests, one binary: each module drives real processes or services.
+//!
+//! - `run`: `taskfleet run` and `taskfleet validate` as a user runs them (real child
+//!   processes, real SQLite files), including the examples.
+//! - `resume`: killing `taskfleet run` with SIGKILL and running it again.
+
+mod resume;
+mod run;

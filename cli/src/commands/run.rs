@@ -66,11 +66,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(n_done) = outcome.resumed_with {
         eprintln!("resumed workflow {} with {n_done} of {} tasks already finished", outcome.workflow_id, outcome.report.tasks.len());
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome.report)?);
-    } else {
-        print!("{}", outcome.report.table());
-    }
+    let text = if args.json { serde_json::to_string_pretty(&outcome.report)? + "\n" } else { outcome.report.table() };
+    super::write_stdout(&text)?;
     if interrupt.is_cancelled() && !outcome.state.is_terminal() {
         match &args.db {
             Some(db) => eprintln!("interrupted: run the same command again to resume from {}", db.display()),

@@ -4,6 +4,7 @@
 //! the embedded mode (a file, or memory). Writes arrive as batches of [`StoreUpdate`]s applied
 //! in one transaction, so the scheduler pays one commit per batch, not per task.
 
+mod coalesce;
 pub mod conformance;
 mod sqlite;
 
@@ -13,6 +14,7 @@ use async_trait::async_trait;
 use taskfleet_common::state::{AttemptOutcome, TaskState};
 use taskfleet_common::{Millis, WorkflowSpec};
 
+pub use coalesce::coalesce;
 pub use sqlite::SqliteStore;
 
 /// Errors of a store.
@@ -115,7 +117,8 @@ pub enum StoreUpdate {
     AttemptDispatched { workflow_id: Arc<str>, task_idx: u32, attempt: u32, at: Millis },
     /// A worker started an attempt.
     AttemptStarted { workflow_id: Arc<str>, task_idx: u32, attempt: u32, worker: String, at: Millis },
-    /// An attempt ended; `record` holds its final fields.
+    /// An attempt ended; `record` holds its final fields (its `dispatched_at` is used only
+    /// when the attempt was never recorded as dispatched).
     AttemptFinished { workflow_id: Arc<str>, record: AttemptRecord },
     /// The workflow ended.
     WorkflowFinished { workflow_id: Arc<str>, state: WorkflowState, at: Millis },

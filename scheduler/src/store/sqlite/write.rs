@@ -111,11 +111,12 @@ const INSERT_ATTEMPT: &str = "INSERT OR REPLACE INTO attempts \
      (workflow_id, task_idx, attempt, dispatched_at) VALUES (?1, ?2, ?3, ?4)";
 const START_ATTEMPT: &str = "UPDATE attempts SET worker = ?4, started_at = ?5 \
      WHERE workflow_id = ?1 AND task_idx = ?2 AND attempt = ?3";
+/// A finish keeps the stored dispatch time of an attempt it completes.
 const FINISH_ATTEMPT: &str = "INSERT INTO attempts (workflow_id, task_idx, attempt, \
      dispatched_at, worker, started_at, finished_at, outcome, exit_code, signal, error, \
      stdout_tail, stderr_tail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
      ON CONFLICT (workflow_id, task_idx, attempt) DO UPDATE SET \
-     dispatched_at = excluded.dispatched_at, worker = excluded.worker, \
+     worker = excluded.worker, \
      started_at = excluded.started_at, finished_at = excluded.finished_at, \
      outcome = excluded.outcome, exit_code = excluded.exit_code, signal = excluded.signal, \
      error = excluded.error, stdout_tail = excluded.stdout_tail, \
