@@ -81,7 +81,9 @@ pub async fn run_workflow(
     interrupt: CancellationToken,
 ) -> anyhow::Result<RunOutcome> {
     let store: Arc<dyn Store> = match &options.db {
-        Some(path) => Arc::new(SqliteStore::open(path).with_context(|| format!("opening database {}", path.display()))?),
+        Some(path) => {
+            Arc::new(SqliteStore::open(path).with_context(|| format!("opening database {}", path.display()))?)
+        }
         None => Arc::new(SqliteStore::in_memory().context("opening an in-memory database")?),
     };
     let hash = spec_hash(source);
@@ -104,7 +106,9 @@ pub async fn run_workflow(
             (record.id, None)
         }
     };
-    let resumed_with = stored.as_ref().map(|tasks| tasks.iter().filter(|task| task.state.is_terminal()).count());
+    let resumed_with = stored
+        .as_ref()
+        .map(|tasks| tasks.iter().filter(|task| task.state.is_terminal()).count());
     if let Some(n_done) = resumed_with {
         info!(%workflow_id, n_done, "Resuming workflow.");
     }
@@ -128,8 +132,15 @@ pub async fn run_workflow(
     }
     let config = SchedulerConfig {
         queues,
-        engine: EngineConfig { policy: options.policy, prefetch_margin: options.prefetch_margin, ..EngineConfig::default() },
-        capacity: pools.iter().map(|pool| (pool.clone(), options.workers.max(1))).collect(),
+        engine: EngineConfig {
+            policy: options.policy,
+            prefetch_margin: options.prefetch_margin,
+            ..EngineConfig::default()
+        },
+        capacity: pools
+            .iter()
+            .map(|pool| (pool.clone(), options.workers.max(1)))
+            .collect(),
         ..SchedulerConfig::default()
     };
     let (scheduler, handle) = Scheduler::new(config, store.clone(), transport);
@@ -163,7 +174,12 @@ pub async fn run_workflow(
     }
     scheduler_result?;
     let report = RunReport::load(store.as_ref(), &workflow_id, &spec).await?;
-    Ok(RunOutcome { workflow_id, state, resumed_with, report })
+    Ok(RunOutcome {
+        workflow_id,
+        state,
+        resumed_with,
+        report,
+    })
 }
 
 fn new_workflow_id() -> String {

@@ -22,8 +22,11 @@ impl ProgressDisplay {
 
     /// Shows the latest counts.
     pub fn update(&self, progress: &WorkflowProgress) {
-        let n_finished: usize =
-            TaskState::ALL.iter().filter(|state| state.is_terminal()).map(|&state| progress.counts[state as usize]).sum();
+        let n_finished: usize = TaskState::ALL
+            .iter()
+            .filter(|state| state.is_terminal())
+            .map(|&state| progress.counts[state as usize])
+            .sum();
         self.bar.set_position(n_finished as u64);
         self.bar.set_message(counts_line(progress));
     }

@@ -57,7 +57,10 @@ impl RunReport {
         let mut tasks: Vec<TaskReport> = records
             .iter()
             .map(|record| TaskReport {
-                id: spec.tasks.get(record.task_idx as usize).map_or_else(|| format!("#{}", record.task_idx), |task| task.id.clone()),
+                id: spec
+                    .tasks
+                    .get(record.task_idx as usize)
+                    .map_or_else(|| format!("#{}", record.task_idx), |task| task.id.clone()),
                 state: record.state,
                 attempts: record.attempt,
                 started_at: None,
@@ -71,7 +74,9 @@ impl RunReport {
             })
             .collect();
         for attempt in attempts {
-            let Some(task) = tasks.get_mut(attempt.task_idx as usize) else { continue };
+            let Some(task) = tasks.get_mut(attempt.task_idx as usize) else {
+                continue;
+            };
             if task.started.is_none() {
                 task.started = attempt.started_at;
             }
@@ -94,7 +99,11 @@ impl RunReport {
         }
         let first_start = tasks.iter().filter_map(|task| task.started).min();
         let (state, submitted, finished) = match &workflow {
-            Some(record) => (record.state.as_str().to_string(), Some(record.submitted_at), record.finished_at),
+            Some(record) => (
+                record.state.as_str().to_string(),
+                Some(record.submitted_at),
+                record.finished_at,
+            ),
             None => ("unknown".to_string(), None, None),
         };
         let started = submitted.or(first_start);
@@ -117,9 +126,15 @@ impl RunReport {
     pub fn table(&self) -> String {
         let mut table = Table::new();
         table.load_preset(UTF8_BORDERS_ONLY);
-        table.set_header(["TASK", "STATE", "ATTEMPTS", "STARTED", "DURATION", "WORKER", "EXIT", "ERROR"]);
+        table.set_header([
+            "TASK", "STATE", "ATTEMPTS", "STARTED", "DURATION", "WORKER", "EXIT", "ERROR",
+        ]);
         let show_all = self.tasks.len() <= MAX_TABLE_ROWS;
-        let shown = self.tasks.iter().filter(|task| show_all || task.state != TaskState::Succeeded).take(MAX_TABLE_ROWS);
+        let shown = self
+            .tasks
+            .iter()
+            .filter(|task| show_all || task.state != TaskState::Succeeded)
+            .take(MAX_TABLE_ROWS);
         let mut n_shown = 0;
         for task in shown {
             n_shown += 1;
@@ -128,7 +143,9 @@ impl RunReport {
                 task.state.to_string(),
                 task.attempts.to_string(),
                 task.started_at.clone().unwrap_or_default(),
-                task.duration_ms.map(|ms| format_duration(Duration::from_millis(ms))).unwrap_or_default(),
+                task.duration_ms
+                    .map(|ms| format_duration(Duration::from_millis(ms)))
+                    .unwrap_or_default(),
                 task.worker.clone().unwrap_or_default(),
                 task.exit_code.map(|code| code.to_string()).unwrap_or_default(),
                 task.error.as_deref().map(first_line).unwrap_or_default(),
@@ -136,11 +153,23 @@ impl RunReport {
         }
         let mut out = table.to_string();
         if n_shown < self.tasks.len() {
-            out.push_str(&format!("\n({} more tasks not shown; use --json for all of them)", self.tasks.len() - n_shown));
+            out.push_str(&format!(
+                "\n({} more tasks not shown; use --json for all of them)",
+                self.tasks.len() - n_shown
+            ));
         }
         let counts: Vec<String> = self.counts.iter().map(|(state, n)| format!("{state} {n}")).collect();
-        let took = self.duration_ms.map(|ms| format!(" in {}", format_duration(Duration::from_millis(ms)))).unwrap_or_default();
-        out.push_str(&format!("\nworkflow {} ({}) {}{took}: {}\n", self.name, self.workflow_id, self.state, counts.join(", ")));
+        let took = self
+            .duration_ms
+            .map(|ms| format!(" in {}", format_duration(Duration::from_millis(ms))))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "\nworkflow {} ({}) {}{took}: {}\n",
+            self.name,
+            self.workflow_id,
+            self.state,
+            counts.join(", ")
+        ));
         out
     }
 }

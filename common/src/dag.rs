@@ -56,7 +56,13 @@ impl Dag {
                 cursor[parent as usize] += 1;
             }
         }
-        let mut dag = Dag { parent_offsets, parents, child_offsets, children, topo_order: Vec::new() };
+        let mut dag = Dag {
+            parent_offsets,
+            parents,
+            child_offsets,
+            children,
+            topo_order: Vec::new(),
+        };
         let order = dag.kahn_order();
         if order.len() != n_tasks {
             return Err(dag.find_cycles(&order));
@@ -131,14 +137,20 @@ impl Dag {
             best[task as usize] = (start.0 + weights[task as usize], start.1 + 1);
         }
         let Some(last) = (0..self.len()).max_by_key(|&idx| best[idx]) else {
-            return CriticalPath { path: Vec::new(), length: 0 };
+            return CriticalPath {
+                path: Vec::new(),
+                length: 0,
+            };
         };
         let mut path = vec![last as u32];
         while via[*path.last().expect("path starts non-empty") as usize] != u32::MAX {
             path.push(via[*path.last().expect("path starts non-empty") as usize]);
         }
         path.reverse();
-        CriticalPath { path, length: best[last].0 }
+        CriticalPath {
+            path,
+            length: best[last].0,
+        }
     }
 
     fn kahn_order(&self) -> Vec<u32> {
@@ -224,7 +236,13 @@ mod tests {
         assert_eq!(dag.depth(), 3);
         assert_eq!(dag.roots().collect::<Vec<_>>(), vec![0]);
         let critical = dag.critical_path(&[1, 5, 2, 1]);
-        assert_eq!(critical, CriticalPath { path: vec![0, 1, 3], length: 7 });
+        assert_eq!(
+            critical,
+            CriticalPath {
+                path: vec![0, 1, 3],
+                length: 7
+            }
+        );
     }
 
     #[test]

@@ -32,7 +32,11 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { max_retries: 3, backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(5) }
+        RetryPolicy {
+            max_retries: 3,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(5),
+        }
     }
 
     #[test]

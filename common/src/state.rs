@@ -76,7 +76,11 @@ impl TaskState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            TaskState::Succeeded | TaskState::Failed | TaskState::TimedOut | TaskState::Cancelled | TaskState::UpstreamFailed
+            TaskState::Succeeded
+                | TaskState::Failed
+                | TaskState::TimedOut
+                | TaskState::Cancelled
+                | TaskState::UpstreamFailed
         )
     }
 
@@ -98,7 +102,9 @@ impl std::fmt::Display for TaskState {
 pub enum AttemptOutcome {
     Succeeded,
     /// The task failed; `retryable` is false when trying again cannot help (e.g. no such program).
-    Failed { retryable: bool },
+    Failed {
+        retryable: bool,
+    },
     TimedOut,
     Cancelled,
 }
@@ -113,7 +119,10 @@ pub enum TaskEvent {
     /// A worker reported it started the current attempt.
     Started,
     /// The current attempt ended; `retries_left` says whether the retry policy allows another.
-    Finished { outcome: AttemptOutcome, retries_left: bool },
+    Finished {
+        outcome: AttemptOutcome,
+        retries_left: bool,
+    },
     /// A retry's backoff has passed.
     RetryDue,
     /// The attempt's worker was lost (lease expired, or the scheduler restarted).
@@ -185,7 +194,15 @@ mod tests {
     #[test]
     fn happy_path() {
         check(
-            &[E::DepsMet, E::Dispatch, E::Started, E::Finished { outcome: O::Succeeded, retries_left: false }],
+            &[
+                E::DepsMet,
+                E::Dispatch,
+                E::Started,
+                E::Finished {
+                    outcome: O::Succeeded,
+                    retries_left: false,
+                },
+            ],
             "pending > ready > dispatched > running > succeeded",
         );
     }
@@ -213,27 +230,46 @@ mod tests {
     #[test]
     fn permanent_failure_is_not_retried() {
         check(
-            &[E::DepsMet, E::Dispatch, E::Finished { outcome: O::Failed { retryable: false }, retries_left: true }],
+            &[
+                E::DepsMet,
+                E::Dispatch,
+                E::Finished {
+                    outcome: O::Failed { retryable: false },
+                    retries_left: true,
+                },
+            ],
             "pending > ready > dispatched > failed",
         );
     }
 
     #[test]
     fn lost_lease_goes_back_to_ready() {
-        check(&[E::DepsMet, E::Dispatch, E::Started, E::LeaseLost, E::Dispatch], "pending > ready > dispatched > running > ready > dispatched");
+        check(
+            &[E::DepsMet, E::Dispatch, E::Started, E::LeaseLost, E::Dispatch],
+            "pending > ready > dispatched > running > ready > dispatched",
+        );
     }
 
     #[test]
     fn upstream_failure_and_cancel() {
         check(&[E::UpstreamFailed], "pending > upstream_failed");
         check(&[E::DepsMet, E::Cancel], "pending > ready > cancelled");
-        check(&[E::DepsMet, E::Cancel, E::Cancel], "pending > ready > cancelled > error: event Cancel does not apply to a task that is cancelled");
+        check(
+            &[E::DepsMet, E::Cancel, E::Cancel],
+            "pending > ready > cancelled > error: event Cancel does not apply to a task that is cancelled",
+        );
     }
 
     #[test]
     fn nonsense_events_are_rejected() {
-        check(&[E::Dispatch], "pending > error: event Dispatch does not apply to a task that is pending");
-        check(&[E::DepsMet, E::Started], "pending > ready > error: event Started does not apply to a task that is ready");
+        check(
+            &[E::Dispatch],
+            "pending > error: event Dispatch does not apply to a task that is pending",
+        );
+        check(
+            &[E::DepsMet, E::Started],
+            "pending > ready > error: event Started does not apply to a task that is ready",
+        );
         check(
             &[E::DepsMet, E::Dispatch, E::Finished { outcome: O::Succeeded, retries_left: false }, E::Finished { outcome: O::Succeeded, retries_left: false }],
             "pending > ready > dispatched > succeeded > error: event Finished { outcome: Succeeded, retries_left: false } does not apply to a task that is succeeded",

@@ -14,7 +14,7 @@ pub struct Millis(pub u64);
 
 impl Millis {
     /// This instant moved forward by `duration`, saturating at the end of time.
-    pub fn add(self, duration: Duration) -> Millis {
+    pub fn plus(self, duration: Duration) -> Millis {
         let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         Millis(self.0.saturating_add(ms))
     }

@@ -25,7 +25,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("invalid duration `{text}`: `{}` is not a number", &rest[..number_len]))?;
         rest = &rest[number_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let seconds_per_unit = match unit {
@@ -34,8 +36,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" => 60.0,
             "h" => 3600.0,
             "d" => 86400.0,
-            "" => return Err(format!("invalid duration `{text}`: missing unit after `{number}` (use ms, s, m, h or d)")),
-            other => return Err(format!("invalid duration `{text}`: unknown unit `{other}` (use ms, s, m, h or d)")),
+            "" => {
+                return Err(format!(
+                    "invalid duration `{text}`: missing unit after `{number}` (use ms, s, m, h or d)"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "invalid duration `{text}`: unknown unit `{other}` (use ms, s, m, h or d)"
+                ))
+            }
         };
         total += number * seconds_per_unit;
     }
@@ -44,7 +54,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn seconds_to_duration(seconds: f64) -> Result<Duration, String> {
     if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("invalid duration `{seconds}`: must be a non-negative number of seconds"));
+        return Err(format!(
+            "invalid duration `{seconds}`: must be a non-negative number of seconds"
+        ));
     }
     if seconds > 1e9 {
         return Err(format!("invalid duration: {seconds} seconds is too long"));

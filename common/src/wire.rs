@@ -62,10 +62,15 @@ pub enum WireAction {
 impl From<&Action> for WireAction {
     fn from(action: &Action) -> Self {
         match action {
-            Action::Run { argv, env } => WireAction::Run { argv: argv.clone(), env: env.clone() },
-            Action::Handler { name, args, env } => {
-                WireAction::Handler { name: name.clone(), args: args.clone(), env: env.clone() }
-            }
+            Action::Run { argv, env } => WireAction::Run {
+                argv: argv.clone(),
+                env: env.clone(),
+            },
+            Action::Handler { name, args, env } => WireAction::Handler {
+                name: name.clone(),
+                args: args.clone(),
+                env: env.clone(),
+            },
         }
     }
 }
@@ -165,7 +170,9 @@ fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, WireError> {
         }
         match serde_json::from_slice::<VersionOnly>(bytes) {
             Ok(VersionOnly { v }) if v != WIRE_VERSION => WireError::UnknownVersion { found: v },
-            _ => WireError::Unparsable { reason: error.to_string() },
+            _ => WireError::Unparsable {
+                reason: error.to_string(),
+            },
         }
     })
 }
@@ -191,7 +198,10 @@ mod tests {
             attempt: 2,
             pool: "default".into(),
             priority: PriorityClass::High,
-            action: WireAction::Run { argv: vec!["true".into()], env: BTreeMap::new() },
+            action: WireAction::Run {
+                argv: vec!["true".into()],
+                env: BTreeMap::new(),
+            },
             timeout_ms: Some(1000),
             inputs: [("up".to_string(), RawValue::from_string("{\"rows\":3}".into()).unwrap())].into(),
         }
@@ -209,12 +219,21 @@ mod tests {
 
     #[test]
     fn garbage_and_unknown_versions_are_named() {
-        assert!(matches!(decode_task(b"\x00\xffnot json"), Err(WireError::Unparsable { .. })));
+        assert!(matches!(
+            decode_task(b"\x00\xffnot json"),
+            Err(WireError::Unparsable { .. })
+        ));
         assert!(matches!(decode_task(b"{\"v\":1}"), Err(WireError::Unparsable { .. })));
-        assert_eq!(decode_task(b"{\"v\":7,\"shape\":\"new\"}").unwrap_err(), WireError::UnknownVersion { found: 7 });
+        assert_eq!(
+            decode_task(b"{\"v\":7,\"shape\":\"new\"}").unwrap_err(),
+            WireError::UnknownVersion { found: 7 }
+        );
         let mut future = task();
         future.v = 2;
-        assert_eq!(decode_task(&encode(&future)).unwrap_err().to_string(), "unsupported wire version 2 (this build speaks version 1)");
+        assert_eq!(
+            decode_task(&encode(&future)).unwrap_err().to_string(),
+            "unsupported wire version 2 (this build speaks version 1)"
+        );
     }
 
     #[test]
@@ -247,8 +266,13 @@ mod tests {
             started_at: Millis(5),
             finished_at: Millis(9),
         });
-        let WorkerEvent::Finished(back) = decode_worker_event(&encode(&event)).unwrap() else { panic!("not finished") };
+        let WorkerEvent::Finished(back) = decode_worker_event(&encode(&event)).unwrap() else {
+            panic!("not finished")
+        };
         assert_eq!(back.output.unwrap().get(), "{\"rows\":3}");
-        assert!(matches!(decode_worker_event(b"{\"type\":\"exploded\",\"v\":1}"), Err(WireError::Unparsable { .. })));
+        assert!(matches!(
+            decode_worker_event(b"{\"type\":\"exploded\",\"v\":1}"),
+            Err(WireError::Unparsable { .. })
+        ));
     }
 }

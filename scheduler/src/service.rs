@@ -25,7 +25,11 @@ use crate::store::{coalesce, Store, StoreUpdate, TaskRecord, WorkflowState};
 
 /// The clock the service reads; the engine itself never does.
 pub fn now() -> Millis {
-    Millis(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64))
+    Millis(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as u64),
+    )
 }
 
 /// How the scheduler service behaves.
@@ -62,8 +66,14 @@ pub struct WorkflowProgress {
 pub type Progress = HashMap<Arc<str>, WorkflowProgress>;
 
 enum Command {
-    Add { id: Arc<str>, spec: Arc<WorkflowSpec>, stored: Option<Vec<TaskRecord>> },
-    Cancel { id: Arc<str> },
+    Add {
+        id: Arc<str>,
+        spec: Arc<WorkflowSpec>,
+        stored: Option<Vec<TaskRecord>>,
+    },
+    Cancel {
+        id: Arc<str>,
+    },
 }
 
 /// Talks to a running scheduler service.
@@ -76,13 +86,22 @@ pub struct SchedulerHandle {
 impl SchedulerHandle {
     /// Hands a workflow (already persisted) to the service; `stored` holds its task records
     /// when it is resumed.
-    pub fn add_workflow(&self, id: Arc<str>, spec: Arc<WorkflowSpec>, stored: Option<Vec<TaskRecord>>) -> anyhow::Result<()> {
-        self.commands.send(Command::Add { id, spec, stored }).map_err(|_| anyhow::anyhow!("scheduler has stopped"))
+    pub fn add_workflow(
+        &self,
+        id: Arc<str>,
+        spec: Arc<WorkflowSpec>,
+        stored: Option<Vec<TaskRecord>>,
+    ) -> anyhow::Result<()> {
+        self.commands
+            .send(Command::Add { id, spec, stored })
+            .map_err(|_| anyhow::anyhow!("scheduler has stopped"))
     }
 
     /// Cancels a workflow.
     pub fn cancel(&self, id: Arc<str>) -> anyhow::Result<()> {
-        self.commands.send(Command::Cancel { id }).map_err(|_| anyhow::anyhow!("scheduler has stopped"))
+        self.commands
+            .send(Command::Cancel { id })
+            .map_err(|_| anyhow::anyhow!("scheduler has stopped"))
     }
 
     /// Progress updates, one per loop turn that changed something.
@@ -103,7 +122,11 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(config: SchedulerConfig, store: Arc<dyn Store>, transport: Arc<dyn Transport>) -> (Scheduler, SchedulerHandle) {
+    pub fn new(
+        config: SchedulerConfig,
+        store: Arc<dyn Store>,
+        transport: Arc<dyn Transport>,
+    ) -> (Scheduler, SchedulerHandle) {
         let mut engine = Engine::new(config.engine.clone());
         for (pool, &slots) in &config.capacity {
             engine.set_capacity(pool, slots);
@@ -119,7 +142,13 @@ impl Scheduler {
             progress: progress_tx,
             workflows: Vec::new(),
         };
-        (scheduler, SchedulerHandle { commands: command_tx, progress: progress_rx })
+        (
+            scheduler,
+            SchedulerHandle {
+                commands: command_tx,
+                progress: progress_rx,
+            },
+        )
     }
 
     /// Runs until `shutdown` is cancelled.
@@ -130,7 +159,11 @@ impl Scheduler {
             .await
             .context("declaring the results queue")?;
         let prefetch = u16::try_from(self.config.batch_size).unwrap_or(u16::MAX);
-        let mut results = self.transport.consume(&results_queue, prefetch).await.context("consuming results")?;
+        let mut results = self
+            .transport
+            .consume(&results_queue, prefetch)
+            .await
+            .context("consuming results")?;
         let mut declared: Vec<String> = Vec::new();
         let mut batch: Vec<Delivery> = Vec::with_capacity(self.config.batch_size);
         info!(policy = %self.config.engine.policy, "Scheduler started.");
@@ -144,9 +177,15 @@ impl Scheduler {
             if !dispatches.is_empty() {
                 let mut outgoing = Vec::with_capacity(dispatches.len());
                 for dispatch in &dispatches {
-                    let queue = self.config.queues.tasks(&dispatch.message.pool, dispatch.message.priority.as_str());
+                    let queue = self
+                        .config
+                        .queues
+                        .tasks(&dispatch.message.pool, dispatch.message.priority.as_str());
                     if !declared.contains(&queue) {
-                        self.transport.declare(std::slice::from_ref(&queue)).await.context("declaring a task queue")?;
+                        self.transport
+                            .declare(std::slice::from_ref(&queue))
+                            .await
+                            .context("declaring a task queue")?;
                         declared.push(queue.clone());
                     }
                     outgoing.push(Outgoing::new(queue, wire::encode(&dispatch.message)));
@@ -161,7 +200,10 @@ impl Scheduler {
             if changed {
                 self.publish_progress();
             }
-            let timer = self.engine.next_timer().map(|due| Duration::from_millis(due.0.saturating_sub(now.0)));
+            let timer = self
+                .engine
+                .next_timer()
+                .map(|due| Duration::from_millis(due.0.saturating_sub(now.0)));
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 command = self.commands.recv() => match command {
@@ -238,7 +280,10 @@ impl Scheduler {
         if updates.is_empty() {
             return Ok(());
         }
-        self.store.apply(coalesce(updates)).await.context("persisting scheduler state")
+        self.store
+            .apply(coalesce(updates))
+            .await
+            .context("persisting scheduler state")
     }
 
     fn publish_progress(&self) {

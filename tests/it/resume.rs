@@ -37,27 +37,50 @@ tasks:
     let db = dir.path().join("state.sqlite");
     let db = db.to_str().unwrap();
 
-    let mut child = taskfleet().args(["run", &workflow, "--db", db, "--json"]).spawn().unwrap();
+    let mut child = taskfleet()
+        .args(["run", &workflow, "--db", db, "--json"])
+        .spawn()
+        .unwrap();
     wait_for("the second task to start", Duration::from_secs(30), || started.exists());
     child.kill().unwrap();
     child.wait().unwrap();
     // SIGKILL gives the run no chance to stop its children: stop the orphan ourselves.
     let orphan: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(orphan), nix::sys::signal::Signal::SIGKILL).ok();
-    wait_for("the orphaned task to exit", Duration::from_secs(5), || !process_alive(orphan));
+    wait_for("the orphaned task to exit", Duration::from_secs(5), || {
+        !process_alive(orphan)
+    });
 
     std::fs::write(&go, "").unwrap();
-    let output = taskfleet().args(["run", &workflow, "--db", db, "--json"]).output().unwrap();
+    let output = taskfleet()
+        .args(["run", &workflow, "--db", db, "--json"])
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("resumed workflow"), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("resumed workflow"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report = json_report(&output);
-    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n", "the finished task ran once");
+    assert_eq!(
+        std::fs::read_to_string(&runs).unwrap(),
+        "run\n",
+        "the finished task ran once"
+    );
     assert_eq!(task_report(&report, "first")["attempts"], 1);
-    assert_eq!(task_report(&report, "second")["attempts"], 2, "the interrupted attempt was dispatched again");
+    assert_eq!(
+        task_report(&report, "second")["attempts"],
+        2,
+        "the interrupted attempt was dispatched again"
+    );
     assert_eq!(task_report(&report, "third")["state"], "succeeded");
 
     // The run is finished: the same command now starts a fresh run.
-    let output = taskfleet().args(["run", &workflow, "--db", db, "--json"]).output().unwrap();
+    let output = taskfleet()
+        .args(["run", &workflow, "--db", db, "--json"])
+        .output()
+        .unwrap();
     assert!(output.status.success());
     assert_ne!(json_report(&output)["workflow_id"], report["workflow_id"]);
 }

@@ -34,9 +34,14 @@ tasks:
     }
     let connection = rusqlite::Connection::open(&db).unwrap();
     let stored: String = connection
-        .query_row("SELECT output FROM tasks WHERE task_id = 'double'", [], |row| row.get(0))
+        .query_row("SELECT output FROM tasks WHERE task_id = 'double'", [], |row| {
+            row.get(0)
+        })
         .unwrap();
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&stored).unwrap(), serde_json::json!({"rows": 6}));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stored).unwrap(),
+        serde_json::json!({"rows": 6})
+    );
 }
 
 #[test]
@@ -88,9 +93,14 @@ tasks:
     assert!(output.status.success());
     assert_eq!(task_report(&json_report(&output), "flaky")["attempts"], 3);
     let connection = rusqlite::Connection::open(&db).unwrap();
-    let mut statement = connection.prepare("SELECT started_at, finished_at FROM attempts ORDER BY attempt").unwrap();
-    let attempts: Vec<(i64, i64)> =
-        statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).unwrap().map(Result::unwrap).collect();
+    let mut statement = connection
+        .prepare("SELECT started_at, finished_at FROM attempts ORDER BY attempt")
+        .unwrap();
+    let attempts: Vec<(i64, i64)> = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(attempts.len(), 3);
     // Backoff 400ms then 800ms, each with equal jitter: at least half of it is waited.
     let first_wait = attempts[1].0 - attempts[0].1;
@@ -114,12 +124,18 @@ fn a_timeout_kills_the_real_process() {
     let started = Instant::now();
     let output = run_taskfleet(&["run", &workflow, "--json"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(started.elapsed() < Duration::from_secs(20), "the run took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the run took {:?}",
+        started.elapsed()
+    );
     let report = json_report(&output);
     assert_eq!(task_report(&report, "hang")["state"], "timed_out");
     assert_eq!(task_report(&report, "hang")["error"], "timed out after 500ms");
     let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-    wait_for("the timed-out process to be gone", Duration::from_secs(5), || !process_alive(pid));
+    wait_for("the timed-out process to be gone", Duration::from_secs(5), || {
+        !process_alive(pid)
+    });
 }
 
 #[test]
@@ -134,9 +150,18 @@ fn invalid_workflows_exit_2_and_name_every_problem() {
         let output = run_taskfleet(&[command, &workflow]);
         assert_eq!(output.status.code(), Some(2), "{command}");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("dependency cycle: a -> b -> c -> a"), "{command}: {stderr}");
-        assert!(stderr.contains("unknown dependency `aa` (did you mean `a`?)"), "{command}: {stderr}");
-        assert!(stderr.contains("task `d`, field `run`: must not be empty"), "{command}: {stderr}");
+        assert!(
+            stderr.contains("dependency cycle: a -> b -> c -> a"),
+            "{command}: {stderr}"
+        );
+        assert!(
+            stderr.contains("unknown dependency `aa` (did you mean `a`?)"),
+            "{command}: {stderr}"
+        );
+        assert!(
+            stderr.contains("task `d`, field `run`: must not be empty"),
+            "{command}: {stderr}"
+        );
         assert!(output.stdout.is_empty(), "{command}: nothing on stdout");
     }
     let output = run_taskfleet(&["run", "/nonexistent/workflow.yaml"]);
@@ -167,7 +192,15 @@ fn the_examples_run_as_documented() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(json_report(&output)["counts"]["succeeded"], 7);
 
-    let output = run_taskfleet(&["run", &example("param-sweep.yaml"), "--workers", "4", "--policy", "priority", "--json"]);
+    let output = run_taskfleet(&[
+        "run",
+        &example("param-sweep.yaml"),
+        "--workers",
+        "4",
+        "--policy",
+        "priority",
+        "--json",
+    ]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(json_report(&output)["counts"]["succeeded"], 13);
 
@@ -188,5 +221,8 @@ fn the_summary_table_goes_to_stdout() {
     let output = run_taskfleet(&["run", &example("etl-fan-out.yaml"), "--workers", "1"]);
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("TASK") && stdout.contains("merge") && stdout.contains("succeeded 7"), "{stdout}");
+    assert!(
+        stdout.contains("TASK") && stdout.contains("merge") && stdout.contains("succeeded 7"),
+        "{stdout}"
+    );
 }

@@ -12,9 +12,16 @@ pub fn taskfleet_bin() -> PathBuf {
         return PathBuf::from(path);
     }
     let test_exe = std::env::current_exe().expect("the test binary knows its path");
-    let profile_dir = test_exe.parent().and_then(Path::parent).expect("test binaries live in target/<profile>/deps");
+    let profile_dir = test_exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps");
     let bin = profile_dir.join("taskfleet");
-    assert!(bin.exists(), "{} is missing: build it first with `cargo build -p taskfleet-cli`", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p taskfleet-cli`",
+        bin.display()
+    );
     bin
 }
 
@@ -42,7 +49,10 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
 pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -32,7 +32,10 @@ pub async fn run_all(transport: &dyn Transport, names: &QueueNames) {
 
 async fn fresh_queue(transport: &dyn Transport, names: &QueueNames, scenario: &str) -> String {
     let queue = names.tasks(scenario, "normal");
-    transport.declare(&[queue.clone(), names.dead_letters()]).await.expect("declare queues");
+    transport
+        .declare(&[queue.clone(), names.dead_letters()])
+        .await
+        .expect("declare queues");
     // A broker keeps queues between runs: drain what an earlier run may have left.
     let mut consumer = transport.consume(&queue, 1000).await.expect("consume for draining");
     while let Ok(Ok(delivery)) = tokio::time::timeout(QUIET, consumer.recv()).await {
@@ -51,12 +54,18 @@ async fn recv(consumer: &mut Box<dyn Consumer>, what: &str) -> Delivery {
 
 async fn assert_nothing_arrives(consumer: &mut Box<dyn Consumer>, what: &str) {
     if let Ok(Ok(delivery)) = tokio::time::timeout(QUIET, consumer.recv()).await {
-        panic!("{what}: unexpected delivery of {:?}", String::from_utf8_lossy(&delivery.payload));
+        panic!(
+            "{what}: unexpected delivery of {:?}",
+            String::from_utf8_lossy(&delivery.payload)
+        );
     }
 }
 
 async fn publish(transport: &dyn Transport, queue: &str, payloads: &[&str]) {
-    let messages = payloads.iter().map(|payload| Outgoing::new(queue, Bytes::copy_from_slice(payload.as_bytes()))).collect();
+    let messages = payloads
+        .iter()
+        .map(|payload| Outgoing::new(queue, Bytes::copy_from_slice(payload.as_bytes())))
+        .collect();
     transport.publish(messages).await.expect("publish");
 }
 
@@ -151,19 +160,29 @@ pub async fn competing_consumers_share_without_duplicates(transport: &dyn Transp
         assert!(seen.insert(payload.clone()), "compete: {payload} delivered twice");
         delivery.ack().await.expect("ack");
     }
-    assert!(n_left > 0 && n_left < payloads.len(), "compete: one consumer got every message");
+    assert!(
+        n_left > 0 && n_left < payloads.len(),
+        "compete: one consumer got every message"
+    );
 }
 
 /// A dead-lettered delivery lands in the dead-letter queue with its payload and reason.
 pub async fn dead_letters_keep_payload_and_reason(transport: &dyn Transport, names: &QueueNames) {
     let queue = fresh_queue(transport, names, "poison").await;
-    let mut dead = transport.consume(&names.dead_letters(), 100).await.expect("consume dead letters");
+    let mut dead = transport
+        .consume(&names.dead_letters(), 100)
+        .await
+        .expect("consume dead letters");
     while let Ok(Ok(delivery)) = tokio::time::timeout(QUIET, dead.recv()).await {
         delivery.ack().await.expect("ack old dead letter");
     }
     publish(transport, &queue, &["\u{0}garbage{"]).await;
     let mut consumer = transport.consume(&queue, 10).await.expect("consume");
-    recv(&mut consumer, "poison").await.dead_letter("unparsable message: garbage").await.expect("dead letter");
+    recv(&mut consumer, "poison")
+        .await
+        .dead_letter("unparsable message: garbage")
+        .await
+        .expect("dead letter");
     assert_nothing_arrives(&mut consumer, "poison: dead letter came back").await;
     let letter = recv(&mut dead, "poison: dead-letter queue").await;
     let decoded = DeadLetter::decode(&letter.payload).expect("dead letter decodes");
@@ -177,7 +196,9 @@ pub async fn dead_letters_keep_payload_and_reason(transport: &dyn Transport, nam
 pub async fn large_batches_arrive_complete_and_in_order(transport: &dyn Transport, names: &QueueNames) {
     let queue = fresh_queue(transport, names, "batch").await;
     let n_messages = 5000;
-    let messages = (0..n_messages).map(|idx| Outgoing::new(queue.clone(), format!("{idx}").into_bytes())).collect();
+    let messages = (0..n_messages)
+        .map(|idx| Outgoing::new(queue.clone(), format!("{idx}").into_bytes()))
+        .collect();
     transport.publish(messages).await.expect("publish batch");
     let mut consumer = transport.consume(&queue, 100).await.expect("consume");
     for idx in 0..n_messages {

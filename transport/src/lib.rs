@@ -55,7 +55,10 @@ pub struct Outgoing {
 
 impl Outgoing {
     pub fn new(queue: impl Into<String>, payload: impl Into<Bytes>) -> Outgoing {
-        Outgoing { queue: queue.into(), payload: payload.into() }
+        Outgoing {
+            queue: queue.into(),
+            payload: payload.into(),
+        }
     }
 }
 
@@ -81,14 +84,21 @@ pub struct Delivery {
 
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery").field("len", &self.payload.len()).field("redelivered", &self.redelivered).finish()
+        f.debug_struct("Delivery")
+            .field("len", &self.payload.len())
+            .field("redelivered", &self.redelivered)
+            .finish()
     }
 }
 
 impl Delivery {
     /// Builds a delivery; for transport implementations.
     pub fn new(payload: Bytes, redelivered: bool, acker: Box<dyn Acker>) -> Delivery {
-        Delivery { payload, redelivered, acker }
+        Delivery {
+            payload,
+            redelivered,
+            acker,
+        }
     }
 
     /// The message is done with; it will not be delivered again.
@@ -143,7 +153,11 @@ impl DeadLetter {
         let header = std::str::from_utf8(&bytes[..newline]).ok()?;
         let source_queue = json_field(header, "source_queue")?;
         let reason = json_field(header, "reason")?;
-        Some(DeadLetter { source_queue, reason, payload: Bytes::copy_from_slice(&bytes[newline + 1..]) })
+        Some(DeadLetter {
+            source_queue,
+            reason,
+            payload: Bytes::copy_from_slice(&bytes[newline + 1..]),
+        })
     }
 }
 

@@ -38,7 +38,10 @@ impl MemoryTransport {
     /// A transport whose dead letters go to `names.dead_letters()` (declared here).
     pub fn new(names: &QueueNames) -> MemoryTransport {
         let transport = MemoryTransport {
-            inner: Arc::new(Inner { queues: Mutex::new(HashMap::new()), dead_letter_queue: names.dead_letters() }),
+            inner: Arc::new(Inner {
+                queues: Mutex::new(HashMap::new()),
+                dead_letter_queue: names.dead_letters(),
+            }),
         };
         transport.declare_one(&names.dead_letters());
         transport
@@ -46,17 +49,19 @@ impl MemoryTransport {
 
     fn declare_one(&self, name: &str) {
         let mut queues = self.inner.queues.lock().expect("queue map lock");
-        queues
-            .entry(name.to_string())
-            .or_insert_with(|| Arc::new(Queue { ready: Mutex::new(VecDeque::new()), added: Notify::new() }));
+        queues.entry(name.to_string()).or_insert_with(|| {
+            Arc::new(Queue {
+                ready: Mutex::new(VecDeque::new()),
+                added: Notify::new(),
+            })
+        });
     }
 
     fn queue(&self, name: &str) -> Result<Arc<Queue>, TransportError> {
         let queues = self.inner.queues.lock().expect("queue map lock");
-        queues
-            .get(name)
-            .cloned()
-            .ok_or_else(|| TransportError::Rejected { reason: format!("no queue named `{name}` has been declared") })
+        queues.get(name).cloned().ok_or_else(|| TransportError::Rejected {
+            reason: format!("no queue named `{name}` has been declared"),
+        })
     }
 }
 
@@ -64,11 +69,17 @@ impl Inner {
     fn push(&self, queue_name: &str, payload: Bytes) -> Result<(), TransportError> {
         let queue = {
             let queues = self.queues.lock().expect("queue map lock");
-            queues.get(queue_name).cloned().ok_or_else(|| TransportError::Rejected {
-                reason: format!("no queue named `{queue_name}` has been declared"),
-            })?
+            queues
+                .get(queue_name)
+                .cloned()
+                .ok_or_else(|| TransportError::Rejected {
+                    reason: format!("no queue named `{queue_name}` has been declared"),
+                })?
         };
-        queue.ready.lock().expect("queue lock").push_back(Message { payload, redelivered: false });
+        queue.ready.lock().expect("queue lock").push_back(Message {
+            payload,
+            redelivered: false,
+        });
         queue.added.notify_waiters();
         Ok(())
     }
@@ -94,8 +105,17 @@ impl Transport for MemoryTransport {
         let queue_name = queue.to_string();
         let queue = self.queue(queue)?;
         let prefetch = usize::from(prefetch.max(1));
-        let slots = Arc::new(Slots { unacked: Mutex::new(Unacked::default()), freed: Notify::new() });
-        Ok(Box::new(MemoryConsumer { queue, queue_name, slots, prefetch, transport: self.inner.clone() }))
+        let slots = Arc::new(Slots {
+            unacked: Mutex::new(Unacked::default()),
+            freed: Notify::new(),
+        });
+        Ok(Box::new(MemoryConsumer {
+            queue,
+            queue_name,
+            slots,
+            prefetch,
+            transport: self.inner.clone(),
+        }))
     }
 
     async fn queue_len(&self, queue: &str) -> Result<usize, TransportError> {
@@ -182,7 +202,10 @@ impl Drop for MemoryConsumer {
         }
         let mut ready = self.queue.ready.lock().expect("queue lock");
         for (_, payload) in pending.into_iter().rev() {
-            ready.push_front(Message { payload, redelivered: true });
+            ready.push_front(Message {
+                payload,
+                redelivered: true,
+            });
         }
         drop(ready);
         self.queue.added.notify_waiters();
@@ -203,9 +226,12 @@ impl MemoryAcker {
         if unacked.closed {
             return Err(TransportError::Closed);
         }
-        let payload = unacked.by_tag.remove(&self.tag).ok_or_else(|| TransportError::Rejected {
-            reason: format!("delivery {} was already settled", self.tag),
-        })?;
+        let payload = unacked
+            .by_tag
+            .remove(&self.tag)
+            .ok_or_else(|| TransportError::Rejected {
+                reason: format!("delivery {} was already settled", self.tag),
+            })?;
         drop(unacked);
         self.slots.freed.notify_waiters();
         Ok(payload)
@@ -221,7 +247,10 @@ impl Acker for MemoryAcker {
     async fn nack(&self, requeue: bool) -> Result<(), TransportError> {
         let payload = self.settle()?;
         if requeue {
-            self.queue.ready.lock().expect("queue lock").push_front(Message { payload, redelivered: true });
+            self.queue.ready.lock().expect("queue lock").push_front(Message {
+                payload,
+                redelivered: true,
+            });
             self.queue.added.notify_waiters();
         }
         Ok(())
@@ -229,7 +258,11 @@ impl Acker for MemoryAcker {
 
     async fn dead_letter(&self, payload: Bytes, reason: &str) -> Result<(), TransportError> {
         self.settle()?;
-        let letter = DeadLetter { source_queue: self.queue_name.clone(), reason: reason.to_string(), payload };
+        let letter = DeadLetter {
+            source_queue: self.queue_name.clone(),
+            reason: reason.to_string(),
+            payload,
+        };
         self.transport.push(&self.transport.dead_letter_queue, letter.encode())
     }
 }

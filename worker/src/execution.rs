@@ -51,11 +51,7 @@ impl Execution {
     }
 
     /// An execution that ended with `outcome` because of `error`.
-    pub(crate) fn ended(
-        outcome: AttemptOutcome,
-        error: impl Into<String>,
-        started_at: Millis,
-    ) -> Execution {
+    pub(crate) fn ended(outcome: AttemptOutcome, error: impl Into<String>, started_at: Millis) -> Execution {
         Execution {
             outcome,
             exit_code: None,
@@ -70,11 +66,7 @@ impl Execution {
     }
 
     /// A failed execution.
-    pub(crate) fn failed(
-        retryable: bool,
-        error: impl Into<String>,
-        started_at: Millis,
-    ) -> Execution {
+    pub(crate) fn failed(retryable: bool, error: impl Into<String>, started_at: Millis) -> Execution {
         Execution::ended(AttemptOutcome::Failed { retryable }, error, started_at)
     }
 
@@ -116,9 +108,7 @@ pub async fn execute(
 
 /// The wall clock now.
 pub(crate) fn now() -> Millis {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     Millis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
 }
 
@@ -213,8 +203,6 @@ mod tests {
             .unwrap_err()
             .starts_with("output is not valid JSON: "));
         let big = format!("\"{}\"", "x".repeat(MAX_OUTPUT_BYTES));
-        assert!(check_output(big)
-            .unwrap_err()
-            .contains("more than the 1 MiB limit"));
+        assert!(check_output(big).unwrap_err().contains("more than the 1 MiB limit"));
     }
 }

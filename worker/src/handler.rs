@@ -60,9 +60,7 @@ pub struct HandlerRegistry {
 
 impl std::fmt::Debug for HandlerRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HandlerRegistry")
-            .field("names", &self.names())
-            .finish()
+        f.debug_struct("HandlerRegistry").field("names", &self.names()).finish()
     }
 }
 
@@ -83,21 +81,13 @@ impl HandlerRegistry {
     }
 
     /// Registers `handler` under `name`, replacing any handler of that name.
-    pub fn register(
-        &mut self,
-        name: impl Into<String>,
-        handler: impl Handler,
-    ) -> &mut HandlerRegistry {
+    pub fn register(&mut self, name: impl Into<String>, handler: impl Handler) -> &mut HandlerRegistry {
         self.handlers.insert(name.into(), Arc::new(handler));
         self
     }
 
     /// Registers an async function or closure under `name`, replacing any handler of that name.
-    pub fn register_fn<F, Fut>(
-        &mut self,
-        name: impl Into<String>,
-        function: F,
-    ) -> &mut HandlerRegistry
+    pub fn register_fn<F, Fut>(&mut self, name: impl Into<String>, function: F) -> &mut HandlerRegistry
     where
         F: Fn(HandlerContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Value, HandlerError>> + Send + 'static,
@@ -162,11 +152,7 @@ async fn fail(ctx: HandlerContext) -> Result<Value, HandlerError> {
 
 /// Runs the `handler` action of `task` with the matching handler of `handlers`, under the
 /// task's timeout; cancelling `cancel` stops it with outcome `Cancelled`.
-pub async fn run_handler(
-    task: &TaskMessage,
-    handlers: &HandlerRegistry,
-    cancel: &CancellationToken,
-) -> Execution {
+pub async fn run_handler(task: &TaskMessage, handlers: &HandlerRegistry, cancel: &CancellationToken) -> Execution {
     let started_at = now();
     let (name, args, env) = match &task.action {
         WireAction::Handler { name, args, env } => (name, args, env),
@@ -203,13 +189,11 @@ pub async fn run_handler(
     };
     let mut call = handler.call(ctx);
     // A panicking handler fails its task instead of taking the worker's task loop with it.
-    let guarded = poll_fn(
-        |cx| match catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
-            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(panic) => Poll::Ready(Err(panic_message(&*panic))),
-        },
-    );
+    let guarded = poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+        Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(panic) => Poll::Ready(Err(panic_message(&*panic))),
+    });
     let deadline = async {
         match timeout_of(task) {
             Some(limit) => tokio::time::sleep(limit).await,
@@ -240,11 +224,7 @@ pub async fn run_handler(
         },
         Ok(Err(HandlerError::Retryable(error))) => Execution::failed(true, error, started_at),
         Ok(Err(HandlerError::Permanent(error))) => Execution::failed(false, error, started_at),
-        Err(panic) => Execution::failed(
-            false,
-            format!("handler `{name}` panicked: {panic}"),
-            started_at,
-        ),
+        Err(panic) => Execution::failed(false, format!("handler `{name}` panicked: {panic}"), started_at),
     }
 }
 

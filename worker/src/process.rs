@@ -57,25 +57,17 @@ enum Ending {
 
 /// Runs the `run` action of `task` as a child process and reports how it ended. Cancelling
 /// `cancel` stops the process group (SIGTERM, grace, SIGKILL) with outcome `Cancelled`.
-pub async fn run_process(
-    task: &TaskMessage,
-    config: &ProcessConfig,
-    cancel: &CancellationToken,
-) -> Execution {
+pub async fn run_process(task: &TaskMessage, config: &ProcessConfig, cancel: &CancellationToken) -> Execution {
     let started_at = now();
     let (argv, env) = match &task.action {
         WireAction::Run { argv, env } => (argv, env),
         WireAction::Handler { name, .. } => {
-            return Execution::failed(
-                false,
-                format!("task runs handler `{name}`, not a program"),
-                started_at,
-            );
+            return Execution::failed(false, format!("task runs handler `{name}`, not a program"), started_at);
         }
     };
-    let Some(program) = argv.first() else {
+    if argv.is_empty() {
         return Execution::failed(false, "the command is empty", started_at);
-    };
+    }
     let dir = match tempfile::Builder::new().prefix("taskfleet-").tempdir() {
         Ok(dir) => dir,
         Err(error) => {
@@ -86,28 +78,13 @@ pub async fn run_process(
             );
         }
     };
-    let inputs = dir.path().join("inputs.json");
-    let output = dir.path().join("output.json");
-    let mut execution = match write_inputs(&inputs, task).await {
-        Ok(()) => {
-            run_in(
-                task,
-                program,
-                &argv[1..],
-                env,
-                &inputs,
-                &output,
-                config,
-                cancel,
-                started_at,
-            )
-            .await
-        }
-        Err(error) => Execution::failed(
-            true,
-            format!("could not write the task's inputs: {error}"),
-            started_at,
-        ),
+    let files = Files {
+        inputs: dir.path().join("inputs.json"),
+        output: dir.path().join("output.json"),
+    };
+    let mut execution = match write_inputs(&files.inputs, task).await {
+        Ok(()) => run_in(task, argv, env, &files, config, cancel, started_at).await,
+        Err(error) => Execution::failed(true, format!("could not write the task's inputs: {error}"), started_at),
     };
     // Removing the directory may take a while if the task left many files behind.
     let _ = tokio::task::spawn_blocking(move || dir.close()).await;
@@ -120,24 +97,29 @@ async fn write_inputs(path: &Path, task: &TaskMessage) -> io::Result<()> {
     tokio::fs::write(path, json).await
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The files through which a task receives its inputs and hands back its output.
+struct Files {
+    inputs: PathBuf,
+    output: PathBuf,
+}
+
+/// Runs `argv` (not empty) with `files` set up.
 async fn run_in(
     task: &TaskMessage,
-    program: &str,
-    args: &[String],
+    argv: &[String],
     env: &BTreeMap<String, String>,
-    inputs: &Path,
-    output: &Path,
+    files: &Files,
     config: &ProcessConfig,
     cancel: &CancellationToken,
     started_at: Millis,
 ) -> Execution {
+    let program = argv[0].as_str();
     let mut command = Command::new(program);
     command
-        .args(args)
+        .args(&argv[1..])
         .envs(env)
-        .env("TASKFLEET_OUTPUT", output)
-        .env("TASKFLEET_INPUTS", inputs)
+        .env("TASKFLEET_OUTPUT", &files.output)
+        .env("TASKFLEET_INPUTS", &files.inputs)
         .env("TASKFLEET_WORKFLOW_ID", &task.workflow_id)
         .env("TASKFLEET_TASK", &task.task)
         .env("TASKFLEET_ATTEMPT", task.attempt.to_string())
@@ -151,9 +133,7 @@ async fn run_in(
     }
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(error) => {
-            return spawn_failure(program, config.work_dir.as_deref(), &error, started_at)
-        }
+        Err(error) => return spawn_failure(program, config.work_dir.as_deref(), &error, started_at),
     };
     let Some(pid) = child.id() else {
         return Execution::failed(
@@ -172,13 +152,7 @@ async fn run_in(
     let stderr = child.stderr.take();
     let (status, ending) = {
         let reading = async { tokio::join!(stdout_tail.fill(stdout), stderr_tail.fill(stderr)) };
-        let supervising = supervise(
-            &mut child,
-            pgid,
-            timeout_of(task),
-            config.kill_grace,
-            cancel,
-        );
+        let supervising = supervise(&mut child, pgid, timeout_of(task), config.kill_grace, cancel);
         tokio::pin!(reading, supervising);
         let mut read_all = false;
         let ended = loop {
@@ -197,12 +171,8 @@ async fn run_in(
     group.disarm();
 
     let mut execution = match status {
-        Err(error) => Execution::failed(
-            true,
-            format!("could not wait for `{program}`: {error}"),
-            started_at,
-        ),
-        Ok(status) => judge(task, status, ending, output)
+        Err(error) => Execution::failed(true, format!("could not wait for `{program}`: {error}"), started_at),
+        Ok(status) => judge(task, status, ending, &files.output)
             .await
             .into_execution(started_at, status),
     };
@@ -306,17 +276,11 @@ async fn read_output(path: &Path) -> Result<Option<Box<serde_json::value::RawVal
     let bytes = tokio::fs::read(path)
         .await
         .map_err(|error| format!("could not read the output file: {error}"))?;
-    let text =
-        String::from_utf8(bytes).map_err(|error| format!("output is not valid UTF-8: {error}"))?;
+    let text = String::from_utf8(bytes).map_err(|error| format!("output is not valid UTF-8: {error}"))?;
     check_output(text)
 }
 
-fn spawn_failure(
-    program: &str,
-    work_dir: Option<&Path>,
-    error: &io::Error,
-    started_at: Millis,
-) -> Execution {
+fn spawn_failure(program: &str, work_dir: Option<&Path>, error: &io::Error, started_at: Millis) -> Execution {
     match error.kind() {
         io::ErrorKind::NotFound => match work_dir {
             // Changing into a missing working directory fails the same way: blame the worker.
@@ -332,18 +296,12 @@ fn spawn_failure(
             format!("program `{program}` cannot be run: permission denied"),
             started_at,
         ),
-        _ => Execution::failed(
-            true,
-            format!("could not start `{program}`: {error}"),
-            started_at,
-        ),
+        _ => Execution::failed(true, format!("could not start `{program}`: {error}"), started_at),
     }
 }
 
 fn signal_name(signal: i32) -> &'static str {
-    Signal::try_from(signal)
-        .map(Signal::as_str)
-        .unwrap_or("unknown signal")
+    Signal::try_from(signal).map(Signal::as_str).unwrap_or("unknown signal")
 }
 
 /// Signals a process group; kills it when dropped while still armed, so no task outlives an
@@ -384,10 +342,7 @@ struct Tail {
 
 impl Tail {
     fn new(limit: usize) -> Tail {
-        Tail {
-            buf: Vec::new(),
-            limit,
-        }
+        Tail { buf: Vec::new(), limit }
     }
 
     /// Reads `stream` to its end, keeping its last bytes.
@@ -421,11 +376,7 @@ impl Tail {
     fn into_string(self) -> String {
         let mut bytes = &self.buf[self.buf.len().saturating_sub(self.limit)..];
         // Skip a character cut in half at the start rather than show a replacement for it.
-        let cut = bytes
-            .iter()
-            .take(3)
-            .take_while(|&&b| b & 0xC0 == 0x80)
-            .count();
+        let cut = bytes.iter().take(3).take_while(|&&b| b & 0xC0 == 0x80).count();
         bytes = &bytes[cut..];
         let text = String::from_utf8_lossy(bytes);
         if text.len() <= self.limit {

@@ -15,9 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, instrument, warn};
 
 use taskfleet_common::state::AttemptOutcome;
-use taskfleet_common::wire::{
-    decode_task, encode, AttemptStarted, TaskMessage, WorkerEvent, WIRE_VERSION,
-};
+use taskfleet_common::wire::{decode_task, encode, AttemptStarted, TaskMessage, WorkerEvent, WIRE_VERSION};
 use taskfleet_common::PriorityClass;
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_transport::{Consumer, Delivery, Outgoing, Transport, TransportError};
@@ -95,11 +93,8 @@ struct Shared {
 }
 
 impl Worker {
-    pub fn new(
-        config: WorkerConfig,
-        transport: Arc<dyn Transport>,
-        handlers: Arc<HandlerRegistry>,
-    ) -> Worker {
+    /// A worker that takes tasks from `transport` and runs handler tasks with `handlers`.
+    pub fn new(config: WorkerConfig, transport: Arc<dyn Transport>, handlers: Arc<HandlerRegistry>) -> Worker {
         Worker {
             config,
             transport,
@@ -108,8 +103,9 @@ impl Worker {
     }
 
     /// Runs until `shutdown` is cancelled, then lets running attempts finish (for at most the
-    /// drain timeout, after which they are cancelled and requeued) and returns. Fails if the
-    /// transport fails; attempts running then are drained the same way first.
+    /// drain timeout, after which they are cancelled and requeued) and returns. A transport
+    /// closed on purpose stops it the same way; any other transport failure is an error,
+    /// returned once running attempts were drained.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Worker {
             config,
@@ -175,6 +171,10 @@ impl Worker {
                 Ok(delivery) => {
                     tracker.spawn(handle_delivery(shared.clone(), delivery, permit));
                 }
+                Err(TransportError::Closed) => {
+                    info!("The transport was closed; stopping.");
+                    break Ok(());
+                }
                 Err(error) => break Err(error),
             }
         };
@@ -182,10 +182,7 @@ impl Worker {
         // Stop taking work; the consumers stay open so running attempts can still be settled.
         tracker.close();
         if !tracker.is_empty() {
-            info!(
-                running = tracker.len(),
-                "Waiting for running tasks to finish."
-            );
+            info!(running = tracker.len(), "Waiting for running tasks to finish.");
         }
         if tokio::time::timeout(config.drain_timeout, tracker.wait())
             .await
@@ -209,10 +206,7 @@ async fn next_delivery(consumers: &mut [Box<dyn Consumer>]) -> Result<Delivery, 
             return delivery;
         }
     }
-    let mut receiving: Vec<_> = consumers
-        .iter_mut()
-        .map(|consumer| consumer.recv())
-        .collect();
+    let mut receiving: Vec<_> = consumers.iter_mut().map(|consumer| consumer.recv()).collect();
     poll_fn(|cx| {
         for recv in receiving.iter_mut() {
             if let Poll::Ready(delivery) = recv.as_mut().poll(cx) {

@@ -45,7 +45,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         bench_load(args.load_tasks, &scratch.path().join("load.sqlite")).await?;
     }
     if args.noop_tasks > 0 {
-        let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+        let workers = args
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
         bench_throughput(args.noop_tasks, workers, &scratch.path().join("noop.sqlite")).await?;
     }
     Ok(ExitCode::SUCCESS)
@@ -86,7 +88,10 @@ pub fn layered_dag_json(n_tasks: usize, seed: u64) -> String {
 async fn bench_load(n_tasks: usize, db: &std::path::Path) -> anyhow::Result<()> {
     println!("load: {n_tasks} tasks in layers of 1000, 3 dependencies each");
     let source = layered_dag_json(n_tasks, 1);
-    println!("  workflow file            {:>10.1} MiB", source.len() as f64 / (1024.0 * 1024.0));
+    println!(
+        "  workflow file            {:>10.1} MiB",
+        source.len() as f64 / (1024.0 * 1024.0)
+    );
     let started = Instant::now();
     let value: serde_json::Value = serde_json::from_str(&source)?;
     let parse_only = started.elapsed();
@@ -94,7 +99,10 @@ async fn bench_load(n_tasks: usize, db: &std::path::Path) -> anyhow::Result<()> 
     println!("  baseline: JSON parse     {:>10}", millis(parse_only));
 
     let started = Instant::now();
-    let options = ValidateOptions { max_tasks: n_tasks.max(1_000_000), known_handlers: None };
+    let options = ValidateOptions {
+        max_tasks: n_tasks.max(1_000_000),
+        known_handlers: None,
+    };
     let spec = Arc::new(parse_workflow(&source, &options).map_err(|invalid| anyhow::anyhow!("{invalid}"))?);
     let validate = started.elapsed();
     println!("  parse + validate         {:>10}", millis(validate));
@@ -121,7 +129,10 @@ async fn bench_load(n_tasks: usize, db: &std::path::Path) -> anyhow::Result<()> 
     println!("  engine state             {:>10}", millis(build));
     println!("  total                    {:>10}", millis(validate + persist + build));
     match peak_memory_bytes() {
-        Some(bytes) => println!("  peak memory (VmHWM)      {:>10.0} MiB", bytes as f64 / (1024.0 * 1024.0)),
+        Some(bytes) => println!(
+            "  peak memory (VmHWM)      {:>10.0} MiB",
+            bytes as f64 / (1024.0 * 1024.0)
+        ),
         None => println!("  peak memory              unavailable on this platform"),
     }
     drop(engine);
@@ -131,7 +142,10 @@ async fn bench_load(n_tasks: usize, db: &std::path::Path) -> anyhow::Result<()> 
 async fn bench_throughput(n_tasks: usize, workers: usize, db: &std::path::Path) -> anyhow::Result<()> {
     println!("throughput: {n_tasks} independent noop tasks, {workers} workers");
     let baseline = raw_round_trips(n_tasks, workers).await?;
-    println!("  baseline: raw in-memory round trips  {:>10.0} msg/s", n_tasks as f64 / baseline.as_secs_f64());
+    println!(
+        "  baseline: raw in-memory round trips  {:>10.0} msg/s",
+        n_tasks as f64 / baseline.as_secs_f64()
+    );
 
     let mut source = String::from("{\"name\":\"noop\",\"tasks\":[");
     for idx in 0..n_tasks {
@@ -141,12 +155,21 @@ async fn bench_throughput(n_tasks: usize, workers: usize, db: &std::path::Path) 
         let _ = write!(source, "{{\"id\":\"n{idx}\",\"handler\":\"noop\"}}");
     }
     source.push_str("]}");
-    let spec = Arc::new(parse_workflow(&source, &ValidateOptions::default()).map_err(|invalid| anyhow::anyhow!("{invalid}"))?);
-    let options = EmbeddedOptions { workers, db: Some(db.to_path_buf()), ..EmbeddedOptions::default() };
+    let spec =
+        Arc::new(parse_workflow(&source, &ValidateOptions::default()).map_err(|invalid| anyhow::anyhow!("{invalid}"))?);
+    let options = EmbeddedOptions {
+        workers,
+        db: Some(db.to_path_buf()),
+        ..EmbeddedOptions::default()
+    };
     let started = Instant::now();
     let outcome = run_workflow(&source, spec, &options, |_| {}, CancellationToken::new()).await?;
     let elapsed = started.elapsed();
-    anyhow::ensure!(outcome.state == WorkflowState::Succeeded, "the benchmark workflow ended {:?}", outcome.state);
+    anyhow::ensure!(
+        outcome.state == WorkflowState::Succeeded,
+        "the benchmark workflow ended {:?}",
+        outcome.state
+    );
     println!(
         "  taskfleet run, SQLite store on       {:>10.0} tasks/s ({} in {})",
         n_tasks as f64 / elapsed.as_secs_f64(),
@@ -177,19 +200,29 @@ async fn raw_round_trips(n_messages: usize, n_consumers: usize) -> anyhow::Resul
                     delivery.ack().await?;
                     return anyhow::Ok(());
                 }
-                transport.publish(vec![Outgoing::new(replies.clone(), delivery.payload.clone())]).await?;
+                transport
+                    .publish(vec![Outgoing::new(replies.clone(), delivery.payload.clone())])
+                    .await?;
                 delivery.ack().await?;
             }
         }));
     }
-    let batch: Vec<Outgoing> = (0..n_messages).map(|_| Outgoing::new(requests.clone(), payload.clone())).collect();
+    let batch: Vec<Outgoing> = (0..n_messages)
+        .map(|_| Outgoing::new(requests.clone(), payload.clone()))
+        .collect();
     transport.publish(batch).await?;
     let mut results = transport.consume(&replies, 4096).await?;
     for _ in 0..n_messages {
         results.recv().await?.ack().await?;
     }
     let elapsed = started.elapsed();
-    transport.publish((0..n_consumers).map(|_| Outgoing::new(requests.clone(), Vec::new())).collect()).await?;
+    transport
+        .publish(
+            (0..n_consumers)
+                .map(|_| Outgoing::new(requests.clone(), Vec::new()))
+                .collect(),
+        )
+        .await?;
     for consumer in consumers {
         consumer.await??;
     }

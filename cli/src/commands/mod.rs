@@ -11,7 +11,8 @@ use taskfleet_common::WorkflowSpec;
 
 /// Reads and validates a workflow file; on problems, prints each to stderr.
 pub(crate) fn load_workflow(path: &Path, options: &ValidateOptions) -> Result<(String, WorkflowSpec), LoadError> {
-    let source = std::fs::read_to_string(path).map_err(|error| LoadError::Unreadable(format!("cannot read {}: {error}", path.display())))?;
+    let source = std::fs::read_to_string(path)
+        .map_err(|error| LoadError::Unreadable(format!("cannot read {}: {error}", path.display())))?;
     match parse_workflow(&source, options) {
         Ok(spec) => Ok((source, spec)),
         Err(invalid) => {
@@ -23,7 +24,10 @@ pub(crate) fn load_workflow(path: &Path, options: &ValidateOptions) -> Result<(S
 
 /// Validation options for a workflow run by the built-in workers.
 pub(crate) fn builtin_options() -> ValidateOptions {
-    ValidateOptions { known_handlers: Some(BUILTIN_HANDLERS.iter().map(|name| name.to_string()).collect()), ..Default::default() }
+    ValidateOptions {
+        known_handlers: Some(BUILTIN_HANDLERS.iter().map(|name| name.to_string()).collect()),
+        ..Default::default()
+    }
 }
 
 /// Why a workflow file could not be used.

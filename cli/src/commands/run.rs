@@ -39,11 +39,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(LoadError::Invalid) => return Ok(ExitCode::from(EXIT_INVALID)),
         Err(LoadError::Unreadable(message)) => anyhow::bail!(message),
     };
-    let mut options = EmbeddedOptions { policy: args.policy, db: args.db.clone(), ..EmbeddedOptions::default() };
+    let mut options = EmbeddedOptions {
+        policy: args.policy,
+        db: args.db.clone(),
+        ..EmbeddedOptions::default()
+    };
     if let Some(workers) = args.workers {
         options.workers = usize::from(workers);
     }
-    options.work_dir = args.file.parent().filter(|dir| !dir.as_os_str().is_empty()).map(PathBuf::from);
+    options.work_dir = args
+        .file
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(PathBuf::from);
     let interrupt = CancellationToken::new();
     let on_signal = interrupt.clone();
     tokio::spawn(async move {
@@ -54,7 +62,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let display = ProgressDisplay::new(spec.tasks.len());
     let spec = Arc::new(spec);
-    let outcome = run_workflow(&source, spec, &options, |progress| display.update(progress), interrupt.clone()).await;
+    let outcome = run_workflow(
+        &source,
+        spec,
+        &options,
+        |progress| display.update(progress),
+        interrupt.clone(),
+    )
+    .await;
     display.finish();
     let outcome = match outcome {
         Ok(outcome) => outcome,
@@ -64,13 +79,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if let Some(n_done) = outcome.resumed_with {
-        eprintln!("resumed workflow {} with {n_done} of {} tasks already finished", outcome.workflow_id, outcome.report.tasks.len());
+        eprintln!(
+            "resumed workflow {} with {n_done} of {} tasks already finished",
+            outcome.workflow_id,
+            outcome.report.tasks.len()
+        );
     }
-    let text = if args.json { serde_json::to_string_pretty(&outcome.report)? + "\n" } else { outcome.report.table() };
+    let text = if args.json {
+        serde_json::to_string_pretty(&outcome.report)? + "\n"
+    } else {
+        outcome.report.table()
+    };
     super::write_stdout(&text)?;
     if interrupt.is_cancelled() && !outcome.state.is_terminal() {
         match &args.db {
-            Some(db) => eprintln!("interrupted: run the same command again to resume from {}", db.display()),
+            Some(db) => eprintln!(
+                "interrupted: run the same command again to resume from {}",
+                db.display()
+            ),
             None => eprintln!("interrupted: use --db FILE to make a run resumable"),
         }
         return Ok(ExitCode::from(130));

@@ -19,7 +19,11 @@ pub struct ValidateArgs {
 }
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
-    let options = if args.any_handler { Default::default() } else { super::builtin_options() };
+    let options = if args.any_handler {
+        Default::default()
+    } else {
+        super::builtin_options()
+    };
     let spec = match load_workflow(&args.file, &options) {
         Ok((_, spec)) => spec,
         Err(LoadError::Invalid) => return Ok(ExitCode::from(EXIT_INVALID)),
@@ -38,9 +42,16 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     } else {
         summary.critical_path.join(" -> ")
     };
-    println!("  critical path:  {} ({})", format_duration(summary.critical_path_length), path);
+    println!(
+        "  critical path:  {} ({})",
+        format_duration(summary.critical_path_length),
+        path
+    );
     if summary.n_without_estimate > 0 {
-        println!("                  ({} tasks without an estimate count as 0s)", summary.n_without_estimate);
+        println!(
+            "                  ({} tasks without an estimate count as 0s)",
+            summary.n_without_estimate
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

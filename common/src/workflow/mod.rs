@@ -32,7 +32,10 @@ pub struct ValidateOptions {
 
 impl Default for ValidateOptions {
     fn default() -> Self {
-        ValidateOptions { max_tasks: DEFAULT_MAX_TASKS, known_handlers: None }
+        ValidateOptions {
+            max_tasks: DEFAULT_MAX_TASKS,
+            known_handlers: None,
+        }
     }
 }
 
@@ -63,7 +66,7 @@ pub struct TaskSpec {
     /// Declared expected runtime.
     pub estimate: Option<Duration>,
     /// Declared runtime per named worker (for heterogeneous fleets).
-    pub estimate_by_worker: Option<Box<BTreeMap<String, Duration>>>,
+    pub estimate_by_worker: Option<BTreeMap<String, Duration>>,
     /// Requested resources.
     pub resources: Resources,
     /// Wall-clock limit of one attempt.
@@ -87,9 +90,16 @@ pub struct Dep {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// A child process: argv (never through a shell) and extra environment.
-    Run { argv: Vec<String>, env: BTreeMap<String, String> },
+    Run {
+        argv: Vec<String>,
+        env: BTreeMap<String, String>,
+    },
     /// An in-process handler by name, with its JSON arguments.
-    Handler { name: String, args: serde_json::Value, env: BTreeMap<String, String> },
+    Handler {
+        name: String,
+        args: serde_json::Value,
+        env: BTreeMap<String, String>,
+    },
 }
 
 /// The three priority classes; each has its own queue.
@@ -139,7 +149,11 @@ pub struct Resources {
 
 impl Default for Resources {
     fn default() -> Self {
-        Resources { cpu: 1.0, memory: 0, slots: 1 }
+        Resources {
+            cpu: 1.0,
+            memory: 0,
+            slots: 1,
+        }
     }
 }
 
@@ -195,7 +209,11 @@ impl WorkflowSpec {
             n_edges: self.dag.n_edges(),
             depth: self.dag.depth(),
             n_roots: self.dag.roots().count(),
-            critical_path: critical.path.iter().map(|&idx| self.tasks[idx as usize].id.clone()).collect(),
+            critical_path: critical
+                .path
+                .iter()
+                .map(|&idx| self.tasks[idx as usize].id.clone())
+                .collect(),
             critical_path_length: Duration::from_millis(critical.length),
             n_without_estimate: self.tasks.iter().filter(|task| task.estimate.is_none()).count(),
         }

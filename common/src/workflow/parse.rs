@@ -24,8 +24,21 @@ const MAX_SUGGESTIONS: usize = 50;
 const WORKFLOW_FIELDS: &[&str] = &["name", "description", "defaults", "tasks"];
 const DEFAULTS_FIELDS: &[&str] = &["priority", "retries", "timeout", "pool", "resources", "env"];
 const TASK_FIELDS: &[&str] = &[
-    "id", "description", "deps", "run", "handler", "args", "env", "priority", "weight", "estimate",
-    "estimate_by_worker", "resources", "timeout", "retries", "pool",
+    "id",
+    "description",
+    "deps",
+    "run",
+    "handler",
+    "args",
+    "env",
+    "priority",
+    "weight",
+    "estimate",
+    "estimate_by_worker",
+    "resources",
+    "timeout",
+    "retries",
+    "pool",
 ];
 const RETRY_FIELDS: &[&str] = &["max", "backoff", "max_backoff"];
 const RESOURCE_FIELDS: &[&str] = &["cpu", "memory", "slots"];
@@ -35,19 +48,35 @@ const DEP_FIELDS: &[&str] = &["task", "transfer"];
 pub fn parse_workflow(text: &str, options: &ValidateOptions) -> Result<WorkflowSpec, InvalidWorkflow> {
     let value = if text.trim_start().starts_with('{') {
         serde_json::from_str::<Value>(text).map_err(|error| {
-            single(Problem::workflow("", format!("invalid JSON at line {} column {}: {error}", error.line(), error.column())))
+            single(Problem::workflow(
+                "",
+                format!(
+                    "invalid JSON at line {} column {}: {error}",
+                    error.line(),
+                    error.column()
+                ),
+            ))
         })?
     } else {
-        serde_yaml_ng::from_str::<Value>(text).map_err(|error| single(Problem::workflow("", format!("invalid YAML: {error}"))))?
+        serde_yaml_ng::from_str::<Value>(text)
+            .map_err(|error| single(Problem::workflow("", format!("invalid YAML: {error}"))))?
     };
     parse_workflow_value(value, options)
 }
 
 /// Validates a workflow already parsed into a JSON value.
 pub fn parse_workflow_value(value: Value, options: &ValidateOptions) -> Result<WorkflowSpec, InvalidWorkflow> {
-    let mut checker = Checker { problems: Vec::new(), n_dropped: 0, options, pools: HashMap::new() };
+    let mut checker = Checker {
+        problems: Vec::new(),
+        n_dropped: 0,
+        options,
+        pools: HashMap::new(),
+    };
     let Value::Object(mut root) = value else {
-        return Err(single(Problem::workflow("", "a workflow must be a mapping with `name` and `tasks`")));
+        return Err(single(Problem::workflow(
+            "",
+            "a workflow must be a mapping with `name` and `tasks`",
+        )));
     };
     let name = match root.remove("name") {
         Some(Value::String(name)) if !name.trim().is_empty() => name,
@@ -75,16 +104,27 @@ pub fn parse_workflow_value(value: Value, options: &ValidateOptions) -> Result<W
             Vec::new()
         }
         None => {
-            checker.push(Problem::workflow("tasks", "missing (every workflow needs a list of tasks)"));
+            checker.push(Problem::workflow(
+                "tasks",
+                "missing (every workflow needs a list of tasks)",
+            ));
             Vec::new()
         }
     };
-    root.remove("description");
+    if let Some(description) = root.remove("description") {
+        if !description.is_string() {
+            checker.push(Problem::workflow("description", "must be a string"));
+        }
+    }
     checker.unknown_fields(None, "", root.keys(), WORKFLOW_FIELDS);
     if raw_tasks.len() > options.max_tasks {
         checker.push(Problem::workflow(
             "tasks",
-            format!("{} tasks is more than the limit of {}", raw_tasks.len(), options.max_tasks),
+            format!(
+                "{} tasks is more than the limit of {}",
+                raw_tasks.len(),
+                options.max_tasks
+            ),
         ));
     }
 
@@ -105,7 +145,11 @@ pub fn parse_workflow_value(value: Value, options: &ValidateOptions) -> Result<W
             for cycle in cycles {
                 let mut path: Vec<&str> = cycle.iter().map(|&idx| tasks[idx as usize].id.as_str()).collect();
                 path.push(path[0]);
-                checker.push(Problem::task(path[0], "deps", format!("dependency cycle: {}", path.join(" -> "))));
+                checker.push(Problem::task(
+                    path[0],
+                    "deps",
+                    format!("dependency cycle: {}", path.join(" -> ")),
+                ));
             }
             None
         }
@@ -118,7 +162,9 @@ pub fn parse_workflow_value(value: Value, options: &ValidateOptions) -> Result<W
 }
 
 fn single(problem: Problem) -> InvalidWorkflow {
-    InvalidWorkflow { problems: vec![problem] }
+    InvalidWorkflow {
+        problems: vec![problem],
+    }
 }
 
 /// Values a task inherits unless it sets its own.
@@ -160,9 +206,14 @@ impl Checker<'_> {
             return None;
         }
         if self.n_dropped > 0 {
-            self.problems.push(Problem::workflow("", format!("... and {} more problems", self.n_dropped)));
+            self.problems.push(Problem::workflow(
+                "",
+                format!("... and {} more problems", self.n_dropped),
+            ));
         }
-        Some(InvalidWorkflow { problems: self.problems })
+        Some(InvalidWorkflow {
+            problems: self.problems,
+        })
     }
 
     fn problem(&mut self, task: Option<&str>, field: &str, message: impl Into<String>) {
@@ -173,15 +224,34 @@ impl Checker<'_> {
         self.push(problem);
     }
 
-    fn unknown_fields<'k>(&mut self, task: Option<&str>, prefix: &str, keys: impl Iterator<Item = &'k String>, expected: &[&str]) {
+    fn unknown_fields<'k>(
+        &mut self,
+        task: Option<&str>,
+        prefix: &str,
+        keys: impl Iterator<Item = &'k String>,
+        expected: &[&str],
+    ) {
         for key in keys {
-            let field = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
-            let closest = expected.iter().find(|candidate| strsim::damerau_levenshtein(key, candidate) <= 2);
+            let field = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            let closest = expected
+                .iter()
+                .map(|candidate| (strsim::damerau_levenshtein(key, candidate), candidate))
+                .filter(|&(distance, _)| distance <= 2)
+                .min_by_key(|&(distance, _)| distance)
+                .map(|(_, candidate)| candidate);
             let hint = match closest {
                 Some(candidate) => format!(" (did you mean `{candidate}`?)"),
                 None => String::new(),
             };
-            self.problem(task, &field, format!("unknown field{hint}; expected one of: {}", expected.join(", ")));
+            self.problem(
+                task,
+                &field,
+                format!("unknown field{hint}; expected one of: {}", expected.join(", ")),
+            );
         }
     }
 
@@ -217,7 +287,10 @@ impl Checker<'_> {
         let mut task = TaskSpec {
             id: format!("#{position}"),
             deps: Vec::new(),
-            action: Action::Run { argv: Vec::new(), env: BTreeMap::new() },
+            action: Action::Run {
+                argv: Vec::new(),
+                env: BTreeMap::new(),
+            },
             priority: defaults.priority,
             weight: 0.0,
             estimate: None,
@@ -228,7 +301,11 @@ impl Checker<'_> {
             pool: defaults.pool.clone().unwrap_or_else(|| self.intern_pool("default")),
         };
         let Value::Object(mut map) = raw else {
-            self.problem(Some(&task.id), "", "a task must be a mapping with `id` and `run` or `handler`");
+            self.problem(
+                Some(&task.id),
+                "",
+                "a task must be a mapping with `id` and `run` or `handler`",
+            );
             return (task, Vec::new());
         };
         match map.remove("id") {
@@ -263,10 +340,17 @@ impl Checker<'_> {
                 task.action
             }
             (None, None) => {
-                self.problem(label, "run", "a task needs one of `run` (a command) or `handler` (a built-in)");
+                self.problem(
+                    label,
+                    "run",
+                    "a task needs one of `run` (a command) or `handler` (a built-in)",
+                );
                 task.action
             }
-            (Some(run), None) => Action::Run { argv: self.argv(label, run), env },
+            (Some(run), None) => Action::Run {
+                argv: self.argv(label, run),
+                env,
+            },
             (None, Some(handler)) => {
                 let args = args.unwrap_or(Value::Object(Map::new()));
                 let name = self.handler(label, handler, &args);
@@ -302,7 +386,12 @@ impl Checker<'_> {
                 task.pool = pool;
             }
         }
-        map.remove("description");
+        if map
+            .remove("description")
+            .is_some_and(|description| !description.is_string())
+        {
+            self.problem(label, "description", "must be a string");
+        }
         self.unknown_fields(label, "", map.keys(), TASK_FIELDS);
         (task, deps)
     }
@@ -326,7 +415,9 @@ impl Checker<'_> {
                         }
                     };
                     let transfer = match map.remove("transfer") {
-                        Some(value) => self.duration(task, &format!("{field}.transfer"), value, false).unwrap_or_default(),
+                        Some(value) => self
+                            .duration(task, &format!("{field}.transfer"), value, false)
+                            .unwrap_or_default(),
                         None => Duration::ZERO,
                     };
                     self.unknown_fields(task, &field, map.keys(), DEP_FIELDS);
@@ -364,11 +455,16 @@ impl Checker<'_> {
                     Some(&parent) if parents.iter().any(|seen| seen.task == parent) => {
                         self.problem(Some(&task.id), "deps", format!("`{}` is listed twice", dep.id));
                     }
-                    Some(&parent) => parents.push(Dep { task: parent, transfer_ms: dep.transfer_ms }),
+                    Some(&parent) => parents.push(Dep {
+                        task: parent,
+                        transfer_ms: dep.transfer_ms,
+                    }),
                     None => {
                         let hint = if n_suggestions < MAX_SUGGESTIONS {
                             n_suggestions += 1;
-                            closest_id(&dep.id, tasks).map(|id| format!(" (did you mean `{id}`?)")).unwrap_or_default()
+                            closest_id(&dep.id, tasks)
+                                .map(|id| format!(" (did you mean `{id}`?)"))
+                                .unwrap_or_default()
                         } else {
                             String::new()
                         };
@@ -394,7 +490,11 @@ impl Checker<'_> {
             }
         };
         if items.is_empty() {
-            self.problem(task, "run", "must not be empty: the first argument is the program to run");
+            self.problem(
+                task,
+                "run",
+                "must not be empty: the first argument is the program to run",
+            );
         }
         let mut argv = Vec::with_capacity(items.len());
         for (position, item) in items.into_iter().enumerate() {
@@ -402,7 +502,9 @@ impl Checker<'_> {
                 Some(arg) if arg.contains('\0') => {
                     self.problem(task, &format!("run[{position}]"), "must not contain a NUL byte")
                 }
-                Some(arg) if position == 0 && arg.is_empty() => self.problem(task, "run[0]", "the program must not be empty"),
+                Some(arg) if position == 0 && arg.is_empty() => {
+                    self.problem(task, "run[0]", "the program must not be empty")
+                }
                 Some(arg) => argv.push(arg),
                 None => self.problem(task, &format!("run[{position}]"), "must be a string"),
             }
@@ -417,7 +519,11 @@ impl Checker<'_> {
         };
         if let Some(known) = &self.options.known_handlers {
             if !known.iter().any(|known| known == &name) {
-                self.problem(task, "handler", format!("unknown handler `{name}` (known: {})", known.join(", ")));
+                self.problem(
+                    task,
+                    "handler",
+                    format!("unknown handler `{name}` (known: {})", known.join(", ")),
+                );
             }
         }
         match name.as_str() {
@@ -427,10 +533,8 @@ impl Checker<'_> {
                 }
                 None => self.problem(task, "args.duration", "the `sleep` handler needs a duration"),
             },
-            "fail" => {
-                if args.get("message").is_some_and(|message| !message.is_string()) {
-                    self.problem(task, "args.message", "must be a string");
-                }
+            "fail" if args.get("message").is_some_and(|message| !message.is_string()) => {
+                self.problem(task, "args.message", "must be a string");
             }
             _ => {}
         }
@@ -445,7 +549,11 @@ impl Checker<'_> {
         };
         for (key, value) in map {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
-                self.problem(task, &format!("{field}.{key}"), "is not a valid environment variable name");
+                self.problem(
+                    task,
+                    &format!("{field}.{key}"),
+                    "is not a valid environment variable name",
+                );
                 continue;
             }
             match scalar_to_string(value) {
@@ -505,20 +613,35 @@ impl Checker<'_> {
                     None => self.problem(task, &format!("{field}.max"), "missing (the number of retries)"),
                 }
                 if let Some(value) = map.remove("backoff") {
-                    policy.backoff = self.duration(task, &format!("{field}.backoff"), value, false).unwrap_or(policy.backoff);
+                    policy.backoff = self
+                        .duration(task, &format!("{field}.backoff"), value, false)
+                        .unwrap_or(policy.backoff);
                 }
-                if let Some(value) = map.remove("max_backoff") {
-                    policy.max_backoff =
-                        self.duration(task, &format!("{field}.max_backoff"), value, false).unwrap_or(policy.max_backoff);
+                match map.remove("max_backoff") {
+                    Some(value) => {
+                        policy.max_backoff = self
+                            .duration(task, &format!("{field}.max_backoff"), value, false)
+                            .unwrap_or(policy.max_backoff.max(policy.backoff));
+                    }
+                    // Without a cap, the default cap never cuts below the first delay.
+                    None => policy.max_backoff = policy.max_backoff.max(policy.backoff),
                 }
                 if policy.max_backoff < policy.backoff {
-                    self.problem(task, &format!("{field}.max_backoff"), "must not be shorter than `backoff`");
+                    self.problem(
+                        task,
+                        &format!("{field}.max_backoff"),
+                        "must not be shorter than `backoff`",
+                    );
                 }
                 self.unknown_fields(task, field, map.keys(), RETRY_FIELDS);
                 Some(policy)
             }
             _ => {
-                self.problem(task, field, "must be a number of retries or `{max, backoff, max_backoff}`");
+                self.problem(
+                    task,
+                    field,
+                    "must be a number of retries or `{max, backoff, max_backoff}`",
+                );
                 None
             }
         }
@@ -537,7 +660,9 @@ impl Checker<'_> {
         }
         if let Some(value) = map.remove("memory") {
             let parsed = match &value {
-                Value::Number(number) => number.as_u64().ok_or_else(|| "must be a whole number of bytes".to_string()),
+                Value::Number(number) => number
+                    .as_u64()
+                    .ok_or_else(|| "must be a whole number of bytes".to_string()),
                 Value::String(text) => parse_size(text),
                 _ => Err("must be a size such as 512Mi".to_string()),
             };
@@ -556,9 +681,13 @@ impl Checker<'_> {
         resources
     }
 
-    fn estimate_by_worker(&mut self, task: Option<&str>, value: Value) -> Option<Box<BTreeMap<String, Duration>>> {
+    fn estimate_by_worker(&mut self, task: Option<&str>, value: Value) -> Option<BTreeMap<String, Duration>> {
         let Value::Object(map) = value else {
-            self.problem(task, "estimate_by_worker", "must be a mapping of worker names to durations");
+            self.problem(
+                task,
+                "estimate_by_worker",
+                "must be a mapping of worker names to durations",
+            );
             return None;
         };
         let mut estimates = BTreeMap::new();
@@ -567,7 +696,7 @@ impl Checker<'_> {
                 estimates.insert(worker, duration);
             }
         }
-        Some(Box::new(estimates))
+        Some(estimates)
     }
 
     fn pool(&mut self, task: Option<&str>, field: &str, value: Value) -> Option<Arc<str>> {
@@ -581,14 +710,19 @@ impl Checker<'_> {
     }
 
     fn intern_pool(&mut self, name: &str) -> Arc<str> {
-        self.pools.entry(name.to_string()).or_insert_with(|| Arc::from(name)).clone()
+        self.pools
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::from(name))
+            .clone()
     }
 }
 
 fn is_valid_name(name: &str, max_len: usize) -> bool {
     !name.is_empty()
         && name.len() <= max_len
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
 }
 
 fn scalar_to_string(value: Value) -> Option<String> {

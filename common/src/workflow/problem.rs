@@ -15,11 +15,19 @@ pub struct Problem {
 
 impl Problem {
     pub(crate) fn workflow(field: impl Into<String>, message: impl Into<String>) -> Problem {
-        Problem { task: None, field: field.into(), message: message.into() }
+        Problem {
+            task: None,
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     pub(crate) fn task(task: impl Into<String>, field: impl Into<String>, message: impl Into<String>) -> Problem {
-        Problem { task: Some(task.into()), field: field.into(), message: message.into() }
+        Problem {
+            task: Some(task.into()),
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 

@@ -37,7 +37,11 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { policy: PolicyKind::Fcfs, prefetch_margin: 16, jitter_seed: 0x5eed }
+        EngineConfig {
+            policy: PolicyKind::Fcfs,
+            prefetch_margin: 16,
+            jitter_seed: 0x5eed,
+        }
     }
 }
 
@@ -108,10 +112,20 @@ impl Engine {
 
     /// Adds a workflow: fresh (`stored` is `None`) or rebuilt from its stored tasks, in which
     /// case attempts that were out when the scheduler stopped are dispatched again.
-    pub fn add_workflow(&mut self, id: Arc<str>, spec: Arc<WorkflowSpec>, stored: Option<Vec<TaskRecord>>, now: Millis) {
+    pub fn add_workflow(
+        &mut self,
+        id: Arc<str>,
+        spec: Arc<WorkflowSpec>,
+        stored: Option<Vec<TaskRecord>>,
+        now: Millis,
+    ) {
         let seq = self.next_workflow_seq;
         self.next_workflow_seq += 1;
-        let slot = self.workflows.iter().position(Option::is_none).unwrap_or(self.workflows.len()) as u32;
+        let slot = self
+            .workflows
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.workflows.len()) as u32;
         let mut run = match stored {
             None => WorkflowRun::fresh(id.clone(), spec, seq),
             Some(records) => WorkflowRun::restored(id.clone(), spec, seq, records),
@@ -121,19 +135,31 @@ impl Engine {
         let mut failed = Vec::new();
         for task_idx in 0..run.tasks.len() as u32 {
             let state = run.tasks[task_idx as usize].state;
-            if state.is_in_flight() {
+            let lost = state.is_in_flight();
+            let unblocked = state == TaskState::Pending && run.tasks[task_idx as usize].waiting == 0;
+            if lost || unblocked {
                 run.set_state(task_idx, TaskState::Ready);
-                self.updates.push(StoreUpdate::Task { workflow_id: id.clone(), record: run.record(task_idx) });
-            } else if state == TaskState::Pending && run.tasks[task_idx as usize].waiting == 0 {
-                run.set_state(task_idx, TaskState::Ready);
-                self.updates.push(StoreUpdate::Task { workflow_id: id.clone(), record: run.record(task_idx) });
-            } else if matches!(state, TaskState::Failed | TaskState::TimedOut | TaskState::Cancelled | TaskState::UpstreamFailed) {
+                self.updates.push(StoreUpdate::Task {
+                    workflow_id: id.clone(),
+                    record: run.record(task_idx),
+                });
+            } else if matches!(
+                state,
+                TaskState::Failed | TaskState::TimedOut | TaskState::Cancelled | TaskState::UpstreamFailed
+            ) {
                 failed.push(task_idx);
             }
         }
         for (&task_idx, &due) in &run.retry_at {
             let attempt = run.tasks[task_idx as usize].attempt;
-            self.retries.push(Reverse((due, TaskRef { workflow_slot: slot, task_idx }, attempt)));
+            self.retries.push(Reverse((
+                due,
+                TaskRef {
+                    workflow_slot: slot,
+                    task_idx,
+                },
+                attempt,
+            )));
         }
         if slot as usize == self.workflows.len() {
             self.workflows.push(Some(run));
@@ -145,10 +171,17 @@ impl Engine {
             self.propagate_failure(slot, task_idx);
         }
         let run = self.workflows[slot as usize].as_ref().expect("just added");
-        let ready: Vec<u32> =
-            (0..run.tasks.len() as u32).filter(|&idx| run.tasks[idx as usize].state == TaskState::Ready).collect();
+        let ready: Vec<u32> = (0..run.tasks.len() as u32)
+            .filter(|&idx| run.tasks[idx as usize].state == TaskState::Ready)
+            .collect();
         for task_idx in ready {
-            self.push_ready(TaskRef { workflow_slot: slot, task_idx }, now);
+            self.push_ready(
+                TaskRef {
+                    workflow_slot: slot,
+                    task_idx,
+                },
+                now,
+            );
         }
         self.check_finished(slot, now);
     }
@@ -159,7 +192,11 @@ impl Engine {
         let run = self.workflows[slot as usize].as_mut().expect("located");
         let task = run.tasks[task_idx as usize];
         if task.attempt != event.attempt || task.state != TaskState::Dispatched {
-            return Err(Ignored::StaleAttempt { got: event.attempt, current: task.attempt, state: task.state });
+            return Err(Ignored::StaleAttempt {
+                got: event.attempt,
+                current: task.attempt,
+                state: task.state,
+            });
         }
         run.set_state(task_idx, TaskState::Running);
         let workflow_id = run.id.clone();
@@ -170,7 +207,10 @@ impl Engine {
             worker: event.worker.clone(),
             at: event.at,
         });
-        self.updates.push(StoreUpdate::Task { workflow_id, record: run.record(task_idx) });
+        self.updates.push(StoreUpdate::Task {
+            workflow_id,
+            record: run.record(task_idx),
+        });
         Ok(())
     }
 
@@ -183,7 +223,11 @@ impl Engine {
         let run = self.workflows[slot as usize].as_mut().expect("located");
         let task = run.tasks[task_idx as usize];
         if task.attempt != result.attempt || !task.state.is_in_flight() {
-            return Err(Ignored::StaleAttempt { got: result.attempt, current: task.attempt, state: task.state });
+            return Err(Ignored::StaleAttempt {
+                got: result.attempt,
+                current: task.attempt,
+                state: task.state,
+            });
         }
         let spec_task = &run.spec.tasks[task_idx as usize];
         let slots = spec_task.resources.slots as usize;
@@ -204,9 +248,16 @@ impl Engine {
             run.outputs[task_idx as usize] = result.output.as_ref().map(|output| Arc::from(output.get()));
         }
         if next == TaskState::Retrying {
-            let due = now.add(backoff_delay(&retry_policy, n_failures, jitter));
+            let due = now.plus(backoff_delay(&retry_policy, n_failures, jitter));
             run.retry_at.insert(task_idx, due);
-            self.retries.push(Reverse((due, TaskRef { workflow_slot: slot, task_idx }, result.attempt)));
+            self.retries.push(Reverse((
+                due,
+                TaskRef {
+                    workflow_slot: slot,
+                    task_idx,
+                },
+                result.attempt,
+            )));
         }
         let workflow_id = run.id.clone();
         let mut task_record = run.record(task_idx);
@@ -230,7 +281,10 @@ impl Engine {
                 stderr_tail: result.stderr_tail,
             },
         });
-        self.updates.push(StoreUpdate::Task { workflow_id, record: task_record });
+        self.updates.push(StoreUpdate::Task {
+            workflow_id,
+            record: task_record,
+        });
         match next {
             TaskState::Succeeded => self.unlock_children(slot, task_idx, now),
             TaskState::Failed | TaskState::TimedOut | TaskState::Cancelled => self.propagate_failure(slot, task_idx),
@@ -250,7 +304,11 @@ impl Engine {
                 break;
             }
             self.retries.pop();
-            let Some(run) = self.workflows.get_mut(task.workflow_slot as usize).and_then(Option::as_mut) else {
+            let Some(run) = self
+                .workflows
+                .get_mut(task.workflow_slot as usize)
+                .and_then(Option::as_mut)
+            else {
                 continue;
             };
             let runtime = run.tasks[task.task_idx as usize];
@@ -259,7 +317,10 @@ impl Engine {
             }
             run.retry_at.remove(&task.task_idx);
             run.set_state(task.task_idx, TaskState::Ready);
-            self.updates.push(StoreUpdate::Task { workflow_id: run.id.clone(), record: run.record(task.task_idx) });
+            self.updates.push(StoreUpdate::Task {
+                workflow_id: run.id.clone(),
+                record: run.record(task.task_idx),
+            });
             self.push_ready(task, now);
         }
     }
@@ -277,7 +338,11 @@ impl Engine {
         for pool in self.pools.values_mut() {
             while pool.in_flight < pool.capacity + margin {
                 let Some(task) = pool.policy.pop(now) else { break };
-                let Some(run) = self.workflows.get_mut(task.workflow_slot as usize).and_then(Option::as_mut) else {
+                let Some(run) = self
+                    .workflows
+                    .get_mut(task.workflow_slot as usize)
+                    .and_then(Option::as_mut)
+                else {
                     continue;
                 };
                 if run.tasks[task.task_idx as usize].state != TaskState::Ready {
@@ -293,8 +358,14 @@ impl Engine {
                     attempt,
                     at: now,
                 });
-                self.updates.push(StoreUpdate::Task { workflow_id: run.id.clone(), record: run.record(task.task_idx) });
-                dispatches.push(Dispatch { task, message: task_message(run, task.task_idx) });
+                self.updates.push(StoreUpdate::Task {
+                    workflow_id: run.id.clone(),
+                    record: run.record(task.task_idx),
+                });
+                dispatches.push(Dispatch {
+                    task,
+                    message: task_message(run, task.task_idx),
+                });
             }
         }
         dispatches
@@ -310,11 +381,20 @@ impl Engine {
         for task_idx in 0..run.tasks.len() as u32 {
             let task = run.tasks[task_idx as usize];
             if task.state.is_in_flight() {
-                in_flight.push((TaskRef { workflow_slot: slot, task_idx }, task.attempt));
+                in_flight.push((
+                    TaskRef {
+                        workflow_slot: slot,
+                        task_idx,
+                    },
+                    task.attempt,
+                ));
             } else if !task.state.is_terminal() {
                 run.retry_at.remove(&task_idx);
                 run.set_state(task_idx, TaskState::Cancelled);
-                self.updates.push(StoreUpdate::Task { workflow_id: run.id.clone(), record: run.record(task_idx) });
+                self.updates.push(StoreUpdate::Task {
+                    workflow_id: run.id.clone(),
+                    record: run.record(task_idx),
+                });
             }
         }
         self.check_finished(slot, now);
@@ -338,7 +418,10 @@ impl Engine {
 
     /// The state of one task.
     pub fn task_state(&self, workflow_id: &str, task_idx: u32) -> Option<TaskState> {
-        self.run(workflow_id)?.tasks.get(task_idx as usize).map(|task| task.state)
+        self.run(workflow_id)?
+            .tasks
+            .get(task_idx as usize)
+            .map(|task| task.state)
     }
 
     /// Forgets a finished workflow, freeing its memory.
@@ -359,8 +442,13 @@ impl Engine {
     }
 
     fn locate(&self, workflow_id: &str, task_idx: u32) -> Result<(u32, u32), Ignored> {
-        let slot = *self.slots_by_id.get(workflow_id).ok_or_else(|| Ignored::UnknownWorkflow(workflow_id.to_string()))?;
-        let run = self.workflows[slot as usize].as_ref().ok_or_else(|| Ignored::UnknownWorkflow(workflow_id.to_string()))?;
+        let slot = *self
+            .slots_by_id
+            .get(workflow_id)
+            .ok_or_else(|| Ignored::UnknownWorkflow(workflow_id.to_string()))?;
+        let run = self.workflows[slot as usize]
+            .as_ref()
+            .ok_or_else(|| Ignored::UnknownWorkflow(workflow_id.to_string()))?;
         if task_idx as usize >= run.tasks.len() {
             return Err(Ignored::UnknownTask(task_idx));
         }
@@ -370,7 +458,14 @@ impl Engine {
     fn pool(&mut self, name: &str) -> &mut Pool {
         if !self.pools.contains_key(name) {
             let policy = self.config.policy.build();
-            self.pools.insert(Arc::from(name), Pool { policy, capacity: 0, in_flight: 0 });
+            self.pools.insert(
+                Arc::from(name),
+                Pool {
+                    policy,
+                    capacity: 0,
+                    in_flight: 0,
+                },
+            );
         }
         self.pools.get_mut(name).expect("just inserted")
     }
@@ -378,7 +473,9 @@ impl Engine {
     fn push_ready(&mut self, task: TaskRef, now: Millis) {
         let ready_seq = self.next_ready_seq;
         self.next_ready_seq += 1;
-        let run = self.workflows[task.workflow_slot as usize].as_ref().expect("ready task has a workflow");
+        let run = self.workflows[task.workflow_slot as usize]
+            .as_ref()
+            .expect("ready task has a workflow");
         let spec = &run.spec.tasks[task.task_idx as usize];
         let ready = ReadyTask {
             task,
@@ -403,12 +500,21 @@ impl Engine {
             child_task.waiting -= 1;
             if child_task.waiting == 0 && child_task.state == TaskState::Pending {
                 run.set_state(child, TaskState::Ready);
-                self.updates.push(StoreUpdate::Task { workflow_id: run.id.clone(), record: run.record(child) });
+                self.updates.push(StoreUpdate::Task {
+                    workflow_id: run.id.clone(),
+                    record: run.record(child),
+                });
                 newly_ready.push(child);
             }
         }
         for &child in &newly_ready {
-            self.push_ready(TaskRef { workflow_slot: slot, task_idx: child }, now);
+            self.push_ready(
+                TaskRef {
+                    workflow_slot: slot,
+                    task_idx: child,
+                },
+                now,
+            );
         }
         newly_ready.clear();
         self.scratch = newly_ready;
@@ -425,7 +531,10 @@ impl Engine {
                 continue;
             }
             run.set_state(child, TaskState::UpstreamFailed);
-            self.updates.push(StoreUpdate::Task { workflow_id: run.id.clone(), record: run.record(child) });
+            self.updates.push(StoreUpdate::Task {
+                workflow_id: run.id.clone(),
+                record: run.record(child),
+            });
             stack.extend_from_slice(spec.dag.children(child));
             release_outputs_of_parents(run, child);
         }
@@ -444,7 +553,11 @@ impl Engine {
         }
         if let Some(outcome) = run.outcome() {
             run.state = outcome;
-            self.updates.push(StoreUpdate::WorkflowFinished { workflow_id: run.id.clone(), state: outcome, at: now });
+            self.updates.push(StoreUpdate::WorkflowFinished {
+                workflow_id: run.id.clone(),
+                state: outcome,
+                at: now,
+            });
         }
     }
 

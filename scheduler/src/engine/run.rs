@@ -48,7 +48,11 @@ impl WorkflowRun {
             .map(|idx| {
                 let waiting = dag.parents(idx).len() as u32;
                 TaskRuntime {
-                    state: if waiting == 0 { TaskState::Ready } else { TaskState::Pending },
+                    state: if waiting == 0 {
+                        TaskState::Ready
+                    } else {
+                        TaskState::Pending
+                    },
                     attempt: 0,
                     n_failures: 0,
                     waiting,
@@ -82,10 +86,15 @@ impl WorkflowRun {
         }
         for idx in 0..tasks.len() as u32 {
             let parents = dag.parents(idx);
-            tasks[idx as usize].waiting =
-                parents.iter().filter(|&&parent| tasks[parent as usize].state != TaskState::Succeeded).count() as u32;
-            tasks[idx as usize].children_left =
-                dag.children(idx).iter().filter(|&&child| !tasks[child as usize].state.is_terminal()).count() as u32;
+            tasks[idx as usize].waiting = parents
+                .iter()
+                .filter(|&&parent| tasks[parent as usize].state != TaskState::Succeeded)
+                .count() as u32;
+            tasks[idx as usize].children_left = dag
+                .children(idx)
+                .iter()
+                .filter(|&&child| !tasks[child as usize].state.is_terminal())
+                .count() as u32;
         }
         for (output, task) in outputs.iter_mut().zip(&tasks) {
             if task.children_left == 0 {
@@ -108,7 +117,17 @@ impl WorkflowRun {
         for task in &tasks {
             counts[state_index(task.state)] += 1;
         }
-        WorkflowRun { id, spec, seq, tasks, outputs, retry_at, counts, state: WorkflowState::Running, cancelled: false }
+        WorkflowRun {
+            id,
+            spec,
+            seq,
+            tasks,
+            outputs,
+            retry_at,
+            counts,
+            state: WorkflowState::Running,
+            cancelled: false,
+        }
     }
 
     /// Moves a task to `next`, keeping the counts right.
@@ -139,7 +158,11 @@ impl WorkflowRun {
 
     /// Number of tasks that have ended for good.
     pub(crate) fn n_terminal(&self) -> usize {
-        TaskState::ALL.iter().filter(|state| state.is_terminal()).map(|&state| self.count(state)).sum()
+        TaskState::ALL
+            .iter()
+            .filter(|state| state.is_terminal())
+            .map(|&state| self.count(state))
+            .sum()
     }
 
     /// The workflow's end state once every task has ended, else `None`.

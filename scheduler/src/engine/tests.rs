@@ -1,10 +1,10 @@
 //! Engine tests: workflows driven through dispatch and results with a controlled clock.
 
-use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::value::RawValue;
+use std::sync::Arc;
 use taskfleet_common::state::{AttemptOutcome, TaskState};
 use taskfleet_common::wire::{TaskResult, WIRE_VERSION};
 use taskfleet_common::workflow::{parse_workflow, parse_workflow_value, ValidateOptions};
@@ -17,7 +17,11 @@ fn spec(yaml: &str) -> Arc<WorkflowSpec> {
 }
 
 fn engine(policy: PolicyKind, capacity: usize, margin: usize) -> Engine {
-    let mut engine = Engine::new(EngineConfig { policy, prefetch_margin: margin, jitter_seed: 7 });
+    let mut engine = Engine::new(EngineConfig {
+        policy,
+        prefetch_margin: margin,
+        jitter_seed: 7,
+    });
     engine.set_capacity("default", capacity);
     engine
 }
@@ -43,7 +47,11 @@ fn result(dispatch: &Dispatch, outcome: AttemptOutcome, output: Option<&str>) ->
 }
 
 fn names(dispatches: &[Dispatch]) -> String {
-    dispatches.iter().map(|dispatch| dispatch.message.task.as_str()).collect::<Vec<_>>().join(" ")
+    dispatches
+        .iter()
+        .map(|dispatch| dispatch.message.task.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn state(engine: &Engine, task: &str, spec: &WorkflowSpec) -> TaskState {
@@ -60,20 +68,37 @@ fn diamond_runs_in_dependency_order() {
     let first = engine.dispatch(Millis(1));
     assert_eq!(names(&first), "a e");
     assert!(engine.dispatch(Millis(1)).is_empty(), "nothing else is ready");
-    engine.on_finished(result(&first[0], AttemptOutcome::Succeeded, Some("{\"rows\":3}")), Millis(2)).unwrap();
+    engine
+        .on_finished(
+            result(&first[0], AttemptOutcome::Succeeded, Some("{\"rows\":3}")),
+            Millis(2),
+        )
+        .unwrap();
     let second = engine.dispatch(Millis(3));
     assert_eq!(names(&second), "b c");
-    assert_eq!(second[0].message.inputs["a"].get(), "{\"rows\":3}", "outputs flow to dependents");
+    assert_eq!(
+        second[0].message.inputs["a"].get(),
+        "{\"rows\":3}",
+        "outputs flow to dependents"
+    );
     for dispatch in second.iter().chain(&first[1..]) {
-        engine.on_finished(result(dispatch, AttemptOutcome::Succeeded, None), Millis(4)).unwrap();
+        engine
+            .on_finished(result(dispatch, AttemptOutcome::Succeeded, None), Millis(4))
+            .unwrap();
     }
     let third = engine.dispatch(Millis(5));
     assert_eq!(names(&third), "d");
     assert!(third[0].message.inputs.is_empty(), "b and c wrote no output");
     assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Running));
-    engine.on_finished(result(&third[0], AttemptOutcome::Succeeded, None), Millis(6)).unwrap();
+    engine
+        .on_finished(result(&third[0], AttemptOutcome::Succeeded, None), Millis(6))
+        .unwrap();
     assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Succeeded));
-    let finished = engine.take_updates().into_iter().filter(|update| matches!(update, StoreUpdate::WorkflowFinished { .. })).count();
+    let finished = engine
+        .take_updates()
+        .into_iter()
+        .filter(|update| matches!(update, StoreUpdate::WorkflowFinished { .. }))
+        .count();
     assert_eq!(finished, 1);
 }
 
@@ -83,22 +108,38 @@ fn failure_propagates_to_dependents_only() {
     let mut engine = engine(PolicyKind::Fcfs, 10, 0);
     engine.add_workflow("wf".into(), spec.clone(), None, Millis(0));
     let first = engine.dispatch(Millis(0));
-    engine.on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(1)).unwrap();
+    engine
+        .on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(1))
+        .unwrap();
     let second = engine.dispatch(Millis(1));
-    engine.on_finished(result(&second[0], AttemptOutcome::Failed { retryable: true }, None), Millis(2)).unwrap();
+    engine
+        .on_finished(
+            result(&second[0], AttemptOutcome::Failed { retryable: true }, None),
+            Millis(2),
+        )
+        .unwrap();
     assert_eq!(state(&engine, "b", &spec), TaskState::Failed);
     assert_eq!(state(&engine, "d", &spec), TaskState::UpstreamFailed);
-    assert_eq!(state(&engine, "c", &spec), TaskState::Dispatched, "independent branch goes on");
+    assert_eq!(
+        state(&engine, "c", &spec),
+        TaskState::Dispatched,
+        "independent branch goes on"
+    );
     assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Running));
-    engine.on_finished(result(&second[1], AttemptOutcome::Succeeded, None), Millis(3)).unwrap();
-    engine.on_finished(result(&first[1], AttemptOutcome::Succeeded, None), Millis(3)).unwrap();
+    engine
+        .on_finished(result(&second[1], AttemptOutcome::Succeeded, None), Millis(3))
+        .unwrap();
+    engine
+        .on_finished(result(&first[1], AttemptOutcome::Succeeded, None), Millis(3))
+        .unwrap();
     assert!(engine.dispatch(Millis(4)).is_empty(), "d never runs");
     assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Failed));
 }
 
 #[test]
 fn retries_wait_for_their_backoff() {
-    let spec = spec("name: r\ntasks:\n  - {id: flaky, handler: fail, retries: {max: 2, backoff: 1s, max_backoff: 10s}}\n");
+    let spec =
+        spec("name: r\ntasks:\n  - {id: flaky, handler: fail, retries: {max: 2, backoff: 1s, max_backoff: 10s}}\n");
     let mut engine = engine(PolicyKind::Fcfs, 1, 0);
     engine.add_workflow("wf".into(), spec.clone(), None, Millis(0));
     let mut now = Millis(1000);
@@ -107,7 +148,12 @@ fn retries_wait_for_their_backoff() {
         let dispatched = engine.dispatch(now);
         assert_eq!(dispatched.len(), 1, "attempt {attempt} dispatched");
         assert_eq!(dispatched[0].message.attempt, attempt);
-        engine.on_finished(result(&dispatched[0], AttemptOutcome::Failed { retryable: true }, None), now).unwrap();
+        engine
+            .on_finished(
+                result(&dispatched[0], AttemptOutcome::Failed { retryable: true }, None),
+                now,
+            )
+            .unwrap();
         if attempt == 3 {
             break;
         }
@@ -127,17 +173,28 @@ fn retries_wait_for_their_backoff() {
 
 #[test]
 fn timeouts_retry_then_end_timed_out_and_permanent_failures_do_not_retry() {
-    let spec = spec("name: t\ntasks:\n  - {id: slow, handler: noop, retries: 1}\n  - {id: broken, handler: noop, retries: 5}\n");
+    let spec = spec(
+        "name: t\ntasks:\n  - {id: slow, handler: noop, retries: 1}\n  - {id: broken, handler: noop, retries: 5}\n",
+    );
     let mut engine = engine(PolicyKind::Fcfs, 2, 0);
     engine.add_workflow("wf".into(), spec.clone(), None, Millis(0));
     let first = engine.dispatch(Millis(0));
-    engine.on_finished(result(&first[0], AttemptOutcome::TimedOut, None), Millis(1)).unwrap();
-    engine.on_finished(result(&first[1], AttemptOutcome::Failed { retryable: false }, None), Millis(1)).unwrap();
+    engine
+        .on_finished(result(&first[0], AttemptOutcome::TimedOut, None), Millis(1))
+        .unwrap();
+    engine
+        .on_finished(
+            result(&first[1], AttemptOutcome::Failed { retryable: false }, None),
+            Millis(1),
+        )
+        .unwrap();
     assert_eq!(state(&engine, "broken", &spec), TaskState::Failed);
     engine.on_timers(Millis(60_000));
     let second = engine.dispatch(Millis(60_000));
     assert_eq!(names(&second), "slow");
-    engine.on_finished(result(&second[0], AttemptOutcome::TimedOut, None), Millis(60_001)).unwrap();
+    engine
+        .on_finished(result(&second[0], AttemptOutcome::TimedOut, None), Millis(60_001))
+        .unwrap();
     assert_eq!(state(&engine, "slow", &spec), TaskState::TimedOut);
 }
 
@@ -160,12 +217,27 @@ fn late_results_of_old_attempts_are_ignored() {
     let second = restarted.dispatch(Millis(10));
     assert_eq!(second[0].message.attempt, 2);
     let stale = restarted.on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(11));
-    assert_eq!(stale, Err(Ignored::StaleAttempt { got: 1, current: 2, state: TaskState::Dispatched }));
-    restarted.on_finished(result(&second[0], AttemptOutcome::Succeeded, None), Millis(12)).unwrap();
+    assert_eq!(
+        stale,
+        Err(Ignored::StaleAttempt {
+            got: 1,
+            current: 2,
+            state: TaskState::Dispatched
+        })
+    );
+    restarted
+        .on_finished(result(&second[0], AttemptOutcome::Succeeded, None), Millis(12))
+        .unwrap();
     let again = restarted.on_finished(result(&second[0], AttemptOutcome::Succeeded, None), Millis(13));
     assert!(again.is_err(), "a duplicate result is recorded once");
     assert_eq!(restarted.workflow_state("wf"), Some(WorkflowState::Succeeded));
-    let unknown = restarted.on_finished(TaskResult { workflow_id: "nope".into(), ..result(&second[0], AttemptOutcome::Succeeded, None) }, Millis(14));
+    let unknown = restarted.on_finished(
+        TaskResult {
+            workflow_id: "nope".into(),
+            ..result(&second[0], AttemptOutcome::Succeeded, None)
+        },
+        Millis(14),
+    );
     assert_eq!(unknown, Err(Ignored::UnknownWorkflow("nope".into())));
 }
 
@@ -199,28 +271,36 @@ fn resume_keeps_finished_tasks_and_their_outputs() {
     assert_eq!(dispatched[0].message.attempt, 2);
     assert_eq!(dispatched[0].message.inputs["a"].get(), "[1,2]");
     for dispatch in &dispatched {
-        engine.on_finished(result(dispatch, AttemptOutcome::Succeeded, None), Millis(21)).unwrap();
+        engine
+            .on_finished(result(dispatch, AttemptOutcome::Succeeded, None), Millis(21))
+            .unwrap();
     }
     assert_eq!(names(&engine.dispatch(Millis(22))), "d");
 }
 
 #[test]
 fn admission_control_releases_only_what_the_fleet_can_take() {
-    let tasks: String = (0..10).map(|idx| format!("  - {{id: t{idx}, handler: noop}}\n")).collect();
+    let tasks: String = (0..10)
+        .map(|idx| format!("  - {{id: t{idx}, handler: noop}}\n"))
+        .collect();
     let spec = spec(&format!("name: a\ntasks:\n{tasks}"));
     let mut engine = engine(PolicyKind::Fcfs, 2, 1);
     engine.add_workflow("wf".into(), spec, None, Millis(0));
     let first = engine.dispatch(Millis(0));
     assert_eq!(names(&first), "t0 t1 t2");
     assert!(engine.dispatch(Millis(0)).is_empty());
-    engine.on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(1)).unwrap();
+    engine
+        .on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(1))
+        .unwrap();
     assert_eq!(names(&engine.dispatch(Millis(1))), "t3");
     assert_eq!(engine.in_flight(), 3);
 }
 
 #[test]
 fn priority_policy_sends_a_late_high_task_first() {
-    let low: String = (0..5).map(|idx| format!("  - {{id: low{idx}, handler: noop, priority: low}}\n")).collect();
+    let low: String = (0..5)
+        .map(|idx| format!("  - {{id: low{idx}, handler: noop, priority: low}}\n"))
+        .collect();
     let spec_low = spec(&format!("name: low\ntasks:\n{low}"));
     let spec_high = spec("name: high\ntasks:\n  - {id: urgent, handler: noop, priority: high}\n");
     let mut engine = engine(PolicyKind::Priority, 1, 0);
@@ -228,7 +308,9 @@ fn priority_policy_sends_a_late_high_task_first() {
     let first = engine.dispatch(Millis(0));
     assert_eq!(names(&first), "low0");
     engine.add_workflow("high".into(), spec_high, None, Millis(1));
-    engine.on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(2)).unwrap();
+    engine
+        .on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(2))
+        .unwrap();
     assert_eq!(names(&engine.dispatch(Millis(2))), "urgent");
 }
 
@@ -242,7 +324,9 @@ fn cancel_ends_waiting_tasks_and_reports_running_ones() {
     assert_eq!(in_flight.len(), 1);
     assert_eq!(state(&engine, "e", &spec), TaskState::Cancelled);
     assert!(engine.dispatch(Millis(1)).is_empty());
-    engine.on_finished(result(&first[0], AttemptOutcome::Cancelled, None), Millis(2)).unwrap();
+    engine
+        .on_finished(result(&first[0], AttemptOutcome::Cancelled, None), Millis(2))
+        .unwrap();
     assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Cancelled));
 }
 
@@ -251,7 +335,11 @@ fn random_dag(n_tasks: usize, rng: &mut StdRng) -> serde_json::Value {
     let tasks: Vec<serde_json::Value> = (0..n_tasks)
         .map(|idx| {
             let n_deps = if idx == 0 { 0 } else { rng.gen_range(0..=3.min(idx)) };
-            let deps: Vec<String> = (0..n_deps).map(|_| format!("t{}", rng.gen_range(idx.saturating_sub(1000)..idx))).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            let deps: Vec<String> = (0..n_deps)
+                .map(|_| format!("t{}", rng.gen_range(idx.saturating_sub(1000)..idx)))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
             serde_json::json!({"id": format!("t{idx}"), "deps": deps, "handler": "noop"})
         })
         .collect();
@@ -273,7 +361,10 @@ fn resolves_a_random_100k_task_dag_in_dependency_order() {
             let idx = dispatch.task.task_idx;
             assert!(!finished[idx as usize], "task {idx} dispatched twice");
             for &parent in spec.dag.parents(idx) {
-                assert!(finished[parent as usize], "task {idx} dispatched before its parent {parent}");
+                assert!(
+                    finished[parent as usize],
+                    "task {idx} dispatched before its parent {parent}"
+                );
             }
             in_flight.push(dispatch);
         }
@@ -283,10 +374,18 @@ fn resolves_a_random_100k_task_dag_in_dependency_order() {
         for dispatch in in_flight.drain(..n_finish) {
             finished[dispatch.task.task_idx as usize] = true;
             n_done += 1;
-            engine.on_finished(result(&dispatch, AttemptOutcome::Succeeded, None), Millis(n_done as u64)).unwrap();
+            engine
+                .on_finished(
+                    result(&dispatch, AttemptOutcome::Succeeded, None),
+                    Millis(n_done as u64),
+                )
+                .unwrap();
         }
         engine.take_updates();
     }
     assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Succeeded));
-    assert_eq!(engine.task_counts("wf").unwrap()[TaskState::Succeeded as usize], n_tasks);
+    assert_eq!(
+        engine.task_counts("wf").unwrap()[TaskState::Succeeded as usize],
+        n_tasks
+    );
 }

@@ -94,10 +94,13 @@ impl FromStr for PolicyKind {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        PolicyKind::ALL.into_iter().find(|kind| kind.as_str() == text).ok_or_else(|| {
-            let known: Vec<&str> = PolicyKind::ALL.iter().map(|kind| kind.as_str()).collect();
-            format!("unknown policy `{text}` (known: {})", known.join(", "))
-        })
+        PolicyKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+            .ok_or_else(|| {
+                let known: Vec<&str> = PolicyKind::ALL.iter().map(|kind| kind.as_str()).collect();
+                format!("unknown policy `{text}` (known: {})", known.join(", "))
+            })
     }
 }
 

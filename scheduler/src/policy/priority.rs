@@ -31,7 +31,9 @@ impl Entry {
 
 impl Ord for Entry {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.neg_weight.total_cmp(&other.neg_weight).then_with(|| self.key().cmp(&other.key()))
+        self.neg_weight
+            .total_cmp(&other.neg_weight)
+            .then_with(|| self.key().cmp(&other.key()))
     }
 }
 

@@ -12,7 +12,10 @@ fn check(kind: PolicyKind, fixture: Fixture<'_>, expected: &str) {
     let mut policy = kind.build();
     for (ready_seq, &(_, workflow_seq, class, weight)) in fixture.iter().enumerate() {
         policy.push(ReadyTask {
-            task: TaskRef { workflow_slot: 0, task_idx: ready_seq as u32 },
+            task: TaskRef {
+                workflow_slot: 0,
+                task_idx: ready_seq as u32,
+            },
             workflow_seq,
             ready_seq: ready_seq as u64,
             ready_at: Millis(ready_seq as u64),
@@ -36,7 +39,12 @@ use PriorityClass::{High, Low, Normal};
 fn fcfs_orders_by_workflow_then_readiness() {
     check(
         PolicyKind::Fcfs,
-        &[("b1", 2, High, 0.0), ("a1", 1, Low, 0.0), ("b2", 2, Normal, 9.0), ("a2", 1, High, 0.0)],
+        &[
+            ("b1", 2, High, 0.0),
+            ("a1", 1, Low, 0.0),
+            ("b2", 2, Normal, 9.0),
+            ("a2", 1, High, 0.0),
+        ],
         "a1 a2 b1 b2",
     );
 }
@@ -61,5 +69,8 @@ fn policy_names_parse() {
     for kind in PolicyKind::ALL {
         assert_eq!(kind.as_str().parse::<PolicyKind>(), Ok(kind));
     }
-    assert_eq!("sjf-ish".parse::<PolicyKind>().unwrap_err(), "unknown policy `sjf-ish` (known: fcfs, priority)");
+    assert_eq!(
+        "sjf-ish".parse::<PolicyKind>().unwrap_err(),
+        "unknown policy `sjf-ish` (known: fcfs, priority)"
+    );
 }

@@ -23,9 +23,12 @@ pub fn coalesce(updates: Vec<StoreUpdate>) -> Vec<StoreUpdate> {
                 finished_attempts.insert((workflow_key(workflow_id), record.task_idx, record.attempt));
                 false
             }
-            StoreUpdate::AttemptStarted { workflow_id, task_idx, attempt, .. } => {
-                finished_attempts.contains(&(workflow_key(workflow_id), *task_idx, *attempt))
-            }
+            StoreUpdate::AttemptStarted {
+                workflow_id,
+                task_idx,
+                attempt,
+                ..
+            } => finished_attempts.contains(&(workflow_key(workflow_id), *task_idx, *attempt)),
             StoreUpdate::AttemptDispatched { .. } | StoreUpdate::WorkflowFinished { .. } => false,
         };
         if !redundant {
@@ -74,12 +77,19 @@ mod tests {
         for updates in [batch, coalesced] {
             let store = SqliteStore::in_memory().unwrap();
             let spec = crate::store::conformance::diamond();
-            store.create_workflow(&crate::store::conformance::record("wf", "h", 1), &spec).await.unwrap();
+            store
+                .create_workflow(&crate::store::conformance::record("wf", "h", 1), &spec)
+                .await
+                .unwrap();
             store.apply(vec![dispatched(&workflow, 0, 1, 10)]).await.unwrap();
             store.apply(updates).await.unwrap();
             states.push((store.tasks("wf").await.unwrap(), store.attempts("wf").await.unwrap()));
         }
         assert_eq!(states[0], states[1]);
-        assert_eq!(states[1].1[0].dispatched_at, Millis(10), "a finish keeps the dispatch time");
+        assert_eq!(
+            states[1].1[0].dispatched_at,
+            Millis(10),
+            "a finish keeps the dispatch time"
+        );
     }
 }

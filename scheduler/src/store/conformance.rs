@@ -20,9 +20,7 @@ mod updates;
 mod workflows;
 
 pub use updates::{every_outcome_round_trips, failed_batch_changes_nothing, updates_round_trip};
-pub use workflows::{
-    create_and_read_back, duplicate_workflow_is_a_conflict, running_workflows_filter_and_order,
-};
+pub use workflows::{create_and_read_back, duplicate_workflow_is_a_conflict, running_workflows_filter_and_order};
 
 /// A five-task workflow: `extract` and `lint` are roots, the rest wait for dependencies.
 pub const DIAMOND: &str = "
@@ -105,10 +103,7 @@ pub fn fresh_diamond_tasks() -> Vec<TaskRecord> {
 
 pub(crate) async fn create(store: &dyn Store, record: &WorkflowRecord) {
     let context = format!("create workflow {}", record.id);
-    store
-        .create_workflow(record, &diamond())
-        .await
-        .expect(&context);
+    store.create_workflow(record, &diamond()).await.expect(&context);
 }
 
 pub(crate) async fn apply(store: &dyn Store, updates: Vec<StoreUpdate>, what: &str) {
@@ -136,13 +131,7 @@ pub fn dispatched(workflow_id: &Arc<str>, task_idx: u32, attempt: u32, at: u64) 
 }
 
 /// A [`StoreUpdate::AttemptStarted`].
-pub fn started(
-    workflow_id: &Arc<str>,
-    task_idx: u32,
-    attempt: u32,
-    worker: &str,
-    at: u64,
-) -> StoreUpdate {
+pub fn started(workflow_id: &Arc<str>, task_idx: u32, attempt: u32, worker: &str, at: u64) -> StoreUpdate {
     let worker = worker.to_string();
     StoreUpdate::AttemptStarted {
         workflow_id: workflow_id.clone(),

@@ -51,9 +51,14 @@ impl WorkflowState {
     }
 
     pub fn parse(text: &str) -> Option<WorkflowState> {
-        [WorkflowState::Running, WorkflowState::Succeeded, WorkflowState::Failed, WorkflowState::Cancelled]
-            .into_iter()
-            .find(|state| state.as_str() == text)
+        [
+            WorkflowState::Running,
+            WorkflowState::Succeeded,
+            WorkflowState::Failed,
+            WorkflowState::Cancelled,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
     }
 
     pub fn is_terminal(self) -> bool {
@@ -114,14 +119,32 @@ pub enum StoreUpdate {
     /// A task's state and counters changed.
     Task { workflow_id: Arc<str>, record: TaskRecord },
     /// A new attempt was dispatched.
-    AttemptDispatched { workflow_id: Arc<str>, task_idx: u32, attempt: u32, at: Millis },
+    AttemptDispatched {
+        workflow_id: Arc<str>,
+        task_idx: u32,
+        attempt: u32,
+        at: Millis,
+    },
     /// A worker started an attempt.
-    AttemptStarted { workflow_id: Arc<str>, task_idx: u32, attempt: u32, worker: String, at: Millis },
+    AttemptStarted {
+        workflow_id: Arc<str>,
+        task_idx: u32,
+        attempt: u32,
+        worker: String,
+        at: Millis,
+    },
     /// An attempt ended; `record` holds its final fields (its `dispatched_at` is used only
     /// when the attempt was never recorded as dispatched).
-    AttemptFinished { workflow_id: Arc<str>, record: AttemptRecord },
+    AttemptFinished {
+        workflow_id: Arc<str>,
+        record: AttemptRecord,
+    },
     /// The workflow ended.
-    WorkflowFinished { workflow_id: Arc<str>, state: WorkflowState, at: Millis },
+    WorkflowFinished {
+        workflow_id: Arc<str>,
+        state: WorkflowState,
+        at: Millis,
+    },
 }
 
 /// Persistent scheduler state.

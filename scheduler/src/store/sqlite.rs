@@ -45,15 +45,13 @@ impl SqliteStore {
     ///
     /// This blocks while the file is opened and migrated; call it before serving requests.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open(path)
-            .map_err(|error| classify(error, &format!("open {}", path.display())))?;
+        let conn = Connection::open(path).map_err(|error| classify(error, &format!("open {}", path.display())))?;
         SqliteStore::start(conn)
     }
 
     /// A store in memory, gone when dropped: for tests and throwaway runs.
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open_in_memory()
-            .map_err(|error| classify(error, "open an in-memory database"))?;
+        let conn = Connection::open_in_memory().map_err(|error| classify(error, "open an in-memory database"))?;
         SqliteStore::start(conn)
     }
 
@@ -100,12 +98,8 @@ fn query_all<T>(
     context: &str,
     decode: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
 ) -> Result<Vec<T>, StoreError> {
-    let mut statement = conn
-        .prepare_cached(sql)
-        .map_err(|error| classify(error, context))?;
-    let mut rows = statement
-        .query(params)
-        .map_err(|error| classify(error, context))?;
+    let mut statement = conn.prepare_cached(sql).map_err(|error| classify(error, context))?;
+    let mut rows = statement.query(params).map_err(|error| classify(error, context))?;
     let mut found = Vec::new();
     while let Some(row) = rows.next().map_err(|error| classify(error, context))? {
         found.push(decode(row)?);
@@ -115,11 +109,7 @@ fn query_all<T>(
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_workflow(
-        &self,
-        record: &WorkflowRecord,
-        spec: &WorkflowSpec,
-    ) -> Result<(), StoreError> {
+    async fn create_workflow(&self, record: &WorkflowRecord, spec: &WorkflowSpec) -> Result<(), StoreError> {
         let tasks = NewTasks::of(spec)?;
         let record = record.clone();
         self.run(move |conn| write::create_workflow(conn, &record, &tasks))
@@ -130,22 +120,13 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.run(move |conn| {
             let sql = format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?1");
-            let found = query_all(
-                conn,
-                &sql,
-                [&id],
-                "read a workflow",
-                codec::workflow_from_row,
-            )?;
+            let found = query_all(conn, &sql, [&id], "read a workflow", codec::workflow_from_row)?;
             Ok(found.into_iter().next())
         })
         .await
     }
 
-    async fn running_workflows(
-        &self,
-        spec_hash: Option<&str>,
-    ) -> Result<Vec<WorkflowRecord>, StoreError> {
+    async fn running_workflows(&self, spec_hash: Option<&str>) -> Result<Vec<WorkflowRecord>, StoreError> {
         let spec_hash = spec_hash.map(str::to_string);
         self.run(move |conn| {
             let (select, order) = (
@@ -173,9 +154,7 @@ impl Store for SqliteStore {
     async fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>, StoreError> {
         let workflow_id = workflow_id.to_string();
         self.run(move |conn| {
-            let sql = format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE workflow_id = ?1 ORDER BY task_idx"
-            );
+            let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE workflow_id = ?1 ORDER BY task_idx");
             let decode = |row: &rusqlite::Row<'_>| codec::task_from_row(row, &workflow_id);
             query_all(conn, &sql, [&workflow_id], "read tasks", decode)
         })

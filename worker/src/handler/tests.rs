@@ -35,23 +35,14 @@ fn task(name: &str, args: Value) -> TaskMessage {
     }
 }
 
-async fn run_with(
-    task: &TaskMessage,
-    registry: &HandlerRegistry,
-    cancel: &CancellationToken,
-) -> Execution {
+async fn run_with(task: &TaskMessage, registry: &HandlerRegistry, cancel: &CancellationToken) -> Execution {
     tokio::time::timeout(PATIENCE, run_handler(task, registry, cancel))
         .await
         .expect("run_handler hung")
 }
 
 async fn run(task: &TaskMessage) -> Execution {
-    run_with(
-        task,
-        &HandlerRegistry::with_builtins(),
-        &CancellationToken::new(),
-    )
-    .await
+    run_with(task, &HandlerRegistry::with_builtins(), &CancellationToken::new()).await
 }
 
 #[test]
@@ -75,24 +66,14 @@ async fn sleep_takes_a_duration_or_seconds() {
     for args in [json!({"duration": "50ms"}), json!({"duration": 0.05})] {
         let start = Instant::now();
         let execution = run(&task("sleep", args)).await;
-        assert_eq!(
-            execution.outcome,
-            AttemptOutcome::Succeeded,
-            "{execution:?}"
-        );
+        assert_eq!(execution.outcome, AttemptOutcome::Succeeded, "{execution:?}");
         assert!(start.elapsed() >= Duration::from_millis(50));
     }
     let execution = run(&task("sleep", json!({"duration": "soon"}))).await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Failed { retryable: false }
-    );
+    assert_eq!(execution.outcome, AttemptOutcome::Failed { retryable: false });
     assert!(execution.error.unwrap().contains("invalid duration `soon`"));
     let execution = run(&task("sleep", Value::Null)).await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Failed { retryable: false }
-    );
+    assert_eq!(execution.outcome, AttemptOutcome::Failed { retryable: false });
 }
 
 #[tokio::test]
@@ -129,10 +110,7 @@ async fn timeouts_stop_handlers() {
 #[tokio::test]
 async fn fail_fails_retryably() {
     let execution = run(&task("fail", Value::Null)).await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Failed { retryable: true }
-    );
+    assert_eq!(execution.outcome, AttemptOutcome::Failed { retryable: true });
     assert_eq!(execution.error.as_deref(), Some("failed on purpose"));
     let execution = run(&task("fail", json!({"message": "disk on fire"}))).await;
     assert_eq!(execution.error.as_deref(), Some("disk on fire"));
@@ -141,14 +119,8 @@ async fn fail_fails_retryably() {
 #[tokio::test]
 async fn unknown_handlers_fail_permanently() {
     let execution = run(&task("frobnicate", Value::Null)).await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Failed { retryable: false }
-    );
-    assert_eq!(
-        execution.error.as_deref(),
-        Some("unknown handler `frobnicate`")
-    );
+    assert_eq!(execution.outcome, AttemptOutcome::Failed { retryable: false });
+    assert_eq!(execution.error.as_deref(), Some("unknown handler `frobnicate`"));
 }
 
 #[tokio::test]
@@ -176,11 +148,7 @@ async fn custom_functions_see_their_context() {
         env.insert("REGION".into(), "eu".into());
     }
     let execution = run_with(&sum, &registry, &CancellationToken::new()).await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Succeeded,
-        "{execution:?}"
-    );
+    assert_eq!(execution.outcome, AttemptOutcome::Succeeded, "{execution:?}");
     assert_eq!(
         execution.output.unwrap().get(),
         r#"{"region":"eu","total":42,"who":"wf-3/load#1"}"#
@@ -203,67 +171,27 @@ async fn custom_handlers_fail_permanently_or_retryably() {
     registry.register_fn("flaky", |_ctx| async {
         Err(HandlerError::Retryable("try later".into()))
     });
-    let execution = run_with(
-        &task("refuse", Value::Null),
-        &registry,
-        &CancellationToken::new(),
-    )
-    .await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Failed { retryable: false }
-    );
+    let execution = run_with(&task("refuse", Value::Null), &registry, &CancellationToken::new()).await;
+    assert_eq!(execution.outcome, AttemptOutcome::Failed { retryable: false });
     assert_eq!(execution.error.as_deref(), Some("will not do load"));
-    let execution = run_with(
-        &task("flaky", Value::Null),
-        &registry,
-        &CancellationToken::new(),
-    )
-    .await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Failed { retryable: true }
-    );
+    let execution = run_with(&task("flaky", Value::Null), &registry, &CancellationToken::new()).await;
+    assert_eq!(execution.outcome, AttemptOutcome::Failed { retryable: true });
 }
 
 #[tokio::test]
 async fn oversized_handler_output_fails_permanently() {
     let mut registry = HandlerRegistry::new();
-    registry.register_fn("big", |_ctx| async {
-        Ok(Value::String("x".repeat(MAX_OUTPUT_BYTES)))
-    });
-    let execution = run_with(
-        &task("big", Value::Null),
-        &registry,
-        &CancellationToken::new(),
-    )
-    .await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Failed { retryable: false }
-    );
-    assert!(execution
-        .error
-        .unwrap()
-        .ends_with("more than the 1 MiB limit"));
+    registry.register_fn("big", |_ctx| async { Ok(Value::String("x".repeat(MAX_OUTPUT_BYTES))) });
+    let execution = run_with(&task("big", Value::Null), &registry, &CancellationToken::new()).await;
+    assert_eq!(execution.outcome, AttemptOutcome::Failed { retryable: false });
+    assert!(execution.error.unwrap().ends_with("more than the 1 MiB limit"));
 }
 
 #[tokio::test]
 async fn panicking_handlers_fail_their_task() {
     let mut registry = HandlerRegistry::new();
     registry.register_fn("boom", |_ctx| async { panic!("kaboom") });
-    let execution = run_with(
-        &task("boom", Value::Null),
-        &registry,
-        &CancellationToken::new(),
-    )
-    .await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Failed { retryable: false }
-    );
-    assert_eq!(
-        execution.error.as_deref(),
-        Some("handler `boom` panicked: kaboom")
-    );
+    let execution = run_with(&task("boom", Value::Null), &registry, &CancellationToken::new()).await;
+    assert_eq!(execution.outcome, AttemptOutcome::Failed { retryable: false });
+    assert_eq!(execution.error.as_deref(), Some("handler `boom` panicked: kaboom"));
 }

@@ -46,11 +46,7 @@ fn with_env(mut task: TaskMessage, key: &str, value: &str) -> TaskMessage {
     task
 }
 
-async fn run_with(
-    task: &TaskMessage,
-    config: &ProcessConfig,
-    cancel: &CancellationToken,
-) -> Execution {
+async fn run_with(task: &TaskMessage, config: &ProcessConfig, cancel: &CancellationToken) -> Execution {
     tokio::time::timeout(PATIENCE, run_process(task, config, cancel))
         .await
         .expect("run_process hung")
@@ -95,21 +91,12 @@ async fn is_gone(pid: i32) -> bool {
 #[tokio::test]
 async fn inputs_flow_to_output() {
     let mut task = sh("cat \"$TASKFLEET_INPUTS\" > \"$TASKFLEET_OUTPUT\"");
-    task.inputs.insert(
-        "up".into(),
-        RawValue::from_string("{\"rows\":3}".into()).unwrap(),
-    );
+    task.inputs
+        .insert("up".into(), RawValue::from_string("{\"rows\":3}".into()).unwrap());
     let execution = run(&task).await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Succeeded,
-        "{execution:?}"
-    );
+    assert_eq!(execution.outcome, AttemptOutcome::Succeeded, "{execution:?}");
     assert_eq!(execution.exit_code, Some(0));
-    assert_eq!(
-        execution.output.expect("output").get(),
-        "{\"up\":{\"rows\":3}}"
-    );
+    assert_eq!(execution.output.expect("output").get(), "{\"up\":{\"rows\":3}}");
     assert!(execution.error.is_none());
     assert!(execution.started_at <= execution.finished_at);
 }
@@ -117,20 +104,12 @@ async fn inputs_flow_to_output() {
 #[tokio::test]
 async fn inputs_default_to_an_empty_object_and_output_is_optional() {
     let execution = run(&sh("cat \"$TASKFLEET_INPUTS\"")).await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Succeeded,
-        "{execution:?}"
-    );
+    assert_eq!(execution.outcome, AttemptOutcome::Succeeded, "{execution:?}");
     assert_eq!(execution.stdout_tail, "{}");
     assert!(execution.output.is_none());
 
     let execution = run(&sh(": > \"$TASKFLEET_OUTPUT\"")).await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Succeeded,
-        "{execution:?}"
-    );
+    assert_eq!(execution.outcome, AttemptOutcome::Succeeded, "{execution:?}");
     assert!(execution.output.is_none());
 }
 
@@ -139,11 +118,7 @@ async fn env_vars_are_passed() {
     let script = "printf '%s|%s|%s|%s|' \"$TASKFLEET_WORKFLOW_ID\" \"$TASKFLEET_TASK\" \"$TASKFLEET_ATTEMPT\" \"$GREETING\"; \
                   basename \"$TASKFLEET_INPUTS\"; basename \"$TASKFLEET_OUTPUT\"; test -e \"$TASKFLEET_OUTPUT\" || echo absent";
     let execution = run(&with_env(sh(script), "GREETING", "hello there")).await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Succeeded,
-        "{execution:?}"
-    );
+    assert_eq!(execution.outcome, AttemptOutcome::Succeeded, "{execution:?}");
     assert_eq!(
         execution.stdout_tail,
         "wf-7|extract|2|hello there|inputs.json\noutput.json\nabsent\n"
@@ -158,11 +133,7 @@ async fn work_dir_is_used() {
         ..ProcessConfig::default()
     };
     let execution = run_with(&task(&["pwd", "-P"]), &config, &CancellationToken::new()).await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Succeeded,
-        "{execution:?}"
-    );
+    assert_eq!(execution.outcome, AttemptOutcome::Succeeded, "{execution:?}");
     assert_eq!(
         execution.stdout_tail.trim_end(),
         dir.path().canonicalize().unwrap().to_str().unwrap()
@@ -172,10 +143,7 @@ async fn work_dir_is_used() {
 #[tokio::test]
 async fn nonzero_exit_is_a_retryable_failure() {
     let execution = run(&sh("echo oops >&2; exit 3")).await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Failed { retryable: true }
-    );
+    assert_eq!(execution.outcome, AttemptOutcome::Failed { retryable: true });
     assert_eq!(execution.exit_code, Some(3));
     assert_eq!(execution.signal, None);
     assert_eq!(execution.error.as_deref(), Some("exited with code 3"));
@@ -185,35 +153,23 @@ async fn nonzero_exit_is_a_retryable_failure() {
 #[tokio::test]
 async fn death_by_signal_is_named() {
     let execution = run(&sh("kill -9 $$")).await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Failed { retryable: true }
-    );
+    assert_eq!(execution.outcome, AttemptOutcome::Failed { retryable: true });
     assert_eq!(execution.exit_code, None);
     assert_eq!(execution.signal, Some(9));
-    assert_eq!(
-        execution.error.as_deref(),
-        Some("killed by signal 9 (SIGKILL)")
-    );
+    assert_eq!(execution.error.as_deref(), Some("killed by signal 9 (SIGKILL)"));
 }
 
 #[tokio::test]
 async fn missing_program_is_a_permanent_failure() {
     let execution = run(&task(&["taskfleet-no-such-program-xyz", "--flag"])).await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Failed { retryable: false }
-    );
+    assert_eq!(execution.outcome, AttemptOutcome::Failed { retryable: false });
     assert_eq!(
         execution.error.as_deref(),
         Some("program `taskfleet-no-such-program-xyz` not found")
     );
 
     let execution = run(&task(&[])).await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Failed { retryable: false }
-    );
+    assert_eq!(execution.outcome, AttemptOutcome::Failed { retryable: false });
 }
 
 #[tokio::test]
@@ -223,16 +179,9 @@ async fn unexecutable_program_is_a_permanent_failure() {
     std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
     let execution = run(&task(&[script.to_str().unwrap()])).await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Failed { retryable: false }
-    );
+    assert_eq!(execution.outcome, AttemptOutcome::Failed { retryable: false });
     assert!(
-        execution
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("permission denied"),
+        execution.error.as_deref().unwrap().contains("permission denied"),
         "{execution:?}"
     );
 }
@@ -250,18 +199,11 @@ async fn timeout_kills_the_process() {
     let start = Instant::now();
     let execution = run(&task).await;
     // SIGTERM alone ends `sleep`: the default 5 s grace must not be waited out.
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
     assert_eq!(execution.outcome, AttemptOutcome::TimedOut);
     assert_eq!(execution.error.as_deref(), Some("timed out after 300ms"));
     assert_eq!(execution.signal, Some(15));
-    assert!(
-        is_gone(read_pid(&pid_file)).await,
-        "the timed out process still runs"
-    );
+    assert!(is_gone(read_pid(&pid_file)).await, "the timed out process still runs");
 }
 
 #[tokio::test]
@@ -302,16 +244,8 @@ async fn background_grandchildren_are_killed_with_the_group() {
     );
     let start = Instant::now();
     let execution = run(&task).await;
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        start.elapsed()
-    );
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Succeeded,
-        "{execution:?}"
-    );
+    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+    assert_eq!(execution.outcome, AttemptOutcome::Succeeded, "{execution:?}");
     assert_eq!(execution.stdout_tail, "started\n");
     assert!(
         is_gone(read_pid(&pid_file)).await,
@@ -336,29 +270,16 @@ async fn cancellation_stops_the_process() {
     });
     let start = Instant::now();
     let execution = run_with(&task, &ProcessConfig::default(), &cancel).await;
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
     assert_eq!(execution.outcome, AttemptOutcome::Cancelled);
     assert_eq!(execution.error.as_deref(), Some("cancelled"));
-    assert!(
-        is_gone(read_pid(&pid_file)).await,
-        "the cancelled process still runs"
-    );
+    assert!(is_gone(read_pid(&pid_file)).await, "the cancelled process still runs");
 }
 
 #[tokio::test]
 async fn oversized_output_is_a_permanent_failure() {
-    let execution = run(&sh(
-        "head -c 1572864 /dev/zero | tr '\\0' 7 > \"$TASKFLEET_OUTPUT\"",
-    ))
-    .await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Failed { retryable: false }
-    );
+    let execution = run(&sh("head -c 1572864 /dev/zero | tr '\\0' 7 > \"$TASKFLEET_OUTPUT\"")).await;
+    assert_eq!(execution.outcome, AttemptOutcome::Failed { retryable: false });
     assert_eq!(
         execution.error.as_deref(),
         Some("output is 1.5 MiB, more than the 1 MiB limit")
@@ -369,10 +290,7 @@ async fn oversized_output_is_a_permanent_failure() {
 #[tokio::test]
 async fn invalid_json_output_is_a_permanent_failure() {
     let execution = run(&sh("echo '{not json' > \"$TASKFLEET_OUTPUT\"")).await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Failed { retryable: false }
-    );
+    assert_eq!(execution.outcome, AttemptOutcome::Failed { retryable: false });
     let error = execution.error.unwrap();
     assert!(error.starts_with("output is not valid JSON: "), "{error}");
 }
@@ -382,29 +300,16 @@ async fn output_tails_are_bounded() {
     let script = "head -c 100000 /dev/zero | tr '\\0' x; echo; echo last line; \
                   head -c 100000 /dev/zero | tr '\\0' y >&2; echo >&2; echo last error >&2";
     let execution = run(&sh(script)).await;
-    assert_eq!(
-        execution.outcome,
-        AttemptOutcome::Succeeded,
-        "{:?}",
-        execution.error
-    );
+    assert_eq!(execution.outcome, AttemptOutcome::Succeeded, "{:?}", execution.error);
     let limit = ProcessConfig::default().tail_bytes;
-    assert!(
-        execution.stdout_tail.len() <= limit,
-        "{}",
-        execution.stdout_tail.len()
-    );
+    assert!(execution.stdout_tail.len() <= limit, "{}", execution.stdout_tail.len());
     assert!(
         execution.stdout_tail.len() > limit - 100,
         "{}",
         execution.stdout_tail.len()
     );
     assert!(execution.stdout_tail.ends_with("xxx\nlast line\n"));
-    assert!(
-        execution.stderr_tail.len() <= limit,
-        "{}",
-        execution.stderr_tail.len()
-    );
+    assert!(execution.stderr_tail.len() <= limit, "{}", execution.stderr_tail.len());
     assert!(execution.stderr_tail.ends_with("yyy\nlast error\n"));
 }
 

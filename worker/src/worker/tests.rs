@@ -79,11 +79,7 @@ impl Harness {
     }
 
     fn start_on(&mut self, config: WorkerConfig, transport: Arc<dyn Transport>) {
-        let worker = Worker::new(
-            config,
-            transport,
-            Arc::new(HandlerRegistry::with_builtins()),
-        );
+        let worker = Worker::new(config, transport, Arc::new(HandlerRegistry::with_builtins()));
         self.worker = Some(tokio::spawn(worker.run(self.shutdown.clone())));
     }
 
@@ -126,10 +122,7 @@ impl Harness {
 
     async fn assert_no_event(&mut self) {
         if let Ok(Ok(delivery)) = tokio::time::timeout(QUIET, self.results.recv()).await {
-            panic!(
-                "unexpected event {}",
-                String::from_utf8_lossy(&delivery.payload)
-            );
+            panic!("unexpected event {}", String::from_utf8_lossy(&delivery.payload));
         }
     }
 
@@ -175,31 +168,20 @@ async fn tasks_run_end_to_end() {
 
     let started = harness.started().await;
     assert_eq!(
-        (
-            started.workflow_id.as_str(),
-            started.task_idx,
-            started.attempt
-        ),
+        (started.workflow_id.as_str(), started.task_idx, started.attempt),
         ("wf-1", 4, 3)
     );
     assert_eq!(started.worker, "w-test");
     let result = harness.finished().await;
     assert_eq!(result.outcome, AttemptOutcome::Succeeded, "{result:?}");
-    assert_eq!(
-        (result.task.as_str(), result.task_idx, result.attempt),
-        ("copy", 4, 3)
-    );
+    assert_eq!((result.task.as_str(), result.task_idx, result.attempt), ("copy", 4, 3));
     assert_eq!(result.worker, "w-test");
     assert_eq!(result.exit_code, Some(0));
     assert_eq!(result.output.unwrap().get(), "{\"up\":[1,2]}");
     assert!(started.at <= result.finished_at);
 
     harness
-        .publish(&task(
-            "fails",
-            PriorityClass::Normal,
-            handler("fail", Value::Null),
-        ))
+        .publish(&task("fails", PriorityClass::Normal, handler("fail", Value::Null)))
         .await;
     harness.started().await;
     let result = harness.finished().await;
@@ -215,15 +197,9 @@ async fn tasks_run_end_to_end() {
 async fn garbage_is_dead_lettered_and_the_next_task_still_runs() {
     let mut harness = Harness::new().await;
     let queue = harness.names.tasks("default", "normal");
+    harness.publish_raw(&queue, &b"\x00\xffnot a task"[..]).await;
     harness
-        .publish_raw(&queue, &b"\x00\xffnot a task"[..])
-        .await;
-    harness
-        .publish(&task(
-            "after",
-            PriorityClass::Normal,
-            handler("noop", Value::Null),
-        ))
+        .publish(&task("after", PriorityClass::Normal, handler("noop", Value::Null)))
         .await;
     let mut dead = harness
         .transport
@@ -238,11 +214,7 @@ async fn garbage_is_dead_lettered_and_the_next_task_still_runs() {
         .unwrap();
     let letter = DeadLetter::decode(&delivery.payload).expect("a dead letter");
     assert_eq!(letter.source_queue, queue);
-    assert!(
-        letter.reason.starts_with("unparsable message: "),
-        "{}",
-        letter.reason
-    );
+    assert!(letter.reason.starts_with("unparsable message: "), "{}", letter.reason);
     assert_eq!(letter.payload, &b"\x00\xffnot a task"[..]);
 
     harness.started().await;
@@ -266,9 +238,7 @@ async fn higher_classes_are_taken_first() {
         ("normal-2", PriorityClass::Normal),
         ("high-2", PriorityClass::High),
     ] {
-        harness
-            .publish(&task(id, class, handler("noop", Value::Null)))
-            .await;
+        harness.publish(&task(id, class, handler("noop", Value::Null))).await;
     }
     harness.start(harness.config());
     let mut order = Vec::new();
@@ -276,10 +246,7 @@ async fn higher_classes_are_taken_first() {
         harness.started().await;
         order.push(harness.finished().await.task);
     }
-    assert_eq!(
-        order,
-        ["high-1", "high-2", "normal-1", "normal-2", "low-1", "low-2"]
-    );
+    assert_eq!(order, ["high-1", "high-2", "normal-1", "normal-2", "low-1", "low-2"]);
     harness.stop().await;
 }
 
@@ -306,11 +273,7 @@ async fn up_to_concurrency_tasks_run_at_once() {
             WorkerEvent::Finished(_) => "finished",
         });
     }
-    assert_eq!(
-        &events[..3],
-        ["started", "started", "finished"],
-        "{events:?}"
-    );
+    assert_eq!(&events[..3], ["started", "started", "finished"], "{events:?}");
     harness.stop().await;
 }
 
@@ -325,11 +288,7 @@ async fn shutdown_drains_running_tasks_and_takes_no_more() {
         ))
         .await;
     harness
-        .publish(&task(
-            "next",
-            PriorityClass::Normal,
-            handler("noop", Value::Null),
-        ))
+        .publish(&task("next", PriorityClass::Normal, handler("noop", Value::Null)))
         .await;
     harness.start(harness.config());
     assert_eq!(harness.started().await.task_idx, 4);
@@ -362,11 +321,7 @@ async fn tasks_still_running_after_the_drain_timeout_are_requeued() {
     harness.started().await;
     let start = Instant::now();
     harness.stop().await;
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
     harness.assert_no_event().await;
 
     let queue = harness.names.tasks("default", "normal");
@@ -389,12 +344,9 @@ impl Transport for FailingResults {
     }
 
     async fn publish(&self, messages: Vec<Outgoing>) -> Result<(), TransportError> {
-        let finished = messages.iter().any(|message| {
-            matches!(
-                decode_worker_event(&message.payload),
-                Ok(WorkerEvent::Finished(_))
-            )
-        });
+        let finished = messages
+            .iter()
+            .any(|message| matches!(decode_worker_event(&message.payload), Ok(WorkerEvent::Finished(_))));
         let fail = finished
             && self
                 .failures
@@ -408,11 +360,7 @@ impl Transport for FailingResults {
         self.inner.publish(messages).await
     }
 
-    async fn consume(
-        &self,
-        queue: &str,
-        prefetch: u16,
-    ) -> Result<Box<dyn Consumer>, TransportError> {
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, TransportError> {
         self.inner.consume(queue, prefetch).await
     }
 
@@ -425,11 +373,7 @@ impl Transport for FailingResults {
 async fn a_result_that_cannot_be_published_is_requeued_not_acked() {
     let mut harness = Harness::new().await;
     harness
-        .publish(&task(
-            "once",
-            PriorityClass::Normal,
-            handler("noop", Value::Null),
-        ))
+        .publish(&task("once", PriorityClass::Normal, handler("noop", Value::Null)))
         .await;
     let failing = FailingResults {
         inner: harness.transport.clone(),
@@ -498,25 +442,4 @@ async fn bad_configurations_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(error.to_string(), "a worker needs at least one pool");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zz_tmp_throughput() {
-    const TASKS: usize = 50000;
-    let mut harness = Harness::new().await;
-    let queue = harness.names.tasks("default", "normal");
-    let noop = task("quick", PriorityClass::Normal, handler("noop", Value::Null));
-    let messages = (0..TASKS).map(|_| Outgoing::new(queue.clone(), encode(&noop))).collect();
-    harness.transport.declare(&[queue]).await.unwrap();
-    harness.transport.publish(messages).await.unwrap();
-    let start = Instant::now();
-    harness.start(WorkerConfig { concurrency: 64, ..harness.config() });
-    let mut finished = 0;
-    while finished < TASKS {
-        let d = harness.results.recv().await.unwrap();
-        if d.payload.starts_with(b"{\"type\":\"finished\"") { finished += 1; }
-        d.ack().await.unwrap();
-    }
-    eprintln!("{} tasks/s", TASKS as f64 / start.elapsed().as_secs_f64());
-    harness.stop().await;
 }

@@ -6,7 +6,10 @@ use super::*;
 
 #[track_caller]
 fn check_ok(text: &str) -> WorkflowSpec {
-    let options = ValidateOptions { known_handlers: Some(vec!["noop".into(), "sleep".into(), "fail".into()]), ..Default::default() };
+    let options = ValidateOptions {
+        known_handlers: Some(vec!["noop".into(), "sleep".into(), "fail".into()]),
+        ..Default::default()
+    };
     match parse_workflow(text, &options) {
         Ok(spec) => spec,
         Err(invalid) => panic!("expected a valid workflow, got {invalid}"),
@@ -15,7 +18,10 @@ fn check_ok(text: &str) -> WorkflowSpec {
 
 #[track_caller]
 fn check_problems(text: &str, expected: &[&str]) {
-    let options = ValidateOptions { known_handlers: Some(vec!["noop".into(), "sleep".into(), "fail".into()]), max_tasks: 5 };
+    let options = ValidateOptions {
+        known_handlers: Some(vec!["noop".into(), "sleep".into(), "fail".into()]),
+        max_tasks: 5,
+    };
     let invalid = parse_workflow(text, &options).expect_err("expected problems");
     let actual: Vec<String> = invalid.problems.iter().map(ToString::to_string).collect();
     assert_eq!(actual, expected);
@@ -53,7 +59,12 @@ tasks:
     assert_eq!(
         extract.action,
         Action::Run {
-            argv: vec!["python3".into(), "extract.py".into(), "--day".into(), "2026-11-23".into()],
+            argv: vec![
+                "python3".into(),
+                "extract.py".into(),
+                "--day".into(),
+                "2026-11-23".into()
+            ],
             env: [("MODE".to_string(), "full".to_string())].into()
         }
     );
@@ -61,13 +72,30 @@ tasks:
     assert_eq!(transform.priority, PriorityClass::High);
     assert_eq!(transform.weight, 10.0);
     assert_eq!(transform.estimate, Some(Duration::from_secs(45)));
-    assert_eq!(transform.resources, Resources { cpu: 1.5, memory: 512 << 20, slots: 1 });
+    assert_eq!(
+        transform.resources,
+        Resources {
+            cpu: 1.5,
+            memory: 512 << 20,
+            slots: 1
+        }
+    );
     assert_eq!(transform.timeout, Some(Duration::from_secs(300)));
     assert_eq!(
         transform.retry,
-        RetryPolicy { max_retries: 3, backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(60) }
+        RetryPolicy {
+            max_retries: 3,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60)
+        }
     );
-    assert_eq!(spec.tasks[2].deps, vec![Dep { task: 1, transfer_ms: 2000 }]);
+    assert_eq!(
+        spec.tasks[2].deps,
+        vec![Dep {
+            task: 1,
+            transfer_ms: 2000
+        }]
+    );
     assert_eq!(spec.dag.children(0), &[1]);
     let summary = spec.summary();
     assert_eq!(summary.depth, 3);
@@ -77,7 +105,9 @@ tasks:
 
 #[test]
 fn json_uses_the_same_schema() {
-    let spec = check_ok(r#"{"name": "j", "tasks": [{"id": "a", "handler": "noop"}, {"id": "b", "deps": ["a"], "run": ["true"]}]}"#);
+    let spec = check_ok(
+        r#"{"name": "j", "tasks": [{"id": "a", "handler": "noop"}, {"id": "b", "deps": ["a"], "run": ["true"]}]}"#,
+    );
     assert_eq!(spec.tasks.len(), 2);
     assert_eq!(spec.dag.parents(1), &[0]);
 }
@@ -170,18 +200,34 @@ fn bad_ids_and_handlers() {
 
 #[test]
 fn too_many_tasks() {
-    let tasks: String = (0..6).map(|idx| format!("  - {{id: t{idx}, handler: noop}}\n")).collect();
-    check_problems(&format!("name: w\ntasks:\n{tasks}"), &["field `tasks`: 6 tasks is more than the limit of 5"]);
+    let tasks: String = (0..6)
+        .map(|idx| format!("  - {{id: t{idx}, handler: noop}}\n"))
+        .collect();
+    check_problems(
+        &format!("name: w\ntasks:\n{tasks}"),
+        &["field `tasks`: 6 tasks is more than the limit of 5"],
+    );
 }
 
 #[test]
 fn workflow_level_problems() {
-    check_problems("tasks: []\n", &["field `name`: missing (every workflow needs a name)", "field `tasks`: a workflow needs at least one task"]);
+    check_problems(
+        "tasks: []\n",
+        &[
+            "field `name`: missing (every workflow needs a name)",
+            "field `tasks`: a workflow needs at least one task",
+        ],
+    );
     check_problems("- a\n- b\n", &["a workflow must be a mapping with `name` and `tasks`"]);
     let invalid = parse_workflow("name: [unclosed\n", &ValidateOptions::default()).unwrap_err();
     assert!(invalid.problems[0].message.starts_with("invalid YAML"), "{invalid}");
     let invalid = parse_workflow("{\"name\": }", &ValidateOptions::default()).unwrap_err();
-    assert!(invalid.problems[0].message.starts_with("invalid JSON at line 1 column 10"), "{invalid}");
+    assert!(
+        invalid.problems[0]
+            .message
+            .starts_with("invalid JSON at line 1 column 10"),
+        "{invalid}"
+    );
 }
 
 #[test]
@@ -200,7 +246,9 @@ fn defaults_apply_and_tasks_override() {
     let spec = check_ok(
         "name: w\ndefaults: {priority: low, pool: gpu, env: {A: '1', B: '2'}, retries: 4}\ntasks:\n  - {id: a, run: [env], env: {B: three}, priority: high, retries: 0}\n  - {id: b, handler: noop}\n",
     );
-    let Action::Run { env, .. } = &spec.tasks[0].action else { panic!("run task") };
+    let Action::Run { env, .. } = &spec.tasks[0].action else {
+        panic!("run task")
+    };
     assert_eq!(env.get("A").map(String::as_str), Some("1"));
     assert_eq!(env.get("B").map(String::as_str), Some("three"));
     assert_eq!(spec.tasks[0].priority, PriorityClass::High);
@@ -208,4 +256,18 @@ fn defaults_apply_and_tasks_override() {
     assert_eq!(spec.tasks[1].priority, PriorityClass::Low);
     assert_eq!(spec.tasks[1].retry.max_retries, 4);
     assert_eq!(&*spec.tasks[1].pool, "gpu");
+}
+
+#[test]
+fn closest_field_is_suggested_and_backoff_cap_follows_backoff() {
+    check_problems(
+        "name: w\ntasks:\n  - {id: a, rn: [ls], description: [not, text]}\n",
+        &[
+            "task `a`, field `run`: a task needs one of `run` (a command) or `handler` (a built-in)",
+            "task `a`, field `description`: must be a string",
+            "task `a`, field `rn`: unknown field (did you mean `run`?); expected one of: id, description, deps, run, handler, args, env, priority, weight, estimate, estimate_by_worker, resources, timeout, retries, pool",
+        ],
+    );
+    let spec = check_ok("name: w\ntasks:\n  - {id: a, handler: noop, retries: {max: 3, backoff: 10m}}\n");
+    assert_eq!(spec.tasks[0].retry.max_backoff, Duration::from_secs(600));
 }

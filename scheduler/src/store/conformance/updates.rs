@@ -6,20 +6,13 @@ use std::sync::Arc;
 use taskfleet_common::state::{AttemptOutcome, TaskState};
 use taskfleet_common::Millis;
 
-use super::{
-    apply, attempt, create, dispatched, finished, fresh_diamond_tasks, record, started, task,
-    task_update,
-};
+use super::{apply, attempt, create, dispatched, finished, fresh_diamond_tasks, record, started, task, task_update};
 use crate::store::{AttemptRecord, Store, StoreError, StoreUpdate, TaskRecord};
 
 /// A task fails, waits for its retry, runs again and succeeds; every step reads back exactly.
 pub async fn updates_round_trip(store: &dyn Store, prefix: &str) {
     use TaskState::{Dispatched, Pending, Ready, Retrying, Running, Succeeded};
-    let workflow = record(
-        &format!("{prefix}-updates"),
-        &format!("{prefix}-updates-hash"),
-        1_000,
-    );
+    let workflow = record(&format!("{prefix}-updates"), &format!("{prefix}-updates-hash"), 1_000);
     create(store, &workflow).await;
     let id: Arc<str> = Arc::from(workflow.id.as_str());
 
@@ -62,10 +55,7 @@ pub async fn updates_round_trip(store: &dyn Store, prefix: &str) {
     )
     .await;
     let tasks = store.tasks(&id).await.expect("read tasks");
-    assert_eq!(
-        tasks[0], retrying,
-        "updates: the retrying task does not read back"
-    );
+    assert_eq!(tasks[0], retrying, "updates: the retrying task does not read back");
     assert_eq!(
         store.attempts(&id).await.expect("read attempts"),
         std::slice::from_ref(&failure),
@@ -118,11 +108,7 @@ pub async fn updates_round_trip(store: &dyn Store, prefix: &str) {
 /// Every outcome, optional field and odd value survives the store, and a finished attempt
 /// needs no earlier dispatch (and replaces what was stored for it).
 pub async fn every_outcome_round_trips(store: &dyn Store, prefix: &str) {
-    let workflow = record(
-        &format!("{prefix}-outcomes"),
-        &format!("{prefix}-outcomes-hash"),
-        1_000,
-    );
+    let workflow = record(&format!("{prefix}-outcomes"), &format!("{prefix}-outcomes-hash"), 1_000);
     create(store, &workflow).await;
     let id: Arc<str> = Arc::from(workflow.id.as_str());
     let outcomes = [
@@ -160,12 +146,7 @@ pub async fn every_outcome_round_trips(store: &dyn Store, prefix: &str) {
 
     records[0].outcome = Some(AttemptOutcome::Cancelled);
     records[0].stdout_tail = "replaced".to_string();
-    apply(
-        store,
-        vec![finished(&id, &records[0])],
-        "finish an attempt again",
-    )
-    .await;
+    apply(store, vec![finished(&id, &records[0])], "finish an attempt again").await;
     assert_eq!(
         store.attempts(&id).await.expect("read attempts"),
         records,
@@ -177,19 +158,12 @@ pub async fn every_outcome_round_trips(store: &dyn Store, prefix: &str) {
 /// of the batch's updates (not even those before the bad one) are stored.
 pub async fn failed_batch_changes_nothing(store: &dyn Store, prefix: &str) {
     use TaskState::{Dispatched, Running};
-    let workflow = record(
-        &format!("{prefix}-atomic"),
-        &format!("{prefix}-atomic-hash"),
-        1_000,
-    );
+    let workflow = record(&format!("{prefix}-atomic"), &format!("{prefix}-atomic-hash"), 1_000);
     create(store, &workflow).await;
     let id: Arc<str> = Arc::from(workflow.id.as_str());
     apply(
         store,
-        vec![
-            task_update(&id, task(0, Dispatched, 1, 0)),
-            dispatched(&id, 0, 1, 100),
-        ],
+        vec![task_update(&id, task(0, Dispatched, 1, 0)), dispatched(&id, 0, 1, 100)],
         "dispatch",
     )
     .await;
@@ -217,10 +191,7 @@ pub async fn failed_batch_changes_nothing(store: &dyn Store, prefix: &str) {
             "update of a task that does not exist",
             task_update(&id, task(99, Running, 1, 0)),
         ),
-        (
-            "dispatch of a task that does not exist",
-            dispatched(&id, 99, 1, 120),
-        ),
+        ("dispatch of a task that does not exist", dispatched(&id, 99, 1, 120)),
         (
             "finish of a task that does not exist",
             finished(&id, &attempt(99, 1, 120)),
@@ -257,13 +228,7 @@ pub async fn failed_batch_changes_nothing(store: &dyn Store, prefix: &str) {
             "atomic: {what}: attempts changed"
         );
     }
-    assert_eq!(
-        store
-            .workflow(&missing)
-            .await
-            .expect("read a missing workflow"),
-        None
-    );
+    assert_eq!(store.workflow(&missing).await.expect("read a missing workflow"), None);
     apply(store, Vec::new(), "an empty batch").await;
     apply(store, start(), "the good part alone").await;
     assert_eq!(

@@ -9,11 +9,7 @@ use crate::store::{Store, StoreError, StoreUpdate, WorkflowRecord, WorkflowState
 
 /// A workflow reads back as created, roots `ready` and the other tasks `pending`.
 pub async fn create_and_read_back(store: &dyn Store, prefix: &str) {
-    let record = record(
-        &format!("{prefix}-create"),
-        &format!("{prefix}-create-hash"),
-        1_000,
-    );
+    let record = record(&format!("{prefix}-create"), &format!("{prefix}-create-hash"), 1_000);
     create(store, &record).await;
     let stored = store.workflow(&record.id).await.expect("read the workflow");
     assert_eq!(
@@ -30,18 +26,9 @@ pub async fn create_and_read_back(store: &dyn Store, prefix: &str) {
     let attempts = store.attempts(&record.id).await.expect("read attempts");
     assert_eq!(attempts, [], "create: a new workflow has no attempts");
     let missing = format!("{prefix}-no-such-workflow");
+    assert_eq!(store.workflow(&missing).await.expect("read a missing workflow"), None);
     assert_eq!(
-        store
-            .workflow(&missing)
-            .await
-            .expect("read a missing workflow"),
-        None
-    );
-    assert_eq!(
-        store
-            .tasks(&missing)
-            .await
-            .expect("read tasks of a missing workflow"),
+        store.tasks(&missing).await.expect("read tasks of a missing workflow"),
         []
     );
     assert_eq!(
@@ -76,11 +63,7 @@ pub async fn duplicate_workflow_is_a_conflict(store: &dyn Store, prefix: &str) {
         other => panic!("duplicate: expected a conflict, got {other:?}"),
     }
     let stored = store.workflow(&first.id).await.expect("read the workflow");
-    assert_eq!(
-        stored,
-        Some(first.clone()),
-        "duplicate: the first workflow was changed"
-    );
+    assert_eq!(stored, Some(first.clone()), "duplicate: the first workflow was changed");
     let tasks = store.tasks(&first.id).await.expect("read tasks");
     assert_eq!(
         tasks,
@@ -133,11 +116,7 @@ pub async fn running_workflows_filter_and_order(store: &dyn Store, prefix: &str)
         [old.clone(), other.clone(), new.clone()],
         "running: every source, oldest first"
     );
-    assert_eq!(
-        listed(Some("no-such-hash")).await,
-        [],
-        "running: unknown source"
-    );
+    assert_eq!(listed(Some("no-such-hash")).await, [], "running: unknown source");
 
     let finish = |workflow: &WorkflowRecord, state, at| StoreUpdate::WorkflowFinished {
         workflow_id: Arc::from(workflow.id.as_str()),

@@ -18,10 +18,9 @@ pub(super) fn classify(error: rusqlite::Error, context: &str) -> StoreError {
         E::SqliteFailure(failure, _) => match failure.code {
             ErrorCode::ConstraintViolation | ErrorCode::TooBig => StoreError::Conflict { reason },
             // Plain SQLITE_ERROR from our fixed statements means the schema is not ours.
-            ErrorCode::DatabaseCorrupt
-            | ErrorCode::NotADatabase
-            | ErrorCode::TypeMismatch
-            | ErrorCode::Unknown => StoreError::Corrupt { reason },
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase | ErrorCode::TypeMismatch | ErrorCode::Unknown => {
+                StoreError::Corrupt { reason }
+            }
             _ => StoreError::Unavailable { reason },
         },
         E::FromSqlConversionFailure(..)
@@ -72,11 +71,7 @@ struct Cols<'a, 'r> {
 
 impl Cols<'_, '_> {
     fn corrupt(&self, column: &str, detail: impl Display) -> StoreError {
-        let reason = format!(
-            "{} row ({}) has {column} {detail}",
-            self.table,
-            (self.key)()
-        );
+        let reason = format!("{} row ({}) has {column} {detail}", self.table, (self.key)());
         StoreError::Corrupt { reason }
     }
 
@@ -88,16 +83,14 @@ impl Cols<'_, '_> {
 
     fn u32(&self, idx: usize, column: &str) -> Result<u32, StoreError> {
         let value: i64 = self.get(idx, column)?;
-        u32::try_from(value)
-            .map_err(|_| self.corrupt(column, format_args!("out of range: {value}")))
+        u32::try_from(value).map_err(|_| self.corrupt(column, format_args!("out of range: {value}")))
     }
 
     fn i32(&self, idx: usize, column: &str) -> Result<Option<i32>, StoreError> {
         let Some(value) = self.get::<Option<i64>>(idx, column)? else {
             return Ok(None);
         };
-        let value = i32::try_from(value)
-            .map_err(|_| self.corrupt(column, format_args!("out of range: {value}")))?;
+        let value = i32::try_from(value).map_err(|_| self.corrupt(column, format_args!("out of range: {value}")))?;
         Ok(Some(value))
     }
 
@@ -105,25 +98,20 @@ impl Cols<'_, '_> {
         let Some(value) = self.get::<Option<i64>>(idx, column)? else {
             return Ok(None);
         };
-        let value = u64::try_from(value)
-            .map_err(|_| self.corrupt(column, format_args!("before 1970: {value}")))?;
+        let value = u64::try_from(value).map_err(|_| self.corrupt(column, format_args!("before 1970: {value}")))?;
         Ok(Some(Millis(value)))
     }
 
     fn required_millis(&self, idx: usize, column: &str) -> Result<Millis, StoreError> {
-        self.millis(idx, column)?
-            .ok_or_else(|| self.corrupt(column, "missing"))
+        self.millis(idx, column)?.ok_or_else(|| self.corrupt(column, "missing"))
     }
 }
 
 /// Columns read by [`workflow_from_row`].
-pub(super) const WORKFLOW_COLUMNS: &str =
-    "id, name, spec_hash, source, state, submitted_at, finished_at";
+pub(super) const WORKFLOW_COLUMNS: &str = "id, name, spec_hash, source, state, submitted_at, finished_at";
 
 pub(super) fn workflow_from_row(row: &Row<'_>) -> Result<WorkflowRecord, StoreError> {
-    let id: String = row
-        .get(0)
-        .map_err(|error| classify(error, "read a workflows row"))?;
+    let id: String = row.get(0).map_err(|error| classify(error, "read a workflows row"))?;
     let key = || format!("id '{id}'");
     let cols = Cols {
         row,
@@ -131,8 +119,8 @@ pub(super) fn workflow_from_row(row: &Row<'_>) -> Result<WorkflowRecord, StoreEr
         key: &key,
     };
     let state: String = cols.get(4, "state")?;
-    let state = WorkflowState::parse(&state)
-        .ok_or_else(|| cols.corrupt("state", format_args!("unknown value '{state}'")))?;
+    let state =
+        WorkflowState::parse(&state).ok_or_else(|| cols.corrupt("state", format_args!("unknown value '{state}'")))?;
     Ok(WorkflowRecord {
         name: cols.get(1, "name")?,
         spec_hash: cols.get(2, "spec_hash")?,
@@ -177,10 +165,7 @@ pub(super) fn task_from_row(row: &Row<'_>, workflow_id: &str) -> Result<TaskReco
 pub(super) const ATTEMPT_COLUMNS: &str = "task_idx, attempt, dispatched_at, worker, started_at, \
      finished_at, outcome, exit_code, signal, error, stdout_tail, stderr_tail";
 
-pub(super) fn attempt_from_row(
-    row: &Row<'_>,
-    workflow_id: &str,
-) -> Result<AttemptRecord, StoreError> {
+pub(super) fn attempt_from_row(row: &Row<'_>, workflow_id: &str) -> Result<AttemptRecord, StoreError> {
     let number = |idx| row.get_ref(idx).ok().and_then(|value| value.as_i64().ok());
     let (task_idx, attempt) = (number(0), number(1));
     let key = || {
@@ -195,8 +180,7 @@ pub(super) fn attempt_from_row(
     let outcome = match cols.get::<Option<String>>(6, "outcome")? {
         None => None,
         Some(text) => Some(
-            outcome_from_sql(&text)
-                .ok_or_else(|| cols.corrupt("outcome", format_args!("unknown value '{text}'")))?,
+            outcome_from_sql(&text).ok_or_else(|| cols.corrupt("outcome", format_args!("unknown value '{text}'")))?,
         ),
     };
     Ok(AttemptRecord {

@@ -15,9 +15,7 @@ use taskfleet_common::workflow::{Resources, RetryPolicy};
 use taskfleet_common::{Action, Millis, PriorityClass, TaskSpec, WorkflowSpec};
 
 use super::SqliteStore;
-use crate::store::conformance::{
-    attempt, dispatched, finished, record, started, task, task_update,
-};
+use crate::store::conformance::{attempt, dispatched, finished, record, started, task, task_update};
 use crate::store::{AttemptRecord, Store, StoreUpdate, TaskRecord};
 
 /// Tasks in the workflow of the creation figure.
@@ -91,11 +89,7 @@ async fn measure(store: &dyn Store, label: &str) {
         .expect("create the big workflow");
     let created = started.elapsed();
     let started = Instant::now();
-    let n_read = store
-        .tasks("big")
-        .await
-        .expect("read the big workflow")
-        .len();
+    let n_read = store.tasks("big").await.expect("read the big workflow").len();
     let read = started.elapsed();
     assert_eq!(n_read, CREATE_TASKS as usize);
 
@@ -132,11 +126,7 @@ async fn measure(store: &dyn Store, label: &str) {
 #[tokio::test]
 #[ignore = "a measurement: run it with --release --ignored --nocapture"]
 async fn measure_throughput() {
-    measure(
-        &SqliteStore::in_memory().expect("open in memory"),
-        "in memory",
-    )
-    .await;
+    measure(&SqliteStore::in_memory().expect("open in memory"), "in memory").await;
     let dir = tempfile::tempdir().expect("make a temporary directory");
     measure(
         &SqliteStore::open(&dir.path().join("store.db")).expect("open a file"),

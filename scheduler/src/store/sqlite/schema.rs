@@ -106,8 +106,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             return Ok(());
         };
         let context = format!("apply schema migration {}", applied + 1);
-        tx.execute_batch(migration)
-            .map_err(|error| classify(error, &context))?;
+        tx.execute_batch(migration).map_err(|error| classify(error, &context))?;
         tx.pragma_update(None, "user_version", applied + 1)
             .map_err(|error| classify(error, &context))?;
         tx.commit().map_err(|error| classify(error, &context))?;

@@ -39,37 +39,19 @@ async fn file_store_keeps_everything_across_reopening() {
     let path = dir.path().join("store.db");
     let store = SqliteStore::open(&path).expect("open a file store");
     conformance::updates_round_trip(&store, "reopen").await;
-    let workflow = store
-        .workflow("reopen-updates")
-        .await
-        .expect("read the workflow");
+    let workflow = store.workflow("reopen-updates").await.expect("read the workflow");
     let tasks = store.tasks("reopen-updates").await.expect("read tasks");
-    let attempts = store
-        .attempts("reopen-updates")
-        .await
-        .expect("read attempts");
+    let attempts = store.attempts("reopen-updates").await.expect("read attempts");
     drop(store);
 
     let store = SqliteStore::open(&path).expect("reopen the file store");
     assert!(workflow.is_some());
     assert_eq!(
-        store
-            .workflow("reopen-updates")
-            .await
-            .expect("read the workflow"),
+        store.workflow("reopen-updates").await.expect("read the workflow"),
         workflow
     );
-    assert_eq!(
-        store.tasks("reopen-updates").await.expect("read tasks"),
-        tasks
-    );
-    assert_eq!(
-        store
-            .attempts("reopen-updates")
-            .await
-            .expect("read attempts"),
-        attempts
-    );
+    assert_eq!(store.tasks("reopen-updates").await.expect("read tasks"), tasks);
+    assert_eq!(store.attempts("reopen-updates").await.expect("read attempts"), attempts);
     assert_eq!(attempts.len(), 2);
 }
 
@@ -156,10 +138,7 @@ async fn unknown_stored_values_are_reported_as_corrupt() {
         at: Millis(5),
     };
     store.apply(vec![update]).await.expect("dispatch");
-    assert_eq!(
-        store.tasks("bad").await.expect("read tasks"),
-        fresh_diamond_tasks()
-    );
+    assert_eq!(store.tasks("bad").await.expect("read tasks"), fresh_diamond_tasks());
 
     let conn = raw(&path);
     conn.execute("UPDATE tasks SET state = 'bogus' WHERE task_idx = 1", [])
@@ -184,11 +163,8 @@ async fn unknown_stored_values_are_reported_as_corrupt() {
         store.workflow("bad").await.map(drop),
         "workflows row (id 'bad') has state unknown value 'sleeping'",
     );
-    conn.execute(
-        "UPDATE tasks SET state = 'ready', attempt = -3 WHERE task_idx = 1",
-        [],
-    )
-    .expect("damage a task");
+    conn.execute("UPDATE tasks SET state = 'ready', attempt = -3 WHERE task_idx = 1", [])
+        .expect("damage a task");
     expect_corrupt(
         store.tasks("bad").await.map(drop),
         "tasks row (workflow 'bad', task 1) has attempt out of range: -3",
@@ -208,20 +184,13 @@ fn errors_are_classified_by_what_the_caller_can_do() {
         matches!(&error, StoreError::Conflict { reason } if reason == "insert a row: NOT NULL constraint failed: t.name"),
         "{error:?}"
     );
-    let busy =
-        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
+    let busy = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
     assert!(matches!(
         codec::classify(busy, "commit"),
         StoreError::Unavailable { .. }
     ));
-    let io = rusqlite::Error::SqliteFailure(
-        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-        None,
-    );
-    assert!(matches!(
-        codec::classify(io, "commit"),
-        StoreError::Unavailable { .. }
-    ));
+    let io = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR), None);
+    assert!(matches!(codec::classify(io, "commit"), StoreError::Unavailable { .. }));
     let wrong_type = conn
         .query_row("SELECT 'text'", [], |row| row.get::<_, i64>(0))
         .expect_err("wrong type");
@@ -233,8 +202,5 @@ fn errors_are_classified_by_what_the_caller_can_do() {
         .prepare("SELECT * FROM missing")
         .map(drop)
         .expect_err("no such table");
-    assert!(matches!(
-        codec::classify(no_table, "read"),
-        StoreError::Corrupt { .. }
-    ));
+    assert!(matches!(codec::classify(no_table, "read"), StoreError::Corrupt { .. }));
 }

@@ -25,10 +25,7 @@ pub(super) struct NewTasks {
 impl NewTasks {
     pub(super) fn of(spec: &WorkflowSpec) -> Result<NewTasks, StoreError> {
         if u32::try_from(spec.tasks.len()).is_err() {
-            let reason = format!(
-                "a workflow of {} tasks is too large to store",
-                spec.tasks.len()
-            );
+            let reason = format!("a workflow of {} tasks is too large to store", spec.tasks.len());
             return Err(StoreError::Conflict { reason });
         }
         let id_bytes = spec.tasks.iter().map(|task| task.id.len()).sum();
@@ -81,14 +78,10 @@ pub(super) fn create_workflow(
             other => other.map_err(sql_error)?,
         };
         let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO tasks (workflow_id, task_idx, task_id, state) VALUES (?1, ?2, ?3, ?4)",
-            )
+            .prepare_cached("INSERT INTO tasks (workflow_id, task_idx, task_id, state) VALUES (?1, ?2, ?3, ?4)")
             .map_err(sql_error)?;
         // Bindings stay in place between executions: bind the workflow id once.
-        insert
-            .raw_bind_parameter(1, record.id.as_str())
-            .map_err(sql_error)?;
+        insert.raw_bind_parameter(1, record.id.as_str()).map_err(sql_error)?;
         let mut start = 0;
         for (idx, (&end, &root)) in (0u32..).zip(tasks.ends.iter().zip(&tasks.roots)) {
             let state = if root { "ready" } else { "pending" };
@@ -164,10 +157,7 @@ fn apply_one(statements: &mut Statements<'_>, update: &StoreUpdate) -> Result<()
         reason: format!("{what} does not exist"),
     };
     match update {
-        StoreUpdate::Task {
-            workflow_id,
-            record,
-        } => {
+        StoreUpdate::Task { workflow_id, record } => {
             let TaskRecord {
                 task_idx,
                 state,
@@ -189,9 +179,7 @@ fn apply_one(statements: &mut Statements<'_>, update: &StoreUpdate) -> Result<()
                 ])
                 .map_err(sql_error)?;
             if changed == 0 {
-                return Err(missing(format!(
-                    "task {task_idx} of workflow '{workflow_id}'"
-                )));
+                return Err(missing(format!("task {task_idx} of workflow '{workflow_id}'")));
             }
         }
         StoreUpdate::AttemptDispatched {
@@ -203,9 +191,7 @@ fn apply_one(statements: &mut Statements<'_>, update: &StoreUpdate) -> Result<()
             let values = params![&**workflow_id, task_idx, attempt, millis_to_sql(*at)];
             match statements.insert_attempt.execute(values) {
                 Err(error) if is_constraint(&error) => {
-                    return Err(missing(format!(
-                        "task {task_idx} of workflow '{workflow_id}'"
-                    )));
+                    return Err(missing(format!("task {task_idx} of workflow '{workflow_id}'")));
                 }
                 other => other.map_err(sql_error)?,
             };
@@ -219,24 +205,14 @@ fn apply_one(statements: &mut Statements<'_>, update: &StoreUpdate) -> Result<()
         } => {
             let changed = statements
                 .start_attempt
-                .execute(params![
-                    &**workflow_id,
-                    task_idx,
-                    attempt,
-                    worker,
-                    millis_to_sql(*at)
-                ])
+                .execute(params![&**workflow_id, task_idx, attempt, worker, millis_to_sql(*at)])
                 .map_err(sql_error)?;
             if changed == 0 {
-                let what =
-                    format!("attempt {attempt} of task {task_idx} of workflow '{workflow_id}'");
+                let what = format!("attempt {attempt} of task {task_idx} of workflow '{workflow_id}'");
                 return Err(missing(what));
             }
         }
-        StoreUpdate::AttemptFinished {
-            workflow_id,
-            record,
-        } => {
+        StoreUpdate::AttemptFinished { workflow_id, record } => {
             let AttemptRecord {
                 task_idx,
                 attempt,
@@ -268,18 +244,12 @@ fn apply_one(statements: &mut Statements<'_>, update: &StoreUpdate) -> Result<()
             ];
             match statements.finish_attempt.execute(values) {
                 Err(error) if is_constraint(&error) => {
-                    return Err(missing(format!(
-                        "task {task_idx} of workflow '{workflow_id}'"
-                    )));
+                    return Err(missing(format!("task {task_idx} of workflow '{workflow_id}'")));
                 }
                 other => other.map_err(sql_error)?,
             };
         }
-        StoreUpdate::WorkflowFinished {
-            workflow_id,
-            state,
-            at,
-        } => {
+        StoreUpdate::WorkflowFinished { workflow_id, state, at } => {
             let changed = statements
                 .finish_workflow
                 .execute(params![&**workflow_id, state.as_str(), millis_to_sql(*at)])

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs taskfleet's whole test suite: unit tests of every crate, the transport and store
+# conformance suites, and the integration tests that drive the real `taskfleet` binary.
+# Starts (or checks) every service the tests talk to before running them.
+#
+# Environment: AMQP_ADDR (default amqp://guest:guest@127.0.0.1:5672/%2f).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# wait_for_port NAME HOST PORT SECONDS: waits until a TCP port accepts connections.
+wait_for_port() {
+  local name=$1 host=$2 port=$3 seconds=$4
+  for _ in $(seq "$((seconds * 5))"); do
+    if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+      log "$name is accepting connections on $host:$port"
+      return 0
+    fi
+    sleep 0.2
+  done
+  log "$name did not accept connections on $host:$port within ${seconds}s"
+  return 1
+}
+
+ensure_rabbitmq() {
+  if (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+    log "RabbitMQ is up"
+  else
+    log "starting RabbitMQ"
+    if ! command -v rabbitmq-server >/dev/null; then
+      log "rabbitmq-server is not installed: apt-get install rabbitmq-server"
+      return 1
+    fi
+    rabbitmq-server -detached
+    wait_for_port RabbitMQ 127.0.0.1 5672 90
+  fi
+  # The port opens before the broker accepts logins: wait until it answers.
+  if command -v rabbitmq-diagnostics >/dev/null; then
+    for _ in $(seq 60); do
+      rabbitmq-diagnostics -q check_running >/dev/null 2>&1 && return 0
+      sleep 1
+    done
+    log "RabbitMQ is not running properly"
+    return 1
+  fi
+}
+
+ensure_rabbitmq
+
+log "building"
+cargo build --workspace --all-targets --locked
+
+log "running the test suite"
+cargo test --workspace --locked --no-fail-fast 2>&1
