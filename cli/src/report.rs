@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::Table;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use taskfleet_common::state::TaskState;
 use taskfleet_common::units::format_duration;
 use taskfleet_common::{Millis, WorkflowSpec};
@@ -42,6 +43,9 @@ pub struct TaskReport {
     pub exit_code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The JSON the task produced, if it succeeded with an output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Box<RawValue>>,
     #[serde(skip)]
     started: Option<Millis>,
     #[serde(skip)]
@@ -69,6 +73,10 @@ impl RunReport {
                 worker: None,
                 exit_code: None,
                 error: None,
+                output: record
+                    .output
+                    .as_ref()
+                    .and_then(|text| RawValue::from_string(text.clone()).ok()),
                 started: None,
                 finished: None,
             })

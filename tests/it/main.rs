@@ -3,6 +3,8 @@
 //! - `run`: `taskfleet run` and `taskfleet validate` as a user runs them (real child
 //!   processes, real SQLite files), including the examples.
 //! - `resume`: killing `taskfleet run` with SIGKILL and running it again.
+//! - `embedded`: the embedded mode as a library, with handlers registered from Rust.
 
+mod embedded;
 mod resume;
 mod run;

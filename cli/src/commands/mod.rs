@@ -23,10 +23,10 @@ pub(crate) fn load_workflow(path: &Path, options: &ValidateOptions) -> Result<(S
 }
 
 /// Validation options for a workflow run by the built-in workers.
-pub(crate) fn builtin_options() -> ValidateOptions {
+pub(crate) fn builtin_options(max_tasks: usize) -> ValidateOptions {
     ValidateOptions {
         known_handlers: Some(BUILTIN_HANDLERS.iter().map(|name| name.to_string()).collect()),
-        ..Default::default()
+        max_tasks,
     }
 }
 

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
+use taskfleet_common::workflow::DEFAULT_MAX_TASKS;
 use taskfleet_scheduler::policy::PolicyKind;
 use taskfleet_scheduler::store::WorkflowState;
 use tokio_util::sync::CancellationToken;
@@ -31,10 +32,13 @@ pub struct RunArgs {
     /// Print a JSON report on stdout instead of the summary table.
     #[arg(long)]
     pub json: bool,
+    /// Most tasks a workflow may have.
+    #[arg(long, default_value_t = DEFAULT_MAX_TASKS)]
+    pub max_tasks: usize,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (source, spec) = match load_workflow(&args.file, &super::builtin_options()) {
+    let (source, spec) = match load_workflow(&args.file, &super::builtin_options(args.max_tasks)) {
         Ok(loaded) => loaded,
         Err(LoadError::Invalid) => return Ok(ExitCode::from(EXIT_INVALID)),
         Err(LoadError::Unreadable(message)) => anyhow::bail!(message),

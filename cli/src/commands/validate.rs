@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use taskfleet_common::units::format_duration;
+use taskfleet_common::workflow::{ValidateOptions, DEFAULT_MAX_TASKS};
 
 use super::{load_workflow, LoadError};
 use crate::EXIT_INVALID;
@@ -16,13 +17,19 @@ pub struct ValidateArgs {
     /// Accept any handler name, not just the built-in ones (for fleets with custom handlers).
     #[arg(long)]
     pub any_handler: bool,
+    /// Most tasks a workflow may have.
+    #[arg(long, default_value_t = DEFAULT_MAX_TASKS)]
+    pub max_tasks: usize,
 }
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let options = if args.any_handler {
-        Default::default()
+        ValidateOptions {
+            max_tasks: args.max_tasks,
+            known_handlers: None,
+        }
     } else {
-        super::builtin_options()
+        super::builtin_options(args.max_tasks)
     };
     let spec = match load_workflow(&args.file, &options) {
         Ok((_, spec)) => spec,
