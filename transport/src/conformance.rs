@@ -28,6 +28,7 @@ pub async fn run_all(transport: &dyn Transport, names: &QueueNames) {
     competing_consumers_share_without_duplicates(transport, names).await;
     dead_letters_keep_payload_and_reason(transport, names).await;
     large_batches_arrive_complete_and_in_order(transport, names).await;
+    broadcasts_reach_every_current_subscriber(transport, names).await;
 }
 
 async fn fresh_queue(transport: &dyn Transport, names: &QueueNames, scenario: &str) -> String {
@@ -206,4 +207,33 @@ pub async fn large_batches_arrive_complete_and_in_order(transport: &dyn Transpor
         assert_eq!(delivery.payload, format!("{idx}").as_bytes(), "batch: out of order");
         delivery.ack().await.expect("ack");
     }
+}
+
+/// A broadcast reaches every subscriber present when it is sent, and nobody else.
+pub async fn broadcasts_reach_every_current_subscriber(transport: &dyn Transport, names: &QueueNames) {
+    let topic = names.control();
+    let mut first = transport.subscribe(&topic).await.expect("subscribe");
+    let mut second = transport.subscribe(&topic).await.expect("subscribe");
+    transport
+        .broadcast(&topic, Bytes::from_static(b"cancel wf-1"))
+        .await
+        .expect("broadcast");
+    for consumer in [&mut first, &mut second] {
+        let delivery = recv(consumer, "broadcast").await;
+        assert_eq!(delivery.payload, "cancel wf-1".as_bytes(), "broadcast: wrong payload");
+        delivery.ack().await.expect("ack broadcast");
+    }
+    drop(second);
+    let mut late = transport.subscribe(&topic).await.expect("subscribe late");
+    assert_nothing_arrives(&mut late, "broadcast: a late subscriber got an old message").await;
+    transport
+        .broadcast(&topic, Bytes::from_static(b"second"))
+        .await
+        .expect("broadcast after a subscriber left");
+    assert_eq!(recv(&mut first, "broadcast").await.payload, "second".as_bytes());
+    assert_eq!(recv(&mut late, "broadcast").await.payload, "second".as_bytes());
+    transport
+        .broadcast(&names.heartbeats(), Bytes::from_static(b"nobody listens"))
+        .await
+        .expect("broadcast to no one");
 }

@@ -44,6 +44,14 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Messages waiting in `queue` (not counting those delivered but unacked).
     async fn queue_len(&self, queue: &str) -> Result<usize, TransportError>;
+
+    /// Sends `payload` to every current subscriber of `topic` (heartbeats, control messages).
+    /// Nothing is kept for subscribers that come later; a topic without subscribers drops it.
+    async fn broadcast(&self, topic: &str, payload: Bytes) -> Result<(), TransportError>;
+
+    /// Subscribes to `topic`: the consumer receives what is broadcast from now on. Deliveries
+    /// are acked like queue deliveries; the subscription ends when the consumer is dropped.
+    async fn subscribe(&self, topic: &str) -> Result<Box<dyn Consumer>, TransportError>;
 }
 
 /// A message to publish.

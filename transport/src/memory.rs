@@ -3,7 +3,7 @@
 //! embedded mode (`taskfleet run`) and unit tests.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -20,6 +20,8 @@ pub struct MemoryTransport {
 
 struct Inner {
     queues: Mutex<HashMap<String, Arc<Queue>>>,
+    /// Each topic's subscribers, as the private queues their consumers read.
+    topics: Mutex<HashMap<String, Vec<Weak<Queue>>>>,
     dead_letter_queue: String,
 }
 
@@ -40,6 +42,7 @@ impl MemoryTransport {
         let transport = MemoryTransport {
             inner: Arc::new(Inner {
                 queues: Mutex::new(HashMap::new()),
+                topics: Mutex::new(HashMap::new()),
                 dead_letter_queue: names.dead_letters(),
             }),
         };
@@ -120,6 +123,50 @@ impl Transport for MemoryTransport {
 
     async fn queue_len(&self, queue: &str) -> Result<usize, TransportError> {
         Ok(self.queue(queue)?.ready.lock().expect("queue lock").len())
+    }
+
+    async fn broadcast(&self, topic: &str, payload: Bytes) -> Result<(), TransportError> {
+        let subscribers: Vec<Arc<Queue>> = {
+            let mut topics = self.inner.topics.lock().expect("topic map lock");
+            let Some(subscribers) = topics.get_mut(topic) else {
+                return Ok(());
+            };
+            subscribers.retain(|queue| queue.strong_count() > 0);
+            subscribers.iter().filter_map(Weak::upgrade).collect()
+        };
+        for queue in subscribers {
+            queue.ready.lock().expect("queue lock").push_back(Message {
+                payload: payload.clone(),
+                redelivered: false,
+            });
+            queue.added.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, topic: &str) -> Result<Box<dyn Consumer>, TransportError> {
+        let queue = Arc::new(Queue {
+            ready: Mutex::new(VecDeque::new()),
+            added: Notify::new(),
+        });
+        self.inner
+            .topics
+            .lock()
+            .expect("topic map lock")
+            .entry(topic.to_string())
+            .or_default()
+            .push(Arc::downgrade(&queue));
+        let slots = Arc::new(Slots {
+            unacked: Mutex::new(Unacked::default()),
+            freed: Notify::new(),
+        });
+        Ok(Box::new(MemoryConsumer {
+            queue,
+            queue_name: topic.to_string(),
+            slots,
+            prefetch: usize::from(u16::MAX),
+            transport: self.inner.clone(),
+        }))
     }
 }
 

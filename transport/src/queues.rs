@@ -1,5 +1,6 @@
-//! Queue names, derived from a configurable prefix: one task queue per (pool, priority class),
-//! one results queue, one dead-letter queue.
+//! Queue and topic names, derived from a configurable prefix: one task queue per (pool,
+//! priority class), a results queue, a submit queue, a dead-letter queue, and the broadcast
+//! topics for heartbeats and control messages.
 
 /// The names of the queues one taskfleet installation uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +27,26 @@ impl QueueNames {
     /// Where unusable messages go, with a reason.
     pub fn dead_letters(&self) -> String {
         format!("{}.dead", self.prefix)
+    }
+
+    /// Where services publish workflows straight onto the broker.
+    pub fn submit(&self) -> String {
+        format!("{}.submit", self.prefix)
+    }
+
+    /// Broadcast topic of worker heartbeats.
+    pub fn heartbeats(&self) -> String {
+        format!("{}.heartbeats", self.prefix)
+    }
+
+    /// Broadcast topic of scheduler-to-worker control messages (cancellations).
+    pub fn control(&self) -> String {
+        format!("{}.control", self.prefix)
+    }
+
+    /// The prefix every name starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 }
 
