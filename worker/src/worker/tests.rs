@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
@@ -366,6 +367,14 @@ impl Transport for FailingResults {
 
     async fn queue_len(&self, queue: &str) -> Result<usize, TransportError> {
         self.inner.queue_len(queue).await
+    }
+
+    async fn broadcast(&self, topic: &str, payload: Bytes) -> Result<(), TransportError> {
+        self.inner.broadcast(topic, payload).await
+    }
+
+    async fn subscribe(&self, topic: &str) -> Result<Box<dyn Consumer>, TransportError> {
+        self.inner.subscribe(topic).await
     }
 }
 
