@@ -101,6 +101,7 @@ pub async fn run_workflow(
                 state: WorkflowState::Running,
                 submitted_at: now(),
                 finished_at: None,
+                idempotency_key: None,
             };
             store.create_workflow(&record, &spec).await?;
             (record.id, None)

@@ -129,6 +129,55 @@ pub struct TaskResult {
     pub finished_at: Millis,
 }
 
+/// A worker's periodic sign of life, broadcast on the heartbeats topic. It renews the lease
+/// of every attempt the worker runs and tells the scheduler how many slots it offers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub v: u32,
+    pub worker: String,
+    pub pools: Vec<String>,
+    /// Attempts the worker runs at once.
+    pub slots: u32,
+    /// The attempts it is running now.
+    #[serde(default)]
+    pub running: Vec<AttemptRef>,
+    /// Set when the worker is shutting down: it takes no new tasks.
+    #[serde(default)]
+    pub draining: bool,
+    pub at: Millis,
+}
+
+/// One attempt of one task.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AttemptRef {
+    pub workflow_id: String,
+    pub task_idx: u32,
+    pub attempt: u32,
+}
+
+/// What the scheduler tells workers, on the control topic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlMessage {
+    /// Stop this attempt if you run it; it ends `cancelled`.
+    Cancel { v: u32, attempt: AttemptRef },
+}
+
+/// Decodes a heartbeat, checking its version.
+pub fn decode_heartbeat(bytes: &[u8]) -> Result<Heartbeat, WireError> {
+    let heartbeat: Heartbeat = decode(bytes)?;
+    check_version(heartbeat.v)?;
+    Ok(heartbeat)
+}
+
+/// Decodes a control message, checking its version.
+pub fn decode_control(bytes: &[u8]) -> Result<ControlMessage, WireError> {
+    let message: ControlMessage = decode(bytes)?;
+    let ControlMessage::Cancel { v, .. } = &message;
+    check_version(*v)?;
+    Ok(message)
+}
+
 /// A message that cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -234,6 +283,30 @@ mod tests {
             decode_task(&encode(&future)).unwrap_err().to_string(),
             "unsupported wire version 2 (this build speaks version 1)"
         );
+    }
+
+    #[test]
+    fn heartbeats_and_control_round_trip() {
+        let heartbeat = Heartbeat {
+            v: WIRE_VERSION,
+            worker: "w1".into(),
+            pools: vec!["default".into()],
+            slots: 4,
+            running: vec![AttemptRef {
+                workflow_id: "wf".into(),
+                task_idx: 2,
+                attempt: 1,
+            }],
+            draining: false,
+            at: Millis(9),
+        };
+        assert_eq!(decode_heartbeat(&encode(&heartbeat)).unwrap(), heartbeat);
+        let cancel = ControlMessage::Cancel {
+            v: WIRE_VERSION,
+            attempt: heartbeat.running[0].clone(),
+        };
+        assert_eq!(decode_control(&encode(&cancel)).unwrap(), cancel);
+        assert!(decode_control(b"{\"cancel\":{\"v\":3}}").is_err());
     }
 
     #[test]

@@ -117,6 +117,7 @@ async fn bench_load(n_tasks: usize, db: &std::path::Path) -> anyhow::Result<()> 
         state: WorkflowState::Running,
         submitted_at: now(),
         finished_at: None,
+        idempotency_key: None,
     };
     store.create_workflow(&record, &spec).await?;
     let persist = started.elapsed();

@@ -20,7 +20,10 @@ mod updates;
 mod workflows;
 
 pub use updates::{every_outcome_round_trips, failed_batch_changes_nothing, updates_round_trip};
-pub use workflows::{create_and_read_back, duplicate_workflow_is_a_conflict, running_workflows_filter_and_order};
+pub use workflows::{
+    create_and_read_back, duplicate_workflow_is_a_conflict, idempotency_keys_find_their_workflow,
+    running_workflows_filter_and_order,
+};
 
 /// A five-task workflow: `extract` and `lint` are roots, the rest wait for dependencies.
 pub const DIAMOND: &str = "
@@ -37,6 +40,7 @@ tasks:
 pub async fn run_all(store: &dyn Store, prefix: &str) {
     create_and_read_back(store, prefix).await;
     duplicate_workflow_is_a_conflict(store, prefix).await;
+    idempotency_keys_find_their_workflow(store, prefix).await;
     updates_round_trip(store, prefix).await;
     every_outcome_round_trips(store, prefix).await;
     running_workflows_filter_and_order(store, prefix).await;
@@ -58,6 +62,7 @@ pub fn record(id: &str, spec_hash: &str, submitted_at: u64) -> WorkflowRecord {
         state: WorkflowState::Running,
         submitted_at: Millis(submitted_at),
         finished_at: None,
+        idempotency_key: None,
     }
 }
 

@@ -79,6 +79,8 @@ pub struct WorkflowRecord {
     pub state: WorkflowState,
     pub submitted_at: Millis,
     pub finished_at: Option<Millis>,
+    /// The key a client gave so that resubmitting returns this workflow instead of a new one.
+    pub idempotency_key: Option<String>,
 }
 
 /// The stored state of one task.
@@ -155,6 +157,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The workflow with this id.
     async fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, StoreError>;
+
+    /// The workflow created with this idempotency key, if any.
+    async fn workflow_by_idempotency_key(&self, key: &str) -> Result<Option<WorkflowRecord>, StoreError>;
 
     /// Workflows still running, oldest first; with `spec_hash`, only those of that source.
     async fn running_workflows(&self, spec_hash: Option<&str>) -> Result<Vec<WorkflowRecord>, StoreError>;

@@ -126,6 +126,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn workflow_by_idempotency_key(&self, key: &str) -> Result<Option<WorkflowRecord>, StoreError> {
+        let key = key.to_string();
+        self.run(move |conn| {
+            let sql = format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE idempotency_key = ?1");
+            let found = query_all(
+                conn,
+                &sql,
+                [&key],
+                "find a workflow by idempotency key",
+                codec::workflow_from_row,
+            )?;
+            Ok(found.into_iter().next())
+        })
+        .await
+    }
+
     async fn running_workflows(&self, spec_hash: Option<&str>) -> Result<Vec<WorkflowRecord>, StoreError> {
         let spec_hash = spec_hash.map(str::to_string);
         self.run(move |conn| {

@@ -72,6 +72,46 @@ pub async fn duplicate_workflow_is_a_conflict(store: &dyn Store, prefix: &str) {
     );
 }
 
+/// A workflow created with an idempotency key is found by it; a second workflow with the
+/// same key is a conflict.
+pub async fn idempotency_keys_find_their_workflow(store: &dyn Store, prefix: &str) {
+    let key = format!("{prefix}-key");
+    let keyed = WorkflowRecord {
+        idempotency_key: Some(key.clone()),
+        ..record(&format!("{prefix}-keyed"), &format!("{prefix}-keyed-hash"), 1_000)
+    };
+    create(store, &keyed).await;
+    let found = store.workflow_by_idempotency_key(&key).await.expect("find by key");
+    assert_eq!(
+        found,
+        Some(keyed.clone()),
+        "idempotency: the keyed workflow is found by its key"
+    );
+    let missing = store
+        .workflow_by_idempotency_key(&format!("{prefix}-other-key"))
+        .await
+        .expect("find by key");
+    assert_eq!(missing, None, "idempotency: an unknown key finds nothing");
+    let again = WorkflowRecord {
+        id: format!("{prefix}-keyed-again"),
+        ..keyed.clone()
+    };
+    match store.create_workflow(&again, &diamond()).await {
+        Err(StoreError::Conflict { reason }) => {
+            assert!(
+                reason.contains(&key),
+                "idempotency: the conflict should name the key: {reason}"
+            )
+        }
+        other => panic!("idempotency: expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        store.workflow(&again.id).await.expect("read"),
+        None,
+        "idempotency: nothing was created"
+    );
+}
+
 /// Only running workflows are listed, oldest first, and finishing one takes it off the list.
 pub async fn running_workflows_filter_and_order(store: &dyn Store, prefix: &str) {
     let hash_a = format!("{prefix}-running-hash-a");

@@ -108,7 +108,8 @@ impl Cols<'_, '_> {
 }
 
 /// Columns read by [`workflow_from_row`].
-pub(super) const WORKFLOW_COLUMNS: &str = "id, name, spec_hash, source, state, submitted_at, finished_at";
+pub(super) const WORKFLOW_COLUMNS: &str =
+    "id, name, spec_hash, source, state, submitted_at, finished_at, idempotency_key";
 
 pub(super) fn workflow_from_row(row: &Row<'_>) -> Result<WorkflowRecord, StoreError> {
     let id: String = row.get(0).map_err(|error| classify(error, "read a workflows row"))?;
@@ -128,6 +129,7 @@ pub(super) fn workflow_from_row(row: &Row<'_>) -> Result<WorkflowRecord, StoreEr
         state,
         submitted_at: cols.required_millis(5, "submitted_at")?,
         finished_at: cols.millis(6, "finished_at")?,
+        idempotency_key: cols.get(7, "idempotency_key")?,
         id,
     })
 }

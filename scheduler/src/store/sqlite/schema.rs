@@ -57,6 +57,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (workflow_id, task_idx, attempt),
         FOREIGN KEY (workflow_id, task_idx) REFERENCES tasks (workflow_id, task_idx) ON DELETE CASCADE
     ) WITHOUT ROWID;",
+    // 2: idempotency keys, so a resubmission returns the workflow it already created.
+    "ALTER TABLE workflows ADD COLUMN idempotency_key TEXT;
+    CREATE UNIQUE INDEX workflows_by_idempotency_key ON workflows (idempotency_key)
+        WHERE idempotency_key IS NOT NULL;",
 ];
 
 /// Applies the connection settings and brings the schema up to date.

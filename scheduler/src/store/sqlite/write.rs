@@ -57,8 +57,9 @@ pub(super) fn create_workflow(
     {
         let mut insert = tx
             .prepare_cached(
-                "INSERT INTO workflows (id, name, spec_hash, source, state, submitted_at, finished_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO workflows (id, name, spec_hash, source, state, submitted_at, finished_at,
+                     idempotency_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .map_err(sql_error)?;
         let inserted = insert.execute(params![
@@ -69,10 +70,14 @@ pub(super) fn create_workflow(
             record.state.as_str(),
             millis_to_sql(record.submitted_at),
             record.finished_at.map(millis_to_sql),
+            record.idempotency_key,
         ]);
         match inserted {
             Err(error) if is_constraint(&error) => {
-                let reason = format!("workflow '{}' already exists", record.id);
+                let reason = match &record.idempotency_key {
+                    Some(key) => format!("workflow '{}' or idempotency key '{key}' already exists", record.id),
+                    None => format!("workflow '{}' already exists", record.id),
+                };
                 return Err(StoreError::Conflict { reason });
             }
             other => other.map_err(sql_error)?,
