@@ -5,6 +5,7 @@
 //! the async loop that joins them to a transport.
 
 pub mod engine;
+pub mod fleet;
 pub mod policy;
 pub mod service;
 pub mod store;

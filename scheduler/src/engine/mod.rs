@@ -12,7 +12,7 @@
 mod run;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -75,7 +75,7 @@ struct Pool {
 /// The scheduling engine. See the module documentation.
 pub struct Engine {
     config: EngineConfig,
-    workflows: Vec<Option<WorkflowRun>>,
+    workflows: Vec<Option<Box<WorkflowRun>>>,
     slots_by_id: HashMap<Arc<str>, u32>,
     pools: HashMap<Arc<str>, Pool>,
     /// Retrying tasks by due time, with the attempt they are due after.
@@ -86,6 +86,9 @@ pub struct Engine {
     updates: Vec<StoreUpdate>,
     /// Reused buffer for newly ready children.
     scratch: Vec<u32>,
+    /// The worker running each started attempt, and the attempts each worker runs.
+    running_on: HashMap<TaskRef, Arc<str>>,
+    by_worker: HashMap<Arc<str>, HashSet<TaskRef>>,
 }
 
 impl Engine {
@@ -102,12 +105,62 @@ impl Engine {
             jitter_state,
             updates: Vec::new(),
             scratch: Vec::new(),
+            running_on: HashMap::new(),
+            by_worker: HashMap::new(),
         }
     }
 
     /// Sets how many slots the fleet offers `pool`.
     pub fn set_capacity(&mut self, pool: &str, slots: usize) {
         self.pool(pool).capacity = slots;
+    }
+
+    /// Sets the slots of every pool at once; pools not named get none.
+    pub fn set_capacities(&mut self, capacity: &HashMap<String, usize>) {
+        for pool in self.pools.values_mut() {
+            pool.capacity = 0;
+        }
+        for (pool, &slots) in capacity {
+            self.set_capacity(pool, slots);
+        }
+    }
+
+    /// A worker missed its lease: every attempt it had started is given up and its task is
+    /// ready again (the next dispatch is a new attempt; a late result of the old one is
+    /// ignored). Returns how many attempts were given up.
+    pub fn on_worker_lost(&mut self, worker: &str, now: Millis) -> usize {
+        let Some(tasks) = self.by_worker.remove(worker) else {
+            return 0;
+        };
+        let mut n_lost = 0;
+        for task in tasks {
+            self.running_on.remove(&task);
+            let Some(run) = self
+                .workflows
+                .get_mut(task.workflow_slot as usize)
+                .and_then(Option::as_mut)
+            else {
+                continue;
+            };
+            let state = run.tasks[task.task_idx as usize].state;
+            if !state.is_in_flight() {
+                continue;
+            }
+            let next = transition(state, TaskEvent::LeaseLost).expect("an in-flight task can lose its lease");
+            run.set_state(task.task_idx, next);
+            let spec_task = &run.spec.tasks[task.task_idx as usize];
+            let slots = spec_task.resources.slots as usize;
+            if let Some(pool) = self.pools.get_mut(&spec_task.pool) {
+                pool.in_flight = pool.in_flight.saturating_sub(slots);
+            }
+            self.updates.push(StoreUpdate::Task {
+                workflow_id: run.id.clone(),
+                record: run.record(task.task_idx),
+            });
+            self.push_ready(task, now);
+            n_lost += 1;
+        }
+        n_lost
     }
 
     /// Adds a workflow: fresh (`stored` is `None`) or rebuilt from its stored tasks, in which
@@ -161,11 +214,7 @@ impl Engine {
                 attempt,
             )));
         }
-        if slot as usize == self.workflows.len() {
-            self.workflows.push(Some(run));
-        } else {
-            self.workflows[slot as usize] = Some(run);
-        }
+        self.workflows.push(Some(Box::new(run)));
         self.slots_by_id.insert(id, slot);
         for task_idx in failed {
             self.propagate_failure(slot, task_idx);
@@ -200,6 +249,16 @@ impl Engine {
         }
         run.set_state(task_idx, TaskState::Running);
         let workflow_id = run.id.clone();
+        let task = TaskRef {
+            workflow_slot: slot,
+            task_idx,
+        };
+        let worker: Arc<str> = match self.by_worker.get_key_value(event.worker.as_str()) {
+            Some((known, _)) => known.clone(),
+            None => Arc::from(event.worker.as_str()),
+        };
+        self.by_worker.entry(worker.clone()).or_default().insert(task);
+        self.running_on.insert(task, worker);
         self.updates.push(StoreUpdate::AttemptStarted {
             workflow_id: workflow_id.clone(),
             task_idx,
@@ -232,6 +291,15 @@ impl Engine {
         let spec_task = &run.spec.tasks[task_idx as usize];
         let slots = spec_task.resources.slots as usize;
         let retry_policy = spec_task.retry;
+        let task_ref = TaskRef {
+            workflow_slot: slot,
+            task_idx,
+        };
+        if let Some(worker) = self.running_on.remove(&task_ref) {
+            if let Some(tasks) = self.by_worker.get_mut(&worker) {
+                tasks.remove(&task_ref);
+            }
+        }
         if let Some(pool) = self.pools.get_mut(&spec_task.pool) {
             pool.in_flight = pool.in_flight.saturating_sub(slots);
         }
@@ -424,10 +492,14 @@ impl Engine {
             .map(|task| task.state)
     }
 
-    /// Forgets a finished workflow, freeing its memory.
+    /// Forgets a workflow, freeing its memory.
     pub fn remove_workflow(&mut self, workflow_id: &str) {
         if let Some(slot) = self.slots_by_id.remove(workflow_id) {
             self.workflows[slot as usize] = None;
+            self.running_on.retain(|task, _| task.workflow_slot != slot);
+            for tasks in self.by_worker.values_mut() {
+                tasks.retain(|task| task.workflow_slot != slot);
+            }
         }
     }
 
@@ -438,7 +510,7 @@ impl Engine {
 
     fn run(&self, workflow_id: &str) -> Option<&WorkflowRun> {
         let slot = *self.slots_by_id.get(workflow_id)?;
-        self.workflows[slot as usize].as_ref()
+        self.workflows[slot as usize].as_deref()
     }
 
     fn locate(&self, workflow_id: &str, task_idx: u32) -> Result<(u32, u32), Ignored> {

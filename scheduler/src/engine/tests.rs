@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use taskfleet_common::state::{AttemptOutcome, TaskState};
-use taskfleet_common::wire::{TaskResult, WIRE_VERSION};
+use taskfleet_common::wire::{AttemptStarted, TaskResult, WIRE_VERSION};
 use taskfleet_common::workflow::{parse_workflow, parse_workflow_value, ValidateOptions};
 use taskfleet_common::{Millis, WorkflowSpec};
 
@@ -388,4 +388,54 @@ fn resolves_a_random_100k_task_dag_in_dependency_order() {
         engine.task_counts("wf").unwrap()[TaskState::Succeeded as usize],
         n_tasks
     );
+}
+
+#[test]
+fn a_lost_worker_gives_up_its_attempts_and_their_late_results_are_ignored() {
+    let spec = spec("name: l\ntasks:\n  - {id: a, handler: noop}\n  - {id: b, handler: noop}\n  - {id: c, deps: [a], handler: noop}\n");
+    let mut engine = engine(PolicyKind::Fcfs, 2, 0);
+    engine.add_workflow("wf".into(), spec.clone(), None, Millis(0));
+    let first = engine.dispatch(Millis(0));
+    let started = |dispatch: &Dispatch, worker: &str| AttemptStarted {
+        v: WIRE_VERSION,
+        workflow_id: "wf".into(),
+        task_idx: dispatch.message.task_idx,
+        attempt: dispatch.message.attempt,
+        worker: worker.into(),
+        at: Millis(1),
+    };
+    engine.on_started(&started(&first[0], "w1")).unwrap();
+    engine.on_started(&started(&first[1], "w2")).unwrap();
+    assert_eq!(engine.on_worker_lost("w1", Millis(5)), 1);
+    assert_eq!(engine.on_worker_lost("w1", Millis(5)), 0, "nothing left on w1");
+    assert_eq!(state(&engine, "a", &spec), TaskState::Ready);
+    assert_eq!(
+        state(&engine, "b", &spec),
+        TaskState::Running,
+        "w2's attempt keeps its lease"
+    );
+    let again = engine.dispatch(Millis(6));
+    assert_eq!(names(&again), "a");
+    assert_eq!(again[0].message.attempt, 2);
+    let late = engine.on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(7));
+    assert!(matches!(late, Err(Ignored::StaleAttempt { got: 1, current: 2, .. })));
+    engine
+        .on_finished(result(&again[0], AttemptOutcome::Succeeded, None), Millis(8))
+        .unwrap();
+    assert_eq!(names(&engine.dispatch(Millis(9))), "c");
+}
+
+#[test]
+fn capacity_can_be_replaced_as_the_fleet_changes() {
+    let tasks: String = (0..6)
+        .map(|idx| format!("  - {{id: t{idx}, handler: noop}}\n"))
+        .collect();
+    let spec = spec(&format!("name: c\ntasks:\n{tasks}"));
+    let mut engine = engine(PolicyKind::Fcfs, 0, 0);
+    engine.add_workflow("wf".into(), spec, None, Millis(0));
+    assert!(engine.dispatch(Millis(0)).is_empty(), "no workers, nothing dispatched");
+    engine.set_capacities(&std::collections::HashMap::from([("default".to_string(), 2)]));
+    assert_eq!(engine.dispatch(Millis(1)).len(), 2);
+    engine.set_capacities(&std::collections::HashMap::new());
+    assert!(engine.dispatch(Millis(2)).is_empty(), "the fleet left");
 }

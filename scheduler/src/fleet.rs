@@ -1,0 +1,152 @@
+//! The live fleet as the scheduler sees it through heartbeats: which workers exist, which
+//! pools they serve, how many slots they offer, and which of them missed their lease.
+//!
+//! Pure state; the service feeds it heartbeats and the clock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::Serialize;
+use taskfleet_common::wire::Heartbeat;
+use taskfleet_common::Millis;
+
+/// One worker, from its latest heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorkerInfo {
+    pub name: String,
+    pub pools: Vec<String>,
+    /// Attempts it runs at once.
+    pub slots: u32,
+    /// Attempts it was running at its last heartbeat.
+    pub in_use: u32,
+    /// Whether it is shutting down (it takes no new tasks).
+    pub draining: bool,
+    pub first_seen: Millis,
+    pub last_heartbeat: Millis,
+}
+
+/// Workers known from heartbeats.
+#[derive(Debug)]
+pub struct Fleet {
+    workers: BTreeMap<String, WorkerInfo>,
+    /// A worker silent for longer than this is lost, and so are its attempts' leases.
+    lease_timeout: Duration,
+}
+
+impl Fleet {
+    pub fn new(lease_timeout: Duration) -> Fleet {
+        Fleet {
+            workers: BTreeMap::new(),
+            lease_timeout,
+        }
+    }
+
+    /// Records a heartbeat; returns whether the slots offered per pool changed.
+    pub fn on_heartbeat(&mut self, heartbeat: &Heartbeat, now: Millis) -> bool {
+        let info = WorkerInfo {
+            name: heartbeat.worker.clone(),
+            pools: heartbeat.pools.clone(),
+            slots: heartbeat.slots,
+            in_use: heartbeat.running.len() as u32,
+            draining: heartbeat.draining,
+            first_seen: self
+                .workers
+                .get(&heartbeat.worker)
+                .map_or(now, |known| known.first_seen),
+            last_heartbeat: now,
+        };
+        let changed = self.workers.get(&heartbeat.worker).is_none_or(|known| {
+            known.pools != info.pools || known.slots != info.slots || known.draining != info.draining
+        });
+        self.workers.insert(heartbeat.worker.clone(), info);
+        changed
+    }
+
+    /// Removes and returns the workers whose last heartbeat is older than the lease timeout.
+    pub fn expire(&mut self, now: Millis) -> Vec<String> {
+        let lost: Vec<String> = self
+            .workers
+            .values()
+            .filter(|worker| now.since(worker.last_heartbeat) > self.lease_timeout)
+            .map(|worker| worker.name.clone())
+            .collect();
+        for name in &lost {
+            self.workers.remove(name);
+        }
+        lost
+    }
+
+    /// Slots offered per pool by workers that take new tasks.
+    pub fn capacity(&self) -> HashMap<String, usize> {
+        let mut capacity: HashMap<String, usize> = HashMap::new();
+        for worker in self.workers.values().filter(|worker| !worker.draining) {
+            for pool in &worker.pools {
+                *capacity.entry(pool.clone()).or_default() += worker.slots as usize;
+            }
+        }
+        capacity
+    }
+
+    /// Every known worker, by name.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        self.workers.values().cloned().collect()
+    }
+
+    /// The lease timeout.
+    pub fn lease_timeout(&self) -> Duration {
+        self.lease_timeout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use taskfleet_common::wire::{AttemptRef, WIRE_VERSION};
+
+    use super::*;
+
+    fn heartbeat(worker: &str, pools: &[&str], slots: u32, draining: bool) -> Heartbeat {
+        Heartbeat {
+            v: WIRE_VERSION,
+            worker: worker.into(),
+            pools: pools.iter().map(|pool| pool.to_string()).collect(),
+            slots,
+            running: vec![AttemptRef {
+                workflow_id: "wf".into(),
+                task_idx: 0,
+                attempt: 1,
+            }],
+            draining,
+            at: Millis(0),
+        }
+    }
+
+    #[test]
+    fn capacity_follows_heartbeats_and_leases_expire() {
+        let mut fleet = Fleet::new(Duration::from_secs(3));
+        assert!(fleet.on_heartbeat(&heartbeat("a", &["default"], 4, false), Millis(1_000)));
+        assert!(fleet.on_heartbeat(&heartbeat("b", &["default", "gpu"], 2, false), Millis(1_500)));
+        assert!(
+            !fleet.on_heartbeat(&heartbeat("a", &["default"], 4, false), Millis(2_000)),
+            "nothing changed"
+        );
+        assert_eq!(
+            fleet.capacity(),
+            HashMap::from([("default".into(), 6), ("gpu".into(), 2)])
+        );
+        assert_eq!(fleet.workers()[0].first_seen, Millis(1_000));
+        assert_eq!(fleet.workers()[0].in_use, 1);
+
+        assert!(
+            fleet.expire(Millis(4_500)).is_empty(),
+            "b was seen 3s ago: not yet lost"
+        );
+        assert_eq!(fleet.expire(Millis(4_501)), vec!["b".to_string()]);
+        assert_eq!(fleet.capacity(), HashMap::from([("default".into(), 4)]));
+
+        assert!(
+            fleet.on_heartbeat(&heartbeat("a", &["default"], 4, true), Millis(5_000)),
+            "draining changes capacity"
+        );
+        assert!(fleet.capacity().is_empty());
+    }
+}
