@@ -43,6 +43,6 @@ async fn main() -> anyhow::Result<()> {
         ..EmbeddedOptions::default()
     };
     let outcome = run_workflow(WORKFLOW, Arc::new(spec), &options, |_| {}, CancellationToken::new()).await?;
-    print!("{}", outcome.report.table());
+    print!("{}", taskfleet_cli::report::render_table(&outcome.report));
     Ok(())
 }

@@ -11,18 +11,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
+use taskfleet_common::api::WorkflowStatus;
 use taskfleet_common::WorkflowSpec;
 use taskfleet_scheduler::engine::EngineConfig;
 use taskfleet_scheduler::policy::PolicyKind;
 use taskfleet_scheduler::service::{now, Scheduler, SchedulerConfig, WorkflowProgress};
+use taskfleet_scheduler::status::workflow_status;
 use taskfleet_scheduler::store::{SqliteStore, Store, WorkflowRecord, WorkflowState};
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_transport::{MemoryTransport, Transport};
 use taskfleet_worker::{HandlerRegistry, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-
-use crate::report::RunReport;
 
 /// How to run a workflow in one process.
 #[derive(Clone)]
@@ -62,7 +62,7 @@ pub struct RunOutcome {
     pub state: WorkflowState,
     /// Tasks already finished when the run started, if it resumed an earlier one.
     pub resumed_with: Option<usize>,
-    pub report: RunReport,
+    pub report: WorkflowStatus,
 }
 
 /// A hash of the workflow's source; the same file resumes the same unfinished run.
@@ -174,7 +174,9 @@ pub async fn run_workflow(
         worker.await.context("worker task panicked")??;
     }
     scheduler_result?;
-    let report = RunReport::load(store.as_ref(), &workflow_id, &spec).await?;
+    let report = workflow_status(store.as_ref(), &workflow_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("workflow {workflow_id} vanished from the store"))?;
     Ok(RunOutcome {
         workflow_id,
         state,

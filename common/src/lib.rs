@@ -4,6 +4,7 @@
 //! dependency graph, the task state machine, retry backoff and the versioned wire messages.
 //! Nothing in this crate does I/O or reads the clock; callers pass `now` in.
 
+pub mod api;
 pub mod dag;
 pub mod retry;
 pub mod state;

@@ -6,29 +6,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use serde::Serialize;
+use taskfleet_common::api::WorkerStatus;
 use taskfleet_common::wire::Heartbeat;
 use taskfleet_common::Millis;
-
-/// One worker, from its latest heartbeat.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct WorkerInfo {
-    pub name: String,
-    pub pools: Vec<String>,
-    /// Attempts it runs at once.
-    pub slots: u32,
-    /// Attempts it was running at its last heartbeat.
-    pub in_use: u32,
-    /// Whether it is shutting down (it takes no new tasks).
-    pub draining: bool,
-    pub first_seen: Millis,
-    pub last_heartbeat: Millis,
-}
 
 /// Workers known from heartbeats.
 #[derive(Debug)]
 pub struct Fleet {
-    workers: BTreeMap<String, WorkerInfo>,
+    workers: BTreeMap<String, WorkerStatus>,
     /// A worker silent for longer than this is lost, and so are its attempts' leases.
     lease_timeout: Duration,
 }
@@ -43,17 +28,17 @@ impl Fleet {
 
     /// Records a heartbeat; returns whether the slots offered per pool changed.
     pub fn on_heartbeat(&mut self, heartbeat: &Heartbeat, now: Millis) -> bool {
-        let info = WorkerInfo {
+        let info = WorkerStatus {
             name: heartbeat.worker.clone(),
             pools: heartbeat.pools.clone(),
             slots: heartbeat.slots,
             in_use: heartbeat.running.len() as u32,
             draining: heartbeat.draining,
-            first_seen: self
+            first_seen_ms: self
                 .workers
                 .get(&heartbeat.worker)
-                .map_or(now, |known| known.first_seen),
-            last_heartbeat: now,
+                .map_or(now.0, |known| known.first_seen_ms),
+            last_heartbeat_ms: now.0,
         };
         let changed = self.workers.get(&heartbeat.worker).is_none_or(|known| {
             known.pools != info.pools || known.slots != info.slots || known.draining != info.draining
@@ -67,7 +52,7 @@ impl Fleet {
         let lost: Vec<String> = self
             .workers
             .values()
-            .filter(|worker| now.since(worker.last_heartbeat) > self.lease_timeout)
+            .filter(|worker| now.since(Millis(worker.last_heartbeat_ms)) > self.lease_timeout)
             .map(|worker| worker.name.clone())
             .collect();
         for name in &lost {
@@ -88,7 +73,7 @@ impl Fleet {
     }
 
     /// Every known worker, by name.
-    pub fn workers(&self) -> Vec<WorkerInfo> {
+    pub fn workers(&self) -> Vec<WorkerStatus> {
         self.workers.values().cloned().collect()
     }
 
@@ -133,7 +118,7 @@ mod tests {
             fleet.capacity(),
             HashMap::from([("default".into(), 6), ("gpu".into(), 2)])
         );
-        assert_eq!(fleet.workers()[0].first_seen, Millis(1_000));
+        assert_eq!(fleet.workers()[0].first_seen_ms, 1_000);
         assert_eq!(fleet.workers()[0].in_use, 1);
 
         assert!(

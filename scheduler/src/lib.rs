@@ -8,4 +8,5 @@ pub mod engine;
 pub mod fleet;
 pub mod policy;
 pub mod service;
+pub mod status;
 pub mod store;

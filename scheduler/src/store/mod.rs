@@ -167,6 +167,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every task's stored state, by task index.
     async fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>, StoreError>;
 
+    /// Every task's id (its name in the workflow file), by task index.
+    async fn task_ids(&self, workflow_id: &str) -> Result<Vec<String>, StoreError>;
+
     /// Every attempt of the workflow, by task index then attempt number.
     async fn attempts(&self, workflow_id: &str) -> Result<Vec<AttemptRecord>, StoreError>;
 

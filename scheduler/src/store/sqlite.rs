@@ -177,6 +177,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn task_ids(&self, workflow_id: &str) -> Result<Vec<String>, StoreError> {
+        let workflow_id = workflow_id.to_string();
+        self.run(move |conn| {
+            let sql = "SELECT task_id FROM tasks WHERE workflow_id = ?1 ORDER BY task_idx";
+            let decode = |row: &rusqlite::Row<'_>| row.get(0).map_err(|error| codec::classify(error, "read a task id"));
+            query_all(conn, sql, [&workflow_id], "read task ids", decode)
+        })
+        .await
+    }
+
     async fn attempts(&self, workflow_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
         let workflow_id = workflow_id.to_string();
         self.run(move |conn| {

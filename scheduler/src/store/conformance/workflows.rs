@@ -25,6 +25,9 @@ pub async fn create_and_read_back(store: &dyn Store, prefix: &str) {
     );
     let attempts = store.attempts(&record.id).await.expect("read attempts");
     assert_eq!(attempts, [], "create: a new workflow has no attempts");
+    let ids = store.task_ids(&record.id).await.expect("read task ids");
+    let expected: Vec<String> = diamond().tasks.iter().map(|task| task.id.clone()).collect();
+    assert_eq!(ids, expected, "create: task ids read back in file order");
     let missing = format!("{prefix}-no-such-workflow");
     assert_eq!(store.workflow(&missing).await.expect("read a missing workflow"), None);
     assert_eq!(

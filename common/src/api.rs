@@ -1,0 +1,107 @@
+//! Bodies of the scheduler's HTTP API, shared by the server and its clients (the CLI).
+//!
+//! Times are RFC 3339 strings for people and `*_ms` fields for programs where useful.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::state::TaskState;
+use crate::workflow::Problem;
+
+/// A workflow and the state of each of its tasks (`GET /v1/workflows/{id}`, and the report of
+/// `taskfleet run --json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkflowStatus {
+    pub workflow_id: String,
+    pub name: String,
+    /// `running`, `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    /// Tasks per state.
+    pub counts: BTreeMap<String, usize>,
+    pub tasks: Vec<TaskStatus>,
+}
+
+/// One task's line of a [`WorkflowStatus`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub id: String,
+    pub state: TaskState,
+    /// Attempts dispatched so far.
+    pub attempts: u32,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub worker: Option<String>,
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The JSON the task produced, if it succeeded with an output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Box<RawValue>>,
+}
+
+/// The answer to a submission (`POST /v1/workflows`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    pub workflow_id: String,
+    /// False when an earlier submission with the same idempotency key created it.
+    pub created: bool,
+}
+
+/// The answer to a cancellation (`POST /v1/workflows/{id}/cancel`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelResponse {
+    pub workflow_id: String,
+    pub state: String,
+}
+
+/// A worker of the live fleet (`GET /v1/workers`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub name: String,
+    pub pools: Vec<String>,
+    /// Attempts it runs at once.
+    pub slots: u32,
+    /// Attempts it was running at its last heartbeat.
+    pub in_use: u32,
+    /// Whether it is shutting down (it takes no new tasks).
+    pub draining: bool,
+    pub first_seen_ms: u64,
+    pub last_heartbeat_ms: u64,
+}
+
+/// The body of every error answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+    /// For an invalid workflow, every problem found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<ProblemBody>,
+}
+
+/// One validation problem.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProblemBody {
+    pub task: Option<String>,
+    pub field: String,
+    pub message: String,
+    /// The problem as `taskfleet validate` prints it.
+    pub text: String,
+}
+
+impl From<&Problem> for ProblemBody {
+    fn from(problem: &Problem) -> Self {
+        ProblemBody {
+            task: problem.task.clone(),
+            field: problem.field.clone(),
+            message: problem.message.clone(),
+            text: problem.to_string(),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! A workflow's status as the API and the CLI show it, built from the store.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::value::RawValue;
+use taskfleet_common::api::{TaskStatus, WorkflowStatus};
+use taskfleet_common::Millis;
+
+use crate::store::{Store, StoreError};
+
+/// The workflow's status, or `None` if the store has no such workflow.
+pub async fn workflow_status(store: &dyn Store, workflow_id: &str) -> Result<Option<WorkflowStatus>, StoreError> {
+    let Some(workflow) = store.workflow(workflow_id).await? else {
+        return Ok(None);
+    };
+    let records = store.tasks(workflow_id).await?;
+    let ids = store.task_ids(workflow_id).await?;
+    let attempts = store.attempts(workflow_id).await?;
+    // (first start, last finish) per task.
+    let mut times: Vec<(Option<Millis>, Option<Millis>)> = vec![(None, None); records.len()];
+    let mut tasks: Vec<TaskStatus> = records
+        .iter()
+        .map(|record| TaskStatus {
+            id: ids
+                .get(record.task_idx as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("#{}", record.task_idx)),
+            state: record.state,
+            attempts: record.attempt,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            worker: None,
+            exit_code: None,
+            error: None,
+            output: record
+                .output
+                .as_ref()
+                .and_then(|text| RawValue::from_string(text.clone()).ok()),
+        })
+        .collect();
+    for attempt in attempts {
+        let idx = attempt.task_idx as usize;
+        let (Some(task), Some(time)) = (tasks.get_mut(idx), times.get_mut(idx)) else {
+            continue;
+        };
+        if time.0.is_none() {
+            time.0 = attempt.started_at;
+        }
+        if attempt.finished_at.is_some() {
+            time.1 = attempt.finished_at;
+        }
+        if attempt.worker.is_some() {
+            task.worker = attempt.worker;
+        }
+        task.exit_code = attempt.exit_code;
+        task.error = attempt.error;
+    }
+    let mut counts = BTreeMap::new();
+    for (task, &(started, finished)) in tasks.iter_mut().zip(&times) {
+        task.started_at = started.map(format_time);
+        task.finished_at = finished.map(format_time);
+        task.duration_ms = duration_ms(started, finished);
+        *counts.entry(task.state.as_str().to_string()).or_insert(0) += 1;
+    }
+    Ok(Some(WorkflowStatus {
+        workflow_id: workflow.id,
+        name: workflow.name,
+        state: workflow.state.as_str().to_string(),
+        started_at: Some(format_time(workflow.submitted_at)),
+        finished_at: workflow.finished_at.map(format_time),
+        duration_ms: duration_ms(Some(workflow.submitted_at), workflow.finished_at),
+        counts,
+        tasks,
+    }))
+}
+
+fn duration_ms(start: Option<Millis>, end: Option<Millis>) -> Option<u64> {
+    Some(end?.0.saturating_sub(start?.0))
+}
+
+/// An instant as RFC 3339 with milliseconds, in UTC.
+pub fn format_time(at: Millis) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(at.0)).to_string()
+}
