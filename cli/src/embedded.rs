@@ -15,7 +15,7 @@ use taskfleet_common::api::WorkflowStatus;
 use taskfleet_common::WorkflowSpec;
 use taskfleet_scheduler::engine::EngineConfig;
 use taskfleet_scheduler::policy::PolicyKind;
-use taskfleet_scheduler::service::{now, Scheduler, SchedulerConfig, WorkflowProgress};
+use taskfleet_scheduler::service::{now, Capacity, Scheduler, SchedulerConfig, WorkflowProgress};
 use taskfleet_scheduler::status::workflow_status;
 use taskfleet_scheduler::store::{SqliteStore, Store, WorkflowRecord, WorkflowState};
 use taskfleet_transport::queues::QueueNames;
@@ -138,10 +138,12 @@ pub async fn run_workflow(
             prefetch_margin: options.prefetch_margin,
             ..EngineConfig::default()
         },
-        capacity: pools
-            .iter()
-            .map(|pool| (pool.clone(), options.workers.max(1)))
-            .collect(),
+        capacity: Capacity::Fixed(
+            pools
+                .iter()
+                .map(|pool| (pool.clone(), options.workers.max(1)))
+                .collect(),
+        ),
         ..SchedulerConfig::default()
     };
     let (scheduler, handle) = Scheduler::new(config, store.clone(), transport);

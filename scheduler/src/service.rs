@@ -5,22 +5,30 @@
 //! change in one store transaction, then publishes the dispatched tasks and acks the events.
 //! Persisting before publishing and acking means a crash at any point loses nothing: the store
 //! is the source of truth, and unacked events are delivered again.
+//!
+//! With a fleet of remote workers, the loop also follows their heartbeats: the slots they
+//! offer bound admission, and a worker silent past the lease timeout loses its attempts, which
+//! are dispatched again. When the transport fails, the loop keeps its state, reconnects with
+//! backoff, and publishes again what was not confirmed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use bytes::Bytes;
+use taskfleet_common::api::WorkerStatus;
 use taskfleet_common::state::TaskState;
-use taskfleet_common::wire::{self, WorkerEvent};
+use taskfleet_common::wire::{self, AttemptRef, ControlMessage, WorkerEvent, WIRE_VERSION};
 use taskfleet_common::{Millis, WorkflowSpec};
 use taskfleet_transport::queues::QueueNames;
-use taskfleet_transport::{Delivery, Outgoing, Transport};
+use taskfleet_transport::{Consumer, Delivery, Outgoing, Transport, TransportError};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::engine::{Engine, EngineConfig};
+use crate::fleet::Fleet;
 use crate::store::{coalesce, Store, StoreUpdate, TaskRecord, WorkflowState};
 
 /// The clock the service reads; the engine itself never does.
@@ -32,6 +40,15 @@ pub fn now() -> Millis {
     )
 }
 
+/// Where the fleet's capacity comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Capacity {
+    /// A fixed number of slots per pool (workers in the same process).
+    Fixed(HashMap<String, usize>),
+    /// Worker heartbeats; a worker silent for longer than `lease_timeout` is lost.
+    Heartbeats { lease_timeout: Duration },
+}
+
 /// How the scheduler service behaves.
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -39,8 +56,9 @@ pub struct SchedulerConfig {
     pub engine: EngineConfig,
     /// Most worker events handled per store transaction.
     pub batch_size: usize,
-    /// Worker slots per pool, as the fleet offers them.
-    pub capacity: HashMap<String, usize>,
+    pub capacity: Capacity,
+    /// Drop finished workflows from memory (their state stays in the store).
+    pub forget_finished: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -49,7 +67,8 @@ impl Default for SchedulerConfig {
             queues: QueueNames::default(),
             engine: EngineConfig::default(),
             batch_size: 4096,
-            capacity: HashMap::new(),
+            capacity: Capacity::Fixed(HashMap::new()),
+            forget_finished: false,
         }
     }
 }
@@ -81,6 +100,8 @@ enum Command {
 pub struct SchedulerHandle {
     commands: mpsc::UnboundedSender<Command>,
     progress: watch::Receiver<Progress>,
+    fleet: watch::Receiver<Vec<WorkerStatus>>,
+    connected: watch::Receiver<bool>,
 }
 
 impl SchedulerHandle {
@@ -97,7 +118,7 @@ impl SchedulerHandle {
             .map_err(|_| anyhow::anyhow!("scheduler has stopped"))
     }
 
-    /// Cancels a workflow.
+    /// Cancels a workflow: waiting tasks end at once, running ones are stopped on their workers.
     pub fn cancel(&self, id: Arc<str>) -> anyhow::Result<()> {
         self.commands
             .send(Command::Cancel { id })
@@ -108,17 +129,58 @@ impl SchedulerHandle {
     pub fn progress(&self) -> watch::Receiver<Progress> {
         self.progress.clone()
     }
+
+    /// The live fleet, from heartbeats.
+    pub fn fleet(&self) -> Vec<WorkerStatus> {
+        self.fleet.borrow().clone()
+    }
+
+    /// Whether the service is connected to its transport.
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+}
+
+/// The consumers of one connection to the transport.
+struct Link {
+    results: Box<dyn Consumer>,
+    heartbeats: Option<Box<dyn Consumer>>,
+}
+
+/// Reconnection delays: doubling from 100 ms up to 5 s.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn take(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Backoff::MAX);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.next = Backoff::FIRST;
+    }
 }
 
 /// The scheduler service.
 pub struct Scheduler {
     config: SchedulerConfig,
     engine: Engine,
+    fleet: Option<Fleet>,
     store: Arc<dyn Store>,
     transport: Arc<dyn Transport>,
     commands: mpsc::UnboundedReceiver<Command>,
     progress: watch::Sender<Progress>,
+    fleet_view: watch::Sender<Vec<WorkerStatus>>,
+    connected: watch::Sender<bool>,
     workflows: Vec<Arc<str>>,
+    /// Control messages (cancellations) waiting to be broadcast.
+    control: Vec<Bytes>,
 }
 
 impl Scheduler {
@@ -128,78 +190,120 @@ impl Scheduler {
         transport: Arc<dyn Transport>,
     ) -> (Scheduler, SchedulerHandle) {
         let mut engine = Engine::new(config.engine.clone());
-        for (pool, &slots) in &config.capacity {
-            engine.set_capacity(pool, slots);
-        }
+        let fleet = match &config.capacity {
+            Capacity::Fixed(slots) => {
+                engine.set_capacities(slots);
+                None
+            }
+            Capacity::Heartbeats { lease_timeout } => Some(Fleet::new(*lease_timeout)),
+        };
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         let (progress_tx, progress_rx) = watch::channel(Progress::new());
+        let (fleet_tx, fleet_rx) = watch::channel(Vec::new());
+        let (connected_tx, connected_rx) = watch::channel(false);
         let scheduler = Scheduler {
             config,
             engine,
+            fleet,
             store,
             transport,
             commands: command_rx,
             progress: progress_tx,
+            fleet_view: fleet_tx,
+            connected: connected_tx,
             workflows: Vec::new(),
+            control: Vec::new(),
         };
-        (
-            scheduler,
-            SchedulerHandle {
-                commands: command_tx,
-                progress: progress_rx,
-            },
-        )
+        let handle = SchedulerHandle {
+            commands: command_tx,
+            progress: progress_rx,
+            fleet: fleet_rx,
+            connected: connected_rx,
+        };
+        (scheduler, handle)
     }
 
-    /// Runs until `shutdown` is cancelled.
+    /// Runs until `shutdown` is cancelled. Transport failures are retried forever with
+    /// backoff; a store failure stops the service with an error (restarting it rebuilds
+    /// everything from the store).
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let results_queue = self.config.queues.results();
-        self.transport
-            .declare(&[results_queue.clone(), self.config.queues.dead_letters()])
-            .await
-            .context("declaring the results queue")?;
-        let prefetch = u16::try_from(self.config.batch_size).unwrap_or(u16::MAX);
-        let mut results = self
-            .transport
-            .consume(&results_queue, prefetch)
-            .await
-            .context("consuming results")?;
-        let mut declared: Vec<String> = Vec::new();
+        let mut link: Option<Link> = None;
+        let mut backoff = Backoff { next: Backoff::FIRST };
+        let mut declared: HashSet<String> = HashSet::new();
+        let mut unpublished: Vec<Outgoing> = Vec::new();
         let mut batch: Vec<Delivery> = Vec::with_capacity(self.config.batch_size);
+        let lease_check = self
+            .fleet
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |fleet| fleet.lease_timeout() / 4);
+        let mut lease_ticks = tokio::time::interval(lease_check.max(Duration::from_millis(50)));
         info!(policy = %self.config.engine.policy, "Scheduler started.");
         loop {
+            if link.is_none() {
+                match self.connect().await {
+                    Ok(connected) => {
+                        info!("Scheduler connected to the transport.");
+                        link = Some(connected);
+                        declared.clear();
+                        backoff.reset();
+                        self.connected.send_replace(true);
+                    }
+                    Err(error) => {
+                        let delay = backoff.take();
+                        warn!(%error, retry_in = ?delay, "Cannot reach the transport; retrying.");
+                        self.connected.send_replace(false);
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(delay) => {}
+                            command = self.commands.recv() => match command {
+                                Some(command) => self.handle(command),
+                                None => break,
+                            },
+                        }
+                        continue;
+                    }
+                }
+            }
             let now = now();
             self.engine.on_timers(now);
             let dispatches = self.engine.dispatch(now);
             let updates = self.engine.take_updates();
             let changed = !updates.is_empty();
+            let finished: Vec<Arc<str>> = updates
+                .iter()
+                .filter_map(|update| match update {
+                    StoreUpdate::WorkflowFinished { workflow_id, .. } => Some(workflow_id.clone()),
+                    _ => None,
+                })
+                .collect();
             self.persist(updates).await?;
-            if !dispatches.is_empty() {
-                let mut outgoing = Vec::with_capacity(dispatches.len());
-                for dispatch in &dispatches {
-                    let queue = self
-                        .config
-                        .queues
-                        .tasks(&dispatch.message.pool, dispatch.message.priority.as_str());
-                    if !declared.contains(&queue) {
-                        self.transport
-                            .declare(std::slice::from_ref(&queue))
-                            .await
-                            .context("declaring a task queue")?;
-                        declared.push(queue.clone());
-                    }
-                    outgoing.push(Outgoing::new(queue, wire::encode(&dispatch.message)));
-                }
-                self.transport.publish(outgoing).await.context("publishing tasks")?;
+            for dispatch in &dispatches {
+                let queue = self
+                    .config
+                    .queues
+                    .tasks(&dispatch.message.pool, dispatch.message.priority.as_str());
+                unpublished.push(Outgoing::new(queue, wire::encode(&dispatch.message)));
+            }
+            if let Err(error) = self.publish(&mut unpublished, &mut declared).await {
+                warn!(%error, n_messages = unpublished.len(), "Failed to publish tasks; reconnecting.");
+                link = None;
+                continue;
             }
             for delivery in batch.drain(..) {
                 if let Err(error) = delivery.ack().await {
-                    warn!(%error, "Failed to ack a worker event.");
+                    debug!(%error, "Failed to ack a worker event; it will come again and be ignored.");
                 }
             }
             if changed {
                 self.publish_progress();
             }
+            if self.config.forget_finished {
+                for id in finished {
+                    self.engine.remove_workflow(&id);
+                    self.workflows.retain(|known| *known != id);
+                }
+            }
+            let Some(current) = link.as_mut() else { continue };
             let timer = self
                 .engine
                 .next_timer()
@@ -210,16 +314,30 @@ impl Scheduler {
                     Some(command) => self.handle(command),
                     None => break,
                 },
-                delivery = results.recv() => {
-                    batch.push(delivery.context("receiving worker events")?);
-                    while batch.len() < self.config.batch_size {
-                        match results.try_recv() {
-                            Some(delivery) => batch.push(delivery.context("receiving worker events")?),
-                            None => break,
+                delivery = current.results.recv() => match delivery {
+                    Ok(delivery) => {
+                        batch.push(delivery);
+                        while batch.len() < self.config.batch_size {
+                            match current.results.try_recv() {
+                                Some(Ok(delivery)) => batch.push(delivery),
+                                _ => break,
+                            }
                         }
+                        self.handle_events(&mut batch).await;
                     }
-                    self.handle_events(&mut batch).await;
-                }
+                    Err(error) => {
+                        warn!(%error, "Lost the results queue; reconnecting.");
+                        link = None;
+                    }
+                },
+                heartbeat = recv_optional(&mut current.heartbeats) => match heartbeat {
+                    Ok(delivery) => self.handle_heartbeat(delivery).await,
+                    Err(error) => {
+                        warn!(%error, "Lost the heartbeats topic; reconnecting.");
+                        link = None;
+                    }
+                },
+                _ = lease_ticks.tick(), if self.fleet.is_some() => self.expire_leases(),
                 _ = tokio::time::sleep(timer.unwrap_or(Duration::from_secs(3600))), if timer.is_some() => {}
             }
             while let Ok(command) = self.commands.try_recv() {
@@ -227,6 +345,51 @@ impl Scheduler {
             }
         }
         info!("Scheduler stopped.");
+        Ok(())
+    }
+
+    async fn connect(&self) -> Result<Link, TransportError> {
+        let queues = &self.config.queues;
+        self.transport
+            .declare(&[queues.results(), queues.dead_letters()])
+            .await?;
+        let prefetch = u16::try_from(self.config.batch_size).unwrap_or(u16::MAX);
+        let results = self.transport.consume(&queues.results(), prefetch).await?;
+        let heartbeats = match self.fleet {
+            Some(_) => Some(self.transport.subscribe(&queues.heartbeats()).await?),
+            None => None,
+        };
+        Ok(Link { results, heartbeats })
+    }
+
+    /// Publishes what is waiting (tasks, then control messages); on failure everything stays
+    /// queued for the next connection.
+    async fn publish(
+        &mut self,
+        unpublished: &mut Vec<Outgoing>,
+        declared: &mut HashSet<String>,
+    ) -> Result<(), TransportError> {
+        if !unpublished.is_empty() {
+            let new_queues: Vec<String> = unpublished
+                .iter()
+                .map(|message| message.queue.clone())
+                .filter(|queue| !declared.contains(queue))
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            if !new_queues.is_empty() {
+                self.transport.declare(&new_queues).await?;
+                declared.extend(new_queues);
+            }
+            self.transport.publish(unpublished.clone()).await?;
+            unpublished.clear();
+        }
+        while let Some(message) = self.control.first() {
+            self.transport
+                .broadcast(&self.config.queues.control(), message.clone())
+                .await?;
+            self.control.remove(0);
+        }
         Ok(())
     }
 
@@ -240,8 +403,23 @@ impl Scheduler {
                 self.publish_progress();
             }
             Command::Cancel { id } => {
-                if self.engine.cancel_workflow(&id, now).is_none() {
-                    warn!(workflow_id = %id, "Cannot cancel an unknown workflow.");
+                match self.engine.cancel_workflow(&id, now) {
+                    Some(in_flight) => {
+                        info!(workflow_id = %id, n_running = in_flight.len(), "Cancelling workflow.");
+                        for (task, attempt) in in_flight {
+                            let attempt = AttemptRef {
+                                workflow_id: id.to_string(),
+                                task_idx: task.task_idx,
+                                attempt,
+                            };
+                            let message = ControlMessage::Cancel {
+                                v: WIRE_VERSION,
+                                attempt,
+                            };
+                            self.control.push(Bytes::from(wire::encode(&message)));
+                        }
+                    }
+                    None => warn!(workflow_id = %id, "Cannot cancel a workflow the scheduler does not hold."),
                 }
                 self.publish_progress();
             }
@@ -276,6 +454,39 @@ impl Scheduler {
         *batch = kept;
     }
 
+    async fn handle_heartbeat(&mut self, delivery: Delivery) {
+        match wire::decode_heartbeat(&delivery.payload) {
+            Ok(heartbeat) => {
+                if let Some(fleet) = self.fleet.as_mut() {
+                    if fleet.on_heartbeat(&heartbeat, now()) {
+                        info!(worker = %heartbeat.worker, slots = heartbeat.slots, draining = heartbeat.draining, "Fleet changed.");
+                        self.engine.set_capacities(&fleet.capacity());
+                    }
+                    self.fleet_view.send_replace(fleet.workers());
+                }
+            }
+            Err(error) => warn!(%error, "Ignoring an unusable heartbeat."),
+        }
+        if let Err(error) = delivery.ack().await {
+            debug!(%error, "Failed to ack a heartbeat.");
+        }
+    }
+
+    fn expire_leases(&mut self) {
+        let Some(fleet) = self.fleet.as_mut() else { return };
+        let now = now();
+        let lost = fleet.expire(now);
+        if lost.is_empty() {
+            return;
+        }
+        for worker in &lost {
+            let n_attempts = self.engine.on_worker_lost(worker, now);
+            warn!(worker = %worker, n_attempts, "Worker lost its lease; its attempts will run again.");
+        }
+        self.engine.set_capacities(&fleet.capacity());
+        self.fleet_view.send_replace(fleet.workers());
+    }
+
     async fn persist(&self, updates: Vec<StoreUpdate>) -> anyhow::Result<()> {
         if updates.is_empty() {
             return Ok(());
@@ -297,5 +508,13 @@ impl Scheduler {
             })
             .collect();
         self.progress.send_replace(progress);
+    }
+}
+
+/// Receives from the consumer if there is one; never resolves otherwise.
+async fn recv_optional(consumer: &mut Option<Box<dyn Consumer>>) -> Result<Delivery, TransportError> {
+    match consumer {
+        Some(consumer) => consumer.recv().await,
+        None => std::future::pending().await,
     }
 }
