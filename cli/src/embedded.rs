@@ -128,6 +128,7 @@ pub async fn run_workflow(
         config.queues = queues.clone();
         config.work_dir = options.work_dir.clone();
         config.kill_grace = options.kill_grace;
+        config.heartbeat_interval = None;
         let worker = Worker::new(config, transport.clone(), options.handlers.clone());
         workers.push(tokio::spawn(worker.run(shutdown.clone())));
     }

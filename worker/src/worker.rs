@@ -2,20 +2,24 @@
 //! once (high class before normal before low), reports `started` and `finished` events on the
 //! results queue, and acks each delivery only once its result is safely published.
 
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, instrument, warn};
 
 use taskfleet_common::state::AttemptOutcome;
-use taskfleet_common::wire::{decode_task, encode, AttemptStarted, TaskMessage, WorkerEvent, WIRE_VERSION};
+use taskfleet_common::wire::{
+    decode_control, decode_task, encode, AttemptRef, AttemptStarted, ControlMessage, Heartbeat, TaskMessage,
+    WorkerEvent, WIRE_VERSION,
+};
 use taskfleet_common::PriorityClass;
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_transport::{Consumer, Delivery, Outgoing, Transport, TransportError};
@@ -46,6 +50,9 @@ pub struct WorkerConfig {
     pub work_dir: Option<PathBuf>,
     /// How long running attempts may take to finish after shutdown before they are cancelled.
     pub drain_timeout: Duration,
+    /// How often the worker broadcasts a heartbeat; `None` for workers in the scheduler's own
+    /// process, whose capacity the scheduler already knows.
+    pub heartbeat_interval: Option<Duration>,
 }
 
 impl WorkerConfig {
@@ -61,6 +68,7 @@ impl WorkerConfig {
             tail_bytes: process.tail_bytes,
             work_dir: process.work_dir,
             drain_timeout: Duration::from_secs(30),
+            heartbeat_interval: Some(Duration::from_secs(1)),
         }
     }
 
@@ -90,6 +98,8 @@ struct Shared {
     process: ProcessConfig,
     /// Cancelled when the drain timeout passed: running attempts stop and are requeued.
     abort: CancellationToken,
+    /// The attempts running now, with the token that stops each (a cancellation).
+    running: Mutex<HashMap<AttemptRef, CancellationToken>>,
 }
 
 impl Worker {
@@ -128,24 +138,6 @@ impl Worker {
                     .map(|pool| config.queues.tasks(pool, class.as_str()))
             })
             .collect();
-        let mut declared = task_queues.clone();
-        declared.push(config.queues.results());
-        declared.push(config.queues.dead_letters());
-        transport
-            .declare(&declared)
-            .await
-            .context("could not declare the worker's queues")?;
-        let prefetch = u16::try_from(config.concurrency).unwrap_or(u16::MAX);
-        let mut consumers = Vec::with_capacity(task_queues.len());
-        for queue in &task_queues {
-            let consumer = transport
-                .consume(queue, prefetch)
-                .await
-                .with_context(|| format!("could not consume `{queue}`"))?;
-            consumers.push(consumer);
-        }
-        info!(worker = %config.name, pools = ?config.pools, concurrency = config.concurrency, "Worker started.");
-
         let shared = Arc::new(Shared {
             name: config.name.clone(),
             results_queue: config.queues.results(),
@@ -153,19 +145,57 @@ impl Worker {
             handlers,
             process: config.process_config(),
             abort: CancellationToken::new(),
+            running: Mutex::new(HashMap::new()),
         });
+        // Heartbeats and cancellations run beside the main loop until the drain is over.
+        let stopped = CancellationToken::new();
+        let background = TaskTracker::new();
+        if let Some(interval) = config.heartbeat_interval {
+            background.spawn(heartbeat_loop(
+                shared.clone(),
+                config.clone(),
+                interval,
+                shutdown.clone(),
+                stopped.clone(),
+            ));
+            background.spawn(control_loop(shared.clone(), config.queues.control(), stopped.clone()));
+        }
+
+        let prefetch = u16::try_from(config.concurrency).unwrap_or(u16::MAX);
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let tracker = TaskTracker::new();
-        let ended = loop {
+        let mut consumers: Option<Vec<Box<dyn Consumer>>> = None;
+        let mut delay = RECONNECT_FIRST;
+        info!(worker = %config.name, pools = ?config.pools, concurrency = config.concurrency, "Worker started.");
+        loop {
+            let Some(current) = consumers.as_mut() else {
+                match connect(&shared, &config, &task_queues, prefetch).await {
+                    Ok(connected) => {
+                        info!(worker = %config.name, "Worker consuming its task queues.");
+                        consumers = Some(connected);
+                        delay = RECONNECT_FIRST;
+                    }
+                    Err(TransportError::Closed) => break,
+                    Err(error) => {
+                        warn!(%error, retry_in = ?delay, "Cannot reach the transport; retrying.");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        delay = (delay * 2).min(RECONNECT_MAX);
+                    }
+                }
+                continue;
+            };
             let permit = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break Ok(()),
+                _ = shutdown.cancelled() => break,
                 permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             };
             let delivery = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break Ok(()),
-                delivery = next_delivery(&mut consumers) => delivery,
+                _ = shutdown.cancelled() => break,
+                delivery = next_delivery(current) => delivery,
             };
             match delivery {
                 Ok(delivery) => {
@@ -173,11 +203,14 @@ impl Worker {
                 }
                 Err(TransportError::Closed) => {
                     info!("The transport was closed; stopping.");
-                    break Ok(());
+                    break;
                 }
-                Err(error) => break Err(error),
+                Err(error) => {
+                    warn!(%error, "Lost the task queues; reconnecting.");
+                    consumers = None;
+                }
             }
-        };
+        }
 
         // Stop taking work; the consumers stay open so running attempts can still be settled.
         tracker.close();
@@ -193,8 +226,106 @@ impl Worker {
             tracker.wait().await;
         }
         drop(consumers);
+        stopped.cancel();
+        background.close();
+        background.wait().await;
         info!(worker = %config.name, "Worker stopped.");
-        ended.context("could not receive tasks")
+        Ok(())
+    }
+}
+
+/// First and longest wait between attempts to reach the transport.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// Declares the worker's queues and consumes its task queues, most urgent class first.
+async fn connect(
+    shared: &Shared,
+    config: &WorkerConfig,
+    task_queues: &[String],
+    prefetch: u16,
+) -> Result<Vec<Box<dyn Consumer>>, TransportError> {
+    let mut declared = task_queues.to_vec();
+    declared.push(config.queues.results());
+    declared.push(config.queues.dead_letters());
+    shared.transport.declare(&declared).await?;
+    let mut consumers = Vec::with_capacity(task_queues.len());
+    for queue in task_queues {
+        consumers.push(shared.transport.consume(queue, prefetch).await?);
+    }
+    Ok(consumers)
+}
+
+/// Broadcasts a heartbeat every `interval` (and at once when shutdown starts, flagged
+/// draining) until `stopped`.
+async fn heartbeat_loop(
+    shared: Arc<Shared>,
+    config: WorkerConfig,
+    interval: Duration,
+    shutdown: CancellationToken,
+    stopped: CancellationToken,
+) {
+    let topic = config.queues.heartbeats();
+    let mut ticks = tokio::time::interval(interval);
+    let mut announced_drain = false;
+    loop {
+        tokio::select! {
+            _ = stopped.cancelled() => return,
+            _ = ticks.tick() => {}
+            _ = shutdown.cancelled(), if !announced_drain => announced_drain = true,
+        }
+        let running: Vec<AttemptRef> = shared.running.lock().expect("running lock").keys().cloned().collect();
+        let heartbeat = Heartbeat {
+            v: WIRE_VERSION,
+            worker: config.name.clone(),
+            pools: config.pools.clone(),
+            slots: u32::try_from(config.concurrency).unwrap_or(u32::MAX),
+            running,
+            draining: shutdown.is_cancelled(),
+            at: now(),
+        };
+        if let Err(error) = shared.transport.broadcast(&topic, encode(&heartbeat).into()).await {
+            debug!(%error, "Failed to broadcast a heartbeat.");
+        }
+    }
+}
+
+/// Follows the control topic and stops attempts the scheduler cancels, until `stopped`.
+async fn control_loop(shared: Arc<Shared>, topic: String, stopped: CancellationToken) {
+    let mut delay = RECONNECT_FIRST;
+    while !stopped.is_cancelled() {
+        let mut consumer = match shared.transport.subscribe(&topic).await {
+            Ok(consumer) => consumer,
+            Err(error) => {
+                debug!(%error, "Cannot subscribe to control messages; retrying.");
+                tokio::select! {
+                    _ = stopped.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(RECONNECT_MAX);
+                continue;
+            }
+        };
+        delay = RECONNECT_FIRST;
+        loop {
+            let delivery = tokio::select! {
+                _ = stopped.cancelled() => return,
+                delivery = consumer.recv() => delivery,
+            };
+            let Ok(delivery) = delivery else { break };
+            match decode_control(&delivery.payload) {
+                Ok(ControlMessage::Cancel { attempt, .. }) => {
+                    if let Some(token) = shared.running.lock().expect("running lock").get(&attempt) {
+                        info!(workflow_id = %attempt.workflow_id, task_idx = attempt.task_idx, attempt = attempt.attempt, "Cancelling a running task.");
+                        token.cancel();
+                    }
+                }
+                Err(error) => warn!(%error, "Ignoring an unusable control message."),
+            }
+            if let Err(error) = delivery.ack().await {
+                debug!(%error, "Failed to ack a control message.");
+            }
+        }
     }
 }
 
@@ -248,7 +379,19 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
         return;
     }
 
-    let execution = execute(&task, &shared.handlers, &shared.process, &shared.abort).await;
+    let attempt = AttemptRef {
+        workflow_id: task.workflow_id.clone(),
+        task_idx: task.task_idx,
+        attempt: task.attempt,
+    };
+    let cancel = shared.abort.child_token();
+    shared
+        .running
+        .lock()
+        .expect("running lock")
+        .insert(attempt.clone(), cancel.clone());
+    let execution = execute(&task, &shared.handlers, &shared.process, &cancel).await;
+    shared.running.lock().expect("running lock").remove(&attempt);
     if execution.outcome == AttemptOutcome::Cancelled && shared.abort.is_cancelled() {
         // Stopped by this worker's shutdown, not by anyone's decision about the task.
         info!("Requeueing a task stopped by the shutdown.");

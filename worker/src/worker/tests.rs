@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use taskfleet_common::wire::{decode_worker_event, TaskResult, WireAction};
+use taskfleet_common::wire::{decode_heartbeat, decode_worker_event, TaskResult, WireAction};
 use taskfleet_transport::{DeadLetter, MemoryTransport};
 
 use super::*;
@@ -451,4 +451,112 @@ async fn bad_configurations_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(error.to_string(), "a worker needs at least one pool");
+}
+
+#[tokio::test]
+async fn heartbeats_announce_slots_running_attempts_and_the_drain() {
+    let mut harness = Harness::new().await;
+    let mut heartbeats = harness.transport.subscribe(&harness.names.heartbeats()).await.unwrap();
+    let config = WorkerConfig {
+        heartbeat_interval: Some(Duration::from_millis(50)),
+        concurrency: 3,
+        pools: vec!["default".into(), "gpu".into()],
+        ..harness.config()
+    };
+    harness.start(config);
+    harness
+        .publish(&task(
+            "long",
+            PriorityClass::Normal,
+            handler("sleep", json!({"duration": "600ms"})),
+        ))
+        .await;
+    harness.started().await;
+    let mut saw_running = false;
+    for _ in 0..20 {
+        let delivery = tokio::time::timeout(PATIENCE, heartbeats.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let heartbeat = decode_heartbeat(&delivery.payload).unwrap();
+        delivery.ack().await.unwrap();
+        assert_eq!((heartbeat.worker.as_str(), heartbeat.slots), ("w-test", 3));
+        assert_eq!(heartbeat.pools, ["default", "gpu"]);
+        if heartbeat
+            .running
+            .iter()
+            .any(|attempt| attempt.task_idx == 4 && attempt.attempt == 1)
+        {
+            saw_running = true;
+            break;
+        }
+    }
+    assert!(saw_running, "a heartbeat lists the running attempt");
+    harness.shutdown.cancel();
+    let draining = loop {
+        let delivery = tokio::time::timeout(PATIENCE, heartbeats.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let heartbeat = decode_heartbeat(&delivery.payload).unwrap();
+        if heartbeat.draining {
+            break heartbeat;
+        }
+    };
+    assert_eq!(
+        draining.running.len(),
+        1,
+        "the drain announces the attempt still running"
+    );
+    harness.finished().await;
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancel_from_the_scheduler_stops_the_running_attempt() {
+    let mut harness = Harness::new().await;
+    let config = WorkerConfig {
+        heartbeat_interval: Some(Duration::from_millis(50)),
+        ..harness.config()
+    };
+    harness.start(config);
+    let long = task(
+        "sleeper",
+        PriorityClass::Normal,
+        handler("sleep", json!({"duration": "30s"})),
+    );
+    harness.publish(&long).await;
+    harness.started().await;
+    // The control subscription starts with the worker; give it a moment to be in place.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let other = AttemptRef {
+        workflow_id: long.workflow_id.clone(),
+        task_idx: long.task_idx,
+        attempt: 2,
+    };
+    let this = AttemptRef {
+        attempt: 1,
+        ..other.clone()
+    };
+    let started = Instant::now();
+    for attempt in [other, this] {
+        let message = ControlMessage::Cancel {
+            v: WIRE_VERSION,
+            attempt,
+        };
+        harness
+            .transport
+            .broadcast(&harness.names.control(), encode(&message).into())
+            .await
+            .unwrap();
+    }
+    let result = harness.finished().await;
+    assert_eq!(result.outcome, AttemptOutcome::Cancelled);
+    assert!(started.elapsed() < Duration::from_secs(5), "cancelled promptly");
+    harness.stop().await;
+    assert_eq!(
+        harness.queue_len(PriorityClass::Normal).await,
+        0,
+        "a cancelled task is acked, not requeued"
+    );
 }
