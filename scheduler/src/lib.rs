@@ -4,9 +4,11 @@
 //! [`engine`] and [`policy`] are the sans-I/O core; [`store`] persists state; [`service`] is
 //! the async loop that joins them to a transport.
 
+pub mod api;
 pub mod engine;
 pub mod fleet;
 pub mod policy;
 pub mod service;
 pub mod status;
 pub mod store;
+pub mod submit;

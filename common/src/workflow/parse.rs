@@ -738,7 +738,7 @@ fn closest_id<'t>(unknown: &str, tasks: &'t [TaskSpec]) -> Option<&'t str> {
     tasks
         .iter()
         .map(|task| (strsim::levenshtein(unknown, &task.id), task.id.as_str()))
-        .filter(|&(distance, id)| distance <= unknown.len().max(id.len()) / 2 + 1)
+        .filter(|&(distance, _)| distance <= (unknown.chars().count() / 3).max(1))
         .min_by_key(|&(distance, _)| distance)
         .map(|(_, id)| id)
 }

@@ -404,7 +404,8 @@ impl Engine {
         let margin = self.config.prefetch_margin;
         let mut dispatches = Vec::new();
         for pool in self.pools.values_mut() {
-            while pool.in_flight < pool.capacity + margin {
+            // A pool no worker serves gets nothing, not even the prefetch margin.
+            while pool.capacity > 0 && pool.in_flight < pool.capacity + margin {
                 let Some(task) = pool.policy.pop(now) else { break };
                 let Some(run) = self
                     .workflows

@@ -431,11 +431,14 @@ fn capacity_can_be_replaced_as_the_fleet_changes() {
         .map(|idx| format!("  - {{id: t{idx}, handler: noop}}\n"))
         .collect();
     let spec = spec(&format!("name: c\ntasks:\n{tasks}"));
-    let mut engine = engine(PolicyKind::Fcfs, 0, 0);
+    let mut engine = engine(PolicyKind::Fcfs, 0, 3);
     engine.add_workflow("wf".into(), spec, None, Millis(0));
-    assert!(engine.dispatch(Millis(0)).is_empty(), "no workers, nothing dispatched");
+    assert!(
+        engine.dispatch(Millis(0)).is_empty(),
+        "no workers, nothing dispatched, not even the margin"
+    );
     engine.set_capacities(&std::collections::HashMap::from([("default".to_string(), 2)]));
-    assert_eq!(engine.dispatch(Millis(1)).len(), 2);
+    assert_eq!(engine.dispatch(Millis(1)).len(), 5, "two slots and a margin of three");
     engine.set_capacities(&std::collections::HashMap::new());
     assert!(engine.dispatch(Millis(2)).is_empty(), "the fleet left");
 }

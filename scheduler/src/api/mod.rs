@@ -1,0 +1,149 @@
+//! The scheduler's HTTP API (JSON): submit, inspect and cancel workflows, list the fleet,
+//! and health probes. [`router`] builds it, so tests call it without opening a socket.
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `POST /v1/workflows` (body: YAML or JSON; header `Idempotency-Key`) | 201 [`SubmitResponse`] (200 when the key was seen), 422 with every problem |
+//! | `GET /v1/workflows/{id}` | 200 [`WorkflowStatus`], 404 |
+//! | `POST /v1/workflows/{id}/cancel` | 202 [`CancelResponse`], 404, 409 when it already ended |
+//! | `GET /v1/workers` | 200 list of [`WorkerStatus`] |
+//! | `GET /healthz`, `GET /readyz` | 200 while alive; 200 only while connected to the broker |
+
+mod error;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use taskfleet_common::api::{CancelResponse, SubmitResponse, WorkerStatus, WorkflowStatus};
+use taskfleet_common::workflow::ValidateOptions;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+use crate::service::SchedulerHandle;
+use crate::status::workflow_status;
+use crate::store::Store;
+use crate::submit::{submit_workflow, SubmitError};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub scheduler: SchedulerHandle,
+    /// How submitted workflows are validated.
+    pub validate: ValidateOptions,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// The API's routes over `state`.
+pub fn router(state: ApiState) -> Router {
+    let max_body_bytes = state.max_body_bytes;
+    Router::new()
+        .route("/v1/workflows", post(submit))
+        .route("/v1/workflows/{id}", get(status))
+        .route("/v1/workflows/{id}/cancel", post(cancel))
+        .route("/v1/workers", get(workers))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(60),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn submit(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
+    let key = match headers.get("idempotency-key") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| ApiError::BadRequest("the Idempotency-Key header must be printable text".into()))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let answer = submit_workflow(state.store.as_ref(), &state.scheduler, &state.validate, body, key)
+        .await
+        .map_err(|error| match error {
+            SubmitError::Invalid(invalid) => ApiError::Invalid(invalid),
+            SubmitError::Store(error) => ApiError::Internal(error.into()),
+            SubmitError::Stopped => ApiError::Unavailable("the scheduler is stopping".into()),
+        })?;
+    let code = if answer.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(answer)))
+}
+
+async fn status(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<WorkflowStatus>, ApiError> {
+    match workflow_status(state.store.as_ref(), &id).await {
+        Ok(Some(status)) => Ok(Json(status)),
+        Ok(None) => Err(ApiError::NotFound(format!("no workflow `{id}`"))),
+        Err(error) => Err(ApiError::Internal(error.into())),
+    }
+}
+
+async fn cancel(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<CancelResponse>), ApiError> {
+    let record = state
+        .store
+        .workflow(&id)
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))?
+        .ok_or_else(|| ApiError::NotFound(format!("no workflow `{id}`")))?;
+    if record.state.is_terminal() {
+        return Err(ApiError::Conflict(format!(
+            "workflow `{id}` already ended {}",
+            record.state.as_str()
+        )));
+    }
+    state
+        .scheduler
+        .cancel(Arc::from(id.as_str()))
+        .map_err(|_| ApiError::Unavailable("the scheduler is stopping".into()))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(CancelResponse {
+            workflow_id: id,
+            state: "cancelling".into(),
+        }),
+    ))
+}
+
+async fn workers(State(state): State<ApiState>) -> Json<Vec<WorkerStatus>> {
+    Json(state.scheduler.fleet())
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::Value>) {
+    if state.scheduler.is_connected() {
+        (StatusCode::OK, Json(serde_json::json!({"status": "ready"})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "not connected to the broker"})),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

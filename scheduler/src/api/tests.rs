@@ -1,0 +1,183 @@
+//! API tests through the router, without a socket, against a running scheduler loop over the
+//! in-memory transport and an in-memory store.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt as _;
+use taskfleet_transport::queues::QueueNames;
+use taskfleet_transport::MemoryTransport;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+use super::*;
+use crate::service::{Capacity, Scheduler, SchedulerConfig};
+use crate::store::SqliteStore;
+
+const WORKFLOW: &str = "name: api\ntasks:\n  - {id: a, handler: noop}\n  - {id: b, deps: [a], handler: noop}\n";
+
+struct Api {
+    router: Router,
+    shutdown: CancellationToken,
+}
+
+impl Api {
+    async fn start() -> Api {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let transport = Arc::new(MemoryTransport::new(&QueueNames::default()));
+        // No workers: nothing is dispatched, so workflows stay running while the tests look.
+        let config = SchedulerConfig {
+            capacity: Capacity::Fixed(HashMap::new()),
+            ..SchedulerConfig::default()
+        };
+        let (scheduler, handle) = Scheduler::new(config, store.clone(), transport);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(scheduler.run(shutdown.clone()));
+        let state = ApiState {
+            store,
+            scheduler: handle,
+            validate: ValidateOptions::default(),
+            max_body_bytes: 1 << 20,
+        };
+        Api {
+            router: router(state),
+            shutdown,
+        }
+    }
+
+    async fn call(&self, method: &str, uri: &str, body: &str, key: Option<&str>) -> (StatusCode, serde_json::Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let code = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (code, json)
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+#[tokio::test]
+async fn submit_then_read_then_cancel() {
+    let api = Api::start().await;
+    let (code, body) = api.call("POST", "/v1/workflows", WORKFLOW, None).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    assert_eq!(body["created"], true);
+    let id = body["workflow_id"].as_str().unwrap().to_string();
+
+    let (code, status) = api.call("GET", &format!("/v1/workflows/{id}"), "", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(status["name"], "api");
+    assert_eq!(status["state"], "running");
+    assert_eq!(status["tasks"][0]["id"], "a");
+    assert_eq!(status["tasks"][0]["state"], "ready");
+    assert_eq!(status["tasks"][1]["state"], "pending");
+
+    let (code, body) = api.call("POST", &format!("/v1/workflows/{id}/cancel"), "", None).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let mut state = String::new();
+    for _ in 0..100 {
+        let (_, status) = api.call("GET", &format!("/v1/workflows/{id}"), "", None).await;
+        state = status["state"].as_str().unwrap().to_string();
+        if state == "cancelled" {
+            assert_eq!(status["counts"]["cancelled"], 2);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(state, "cancelled");
+    let (code, body) = api.call("POST", &format!("/v1/workflows/{id}/cancel"), "", None).await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    assert_eq!(body["error"], format!("workflow `{id}` already ended cancelled"));
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_first_workflow() {
+    let api = Api::start().await;
+    let (code, first) = api
+        .call("POST", "/v1/workflows", WORKFLOW, Some("nightly-2026-11-23"))
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let (code, again) = api
+        .call("POST", "/v1/workflows", WORKFLOW, Some("nightly-2026-11-23"))
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(again["workflow_id"], first["workflow_id"]);
+    assert_eq!(again["created"], false);
+    let (_, other) = api
+        .call("POST", "/v1/workflows", WORKFLOW, Some("nightly-2026-11-24"))
+        .await;
+    assert_ne!(other["workflow_id"], first["workflow_id"]);
+}
+
+#[tokio::test]
+async fn invalid_workflows_get_422_with_every_problem() {
+    let api = Api::start().await;
+    let source = "name: bad\ntasks:\n  - {id: a, deps: [b], handler: noop}\n  - {id: b, deps: [a], handler: noop}\n  - {id: c, deps: [zz], run: []}\n";
+    let (code, body) = api.call("POST", "/v1/workflows", source, None).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    let texts: Vec<&str> = body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "task `c`, field `run`: must not be empty: the first argument is the program to run",
+            "task `c`, field `deps`: unknown dependency `zz`",
+            "task `a`, field `deps`: dependency cycle: a -> b -> a",
+        ]
+    );
+    assert_eq!(body["problems"][0]["task"], "c");
+    let (code, body) = api.call("POST", "/v1/workflows", "{not json", None).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["error"].as_str().unwrap().contains("invalid JSON"), "{body}");
+}
+
+#[tokio::test]
+async fn unknown_workflows_are_404_and_probes_answer() {
+    let api = Api::start().await;
+    let (code, body) = api.call("GET", "/v1/workflows/wf-nope", "", None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "no workflow `wf-nope`");
+    let (code, _) = api.call("POST", "/v1/workflows/wf-nope/cancel", "", None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(api.call("GET", "/healthz", "", None).await.0, StatusCode::OK);
+    let (code, workers) = api.call("GET", "/v1/workers", "", None).await;
+    assert_eq!((code, workers), (StatusCode::OK, serde_json::json!([])));
+    let mut ready = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..100 {
+        ready = api.call("GET", "/readyz", "", None).await.0;
+        if ready == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(ready, StatusCode::OK, "ready once connected to the transport");
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let api = Api::start().await;
+    let huge = format!(
+        "name: big\ndescription: '{}'\ntasks:\n  - {{id: a, handler: noop}}\n",
+        "x".repeat(2 << 20)
+    );
+    let (code, _) = api.call("POST", "/v1/workflows", &huge, None).await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
+}
