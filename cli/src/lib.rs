@@ -2,12 +2,14 @@
 //! workflows. Data goes to stdout; progress, logs and errors go to stderr.
 //!
 //! Exit codes: 0 when the workflow succeeded (or the command did its job), 1 when the
-//! workflow failed, 2 for invalid input or usage.
+//! workflow failed, 2 for invalid input, usage, or a request the scheduler refused.
 
+pub mod client;
 pub mod commands;
 pub mod embedded;
 pub mod progress;
 pub mod report;
+pub mod settings;
 
 use std::process::ExitCode;
 
@@ -31,6 +33,18 @@ pub enum Command {
     Run(commands::run::RunArgs),
     /// Check a workflow file and print its shape, or every problem in it.
     Validate(commands::validate::ValidateArgs),
+    /// Run the scheduler service: HTTP API, scheduling loop over the broker, store.
+    Scheduler(commands::scheduler::SchedulerArgs),
+    /// Run a worker of the fleet: consume tasks from the broker and execute them.
+    Worker(commands::worker::WorkerArgs),
+    /// Submit a workflow to a running scheduler (optionally following it to its end).
+    Submit(commands::submit::SubmitArgs),
+    /// Show a workflow's state and its tasks.
+    Status(commands::status::StatusArgs),
+    /// Cancel a workflow; its running tasks are stopped.
+    Cancel(commands::cancel::CancelArgs),
+    /// List the live workers of the fleet.
+    Workers(commands::workers::WorkersArgs),
     /// Measure this machine: workflow loading and embedded task throughput.
     Bench(commands::bench::BenchArgs),
 }
@@ -53,6 +67,12 @@ pub fn main(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Run(args) => commands::run::run(args).await,
             Command::Validate(args) => commands::validate::run(args),
+            Command::Scheduler(args) => commands::scheduler::run(args).await,
+            Command::Worker(args) => commands::worker::run(args).await,
+            Command::Submit(args) => commands::submit::run(args).await,
+            Command::Status(args) => commands::status::run(args).await,
+            Command::Cancel(args) => commands::cancel::run(args).await,
+            Command::Workers(args) => commands::workers::run(args).await,
             Command::Bench(args) => commands::bench::run(args).await,
         }
     });

@@ -52,7 +52,13 @@ pub async fn run(
     };
     let (scheduler, handle) = Scheduler::new(scheduler_config, store.clone(), transport.clone());
     restore(store.as_ref(), &handle).await?;
-    let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
+    // If the scheduling loop ends for any reason (even a panic), the whole service stops, so
+    // a supervisor restarts it instead of leaving an API in front of a dead loop.
+    let loop_shutdown = shutdown.clone();
+    let scheduler = tokio::spawn(async move {
+        let _stop_everything = loop_shutdown.clone().drop_guard();
+        scheduler.run(loop_shutdown).await
+    });
     let submissions = tokio::spawn(submit_queue_loop(
         transport,
         store.clone(),

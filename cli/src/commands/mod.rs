@@ -1,8 +1,14 @@
 //! One module per `taskfleet` subcommand.
 
 pub mod bench;
+pub mod cancel;
 pub mod run;
+pub mod scheduler;
+pub mod status;
+pub mod submit;
 pub mod validate;
+pub mod worker;
+pub mod workers;
 
 use std::path::Path;
 
@@ -47,4 +53,86 @@ pub(crate) fn write_stdout(text: &str) -> std::io::Result<()> {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
+}
+
+/// Opens the store named by a URL: `sqlite://PATH`, `sqlite::memory:`, or a plain path.
+pub(crate) fn open_store(url: &str) -> anyhow::Result<std::sync::Arc<dyn taskfleet_scheduler::store::Store>> {
+    use anyhow::Context as _;
+    use taskfleet_scheduler::store::SqliteStore;
+    let store = if url == "sqlite::memory:" {
+        SqliteStore::in_memory().context("opening an in-memory store")?
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        anyhow::bail!("unsupported store `{url}`: this build stores state in SQLite (use sqlite://PATH)");
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        SqliteStore::open(std::path::Path::new(path)).with_context(|| format!("opening the store {path}"))?
+    };
+    Ok(std::sync::Arc::new(store))
+}
+
+/// Connects to the broker, retrying with backoff while it is unreachable (a fleet often starts
+/// before its broker). Returns `None` if `shutdown` comes first.
+pub(crate) async fn connect_broker(
+    url: &str,
+    names: &taskfleet_transport::queues::QueueNames,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<std::sync::Arc<dyn taskfleet_transport::Transport>>> {
+    use std::time::Duration;
+    use taskfleet_transport::{AmqpConfig, AmqpTransport, TransportError};
+    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        anyhow::bail!("unsupported broker URL `{url}`: use amqp://user:password@host:port/vhost");
+    }
+    let config = AmqpConfig::new(url);
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match AmqpTransport::connect(config.clone(), names).await {
+            Ok(transport) => {
+                tracing::info!(url = %config.redacted_url(), "Connected to the broker.");
+                return Ok(Some(std::sync::Arc::new(transport)));
+            }
+            Err(error @ TransportError::Rejected { .. }) => {
+                return Err(anyhow::Error::new(error).context("the broker refused the connection"));
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?delay, "Cannot reach the broker; retrying.");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// A token cancelled on SIGINT (Ctrl-C) or SIGTERM.
+pub(crate) fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "Cannot watch for SIGTERM; only Ctrl-C stops this process.");
+                let _ = tokio::signal::ctrl_c().await;
+                cancel.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("Shutting down.");
+        cancel.cancel();
+    });
+    token
+}
+
+/// The scheduler's URL from `--server` or `TASKFLEET_SERVER`.
+#[derive(Debug, clap::Args)]
+pub struct ServerArg {
+    /// Scheduler API URL.
+    #[arg(long, env = "TASKFLEET_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
 }

@@ -174,11 +174,9 @@ impl Engine {
     ) {
         let seq = self.next_workflow_seq;
         self.next_workflow_seq += 1;
-        let slot = self
-            .workflows
-            .iter()
-            .position(Option::is_none)
-            .unwrap_or(self.workflows.len()) as u32;
+        // Slots are never reused, so a stale reference (a retry timer, a late event) can never
+        // land on another workflow.
+        let slot = self.workflows.len() as u32;
         let mut run = match stored {
             None => WorkflowRun::fresh(id.clone(), spec, seq),
             Some(records) => WorkflowRun::restored(id.clone(), spec, seq, records),

@@ -442,3 +442,25 @@ fn capacity_can_be_replaced_as_the_fleet_changes() {
     engine.set_capacities(&std::collections::HashMap::new());
     assert!(engine.dispatch(Millis(2)).is_empty(), "the fleet left");
 }
+
+#[test]
+fn finished_workflows_can_be_forgotten_and_new_ones_added() {
+    let spec = spec("name: f\ntasks:\n  - {id: a, handler: noop}\n");
+    let mut engine = engine(PolicyKind::Fcfs, 1, 0);
+    engine.add_workflow("first".into(), spec.clone(), None, Millis(0));
+    let first = engine.dispatch(Millis(0));
+    engine
+        .on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(1))
+        .unwrap();
+    engine.remove_workflow("first");
+    assert_eq!(engine.workflow_state("first"), None);
+    let late = engine.on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(2));
+    assert_eq!(late, Err(Ignored::UnknownWorkflow("first".into())));
+    engine.add_workflow("second".into(), spec, None, Millis(3));
+    let second = engine.dispatch(Millis(3));
+    assert_eq!(second[0].message.workflow_id, "second");
+    engine
+        .on_finished(result(&second[0], AttemptOutcome::Succeeded, None), Millis(4))
+        .unwrap();
+    assert_eq!(engine.workflow_state("second"), Some(WorkflowState::Succeeded));
+}

@@ -1,0 +1,94 @@
+//! A typed client of the scheduler's HTTP API, for `submit`, `status`, `cancel` and `workers`.
+
+use std::time::Duration;
+
+use taskfleet_common::api::{CancelResponse, ErrorBody, SubmitResponse, WorkerStatus, WorkflowStatus};
+
+/// Errors of an API call, by what the user should do.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The scheduler could not be reached.
+    #[error("cannot reach the scheduler at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The workflow is invalid; every problem is listed.
+    #[error("{}", .0.error)]
+    Invalid(ErrorBody),
+    /// The scheduler refused the request.
+    #[error("{message} (HTTP {status})")]
+    Refused { status: u16, message: String },
+}
+
+/// The scheduler's API at one base URL.
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    pub fn new(base: &str) -> ApiClient {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("a client without TLS always builds");
+        ApiClient {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    /// Submits a workflow (YAML or JSON text).
+    pub async fn submit(&self, source: String, idempotency_key: Option<&str>) -> Result<SubmitResponse, ClientError> {
+        let mut request = self.http.post(self.url("/v1/workflows")).body(source);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        self.send(request).await
+    }
+
+    pub async fn status(&self, workflow_id: &str) -> Result<WorkflowStatus, ClientError> {
+        self.send(self.http.get(self.url(&format!("/v1/workflows/{workflow_id}"))))
+            .await
+    }
+
+    pub async fn cancel(&self, workflow_id: &str) -> Result<CancelResponse, ClientError> {
+        self.send(self.http.post(self.url(&format!("/v1/workflows/{workflow_id}/cancel"))))
+            .await
+    }
+
+    pub async fn workers(&self) -> Result<Vec<WorkerStatus>, ClientError> {
+        self.send(self.http.get(self.url("/v1/workers"))).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let unreachable = |error: reqwest::Error| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: error.to_string(),
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|error| ClientError::Refused {
+                status: status.as_u16(),
+                message: format!("unexpected answer from the scheduler: {error}"),
+            });
+        }
+        let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
+        match body {
+            Some(body) if status.as_u16() == 422 => Err(ClientError::Invalid(body)),
+            Some(body) => Err(ClientError::Refused {
+                status: status.as_u16(),
+                message: body.error,
+            }),
+            None => Err(ClientError::Refused {
+                status: status.as_u16(),
+                message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! `taskfleet submit FILE`: sends a workflow to the scheduler; with `--wait`, follows it to
+//! its end with the same progress display, report and exit codes as `taskfleet run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use taskfleet_common::api::WorkflowStatus;
+use taskfleet_common::state::TaskState;
+use taskfleet_scheduler::service::WorkflowProgress;
+use taskfleet_scheduler::store::WorkflowState;
+
+use super::ServerArg;
+use crate::client::{ApiClient, ClientError};
+use crate::progress::ProgressDisplay;
+use crate::{EXIT_FAILED, EXIT_INVALID};
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Workflow file (YAML or JSON).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// Makes resubmitting return the workflow the first submission created.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Follow the workflow to its end; exit 0 if it succeeded, 1 if not.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait, print a JSON report instead of the summary table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let source = std::fs::read_to_string(&args.file)
+        .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", args.file.display()))?;
+    let client = ApiClient::new(&args.server.server);
+    let answer = match client.submit(source, args.idempotency_key.as_deref()).await {
+        Ok(answer) => answer,
+        Err(ClientError::Invalid(body)) => {
+            eprintln!("{}: {}", args.file.display(), body.error);
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if !args.wait {
+        super::write_stdout(&format!("{}\n", answer.workflow_id))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("submitted workflow {}", answer.workflow_id);
+    let status = follow(&client, &answer.workflow_id).await?;
+    let text = if args.json {
+        serde_json::to_string_pretty(&status)? + "\n"
+    } else {
+        crate::report::render_table(&status)
+    };
+    super::write_stdout(&text)?;
+    Ok(if status.state == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    })
+}
+
+/// Polls the workflow until it ends, drawing progress on stderr.
+pub(crate) async fn follow(client: &ApiClient, workflow_id: &str) -> anyhow::Result<WorkflowStatus> {
+    let mut display: Option<ProgressDisplay> = None;
+    loop {
+        let status = client.status(workflow_id).await?;
+        let display = display.get_or_insert_with(|| ProgressDisplay::new(status.tasks.len()));
+        let progress = progress_of(&status);
+        display.update(&progress);
+        if progress.state.is_terminal() {
+            display.finish();
+            return Ok(status);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The counts of a status, in the form the progress display takes.
+fn progress_of(status: &WorkflowStatus) -> WorkflowProgress {
+    let mut counts = [0; TaskState::ALL.len()];
+    for state in TaskState::ALL {
+        counts[state as usize] = status.counts.get(state.as_str()).copied().unwrap_or(0);
+    }
+    WorkflowProgress {
+        state: WorkflowState::parse(&status.state).unwrap_or(WorkflowState::Running),
+        counts,
+    }
+}

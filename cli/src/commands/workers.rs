@@ -1,0 +1,50 @@
+//! `taskfleet workers`: the live fleet, from the workers' heartbeats.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::Table;
+use taskfleet_common::units::format_duration;
+use taskfleet_scheduler::service::now;
+
+use super::ServerArg;
+use crate::client::ApiClient;
+
+#[derive(Debug, Args)]
+pub struct WorkersArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: WorkersArgs) -> anyhow::Result<ExitCode> {
+    let workers = ApiClient::new(&args.server.server).workers().await?;
+    if args.json {
+        super::write_stdout(&(serde_json::to_string_pretty(&workers)? + "\n"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    table.set_header(["WORKER", "POOLS", "SLOTS IN USE", "LAST HEARTBEAT", "STATE"]);
+    let now = now().0;
+    for worker in &workers {
+        let ago = Duration::from_millis(now.saturating_sub(worker.last_heartbeat_ms));
+        table.add_row([
+            worker.name.clone(),
+            worker.pools.join(","),
+            format!("{}/{}", worker.in_use, worker.slots),
+            format!("{} ago", format_duration(ago)),
+            if worker.draining {
+                "draining".to_string()
+            } else {
+                "serving".to_string()
+            },
+        ]);
+    }
+    super::write_stdout(&format!("{table}\n{} workers\n", workers.len()))?;
+    Ok(ExitCode::SUCCESS)
+}
