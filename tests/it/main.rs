@@ -4,7 +4,11 @@
 //!   processes, real SQLite files), including the examples.
 //! - `resume`: killing `taskfleet run` with SIGKILL and running it again.
 //! - `embedded`: the embedded mode as a library, with handlers registered from Rust.
+//! - `fleet`: `taskfleet scheduler` and `taskfleet worker` processes over the real RabbitMQ.
+//! - `amqp`: the RabbitMQ transport against a real broker (`AMQP_ADDR`), cut and reconnected.
 
+mod amqp;
 mod embedded;
+mod fleet;
 mod resume;
 mod run;

@@ -1,6 +1,9 @@
 //! Helpers for taskfleet's integration tests: locating and running the real `taskfleet`
 //! binary, writing workflow files, and waiting for conditions with a deadline.
 
+pub mod fleet;
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

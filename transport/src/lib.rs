@@ -1,11 +1,13 @@
 //! How taskfleet's scheduler and workers exchange messages: the [`Transport`] trait, its
-//! implementations, and the conformance suite every implementation passes.
+//! implementations ([`MemoryTransport`] in-process, [`AmqpTransport`] on RabbitMQ), and the
+//! conformance suite every implementation passes.
 //!
 //! Delivery is at-least-once. A publish returns once the transport has taken responsibility
 //! for the message (for a broker: once the publisher confirm arrived). A delivery stays owned by
 //! its consumer until it is acked, nacked or dead-lettered; if the consumer goes away first, the
 //! message is delivered again, flagged `redelivered`.
 
+mod amqp;
 pub mod conformance;
 mod memory;
 pub mod queues;
@@ -13,6 +15,7 @@ pub mod queues;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use amqp::{AmqpConfig, AmqpTransport, DEFAULT_AMQP_URL};
 pub use memory::MemoryTransport;
 
 /// Errors of a transport, named by what the caller should do about them.

@@ -70,39 +70,18 @@ pub(crate) fn open_store(url: &str) -> anyhow::Result<std::sync::Arc<dyn taskfle
     Ok(std::sync::Arc::new(store))
 }
 
-/// Connects to the broker, retrying with backoff while it is unreachable (a fleet often starts
-/// before its broker). Returns `None` if `shutdown` comes first.
-pub(crate) async fn connect_broker(
+/// The transport to the broker at `url`. It connects on first use and the services retry
+/// with backoff while the broker is unreachable (a fleet often starts before its broker), so
+/// only a malformed URL fails here.
+pub(crate) fn broker(
     url: &str,
     names: &taskfleet_transport::queues::QueueNames,
-    shutdown: &tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Option<std::sync::Arc<dyn taskfleet_transport::Transport>>> {
-    use std::time::Duration;
-    use taskfleet_transport::{AmqpConfig, AmqpTransport, TransportError};
+) -> anyhow::Result<std::sync::Arc<dyn taskfleet_transport::Transport>> {
+    use taskfleet_transport::{AmqpConfig, AmqpTransport};
     if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
         anyhow::bail!("unsupported broker URL `{url}`: use amqp://user:password@host:port/vhost");
     }
-    let config = AmqpConfig::new(url);
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match AmqpTransport::connect(config.clone(), names).await {
-            Ok(transport) => {
-                tracing::info!(url = %config.redacted_url(), "Connected to the broker.");
-                return Ok(Some(std::sync::Arc::new(transport)));
-            }
-            Err(error @ TransportError::Rejected { .. }) => {
-                return Err(anyhow::Error::new(error).context("the broker refused the connection"));
-            }
-            Err(error) => {
-                tracing::warn!(%error, retry_in = ?delay, "Cannot reach the broker; retrying.");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    Ok(std::sync::Arc::new(AmqpTransport::new(AmqpConfig::new(url), names)))
 }
 
 /// A token cancelled on SIGINT (Ctrl-C) or SIGTERM.

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -15,7 +14,7 @@ use taskfleet_scheduler::server::{self, ServerConfig};
 use taskfleet_transport::queues::QueueNames;
 use tokio::net::TcpListener;
 
-use super::{connect_broker, open_store, shutdown_on_signal};
+use super::{broker, open_store, shutdown_on_signal};
 use crate::settings::{self, set, SchedulerSettings};
 
 #[derive(Debug, Args)]
@@ -93,10 +92,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address = listener.local_addr().context("reading the listening address")?;
     eprintln!("taskfleet scheduler: API on http://{address}");
-    let shutdown = shutdown_on_signal();
-    let Some(transport) = connect_broker(&settings.broker, &config.queues, &shutdown).await? else {
-        return Ok(ExitCode::SUCCESS);
-    };
-    server::run(config, store, Arc::clone(&transport), listener, shutdown).await?;
+    let transport = broker(&settings.broker, &config.queues)?;
+    server::run(config, store, transport, listener, shutdown_on_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

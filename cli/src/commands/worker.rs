@@ -12,7 +12,7 @@ use taskfleet_common::units::parse_duration;
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_worker::{HandlerRegistry, Worker, WorkerConfig};
 
-use super::{connect_broker, shutdown_on_signal};
+use super::{broker, shutdown_on_signal};
 use crate::settings::{self, set, WorkerSettings};
 
 #[derive(Debug, Args)]
@@ -88,10 +88,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     config.work_dir = (!settings.work_dir.is_empty()).then(|| PathBuf::from(&settings.work_dir));
     anyhow::ensure!(config.concurrency > 0, "concurrency must be at least 1");
 
-    let shutdown = shutdown_on_signal();
-    let Some(transport) = connect_broker(&settings.broker, &queues, &shutdown).await? else {
-        return Ok(ExitCode::SUCCESS);
-    };
+    let transport = broker(&settings.broker, &queues)?;
     eprintln!(
         "taskfleet worker {}: serving pools {} with {} slots",
         config.name,
@@ -103,6 +100,6 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         Arc::clone(&transport),
         Arc::new(HandlerRegistry::with_builtins()),
     );
-    worker.run(shutdown).await?;
+    worker.run(shutdown_on_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,250 @@
+//! The distributed fleet as users run it: a `taskfleet scheduler` and `taskfleet worker`
+//! processes talking only through the real RabbitMQ (`AMQP_ADDR`, by default the local one).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use taskfleet_tests::fleet::{amqp_url, Fleet};
+use taskfleet_tests::proxy::Proxy;
+use taskfleet_tests::{json_report, wait_for};
+use taskfleet_transport::queues::QueueNames;
+use taskfleet_transport::{AmqpConfig, AmqpTransport, DeadLetter, Outgoing, Transport};
+
+/// A layered DAG of `n_tasks` noop tasks, each depending on up to 3 tasks of the layer before.
+fn layered_dag(n_tasks: usize, width: usize) -> String {
+    let mut text = String::from("name: layered\ntasks:\n");
+    for idx in 0..n_tasks {
+        text.push_str(&format!("  - {{id: t{idx}, handler: noop"));
+        if idx >= width {
+            let layer_start = (idx / width - 1) * width;
+            let deps: HashSet<usize> = [idx * 7, idx * 13 + 1, idx * 31 + 2]
+                .iter()
+                .map(|k| layer_start + k % width)
+                .collect();
+            let deps: Vec<String> = deps.iter().map(|dep| format!("t{dep}")).collect();
+            text.push_str(&format!(", deps: [{}]", deps.join(", ")));
+        }
+        text.push_str("}\n");
+    }
+    text
+}
+
+#[test]
+fn a_scheduler_and_three_workers_run_a_1000_task_dag() {
+    let mut fleet = Fleet::start(&amqp_url(), &[]);
+    for name in ["w1", "w2", "w3"] {
+        fleet.add_worker(name, &["--concurrency", "4"]);
+    }
+    fleet.wait_for_workers(3);
+    let workflow = fleet.workflow("dag.yaml", &layered_dag(1000, 50));
+    let output = fleet.cli(&["submit", workflow.to_str().unwrap(), "--wait", "--json"]);
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        fleet.log("scheduler")
+    );
+    let report = json_report(&output);
+    assert_eq!(report["counts"]["succeeded"], 1000, "{}", report["counts"]);
+    let workers: HashSet<&str> = report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|task| task["worker"].as_str())
+        .collect();
+    assert_eq!(workers.len(), 3, "every worker took part: {workers:?}");
+}
+
+#[test]
+fn a_high_priority_task_overtakes_queued_low_ones() {
+    let mut fleet = Fleet::start(&amqp_url(), &["--policy", "priority"]);
+    fleet.add_worker("solo", &["--concurrency", "1"]);
+    fleet.wait_for_workers(1);
+    let low: String = (0..20)
+        .map(|idx| format!("  - {{id: low{idx}, run: [sleep, '0.1'], priority: low}}\n"))
+        .collect();
+    let backlog = fleet.workflow("backlog.yaml", &format!("name: backlog\ntasks:\n{low}"));
+    let urgent = fleet.workflow(
+        "urgent.yaml",
+        "name: urgent\ntasks:\n  - {id: now, handler: noop, priority: high}\n",
+    );
+    let output = fleet.cli(&["submit", backlog.to_str().unwrap()]);
+    assert!(output.status.success());
+    let backlog_id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    wait_for("the backlog to start", Duration::from_secs(20), || {
+        let status = json_report(&fleet.cli(&["status", &backlog_id, "--json"]));
+        status["counts"]["succeeded"].as_u64().unwrap_or(0) >= 1
+    });
+    let output = fleet.cli(&["submit", urgent.to_str().unwrap(), "--wait", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let urgent_started = json_report(&output)["tasks"][0]["started_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let output = fleet.cli(&["status", &backlog_id, "--json"]);
+    let backlog_status = json_report(&output);
+    let n_after = backlog_status["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|task| {
+            task["started_at"]
+                .as_str()
+                .is_none_or(|started| started > urgent_started.as_str())
+        })
+        .count();
+    assert!(
+        n_after >= 15,
+        "the high task started before {n_after} of the 20 low ones; status {backlog_status:#}"
+    );
+}
+
+#[test]
+fn a_worker_killed_mid_run_loses_nothing_and_each_task_is_recorded_once() {
+    let mut fleet = Fleet::start(&amqp_url(), &["--lease-timeout", "2s"]);
+    fleet.add_worker("doomed", &["--concurrency", "3"]);
+    fleet.add_worker("survivor", &["--concurrency", "3"]);
+    fleet.wait_for_workers(2);
+    let tasks: String = (0..30)
+        .map(|idx| format!("  - {{id: s{idx}, run: [sleep, '0.3']}}\n"))
+        .collect();
+    let workflow = fleet.workflow("sleepy.yaml", &format!("name: sleepy\ntasks:\n{tasks}"));
+    let output = fleet.cli(&["submit", workflow.to_str().unwrap()]);
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    wait_for("the doomed worker to run a task", Duration::from_secs(20), || {
+        let status = json_report(&fleet.cli(&["status", &id, "--json"]));
+        status["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|task| task["worker"] == "doomed" && task["state"] == "running")
+    });
+    fleet.kill_worker("doomed");
+    let mut status = serde_json::Value::Null;
+    wait_for(
+        "the workflow to finish on the survivor",
+        Duration::from_secs(60),
+        || {
+            status = json_report(&fleet.cli(&["status", &id, "--json"]));
+            status["state"] != "running"
+        },
+    );
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    assert_eq!(status["counts"]["succeeded"], 30);
+    let db = rusqlite::Connection::open(fleet.db_path()).unwrap();
+    let recorded: i64 = db
+        .query_row(
+            "SELECT count(*) FROM attempts WHERE workflow_id = ?1 AND outcome = 'succeeded'",
+            [&id],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(recorded, 30, "each task's success is recorded exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_on_the_queues_is_dead_lettered_while_work_goes_on() {
+    let mut fleet = Fleet::start(&amqp_url(), &[]);
+    fleet.add_worker("w1", &["--concurrency", "2"]);
+    let names = QueueNames::new(fleet.prefix.clone());
+    let transport = AmqpTransport::connect(AmqpConfig::new(amqp_url()), &names)
+        .await
+        .unwrap();
+    let task_queue = names.tasks("default", "normal");
+    transport
+        .declare(&[task_queue.clone(), names.submit(), names.dead_letters()])
+        .await
+        .unwrap();
+    let mut dead = transport.consume(&names.dead_letters(), 100).await.unwrap();
+    let valid = r#"{"idempotency_key": "through-the-broker", "workflow": {"name": "via-broker", "tasks": [{"id": "a", "handler": "noop"}]}}"#;
+    transport
+        .publish(vec![
+            Outgoing::new(task_queue.clone(), &b"\xff\xfe not json"[..]),
+            Outgoing::new(task_queue.clone(), &br#"{"v": 99, "future": true}"#[..]),
+            Outgoing::new(names.submit(), &b"name: [unclosed"[..]),
+            Outgoing::new(names.submit(), &b"\xc3\x28"[..]),
+            Outgoing::new(names.submit(), valid.as_bytes()),
+        ])
+        .await
+        .unwrap();
+    let mut reasons = Vec::new();
+    while reasons.len() < 4 {
+        let delivery = tokio::time::timeout(Duration::from_secs(20), dead.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {} dead letters: {reasons:?}\n{}",
+                    reasons.len(),
+                    fleet.log("scheduler")
+                )
+            })
+            .unwrap();
+        let letter = DeadLetter::decode(&delivery.payload).expect("a dead letter");
+        reasons.push(format!("{}: {}", letter.source_queue, letter.reason));
+        delivery.ack().await.unwrap();
+    }
+    reasons.sort();
+    let expected_sources = [&names.submit(), &names.submit(), &task_queue, &task_queue];
+    for (reason, source) in reasons.iter().zip(expected_sources) {
+        assert!(reason.starts_with(source.as_str()), "{reasons:#?}");
+    }
+    assert!(
+        reasons
+            .iter()
+            .any(|reason| reason.contains("unsupported wire version 99")),
+        "{reasons:#?}"
+    );
+    assert!(
+        reasons.iter().any(|reason| reason.contains("invalid YAML")),
+        "{reasons:#?}"
+    );
+    assert!(
+        reasons.iter().any(|reason| reason.contains("not UTF-8")),
+        "{reasons:#?}"
+    );
+    let db = fleet.db_path();
+    wait_for(
+        "the workflow submitted through the broker to succeed",
+        Duration::from_secs(30),
+        || {
+            rusqlite::Connection::open(&db)
+                .and_then(|db| {
+                    db.query_row("SELECT state FROM workflows WHERE name = 'via-broker'", [], |row| {
+                        row.get::<_, String>(0)
+                    })
+                })
+                .is_ok_and(|state| state == "succeeded")
+        },
+    );
+    transport.delete_topology().await.ok();
+}
+
+#[test]
+fn the_fleet_waits_for_a_broker_that_is_unreachable_at_start() {
+    let broker: SocketAddr = "127.0.0.1:5672".parse().unwrap();
+    let mut proxy = Proxy::new(broker);
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
+    let mut fleet = Fleet::start(&url, &[]);
+    fleet.add_worker("patient", &["--concurrency", "2"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let ready = fleet.cli(&["workers"]);
+    assert!(ready.status.success(), "the API answers while the broker is away");
+    proxy.start();
+    fleet.wait_for_workers(1);
+    let workflow = fleet.workflow(
+        "hello.yaml",
+        "name: hello\ntasks:\n  - {id: a, handler: noop}\n  - {id: b, deps: [a], run: [true]}\n",
+    );
+    let output = fleet.cli(&["submit", workflow.to_str().unwrap(), "--wait"]);
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        fleet.log("scheduler")
+    );
+    assert!(
+        fleet.log("scheduler").contains("retrying"),
+        "the scheduler said it was retrying"
+    );
+}

@@ -1,0 +1,188 @@
+//! A taskfleet installation made of real processes: one `taskfleet scheduler` and any number
+//! of `taskfleet worker`s, on the real broker, under a queue prefix of their own, stopped
+//! when dropped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::Duration;
+
+use crate::{taskfleet, wait_for};
+
+/// The broker the tests use: `AMQP_ADDR`, or the local RabbitMQ.
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_ADDR").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
+}
+
+/// A scheduler and its workers.
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    pub prefix: String,
+    pub broker: String,
+    pub api: String,
+    scheduler: Child,
+    workers: BTreeMap<String, Child>,
+}
+
+impl Fleet {
+    /// Starts a scheduler (with `extra` flags) on a free port and waits for its API.
+    pub fn start(broker: &str, extra: &[&str]) -> Fleet {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let prefix = format!("tf-it-{:012x}", rand::random::<u64>() >> 16);
+        let db = format!("sqlite://{}", dir.path().join("state.sqlite").display());
+        let log = dir.path().join("scheduler.log");
+        let mut command = taskfleet();
+        command
+            .args([
+                "scheduler",
+                "--broker",
+                broker,
+                "--db",
+                &db,
+                "--listen",
+                "127.0.0.1:0",
+                "--prefix",
+                &prefix,
+            ])
+            .args(extra)
+            .env("TASKFLEET_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("scheduler log"));
+        let scheduler = command.spawn().expect("start the scheduler");
+        let mut api = String::new();
+        wait_for("the scheduler's API address", Duration::from_secs(20), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            match text
+                .lines()
+                .find_map(|line| line.strip_prefix("taskfleet scheduler: API on http://"))
+            {
+                Some(address) => {
+                    api = address.trim().to_string();
+                    true
+                }
+                None => false,
+            }
+        });
+        Fleet {
+            dir,
+            prefix,
+            broker: broker.to_string(),
+            api,
+            scheduler,
+            workers: BTreeMap::new(),
+        }
+    }
+
+    /// Starts a worker named `name` with `extra` flags.
+    pub fn add_worker(&mut self, name: &str, extra: &[&str]) {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let child = taskfleet()
+            .args([
+                "worker",
+                "--broker",
+                &self.broker,
+                "--prefix",
+                &self.prefix,
+                "--name",
+                name,
+            ])
+            .args(["--heartbeat-interval", "200ms"])
+            .args(extra)
+            .env("TASKFLEET_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("worker log"))
+            .spawn()
+            .expect("start a worker");
+        self.workers.insert(name.to_string(), child);
+    }
+
+    /// Waits until the scheduler lists `n` live workers.
+    pub fn wait_for_workers(&self, n: usize) {
+        wait_for(&format!("{n} workers to register"), Duration::from_secs(30), || {
+            let output = self.cli(&["workers", "--json"]);
+            serde_json::from_slice::<serde_json::Value>(&output.stdout)
+                .ok()
+                .and_then(|workers| {
+                    workers
+                        .as_array()
+                        .map(|list| list.iter().filter(|w| w["draining"] == false).count())
+                })
+                == Some(n)
+        });
+    }
+
+    /// Kills a worker with SIGKILL: it gets no chance to finish or hand anything back.
+    pub fn kill_worker(&mut self, name: &str) {
+        let mut child = self.workers.remove(name).expect("a worker of that name");
+        child.kill().expect("kill the worker");
+        child.wait().expect("reap the worker");
+    }
+
+    /// Runs `taskfleet ARGS --server <this scheduler>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        taskfleet()
+            .args(args)
+            .env("TASKFLEET_SERVER", format!("http://{}", self.api))
+            .output()
+            .expect("run taskfleet")
+    }
+
+    /// Writes a workflow file into the fleet's directory.
+    pub fn workflow(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write workflow");
+        path
+    }
+
+    /// The scheduler's store, for checks the API does not expose.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("state.sqlite")
+    }
+
+    /// A process's log, for failure messages.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    pub fn dir_path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for child in self.workers.values_mut().chain(std::iter::once(&mut self.scheduler)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // On a thread of its own: the fleet may be dropped inside a test's async runtime.
+        let prefix = self.prefix.clone();
+        let _ = std::thread::spawn(move || delete_queues(&prefix)).join();
+    }
+}
+
+/// Deletes the queues and exchanges a fleet under `prefix` declares (default pool), so test
+/// runs do not pile up on the broker.
+fn delete_queues(prefix: &str) {
+    use taskfleet_transport::queues::QueueNames;
+    use taskfleet_transport::{AmqpConfig, AmqpTransport, Transport};
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return;
+    };
+    runtime.block_on(async {
+        let names = QueueNames::new(prefix);
+        let Ok(transport) = AmqpTransport::connect(AmqpConfig::new(amqp_url()), &names).await else {
+            return;
+        };
+        let mut queues = vec![names.results(), names.submit(), names.dead_letters()];
+        for class in ["high", "normal", "low"] {
+            queues.push(names.tasks("default", class));
+        }
+        let _ = transport.declare(&queues).await;
+        for topic in [names.heartbeats(), names.control()] {
+            let _ = transport.subscribe(&topic).await;
+        }
+        let _ = transport.delete_topology().await;
+        transport.close().await;
+    });
+}
