@@ -15,6 +15,7 @@ pub mod queues;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use amqp::baseline::raw_round_trips as amqp_raw_round_trips;
 pub use amqp::{AmqpConfig, AmqpTransport, DEFAULT_AMQP_URL};
 pub use memory::MemoryTransport;
 

@@ -6,6 +6,7 @@
 //! (exchanges and queues on the broker), `consumer` (deliveries and settling them) and `error`
 //! (lapin's errors as [`TransportError`]s).
 
+pub(crate) mod baseline;
 mod channel;
 mod config;
 mod connection;

@@ -1,5 +1,5 @@
-//! `taskfleet bench`: measures what the embedded mode does on this machine, each figure next
-//! to a baseline measured in the same run.
+//! The embedded benchmarks of `taskfleet bench`, each figure next to a baseline measured in
+//! the same run.
 //!
 //! - load: generate a layered DAG (about 3 dependencies per task), then time JSON parsing
 //!   alone (the baseline), full validation, persisting every task in SQLite, and building the
@@ -8,12 +8,9 @@
 //!   baseline, then `noop` tasks end to end through scheduler, SQLite store and workers.
 
 use std::fmt::Write as _;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
@@ -25,33 +22,6 @@ use taskfleet_transport::{MemoryTransport, Outgoing, Transport};
 use tokio_util::sync::CancellationToken;
 
 use crate::embedded::{run_workflow, EmbeddedOptions};
-
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Tasks in the layered DAG of the load benchmark (0 skips it).
-    #[arg(long, default_value_t = 1_000_000)]
-    pub load_tasks: usize,
-    /// Independent `noop` tasks in the throughput benchmark (0 skips it).
-    #[arg(long, default_value_t = 100_000)]
-    pub noop_tasks: usize,
-    /// Local workers for the throughput benchmark [default: number of CPUs].
-    #[arg(long)]
-    pub workers: Option<usize>,
-}
-
-pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
-    if args.load_tasks > 0 {
-        bench_load(args.load_tasks, &scratch.path().join("load.sqlite")).await?;
-    }
-    if args.noop_tasks > 0 {
-        let workers = args
-            .workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
-        bench_throughput(args.noop_tasks, workers, &scratch.path().join("noop.sqlite")).await?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
 
 /// A layered DAG as JSON: layers of 1,000 tasks, each task depending on three tasks of the
 /// layer before.
@@ -85,7 +55,7 @@ pub fn layered_dag_json(n_tasks: usize, seed: u64) -> String {
     out
 }
 
-async fn bench_load(n_tasks: usize, db: &std::path::Path) -> anyhow::Result<()> {
+pub(super) async fn bench_load(n_tasks: usize, db: &std::path::Path) -> anyhow::Result<()> {
     println!("load: {n_tasks} tasks in layers of 1000, 3 dependencies each");
     let source = layered_dag_json(n_tasks, 1);
     println!(
@@ -140,7 +110,7 @@ async fn bench_load(n_tasks: usize, db: &std::path::Path) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn bench_throughput(n_tasks: usize, workers: usize, db: &std::path::Path) -> anyhow::Result<()> {
+pub(super) async fn bench_throughput(n_tasks: usize, workers: usize, db: &std::path::Path) -> anyhow::Result<()> {
     println!("throughput: {n_tasks} independent noop tasks, {workers} workers");
     let baseline = raw_round_trips(n_tasks, workers).await?;
     println!(
@@ -230,13 +200,13 @@ async fn raw_round_trips(n_messages: usize, n_consumers: usize) -> anyhow::Resul
     Ok(elapsed)
 }
 
-fn bytes_of_a_task_message() -> bytes::Bytes {
+pub(super) fn bytes_of_a_task_message() -> bytes::Bytes {
     bytes::Bytes::from_static(
         br#"{"v":1,"workflow_id":"wf-0123456789abcdef","task":"n12345","task_idx":12345,"attempt":1,"pool":"default","priority":"normal","action":{"kind":"handler","name":"noop","args":{}}}"#,
     )
 }
 
-fn millis(duration: Duration) -> String {
+pub(super) fn millis(duration: Duration) -> String {
     format!("{:.0} ms", duration.as_secs_f64() * 1000.0)
 }
 

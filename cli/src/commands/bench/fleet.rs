@@ -1,0 +1,198 @@
+//! The fleet benchmark: a scheduler and workers over RabbitMQ, each with a connection of its
+//! own, against raw lapin round trips measured in the same run with the same durability
+//! (persistent messages, publisher confirms, acks after the reply is confirmed).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
+use taskfleet_common::WorkflowSpec;
+use taskfleet_scheduler::engine::EngineConfig;
+use taskfleet_scheduler::service::{now, Capacity, Scheduler, SchedulerConfig, SchedulerHandle};
+use taskfleet_scheduler::store::{SqliteStore, Store, WorkflowRecord, WorkflowState};
+use taskfleet_scheduler::submit::new_workflow_id;
+use taskfleet_transport::queues::QueueNames;
+use taskfleet_transport::{amqp_raw_round_trips, AmqpConfig, AmqpTransport, Transport};
+use taskfleet_worker::{HandlerRegistry, Worker, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+use super::embedded::{bytes_of_a_task_message, layered_dag_json, millis};
+
+/// What the fleet benchmark runs.
+pub(super) struct FleetBench {
+    pub(super) url: String,
+    pub(super) n_tasks: usize,
+    pub(super) n_workers: usize,
+    pub(super) concurrency: usize,
+    pub(super) n_single: usize,
+}
+
+pub(super) async fn bench_fleet(options: &FleetBench, db: &std::path::Path) -> anyhow::Result<()> {
+    let FleetBench {
+        url,
+        n_tasks,
+        n_workers,
+        concurrency,
+        n_single,
+    } = options;
+    println!("fleet: RabbitMQ, scheduler and {n_workers} workers x {concurrency} slots, SQLite store on");
+    let in_flight = 100;
+    let raw = amqp_raw_round_trips(url, *n_tasks, in_flight, &bytes_of_a_task_message()).await?;
+    let raw_rate = *n_tasks as f64 / raw.as_secs_f64();
+    println!("  baseline: raw lapin round trips ({in_flight} in flight)   {raw_rate:>8.0} msg/s");
+
+    let names = QueueNames::new(format!("taskfleet-bench-{:08x}", rand::random::<u32>()));
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(db)?);
+    let shutdown = CancellationToken::new();
+    let connect = |name: String| {
+        let config = AmqpConfig {
+            connection_name: name,
+            ..AmqpConfig::new(url.clone())
+        };
+        AmqpTransport::connect(config, &names)
+    };
+    let scheduler_transport = connect("bench-scheduler".into()).await?;
+    let config = SchedulerConfig {
+        queues: names.clone(),
+        engine: EngineConfig {
+            prefetch_margin: 16,
+            ..EngineConfig::default()
+        },
+        capacity: Capacity::Heartbeats {
+            lease_timeout: Duration::from_secs(30),
+        },
+        ..SchedulerConfig::default()
+    };
+    let (scheduler, handle) = Scheduler::new(config, store.clone(), Arc::new(scheduler_transport.clone()));
+    let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
+    let mut workers = Vec::new();
+    for worker_idx in 0..*n_workers {
+        let transport = connect(format!("bench-worker-{worker_idx}")).await?;
+        let mut config = WorkerConfig::new(format!("bench-worker-{worker_idx}"));
+        config.concurrency = *concurrency;
+        config.queues = names.clone();
+        config.heartbeat_interval = Some(Duration::from_millis(100));
+        let worker = Worker::new(config, Arc::new(transport), Arc::new(HandlerRegistry::with_builtins()));
+        workers.push(tokio::spawn(worker.run(shutdown.clone())));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handle.fleet().len() < *n_workers {
+        anyhow::ensure!(Instant::now() < deadline, "the workers did not register within 30s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let independent = noop_workflow(*n_tasks);
+    let (elapsed, latencies) = run_one(&handle, store.as_ref(), independent).await?;
+    report("independent noop tasks", *n_tasks, elapsed, raw_rate, &latencies);
+    let layered = parse_workflow(&layered_dag_json(*n_tasks, 2), &ValidateOptions::default())
+        .map_err(|invalid| anyhow::anyhow!("{invalid}"))?;
+    let (elapsed, latencies) = run_one(&handle, store.as_ref(), layered).await?;
+    report("layered DAG (3 deps/task)", *n_tasks, elapsed, raw_rate, &latencies);
+
+    let mut single = Vec::with_capacity(*n_single);
+    for _ in 0..*n_single {
+        let (elapsed, _) = run_one(&handle, store.as_ref(), noop_workflow(1)).await?;
+        single.push(elapsed.as_micros() as u64);
+    }
+    single.sort_unstable();
+    println!(
+        "  single task, nothing else queued (submit to result, {n_single} runs): p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&single, 50.0) as f64 / 1000.0,
+        percentile(&single, 99.0) as f64 / 1000.0
+    );
+
+    shutdown.cancel();
+    scheduler.await.context("scheduler panicked")??;
+    for worker in workers {
+        worker.await.context("worker panicked")??;
+    }
+    delete_topology(&scheduler_transport, &names).await;
+    Ok(())
+}
+
+fn noop_workflow(n_tasks: usize) -> WorkflowSpec {
+    let tasks: Vec<serde_json::Value> = (0..n_tasks)
+        .map(|idx| serde_json::json!({"id": format!("n{idx}"), "handler": "noop"}))
+        .collect();
+    taskfleet_common::workflow::parse_workflow_value(
+        serde_json::json!({"name": "noop", "tasks": tasks}),
+        &ValidateOptions::default(),
+    )
+    .expect("a generated workflow is valid")
+}
+
+/// Runs one workflow through the live scheduler; returns the time from handing it over to
+/// its end, and each attempt's dispatch-to-result latency in milliseconds.
+async fn run_one(
+    handle: &SchedulerHandle,
+    store: &dyn Store,
+    spec: WorkflowSpec,
+) -> anyhow::Result<(Duration, Vec<u64>)> {
+    let id = new_workflow_id();
+    let record = WorkflowRecord {
+        id: id.clone(),
+        name: spec.name.clone(),
+        spec_hash: String::new(),
+        source: String::new(),
+        state: WorkflowState::Running,
+        submitted_at: now(),
+        finished_at: None,
+        idempotency_key: None,
+    };
+    store.create_workflow(&record, &spec).await?;
+    let mut progress = handle.progress();
+    let key: Arc<str> = Arc::from(id.as_str());
+    let started = Instant::now();
+    handle.add_workflow(key.clone(), Arc::new(spec), None)?;
+    loop {
+        progress.changed().await.context("the scheduler stopped")?;
+        let state = progress.borrow_and_update().get(&key).map(|current| current.state);
+        match state {
+            Some(WorkflowState::Succeeded) => break,
+            Some(WorkflowState::Running) | None => {}
+            Some(other) => anyhow::bail!("the benchmark workflow ended {other:?}"),
+        }
+    }
+    let elapsed = started.elapsed();
+    let latencies = store
+        .attempts(&id)
+        .await?
+        .iter()
+        .filter_map(|attempt| Some(attempt.finished_at?.0.saturating_sub(attempt.dispatched_at.0)))
+        .collect();
+    Ok((elapsed, latencies))
+}
+
+fn report(what: &str, n_tasks: usize, elapsed: Duration, raw_rate: f64, latencies: &[u64]) {
+    let rate = n_tasks as f64 / elapsed.as_secs_f64();
+    let mut sorted = latencies.to_vec();
+    sorted.sort_unstable();
+    println!(
+        "  taskfleet, {what:<26} {rate:>8.0} tasks/s ({:.2}x raw, {n_tasks} in {}), dispatch to result p50 {} ms, p99 {} ms",
+        rate / raw_rate,
+        millis(elapsed),
+        percentile(&sorted, 50.0),
+        percentile(&sorted, 99.0)
+    );
+}
+
+fn percentile(sorted: &[u64], percent: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((percent / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Removes the benchmark's queues and exchanges from the broker.
+async fn delete_topology(transport: &AmqpTransport, names: &QueueNames) {
+    let mut queues = vec![names.results(), names.submit(), names.dead_letters()];
+    queues.extend(["high", "normal", "low"].map(|class| names.tasks("default", class)));
+    let _ = transport.declare(&queues).await;
+    for topic in [names.heartbeats(), names.control()] {
+        let _ = transport.subscribe(&topic).await;
+    }
+    let _ = transport.delete_topology().await;
+    transport.close().await;
+}

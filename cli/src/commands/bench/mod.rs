@@ -1,0 +1,64 @@
+//! `taskfleet bench`: measures this machine, each figure next to a baseline measured in the
+//! same run. The embedded benchmarks always run; the fleet benchmark runs with `--broker`.
+
+mod embedded;
+mod fleet;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+
+pub use embedded::layered_dag_json;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Tasks in the layered DAG of the load benchmark (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub load_tasks: usize,
+    /// Independent `noop` tasks in the embedded throughput benchmark (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    pub noop_tasks: usize,
+    /// Local workers for the embedded throughput benchmark [default: number of CPUs].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Broker URL: also benchmark the fleet (scheduler and workers over RabbitMQ).
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// Tasks per run of the fleet benchmark.
+    #[arg(long, default_value_t = 20_000)]
+    pub fleet_tasks: usize,
+    /// Workers of the fleet benchmark.
+    #[arg(long, default_value_t = 2)]
+    pub fleet_workers: usize,
+    /// Slots per worker in the fleet benchmark.
+    #[arg(long, default_value_t = 50)]
+    pub fleet_concurrency: usize,
+    /// Single-task workflows timed one after the other for the idle latency.
+    #[arg(long, default_value_t = 200)]
+    pub single_task_runs: usize,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    if args.load_tasks > 0 {
+        embedded::bench_load(args.load_tasks, &scratch.path().join("load.sqlite")).await?;
+    }
+    if args.noop_tasks > 0 {
+        let workers = args
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+        embedded::bench_throughput(args.noop_tasks, workers, &scratch.path().join("noop.sqlite")).await?;
+    }
+    if let Some(broker) = &args.broker {
+        let options = fleet::FleetBench {
+            url: broker.clone(),
+            n_tasks: args.fleet_tasks,
+            n_workers: args.fleet_workers,
+            concurrency: args.fleet_concurrency,
+            n_single: args.single_task_runs,
+        };
+        fleet::bench_fleet(&options, &scratch.path().join("fleet.sqlite")).await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
