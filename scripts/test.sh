@@ -46,7 +46,37 @@ ensure_rabbitmq() {
   fi
 }
 
+# validate_compose: checks docker-compose.yml against the Compose schema with docker-compose,
+# installed from Debian's packages if missing. An invalid file fails the run; a tool that
+# cannot be installed (no root, no apt-get, no network) only warns.
+validate_compose() {
+  if ! command -v docker-compose >/dev/null; then
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+      log "WARNING: docker-compose is not installed: docker-compose.yml was not validated"
+      return 0
+    fi
+    log "installing docker-compose to validate docker-compose.yml"
+    local install_log
+    install_log=$(mktemp)
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends docker-compose; } >"$install_log" 2>&1; then
+      tail -n 5 "$install_log" >&2
+      rm -f "$install_log"
+      log "WARNING: could not install docker-compose: docker-compose.yml was not validated"
+      return 0
+    fi
+    rm -f "$install_log"
+  fi
+  log "validating docker-compose.yml"
+  if ! docker-compose -f docker-compose.yml config -q; then
+    log "docker-compose.yml is invalid"
+    return 1
+  fi
+}
+
 ensure_rabbitmq
+
+validate_compose
 
 log "building"
 cargo build --workspace --all-targets --locked

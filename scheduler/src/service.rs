@@ -229,8 +229,7 @@ impl Scheduler {
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut link: Option<Link> = None;
         let mut backoff = Backoff { next: Backoff::FIRST };
-        let mut declared: HashSet<String> = HashSet::new();
-        let mut unpublished: Vec<Outgoing> = Vec::new();
+        let mut outbox = Outbox::default();
         let mut batch: Vec<Delivery> = Vec::with_capacity(self.config.batch_size);
         let lease_check = self
             .fleet
@@ -244,7 +243,7 @@ impl Scheduler {
                     Ok(connected) => {
                         info!("Scheduler connected to the transport.");
                         link = Some(connected);
-                        declared.clear();
+                        outbox.reconnected();
                         backoff.reset();
                         self.connected.send_replace(true);
                     }
@@ -282,17 +281,19 @@ impl Scheduler {
                     .config
                     .queues
                     .tasks(&dispatch.message.pool, dispatch.message.priority.as_str());
-                unpublished.push(Outgoing::new(queue, wire::encode(&dispatch.message)));
+                outbox
+                    .waiting
+                    .push(Outgoing::new(queue, wire::encode(&dispatch.message)));
             }
-            if let Err(error) = self.publish(&mut unpublished, &mut declared).await {
-                warn!(%error, n_messages = unpublished.len(), "Failed to publish tasks; reconnecting.");
+            if let Err(error) = self.send(&mut outbox).await {
+                warn!(%error, n_messages = outbox.waiting.len(), "Failed to publish; reconnecting.");
                 link = None;
                 continue;
             }
-            for delivery in batch.drain(..) {
-                if let Err(error) = delivery.ack().await {
-                    debug!(%error, "Failed to ack a worker event; it will come again and be ignored.");
-                }
+            // Acks are sent together, not one round of the loop each.
+            let acks = futures_util::future::join_all(batch.drain(..).map(Delivery::ack)).await;
+            if let Some(Err(error)) = acks.into_iter().find(Result::is_err) {
+                debug!(%error, "Failed to ack worker events; they will come again and be ignored.");
             }
             if changed {
                 self.publish_progress();
@@ -330,6 +331,10 @@ impl Scheduler {
                         link = None;
                     }
                 },
+                sent = outbox.confirmed() => if let Err(error) = sent {
+                    warn!(%error, n_messages = outbox.waiting.len(), "Failed to publish tasks; reconnecting.");
+                    link = None;
+                },
                 heartbeat = recv_optional(&mut current.heartbeats) => match heartbeat {
                     Ok(delivery) => self.handle_heartbeat(delivery).await,
                     Err(error) => {
@@ -362,28 +367,10 @@ impl Scheduler {
         Ok(Link { results, heartbeats })
     }
 
-    /// Publishes what is waiting (tasks, then control messages); on failure everything stays
-    /// queued for the next connection.
-    async fn publish(
-        &mut self,
-        unpublished: &mut Vec<Outgoing>,
-        declared: &mut HashSet<String>,
-    ) -> Result<(), TransportError> {
-        if !unpublished.is_empty() {
-            let new_queues: Vec<String> = unpublished
-                .iter()
-                .map(|message| message.queue.clone())
-                .filter(|queue| !declared.contains(queue))
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect();
-            if !new_queues.is_empty() {
-                self.transport.declare(&new_queues).await?;
-                declared.extend(new_queues);
-            }
-            self.transport.publish(unpublished.clone()).await?;
-            unpublished.clear();
-        }
+    /// Starts publishing the waiting tasks if no batch is on its way, and broadcasts waiting
+    /// control messages; on failure everything stays queued for the next connection.
+    async fn send(&mut self, outbox: &mut Outbox) -> Result<(), TransportError> {
+        outbox.start(&self.transport).await?;
         while let Some(message) = self.control.first() {
             self.transport
                 .broadcast(&self.config.queues.control(), message.clone())
@@ -508,6 +495,76 @@ impl Scheduler {
             })
             .collect();
         self.progress.send_replace(progress);
+    }
+}
+
+/// A batch being published and confirmed in the background.
+type Publishing = tokio::task::JoinHandle<Result<(), TransportError>>;
+
+/// Task messages on their way to the broker. One batch at a time is published and confirmed
+/// in the background while the loop goes on handling events; the next batch gathers
+/// meanwhile, so the order of messages is kept and confirms never stall the loop. A batch
+/// that fails goes back to the head of the waiting messages, to be published again.
+#[derive(Default)]
+struct Outbox {
+    waiting: Vec<Outgoing>,
+    /// The batch being published, kept to publish again if it fails.
+    sending: Option<(Vec<Outgoing>, Publishing)>,
+    /// Queues declared on the current connection.
+    declared: HashSet<String>,
+}
+
+impl Outbox {
+    /// Publishes the waiting messages in the background, unless a batch is already on its way.
+    async fn start(&mut self, transport: &Arc<dyn Transport>) -> Result<(), TransportError> {
+        if self.sending.is_some() || self.waiting.is_empty() {
+            return Ok(());
+        }
+        let new_queues: Vec<String> = self
+            .waiting
+            .iter()
+            .map(|message| message.queue.clone())
+            .filter(|queue| !self.declared.contains(queue))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if !new_queues.is_empty() {
+            transport.declare(&new_queues).await?;
+            self.declared.extend(new_queues);
+        }
+        let batch = std::mem::take(&mut self.waiting);
+        let transport = transport.clone();
+        let messages = batch.clone();
+        self.sending = Some((batch, tokio::spawn(async move { transport.publish(messages).await })));
+        Ok(())
+    }
+
+    /// Waits until the batch on its way is confirmed (never resolves when there is none).
+    async fn confirmed(&mut self) -> Result<(), TransportError> {
+        let Some((_, publishing)) = self.sending.as_mut() else {
+            return std::future::pending().await;
+        };
+        let outcome = match publishing.await {
+            Ok(outcome) => outcome,
+            Err(error) => Err(TransportError::Unavailable {
+                reason: format!("publishing stopped: {error}"),
+            }),
+        };
+        let (batch, _) = self.sending.take().expect("a batch was on its way");
+        if outcome.is_err() {
+            self.waiting.splice(0..0, batch);
+        }
+        outcome
+    }
+
+    /// A new connection: queues must be declared again, and a batch on its way over the old
+    /// one is published again.
+    fn reconnected(&mut self) {
+        self.declared.clear();
+        if let Some((batch, publishing)) = self.sending.take() {
+            publishing.abort();
+            self.waiting.splice(0..0, batch);
+        }
     }
 }
 

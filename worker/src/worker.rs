@@ -28,6 +28,9 @@ use crate::execution::{execute, now};
 use crate::handler::HandlerRegistry;
 use crate::process::ProcessConfig;
 
+/// How long an attempt runs before the worker reports that it started.
+const STARTED_EVENT_DELAY: Duration = Duration::from_millis(20);
+
 /// How long an attempt whose event could not be published waits before it is requeued, so a
 /// transport that accepts deliveries but refuses results does not make the worker spin.
 const REQUEUE_DELAY: Duration = Duration::from_secs(1);
@@ -364,21 +367,7 @@ async fn handle_delivery(shared: Arc<Shared>, delivery: Delivery, _permit: Owned
 
 #[instrument(name = "task", skip_all, fields(workflow_id = %task.workflow_id, task = %task.task, attempt = task.attempt))]
 async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
-    let started = WorkerEvent::Started(AttemptStarted {
-        v: WIRE_VERSION,
-        workflow_id: task.workflow_id.clone(),
-        task_idx: task.task_idx,
-        attempt: task.attempt,
-        worker: shared.name.clone(),
-        at: now(),
-    });
-    if let Err(error) = publish(shared, &started).await {
-        // The transport is in trouble: leave the attempt to whoever gets it next.
-        warn!(%error, "Failed to publish that the task started; requeueing it.");
-        requeue_later(shared, delivery).await;
-        return;
-    }
-
+    let started_at = now();
     let attempt = AttemptRef {
         workflow_id: task.workflow_id.clone(),
         task_idx: task.task_idx,
@@ -390,7 +379,29 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
         .lock()
         .expect("running lock")
         .insert(attempt.clone(), cancel.clone());
-    let execution = execute(&task, &shared.handlers, &shared.process, &cancel).await;
+    let execution = execute(&task, &shared.handlers, &shared.process, &cancel);
+    tokio::pin!(execution);
+    // A task that ends quickly reports only its result (which carries its start); a longer one
+    // reports that it started too, so the scheduler shows it running and ties it to this
+    // worker's lease. Most short tasks thus cost one confirmed publish instead of two.
+    let execution = tokio::select! {
+        execution = &mut execution => execution,
+        _ = tokio::time::sleep(STARTED_EVENT_DELAY) => {
+            let started = WorkerEvent::Started(AttemptStarted {
+                v: WIRE_VERSION,
+                workflow_id: task.workflow_id.clone(),
+                task_idx: task.task_idx,
+                attempt: task.attempt,
+                worker: shared.name.clone(),
+                at: started_at,
+            });
+            if let Err(error) = publish(shared, &started).await {
+                // The result will say it all, if it can be published.
+                warn!(%error, "Failed to publish that the task started.");
+            }
+            execution.await
+        }
+    };
     shared.running.lock().expect("running lock").remove(&attempt);
     if execution.outcome == AttemptOutcome::Cancelled && shared.abort.is_cancelled() {
         // Stopped by this worker's shutdown, not by anyone's decision about the task.

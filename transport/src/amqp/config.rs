@@ -42,7 +42,7 @@ impl Default for AmqpConfig {
     fn default() -> Self {
         AmqpConfig {
             url: DEFAULT_AMQP_URL.to_string(),
-            pool_size: 8,
+            pool_size: 64,
             connect_timeout: Duration::from_secs(5),
             connection_name: "taskfleet".to_string(),
         }

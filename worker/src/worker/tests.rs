@@ -167,24 +167,36 @@ async fn tasks_run_end_to_end() {
         .insert("up".into(), RawValue::from_string("[1,2]".into()).unwrap());
     harness.publish(&copy).await;
 
-    let started = harness.started().await;
-    assert_eq!(
-        (started.workflow_id.as_str(), started.task_idx, started.attempt),
-        ("wf-1", 4, 3)
-    );
-    assert_eq!(started.worker, "w-test");
+    // A quick task reports its result only; the result carries when it started.
     let result = harness.finished().await;
     assert_eq!(result.outcome, AttemptOutcome::Succeeded, "{result:?}");
     assert_eq!((result.task.as_str(), result.task_idx, result.attempt), ("copy", 4, 3));
     assert_eq!(result.worker, "w-test");
     assert_eq!(result.exit_code, Some(0));
     assert_eq!(result.output.unwrap().get(), "{\"up\":[1,2]}");
-    assert!(started.at <= result.finished_at);
+    assert!(result.started_at <= result.finished_at);
+
+    // A task that runs for a while reports that it started, then its result.
+    harness
+        .publish(&task(
+            "slow",
+            PriorityClass::Normal,
+            handler("sleep", json!({"duration": "100ms"})),
+        ))
+        .await;
+    let started = harness.started().await;
+    assert_eq!(
+        (started.workflow_id.as_str(), started.task_idx, started.attempt),
+        ("wf-1", 4, 1)
+    );
+    assert_eq!(started.worker, "w-test");
+    let result = harness.finished().await;
+    assert_eq!(result.outcome, AttemptOutcome::Succeeded);
+    assert_eq!(result.started_at, started.at, "both events carry the same start");
 
     harness
         .publish(&task("fails", PriorityClass::Normal, handler("fail", Value::Null)))
         .await;
-    harness.started().await;
     let result = harness.finished().await;
     assert_eq!(result.outcome, AttemptOutcome::Failed { retryable: true });
     assert_eq!(result.error.as_deref(), Some("failed on purpose"));
@@ -218,7 +230,6 @@ async fn garbage_is_dead_lettered_and_the_next_task_still_runs() {
     assert!(letter.reason.starts_with("unparsable message: "), "{}", letter.reason);
     assert_eq!(letter.payload, &b"\x00\xffnot a task"[..]);
 
-    harness.started().await;
     let result = harness.finished().await;
     assert_eq!(
         (result.task.as_str(), result.outcome),
@@ -244,7 +255,6 @@ async fn higher_classes_are_taken_first() {
     harness.start(harness.config());
     let mut order = Vec::new();
     for _ in 0..6 {
-        harness.started().await;
         order.push(harness.finished().await.task);
     }
     assert_eq!(order, ["high-1", "high-2", "normal-1", "normal-2", "low-1", "low-2"]);
@@ -391,8 +401,6 @@ async fn a_result_that_cannot_be_published_is_requeued_not_acked() {
     harness.start_on(harness.config(), Arc::new(failing));
 
     // The first attempt's result is lost, so the delivery comes back and runs again.
-    harness.started().await;
-    harness.started().await;
     let result = harness.finished().await;
     assert_eq!(
         (result.task.as_str(), result.outcome),
