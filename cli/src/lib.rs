@@ -89,9 +89,10 @@ pub fn main(cli: Cli) -> ExitCode {
 
 /// Logs to stderr; the default shows warnings and errors only, so progress stays readable.
 pub fn init_tracing(verbose: u8) {
+    // The AMQP client reports every closed channel as an error; taskfleet logs what matters.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,lapin=error",
+        1 => "info,lapin=error",
         _ => "debug",
     };
     let filter = EnvFilter::try_from_env("TASKFLEET_LOG").unwrap_or_else(|_| EnvFilter::new(default));

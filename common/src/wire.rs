@@ -144,6 +144,9 @@ pub struct Heartbeat {
     /// Set when the worker is shutting down: it takes no new tasks.
     #[serde(default)]
     pub draining: bool,
+    /// Set on the last heartbeat of a worker that stopped cleanly.
+    #[serde(default)]
+    pub gone: bool,
     pub at: Millis,
 }
 
@@ -298,6 +301,7 @@ mod tests {
                 attempt: 1,
             }],
             draining: false,
+            gone: false,
             at: Millis(9),
         };
         assert_eq!(decode_heartbeat(&encode(&heartbeat)).unwrap(), heartbeat);

@@ -28,6 +28,9 @@ impl Fleet {
 
     /// Records a heartbeat; returns whether the slots offered per pool changed.
     pub fn on_heartbeat(&mut self, heartbeat: &Heartbeat, now: Millis) -> bool {
+        if heartbeat.gone {
+            return self.workers.remove(&heartbeat.worker).is_some();
+        }
         let info = WorkerStatus {
             name: heartbeat.worker.clone(),
             pools: heartbeat.pools.clone(),
@@ -101,6 +104,7 @@ mod tests {
                 attempt: 1,
             }],
             draining,
+            gone: false,
             at: Millis(0),
         }
     }
@@ -133,5 +137,12 @@ mod tests {
             "draining changes capacity"
         );
         assert!(fleet.capacity().is_empty());
+        let mut goodbye = heartbeat("a", &["default"], 4, true);
+        goodbye.gone = true;
+        assert!(
+            fleet.on_heartbeat(&goodbye, Millis(5_100)),
+            "a worker that says goodbye leaves at once"
+        );
+        assert!(fleet.workers().is_empty());
     }
 }

@@ -248,3 +248,128 @@ fn the_fleet_waits_for_a_broker_that_is_unreachable_at_start() {
         "the scheduler said it was retrying"
     );
 }
+
+#[test]
+fn cancelling_a_workflow_stops_its_running_processes() {
+    let mut fleet = Fleet::start(&amqp_url(), &[]);
+    fleet.add_worker("w1", &["--concurrency", "2"]);
+    fleet.wait_for_workers(1);
+    let dir = fleet.dir_path().to_path_buf();
+    let workflow = fleet.workflow(
+        "hang.yaml",
+        &format!(
+            "name: hang\ntasks:\n  - {{id: a, run: [sh, -c, 'echo $$ > {dir}/a.pid; exec sleep 60']}}\n  - {{id: b, run: [sh, -c, 'echo $$ > {dir}/b.pid; exec sleep 60']}}\n  - {{id: after, deps: [a, b], handler: noop}}\n",
+            dir = dir.display()
+        ),
+    );
+    let output = fleet.cli(&["submit", workflow.to_str().unwrap()]);
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let pid_of = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+    };
+    wait_for("both tasks to run", Duration::from_secs(20), || {
+        pid_of("a.pid").is_some() && pid_of("b.pid").is_some()
+    });
+    let output = fleet.cli(&["cancel", &id]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut status = serde_json::Value::Null;
+    wait_for("the workflow to end cancelled", Duration::from_secs(20), || {
+        status = json_report(&fleet.cli(&["status", &id, "--json"]));
+        status["state"] == "cancelled"
+    });
+    assert_eq!(status["counts"]["cancelled"], 3, "{status:#}");
+    for pid in [pid_of("a.pid").unwrap(), pid_of("b.pid").unwrap()] {
+        wait_for("the cancelled process to be gone", Duration::from_secs(10), || {
+            !taskfleet_tests::process_alive(pid)
+        });
+    }
+    let output = fleet.cli(&["cancel", &id]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a finished workflow cannot be cancelled again"
+    );
+}
+
+#[test]
+fn sigterm_lets_a_worker_finish_its_task_and_take_no_more() {
+    let mut fleet = Fleet::start(&amqp_url(), &[]);
+    fleet.add_worker("drainer", &["--concurrency", "1"]);
+    fleet.wait_for_workers(1);
+    let workflow = fleet.workflow(
+        "two.yaml",
+        "name: two\ntasks:\n  - {id: first, run: [sleep, '1']}\n  - {id: second, deps: [first], handler: noop}\n",
+    );
+    let output = fleet.cli(&["submit", workflow.to_str().unwrap()]);
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    wait_for("the first task to run", Duration::from_secs(20), || {
+        json_report(&fleet.cli(&["status", &id, "--json"]))["tasks"][0]["state"] == "running"
+    });
+    let exit = fleet.terminate_worker("drainer", Duration::from_secs(20));
+    assert!(exit.success(), "the worker exits cleanly after draining: {exit:?}");
+    let status = json_report(&fleet.cli(&["status", &id, "--json"]));
+    assert_eq!(
+        status["tasks"][0]["state"], "succeeded",
+        "the running task finished: {status:#}"
+    );
+    assert_eq!(status["tasks"][0]["attempts"], 1);
+    assert_eq!(
+        status["tasks"][1]["attempts"], 0,
+        "the drained worker took nothing new: {status:#}"
+    );
+    assert!(
+        fleet.log("drainer").contains("Waiting for running tasks to finish"),
+        "{}",
+        fleet.log("drainer")
+    );
+    fleet.add_worker("successor", &["--concurrency", "1"]);
+    wait_for("the successor to finish the workflow", Duration::from_secs(20), || {
+        json_report(&fleet.cli(&["status", &id, "--json"]))["state"] == "succeeded"
+    });
+}
+
+#[test]
+fn a_restarted_scheduler_picks_up_where_it_left_off() {
+    let mut fleet = Fleet::start(&amqp_url(), &[]);
+    fleet.add_worker("w1", &["--concurrency", "2"]);
+    fleet.wait_for_workers(1);
+    let chain: String = (0..8)
+        .map(|idx| match idx {
+            0 => "  - {id: c0, run: [sleep, '0.3']}\n".to_string(),
+            _ => format!("  - {{id: c{idx}, deps: [c{}], run: [sleep, '0.3']}}\n", idx - 1),
+        })
+        .collect();
+    let workflow = fleet.workflow("chain.yaml", &format!("name: chain\ntasks:\n{chain}"));
+    let output = fleet.cli(&["submit", workflow.to_str().unwrap()]);
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    wait_for("two tasks to finish", Duration::from_secs(20), || {
+        json_report(&fleet.cli(&["status", &id, "--json"]))["counts"]["succeeded"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2
+    });
+    fleet.restart_scheduler();
+    let mut status = serde_json::Value::Null;
+    wait_for(
+        "the workflow to finish after the restart",
+        Duration::from_secs(60),
+        || {
+            status = json_report(&fleet.cli(&["status", &id, "--json"]));
+            status["state"] != "running"
+        },
+    );
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    assert_eq!(status["tasks"][0]["attempts"], 1, "finished tasks did not run again");
+    assert_eq!(status["tasks"][1]["attempts"], 1, "finished tasks did not run again");
+    let db = rusqlite::Connection::open(fleet.db_path()).unwrap();
+    let recorded: i64 = db
+        .query_row(
+            "SELECT count(*) FROM attempts WHERE workflow_id = ?1 AND outcome = 'succeeded'",
+            [&id],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(recorded, 8, "each task's success is recorded once");
+}

@@ -20,6 +20,8 @@ pub struct Fleet {
     pub prefix: String,
     pub broker: String,
     pub api: String,
+    scheduler_flags: Vec<String>,
+    n_scheduler_starts: usize,
     scheduler: Child,
     workers: BTreeMap<String, Child>,
 }
@@ -30,50 +32,50 @@ impl Fleet {
         let dir = tempfile::tempdir().expect("temp dir");
         let prefix = format!("tf-it-{:012x}", rand::random::<u64>() >> 16);
         let db = format!("sqlite://{}", dir.path().join("state.sqlite").display());
-        let log = dir.path().join("scheduler.log");
-        let mut command = taskfleet();
-        command
-            .args([
-                "scheduler",
-                "--broker",
-                broker,
-                "--db",
-                &db,
-                "--listen",
-                "127.0.0.1:0",
-                "--prefix",
-                &prefix,
-            ])
-            .args(extra)
-            .env("TASKFLEET_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("scheduler log"));
-        let scheduler = command.spawn().expect("start the scheduler");
-        let mut api = String::new();
-        wait_for("the scheduler's API address", Duration::from_secs(20), || {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            match text
-                .lines()
-                .find_map(|line| line.strip_prefix("taskfleet scheduler: API on http://"))
-            {
-                Some(address) => {
-                    api = address.trim().to_string();
-                    true
-                }
-                None => false,
-            }
-        });
+        let mut flags: Vec<String> = ["--broker", broker, "--db", &db, "--prefix", &prefix]
+            .iter()
+            .map(|flag| flag.to_string())
+            .collect();
+        flags.extend(extra.iter().map(|flag| flag.to_string()));
+        let (scheduler, api) = start_scheduler(dir.path(), &flags, 1);
         Fleet {
             dir,
             prefix,
             broker: broker.to_string(),
             api,
+            scheduler_flags: flags,
+            n_scheduler_starts: 1,
             scheduler,
             workers: BTreeMap::new(),
         }
     }
 
+    /// Kills the scheduler with SIGKILL and starts it again on the same store and queues.
+    pub fn restart_scheduler(&mut self) {
+        let _ = self.scheduler.kill();
+        let _ = self.scheduler.wait();
+        self.n_scheduler_starts += 1;
+        let (scheduler, api) = start_scheduler(self.dir.path(), &self.scheduler_flags, self.n_scheduler_starts);
+        self.scheduler = scheduler;
+        self.api = api;
+    }
+
+    /// Sends SIGTERM to a worker and waits (at most `timeout`) for it to exit.
+    pub fn terminate_worker(&mut self, name: &str, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.workers.remove(name).expect("a worker of that name");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal the worker");
+        let mut status = None;
+        wait_for(&format!("worker {name} to exit after SIGTERM"), timeout, || {
+            status = child.try_wait().expect("poll the worker");
+            status.is_some()
+        });
+        status.expect("the worker exited")
+    }
+
     /// Starts a worker named `name` with `extra` flags.
+    ///
+    /// Workers log at `info` to `<name>.log` in the fleet's directory.
     pub fn add_worker(&mut self, name: &str, extra: &[&str]) {
         let log = self.dir.path().join(format!("{name}.log"));
         let child = taskfleet()
@@ -159,6 +161,39 @@ impl Drop for Fleet {
         let prefix = self.prefix.clone();
         let _ = std::thread::spawn(move || delete_queues(&prefix)).join();
     }
+}
+
+/// Starts `taskfleet scheduler FLAGS` on a free port, logging to `scheduler.log` (then
+/// `scheduler-2.log`, … on restarts); returns it with its API address once it listens.
+fn start_scheduler(dir: &Path, flags: &[String], n_start: usize) -> (Child, String) {
+    let log = match n_start {
+        1 => dir.join("scheduler.log"),
+        n => dir.join(format!("scheduler-{n}.log")),
+    };
+    let scheduler = taskfleet()
+        .arg("scheduler")
+        .args(flags)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("TASKFLEET_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("scheduler log"))
+        .spawn()
+        .expect("start the scheduler");
+    let mut api = String::new();
+    wait_for("the scheduler's API address", Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        match text
+            .lines()
+            .find_map(|line| line.strip_prefix("taskfleet scheduler: API on http://"))
+        {
+            Some(address) => {
+                api = address.trim().to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    (scheduler, api)
 }
 
 /// Deletes the queues and exchanges a fleet under `prefix` declares (default pool), so test

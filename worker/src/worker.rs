@@ -273,7 +273,23 @@ async fn heartbeat_loop(
     let mut announced_drain = false;
     loop {
         tokio::select! {
-            _ = stopped.cancelled() => return,
+            _ = stopped.cancelled() => {
+                // Say goodbye, so the scheduler stops counting this worker's slots at once.
+                let goodbye = Heartbeat {
+                    v: WIRE_VERSION,
+                    worker: config.name.clone(),
+                    pools: config.pools.clone(),
+                    slots: 0,
+                    running: Vec::new(),
+                    draining: true,
+                    gone: true,
+                    at: now(),
+                };
+                if let Err(error) = shared.transport.broadcast(&topic, encode(&goodbye).into()).await {
+                    debug!(%error, "Failed to broadcast the last heartbeat.");
+                }
+                return;
+            }
             _ = ticks.tick() => {}
             _ = shutdown.cancelled(), if !announced_drain => announced_drain = true,
         }
@@ -285,6 +301,7 @@ async fn heartbeat_loop(
             slots: u32::try_from(config.concurrency).unwrap_or(u32::MAX),
             running,
             draining: shutdown.is_cancelled(),
+            gone: false,
             at: now(),
         };
         if let Err(error) = shared.transport.broadcast(&topic, encode(&heartbeat).into()).await {
