@@ -15,8 +15,6 @@ mod schema;
 mod write;
 
 #[cfg(test)]
-mod measure;
-#[cfg(test)]
 mod tests;
 
 use std::path::Path;
