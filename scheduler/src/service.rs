@@ -12,7 +12,10 @@
 //! backoff, and publishes again what was not confirmed.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -535,7 +538,18 @@ impl Outbox {
         let batch = std::mem::take(&mut self.waiting);
         let transport = transport.clone();
         let messages = batch.clone();
-        self.sending = Some((batch, tokio::spawn(async move { transport.publish(messages).await })));
+        let mut publishing: Pin<Box<dyn Future<Output = Result<(), TransportError>> + Send>> =
+            Box::pin(async move { transport.publish(messages).await });
+        // A transport that takes messages at once (in memory) is done here; a broker's
+        // confirms are awaited in the background.
+        match std::future::poll_fn(|cx| Poll::Ready(publishing.as_mut().poll(cx))).await {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(error)) => {
+                self.waiting.splice(0..0, batch);
+                return Err(error);
+            }
+            Poll::Pending => self.sending = Some((batch, tokio::spawn(publishing))),
+        }
         Ok(())
     }
 

@@ -402,6 +402,7 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
     // reports that it started too, so the scheduler shows it running and ties it to this
     // worker's lease. Most short tasks thus cost one confirmed publish instead of two.
     let execution = tokio::select! {
+        biased;
         execution = &mut execution => execution,
         _ = tokio::time::sleep(STARTED_EVENT_DELAY) => {
             let started = WorkerEvent::Started(AttemptStarted {
