@@ -373,3 +373,53 @@ fn a_restarted_scheduler_picks_up_where_it_left_off() {
         .unwrap();
     assert_eq!(recorded, 8, "each task's success is recorded once");
 }
+
+#[test]
+fn the_fleet_survives_the_broker_going_away_mid_run() {
+    let broker: SocketAddr = "127.0.0.1:5672".parse().unwrap();
+    let mut proxy = Proxy::new(broker);
+    proxy.start();
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
+    let mut fleet = Fleet::start(&url, &["--lease-timeout", "5s"]);
+    fleet.add_worker("w1", &["--concurrency", "2"]);
+    fleet.wait_for_workers(1);
+    let tasks: String = (0..20)
+        .map(|idx| format!("  - {{id: t{idx}, run: [sleep, '0.2']}}\n"))
+        .collect();
+    let workflow = fleet.workflow("steady.yaml", &format!("name: steady\ntasks:\n{tasks}"));
+    let output = fleet.cli(&["submit", workflow.to_str().unwrap()]);
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    wait_for("a few tasks to finish", Duration::from_secs(20), || {
+        json_report(&fleet.cli(&["status", &id, "--json"]))["counts"]["succeeded"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3
+    });
+    proxy.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    proxy.start();
+    let mut status = serde_json::Value::Null;
+    wait_for(
+        "the workflow to finish once the broker is back",
+        Duration::from_secs(60),
+        || {
+            status = json_report(&fleet.cli(&["status", &id, "--json"]));
+            status["state"] != "running"
+        },
+    );
+    assert_eq!(status["state"], "succeeded", "{status:#}\n{}", fleet.log("scheduler"));
+    assert!(
+        fleet.log("scheduler").contains("reconnecting"),
+        "{}",
+        fleet.log("scheduler")
+    );
+    let db = rusqlite::Connection::open(fleet.db_path()).unwrap();
+    let recorded: i64 = db
+        .query_row(
+            "SELECT count(*) FROM attempts WHERE workflow_id = ?1 AND outcome = 'succeeded'",
+            [&id],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(recorded, 20, "each task's success is recorded once");
+}

@@ -226,3 +226,45 @@ fn the_summary_table_goes_to_stdout() {
         "{stdout}"
     );
 }
+
+#[test]
+fn service_settings_come_from_defaults_file_environment_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_file(
+        dir.path(),
+        "scheduler.toml",
+        "listen = \"0.0.0.0:9000\"\npolicy = \"fcfs\"\nprefix = \"from-file\"\n",
+    );
+    let output = taskfleet_tests::taskfleet()
+        .args([
+            "scheduler",
+            "--config",
+            &config,
+            "--prefix",
+            "from-flag",
+            "--dump-config",
+        ])
+        .env("TASKFLEET_LEASE_TIMEOUT", "42s")
+        .env("TASKFLEET_POLICY", "priority")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let dumped = String::from_utf8_lossy(&output.stdout);
+    for line in [
+        "listen = \"0.0.0.0:9000\"",
+        "prefix = \"from-flag\"",
+        "lease-timeout = \"42s\"",
+        "policy = \"priority\"",
+        "db = \"sqlite://taskfleet.sqlite\"",
+    ] {
+        assert!(dumped.contains(line), "missing {line:?} in:\n{dumped}");
+    }
+    let bad = write_file(dir.path(), "bad.toml", "concurency = 3\n");
+    let output = run_taskfleet(&["worker", "--config", &bad, "--dump-config"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("unknown field `concurency`"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
