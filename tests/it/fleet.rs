@@ -110,10 +110,9 @@ fn a_worker_killed_mid_run_loses_nothing_and_each_task_is_recorded_once() {
         .map(|idx| format!("  - {{id: s{idx}, run: [sleep, '0.3']}}\n"))
         .collect();
     let workflow = fleet.workflow("sleepy.yaml", &format!("name: sleepy\ntasks:\n{tasks}"));
-    let output = fleet.cli(&["submit", workflow.to_str().unwrap()]);
-    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let id = fleet.submit(&workflow);
     wait_for("the doomed worker to run a task", Duration::from_secs(20), || {
-        let status = json_report(&fleet.cli(&["status", &id, "--json"]));
+        let status = fleet.status(&id);
         status["tasks"]
             .as_array()
             .unwrap()
@@ -121,25 +120,10 @@ fn a_worker_killed_mid_run_loses_nothing_and_each_task_is_recorded_once() {
             .any(|task| task["worker"] == "doomed" && task["state"] == "running")
     });
     fleet.kill_worker("doomed");
-    let mut status = serde_json::Value::Null;
-    wait_for(
-        "the workflow to finish on the survivor",
-        Duration::from_secs(60),
-        || {
-            status = json_report(&fleet.cli(&["status", &id, "--json"]));
-            status["state"] != "running"
-        },
-    );
+    let status = fleet.wait_for_end(&id, Duration::from_secs(60));
     assert_eq!(status["state"], "succeeded", "{status:#}");
     assert_eq!(status["counts"]["succeeded"], 30);
-    let db = rusqlite::Connection::open(fleet.db_path()).unwrap();
-    let recorded: i64 = db
-        .query_row(
-            "SELECT count(*) FROM attempts WHERE workflow_id = ?1 AND outcome = 'succeeded'",
-            [&id],
-            |row| row.get(0),
-        )
-        .unwrap();
+    let recorded = fleet.recorded_successes(&id);
     assert_eq!(recorded, 30, "each task's success is recorded exactly once");
 }
 
@@ -262,8 +246,7 @@ fn cancelling_a_workflow_stops_its_running_processes() {
             dir = dir.display()
         ),
     );
-    let output = fleet.cli(&["submit", workflow.to_str().unwrap()]);
-    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let id = fleet.submit(&workflow);
     let pid_of = |name: &str| {
         std::fs::read_to_string(dir.join(name))
             .ok()
@@ -274,11 +257,8 @@ fn cancelling_a_workflow_stops_its_running_processes() {
     });
     let output = fleet.cli(&["cancel", &id]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let mut status = serde_json::Value::Null;
-    wait_for("the workflow to end cancelled", Duration::from_secs(20), || {
-        status = json_report(&fleet.cli(&["status", &id, "--json"]));
-        status["state"] == "cancelled"
-    });
+    let status = fleet.wait_for_end(&id, Duration::from_secs(20));
+    assert_eq!(status["state"], "cancelled", "{status:#}");
     assert_eq!(status["counts"]["cancelled"], 3, "{status:#}");
     for pid in [pid_of("a.pid").unwrap(), pid_of("b.pid").unwrap()] {
         wait_for("the cancelled process to be gone", Duration::from_secs(10), || {
@@ -302,14 +282,13 @@ fn sigterm_lets_a_worker_finish_its_task_and_take_no_more() {
         "two.yaml",
         "name: two\ntasks:\n  - {id: first, run: [sleep, '1']}\n  - {id: second, deps: [first], handler: noop}\n",
     );
-    let output = fleet.cli(&["submit", workflow.to_str().unwrap()]);
-    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let id = fleet.submit(&workflow);
     wait_for("the first task to run", Duration::from_secs(20), || {
-        json_report(&fleet.cli(&["status", &id, "--json"]))["tasks"][0]["state"] == "running"
+        fleet.status(&id)["tasks"][0]["state"] == "running"
     });
     let exit = fleet.terminate_worker("drainer", Duration::from_secs(20));
     assert!(exit.success(), "the worker exits cleanly after draining: {exit:?}");
-    let status = json_report(&fleet.cli(&["status", &id, "--json"]));
+    let status = fleet.status(&id);
     assert_eq!(
         status["tasks"][0]["state"], "succeeded",
         "the running task finished: {status:#}"
@@ -326,7 +305,7 @@ fn sigterm_lets_a_worker_finish_its_task_and_take_no_more() {
     );
     fleet.add_worker("successor", &["--concurrency", "1"]);
     wait_for("the successor to finish the workflow", Duration::from_secs(20), || {
-        json_report(&fleet.cli(&["status", &id, "--json"]))["state"] == "succeeded"
+        fleet.status(&id)["state"] == "succeeded"
     });
 }
 
@@ -342,35 +321,16 @@ fn a_restarted_scheduler_picks_up_where_it_left_off() {
         })
         .collect();
     let workflow = fleet.workflow("chain.yaml", &format!("name: chain\ntasks:\n{chain}"));
-    let output = fleet.cli(&["submit", workflow.to_str().unwrap()]);
-    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let id = fleet.submit(&workflow);
     wait_for("two tasks to finish", Duration::from_secs(20), || {
-        json_report(&fleet.cli(&["status", &id, "--json"]))["counts"]["succeeded"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 2
+        fleet.status(&id)["counts"]["succeeded"].as_u64().unwrap_or(0) >= 2
     });
     fleet.restart_scheduler();
-    let mut status = serde_json::Value::Null;
-    wait_for(
-        "the workflow to finish after the restart",
-        Duration::from_secs(60),
-        || {
-            status = json_report(&fleet.cli(&["status", &id, "--json"]));
-            status["state"] != "running"
-        },
-    );
+    let status = fleet.wait_for_end(&id, Duration::from_secs(60));
     assert_eq!(status["state"], "succeeded", "{status:#}");
     assert_eq!(status["tasks"][0]["attempts"], 1, "finished tasks did not run again");
     assert_eq!(status["tasks"][1]["attempts"], 1, "finished tasks did not run again");
-    let db = rusqlite::Connection::open(fleet.db_path()).unwrap();
-    let recorded: i64 = db
-        .query_row(
-            "SELECT count(*) FROM attempts WHERE workflow_id = ?1 AND outcome = 'succeeded'",
-            [&id],
-            |row| row.get(0),
-        )
-        .unwrap();
+    let recorded = fleet.recorded_successes(&id);
     assert_eq!(recorded, 8, "each task's success is recorded once");
 }
 
@@ -387,39 +347,20 @@ fn the_fleet_survives_the_broker_going_away_mid_run() {
         .map(|idx| format!("  - {{id: t{idx}, run: [sleep, '0.2']}}\n"))
         .collect();
     let workflow = fleet.workflow("steady.yaml", &format!("name: steady\ntasks:\n{tasks}"));
-    let output = fleet.cli(&["submit", workflow.to_str().unwrap()]);
-    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let id = fleet.submit(&workflow);
     wait_for("a few tasks to finish", Duration::from_secs(20), || {
-        json_report(&fleet.cli(&["status", &id, "--json"]))["counts"]["succeeded"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 3
+        fleet.status(&id)["counts"]["succeeded"].as_u64().unwrap_or(0) >= 3
     });
     proxy.stop();
     std::thread::sleep(Duration::from_secs(2));
     proxy.start();
-    let mut status = serde_json::Value::Null;
-    wait_for(
-        "the workflow to finish once the broker is back",
-        Duration::from_secs(60),
-        || {
-            status = json_report(&fleet.cli(&["status", &id, "--json"]));
-            status["state"] != "running"
-        },
-    );
+    let status = fleet.wait_for_end(&id, Duration::from_secs(60));
     assert_eq!(status["state"], "succeeded", "{status:#}\n{}", fleet.log("scheduler"));
     assert!(
         fleet.log("scheduler").contains("reconnecting"),
         "{}",
         fleet.log("scheduler")
     );
-    let db = rusqlite::Connection::open(fleet.db_path()).unwrap();
-    let recorded: i64 = db
-        .query_row(
-            "SELECT count(*) FROM attempts WHERE workflow_id = ?1 AND outcome = 'succeeded'",
-            [&id],
-            |row| row.get(0),
-        )
-        .unwrap();
+    let recorded = fleet.recorded_successes(&id);
     assert_eq!(recorded, 20, "each task's success is recorded once");
 }

@@ -129,6 +129,43 @@ impl Fleet {
             .expect("run taskfleet")
     }
 
+    /// Submits a workflow file without waiting; returns its id.
+    pub fn submit(&self, workflow: &Path) -> String {
+        let output = self.cli(&["submit", workflow.to_str().expect("utf-8 path")]);
+        assert!(
+            output.status.success(),
+            "submit failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// `taskfleet status ID --json`.
+    pub fn status(&self, workflow_id: &str) -> serde_json::Value {
+        crate::json_report(&self.cli(&["status", workflow_id, "--json"]))
+    }
+
+    /// Waits until the workflow is no longer running; returns its status.
+    pub fn wait_for_end(&self, workflow_id: &str, timeout: Duration) -> serde_json::Value {
+        let mut status = serde_json::Value::Null;
+        wait_for(&format!("workflow {workflow_id} to end"), timeout, || {
+            status = self.status(workflow_id);
+            status["state"] != "running"
+        });
+        status
+    }
+
+    /// How many attempts of the workflow the store records as succeeded.
+    pub fn recorded_successes(&self, workflow_id: &str) -> i64 {
+        let db = rusqlite::Connection::open(self.db_path()).expect("open the store");
+        db.query_row(
+            "SELECT count(*) FROM attempts WHERE workflow_id = ?1 AND outcome = 'succeeded'",
+            [workflow_id],
+            |row| row.get(0),
+        )
+        .expect("count succeeded attempts")
+    }
+
     /// Writes a workflow file into the fleet's directory.
     pub fn workflow(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir.path().join(name);

@@ -135,11 +135,7 @@ impl Engine {
         let mut n_lost = 0;
         for task in tasks {
             self.running_on.remove(&task);
-            let Some(run) = self
-                .workflows
-                .get_mut(task.workflow_slot as usize)
-                .and_then(Option::as_mut)
-            else {
+            let Some(run) = run_at(&mut self.workflows, task.workflow_slot) else {
                 continue;
             };
             let state = run.tasks[task.task_idx as usize].state;
@@ -370,11 +366,7 @@ impl Engine {
                 break;
             }
             self.retries.pop();
-            let Some(run) = self
-                .workflows
-                .get_mut(task.workflow_slot as usize)
-                .and_then(Option::as_mut)
-            else {
+            let Some(run) = run_at(&mut self.workflows, task.workflow_slot) else {
                 continue;
             };
             let runtime = run.tasks[task.task_idx as usize];
@@ -405,11 +397,7 @@ impl Engine {
             // A pool no worker serves gets nothing, not even the prefetch margin.
             while pool.capacity > 0 && pool.in_flight < pool.capacity + margin {
                 let Some(task) = pool.policy.pop(now) else { break };
-                let Some(run) = self
-                    .workflows
-                    .get_mut(task.workflow_slot as usize)
-                    .and_then(Option::as_mut)
-                else {
+                let Some(run) = run_at(&mut self.workflows, task.workflow_slot) else {
                     continue;
                 };
                 if run.tasks[task.task_idx as usize].state != TaskState::Ready {
@@ -641,6 +629,11 @@ impl Engine {
         z ^= z >> 31;
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
+}
+
+/// The live workflow in `slot`, borrowing only the workflows (not the whole engine).
+fn run_at(workflows: &mut [Option<Box<WorkflowRun>>], slot: u32) -> Option<&mut WorkflowRun> {
+    workflows.get_mut(slot as usize).and_then(Option::as_deref_mut)
 }
 
 fn release_outputs_of_parents(run: &mut WorkflowRun, task_idx: u32) {
