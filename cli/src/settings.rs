@@ -22,8 +22,14 @@ pub struct SchedulerSettings {
     pub listen: String,
     /// Prefix of every queue and exchange name.
     pub prefix: String,
-    /// Scheduling policy: `fcfs` or `priority`.
+    /// Scheduling policy: `fcfs`, `priority`, `sjf`, `srpt` or `rr`.
     pub policy: String,
+    /// `priority`: a waiting task moves up a class after this long (and again after each period).
+    pub aging: String,
+    /// `rr`: the slot-time each workflow gets per turn.
+    pub quantum: String,
+    /// Runtime assumed for tasks without an `estimate` (`sjf`, `srpt`, `rr`).
+    pub default_estimate: String,
     /// A worker silent for this long loses its running attempts, which run again elsewhere.
     pub lease_timeout: String,
     /// Tasks released beyond the fleet's free slots.
@@ -42,6 +48,9 @@ impl Default for SchedulerSettings {
             listen: "127.0.0.1:8080".to_string(),
             prefix: "taskfleet".to_string(),
             policy: "priority".to_string(),
+            aging: "60s".to_string(),
+            quantum: "60s".to_string(),
+            default_estimate: "1s".to_string(),
             lease_timeout: "10s".to_string(),
             prefetch_margin: 16,
             max_tasks: taskfleet_common::workflow::DEFAULT_MAX_TASKS,

@@ -9,7 +9,7 @@ use clap::Args;
 use taskfleet_common::units::{parse_duration, parse_size};
 use taskfleet_common::workflow::ValidateOptions;
 use taskfleet_scheduler::engine::EngineConfig;
-use taskfleet_scheduler::policy::PolicyKind;
+use taskfleet_scheduler::policy::{PolicyConfig, PolicyKind};
 use taskfleet_scheduler::server::{self, ServerConfig};
 use taskfleet_transport::queues::QueueNames;
 use tokio::net::TcpListener;
@@ -31,7 +31,7 @@ pub struct SchedulerArgs {
     /// Prefix of queue and exchange names [default: taskfleet].
     #[arg(long, env = "TASKFLEET_PREFIX")]
     pub prefix: Option<String>,
-    /// Scheduling policy: fcfs or priority [default: priority].
+    /// Scheduling policy: fcfs, priority, sjf, srpt or rr [default: priority].
     #[arg(long, env = "TASKFLEET_POLICY")]
     pub policy: Option<String>,
     /// A worker silent this long loses its running tasks, which run again elsewhere [default: 10s].
@@ -72,10 +72,21 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     let max_body = parse_size(&settings.max_body)
         .map_err(anyhow::Error::msg)
         .context("invalid max-body")?;
+    let duration = |text: &str, what: &str| {
+        parse_duration(text)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("invalid {what}"))
+    };
+    let policy_config = PolicyConfig {
+        aging: duration(&settings.aging, "aging")?,
+        quantum: duration(&settings.quantum, "quantum")?,
+        default_estimate: duration(&settings.default_estimate, "default-estimate")?,
+    };
     let config = ServerConfig {
         queues: QueueNames::new(settings.prefix.clone()),
         engine: EngineConfig {
             policy,
+            policy_config,
             prefetch_margin: settings.prefetch_margin,
             ..EngineConfig::default()
         },

@@ -21,7 +21,7 @@ use taskfleet_common::state::{transition, AttemptOutcome, TaskEvent, TaskState};
 use taskfleet_common::wire::{AttemptStarted, TaskMessage, TaskResult, WireAction, WIRE_VERSION};
 use taskfleet_common::{Millis, WorkflowSpec};
 
-use crate::policy::{Policy, PolicyKind, ReadyTask, TaskRef};
+use crate::policy::{Policy, PolicyConfig, PolicyKind, ReadyTask, TaskRef};
 use crate::store::{AttemptRecord, StoreUpdate, TaskRecord, WorkflowState};
 use run::WorkflowRun;
 
@@ -29,6 +29,8 @@ use run::WorkflowRun;
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub policy: PolicyKind,
+    /// The policy's knobs (runtime prior, aging, quantum).
+    pub policy_config: PolicyConfig,
     /// Tasks dispatched beyond the fleet's free slots, so workers never wait for the scheduler.
     pub prefetch_margin: usize,
     /// Seed of the retry jitter.
@@ -39,6 +41,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             policy: PolicyKind::Fcfs,
+            policy_config: PolicyConfig::default(),
             prefetch_margin: 16,
             jitter_seed: 0x5eed,
         }
@@ -213,6 +216,7 @@ impl Engine {
         for task_idx in failed {
             self.propagate_failure(slot, task_idx);
         }
+        self.announce_workflow(slot);
         let run = self.workflows[slot as usize].as_ref().expect("just added");
         let ready: Vec<u32> = (0..run.tasks.len() as u32)
             .filter(|&idx| run.tasks[idx as usize].state == TaskState::Ready)
@@ -354,6 +358,7 @@ impl Engine {
         }
         if next.is_terminal() {
             self.release_parent_outputs(slot, task_idx);
+            self.task_done(slot, task_idx);
         }
         self.check_finished(slot, now);
         Ok(())
@@ -483,6 +488,9 @@ impl Engine {
     pub fn remove_workflow(&mut self, workflow_id: &str) {
         if let Some(slot) = self.slots_by_id.remove(workflow_id) {
             self.workflows[slot as usize] = None;
+            for pool in self.pools.values_mut() {
+                pool.policy.on_workflow_removed(slot);
+            }
             self.running_on.retain(|task, _| task.workflow_slot != slot);
             for tasks in self.by_worker.values_mut() {
                 tasks.retain(|task| task.workflow_slot != slot);
@@ -516,7 +524,7 @@ impl Engine {
 
     fn pool(&mut self, name: &str) -> &mut Pool {
         if !self.pools.contains_key(name) {
-            let policy = self.config.policy.build();
+            let policy = self.config.policy.build(&self.config.policy_config);
             self.pools.insert(
                 Arc::from(name),
                 Pool {
@@ -543,7 +551,8 @@ impl Engine {
             ready_at: now,
             class: spec.priority,
             weight: spec.weight,
-            estimate_ms: spec.estimate.map(|estimate| estimate.as_millis() as u64),
+            estimate_ms: estimate_ms(spec, &self.config.policy_config),
+            slots: spec.resources.slots,
         };
         let pool = spec.pool.clone();
         self.pool(&pool).policy.push(ready);
@@ -596,6 +605,53 @@ impl Engine {
             });
             stack.extend_from_slice(spec.dag.children(child));
             release_outputs_of_parents(run, child);
+            let estimate = estimate_ms(&spec.tasks[child as usize], &self.config.policy_config);
+            for pool in self.pools.values_mut() {
+                pool.policy.on_task_done(
+                    TaskRef {
+                        workflow_slot: slot,
+                        task_idx: child,
+                    },
+                    estimate,
+                );
+            }
+        }
+    }
+
+    /// Tells every pool's policy about a workflow and the estimated work it has left.
+    fn announce_workflow(&mut self, slot: u32) {
+        let run = self.workflows[slot as usize].as_ref().expect("live workflow");
+        let spec = run.spec.clone();
+        let mut remaining_ms = 0u64;
+        for (task, runtime) in spec.tasks.iter().zip(&run.tasks) {
+            if !runtime.state.is_terminal() {
+                remaining_ms += estimate_ms(task, &self.config.policy_config);
+            }
+        }
+        let seq = run.seq;
+        let mut pools: Vec<&Arc<str>> = spec.tasks.iter().map(|task| &task.pool).collect();
+        pools.sort_unstable();
+        pools.dedup();
+        for pool in pools {
+            self.pool(pool);
+        }
+        for pool in self.pools.values_mut() {
+            pool.policy.on_workflow_added(slot, seq, remaining_ms);
+        }
+    }
+
+    /// Tells every pool's policy that a task ended for good.
+    fn task_done(&mut self, slot: u32, task_idx: u32) {
+        let run = self.workflows[slot as usize].as_ref().expect("live workflow");
+        let estimate = estimate_ms(&run.spec.tasks[task_idx as usize], &self.config.policy_config);
+        for pool in self.pools.values_mut() {
+            pool.policy.on_task_done(
+                TaskRef {
+                    workflow_slot: slot,
+                    task_idx,
+                },
+                estimate,
+            );
         }
     }
 
@@ -629,6 +685,11 @@ impl Engine {
         z ^= z >> 31;
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
+}
+
+/// The runtime a policy assumes for a task: its estimate, or the configured prior.
+fn estimate_ms(task: &taskfleet_common::TaskSpec, config: &PolicyConfig) -> u64 {
+    task.estimate.unwrap_or(config.default_estimate).as_millis() as u64
 }
 
 /// The live workflow in `slot`, borrowing only the workflows (not the whole engine).

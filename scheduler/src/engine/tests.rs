@@ -21,6 +21,7 @@ fn engine(policy: PolicyKind, capacity: usize, margin: usize) -> Engine {
         policy,
         prefetch_margin: margin,
         jitter_seed: 7,
+        ..EngineConfig::default()
     });
     engine.set_capacity("default", capacity);
     engine
@@ -348,10 +349,20 @@ fn random_dag(n_tasks: usize, rng: &mut StdRng) -> serde_json::Value {
 
 #[test]
 fn resolves_a_random_100k_task_dag_in_dependency_order() {
+    resolve_random_dag(PolicyKind::Fcfs, 100_000);
+}
+
+#[test]
+fn every_policy_resolves_a_random_dag() {
+    for policy in PolicyKind::ALL {
+        resolve_random_dag(policy, 5_000);
+    }
+}
+
+fn resolve_random_dag(policy: PolicyKind, n_tasks: usize) {
     let mut rng = StdRng::seed_from_u64(42);
-    let n_tasks = 100_000;
     let spec = Arc::new(parse_workflow_value(random_dag(n_tasks, &mut rng), &ValidateOptions::default()).unwrap());
-    let mut engine = engine(PolicyKind::Fcfs, 64, 0);
+    let mut engine = engine(policy, 64, 0);
     engine.add_workflow("wf".into(), spec.clone(), None, Millis(0));
     let mut finished = vec![false; n_tasks];
     let mut n_done = 0;

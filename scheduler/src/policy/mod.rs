@@ -2,18 +2,27 @@
 //!
 //! A policy is a pure, in-memory priority structure over ready tasks. The engine pushes tasks
 //! as they become ready and pops them when the fleet has capacity; the policy alone decides
-//! the order. The live scheduler and the tests use the very same implementations.
+//! the order. Policies that look at whole workflows (`srpt`, `rr`) also hear when a workflow
+//! arrives and when its tasks end. The live scheduler, the simulator and the tests use the
+//! very same implementations; `docs/policies.md` describes each.
 
 mod fcfs;
 mod priority;
+mod rr;
+mod sjf;
+mod srpt;
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use taskfleet_common::{Millis, PriorityClass};
 
 pub use fcfs::Fcfs;
 pub use priority::Priority;
+pub use rr::RoundRobin;
+pub use sjf::ShortestJobFirst;
+pub use srpt::ShortestRemainingWork;
 
 /// A task as the engine knows it: its workflow's slot and its index in the workflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -34,8 +43,10 @@ pub struct ReadyTask {
     pub class: PriorityClass,
     /// Higher goes first within a class.
     pub weight: f64,
-    /// Expected runtime in milliseconds, if known.
-    pub estimate_ms: Option<u64>,
+    /// Expected runtime in milliseconds: the declared estimate, or the configured prior.
+    pub estimate_ms: u64,
+    /// Worker slots the task takes.
+    pub slots: u32,
 }
 
 /// Orders ready tasks.
@@ -52,6 +63,34 @@ pub trait Policy: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// A workflow arrived, with the estimated work of its unfinished tasks.
+    fn on_workflow_added(&mut self, _workflow_slot: u32, _workflow_seq: u64, _remaining_work_ms: u64) {}
+    /// A task of the workflow ended for good (whatever its outcome).
+    fn on_task_done(&mut self, _task: TaskRef, _estimate_ms: u64) {}
+    /// The engine forgot the workflow.
+    fn on_workflow_removed(&mut self, _workflow_slot: u32) {}
+}
+
+/// Knobs shared by the policies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// Runtime assumed for a task without an estimate.
+    pub default_estimate: Duration,
+    /// `priority`: a task moves up one class after waiting this long, and one more for each
+    /// further period, so nothing waits forever.
+    pub aging: Duration,
+    /// `rr`: the slot-time each workflow gets per turn.
+    pub quantum: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            default_estimate: Duration::from_secs(1),
+            aging: Duration::from_secs(60),
+            quantum: Duration::from_secs(60),
+        }
+    }
 }
 
 /// The policies a scheduler can be started with.
@@ -60,26 +99,45 @@ pub enum PolicyKind {
     /// First come, first served: workflow submit order, then task ready order.
     #[default]
     Fcfs,
-    /// Priority class, then weight, then first come first served.
+    /// Priority class, then weight, then first come first served; waiting tasks age upwards.
     Priority,
+    /// Shortest estimated runtime first.
+    Sjf,
+    /// The workflow with the least estimated work left goes first (shortest remaining
+    /// processing time, at workflow level).
+    Srpt,
+    /// Round robin across workflows by a quantum of slot-time (fair sharing).
+    Rr,
 }
 
 impl PolicyKind {
     /// Every policy, as named on the command line.
-    pub const ALL: [PolicyKind; 2] = [PolicyKind::Fcfs, PolicyKind::Priority];
+    pub const ALL: [PolicyKind; 5] = [
+        PolicyKind::Fcfs,
+        PolicyKind::Priority,
+        PolicyKind::Sjf,
+        PolicyKind::Srpt,
+        PolicyKind::Rr,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             PolicyKind::Fcfs => "fcfs",
             PolicyKind::Priority => "priority",
+            PolicyKind::Sjf => "sjf",
+            PolicyKind::Srpt => "srpt",
+            PolicyKind::Rr => "rr",
         }
     }
 
     /// A new, empty instance of the policy.
-    pub fn build(self) -> Box<dyn Policy> {
+    pub fn build(self, config: &PolicyConfig) -> Box<dyn Policy> {
         match self {
             PolicyKind::Fcfs => Box::new(Fcfs::default()),
-            PolicyKind::Priority => Box::new(Priority::default()),
+            PolicyKind::Priority => Box::new(Priority::new(config.aging)),
+            PolicyKind::Sjf => Box::new(ShortestJobFirst::default()),
+            PolicyKind::Srpt => Box::new(ShortestRemainingWork::default()),
+            PolicyKind::Rr => Box::new(RoundRobin::new(config.quantum)),
         }
     }
 }
