@@ -8,6 +8,7 @@ pub mod api;
 pub mod engine;
 pub mod fleet;
 pub mod policy;
+pub mod predict;
 pub mod server;
 pub mod service;
 pub mod status;

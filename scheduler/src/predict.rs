@@ -1,0 +1,189 @@
+//! Runtime prediction learned from finished attempts.
+//!
+//! Tasks are grouped by a signature (pool, and what they run: the program and script, or the
+//! handler). Per signature the predictor keeps the running mean and variance of the logarithm
+//! of observed runtimes (Welford's method), that is a log-normal model: it gives a mean,
+//! quantiles, a confidence that grows with the number of observations, and samples for Monte
+//! Carlo. With few observations the prediction leans on the task's declared `estimate`; with
+//! none it falls back to the estimate, then to a configurable prior. Pure and deterministic:
+//! randomness is passed in.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use taskfleet_common::{Action, TaskSpec};
+
+/// z-score of the 90th percentile of a normal distribution.
+const Z_P90: f64 = 1.281_551_565_5;
+/// Spread assumed before two observations exist (log scale).
+const DEFAULT_SIGMA: f64 = 0.5;
+/// Smallest spread the model admits (log scale), so that a few equal runs do not make it sure
+/// of an exact runtime.
+const MIN_SIGMA: f64 = 0.05;
+/// Observations at which the learned model and the declared estimate weigh the same.
+const HALF_CONFIDENCE_AT: f64 = 3.0;
+
+/// The group a task's runtime is learned for.
+pub fn signature(task: &TaskSpec) -> String {
+    match &task.action {
+        Action::Run { argv, .. } => {
+            let program = argv.first().map(|arg| basename(arg)).unwrap_or_default();
+            let script = argv
+                .get(1)
+                .filter(|arg| !arg.starts_with('-'))
+                .map(|arg| basename(arg))
+                .unwrap_or_default();
+            format!("{}|run|{program}|{script}", task.pool)
+        }
+        Action::Handler { name, .. } => format!("{}|handler|{name}", task.pool),
+    }
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Where a prediction comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Learned from observations (blended with the declared estimate while they are few).
+    Learned,
+    /// The task's declared `estimate`.
+    Declared,
+    /// The configured prior: nothing else is known.
+    Prior,
+}
+
+/// A predicted runtime.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Prediction {
+    pub mean: Duration,
+    pub p50: Duration,
+    pub p90: Duration,
+    /// 0 (a guess) to 1 (many consistent observations).
+    pub confidence: f64,
+    pub source: Source,
+    /// Log-normal parameters, for sampling.
+    mu: f64,
+    sigma: f64,
+}
+
+impl Prediction {
+    fn from_log(mu: f64, sigma: f64, confidence: f64, source: Source) -> Prediction {
+        let seconds = |log: f64| Duration::from_secs_f64(log.exp().min(1e9));
+        Prediction {
+            mean: seconds(mu + sigma * sigma / 2.0),
+            p50: seconds(mu),
+            p90: seconds(mu + Z_P90 * sigma),
+            confidence,
+            source,
+            mu,
+            sigma,
+        }
+    }
+
+    /// A runtime drawn from the predicted distribution.
+    pub fn sample(&self, rng: &mut impl Rng) -> Duration {
+        // Box-Muller: one standard normal draw from two uniform ones.
+        let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
+        let u2: f64 = rng.gen();
+        let normal = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        Duration::from_secs_f64((self.mu + self.sigma * normal).exp().min(1e9))
+    }
+}
+
+/// Running statistics of log runtimes for one signature.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogStats {
+    pub n: u64,
+    pub mean: f64,
+    /// Sum of squared deviations from the mean.
+    pub m2: f64,
+}
+
+impl LogStats {
+    fn add(&mut self, value: f64) {
+        self.n += 1;
+        let delta = value - self.mean;
+        self.mean += delta / self.n as f64;
+        self.m2 += delta * (value - self.mean);
+    }
+
+    fn sigma(&self) -> f64 {
+        if self.n < 2 {
+            DEFAULT_SIGMA
+        } else {
+            (self.m2 / (self.n - 1) as f64).sqrt().max(MIN_SIGMA)
+        }
+    }
+}
+
+/// Learns runtimes per signature and predicts them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Predictor {
+    models: HashMap<String, LogStats>,
+    prior: Duration,
+}
+
+impl Predictor {
+    /// A predictor that knows nothing yet; tasks without an estimate are predicted at `prior`.
+    pub fn new(prior: Duration) -> Predictor {
+        Predictor {
+            models: HashMap::new(),
+            prior,
+        }
+    }
+
+    /// Learns from one finished attempt.
+    pub fn observe(&mut self, signature: &str, runtime: Duration) {
+        let seconds = runtime.as_secs_f64().max(1e-3);
+        self.models.entry(signature.to_string()).or_default().add(seconds.ln());
+    }
+
+    /// The predicted runtime of `task`.
+    pub fn predict(&self, task: &TaskSpec) -> Prediction {
+        let declared = task.estimate.map(|estimate| estimate.as_secs_f64().max(1e-3).ln());
+        match (self.models.get(&signature(task)), declared) {
+            (Some(stats), declared) if stats.n > 0 => {
+                let confidence = stats.n as f64 / (stats.n as f64 + HALF_CONFIDENCE_AT);
+                let mu = match declared {
+                    Some(declared) => confidence * stats.mean + (1.0 - confidence) * declared,
+                    None => stats.mean,
+                };
+                Prediction::from_log(mu, stats.sigma(), confidence, Source::Learned)
+            }
+            (_, Some(declared)) => Prediction::from_log(declared, DEFAULT_SIGMA, 0.0, Source::Declared),
+            (_, None) => Prediction::from_log(
+                self.prior.as_secs_f64().max(1e-3).ln(),
+                DEFAULT_SIGMA,
+                0.0,
+                Source::Prior,
+            ),
+        }
+    }
+
+    /// The learned statistics, for persisting.
+    pub fn snapshot(&self) -> Vec<(String, LogStats)> {
+        let mut models: Vec<(String, LogStats)> = self
+            .models
+            .iter()
+            .map(|(signature, stats)| (signature.clone(), *stats))
+            .collect();
+        models.sort_by(|a, b| a.0.cmp(&b.0));
+        models
+    }
+
+    /// A predictor resumed from persisted statistics.
+    pub fn restore(prior: Duration, models: impl IntoIterator<Item = (String, LogStats)>) -> Predictor {
+        Predictor {
+            models: models.into_iter().collect(),
+            prior,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! Predictor tests on synthetic histories.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
+
+use super::*;
+
+fn task(yaml_task: &str) -> TaskSpec {
+    let spec = parse_workflow(
+        &format!("name: p\ntasks:\n  - {yaml_task}\n"),
+        &ValidateOptions::default(),
+    )
+    .unwrap();
+    spec.tasks.into_iter().next().unwrap()
+}
+
+#[test]
+fn signatures_group_by_pool_and_what_runs() {
+    assert_eq!(
+        signature(&task("{id: a, run: [/usr/bin/python3, jobs/extract.py, --day, '1']}")),
+        "default|run|python3|extract.py"
+    );
+    assert_eq!(
+        signature(&task("{id: b, run: [python3, extract.py, --day, '2']}")),
+        "default|run|python3|extract.py"
+    );
+    assert_eq!(
+        signature(&task("{id: c, run: [sleep, --help], pool: gpu}")),
+        "gpu|run|sleep|"
+    );
+    assert_eq!(signature(&task("{id: d, handler: noop}")), "default|handler|noop");
+}
+
+#[test]
+fn cold_start_uses_the_estimate_then_the_prior() {
+    let predictor = Predictor::new(Duration::from_secs(7));
+    let declared = predictor.predict(&task("{id: a, handler: noop, estimate: 20s}"));
+    assert_eq!(
+        (declared.source, declared.p50, declared.confidence),
+        (Source::Declared, Duration::from_secs(20), 0.0)
+    );
+    assert!(declared.p90 > declared.p50);
+    let prior = predictor.predict(&task("{id: a, handler: noop}"));
+    assert_eq!((prior.source, prior.p50), (Source::Prior, Duration::from_secs(7)));
+}
+
+#[test]
+fn converges_on_a_synthetic_history() {
+    // True runtimes: log-normal with median 10 s and sigma 0.3.
+    let truth = Prediction::from_log(10f64.ln(), 0.3, 1.0, Source::Learned);
+    let mut rng = StdRng::seed_from_u64(3);
+    let job = task("{id: job, run: [python3, train.py], estimate: 60s}");
+    let mut predictor = Predictor::new(Duration::from_secs(1));
+    let mut confidences = Vec::new();
+    for n in 1..=2000 {
+        predictor.observe(&signature(&job), truth.sample(&mut rng));
+        if [1, 10, 2000].contains(&n) {
+            confidences.push(predictor.predict(&job).confidence);
+        }
+    }
+    let learned = predictor.predict(&job);
+    assert_eq!(learned.source, Source::Learned);
+    let close = |got: Duration, want: f64, tolerance: f64| (got.as_secs_f64() / want - 1.0).abs() < tolerance;
+    assert!(close(learned.p50, 10.0, 0.05), "p50 {:?}", learned.p50);
+    assert!(
+        close(learned.p90, 10.0 * (Z_P90 * 0.3f64).exp(), 0.06),
+        "p90 {:?}",
+        learned.p90
+    );
+    assert!(
+        close(learned.mean, 10.0 * (0.045f64).exp(), 0.05),
+        "mean {:?}",
+        learned.mean
+    );
+    assert!(
+        confidences.windows(2).all(|pair| pair[0] < pair[1]),
+        "confidence grows: {confidences:?}"
+    );
+    assert!(learned.confidence > 0.99);
+}
+
+#[test]
+fn a_few_observations_are_blended_with_the_estimate() {
+    let job = task("{id: job, handler: sleep, args: {duration: 1s}, estimate: 100s}");
+    let mut predictor = Predictor::new(Duration::from_secs(1));
+    predictor.observe(&signature(&job), Duration::from_secs(10));
+    let blended = predictor.predict(&job);
+    assert!(
+        blended.p50 > Duration::from_secs(10) && blended.p50 < Duration::from_secs(100),
+        "{:?}",
+        blended.p50
+    );
+    assert_eq!(blended.confidence, 0.25);
+}
+
+#[test]
+fn p90_covers_about_ninety_percent_of_new_runs() {
+    let truth = Prediction::from_log(5f64.ln(), 0.4, 1.0, Source::Learned);
+    let mut rng = StdRng::seed_from_u64(11);
+    let job = task("{id: job, handler: noop}");
+    let mut predictor = Predictor::new(Duration::from_secs(1));
+    for _ in 0..500 {
+        predictor.observe(&signature(&job), truth.sample(&mut rng));
+    }
+    let p90 = predictor.predict(&job).p90;
+    let n_trials = 5000;
+    let n_covered = (0..n_trials).filter(|_| truth.sample(&mut rng) <= p90).count();
+    let coverage = n_covered as f64 / n_trials as f64;
+    assert!((0.87..=0.93).contains(&coverage), "coverage {coverage}");
+}
+
+#[test]
+fn snapshots_restore_the_same_predictions() {
+    let job = task("{id: job, handler: noop}");
+    let mut predictor = Predictor::new(Duration::from_secs(2));
+    for seconds in [3, 4, 5] {
+        predictor.observe(&signature(&job), Duration::from_secs(seconds));
+    }
+    let restored = Predictor::restore(Duration::from_secs(2), predictor.snapshot());
+    assert_eq!(restored, predictor);
+    assert_eq!(restored.predict(&job), predictor.predict(&job));
+}
