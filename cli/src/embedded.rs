@@ -40,6 +40,8 @@ pub struct EmbeddedOptions {
     pub prefetch_margin: usize,
     /// Grace between SIGTERM and SIGKILL for timed-out tasks.
     pub kill_grace: Duration,
+    /// Policies use runtimes learned from earlier runs (in the database) instead of estimates.
+    pub predictive: bool,
 }
 
 impl Default for EmbeddedOptions {
@@ -52,6 +54,7 @@ impl Default for EmbeddedOptions {
             handlers: Arc::new(HandlerRegistry::with_builtins()),
             prefetch_margin: 64,
             kill_grace: Duration::from_secs(5),
+            predictive: false,
         }
     }
 }
@@ -137,6 +140,7 @@ pub async fn run_workflow(
         engine: EngineConfig {
             policy: options.policy,
             prefetch_margin: options.prefetch_margin,
+            predictive: options.predictive,
             ..EngineConfig::default()
         },
         capacity: Capacity::Fixed(
@@ -147,7 +151,8 @@ pub async fn run_workflow(
         ),
         ..SchedulerConfig::default()
     };
-    let (scheduler, handle) = Scheduler::new(config, store.clone(), transport);
+    let (mut scheduler, handle) = Scheduler::new(config, store.clone(), transport);
+    scheduler.restore_predictor(store.runtime_stats().await?);
     let mut progress = handle.progress();
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
     let id: Arc<str> = Arc::from(workflow_id.as_str());

@@ -30,6 +30,8 @@ pub struct SchedulerSettings {
     pub quantum: String,
     /// Runtime assumed for tasks without an `estimate` (`sjf`, `srpt`, `rr`).
     pub default_estimate: String,
+    /// Policies use runtimes learned from finished attempts instead of declared estimates.
+    pub predictive: bool,
     /// A worker silent for this long loses its running attempts, which run again elsewhere.
     pub lease_timeout: String,
     /// Tasks released beyond the fleet's free slots.
@@ -51,6 +53,7 @@ impl Default for SchedulerSettings {
             aging: "60s".to_string(),
             quantum: "60s".to_string(),
             default_estimate: "1s".to_string(),
+            predictive: false,
             lease_timeout: "10s".to_string(),
             prefetch_margin: 16,
             max_tasks: taskfleet_common::workflow::DEFAULT_MAX_TASKS,

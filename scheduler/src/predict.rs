@@ -137,10 +137,12 @@ impl Predictor {
         }
     }
 
-    /// Learns from one finished attempt.
-    pub fn observe(&mut self, signature: &str, runtime: Duration) {
+    /// Learns from one finished attempt; returns the signature's statistics now.
+    pub fn observe(&mut self, signature: &str, runtime: Duration) -> LogStats {
         let seconds = runtime.as_secs_f64().max(1e-3);
-        self.models.entry(signature.to_string()).or_default().add(seconds.ln());
+        let stats = self.models.entry(signature.to_string()).or_default();
+        stats.add(seconds.ln());
+        *stats
     }
 
     /// The predicted runtime of `task`.

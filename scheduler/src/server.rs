@@ -50,7 +50,8 @@ pub async fn run(
         forget_finished: true,
         ..SchedulerConfig::default()
     };
-    let (scheduler, handle) = Scheduler::new(scheduler_config, store.clone(), transport.clone());
+    let (mut scheduler, handle) = Scheduler::new(scheduler_config, store.clone(), transport.clone());
+    scheduler.restore_predictor(store.runtime_stats().await?);
     restore(store.as_ref(), &handle).await?;
     // If the scheduling loop ends for any reason (even a panic), the whole service stops, so
     // a supervisor restarts it instead of leaving an API in front of a dead loop.

@@ -226,6 +226,13 @@ impl Scheduler {
         (scheduler, handle)
     }
 
+    /// Resumes learning from runtime statistics persisted by an earlier run.
+    pub fn restore_predictor(&mut self, stats: Vec<(String, crate::predict::LogStats)>) {
+        let prior = self.config.engine.policy_config.default_estimate;
+        self.engine
+            .set_predictor(crate::predict::Predictor::restore(prior, stats));
+    }
+
     /// Runs until `shutdown` is cancelled. Transport failures are retried forever with
     /// backoff; a store failure stops the service with an error (restarting it rebuilds
     /// everything from the store).

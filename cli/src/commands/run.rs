@@ -29,6 +29,9 @@ pub struct RunArgs {
     /// SQLite database keeping the run's state; running the same file again resumes it.
     #[arg(long)]
     pub db: Option<PathBuf>,
+    /// Order tasks by runtimes learned from earlier runs in the same --db, not by estimates.
+    #[arg(long)]
+    pub predictive: bool,
     /// Print a JSON report on stdout instead of the summary table.
     #[arg(long)]
     pub json: bool,
@@ -46,6 +49,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut options = EmbeddedOptions {
         policy: args.policy,
         db: args.db.clone(),
+        predictive: args.predictive,
         ..EmbeddedOptions::default()
     };
     if let Some(workers) = args.workers {

@@ -37,6 +37,9 @@ pub struct SchedulerArgs {
     /// A worker silent this long loses its running tasks, which run again elsewhere [default: 10s].
     #[arg(long, env = "TASKFLEET_LEASE_TIMEOUT")]
     pub lease_timeout: Option<String>,
+    /// Order tasks by runtimes learned from finished attempts instead of declared estimates.
+    #[arg(long, env = "TASKFLEET_PREDICTIVE")]
+    pub predictive: bool,
     /// Tasks released beyond the fleet's free slots [default: 16].
     #[arg(long, env = "TASKFLEET_PREFETCH_MARGIN")]
     pub prefetch_margin: Option<usize>,
@@ -57,6 +60,9 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     set(&mut settings.policy, args.policy);
     set(&mut settings.lease_timeout, args.lease_timeout);
     set(&mut settings.prefetch_margin, args.prefetch_margin);
+    if args.predictive {
+        settings.predictive = true;
+    }
     if args.dump_config {
         super::write_stdout(&settings::dump(&settings)?)?;
         return Ok(ExitCode::SUCCESS);
@@ -87,6 +93,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         engine: EngineConfig {
             policy,
             policy_config,
+            predictive: settings.predictive,
             prefetch_margin: settings.prefetch_margin,
             ..EngineConfig::default()
         },

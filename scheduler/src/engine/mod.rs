@@ -22,6 +22,7 @@ use taskfleet_common::wire::{AttemptStarted, TaskMessage, TaskResult, WireAction
 use taskfleet_common::{Millis, WorkflowSpec};
 
 use crate::policy::{Policy, PolicyConfig, PolicyKind, ReadyTask, TaskRef};
+use crate::predict::{signature, Predictor};
 use crate::store::{AttemptRecord, StoreUpdate, TaskRecord, WorkflowState};
 use run::WorkflowRun;
 
@@ -31,6 +32,8 @@ pub struct EngineConfig {
     pub policy: PolicyKind,
     /// The policy's knobs (runtime prior, aging, quantum).
     pub policy_config: PolicyConfig,
+    /// Policies see runtimes predicted from history instead of declared estimates.
+    pub predictive: bool,
     /// Tasks dispatched beyond the fleet's free slots, so workers never wait for the scheduler.
     pub prefetch_margin: usize,
     /// Seed of the retry jitter.
@@ -42,6 +45,7 @@ impl Default for EngineConfig {
         EngineConfig {
             policy: PolicyKind::Fcfs,
             policy_config: PolicyConfig::default(),
+            predictive: false,
             prefetch_margin: 16,
             jitter_seed: 0x5eed,
         }
@@ -89,6 +93,8 @@ pub struct Engine {
     updates: Vec<StoreUpdate>,
     /// Reused buffer for newly ready children.
     scratch: Vec<u32>,
+    /// Runtimes learned from finished attempts.
+    predictor: Predictor,
     /// The worker running each started attempt, and the attempts each worker runs.
     running_on: HashMap<TaskRef, Arc<str>>,
     by_worker: HashMap<Arc<str>, HashSet<TaskRef>>,
@@ -97,6 +103,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
         let jitter_state = config.jitter_seed;
+        let prior = config.policy_config.default_estimate;
         Engine {
             config,
             workflows: Vec::new(),
@@ -108,9 +115,20 @@ impl Engine {
             jitter_state,
             updates: Vec::new(),
             scratch: Vec::new(),
+            predictor: Predictor::new(prior),
             running_on: HashMap::new(),
             by_worker: HashMap::new(),
         }
+    }
+
+    /// Replaces what the engine has learned about runtimes (restored from the store).
+    pub fn set_predictor(&mut self, predictor: Predictor) {
+        self.predictor = predictor;
+    }
+
+    /// What the engine has learned about runtimes.
+    pub fn predictor(&self) -> &Predictor {
+        &self.predictor
     }
 
     /// Sets how many slots the fleet offers `pool`.
@@ -300,6 +318,13 @@ impl Engine {
         }
         if let Some(pool) = self.pools.get_mut(&spec_task.pool) {
             pool.in_flight = pool.in_flight.saturating_sub(slots);
+        }
+        if result.outcome == AttemptOutcome::Succeeded {
+            let signature = signature(spec_task);
+            let stats = self
+                .predictor
+                .observe(&signature, result.finished_at.since(result.started_at));
+            self.updates.push(StoreUpdate::RuntimeStats { signature, stats });
         }
         let failed = matches!(result.outcome, AttemptOutcome::Failed { .. } | AttemptOutcome::TimedOut);
         let n_failures = task.n_failures + u32::from(failed);
@@ -551,7 +576,7 @@ impl Engine {
             ready_at: now,
             class: spec.priority,
             weight: spec.weight,
-            estimate_ms: estimate_ms(spec, &self.config.policy_config),
+            estimate_ms: estimate_ms(spec, &self.config, &self.predictor),
             slots: spec.resources.slots,
         };
         let pool = spec.pool.clone();
@@ -605,7 +630,7 @@ impl Engine {
             });
             stack.extend_from_slice(spec.dag.children(child));
             release_outputs_of_parents(run, child);
-            let estimate = estimate_ms(&spec.tasks[child as usize], &self.config.policy_config);
+            let estimate = estimate_ms(&spec.tasks[child as usize], &self.config, &self.predictor);
             for pool in self.pools.values_mut() {
                 pool.policy.on_task_done(
                     TaskRef {
@@ -625,7 +650,7 @@ impl Engine {
         let mut remaining_ms = 0u64;
         for (task, runtime) in spec.tasks.iter().zip(&run.tasks) {
             if !runtime.state.is_terminal() {
-                remaining_ms += estimate_ms(task, &self.config.policy_config);
+                remaining_ms += estimate_ms(task, &self.config, &self.predictor);
             }
         }
         let seq = run.seq;
@@ -643,7 +668,7 @@ impl Engine {
     /// Tells every pool's policy that a task ended for good.
     fn task_done(&mut self, slot: u32, task_idx: u32) {
         let run = self.workflows[slot as usize].as_ref().expect("live workflow");
-        let estimate = estimate_ms(&run.spec.tasks[task_idx as usize], &self.config.policy_config);
+        let estimate = estimate_ms(&run.spec.tasks[task_idx as usize], &self.config, &self.predictor);
         for pool in self.pools.values_mut() {
             pool.policy.on_task_done(
                 TaskRef {
@@ -687,9 +712,15 @@ impl Engine {
     }
 }
 
-/// The runtime a policy assumes for a task: its estimate, or the configured prior.
-fn estimate_ms(task: &taskfleet_common::TaskSpec, config: &PolicyConfig) -> u64 {
-    task.estimate.unwrap_or(config.default_estimate).as_millis() as u64
+/// The runtime a policy assumes for a task: the predicted mean in predictive mode, else its
+/// declared estimate, or the configured prior.
+fn estimate_ms(task: &taskfleet_common::TaskSpec, config: &EngineConfig, predictor: &Predictor) -> u64 {
+    let estimate = if config.predictive {
+        predictor.predict(task).mean
+    } else {
+        task.estimate.unwrap_or(config.policy_config.default_estimate)
+    };
+    estimate.as_millis() as u64
 }
 
 /// The live workflow in `slot`, borrowing only the workflows (not the whole engine).

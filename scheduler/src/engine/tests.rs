@@ -5,6 +5,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::value::RawValue;
 use std::sync::Arc;
+use std::time::Duration;
 use taskfleet_common::state::{AttemptOutcome, TaskState};
 use taskfleet_common::wire::{AttemptStarted, TaskResult, WIRE_VERSION};
 use taskfleet_common::workflow::{parse_workflow, parse_workflow_value, ValidateOptions};
@@ -474,4 +475,52 @@ fn finished_workflows_can_be_forgotten_and_new_ones_added() {
         .on_finished(result(&second[0], AttemptOutcome::Succeeded, None), Millis(4))
         .unwrap();
     assert_eq!(engine.workflow_state("second"), Some(WorkflowState::Succeeded));
+}
+
+#[test]
+fn predictive_mode_orders_by_learned_runtimes() {
+    let spec = spec(
+        "name: p\ntasks:\n  - {id: declared-short, handler: sleep, args: {duration: 1s}, estimate: 1s}\n  - {id: declared-long, handler: noop, estimate: 10s}\n",
+    );
+    let mut learned = crate::predict::Predictor::new(Duration::from_secs(1));
+    for _ in 0..50 {
+        learned.observe("default|handler|sleep", Duration::from_secs(100));
+        learned.observe("default|handler|noop", Duration::from_millis(5));
+    }
+    for (predictive, expected) in [(false, "declared-short"), (true, "declared-long")] {
+        let mut engine = Engine::new(EngineConfig {
+            policy: PolicyKind::Sjf,
+            prefetch_margin: 0,
+            predictive,
+            ..EngineConfig::default()
+        });
+        engine.set_capacity("default", 1);
+        engine.set_predictor(learned.clone());
+        engine.add_workflow("wf".into(), spec.clone(), None, Millis(0));
+        assert_eq!(names(&engine.dispatch(Millis(0))), expected, "predictive: {predictive}");
+    }
+}
+
+#[test]
+fn finished_attempts_teach_the_predictor_and_are_persisted() {
+    let spec = spec("name: l\ntasks:\n  - {id: a, handler: noop}\n");
+    let mut engine = engine(PolicyKind::Fcfs, 1, 0);
+    engine.add_workflow("wf".into(), spec.clone(), None, Millis(0));
+    let dispatched = engine.dispatch(Millis(0));
+    let mut done = result(&dispatched[0], AttemptOutcome::Succeeded, None);
+    done.started_at = Millis(1_000);
+    done.finished_at = Millis(3_000);
+    engine.take_updates();
+    engine.on_finished(done, Millis(3_000)).unwrap();
+    let stats: Vec<_> = engine
+        .take_updates()
+        .into_iter()
+        .filter_map(|update| match update {
+            StoreUpdate::RuntimeStats { signature, stats } => Some((signature, stats.n)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stats, vec![("default|handler|noop".to_string(), 1)]);
+    let predicted = engine.predictor().predict(&spec.tasks[0]);
+    assert_eq!(predicted.p50, Duration::from_secs(2));
 }

@@ -45,6 +45,44 @@ pub async fn run_all(store: &dyn Store, prefix: &str) {
     every_outcome_round_trips(store, prefix).await;
     running_workflows_filter_and_order(store, prefix).await;
     failed_batch_changes_nothing(store, prefix).await;
+    runtime_stats_round_trip(store, prefix).await;
+}
+
+/// Runtime statistics are stored per signature, the latest replacing the earlier.
+pub async fn runtime_stats_round_trip(store: &dyn Store, prefix: &str) {
+    use crate::predict::LogStats;
+    let signature = format!("{prefix}|handler|noop");
+    let first = LogStats {
+        n: 1,
+        mean: 0.5,
+        m2: 0.0,
+    };
+    let second = LogStats {
+        n: 2,
+        mean: 0.75,
+        m2: 0.125,
+    };
+    store
+        .apply(vec![StoreUpdate::RuntimeStats {
+            signature: signature.clone(),
+            stats: first,
+        }])
+        .await
+        .expect("save stats");
+    store
+        .apply(vec![StoreUpdate::RuntimeStats {
+            signature: signature.clone(),
+            stats: second,
+        }])
+        .await
+        .expect("save stats");
+    let stored = store.runtime_stats().await.expect("read stats");
+    let mine: Vec<_> = stored.into_iter().filter(|(known, _)| *known == signature).collect();
+    assert_eq!(
+        mine,
+        vec![(signature, second)],
+        "runtime stats: the latest statistics replace the earlier"
+    );
 }
 
 /// The [`DIAMOND`] spec.

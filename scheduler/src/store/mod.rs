@@ -14,6 +14,8 @@ use async_trait::async_trait;
 use taskfleet_common::state::{AttemptOutcome, TaskState};
 use taskfleet_common::{Millis, WorkflowSpec};
 
+use crate::predict::LogStats;
+
 pub use coalesce::coalesce;
 pub use sqlite::SqliteStore;
 
@@ -147,6 +149,8 @@ pub enum StoreUpdate {
         state: WorkflowState,
         at: Millis,
     },
+    /// The runtime statistics learned for a task signature (replacing the stored ones).
+    RuntimeStats { signature: String, stats: LogStats },
 }
 
 /// Persistent scheduler state.
@@ -172,6 +176,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every attempt of the workflow, by task index then attempt number.
     async fn attempts(&self, workflow_id: &str) -> Result<Vec<AttemptRecord>, StoreError>;
+
+    /// The runtime statistics learned so far, by task signature.
+    async fn runtime_stats(&self) -> Result<Vec<(String, LogStats)>, StoreError>;
 
     /// Applies the updates atomically, in order.
     async fn apply(&self, updates: Vec<StoreUpdate>) -> Result<(), StoreError>;

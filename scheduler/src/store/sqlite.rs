@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 use self::codec::{classify, ATTEMPT_COLUMNS, TASK_COLUMNS, WORKFLOW_COLUMNS};
 use self::write::NewTasks;
 use super::{AttemptRecord, Store, StoreError, StoreUpdate, TaskRecord, WorkflowRecord};
+use crate::predict::LogStats;
 
 /// Work for the store thread.
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -181,6 +182,24 @@ impl Store for SqliteStore {
             let sql = "SELECT task_id FROM tasks WHERE workflow_id = ?1 ORDER BY task_idx";
             let decode = |row: &rusqlite::Row<'_>| row.get(0).map_err(|error| codec::classify(error, "read a task id"));
             query_all(conn, sql, [&workflow_id], "read task ids", decode)
+        })
+        .await
+    }
+
+    async fn runtime_stats(&self) -> Result<Vec<(String, LogStats)>, StoreError> {
+        self.run(move |conn| {
+            let sql = "SELECT signature, n, mean, m2 FROM runtime_stats ORDER BY signature";
+            let decode = |row: &rusqlite::Row<'_>| {
+                let read = |error| codec::classify(error, "read runtime statistics");
+                let n: i64 = row.get(1).map_err(read)?;
+                let stats = LogStats {
+                    n: u64::try_from(n).unwrap_or(0),
+                    mean: row.get(2).map_err(read)?,
+                    m2: row.get(3).map_err(read)?,
+                };
+                Ok((row.get(0).map_err(read)?, stats))
+            };
+            query_all(conn, sql, [], "read runtime statistics", decode)
         })
         .await
     }

@@ -61,6 +61,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE workflows ADD COLUMN idempotency_key TEXT;
     CREATE UNIQUE INDEX workflows_by_idempotency_key ON workflows (idempotency_key)
         WHERE idempotency_key IS NOT NULL;",
+    // 3: runtime statistics learned per task signature, for prediction.
+    "CREATE TABLE runtime_stats (
+        signature TEXT PRIMARY KEY NOT NULL,
+        n INTEGER NOT NULL,
+        mean REAL NOT NULL,
+        m2 REAL NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// Applies the connection settings and brings the schema up to date.

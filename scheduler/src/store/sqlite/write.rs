@@ -119,6 +119,8 @@ const FINISH_ATTEMPT: &str = "INSERT INTO attempts (workflow_id, task_idx, attem
      outcome = excluded.outcome, exit_code = excluded.exit_code, signal = excluded.signal, \
      error = excluded.error, stdout_tail = excluded.stdout_tail, \
      stderr_tail = excluded.stderr_tail";
+const SAVE_RUNTIME_STATS: &str =
+    "INSERT OR REPLACE INTO runtime_stats (signature, n, mean, m2) VALUES (?1, ?2, ?3, ?4)";
 const FINISH_WORKFLOW: &str = "UPDATE workflows SET state = ?2, finished_at = ?3 WHERE id = ?1";
 
 /// The statements of [`apply`], prepared once per batch.
@@ -128,6 +130,7 @@ struct Statements<'c> {
     start_attempt: CachedStatement<'c>,
     finish_attempt: CachedStatement<'c>,
     finish_workflow: CachedStatement<'c>,
+    save_runtime_stats: CachedStatement<'c>,
 }
 
 /// Applies the updates in order, in one transaction: all of them or none.
@@ -147,6 +150,7 @@ pub(super) fn apply(conn: &mut Connection, updates: &[StoreUpdate]) -> Result<()
             start_attempt: prepare(START_ATTEMPT)?,
             finish_attempt: prepare(FINISH_ATTEMPT)?,
             finish_workflow: prepare(FINISH_WORKFLOW)?,
+            save_runtime_stats: prepare(SAVE_RUNTIME_STATS)?,
         };
         for update in updates {
             apply_one(&mut statements, update)?;
@@ -262,6 +266,13 @@ fn apply_one(statements: &mut Statements<'_>, update: &StoreUpdate) -> Result<()
             if changed == 0 {
                 return Err(missing(format!("workflow '{workflow_id}'")));
             }
+        }
+        StoreUpdate::RuntimeStats { signature, stats } => {
+            let n = i64::try_from(stats.n).unwrap_or(i64::MAX);
+            statements
+                .save_runtime_stats
+                .execute(params![signature, n, stats.mean, stats.m2])
+                .map_err(sql_error)?;
         }
     }
     Ok(())
