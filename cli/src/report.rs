@@ -53,6 +53,19 @@ pub fn render_table(status: &WorkflowStatus) -> String {
         .duration_ms
         .map(|ms| format!(" in {}", format_duration(Duration::from_millis(ms))))
         .unwrap_or_default();
+    if let Some(eta) = &status.eta {
+        let critical: Vec<String> = eta
+            .critical_tasks
+            .iter()
+            .map(|(task, share)| format!("{task} {:.0}%", share * 100.0))
+            .collect();
+        out.push_str(&format!(
+            "\npredicted end: p50 in {}, p90 in {} (critical: {})",
+            format_duration(Duration::from_millis(eta.p50_in_ms)),
+            format_duration(Duration::from_millis(eta.p90_in_ms)),
+            critical.join(", ")
+        ));
+    }
     out.push_str(&format!(
         "\nworkflow {} ({}) {}{took}: {}\n",
         status.name,

@@ -23,7 +23,24 @@ pub struct WorkflowStatus {
     pub duration_ms: Option<u64>,
     /// Tasks per state.
     pub counts: BTreeMap<String, usize>,
+    /// When a running workflow is predicted to end (Monte-Carlo over learned runtimes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<EtaStatus>,
     pub tasks: Vec<TaskStatus>,
+}
+
+/// A running workflow's predicted end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EtaStatus {
+    /// Median and 90th percentile of the predicted end.
+    pub p50_at: String,
+    pub p90_at: String,
+    /// The same, as milliseconds from when the prediction was made.
+    pub p50_in_ms: u64,
+    pub p90_in_ms: u64,
+    /// The unfinished tasks most often on the chain that decides the end, most critical first,
+    /// with the share of samples in which they were.
+    pub critical_tasks: Vec<(String, f64)>,
 }
 
 /// One task's line of a [`WorkflowStatus`].

@@ -4,10 +4,16 @@ use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
-use taskfleet_common::api::{TaskStatus, WorkflowStatus};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use taskfleet_common::api::{EtaStatus, TaskStatus, WorkflowStatus};
+use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
 use taskfleet_common::Millis;
 
-use crate::store::{Store, StoreError};
+use crate::eta::{monte_carlo_eta, TaskProgress};
+use crate::policy::PolicyConfig;
+use crate::predict::Predictor;
+use crate::store::{Store, StoreError, WorkflowState};
 
 /// The workflow's status, or `None` if the store has no such workflow.
 pub async fn workflow_status(store: &dyn Store, workflow_id: &str) -> Result<Option<WorkflowStatus>, StoreError> {
@@ -72,8 +78,62 @@ pub async fn workflow_status(store: &dyn Store, workflow_id: &str) -> Result<Opt
         finished_at: workflow.finished_at.map(format_time),
         duration_ms: duration_ms(Some(workflow.submitted_at), workflow.finished_at),
         counts,
+        eta: None,
         tasks,
     }))
+}
+
+/// The workflow's status with, while it runs, its predicted end on a fleet of `slots` slots:
+/// a Monte-Carlo simulation of the rest of the workflow over the runtimes learned so far.
+pub async fn workflow_status_with_eta(
+    store: &dyn Store,
+    workflow_id: &str,
+    slots: usize,
+    now: Millis,
+) -> Result<Option<WorkflowStatus>, StoreError> {
+    let Some(mut status) = workflow_status(store, workflow_id).await? else { return Ok(None) };
+    let Some(record) = store.workflow(workflow_id).await? else { return Ok(Some(status)) };
+    if record.state != WorkflowState::Running {
+        return Ok(Some(status));
+    }
+    let options = ValidateOptions { max_tasks: usize::MAX, known_handlers: None };
+    let Ok(spec) = parse_workflow(&record.source, &options) else { return Ok(Some(status)) };
+    let records = store.tasks(workflow_id).await?;
+    let attempts = store.attempts(workflow_id).await?;
+    let mut started: Vec<Option<Millis>> = vec![None; records.len()];
+    for attempt in &attempts {
+        if records.get(attempt.task_idx as usize).is_some_and(|task| task.attempt == attempt.attempt) {
+            started[attempt.task_idx as usize] = attempt.started_at;
+        }
+    }
+    let progress: Vec<TaskProgress> = records
+        .iter()
+        .map(|task| TaskProgress::of(task.state, started[task.task_idx as usize].map(|at| now.since(at))))
+        .collect();
+    if progress.len() != spec.tasks.len() {
+        return Ok(Some(status));
+    }
+    let prior = PolicyConfig::default().default_estimate;
+    let predictor = Predictor::restore(prior, store.runtime_stats().await?);
+    let seed = workflow_id.bytes().fold(0u64, |hash, byte| hash.wrapping_mul(31).wrapping_add(u64::from(byte)));
+    let eta = monte_carlo_eta(&spec, &progress, &predictor, slots, 200, &mut StdRng::seed_from_u64(seed));
+    let mut critical: Vec<(String, f64)> = eta
+        .criticality
+        .iter()
+        .enumerate()
+        .filter(|&(idx, &share)| share > 0.0 && progress[idx] != TaskProgress::Done)
+        .map(|(idx, &share)| (spec.tasks[idx].id.clone(), share))
+        .collect();
+    critical.sort_by(|a, b| b.1.total_cmp(&a.1));
+    critical.truncate(5);
+    status.eta = Some(EtaStatus {
+        p50_at: format_time(now.plus(eta.p50)),
+        p90_at: format_time(now.plus(eta.p90)),
+        p50_in_ms: eta.p50.as_millis() as u64,
+        p90_in_ms: eta.p90.as_millis() as u64,
+        critical_tasks: critical,
+    });
+    Ok(Some(status))
 }
 
 fn duration_ms(start: Option<Millis>, end: Option<Millis>) -> Option<u64> {

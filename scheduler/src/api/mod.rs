@@ -4,7 +4,7 @@
 //! | method and path | answer |
 //! |---|---|
 //! | `POST /v1/workflows` (body: YAML or JSON; header `Idempotency-Key`) | 201 [`SubmitResponse`] (200 when the key was seen), 422 with every problem |
-//! | `GET /v1/workflows/{id}` | 200 [`WorkflowStatus`], 404 |
+//! | `GET /v1/workflows/{id}` | 200 [`WorkflowStatus`] (with a predicted end while it runs), 404 |
 //! | `POST /v1/workflows/{id}/cancel` | 202 [`CancelResponse`], 404, 409 when it already ended |
 //! | `GET /v1/workers` | 200 list of [`WorkerStatus`] |
 //! | `GET /healthz`, `GET /readyz` | 200 while alive; 200 only while connected to the broker |
@@ -25,8 +25,8 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 
-use crate::service::SchedulerHandle;
-use crate::status::workflow_status;
+use crate::service::{now, SchedulerHandle};
+use crate::status::workflow_status_with_eta;
 use crate::store::Store;
 use crate::submit::{submit_workflow, SubmitError};
 
@@ -90,7 +90,8 @@ async fn submit(
 }
 
 async fn status(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<WorkflowStatus>, ApiError> {
-    match workflow_status(state.store.as_ref(), &id).await {
+    let slots: usize = state.scheduler.fleet().iter().filter(|worker| !worker.draining).map(|worker| worker.slots as usize).sum();
+    match workflow_status_with_eta(state.store.as_ref(), &id, slots.max(1), now()).await {
         Ok(Some(status)) => Ok(Json(status)),
         Ok(None) => Err(ApiError::NotFound(format!("no workflow `{id}`"))),
         Err(error) => Err(ApiError::Internal(error.into())),

@@ -1,0 +1,159 @@
+//! Monte-Carlo ETA: when will a running workflow end, and which tasks decide it?
+//!
+//! Each sample draws a runtime for every unfinished task from the predictor's distribution
+//! (a running task keeps what it has already run), then list-schedules the rest of the DAG on
+//! the fleet's slots in topological order. Over the samples this gives completion quantiles
+//! (p50, p90) and, per task, its criticality: how often it lies on the chain that decided the
+//! end. Pure: the clock and the random source are arguments.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+use rand::Rng;
+use taskfleet_common::state::TaskState;
+use taskfleet_common::WorkflowSpec;
+
+use crate::predict::Predictor;
+
+/// Samples beyond which a large workflow is not worth more precision.
+const MAX_TASK_SAMPLES: usize = 2_000_000;
+
+/// What is known of each task now.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TaskProgress {
+    /// Ended (any outcome): costs nothing more.
+    Done,
+    /// Running for this long already.
+    Running(Duration),
+    /// Not started.
+    Waiting,
+}
+
+impl TaskProgress {
+    /// The progress of a task in `state`, running for `elapsed` if it runs.
+    pub fn of(state: TaskState, elapsed: Option<Duration>) -> TaskProgress {
+        match state {
+            state if state.is_terminal() => TaskProgress::Done,
+            TaskState::Running | TaskState::Dispatched => TaskProgress::Running(elapsed.unwrap_or_default()),
+            _ => TaskProgress::Waiting,
+        }
+    }
+}
+
+/// The predicted end of a workflow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Eta {
+    /// Time from now until the workflow ends: median and 90th percentile.
+    pub p50: Duration,
+    pub p90: Duration,
+    /// Per task, the share of samples in which it was on the deciding chain.
+    pub criticality: Vec<f64>,
+    pub n_samples: usize,
+}
+
+/// Runs `n_samples` simulations of the rest of the workflow on `slots` identical slots.
+pub fn monte_carlo_eta(
+    spec: &WorkflowSpec,
+    progress: &[TaskProgress],
+    predictor: &Predictor,
+    slots: usize,
+    n_samples: usize,
+    rng: &mut impl Rng,
+) -> Eta {
+    let n_tasks = spec.tasks.len();
+    let n_open = progress.iter().filter(|task| **task != TaskProgress::Done).count().max(1);
+    let n_samples = n_samples.min(MAX_TASK_SAMPLES / n_open).max(1);
+    let predictions: Vec<_> = spec.tasks.iter().map(|task| predictor.predict(task)).collect();
+    let mut ends = Vec::with_capacity(n_samples);
+    let mut critical_counts = vec![0u32; n_tasks];
+    let mut runtime = vec![0f64; n_tasks];
+    for _ in 0..n_samples {
+        for (idx, task) in progress.iter().enumerate() {
+            runtime[idx] = match task {
+                TaskProgress::Done => 0.0,
+                TaskProgress::Waiting => predictions[idx].sample(rng).as_secs_f64(),
+                TaskProgress::Running(elapsed) => {
+                    // What is left of a draw that is longer than what already ran.
+                    let mut draw = predictions[idx].sample(rng).as_secs_f64();
+                    for _ in 0..8 {
+                        if draw > elapsed.as_secs_f64() {
+                            break;
+                        }
+                        draw = predictions[idx].sample(rng).as_secs_f64();
+                    }
+                    (draw - elapsed.as_secs_f64()).max(0.0)
+                }
+            };
+        }
+        let (end, chain) = list_schedule(spec, progress, &runtime, slots.max(1));
+        ends.push(end);
+        for task in chain {
+            critical_counts[task as usize] += 1;
+        }
+    }
+    ends.sort_by(f64::total_cmp);
+    let quantile = |q: f64| Duration::from_secs_f64(ends[((ends.len() - 1) as f64 * q).round() as usize]);
+    Eta {
+        p50: quantile(0.5),
+        p90: quantile(0.9),
+        criticality: critical_counts.iter().map(|&count| f64::from(count) / n_samples as f64).collect(),
+        n_samples,
+    }
+}
+
+/// Schedules the open tasks in topological order, each on the slot that frees first, not
+/// before its parents end; returns the end time and the chain of tasks that decided it.
+pub fn list_schedule(spec: &WorkflowSpec, progress: &[TaskProgress], runtime: &[f64], slots: usize) -> (f64, Vec<u32>) {
+    let n_tasks = spec.tasks.len();
+    let mut finish = vec![0f64; n_tasks];
+    // Why each task started when it did: the parent it waited for, if that was the reason.
+    let mut waited_for = vec![u32::MAX; n_tasks];
+    // Slots by the time they free, in integer nanoseconds so the heap can order them.
+    let mut free_at: BinaryHeap<Reverse<u64>> = (0..slots).map(|_| Reverse(0)).collect();
+    let mut last = (0f64, u32::MAX);
+    // Running tasks hold their slots from now until they end.
+    for (idx, task) in progress.iter().enumerate() {
+        if let TaskProgress::Running(_) = task {
+            free_at.pop();
+            free_at.push(Reverse((runtime[idx] * 1e9) as u64));
+            finish[idx] = runtime[idx];
+            if finish[idx] >= last.0 {
+                last = (finish[idx], idx as u32);
+            }
+        }
+    }
+    for &task in spec.dag.topo_order() {
+        let idx = task as usize;
+        if progress[idx] != TaskProgress::Waiting {
+            continue;
+        }
+        let (ready, parent) = spec
+            .dag
+            .parents(task)
+            .iter()
+            .map(|&parent| (finish[parent as usize], parent))
+            .fold((0f64, u32::MAX), |best, next| if next.0 > best.0 { next } else { best });
+        let Reverse(slot_free) = free_at.pop().expect("at least one slot");
+        let slot_free = slot_free as f64 / 1e9;
+        let start = ready.max(slot_free);
+        free_at.push(Reverse(((start + runtime[idx]) * 1e9) as u64));
+        if ready >= slot_free {
+            waited_for[idx] = parent;
+        }
+        finish[idx] = start + runtime[idx];
+        if finish[idx] >= last.0 {
+            last = (finish[idx], task);
+        }
+    }
+    let mut chain = Vec::new();
+    let mut task = last.1;
+    while task != u32::MAX {
+        chain.push(task);
+        task = waited_for[task as usize];
+    }
+    (last.0, chain)
+}
+
+#[cfg(test)]
+mod tests;
