@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod engine;
+pub mod eta;
 pub mod fleet;
 pub mod policy;
 pub mod predict;
