@@ -3,6 +3,7 @@
 
 mod embedded;
 mod fleet;
+mod policies;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,9 @@ pub struct BenchArgs {
     /// Single-task workflows timed one after the other for the idle latency.
     #[arg(long, default_value_t = 200)]
     pub single_task_runs: usize,
+    /// Ready tasks in the policy benchmark (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    pub policy_tasks: usize,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -49,6 +53,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
         embedded::bench_throughput(args.noop_tasks, workers, &scratch.path().join("noop.sqlite")).await?;
+    }
+    if args.policy_tasks > 0 {
+        policies::bench_policies(args.policy_tasks, 100);
     }
     if let Some(broker) = &args.broker {
         let options = fleet::FleetBench {
