@@ -47,6 +47,9 @@ pub enum Command {
     Workers(commands::workers::WorkersArgs),
     /// Measure this machine: workflow loading and embedded task throughput.
     Bench(commands::bench::BenchArgs),
+    /// Simulate workflows on a described fleet with the real engine and policies: makespan,
+    /// flow times, utilization, fairness; compare policies; draw a Gantt chart.
+    Simulate(commands::simulate::SimulateArgs),
 }
 
 /// Exit code for a workflow that failed.
@@ -74,6 +77,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Cancel(args) => commands::cancel::run(args).await,
             Command::Workers(args) => commands::workers::run(args).await,
             Command::Bench(args) => commands::bench::run(args).await,
+            Command::Simulate(args) => commands::simulate::run(args),
         }
     });
     // Workers may still be reaping child processes; do not wait for them forever.

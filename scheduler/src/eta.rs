@@ -62,7 +62,11 @@ pub fn monte_carlo_eta(
     rng: &mut impl Rng,
 ) -> Eta {
     let n_tasks = spec.tasks.len();
-    let n_open = progress.iter().filter(|task| **task != TaskProgress::Done).count().max(1);
+    let n_open = progress
+        .iter()
+        .filter(|task| **task != TaskProgress::Done)
+        .count()
+        .max(1);
     let n_samples = n_samples.min(MAX_TASK_SAMPLES / n_open).max(1);
     let predictions: Vec<_> = spec.tasks.iter().map(|task| predictor.predict(task)).collect();
     let mut ends = Vec::with_capacity(n_samples);
@@ -97,7 +101,10 @@ pub fn monte_carlo_eta(
     Eta {
         p50: quantile(0.5),
         p90: quantile(0.9),
-        criticality: critical_counts.iter().map(|&count| f64::from(count) / n_samples as f64).collect(),
+        criticality: critical_counts
+            .iter()
+            .map(|&count| f64::from(count) / n_samples as f64)
+            .collect(),
         n_samples,
     }
 }

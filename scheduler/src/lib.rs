@@ -12,6 +12,7 @@ pub mod policy;
 pub mod predict;
 pub mod server;
 pub mod service;
+pub mod sim;
 pub mod status;
 pub mod store;
 pub mod submit;

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde_json::value::RawValue;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use serde_json::value::RawValue;
 use taskfleet_common::api::{EtaStatus, TaskStatus, WorkflowStatus};
 use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
 use taskfleet_common::Millis;
@@ -91,18 +91,30 @@ pub async fn workflow_status_with_eta(
     slots: usize,
     now: Millis,
 ) -> Result<Option<WorkflowStatus>, StoreError> {
-    let Some(mut status) = workflow_status(store, workflow_id).await? else { return Ok(None) };
-    let Some(record) = store.workflow(workflow_id).await? else { return Ok(Some(status)) };
+    let Some(mut status) = workflow_status(store, workflow_id).await? else {
+        return Ok(None);
+    };
+    let Some(record) = store.workflow(workflow_id).await? else {
+        return Ok(Some(status));
+    };
     if record.state != WorkflowState::Running {
         return Ok(Some(status));
     }
-    let options = ValidateOptions { max_tasks: usize::MAX, known_handlers: None };
-    let Ok(spec) = parse_workflow(&record.source, &options) else { return Ok(Some(status)) };
+    let options = ValidateOptions {
+        max_tasks: usize::MAX,
+        known_handlers: None,
+    };
+    let Ok(spec) = parse_workflow(&record.source, &options) else {
+        return Ok(Some(status));
+    };
     let records = store.tasks(workflow_id).await?;
     let attempts = store.attempts(workflow_id).await?;
     let mut started: Vec<Option<Millis>> = vec![None; records.len()];
     for attempt in &attempts {
-        if records.get(attempt.task_idx as usize).is_some_and(|task| task.attempt == attempt.attempt) {
+        if records
+            .get(attempt.task_idx as usize)
+            .is_some_and(|task| task.attempt == attempt.attempt)
+        {
             started[attempt.task_idx as usize] = attempt.started_at;
         }
     }
@@ -115,8 +127,17 @@ pub async fn workflow_status_with_eta(
     }
     let prior = PolicyConfig::default().default_estimate;
     let predictor = Predictor::restore(prior, store.runtime_stats().await?);
-    let seed = workflow_id.bytes().fold(0u64, |hash, byte| hash.wrapping_mul(31).wrapping_add(u64::from(byte)));
-    let eta = monte_carlo_eta(&spec, &progress, &predictor, slots, 200, &mut StdRng::seed_from_u64(seed));
+    let seed = workflow_id
+        .bytes()
+        .fold(0u64, |hash, byte| hash.wrapping_mul(31).wrapping_add(u64::from(byte)));
+    let eta = monte_carlo_eta(
+        &spec,
+        &progress,
+        &predictor,
+        slots,
+        200,
+        &mut StdRng::seed_from_u64(seed),
+    );
     let mut critical: Vec<(String, f64)> = eta
         .criticality
         .iter()

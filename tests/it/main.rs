@@ -6,9 +6,11 @@
 //! - `embedded`: the embedded mode as a library, with handlers registered from Rust.
 //! - `fleet`: `taskfleet scheduler` and `taskfleet worker` processes over the real RabbitMQ.
 //! - `amqp`: the RabbitMQ transport against a real broker (`AMQP_ADDR`), cut and reconnected.
+//! - `simulate`: `taskfleet simulate` on the examples: JSON report, `--compare`, `--gantt`.
 
 mod amqp;
 mod embedded;
 mod fleet;
 mod resume;
 mod run;
+mod simulate;

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod cancel;
 pub mod run;
 pub mod scheduler;
+pub mod simulate;
 pub mod status;
 pub mod submit;
 pub mod validate;

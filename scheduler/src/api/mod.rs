@@ -90,7 +90,13 @@ async fn submit(
 }
 
 async fn status(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<WorkflowStatus>, ApiError> {
-    let slots: usize = state.scheduler.fleet().iter().filter(|worker| !worker.draining).map(|worker| worker.slots as usize).sum();
+    let slots: usize = state
+        .scheduler
+        .fleet()
+        .iter()
+        .filter(|worker| !worker.draining)
+        .map(|worker| worker.slots as usize)
+        .sum();
     match workflow_status_with_eta(state.store.as_ref(), &id, slots.max(1), now()).await {
         Ok(Some(status)) => Ok(Json(status)),
         Ok(None) => Err(ApiError::NotFound(format!("no workflow `{id}`"))),

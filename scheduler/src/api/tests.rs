@@ -89,7 +89,12 @@ async fn submit_then_read_then_cancel() {
     let eta = &status["eta"];
     let (p50, p90) = (eta["p50_in_ms"].as_u64().unwrap(), eta["p90_in_ms"].as_u64().unwrap());
     assert!((1_000..4_000).contains(&p50) && p50 <= p90, "{eta}");
-    let critical: Vec<&str> = eta["critical_tasks"].as_array().unwrap().iter().map(|pair| pair[0].as_str().unwrap()).collect();
+    let critical: Vec<&str> = eta["critical_tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| pair[0].as_str().unwrap())
+        .collect();
     assert_eq!(critical.len(), 2, "both tasks of the chain decide the end: {eta}");
 
     let (code, body) = api.call("POST", &format!("/v1/workflows/{id}/cancel"), "", None).await;

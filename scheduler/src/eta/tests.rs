@@ -24,7 +24,12 @@ fn list_scheduling_follows_dependencies_and_slots() {
     // One slot: everything in a row.
     assert_eq!(list_schedule(&spec, &waiting, &runtime, 1).0, 9.0);
     // `a` is done and `b` has 1 s left: only b's rest, then d.
-    let progress = [TaskProgress::Done, TaskProgress::Running(Duration::from_secs(4)), TaskProgress::Waiting, TaskProgress::Waiting];
+    let progress = [
+        TaskProgress::Done,
+        TaskProgress::Running(Duration::from_secs(4)),
+        TaskProgress::Waiting,
+        TaskProgress::Waiting,
+    ];
     assert_eq!(list_schedule(&spec, &progress, &[0.0, 1.0, 2.0, 1.0], 2).0, 3.0);
 }
 
@@ -41,7 +46,11 @@ fn the_slow_branch_is_critical() {
     let eta = monte_carlo_eta(&spec, &[TaskProgress::Waiting; 4], &predictor, 2, 300, &mut rng);
     assert!(eta.criticality[1] > 0.95, "{:?}", eta.criticality);
     assert!(eta.criticality[2] < 0.05, "{:?}", eta.criticality);
-    assert!(eta.p50 > Duration::from_secs(11) && eta.p50 < Duration::from_secs(14), "{:?}", eta.p50);
+    assert!(
+        eta.p50 > Duration::from_secs(11) && eta.p50 < Duration::from_secs(14),
+        "{:?}",
+        eta.p50
+    );
     assert!(eta.p90 >= eta.p50);
 }
 
@@ -55,10 +64,20 @@ fn p90_covers_the_real_completion_about_nine_times_in_ten() {
     yaml.push_str("  - {id: join, deps: [w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11], run: [join]}\n");
     let spec = spec(&yaml);
     // The truth: each signature log-normal around its own median.
-    let medians = [("start", 2.0), ("work0", 5.0), ("work1", 10.0), ("work2", 20.0), ("join", 3.0)];
+    let medians = [
+        ("start", 2.0),
+        ("work0", 5.0),
+        ("work1", 10.0),
+        ("work2", 20.0),
+        ("join", 3.0),
+    ];
     let truth = |task: &taskfleet_common::TaskSpec| {
         let program = signature(task);
-        let median = medians.iter().find(|(name, _)| program.contains(&format!("|{name}|"))).unwrap().1;
+        let median = medians
+            .iter()
+            .find(|(name, _)| program.contains(&format!("|{name}|")))
+            .unwrap()
+            .1;
         let mut model = Predictor::new(Duration::from_secs(1));
         for factor in [0.7, 1.0, 1.0 / 0.7] {
             model.observe(&program, Duration::from_secs_f64(median * factor));
@@ -80,7 +99,11 @@ fn p90_covers_the_real_completion_about_nine_times_in_ten() {
     let n_trials = 1000;
     let mut n_covered = 0;
     for _ in 0..n_trials {
-        let runtime: Vec<f64> = spec.tasks.iter().map(|task| truth(task).predict(task).sample(&mut rng).as_secs_f64()).collect();
+        let runtime: Vec<f64> = spec
+            .tasks
+            .iter()
+            .map(|task| truth(task).predict(task).sample(&mut rng).as_secs_f64())
+            .collect();
         if list_schedule(&spec, &waiting, &runtime, 4).0 <= eta.p90.as_secs_f64() {
             n_covered += 1;
         }

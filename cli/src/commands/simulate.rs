@@ -1,0 +1,234 @@
+//! `taskfleet simulate WORKFLOW... --fleet FLEET`: run the scheduler's engine and policies on
+//! a simulated clock and fleet, and report makespan, flow times, waits, utilization and
+//! fairness (a table, or JSON), optionally comparing policies and drawing a Gantt chart.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::Table;
+use taskfleet_common::units::{format_duration, parse_duration};
+use taskfleet_common::workflow::ValidateOptions;
+use taskfleet_scheduler::policy::{PolicyConfig, PolicyKind};
+use taskfleet_scheduler::sim::{gantt, parse_fleet, SimReport, SimWorkflow, Simulator, DEFAULT_SIGMA};
+
+use super::{load_workflow, write_stdout, LoadError};
+use crate::EXIT_INVALID;
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Workflow files (YAML or JSON), submitted in the order given.
+    #[arg(required = true)]
+    pub workflows: Vec<PathBuf>,
+    /// Fleet file (YAML or JSON): the simulated workers, their pools, slots and speed.
+    #[arg(long)]
+    pub fleet: PathBuf,
+    /// Scheduling policy.
+    #[arg(long, default_value = "fcfs")]
+    pub policy: PolicyKind,
+    /// Compare policies side by side: a comma-separated list (`fcfs,priority`) or `all`.
+    #[arg(long, value_delimiter = ',', conflicts_with = "policy")]
+    pub compare: Option<Vec<String>>,
+    /// Submit offset of each workflow, in order (`0,30s,2m`); all at 0 by default.
+    #[arg(long, value_delimiter = ',', value_parser = parse_duration)]
+    pub offsets: Vec<Duration>,
+    /// Print the full report (with the schedule) as JSON; an array with --compare.
+    #[arg(long)]
+    pub json: bool,
+    /// Write a Gantt chart of the schedule as SVG (with --compare, one per policy:
+    /// `out-fcfs.svg`, `out-priority.svg`, ...).
+    #[arg(long, value_name = "FILE")]
+    pub gantt: Option<PathBuf>,
+    /// Also run N times with runtimes drawn around the estimates (log-normal, median the
+    /// estimate, σ 0.3) and report the spread of the makespan.
+    #[arg(long, value_name = "N")]
+    pub stochastic: Option<usize>,
+    /// Seed of the stochastic runs.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Runtime assumed for a task without an estimate.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub default_estimate: Duration,
+}
+
+pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let policies = match &args.compare {
+        Some(names) => compare_list(names)?,
+        None => vec![args.policy],
+    };
+    if args.stochastic == Some(0) {
+        anyhow::bail!("--stochastic needs at least one run");
+    }
+    if !args.offsets.is_empty() && args.offsets.len() != args.workflows.len() {
+        let n = args.workflows.len();
+        anyhow::bail!(
+            "--offsets gives {} offsets for {n} workflow{} (give one per workflow)",
+            args.offsets.len(),
+            if n == 1 { "" } else { "s" }
+        );
+    }
+    let options = ValidateOptions {
+        known_handlers: None,
+        ..ValidateOptions::default()
+    };
+    let mut workflows = Vec::with_capacity(args.workflows.len());
+    for (idx, path) in args.workflows.iter().enumerate() {
+        let spec = match load_workflow(path, &options) {
+            Ok((_, spec)) => spec,
+            Err(LoadError::Invalid) => return Ok(ExitCode::from(EXIT_INVALID)),
+            Err(LoadError::Unreadable(message)) => anyhow::bail!(message),
+        };
+        workflows.push(SimWorkflow {
+            spec: spec.into(),
+            submit: args.offsets.get(idx).copied().unwrap_or_default(),
+        });
+    }
+    let text = std::fs::read_to_string(&args.fleet).with_context(|| format!("cannot read {}", args.fleet.display()))?;
+    let fleet = match parse_fleet(&text) {
+        Ok(fleet) => fleet,
+        Err(invalid) => {
+            eprintln!("{}: {invalid}", args.fleet.display());
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let policy_config = PolicyConfig {
+        default_estimate: args.default_estimate,
+        ..PolicyConfig::default()
+    };
+    let simulator = match Simulator::new(fleet, workflows, policy_config) {
+        Ok(simulator) => simulator,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let mut reports = Vec::with_capacity(policies.len());
+    for &policy in &policies {
+        let started = std::time::Instant::now();
+        let report = match args.stochastic {
+            Some(runs) => simulator.run_stochastic(policy, runs, args.seed, DEFAULT_SIGMA),
+            None => simulator.run(policy),
+        };
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(%policy, elapsed_ms, "Simulated.");
+        reports.push(report.with_context(|| format!("simulating with policy {policy}"))?);
+    }
+    if let Some(path) = &args.gantt {
+        for report in &reports {
+            let path = if policies.len() > 1 {
+                suffixed(path, &report.policy)
+            } else {
+                path.clone()
+            };
+            std::fs::write(&path, gantt::render(report, simulator.fleet()))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("gantt chart written to {}", path.display());
+        }
+    }
+    let output = if args.json {
+        let json = match (&args.compare, reports.as_slice()) {
+            (None, [report]) => serde_json::to_string_pretty(report),
+            _ => serde_json::to_string_pretty(&reports),
+        };
+        json.context("encoding the report")? + "\n"
+    } else {
+        render_text(&simulator, &reports)
+    };
+    write_stdout(&output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The policies named by `--compare`, in order; `all` stands for every policy.
+fn compare_list(names: &[String]) -> anyhow::Result<Vec<PolicyKind>> {
+    let mut policies = Vec::new();
+    for name in names.iter().map(|name| name.trim()) {
+        let named = match name {
+            "all" => PolicyKind::ALL.to_vec(),
+            _ => vec![name.parse::<PolicyKind>().map_err(anyhow::Error::msg)?],
+        };
+        for policy in named {
+            if !policies.contains(&policy) {
+                policies.push(policy);
+            }
+        }
+    }
+    Ok(policies)
+}
+
+/// `out.svg` with `-fcfs` before the extension.
+fn suffixed(path: &Path, policy: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map_or_else(String::new, |stem| stem.to_string_lossy().into_owned());
+    let name = match path.extension() {
+        Some(extension) => format!("{stem}-{policy}.{}", extension.to_string_lossy()),
+        None => format!("{stem}-{policy}"),
+    };
+    path.with_file_name(name)
+}
+
+fn seconds(value: f64) -> String {
+    format_duration(Duration::from_secs_f64(value.max(0.0)))
+}
+
+fn render_text(simulator: &Simulator, reports: &[SimReport]) -> String {
+    let fleet = simulator.fleet();
+    let n_tasks = reports.first().map_or(0, |report| report.schedule.len());
+    let n_workflows = simulator.workflow_names().len();
+    let mut text = format!(
+        "simulated {n_tasks} tasks of {n_workflows} workflow{} on {} workers ({} slots)\n",
+        if n_workflows == 1 { "" } else { "s" },
+        fleet.workers.len(),
+        fleet.total_slots()
+    );
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    let mut header = vec![
+        "POLICY",
+        "MAKESPAN",
+        "MEAN FLOW",
+        "MAX FLOW",
+        "MEAN WAIT",
+        "UTILIZATION",
+        "FAIRNESS",
+    ];
+    let stochastic = reports.iter().any(|report| report.stochastic.is_some());
+    if stochastic {
+        header.extend(["MAKESPAN MIN", "P50", "P90", "MAX"]);
+    }
+    table.set_header(header);
+    for report in reports {
+        let mut row = vec![
+            report.policy.clone(),
+            seconds(report.makespan),
+            seconds(report.mean_flow_time),
+            seconds(report.max_flow_time),
+            seconds(report.mean_wait),
+            format!("{:.1}%", report.utilization * 100.0),
+            format!("{:.3}", report.fairness),
+        ];
+        if let Some(spread) = &report.stochastic {
+            let q = spread.makespan;
+            row.extend([q.min, q.p50, q.p90, q.max].map(seconds));
+        }
+        table.add_row(row);
+    }
+    text += &format!("{table}\n");
+    if n_workflows > 1 {
+        let mut table = Table::new();
+        table.load_preset(UTF8_BORDERS_ONLY);
+        let mut header = vec!["WORKFLOW".to_string(), "SUBMIT".to_string()];
+        header.extend(reports.iter().map(|report| format!("FLOW ({})", report.policy)));
+        table.set_header(header);
+        for (idx, name) in simulator.workflow_names().iter().enumerate() {
+            let mut row = vec![name.clone(), seconds(reports[0].workflows[idx].submit)];
+            row.extend(reports.iter().map(|report| seconds(report.workflows[idx].flow_time)));
+            table.add_row(row);
+        }
+        text += &format!("{table}\n");
+    }
+    text
+}

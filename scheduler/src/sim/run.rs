@@ -1,0 +1,283 @@
+//! The event loop: the engine dispatches, the simulator places, the clock jumps to the next
+//! event (a task ending, a workflow's submit offset, an engine timer).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use taskfleet_common::state::AttemptOutcome;
+use taskfleet_common::wire::{AttemptStarted, TaskResult, WIRE_VERSION};
+use taskfleet_common::Millis;
+
+use super::placement::{place, runtime_ms, ParentDone, Scratch};
+use super::{SimError, Simulator};
+use crate::engine::{Engine, EngineConfig};
+use crate::policy::PolicyKind;
+
+/// Marks a task that has not been placed.
+pub(super) const UNPLACED: u32 = u32::MAX;
+
+/// What happened to every task (by global index: a workflow's first task plus its index).
+pub(super) struct Trace {
+    pub worker: Vec<u32>,
+    pub start: Vec<u64>,
+    pub end: Vec<u64>,
+    /// When each workflow's last task ended.
+    pub workflow_end: Vec<u64>,
+}
+
+/// A dispatched task waiting for a worker with enough free slots.
+#[derive(Clone, Copy)]
+struct Waiting {
+    global: usize,
+    attempt: u32,
+}
+
+struct State<'a> {
+    sim: &'a Simulator,
+    factors: Option<&'a [f64]>,
+    engine: Engine,
+    trace: Trace,
+    attempt: Vec<u32>,
+    free: Vec<u32>,
+    free_total: u64,
+    /// Task ends, earliest first (ties by global index).
+    events: BinaryHeap<Reverse<(u64, usize)>>,
+    waiting: Vec<Waiting>,
+    /// The workflow of each engine slot (slots are given in submit order).
+    slot_workflow: Vec<usize>,
+    left: Vec<usize>,
+    scratch: Scratch,
+}
+
+/// Runs the simulation; `factors` (one per task) scale the runtimes of a stochastic run.
+pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f64]>) -> Result<Trace, SimError> {
+    let config = EngineConfig {
+        policy,
+        policy_config: sim.policy_config,
+        prefetch_margin: 0,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config);
+    let mut capacity: HashMap<String, usize> = HashMap::new();
+    for (pool, workers) in &sim.pool_workers {
+        let slots = workers
+            .by_speed
+            .iter()
+            .map(|&w| sim.fleet.workers[w].slots as usize)
+            .sum();
+        capacity.insert(pool.to_string(), slots);
+    }
+    engine.set_capacities(&capacity);
+    let n_workers = sim.fleet.workers.len();
+    let mut state = State {
+        sim,
+        factors,
+        engine,
+        trace: Trace {
+            worker: vec![UNPLACED; sim.n_tasks],
+            start: vec![0; sim.n_tasks],
+            end: vec![0; sim.n_tasks],
+            workflow_end: vec![0; sim.workflows.len()],
+        },
+        attempt: vec![0; sim.n_tasks],
+        free: sim.fleet.workers.iter().map(|worker| worker.slots).collect(),
+        free_total: sim.fleet.total_slots(),
+        events: BinaryHeap::new(),
+        waiting: Vec::new(),
+        slot_workflow: Vec::with_capacity(sim.workflows.len()),
+        left: sim.workflows.iter().map(|workflow| workflow.spec.tasks.len()).collect(),
+        scratch: Scratch::new(n_workers),
+    };
+    let mut order: Vec<usize> = (0..sim.workflows.len()).collect();
+    order.sort_by_key(|&w| sim.workflows[w].submit);
+    let submit_at = |w: usize| sim.workflows[w].submit.as_millis() as u64;
+    let mut next_submit = 0;
+    let mut now = 0u64;
+    loop {
+        while next_submit < order.len() && submit_at(order[next_submit]) <= now {
+            state.submit(order[next_submit], now);
+            next_submit += 1;
+        }
+        while let Some(&Reverse((end, global))) = state.events.peek() {
+            if end > now {
+                break;
+            }
+            state.events.pop();
+            state.finish(global, now)?;
+        }
+        state.engine.on_timers(Millis(now));
+        let mut dispatches = state.engine.dispatch(Millis(now));
+        // The engine visits pools in hash order; a stable sort keeps each pool's policy order
+        // and makes runs repeatable.
+        dispatches.sort_by(|a, b| a.message.pool.cmp(&b.message.pool));
+        for dispatch in dispatches {
+            let workflow = state.slot_workflow[dispatch.task.workflow_slot as usize];
+            state.waiting.push(Waiting {
+                global: sim.first_task[workflow] + dispatch.task.task_idx as usize,
+                attempt: dispatch.message.attempt,
+            });
+        }
+        state.place_waiting(now);
+        state.engine.take_updates();
+        let next = [
+            state.events.peek().map(|Reverse((end, _))| *end),
+            order.get(next_submit).map(|&w| submit_at(w)),
+            state.engine.next_timer().map(|due| due.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        match next {
+            Some(next) => now = next.max(now),
+            None => break,
+        }
+    }
+    if state.left.iter().any(|&left| left > 0) {
+        return Err(SimError::Stuck(state.unplaced()));
+    }
+    Ok(state.trace)
+}
+
+impl State<'_> {
+    fn submit(&mut self, workflow: usize, now: u64) {
+        self.slot_workflow.push(workflow);
+        let id: Arc<str> = Arc::from(self.sim.names[workflow].as_str());
+        let spec = self.sim.workflows[workflow].spec.clone();
+        self.engine.add_workflow(id, spec, None, Millis(now));
+        if self.left[workflow] == 0 {
+            self.trace.workflow_end[workflow] = now;
+        }
+    }
+
+    /// A task ended: its slots are free and the engine hears of its success.
+    fn finish(&mut self, global: usize, now: u64) -> Result<(), SimError> {
+        let (workflow, task_idx) = self.locate(global);
+        let worker = self.trace.worker[global] as usize;
+        let task = &self.sim.workflows[workflow].spec.tasks[task_idx];
+        self.free[worker] += task.resources.slots;
+        self.free_total += u64::from(task.resources.slots);
+        let result = TaskResult {
+            v: WIRE_VERSION,
+            workflow_id: self.sim.names[workflow].clone(),
+            task: task.id.clone(),
+            task_idx: task_idx as u32,
+            attempt: self.attempt[global],
+            worker: self.sim.fleet.workers[worker].name.clone(),
+            outcome: AttemptOutcome::Succeeded,
+            exit_code: None,
+            signal: None,
+            output: None,
+            error: None,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+            started_at: Millis(self.trace.start[global]),
+            finished_at: Millis(now),
+        };
+        self.engine
+            .on_finished(result, Millis(now))
+            .map_err(|ignored| SimError::Engine(ignored.to_string()))?;
+        self.left[workflow] -= 1;
+        if self.left[workflow] == 0 {
+            self.trace.workflow_end[workflow] = now;
+            self.engine.remove_workflow(&self.sim.names[workflow]);
+        }
+        Ok(())
+    }
+
+    /// Places the dispatched tasks that fit, in dispatch order; the others keep waiting.
+    fn place_waiting(&mut self, now: u64) {
+        let waiting = std::mem::take(&mut self.waiting);
+        let mut kept = Vec::new();
+        for item in waiting {
+            if self.free_total == 0 || !self.try_place(item, now) {
+                kept.push(item);
+            }
+        }
+        self.waiting = kept;
+    }
+
+    fn try_place(&mut self, item: Waiting, now: u64) -> bool {
+        let (workflow, task_idx) = self.locate(item.global);
+        let first = self.sim.first_task[workflow];
+        let task = &self.sim.workflows[workflow].spec.tasks[task_idx];
+        let (parents, named) = self.scratch.inputs();
+        named.extend(self.sim.named_workers(task));
+        for dep in &task.deps {
+            let parent = first + dep.task as usize;
+            parents.push(ParentDone {
+                worker: self.trace.worker[parent] as usize,
+                end: self.trace.end[parent],
+                transfer_ms: u64::from(dep.transfer_ms),
+            });
+        }
+        let Some(pool) = self.sim.pool_workers.get(&task.pool) else {
+            return false;
+        };
+        let workers = &self.sim.fleet.workers;
+        let default_estimate = self.sim.policy_config.default_estimate;
+        let factor = self.factors.map(|factors| factors[item.global]);
+        // The same as `runtime_ms`, with the estimate read once rather than per worker.
+        let by_speed = named.is_empty();
+        let estimate_ms = task.estimate.unwrap_or(default_estimate).as_millis() as u64 as f64;
+        let runtime = |worker: usize| {
+            let base = if by_speed {
+                (estimate_ms / workers[worker].speed).round() as u64
+            } else {
+                runtime_ms(task, &workers[worker], default_estimate)
+            };
+            match factor {
+                Some(factor) => (base as f64 * factor).round() as u64,
+                None => base,
+            }
+        };
+        let slots = task.resources.slots;
+        let Some(placement) = place(now, pool, &self.free, slots, &mut self.scratch, runtime) else {
+            return false;
+        };
+        self.free[placement.worker] -= slots;
+        self.free_total -= u64::from(slots);
+        self.trace.worker[item.global] = placement.worker as u32;
+        self.trace.start[item.global] = placement.start;
+        self.trace.end[item.global] = placement.end;
+        self.attempt[item.global] = item.attempt;
+        self.events.push(Reverse((placement.end, item.global)));
+        let started = AttemptStarted {
+            v: WIRE_VERSION,
+            workflow_id: self.sim.names[workflow].clone(),
+            task_idx: task_idx as u32,
+            attempt: item.attempt,
+            worker: workers[placement.worker].name.clone(),
+            at: Millis(placement.start),
+        };
+        // The engine only notes which worker runs the attempt; it cannot refuse a fresh one.
+        let _ = self.engine.on_started(&started);
+        true
+    }
+
+    /// The workflow and task index of a global task index.
+    fn locate(&self, global: usize) -> (usize, usize) {
+        let workflow = self.sim.first_task.partition_point(|&first| first <= global) - 1;
+        (workflow, global - self.sim.first_task[workflow])
+    }
+
+    /// Tasks that never ran, for the error (a few of them).
+    fn unplaced(&self) -> Vec<String> {
+        let mut tasks = Vec::new();
+        for (global, &worker) in self.trace.worker.iter().enumerate() {
+            if worker == UNPLACED {
+                let (workflow, task_idx) = self.locate(global);
+                let name = &self.sim.names[workflow];
+                tasks.push(format!(
+                    "{name}/{}",
+                    self.sim.workflows[workflow].spec.tasks[task_idx].id
+                ));
+                if tasks.len() == 10 {
+                    tasks.push("...".to_string());
+                    break;
+                }
+            }
+        }
+        tasks
+    }
+}

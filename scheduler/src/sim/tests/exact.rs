@@ -1,0 +1,195 @@
+//! Small simulations whose every figure is computed by hand.
+
+use super::{fleet, workflow};
+use crate::policy::{PolicyConfig, PolicyKind};
+use crate::sim::report::jain_index;
+use crate::sim::{gantt, SimError, SimReport, SimWorkflow, Simulator, DEFAULT_SIGMA};
+
+fn simulate(fleet_spec: crate::sim::FleetSpec, workflows: Vec<SimWorkflow>, policy: PolicyKind) -> SimReport {
+    Simulator::new(fleet_spec, workflows, PolicyConfig::default())
+        .unwrap()
+        .run(policy)
+        .unwrap()
+}
+
+/// (worker, start, end) of a task, by id.
+fn placed(report: &SimReport, task: &str) -> (String, f64, f64) {
+    let entry = report
+        .schedule
+        .iter()
+        .find(|entry| entry.task == task)
+        .unwrap_or_else(|| panic!("{task} not scheduled"));
+    (entry.worker.clone(), entry.start, entry.end)
+}
+
+const CHAIN: &str = "name: chain\ntasks:\n  - {id: a, handler: noop, estimate: 1s}\n  - {id: b, handler: noop, estimate: 2s, deps: [a]}\n  - {id: c, handler: noop, estimate: 3s, deps: [b]}\n";
+
+#[test]
+fn a_chain_on_one_worker_sums_its_runtimes() {
+    let report = simulate(fleet(&[("w", 1, 1.0)]), vec![workflow(CHAIN, 0)], PolicyKind::Fcfs);
+    assert_eq!(report.makespan, 6.0);
+    assert_eq!(placed(&report, "a"), ("w".to_string(), 0.0, 1.0));
+    assert_eq!(placed(&report, "b"), ("w".to_string(), 1.0, 3.0));
+    assert_eq!(placed(&report, "c"), ("w".to_string(), 3.0, 6.0));
+    assert_eq!((report.utilization, report.fairness, report.mean_wait), (1.0, 1.0, 0.0));
+    // Twice as fast, half the time.
+    let report = simulate(fleet(&[("w", 1, 2.0)]), vec![workflow(CHAIN, 0)], PolicyKind::Fcfs);
+    assert_eq!(report.makespan, 3.0);
+}
+
+#[test]
+fn independent_tasks_go_to_the_worker_where_they_finish_first() {
+    let yaml =
+        "name: two\ntasks:\n  - {id: x, handler: noop, estimate: 4s}\n  - {id: y, handler: noop, estimate: 4s}\n";
+    let report = simulate(
+        fleet(&[("slow", 1, 1.0), ("fast", 1, 2.0)]),
+        vec![workflow(yaml, 0)],
+        PolicyKind::Fcfs,
+    );
+    assert_eq!(placed(&report, "x"), ("fast".to_string(), 0.0, 2.0));
+    assert_eq!(placed(&report, "y"), ("slow".to_string(), 0.0, 4.0));
+    assert_eq!(report.makespan, 4.0);
+    assert_eq!(report.utilization, 6.0 / 8.0);
+}
+
+#[test]
+fn estimate_by_worker_overrides_speed() {
+    let yaml = "name: unrelated\ntasks:\n  - {id: x, handler: noop, estimate: 10s, estimate_by_worker: {slow: 1s}}\n";
+    let report = simulate(
+        fleet(&[("fast", 1, 2.0), ("slow", 1, 1.0)]),
+        vec![workflow(yaml, 0)],
+        PolicyKind::Fcfs,
+    );
+    assert_eq!(placed(&report, "x"), ("slow".to_string(), 0.0, 1.0));
+}
+
+#[test]
+fn a_transfer_is_paid_only_between_workers() {
+    let yaml = "name: fork\ntasks:\n  - {id: a, handler: noop, estimate: 1s}\n  - {id: b, handler: noop, estimate: 1s, deps: [{task: a, transfer: 5s}]}\n  - {id: c, handler: noop, estimate: 1s, deps: [{task: a, transfer: 5s}]}\n";
+    let report = simulate(
+        fleet(&[("w1", 1, 1.0), ("w2", 1, 1.0)]),
+        vec![workflow(yaml, 0)],
+        PolicyKind::Fcfs,
+    );
+    assert_eq!(placed(&report, "a"), ("w1".to_string(), 0.0, 1.0));
+    // b runs where a ran, with no transfer; c finds w1 busy and waits for a's output on w2.
+    assert_eq!(placed(&report, "b"), ("w1".to_string(), 1.0, 2.0));
+    assert_eq!(placed(&report, "c"), ("w2".to_string(), 6.0, 7.0));
+    assert_eq!(report.makespan, 7.0);
+    // c was ready at 1s and started at 6s.
+    assert_eq!(report.mean_wait, 5.0 / 3.0);
+}
+
+#[test]
+fn offsets_flow_times_utilization_and_fairness() {
+    let long = workflow("name: long\ntasks:\n  - {id: l, handler: noop, estimate: 10s}\n", 0);
+    let short = workflow("name: short\ntasks:\n  - {id: s, handler: noop, estimate: 5s}\n", 2);
+    let report = simulate(fleet(&[("w", 1, 1.0)]), vec![long, short], PolicyKind::Fcfs);
+    assert_eq!(placed(&report, "l"), ("w".to_string(), 0.0, 10.0));
+    assert_eq!(placed(&report, "s"), ("w".to_string(), 10.0, 15.0));
+    let flows: Vec<(&str, f64, f64, f64)> = report
+        .workflows
+        .iter()
+        .map(|w| (w.name.as_str(), w.submit, w.end, w.flow_time))
+        .collect();
+    assert_eq!(flows, [("long", 0.0, 10.0, 10.0), ("short", 2.0, 15.0, 13.0)]);
+    assert_eq!((report.mean_flow_time, report.max_flow_time), (11.5, 13.0));
+    assert_eq!(report.mean_wait, 4.0);
+    assert_eq!(report.utilization, 1.0);
+    // Slowdowns 10/10 and 13/5: (1 + 2.6)² / (2 · (1 + 2.6²)).
+    assert_eq!(report.workflows[1].slowdown, 2.6);
+    assert!((report.fairness - 12.96 / 15.52).abs() < 1e-12, "{}", report.fairness);
+    assert_eq!(jain_index(&[3.0, 3.0, 3.0]), 1.0);
+    assert_eq!(jain_index(&[1.0, 0.0, 0.0, 0.0]), 0.25);
+}
+
+#[test]
+fn the_policy_decides_the_order() {
+    let yaml = "name: mixed\ntasks:\n  - {id: first, handler: noop, estimate: 3s, priority: low}\n  - {id: second, handler: noop, estimate: 2s}\n  - {id: third, handler: noop, estimate: 1s, priority: high}\n";
+    let order = |policy| {
+        let report = simulate(fleet(&[("w", 1, 1.0)]), vec![workflow(yaml, 0)], policy);
+        report
+            .schedule
+            .iter()
+            .map(|entry| entry.task.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(order(PolicyKind::Fcfs), ["first", "second", "third"]);
+    assert_eq!(order(PolicyKind::Priority), ["third", "second", "first"]);
+    assert_eq!(order(PolicyKind::Sjf), ["third", "second", "first"]);
+}
+
+#[test]
+fn duplicate_workflow_names_are_told_apart() {
+    let yaml = "name: same\ntasks:\n  - {id: t, handler: noop}\n";
+    let report = simulate(
+        fleet(&[("w", 2, 1.0)]),
+        vec![workflow(yaml, 0), workflow(yaml, 0)],
+        PolicyKind::Fcfs,
+    );
+    let names: Vec<&str> = report.workflows.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["same", "same#2"]);
+    // No estimate: the 1s prior.
+    assert_eq!(report.makespan, 1.0);
+}
+
+#[test]
+fn tasks_no_worker_can_run_are_refused_upfront() {
+    let yaml = "name: picky\ntasks:\n  - {id: gpu-job, handler: noop, pool: gpu}\n  - {id: wide, handler: noop, resources: {slots: 4}}\n";
+    let error = Simulator::new(
+        fleet(&[("w", 2, 1.0)]),
+        vec![workflow(yaml, 0)],
+        PolicyConfig::default(),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(
+        error,
+        SimError::Unrunnable(vec![
+            "workflow `picky`, task `gpu-job`: pool `gpu` is served by no worker of the fleet".to_string(),
+            "workflow `picky`, task `wide`: needs 4 slots but the workers serving pool `default` have at most 2"
+                .to_string(),
+        ])
+    );
+}
+
+#[test]
+fn stochastic_runs_spread_around_the_estimates_repeatably() {
+    let yaml = "name: fan\ntasks:\n  - {id: a, handler: noop, estimate: 10s}\n  - {id: b, handler: noop, estimate: 10s, deps: [a]}\n  - {id: c, handler: noop, estimate: 10s, deps: [a]}\n";
+    let sim = Simulator::new(
+        fleet(&[("w", 2, 1.0)]),
+        vec![workflow(yaml, 0)],
+        PolicyConfig::default(),
+    )
+    .unwrap();
+    let report = sim.run_stochastic(PolicyKind::Fcfs, 50, 7, DEFAULT_SIGMA).unwrap();
+    assert_eq!(report.makespan, 20.0, "the report itself uses the estimates");
+    let spread = report.stochastic.as_ref().unwrap();
+    let makespan = spread.makespan;
+    assert!(makespan.min <= makespan.p50 && makespan.p50 <= makespan.p90 && makespan.p90 <= makespan.max);
+    assert!(makespan.min < 20.0 && makespan.max > 20.0, "{makespan:?}");
+    // The max of two log-normal branches after a log-normal head: median above 20s.
+    assert!(makespan.p50 > 18.0 && makespan.p50 < 30.0, "{makespan:?}");
+    let again = sim.run_stochastic(PolicyKind::Fcfs, 50, 7, DEFAULT_SIGMA).unwrap();
+    assert_eq!(again.stochastic.unwrap().makespan, makespan);
+}
+
+#[test]
+fn the_gantt_chart_is_svg_with_a_row_per_worker_and_labels() {
+    let report = simulate(
+        fleet(&[("w1", 2, 1.0), ("w<2>", 1, 1.0)]),
+        vec![workflow(CHAIN, 0)],
+        PolicyKind::Fcfs,
+    );
+    let svg = gantt::render(&report, &fleet(&[("w1", 2, 1.0), ("w<2>", 1, 1.0)]));
+    assert!(svg.starts_with("<svg"));
+    assert!(svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains(">w&lt;2&gt;</text>"), "names are escaped");
+    assert!(svg.contains("<title>chain / c on w1: 3.000s – 6.000s</title>"));
+    assert!(svg.contains(">c</text>"), "a 3s bar has room for its label");
+    assert_eq!(
+        svg.matches("<rect").count(),
+        1 + 2 + 3 + 1,
+        "background, rows, bars, legend"
+    );
+}

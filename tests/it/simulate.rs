@@ -1,0 +1,135 @@
+//! `taskfleet simulate` through the real binary: JSON report, policy comparison, Gantt chart,
+//! and a bad fleet file.
+
+use std::path::PathBuf;
+
+use taskfleet_tests::{run_taskfleet, write_file};
+
+fn example(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name);
+    path.to_str().expect("utf-8 path").to_string()
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}, stderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).expect("utf-8 output")
+}
+
+#[test]
+fn the_json_report_schedules_every_task_of_the_example() {
+    let output = run_taskfleet(&[
+        "simulate",
+        &example("etl-fan-out.yaml"),
+        "--fleet",
+        &example("fleet-mixed.yaml"),
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON report");
+    assert_eq!(report["policy"], "fcfs");
+    assert!(report["makespan"].as_f64().unwrap() > 0.0, "{report:#}");
+    let schedule = report["schedule"].as_array().unwrap();
+    let mut tasks: Vec<&str> = schedule.iter().map(|entry| entry["task"].as_str().unwrap()).collect();
+    tasks.sort_unstable();
+    assert_eq!(
+        tasks,
+        ["extract", "merge", "report", "shard-0", "shard-1", "shard-2", "shard-3"]
+    );
+    let last_end = schedule
+        .iter()
+        .map(|entry| entry["end"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert_eq!(report["makespan"].as_f64().unwrap(), last_end);
+    assert_eq!(report["workflows"][0]["name"], "nightly-etl");
+}
+
+#[test]
+fn compare_prints_a_row_per_policy() {
+    let output = run_taskfleet(&[
+        "simulate",
+        &example("etl-fan-out.yaml"),
+        &example("param-sweep.yaml"),
+        "--offsets",
+        "0,2s",
+        "--fleet",
+        &example("fleet-mixed.yaml"),
+        "--compare",
+        "fcfs,priority",
+    ]);
+    let text = stdout(&output);
+    assert!(text.contains("MAKESPAN"), "{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains(" fcfs ") || line.contains(" priority "))
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        text.contains("FLOW (priority)"),
+        "a flow time per workflow and policy: {text}"
+    );
+
+    let output = run_taskfleet(&[
+        "simulate",
+        &example("etl-fan-out.yaml"),
+        "--fleet",
+        &example("fleet-mixed.yaml"),
+        "--compare",
+        "fcfs,priority",
+        "--json",
+    ]);
+    let reports: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON array");
+    let policies: Vec<&str> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|report| report["policy"].as_str().unwrap())
+        .collect();
+    assert_eq!(policies, ["fcfs", "priority"]);
+}
+
+#[test]
+fn gantt_writes_an_svg_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("etl.svg");
+    let output = run_taskfleet(&[
+        "simulate",
+        &example("etl-fan-out.yaml"),
+        "--fleet",
+        &example("fleet-mixed.yaml"),
+        "--gantt",
+        svg.to_str().unwrap(),
+    ]);
+    stdout(&output);
+    let chart = std::fs::read_to_string(&svg).expect("the chart was written");
+    assert!(chart.starts_with("<svg"), "{chart}");
+    assert!(chart.contains("shard-0"));
+}
+
+#[test]
+fn a_bad_fleet_exits_2_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = write_file(
+        dir.path(),
+        "fleet.yaml",
+        "workers:\n  - {name: a, speed: -2}\n  - {name: b, slots: 0}\n",
+    );
+    let output = run_taskfleet(&["simulate", &example("etl-fan-out.yaml"), "--fleet", &fleet]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("field `workers[0].speed`: must be a positive number"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("field `workers[1].slots`"), "{stderr}");
+
+    // A fleet that cannot run the workflow: its pool is served by nobody.
+    let fleet = write_file(dir.path(), "gpu.yaml", "workers:\n  - {name: g, pools: [gpu]}\n");
+    let output = run_taskfleet(&["simulate", &example("etl-fan-out.yaml"), "--fleet", &fleet]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("pool `default` is served by no worker"), "{stderr}");
+}
