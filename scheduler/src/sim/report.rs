@@ -22,8 +22,9 @@ pub struct SimReport {
     pub mean_wait: f64,
     /// Busy slot-seconds over (all slots × makespan).
     pub utilization: f64,
-    /// Jain's index of the workflows' slowdowns (flow time over the critical path on the
-    /// fastest workers): 1 when all are slowed down alike, 1/n when one takes everything.
+    /// Jain's index of the workflows' speeds relative to running alone (1 / slowdown, where
+    /// the slowdown is flow time over the time the workflow would take alone on the fleet):
+    /// 1 when all progress alike, towards 1/n when one gets everything.
     pub fairness: f64,
     /// The spread over sampled runtimes, for stochastic runs.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -40,7 +41,8 @@ pub struct WorkflowReport {
     pub submit: f64,
     pub end: f64,
     pub flow_time: f64,
-    /// Flow time over the critical path on the fastest workers (1 = as fast as possible).
+    /// Flow time over the time it would take alone on the fleet: the longer of its critical
+    /// path on the fastest workers and its work spread over every slot (1 = as fast as possible).
     pub slowdown: f64,
 }
 
@@ -176,7 +178,7 @@ pub(super) fn build(sim: &Simulator, policy: PolicyKind, trace: &Trace) -> SimRe
         }
     }
     schedule.sort_by_key(|entry| (entry.start_ms, entry.worker_idx, entry.workflow_idx, entry.task_idx));
-    let best = critical_paths(sim);
+    let best = ideal_flow_times(sim);
     let workflows: Vec<WorkflowReport> = sim
         .workflows
         .iter()
@@ -198,7 +200,10 @@ pub(super) fn build(sim: &Simulator, policy: PolicyKind, trace: &Trace) -> SimRe
         })
         .collect();
     let n_workflows = workflows.len().max(1) as f64;
-    let slowdowns: Vec<f64> = workflows.iter().map(|workflow| workflow.slowdown).collect();
+    let relative_speeds: Vec<f64> = workflows
+        .iter()
+        .map(|workflow| 1.0 / workflow.slowdown.max(1e-9))
+        .collect();
     let total_slots = sim.fleet.total_slots();
     SimReport {
         policy: policy.to_string(),
@@ -211,16 +216,18 @@ pub(super) fn build(sim: &Simulator, policy: PolicyKind, trace: &Trace) -> SimRe
         } else {
             busy_slot_ms as f64 / (total_slots as f64 * makespan as f64)
         },
-        fairness: jain_index(&slowdowns),
+        fairness: jain_index(&relative_speeds),
         stochastic: None,
         workflows,
         schedule,
     }
 }
 
-/// Each workflow's critical path in milliseconds, every task on the worker fastest for it
-/// (among those that can run it) and no transfers: a lower bound of its flow time.
-fn critical_paths(sim: &Simulator) -> Vec<u64> {
+/// A lower bound of each workflow's flow time were it alone on the fleet, in milliseconds: the
+/// longer of its critical path (every task on the worker fastest for it, no transfers) and
+/// its slot-time on those workers spread over all the fleet's slots.
+fn ideal_flow_times(sim: &Simulator) -> Vec<u64> {
+    let total_slots = sim.fleet.total_slots().max(1) as u64;
     let default_estimate = sim.policy_config.default_estimate;
     let workers = &sim.fleet.workers;
     let mut lengths = Vec::with_capacity(sim.workflows.len());
@@ -244,7 +251,12 @@ fn critical_paths(sim: &Simulator) -> Vec<u64> {
                 .min();
             weights.push(base.unwrap_or(0));
         }
-        lengths.push(workflow.spec.dag.critical_path(&weights).length);
+        let work: u64 = weights
+            .iter()
+            .zip(&workflow.spec.tasks)
+            .map(|(ms, task)| ms * u64::from(task.resources.slots))
+            .sum();
+        lengths.push(workflow.spec.dag.critical_path(&weights).length.max(work / total_slots));
     }
     lengths
 }

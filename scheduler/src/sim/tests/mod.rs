@@ -4,6 +4,7 @@
 
 mod exact;
 mod placement;
+mod policies;
 mod property;
 
 use std::sync::Arc;

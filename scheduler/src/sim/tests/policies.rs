@@ -1,0 +1,141 @@
+//! What each policy is for, measured in the simulator on workloads made to show it: `sjf`
+//! and `srpt` cut mean flow time when short and long work mix, `rr` is fairer when one huge
+//! workflow shares the fleet with many small ones, and aging bounds how long `priority` keeps
+//! low tasks waiting.
+
+use std::time::Duration;
+
+use super::{fleet, workflow};
+use crate::policy::{PolicyConfig, PolicyKind};
+use crate::sim::{SimReport, SimWorkflow, Simulator};
+
+fn run(workflows: Vec<SimWorkflow>, slots: u32, policy: PolicyKind, config: PolicyConfig) -> SimReport {
+    Simulator::new(fleet(&[("w", slots, 1.0)]), workflows, config)
+        .unwrap()
+        .run(policy)
+        .unwrap()
+}
+
+/// `n` independent tasks of `seconds` each.
+fn batch(name: &str, n: usize, seconds: u64) -> String {
+    let tasks: String = (0..n)
+        .map(|idx| format!("  - {{id: t{idx}, handler: noop, estimate: {seconds}s}}\n"))
+        .collect();
+    format!("name: {name}\ntasks:\n{tasks}")
+}
+
+/// Long workflows submitted first, then short ones: FCFS makes the short ones wait.
+fn mixed() -> Vec<SimWorkflow> {
+    let mut workflows = Vec::new();
+    for idx in 0..3 {
+        workflows.push(workflow(&batch(&format!("long-{idx}"), 4, 60), 0));
+    }
+    for idx in 0..6 {
+        workflows.push(workflow(&batch(&format!("short-{idx}"), 2, 5), 1));
+    }
+    workflows
+}
+
+#[test]
+fn sjf_and_srpt_beat_fcfs_on_mean_flow_time_when_short_and_long_work_mix() {
+    let config = PolicyConfig::default();
+    let fcfs = run(mixed(), 2, PolicyKind::Fcfs, config);
+    let sjf = run(mixed(), 2, PolicyKind::Sjf, config);
+    let srpt = run(mixed(), 2, PolicyKind::Srpt, config);
+    assert!(
+        sjf.mean_flow_time < 0.7 * fcfs.mean_flow_time,
+        "sjf {} vs fcfs {}",
+        sjf.mean_flow_time,
+        fcfs.mean_flow_time
+    );
+    assert!(
+        srpt.mean_flow_time < 0.7 * fcfs.mean_flow_time,
+        "srpt {} vs fcfs {}",
+        srpt.mean_flow_time,
+        fcfs.mean_flow_time
+    );
+    // The same work is done either way.
+    assert_eq!(sjf.makespan, fcfs.makespan);
+}
+
+#[test]
+fn rr_is_fairer_than_fcfs_to_small_workflows_next_to_a_huge_one() {
+    let config = PolicyConfig {
+        quantum: Duration::from_secs(10),
+        ..PolicyConfig::default()
+    };
+    let workflows = || {
+        let mut workflows = vec![workflow(&batch("huge", 60, 10), 0)];
+        for idx in 0..5 {
+            workflows.push(workflow(&batch(&format!("small-{idx}"), 2, 10), 5));
+        }
+        workflows
+    };
+    let fcfs = run(workflows(), 2, PolicyKind::Fcfs, config);
+    let rr = run(workflows(), 2, PolicyKind::Rr, config);
+    assert!(
+        rr.fairness > fcfs.fairness + 0.2,
+        "rr {} vs fcfs {}",
+        rr.fairness,
+        fcfs.fairness
+    );
+    let worst_small = |report: &SimReport| {
+        report
+            .workflows
+            .iter()
+            .filter(|workflow| workflow.name.starts_with("small"))
+            .map(|workflow| workflow.flow_time)
+            .fold(0.0, f64::max)
+    };
+    assert!(
+        worst_small(&rr) < worst_small(&fcfs) / 3.0,
+        "rr {} vs fcfs {}",
+        worst_small(&rr),
+        worst_small(&fcfs)
+    );
+}
+
+#[test]
+fn aging_bounds_how_long_priority_keeps_low_tasks_waiting() {
+    // One low task, then a steady stream of high tasks arriving faster than they run.
+    let mut workflows = vec![workflow(
+        "name: low\ntasks:\n  - {id: background, handler: noop, estimate: 1s, priority: low}\n",
+        0,
+    )];
+    for idx in 0..40 {
+        workflows.push(workflow(
+            &format!("name: urgent-{idx}\ntasks:\n  - {{id: u, handler: noop, estimate: 2s, priority: high}}\n"),
+            idx,
+        ));
+    }
+    let low_start = |report: &SimReport| {
+        report
+            .schedule
+            .iter()
+            .find(|task| task.workflow == "low")
+            .map(|task| task.start)
+            .unwrap()
+    };
+    // Without aging in reach (a very long period), the low task waits for the whole stream.
+    let patient = PolicyConfig {
+        aging: Duration::from_secs(3_600),
+        ..PolicyConfig::default()
+    };
+    let starved = run(workflows.clone(), 1, PolicyKind::Priority, patient);
+    assert!(
+        low_start(&starved) >= 78.0,
+        "starved low task started at {}",
+        low_start(&starved)
+    );
+    // With 10 s aging it competes as high after 20 s, and runs soon after.
+    let aging = PolicyConfig {
+        aging: Duration::from_secs(10),
+        ..PolicyConfig::default()
+    };
+    let aged = run(workflows, 1, PolicyKind::Priority, aging);
+    assert!(
+        low_start(&aged) <= 24.0,
+        "aged low task started at {}",
+        low_start(&aged)
+    );
+}
