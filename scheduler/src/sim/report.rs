@@ -227,7 +227,7 @@ pub(super) fn build(sim: &Simulator, policy: PolicyKind, trace: &Trace) -> SimRe
 /// longer of its critical path (every task on the worker fastest for it, no transfers) and
 /// its slot-time on those workers spread over all the fleet's slots.
 fn ideal_flow_times(sim: &Simulator) -> Vec<u64> {
-    let total_slots = sim.fleet.total_slots().max(1) as u64;
+    let total_slots = sim.fleet.total_slots().max(1);
     let default_estimate = sim.policy_config.default_estimate;
     let workers = &sim.fleet.workers;
     let mut lengths = Vec::with_capacity(sim.workflows.len());
