@@ -10,7 +10,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::bail;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, instrument, warn};
@@ -95,7 +96,6 @@ pub struct Worker {
 /// What every attempt of a running worker shares.
 struct Shared {
     name: String,
-    results_queue: String,
     transport: Arc<dyn Transport>,
     handlers: Arc<HandlerRegistry>,
     process: ProcessConfig,
@@ -103,6 +103,8 @@ struct Shared {
     abort: CancellationToken,
     /// The attempts running now, with the token that stops each (a cancellation).
     running: Mutex<HashMap<AttemptRef, CancellationToken>>,
+    /// Events on their way to the results queue, published in batches by [`publish_batches`].
+    events: mpsc::UnboundedSender<(Bytes, oneshot::Sender<Result<(), TransportError>>)>,
 }
 
 impl Worker {
@@ -141,14 +143,20 @@ impl Worker {
                     .map(|pool| config.queues.tasks(pool, class.as_str()))
             })
             .collect();
+        let (events, pending_events) = mpsc::unbounded_channel();
+        tokio::spawn(publish_batches(
+            transport.clone(),
+            config.queues.results(),
+            pending_events,
+        ));
         let shared = Arc::new(Shared {
             name: config.name.clone(),
-            results_queue: config.queues.results(),
             transport,
             handlers,
             process: config.process_config(),
             abort: CancellationToken::new(),
             running: Mutex::new(HashMap::new()),
+            events,
         });
         // Heartbeats and cancellations run beside the main loop until the drain is over.
         let stopped = CancellationToken::new();
@@ -443,9 +451,52 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
     }
 }
 
+/// Publishes an event to the results queue and waits for its confirm. Events of all running
+/// attempts go out together: while one batch is being confirmed the next one gathers.
 async fn publish(shared: &Shared, event: &WorkerEvent) -> Result<(), TransportError> {
-    let message = Outgoing::new(shared.results_queue.clone(), encode(event));
-    shared.transport.publish(vec![message]).await
+    let (confirmed, confirmation) = oneshot::channel();
+    shared
+        .events
+        .send((Bytes::from(encode(event)), confirmed))
+        .map_err(|_| TransportError::Closed)?;
+    confirmation.await.unwrap_or(Err(TransportError::Closed))
+}
+
+/// Most events published in one batch.
+const MAX_EVENT_BATCH: usize = 256;
+
+/// Publishes queued events in batches until every sender is gone, telling each event's
+/// attempt how its publish went.
+async fn publish_batches(
+    transport: Arc<dyn Transport>,
+    queue: String,
+    mut pending: mpsc::UnboundedReceiver<(Bytes, oneshot::Sender<Result<(), TransportError>>)>,
+) {
+    while let Some(first) = pending.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_EVENT_BATCH {
+            match pending.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
+        let messages = batch
+            .iter()
+            .map(|(payload, _)| Outgoing::new(queue.clone(), payload.clone()))
+            .collect();
+        let outcome = transport.publish(messages).await;
+        for (_, confirmed) in batch {
+            let result = match &outcome {
+                Ok(()) => Ok(()),
+                Err(TransportError::Closed) => Err(TransportError::Closed),
+                Err(TransportError::Rejected { reason }) => Err(TransportError::Rejected { reason: reason.clone() }),
+                Err(TransportError::Unavailable { reason }) => {
+                    Err(TransportError::Unavailable { reason: reason.clone() })
+                }
+            };
+            let _ = confirmed.send(result);
+        }
+    }
 }
 
 /// Requeues `delivery` after [`REQUEUE_DELAY`], or at once when the worker is aborting.
