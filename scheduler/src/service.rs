@@ -300,13 +300,14 @@ impl Scheduler {
                 link = None;
                 continue;
             }
+            // What is persisted can be told at once; the acks follow.
+            if changed {
+                self.publish_progress();
+            }
             // Acks are sent together, not one round of the loop each.
             let acks = futures_util::future::join_all(batch.drain(..).map(Delivery::ack)).await;
             if let Some(Err(error)) = acks.into_iter().find(Result::is_err) {
                 debug!(%error, "Failed to ack worker events; they will come again and be ignored.");
-            }
-            if changed {
-                self.publish_progress();
             }
             if self.config.forget_finished {
                 for id in finished {
