@@ -133,3 +133,29 @@ fn a_bad_fleet_exits_2_naming_the_field() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("pool `default` is served by no worker"), "{stderr}");
 }
+
+#[test]
+fn the_optimal_makespan_and_each_policys_gap_are_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    // On two slots FCFS starts the two short tasks first and the chain's head only after
+    // them (6 s); the optimum starts the head at once (5 s).
+    let workflow = taskfleet_tests::write_file(
+        dir.path(),
+        "gap.yaml",
+        "name: gap\ntasks:\n  - {id: short-1, handler: noop, estimate: 1s}\n  - {id: short-2, handler: noop, estimate: 1s}\n  - {id: head, handler: noop, estimate: 1s}\n  - {id: tail, deps: [head], handler: noop, estimate: 4s}\n",
+    );
+    let fleet = taskfleet_tests::write_file(dir.path(), "fleet.yaml", "workers:\n  - {name: w, slots: 2}\n");
+    let output = taskfleet_tests::run_taskfleet(&[
+        "simulate",
+        &workflow,
+        "--fleet",
+        &fleet,
+        "--compare",
+        "fcfs",
+        "--optimal",
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("optimal makespan: 5.0s"), "{stdout}");
+    assert!(stdout.contains("gap: fcfs +20.0%"), "{stdout}");
+}

@@ -52,6 +52,10 @@ pub struct SimulateArgs {
     /// Runtime assumed for a task without an estimate.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub default_estimate: Duration,
+    /// Also find the optimal makespan (branch and bound; up to 20 one-slot tasks) and print
+    /// each policy's gap to it.
+    #[arg(long)]
+    pub optimal: bool,
 }
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
@@ -128,6 +132,20 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             eprintln!("gantt chart written to {}", path.display());
         }
     }
+    let optimum = if args.optimal {
+        let best_ms = reports
+            .iter()
+            .map(|report| (report.makespan * 1000.0).round() as u64)
+            .min()
+            .unwrap_or(0);
+        Some(
+            simulator
+                .optimal_makespan(best_ms, OPTIMAL_NODE_LIMIT)
+                .context("finding the optimal makespan")?,
+        )
+    } else {
+        None
+    };
     let output = if args.json {
         let json = match (&args.compare, reports.as_slice()) {
             (None, [report]) => serde_json::to_string_pretty(report),
@@ -138,8 +156,39 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         render_text(&simulator, &reports)
     };
     write_stdout(&output)?;
+    if let Some(optimum) = optimum {
+        let gaps: Vec<String> = reports
+            .iter()
+            .map(|report| {
+                format!(
+                    "{} +{:.1}%",
+                    report.policy,
+                    (report.makespan / optimum.makespan.max(1e-9) - 1.0) * 100.0
+                )
+            })
+            .collect();
+        let how = if optimum.proven {
+            "optimal"
+        } else {
+            "best found (search stopped at its node limit)"
+        };
+        let text = format!(
+            "{how} makespan: {} after {} search nodes; gap: {}\n",
+            seconds(optimum.makespan),
+            optimum.nodes,
+            gaps.join(", ")
+        );
+        if args.json {
+            eprint!("{text}");
+        } else {
+            write_stdout(&text)?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Search nodes the exact solver may visit.
+const OPTIMAL_NODE_LIMIT: u64 = 50_000_000;
 
 /// The policies named by `--compare`, in order; `all` stands for every policy.
 fn compare_list(names: &[String]) -> anyhow::Result<Vec<PolicyKind>> {

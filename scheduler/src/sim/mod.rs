@@ -14,6 +14,7 @@
 
 pub mod fleet;
 pub mod gantt;
+pub mod optimal;
 pub mod placement;
 pub mod report;
 mod run;

@@ -3,6 +3,7 @@
 //! brute-force scan (`placement`).
 
 mod exact;
+mod optimal;
 mod placement;
 mod policies;
 mod property;
