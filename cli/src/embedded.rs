@@ -97,14 +97,9 @@ pub async fn run_workflow(
         }
         None => {
             let record = WorkflowRecord {
-                id: new_workflow_id(),
-                name: spec.name.clone(),
                 spec_hash: hash,
                 source: source.to_string(),
-                state: WorkflowState::Running,
-                submitted_at: now(),
-                finished_at: None,
-                idempotency_key: None,
+                ..WorkflowRecord::running(new_workflow_id(), spec.name.clone(), now())
             };
             store.create_workflow(&record, &spec).await?;
             (record.id, None)

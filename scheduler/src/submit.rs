@@ -8,7 +8,7 @@ use taskfleet_common::api::SubmitResponse;
 use taskfleet_common::workflow::{parse_workflow, InvalidWorkflow, ValidateOptions};
 
 use crate::service::{now, SchedulerHandle};
-use crate::store::{Store, StoreError, WorkflowRecord, WorkflowState};
+use crate::store::{Store, StoreError, WorkflowRecord};
 
 /// Why a submission was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -48,14 +48,9 @@ pub async fn submit_workflow(
     }
     let spec = parse_workflow(&source, options)?;
     let record = WorkflowRecord {
-        id: new_workflow_id(),
-        name: spec.name.clone(),
-        spec_hash: String::new(),
         source,
-        state: WorkflowState::Running,
-        submitted_at: now(),
-        finished_at: None,
         idempotency_key: idempotency_key.clone(),
+        ..WorkflowRecord::running(new_workflow_id(), spec.name.clone(), now())
     };
     match store.create_workflow(&record, &spec).await {
         Ok(()) => {}

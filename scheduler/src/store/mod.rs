@@ -85,6 +85,23 @@ pub struct WorkflowRecord {
     pub idempotency_key: Option<String>,
 }
 
+impl WorkflowRecord {
+    /// A workflow just submitted: running, no source, no hash, no idempotency key (callers set
+    /// those they have with struct update syntax).
+    pub fn running(id: impl Into<String>, name: impl Into<String>, submitted_at: Millis) -> WorkflowRecord {
+        WorkflowRecord {
+            id: id.into(),
+            name: name.into(),
+            spec_hash: String::new(),
+            source: String::new(),
+            state: WorkflowState::Running,
+            submitted_at,
+            finished_at: None,
+            idempotency_key: None,
+        }
+    }
+}
+
 /// The stored state of one task.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskRecord {

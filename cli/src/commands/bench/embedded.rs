@@ -79,16 +79,7 @@ pub(super) async fn bench_load(n_tasks: usize, db: &std::path::Path) -> anyhow::
 
     let started = Instant::now();
     let store = SqliteStore::open(db)?;
-    let record = WorkflowRecord {
-        id: "bench-load".into(),
-        name: spec.name.clone(),
-        spec_hash: "bench".into(),
-        source: String::new(),
-        state: WorkflowState::Running,
-        submitted_at: now(),
-        finished_at: None,
-        idempotency_key: None,
-    };
+    let record = WorkflowRecord::running("bench-load", spec.name.clone(), now());
     store.create_workflow(&record, &spec).await?;
     let persist = started.elapsed();
     println!("  persist (SQLite)         {:>10}", millis(persist));

@@ -130,16 +130,7 @@ async fn run_one(
     spec: WorkflowSpec,
 ) -> anyhow::Result<(Duration, Vec<u64>)> {
     let id = new_workflow_id();
-    let record = WorkflowRecord {
-        id: id.clone(),
-        name: spec.name.clone(),
-        spec_hash: String::new(),
-        source: String::new(),
-        state: WorkflowState::Running,
-        submitted_at: now(),
-        finished_at: None,
-        idempotency_key: None,
-    };
+    let record = WorkflowRecord::running(id.clone(), spec.name.clone(), now());
     store.create_workflow(&record, &spec).await?;
     let mut progress = handle.progress();
     let key: Arc<str> = Arc::from(id.as_str());
