@@ -127,6 +127,9 @@ pub enum TaskEvent {
     RetryDue,
     /// The attempt's worker was lost (lease expired, or the scheduler restarted).
     LeaseLost,
+    /// After a scheduler restart, a worker reported that it still runs the task's latest
+    /// attempt: the task takes that attempt back instead of running again.
+    Adopted,
     /// A dependency ended without success.
     UpstreamFailed,
     /// The user cancelled the workflow.
@@ -159,6 +162,7 @@ pub fn transition(state: TaskState, event: TaskEvent) -> Result<TaskState, Inval
         },
         (S::Dispatched | S::Running, E::LeaseLost) => S::Ready,
         (S::Retrying, E::RetryDue) => S::Ready,
+        (S::Ready, E::Adopted) => S::Running,
         (state, E::Cancel) if !state.is_terminal() => S::Cancelled,
         (state, event) => return Err(InvalidTransition { state, event }),
     };
@@ -239,6 +243,14 @@ mod tests {
                 },
             ],
             "pending > ready > dispatched > failed",
+        );
+    }
+
+    #[test]
+    fn an_attempt_that_survived_a_restart_is_adopted() {
+        check(
+            &[E::DepsMet, E::Dispatch, E::Started, E::LeaseLost, E::Adopted],
+            "pending > ready > dispatched > running > ready > running",
         );
     }
 

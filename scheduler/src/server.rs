@@ -43,7 +43,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let scheduler_config = SchedulerConfig {
         queues: config.queues.clone(),
-        engine: config.engine.clone(),
+        // Attempts that were out when the scheduler stopped wait one lease for their worker's
+        // heartbeat before they run again.
+        engine: EngineConfig {
+            adoption_grace: config.lease_timeout,
+            ..config.engine.clone()
+        },
         capacity: Capacity::Heartbeats {
             lease_timeout: config.lease_timeout,
         },

@@ -455,6 +455,16 @@ impl Scheduler {
     async fn handle_heartbeat(&mut self, delivery: Delivery) {
         match wire::decode_heartbeat(&delivery.payload) {
             Ok(heartbeat) => {
+                for attempt in &heartbeat.running {
+                    if self.engine.adopt(
+                        &heartbeat.worker,
+                        &attempt.workflow_id,
+                        attempt.task_idx,
+                        attempt.attempt,
+                    ) {
+                        info!(worker = %heartbeat.worker, workflow_id = %attempt.workflow_id, task_idx = attempt.task_idx, attempt = attempt.attempt, "Adopted an attempt that survived the restart.");
+                    }
+                }
                 if let Some(fleet) = self.fleet.as_mut() {
                     if fleet.on_heartbeat(&heartbeat, now()) {
                         info!(worker = %heartbeat.worker, slots = heartbeat.slots, draining = heartbeat.draining, "Fleet changed.");

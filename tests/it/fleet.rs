@@ -364,3 +364,32 @@ fn the_fleet_survives_the_broker_going_away_mid_run() {
     let recorded = fleet.recorded_successes(&id);
     assert_eq!(recorded, 20, "each task's success is recorded once");
 }
+
+#[test]
+fn a_task_running_through_a_scheduler_restart_is_adopted_not_run_twice() {
+    let mut fleet = Fleet::start(&amqp_url(), &["--lease-timeout", "5s"]);
+    fleet.add_worker("steady", &["--concurrency", "1"]);
+    fleet.wait_for_workers(1);
+    let runs = fleet.dir_path().join("runs.log");
+    let workflow = fleet.workflow(
+        "long.yaml",
+        &format!(
+            "name: long\ntasks:\n  - {{id: long, run: [sh, -c, 'echo run >> {}; sleep 3']}}\n  - {{id: after, deps: [long], handler: noop}}\n",
+            runs.display()
+        ),
+    );
+    let id = fleet.submit(&workflow);
+    wait_for("the long task to run", Duration::from_secs(20), || {
+        fleet.status(&id)["tasks"][0]["state"] == "running"
+    });
+    fleet.restart_scheduler();
+    let status = fleet.wait_for_end(&id, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    assert_eq!(
+        status["tasks"][0]["attempts"], 1,
+        "the running attempt was adopted: {status:#}"
+    );
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n", "the task ran once");
+    let log = std::fs::read_to_string(fleet.dir_path().join("scheduler-2.log")).unwrap_or_default();
+    assert!(log.contains("Adopted an attempt"), "{log}");
+}

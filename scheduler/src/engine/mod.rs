@@ -14,6 +14,7 @@ mod run;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::value::RawValue;
 use taskfleet_common::retry::{backoff_delay, retries_left};
@@ -34,6 +35,9 @@ pub struct EngineConfig {
     pub policy_config: PolicyConfig,
     /// Policies see runtimes predicted from history instead of declared estimates.
     pub predictive: bool,
+    /// After a restart, how long attempts that were out wait for their worker to report them
+    /// (and be adopted) before they are dispatched again; zero dispatches them at once.
+    pub adoption_grace: Duration,
     /// Tasks dispatched beyond the fleet's free slots, so workers never wait for the scheduler.
     pub prefetch_margin: usize,
     /// Seed of the retry jitter.
@@ -46,6 +50,7 @@ impl Default for EngineConfig {
             policy: PolicyKind::Fcfs,
             policy_config: PolicyConfig::default(),
             predictive: false,
+            adoption_grace: Duration::ZERO,
             prefetch_margin: 16,
             jitter_seed: 0x5eed,
         }
@@ -95,6 +100,10 @@ pub struct Engine {
     scratch: Vec<u32>,
     /// Runtimes learned from finished attempts.
     predictor: Predictor,
+    /// Attempts that were out when the scheduler restarted, by the time they stop waiting to
+    /// be adopted; their tasks are `ready` but kept out of the policies meanwhile.
+    adoptable: HashMap<TaskRef, u32>,
+    adoption_deadlines: BinaryHeap<Reverse<(Millis, TaskRef)>>,
     /// The worker running each started attempt, and the attempts each worker runs.
     running_on: HashMap<TaskRef, Arc<str>>,
     by_worker: HashMap<Arc<str>, HashSet<TaskRef>>,
@@ -116,6 +125,8 @@ impl Engine {
             updates: Vec::new(),
             scratch: Vec::new(),
             predictor: Predictor::new(prior),
+            adoptable: HashMap::new(),
+            adoption_deadlines: BinaryHeap::new(),
             running_on: HashMap::new(),
             by_worker: HashMap::new(),
         }
@@ -201,9 +212,13 @@ impl Engine {
         // Attempts that were out are lost with the old scheduler; failures not yet
         // propagated (a crash between the two writes) are propagated now.
         let mut failed = Vec::new();
+        let mut waiting_for_adoption = Vec::new();
         for task_idx in 0..run.tasks.len() as u32 {
             let state = run.tasks[task_idx as usize].state;
             let lost = state.is_in_flight();
+            if lost && !self.config.adoption_grace.is_zero() {
+                waiting_for_adoption.push((task_idx, run.tasks[task_idx as usize].attempt));
+            }
             let unblocked = state == TaskState::Pending && run.tasks[task_idx as usize].waiting == 0;
             if lost || unblocked {
                 run.set_state(task_idx, TaskState::Ready);
@@ -235,9 +250,25 @@ impl Engine {
             self.propagate_failure(slot, task_idx);
         }
         self.announce_workflow(slot);
+        let deadline = now.plus(self.config.adoption_grace);
+        for &(task_idx, attempt) in &waiting_for_adoption {
+            let task = TaskRef {
+                workflow_slot: slot,
+                task_idx,
+            };
+            self.adoptable.insert(task, attempt);
+            self.adoption_deadlines.push(Reverse((deadline, task)));
+        }
         let run = self.workflows[slot as usize].as_ref().expect("just added");
+        let adoptable = &self.adoptable;
         let ready: Vec<u32> = (0..run.tasks.len() as u32)
             .filter(|&idx| run.tasks[idx as usize].state == TaskState::Ready)
+            .filter(|&idx| {
+                !adoptable.contains_key(&TaskRef {
+                    workflow_slot: slot,
+                    task_idx: idx,
+                })
+            })
             .collect();
         for task_idx in ready {
             self.push_ready(
@@ -294,6 +325,8 @@ impl Engine {
     /// recorded once even when it ran twice.
     pub fn on_finished(&mut self, result: TaskResult, now: Millis) -> Result<(), Ignored> {
         let (slot, task_idx) = self.locate(&result.workflow_id, result.task_idx)?;
+        // The result of an attempt that survived a restart, before its worker's heartbeat.
+        self.adopt(&result.worker, &result.workflow_id, result.task_idx, result.attempt);
         let jitter = self.next_jitter();
         let run = self.workflows[slot as usize].as_mut().expect("located");
         let task = run.tasks[task_idx as usize];
@@ -391,6 +424,15 @@ impl Engine {
 
     /// Makes retrying tasks whose backoff has passed ready again.
     pub fn on_timers(&mut self, now: Millis) {
+        while let Some(&Reverse((due, task))) = self.adoption_deadlines.peek() {
+            if due > now {
+                break;
+            }
+            self.adoption_deadlines.pop();
+            if self.adoptable.remove(&task).is_some() && self.task_state_at(task) == Some(TaskState::Ready) {
+                self.push_ready(task, now);
+            }
+        }
         while let Some(&Reverse((due, task, attempt))) = self.retries.peek() {
             if due > now {
                 break;
@@ -413,9 +455,52 @@ impl Engine {
         }
     }
 
-    /// When the next retry is due, if any.
+    /// When the next retry or adoption deadline is due, if any.
     pub fn next_timer(&self) -> Option<Millis> {
-        self.retries.peek().map(|Reverse((due, _, _))| *due)
+        let retry = self.retries.peek().map(|Reverse((due, _, _))| *due);
+        let adoption = self.adoption_deadlines.peek().map(|Reverse((due, _))| *due);
+        retry.into_iter().chain(adoption).min()
+    }
+
+    /// A worker reports that it runs `attempt` of a task: if the task lost that attempt in a
+    /// scheduler restart and is still waiting to run again, it takes the attempt back (running
+    /// on `worker`, under its lease) instead of running twice. Returns whether it did.
+    pub fn adopt(&mut self, worker: &str, workflow_id: &str, task_idx: u32, attempt: u32) -> bool {
+        let Ok((slot, task_idx)) = self.locate(workflow_id, task_idx) else {
+            return false;
+        };
+        let task = TaskRef {
+            workflow_slot: slot,
+            task_idx,
+        };
+        if self.adoptable.get(&task) != Some(&attempt) {
+            return false;
+        }
+        let Some(run) = run_at(&mut self.workflows, slot) else {
+            return false;
+        };
+        let Ok(next) = transition(run.tasks[task_idx as usize].state, TaskEvent::Adopted) else {
+            return false;
+        };
+        self.adoptable.remove(&task);
+        run.set_state(task_idx, next);
+        self.updates.push(StoreUpdate::Task {
+            workflow_id: run.id.clone(),
+            record: run.record(task_idx),
+        });
+        let spec_task = &run.spec.tasks[task_idx as usize];
+        let slots = spec_task.resources.slots as usize;
+        let pool = spec_task.pool.clone();
+        self.pool(&pool).in_flight += slots;
+        let worker: Arc<str> = Arc::from(worker);
+        self.by_worker.entry(worker.clone()).or_default().insert(task);
+        self.running_on.insert(task, worker);
+        true
+    }
+
+    fn task_state_at(&self, task: TaskRef) -> Option<TaskState> {
+        let run = self.workflows.get(task.workflow_slot as usize)?.as_ref()?;
+        run.tasks.get(task.task_idx as usize).map(|runtime| runtime.state)
     }
 
     /// Takes ready tasks in policy order while their pools have capacity (plus the prefetch

@@ -524,3 +524,137 @@ fn finished_attempts_teach_the_predictor_and_are_persisted() {
     let predicted = engine.predictor().predict(&spec.tasks[0]);
     assert_eq!(predicted.p50, Duration::from_secs(2));
 }
+
+fn restarted_with_grace(spec: &Arc<WorkflowSpec>, records: Vec<TaskRecord>, grace: Duration) -> Engine {
+    let mut engine = Engine::new(EngineConfig {
+        policy: PolicyKind::Fcfs,
+        prefetch_margin: 0,
+        adoption_grace: grace,
+        ..EngineConfig::default()
+    });
+    engine.set_capacity("default", 10);
+    engine.add_workflow("wf".into(), spec.clone(), Some(records), Millis(1_000));
+    engine
+}
+
+fn running_record(task_idx: u32, attempt: u32) -> TaskRecord {
+    TaskRecord {
+        task_idx,
+        state: TaskState::Running,
+        attempt,
+        n_failures: 0,
+        retry_at: None,
+        output: None,
+    }
+}
+
+#[test]
+fn after_a_restart_an_attempt_still_running_is_adopted_not_run_again() {
+    let spec = spec("name: a\ntasks:\n  - {id: long, handler: noop}\n  - {id: next, deps: [long], handler: noop}\n");
+    let records = vec![
+        running_record(0, 1),
+        TaskRecord {
+            state: TaskState::Pending,
+            attempt: 0,
+            ..running_record(1, 0)
+        },
+    ];
+    let mut engine = restarted_with_grace(&spec, records, Duration::from_secs(10));
+    assert!(
+        engine.dispatch(Millis(1_000)).is_empty(),
+        "the lost attempt waits for its worker"
+    );
+    assert!(!engine.adopt("w1", "wf", 0, 2), "another attempt number is not adopted");
+    assert!(engine.adopt("w1", "wf", 0, 1));
+    assert_eq!(engine.task_state("wf", 0), Some(TaskState::Running));
+    engine.on_timers(Millis(20_000));
+    assert!(
+        engine.dispatch(Millis(20_000)).is_empty(),
+        "an adopted attempt is not dispatched again"
+    );
+    let mut done = TaskResult {
+        workflow_id: "wf".into(),
+        task: "long".into(),
+        task_idx: 0,
+        attempt: 1,
+        ..result_stub()
+    };
+    done.worker = "w1".into();
+    engine.on_finished(done, Millis(21_000)).unwrap();
+    assert_eq!(names(&engine.dispatch(Millis(21_000))), "next");
+}
+
+#[test]
+fn an_adopted_attempt_is_under_its_workers_lease() {
+    let spec = spec(
+        "name: a
+tasks:
+  - {id: long, handler: noop}
+",
+    );
+    let mut engine = restarted_with_grace(&spec, vec![running_record(0, 1)], Duration::from_secs(10));
+    assert!(engine.adopt("w1", "wf", 0, 1));
+    assert_eq!(engine.on_worker_lost("w1", Millis(2_000)), 1);
+    assert_eq!(engine.dispatch(Millis(2_000))[0].message.attempt, 2);
+}
+
+#[test]
+fn after_a_restart_an_attempt_nobody_reports_runs_again_after_the_grace() {
+    let spec = spec("name: a\ntasks:\n  - {id: lost, handler: noop}\n");
+    let mut engine = restarted_with_grace(&spec, vec![running_record(0, 3)], Duration::from_secs(10));
+    assert!(engine.dispatch(Millis(5_000)).is_empty());
+    assert_eq!(engine.next_timer(), Some(Millis(11_000)));
+    engine.on_timers(Millis(11_000));
+    let again = engine.dispatch(Millis(11_000));
+    assert_eq!(again[0].message.attempt, 4);
+    assert!(!engine.adopt("w1", "wf", 0, 3), "too late: the task runs again");
+    // A result of the old attempt arriving now is stale.
+    let late = engine.on_finished(
+        TaskResult {
+            workflow_id: "wf".into(),
+            task_idx: 0,
+            attempt: 3,
+            ..result_stub()
+        },
+        Millis(12_000),
+    );
+    assert!(late.is_err());
+}
+
+#[test]
+fn a_result_of_an_attempt_that_survived_the_restart_counts_even_before_any_heartbeat() {
+    let spec = spec("name: a\ntasks:\n  - {id: quick, handler: noop}\n");
+    let mut engine = restarted_with_grace(&spec, vec![running_record(0, 2)], Duration::from_secs(10));
+    engine
+        .on_finished(
+            TaskResult {
+                workflow_id: "wf".into(),
+                task_idx: 0,
+                attempt: 2,
+                ..result_stub()
+            },
+            Millis(1_500),
+        )
+        .unwrap();
+    assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Succeeded));
+}
+
+fn result_stub() -> TaskResult {
+    TaskResult {
+        v: WIRE_VERSION,
+        workflow_id: String::new(),
+        task: String::new(),
+        task_idx: 0,
+        attempt: 0,
+        worker: "w1".into(),
+        outcome: AttemptOutcome::Succeeded,
+        exit_code: None,
+        signal: None,
+        output: None,
+        error: None,
+        stdout_tail: String::new(),
+        stderr_tail: String::new(),
+        started_at: Millis(0),
+        finished_at: Millis(0),
+    }
+}
