@@ -29,6 +29,7 @@ pub async fn run_all(transport: &dyn Transport, names: &QueueNames) {
     dead_letters_keep_payload_and_reason(transport, names).await;
     large_batches_arrive_complete_and_in_order(transport, names).await;
     broadcasts_reach_every_current_subscriber(transport, names).await;
+    consumer_groups_share_one_prefetch(transport, names).await;
 }
 
 async fn fresh_queue(transport: &dyn Transport, names: &QueueNames, scenario: &str) -> String {
@@ -236,4 +237,47 @@ pub async fn broadcasts_reach_every_current_subscriber(transport: &dyn Transport
         .broadcast(&names.heartbeats(), Bytes::from_static(b"nobody listens"))
         .await
         .expect("broadcast to no one");
+}
+
+/// Consumers started as a group never hold more unacked deliveries together than the
+/// group's prefetch, and an ack frees room for a delivery from any of their queues.
+pub async fn consumer_groups_share_one_prefetch(transport: &dyn Transport, names: &QueueNames) {
+    let first = fresh_queue(transport, names, "group-a").await;
+    let second = fresh_queue(transport, names, "group-b").await;
+    publish(transport, &first, &["a1", "a2", "a3"]).await;
+    publish(transport, &second, &["b1", "b2", "b3"]).await;
+    let group = transport
+        .consume_group(&[first.clone(), second.clone()], 2)
+        .await
+        .expect("consume a group");
+    let Ok::<[Box<dyn Consumer>; 2], _>([mut left, mut right]) = group.try_into() else {
+        panic!("group: one consumer per queue");
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let delivery = tokio::select! {
+            delivery = recv(&mut left, "group") => delivery,
+            delivery = recv(&mut right, "group") => delivery,
+        };
+        held.push(delivery);
+    }
+    assert_nothing_arrives(&mut left, "group: more than 2 unacked deliveries over the group").await;
+    assert_nothing_arrives(&mut right, "group: more than 2 unacked deliveries over the group").await;
+    held.pop().expect("two held").ack().await.expect("ack");
+    let next = tokio::select! {
+        delivery = recv(&mut left, "group: after an ack") => delivery,
+        delivery = recv(&mut right, "group: after an ack") => delivery,
+    };
+    next.ack().await.expect("ack");
+    for delivery in held {
+        delivery.ack().await.expect("ack");
+    }
+    drop((left, right));
+    // Drain what is left so a shared broker starts clean next time.
+    for queue in [first, second] {
+        let mut consumer = transport.consume(&queue, 100).await.expect("consume to drain");
+        while let Ok(Ok(delivery)) = tokio::time::timeout(QUIET, consumer.recv()).await {
+            delivery.ack().await.expect("ack while draining");
+        }
+    }
 }

@@ -46,6 +46,11 @@ pub trait Transport: Send + Sync + 'static {
     /// Starts consuming `queue`, with at most `prefetch` unacknowledged deliveries at a time.
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, TransportError>;
 
+    /// Starts consuming several queues with one prefetch budget: at most `prefetch`
+    /// unacknowledged deliveries over all of them together (a worker's free slots). The
+    /// consumers come back in the order of `queues`.
+    async fn consume_group(&self, queues: &[String], prefetch: u16) -> Result<Vec<Box<dyn Consumer>>, TransportError>;
+
     /// Messages waiting in `queue` (not counting those delivered but unacked).
     async fn queue_len(&self, queue: &str) -> Result<usize, TransportError>;
 

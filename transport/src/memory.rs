@@ -105,20 +105,29 @@ impl Transport for MemoryTransport {
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, TransportError> {
-        let queue_name = queue.to_string();
-        let queue = self.queue(queue)?;
+        let mut group = self.consume_group(&[queue.to_string()], prefetch).await?;
+        Ok(group.remove(0))
+    }
+
+    async fn consume_group(&self, queues: &[String], prefetch: u16) -> Result<Vec<Box<dyn Consumer>>, TransportError> {
         let prefetch = usize::from(prefetch.max(1));
         let slots = Arc::new(Slots {
             unacked: Mutex::new(Unacked::default()),
             freed: Notify::new(),
         });
-        Ok(Box::new(MemoryConsumer {
-            queue,
-            queue_name,
-            slots,
-            prefetch,
-            transport: self.inner.clone(),
-        }))
+        let mut consumers: Vec<Box<dyn Consumer>> = Vec::with_capacity(queues.len());
+        for queue_name in queues {
+            let queue = self.queue(queue_name)?;
+            slots.unacked.lock().expect("unacked lock").n_consumers += 1;
+            consumers.push(Box::new(MemoryConsumer {
+                queue,
+                queue_name: queue_name.clone(),
+                slots: slots.clone(),
+                prefetch,
+                transport: self.inner.clone(),
+            }));
+        }
+        Ok(consumers)
     }
 
     async fn queue_len(&self, queue: &str) -> Result<usize, TransportError> {
@@ -157,7 +166,10 @@ impl Transport for MemoryTransport {
             .or_default()
             .push(Arc::downgrade(&queue));
         let slots = Arc::new(Slots {
-            unacked: Mutex::new(Unacked::default()),
+            unacked: Mutex::new(Unacked {
+                n_consumers: 1,
+                ..Unacked::default()
+            }),
             freed: Notify::new(),
         });
         Ok(Box::new(MemoryConsumer {
@@ -170,12 +182,16 @@ impl Transport for MemoryTransport {
     }
 }
 
-/// Deliveries a consumer holds and has not settled.
+/// Deliveries a consumer (or a group of consumers sharing one prefetch) holds and has not
+/// settled, with the queue each came from.
 #[derive(Default)]
 struct Unacked {
-    by_tag: BTreeMap<u64, Bytes>,
+    by_tag: BTreeMap<u64, (Arc<Queue>, Bytes)>,
     next_tag: u64,
-    /// Set when the consumer is gone: its deliveries were requeued and can no longer be settled.
+    /// Consumers sharing these slots that are still there.
+    n_consumers: usize,
+    /// Set when every consumer is gone: their deliveries were requeued and can no longer be
+    /// settled.
     closed: bool,
 }
 
@@ -202,7 +218,9 @@ impl MemoryConsumer {
         let message = self.queue.ready.lock().expect("queue lock").pop_front()?;
         let tag = unacked.next_tag;
         unacked.next_tag += 1;
-        unacked.by_tag.insert(tag, message.payload.clone());
+        unacked
+            .by_tag
+            .insert(tag, (self.queue.clone(), message.payload.clone()));
         let acker = MemoryAcker {
             tag,
             slots: self.slots.clone(),
@@ -239,16 +257,29 @@ impl Consumer for MemoryConsumer {
 }
 
 impl Drop for MemoryConsumer {
+    /// Hands the deliveries this consumer took and did not settle back to its queue.
     fn drop(&mut self) {
         let mut unacked = self.slots.unacked.lock().expect("unacked lock");
-        unacked.closed = true;
-        let pending = std::mem::take(&mut unacked.by_tag);
+        unacked.n_consumers = unacked.n_consumers.saturating_sub(1);
+        unacked.closed = unacked.n_consumers == 0;
+        let mine: Vec<u64> = unacked
+            .by_tag
+            .iter()
+            .filter(|(_, (queue, _))| Arc::ptr_eq(queue, &self.queue))
+            .map(|(&tag, _)| tag)
+            .collect();
+        let pending: Vec<Bytes> = mine
+            .iter()
+            .filter_map(|tag| unacked.by_tag.remove(tag))
+            .map(|(_, payload)| payload)
+            .collect();
         drop(unacked);
+        self.slots.freed.notify_waiters();
         if pending.is_empty() {
             return;
         }
         let mut ready = self.queue.ready.lock().expect("queue lock");
-        for (_, payload) in pending.into_iter().rev() {
+        for payload in pending.into_iter().rev() {
             ready.push_front(Message {
                 payload,
                 redelivered: true,
@@ -273,7 +304,7 @@ impl MemoryAcker {
         if unacked.closed {
             return Err(TransportError::Closed);
         }
-        let payload = unacked
+        let (_, payload) = unacked
             .by_tag
             .remove(&self.tag)
             .ok_or_else(|| TransportError::Rejected {

@@ -260,11 +260,9 @@ async fn connect(
     declared.push(config.queues.results());
     declared.push(config.queues.dead_letters());
     shared.transport.declare(&declared).await?;
-    let mut consumers = Vec::with_capacity(task_queues.len());
-    for queue in task_queues {
-        consumers.push(shared.transport.consume(queue, prefetch).await?);
-    }
-    Ok(consumers)
+    // One prefetch for all the task queues: the worker holds no more deliveries than it has
+    // slots, whichever queues they come from.
+    shared.transport.consume_group(task_queues, prefetch).await
 }
 
 /// Broadcasts a heartbeat every `interval` (and at once when shutdown starts, flagged

@@ -1,6 +1,8 @@
-//! Consuming: each [`AmqpConsumer`] has a channel of its own (prefetch is per channel, and
-//! closing the channel hands its unacked deliveries back to the queue), and each delivery an
-//! [`AmqpAcker`] that settles it on that channel.
+//! Consuming: each [`AmqpConsumer`] reads on a channel of its own, or shares one with the
+//! other consumers of its group (prefetch then counts the group's unacked deliveries
+//! together). Closing a channel hands its unacked deliveries back to their queues; the channel
+//! closes when its last consumer is dropped. Each delivery has an [`AmqpAcker`] that settles
+//! it on that channel.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,19 +26,49 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long closing the channel of a dropped consumer may take.
 pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Deliveries from one queue (or one subscription), on a channel of its own.
+/// Deliveries from one queue (or one subscription).
 pub(super) struct AmqpConsumer {
     stream: lapin::Consumer,
-    /// The consumer's own channel, closed when the consumer is dropped.
-    channel: Channel,
+    /// The channel it reads on, closed when its last consumer is dropped.
+    channel: Arc<ConsumerChannel>,
     /// The queue (or topic) the deliveries come from, named in dead letters.
     source: String,
+    transport: Arc<Inner>,
+}
+
+/// A channel one or more consumers read on.
+pub(super) struct ConsumerChannel {
+    channel: Channel,
+    /// Set when the channel is closed: its deliveries were handed back and cannot be settled.
     closed: Arc<AtomicBool>,
     transport: Arc<Inner>,
 }
 
+impl ConsumerChannel {
+    /// Limits the unacked deliveries of all the channel's consumers together to `prefetch`.
+    pub(super) async fn open(
+        channel: Channel,
+        prefetch: u16,
+        what: &str,
+        transport: Arc<Inner>,
+    ) -> Result<Arc<ConsumerChannel>, TransportError> {
+        // RabbitMQ reads `global` as "shared by every consumer on the channel".
+        let options = BasicQosOptions { global: true };
+        channel
+            .basic_qos(prefetch.max(1), options)
+            .await
+            .map_err(|error| from_lapin(&error, format!("could not set the prefetch of `{what}`")))?;
+        Ok(Arc::new(ConsumerChannel {
+            channel,
+            closed: Arc::new(AtomicBool::new(false)),
+            transport,
+        }))
+    }
+}
+
 impl AmqpConsumer {
-    /// Starts consuming `queue` on `channel`, with at most `prefetch` unacked deliveries.
+    /// Starts consuming `queue` on a channel of its own, with at most `prefetch` unacked
+    /// deliveries.
     pub(super) async fn start(
         channel: Channel,
         queue: &str,
@@ -44,23 +76,30 @@ impl AmqpConsumer {
         source: &str,
         transport: Arc<Inner>,
     ) -> Result<AmqpConsumer, TransportError> {
-        channel
-            .basic_qos(prefetch.max(1), BasicQosOptions::default())
-            .await
-            .map_err(|error| from_lapin(&error, format!("could not set the prefetch of `{source}`")))?;
+        let channel = ConsumerChannel::open(channel, prefetch, source, transport).await?;
+        AmqpConsumer::start_on(channel, queue, source).await
+    }
+
+    /// Starts consuming `queue` on a channel it may share with other consumers.
+    pub(super) async fn start_on(
+        channel: Arc<ConsumerChannel>,
+        queue: &str,
+        source: &str,
+    ) -> Result<AmqpConsumer, TransportError> {
         let options = BasicConsumeOptions {
             no_ack: false,
             ..BasicConsumeOptions::default()
         };
         let stream = channel
+            .channel
             .basic_consume(queue, "", options, FieldTable::default())
             .await
             .map_err(|error| from_lapin(&error, format!("could not consume `{source}`")))?;
+        let transport = channel.transport.clone();
         Ok(AmqpConsumer {
             stream,
             channel,
             source: source.to_string(),
-            closed: Arc::new(AtomicBool::new(false)),
             transport,
         })
     }
@@ -71,7 +110,7 @@ impl AmqpConsumer {
                 let acker = AmqpAcker {
                     acker: delivery.acker,
                     source: self.source.clone(),
-                    closed: self.closed.clone(),
+                    closed: self.channel.closed.clone(),
                     transport: self.transport.clone(),
                 };
                 Ok(Delivery::new(
@@ -107,9 +146,9 @@ impl Consumer for AmqpConsumer {
     }
 }
 
-impl Drop for AmqpConsumer {
-    /// Closes the channel, which hands its unacked deliveries back to the queue. The transport's
-    /// next calls wait for the broker to confirm the close.
+impl Drop for ConsumerChannel {
+    /// Closes the channel, which hands its unacked deliveries back to their queues. The
+    /// transport's next calls wait for the broker to confirm the close.
     fn drop(&mut self) {
         self.closed.store(true, Ordering::SeqCst);
         // Without a runtime, lapin still closes the channel once its last handle is dropped.

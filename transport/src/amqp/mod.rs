@@ -28,7 +28,7 @@ use self::channel::{publish_confirmed, PendingCloses, PooledChannel, Publication
 use self::config::redact_url;
 pub use self::config::{AmqpConfig, DEFAULT_AMQP_URL};
 use self::connection::LinkState;
-use self::consumer::AmqpConsumer;
+use self::consumer::{AmqpConsumer, ConsumerChannel};
 use self::error::{from_lapin, is_not_found};
 use self::topology::{declare_subscription, declare_topic, Topology};
 use crate::queues::QueueNames;
@@ -190,6 +190,22 @@ impl Transport for AmqpTransport {
             .map_err(|error| from_lapin(&error, format!("could not open a channel to consume `{queue}`")))?;
         let consumer = AmqpConsumer::start(channel, queue, prefetch, queue, self.inner.clone()).await?;
         Ok(Box::new(consumer))
+    }
+
+    async fn consume_group(&self, queues: &[String], prefetch: u16) -> Result<Vec<Box<dyn Consumer>>, TransportError> {
+        let link = self.inner.link().await?;
+        let what = queues.join(", ");
+        let channel = link
+            .connection
+            .create_channel()
+            .await
+            .map_err(|error| from_lapin(&error, format!("could not open a channel to consume `{what}`")))?;
+        let channel = ConsumerChannel::open(channel, prefetch, &what, self.inner.clone()).await?;
+        let mut consumers: Vec<Box<dyn Consumer>> = Vec::with_capacity(queues.len());
+        for queue in queues {
+            consumers.push(Box::new(AmqpConsumer::start_on(channel.clone(), queue, queue).await?));
+        }
+        Ok(consumers)
     }
 
     async fn queue_len(&self, queue: &str) -> Result<usize, TransportError> {

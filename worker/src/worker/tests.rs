@@ -375,6 +375,10 @@ impl Transport for FailingResults {
         self.inner.consume(queue, prefetch).await
     }
 
+    async fn consume_group(&self, queues: &[String], prefetch: u16) -> Result<Vec<Box<dyn Consumer>>, TransportError> {
+        self.inner.consume_group(queues, prefetch).await
+    }
+
     async fn queue_len(&self, queue: &str) -> Result<usize, TransportError> {
         self.inner.queue_len(queue).await
     }
