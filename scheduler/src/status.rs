@@ -13,16 +13,40 @@ use taskfleet_common::Millis;
 use crate::eta::{monte_carlo_eta, TaskProgress};
 use crate::policy::PolicyConfig;
 use crate::predict::Predictor;
-use crate::store::{Store, StoreError, WorkflowState};
+use crate::store::{AttemptRecord, Store, StoreError, TaskRecord, WorkflowRecord, WorkflowState};
 
-/// The workflow's status, or `None` if the store has no such workflow.
-pub async fn workflow_status(store: &dyn Store, workflow_id: &str) -> Result<Option<WorkflowStatus>, StoreError> {
+/// What the store holds about one workflow, read once.
+struct Stored {
+    workflow: WorkflowRecord,
+    records: Vec<TaskRecord>,
+    ids: Vec<String>,
+    attempts: Vec<AttemptRecord>,
+}
+
+async fn load(store: &dyn Store, workflow_id: &str) -> Result<Option<Stored>, StoreError> {
     let Some(workflow) = store.workflow(workflow_id).await? else {
         return Ok(None);
     };
-    let records = store.tasks(workflow_id).await?;
-    let ids = store.task_ids(workflow_id).await?;
-    let attempts = store.attempts(workflow_id).await?;
+    Ok(Some(Stored {
+        workflow,
+        records: store.tasks(workflow_id).await?,
+        ids: store.task_ids(workflow_id).await?,
+        attempts: store.attempts(workflow_id).await?,
+    }))
+}
+
+/// The workflow's status, or `None` if the store has no such workflow.
+pub async fn workflow_status(store: &dyn Store, workflow_id: &str) -> Result<Option<WorkflowStatus>, StoreError> {
+    Ok(load(store, workflow_id).await?.map(|stored| status_of(&stored)))
+}
+
+fn status_of(stored: &Stored) -> WorkflowStatus {
+    let Stored {
+        workflow,
+        records,
+        ids,
+        attempts,
+    } = stored;
     // (first start, last finish) per task.
     let mut times: Vec<(Option<Millis>, Option<Millis>)> = vec![(None, None); records.len()];
     let mut tasks: Vec<TaskStatus> = records
@@ -58,10 +82,10 @@ pub async fn workflow_status(store: &dyn Store, workflow_id: &str) -> Result<Opt
             time.1 = attempt.finished_at;
         }
         if attempt.worker.is_some() {
-            task.worker = attempt.worker;
+            task.worker.clone_from(&attempt.worker);
         }
         task.exit_code = attempt.exit_code;
-        task.error = attempt.error;
+        task.error.clone_from(&attempt.error);
     }
     let mut counts = BTreeMap::new();
     for (task, &(started, finished)) in tasks.iter_mut().zip(&times) {
@@ -70,9 +94,9 @@ pub async fn workflow_status(store: &dyn Store, workflow_id: &str) -> Result<Opt
         task.duration_ms = duration_ms(started, finished);
         *counts.entry(task.state.as_str().to_string()).or_insert(0) += 1;
     }
-    Ok(Some(WorkflowStatus {
-        workflow_id: workflow.id,
-        name: workflow.name,
+    WorkflowStatus {
+        workflow_id: workflow.id.clone(),
+        name: workflow.name.clone(),
         state: workflow.state.as_str().to_string(),
         started_at: Some(format_time(workflow.submitted_at)),
         finished_at: workflow.finished_at.map(format_time),
@@ -80,7 +104,7 @@ pub async fn workflow_status(store: &dyn Store, workflow_id: &str) -> Result<Opt
         counts,
         eta: None,
         tasks,
-    }))
+    }
 }
 
 /// The workflow's status with, while it runs, its predicted end on a fleet of `slots` slots:
@@ -91,26 +115,31 @@ pub async fn workflow_status_with_eta(
     slots: usize,
     now: Millis,
 ) -> Result<Option<WorkflowStatus>, StoreError> {
-    let Some(mut status) = workflow_status(store, workflow_id).await? else {
+    let Some(stored) = load(store, workflow_id).await? else {
         return Ok(None);
     };
-    let Some(record) = store.workflow(workflow_id).await? else {
-        return Ok(Some(status));
-    };
-    if record.state != WorkflowState::Running {
-        return Ok(Some(status));
+    let mut status = status_of(&stored);
+    if stored.workflow.state == WorkflowState::Running {
+        let predictor = Predictor::restore(PolicyConfig::default().default_estimate, store.runtime_stats().await?);
+        status.eta = eta_of(&stored, &predictor, slots, now);
     }
+    Ok(Some(status))
+}
+
+/// The predicted end of a running workflow, or `None` if its source no longer parses.
+fn eta_of(stored: &Stored, predictor: &Predictor, slots: usize, now: Millis) -> Option<EtaStatus> {
     let options = ValidateOptions {
         max_tasks: usize::MAX,
         known_handlers: None,
     };
-    let Ok(spec) = parse_workflow(&record.source, &options) else {
-        return Ok(Some(status));
-    };
-    let records = store.tasks(workflow_id).await?;
-    let attempts = store.attempts(workflow_id).await?;
+    let spec = parse_workflow(&stored.workflow.source, &options).ok()?;
+    let records = &stored.records;
+    if records.len() != spec.tasks.len() {
+        return None;
+    }
+    // When each task's current attempt started, if it did.
     let mut started: Vec<Option<Millis>> = vec![None; records.len()];
-    for attempt in &attempts {
+    for attempt in &stored.attempts {
         if records
             .get(attempt.task_idx as usize)
             .is_some_and(|task| task.attempt == attempt.attempt)
@@ -122,18 +151,15 @@ pub async fn workflow_status_with_eta(
         .iter()
         .map(|task| TaskProgress::of(task.state, started[task.task_idx as usize].map(|at| now.since(at))))
         .collect();
-    if progress.len() != spec.tasks.len() {
-        return Ok(Some(status));
-    }
-    let prior = PolicyConfig::default().default_estimate;
-    let predictor = Predictor::restore(prior, store.runtime_stats().await?);
-    let seed = workflow_id
+    let seed = stored
+        .workflow
+        .id
         .bytes()
         .fold(0u64, |hash, byte| hash.wrapping_mul(31).wrapping_add(u64::from(byte)));
     let eta = monte_carlo_eta(
         &spec,
         &progress,
-        &predictor,
+        predictor,
         slots,
         200,
         &mut StdRng::seed_from_u64(seed),
@@ -147,14 +173,13 @@ pub async fn workflow_status_with_eta(
         .collect();
     critical.sort_by(|a, b| b.1.total_cmp(&a.1));
     critical.truncate(5);
-    status.eta = Some(EtaStatus {
+    Some(EtaStatus {
         p50_at: format_time(now.plus(eta.p50)),
         p90_at: format_time(now.plus(eta.p90)),
         p50_in_ms: eta.p50.as_millis() as u64,
         p90_in_ms: eta.p90.as_millis() as u64,
         critical_tasks: critical,
-    });
-    Ok(Some(status))
+    })
 }
 
 fn duration_ms(start: Option<Millis>, end: Option<Millis>) -> Option<u64> {
