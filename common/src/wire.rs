@@ -181,6 +181,38 @@ pub fn decode_control(bytes: &[u8]) -> Result<ControlMessage, WireError> {
     Ok(message)
 }
 
+impl TaskResult {
+    /// A successful attempt with no output and nothing captured: what the simulator reports
+    /// for every task, and a starting point for tests.
+    pub fn succeeded(
+        workflow_id: impl Into<String>,
+        task: impl Into<String>,
+        task_idx: u32,
+        attempt: u32,
+        worker: impl Into<String>,
+        started_at: Millis,
+        finished_at: Millis,
+    ) -> TaskResult {
+        TaskResult {
+            v: WIRE_VERSION,
+            workflow_id: workflow_id.into(),
+            task: task.into(),
+            task_idx,
+            attempt,
+            worker: worker.into(),
+            outcome: AttemptOutcome::Succeeded,
+            exit_code: None,
+            signal: None,
+            output: None,
+            error: None,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+            started_at,
+            finished_at,
+        }
+    }
+}
+
 /// A message that cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {

@@ -29,22 +29,19 @@ fn engine(policy: PolicyKind, capacity: usize, margin: usize) -> Engine {
 }
 
 fn result(dispatch: &Dispatch, outcome: AttemptOutcome, output: Option<&str>) -> TaskResult {
+    let message = &dispatch.message;
     TaskResult {
-        v: WIRE_VERSION,
-        workflow_id: dispatch.message.workflow_id.clone(),
-        task: dispatch.message.task.clone(),
-        task_idx: dispatch.message.task_idx,
-        attempt: dispatch.message.attempt,
-        worker: "w1".into(),
         outcome,
-        exit_code: None,
-        signal: None,
         output: output.map(|text| RawValue::from_string(text.to_string()).unwrap()),
-        error: None,
-        stdout_tail: String::new(),
-        stderr_tail: String::new(),
-        started_at: Millis(0),
-        finished_at: Millis(0),
+        ..TaskResult::succeeded(
+            &message.workflow_id,
+            &message.task,
+            message.task_idx,
+            message.attempt,
+            "w1",
+            Millis(0),
+            Millis(0),
+        )
     }
 }
 
@@ -640,21 +637,5 @@ fn a_result_of_an_attempt_that_survived_the_restart_counts_even_before_any_heart
 }
 
 fn result_stub() -> TaskResult {
-    TaskResult {
-        v: WIRE_VERSION,
-        workflow_id: String::new(),
-        task: String::new(),
-        task_idx: 0,
-        attempt: 0,
-        worker: "w1".into(),
-        outcome: AttemptOutcome::Succeeded,
-        exit_code: None,
-        signal: None,
-        output: None,
-        error: None,
-        stdout_tail: String::new(),
-        stderr_tail: String::new(),
-        started_at: Millis(0),
-        finished_at: Millis(0),
-    }
+    TaskResult::succeeded("", "", 0, 0, "w1", Millis(0), Millis(0))
 }

@@ -5,7 +5,6 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
-use taskfleet_common::state::AttemptOutcome;
 use taskfleet_common::wire::{AttemptStarted, TaskResult, WIRE_VERSION};
 use taskfleet_common::Millis;
 
@@ -157,23 +156,15 @@ impl State<'_> {
         let task = &self.sim.workflows[workflow].spec.tasks[task_idx];
         self.free[worker] += task.resources.slots;
         self.free_total += u64::from(task.resources.slots);
-        let result = TaskResult {
-            v: WIRE_VERSION,
-            workflow_id: self.sim.names[workflow].clone(),
-            task: task.id.clone(),
-            task_idx: task_idx as u32,
-            attempt: self.attempt[global],
-            worker: self.sim.fleet.workers[worker].name.clone(),
-            outcome: AttemptOutcome::Succeeded,
-            exit_code: None,
-            signal: None,
-            output: None,
-            error: None,
-            stdout_tail: String::new(),
-            stderr_tail: String::new(),
-            started_at: Millis(self.trace.start[global]),
-            finished_at: Millis(now),
-        };
+        let result = TaskResult::succeeded(
+            self.sim.names[workflow].clone(),
+            task.id.clone(),
+            task_idx as u32,
+            self.attempt[global],
+            self.sim.fleet.workers[worker].name.clone(),
+            Millis(self.trace.start[global]),
+            Millis(now),
+        );
         self.engine
             .on_finished(result, Millis(now))
             .map_err(|ignored| SimError::Engine(ignored.to_string()))?;
