@@ -86,7 +86,7 @@ impl Simulator {
         let mut parents = Vec::new();
         let mut release = Vec::new();
         let mut problems = Vec::new();
-        for (workflow_idx, workflow) in self.workflows.iter().enumerate() {
+        for workflow in &self.workflows {
             let first = runtime.len();
             for task in &workflow.spec.tasks {
                 if task.resources.slots > 1 {
@@ -116,7 +116,6 @@ impl Simulator {
                 );
                 release.push(workflow.submit.as_millis() as u64);
             }
-            let _ = workflow_idx;
         }
         if runtime.len() > MAX_TASKS {
             problems.push(format!(
@@ -131,24 +130,21 @@ impl Simulator {
             .iter()
             .map(|row| row.iter().copied().min().unwrap_or(0))
             .collect();
-        // Longest chain of fastest runtimes from each task to the end (children come later in
-        // file order within a workflow only if the file lists them so; use a fixed point).
-        let n_tasks = runtime.len();
+        // Longest chain of fastest runtimes from each task to the end of its workflow,
+        // children before parents.
         let mut tail = fastest.clone();
-        for _ in 0..n_tasks {
-            let mut changed = false;
-            for child in 0..n_tasks {
-                for &(parent, _) in &parents[child] {
-                    let candidate = fastest[parent] + tail[child];
-                    if candidate > tail[parent] {
-                        tail[parent] = candidate;
-                        changed = true;
-                    }
-                }
+        let mut first = 0;
+        for workflow in &self.workflows {
+            let dag = &workflow.spec.dag;
+            for &task in dag.topo_order().iter().rev() {
+                let longest_child = dag
+                    .children(task)
+                    .iter()
+                    .map(|&child| tail[first + child as usize])
+                    .max();
+                tail[first + task as usize] = fastest[first + task as usize] + longest_child.unwrap_or(0);
             }
-            if !changed {
-                break;
-            }
+            first += dag.len();
         }
         Ok(Problem {
             runtime,
