@@ -8,6 +8,7 @@ pub mod api;
 pub mod engine;
 pub mod eta;
 pub mod fleet;
+pub mod placement;
 pub mod policy;
 pub mod predict;
 pub mod server;

@@ -1,0 +1,551 @@
+//! Where tasks run: the fleet model of the placement-aware policies (`mct`, `heft`, `cpop`).
+//!
+//! Most policies only decide which ready task goes next and let any free worker of its pool
+//! take it. Placement-aware policies also decide *where* it goes, from a model of the fleet:
+//! each worker's pools, slots and relative speed, and for each slot (a *lane*) the time at
+//! which it is expected to be free, given what was placed on it. The engine sends such a task
+//! to its worker's own queue.
+//!
+//! A task's runtime on worker `W` is its `estimate_by_worker` entry for `W` (by the worker's
+//! name, else by its base name) when it has one, else its estimate divided by `W`'s speed. A
+//! dependency's transfer cost is paid when parent and child run on different workers.
+//!
+//! [`Placer::choose`] finds the worker where a task would complete earliest (minimum
+//! completion time): `max(now, lane free, parents' data there) + runtime there`. Workers are
+//! kept per pool in groups of equal speed, ordered by their earliest free lane, so a decision
+//! costs O(parents + named workers + speed groups · log workers) rather than a scan of the
+//! fleet: within a group, every worker that ran no parent sees the same data-ready time and
+//! the same runtime, so the one free earliest is the best of them.
+//!
+//! [`plan`] lays out a whole workflow ahead of time (HEFT or CPOP) with the same rule.
+
+mod plan;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use plan::{plan, Plan, PlanKind};
+
+/// Marks a task with no worker.
+pub const NO_WORKER: u32 = u32::MAX;
+
+/// A worker as placement sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerModel {
+    /// Unique name (a live worker's id).
+    pub name: Arc<str>,
+    /// The name `estimate_by_worker` keys may use for a family of identical workers.
+    pub base: Arc<str>,
+    pub pools: Vec<Arc<str>>,
+    pub slots: u32,
+    /// Relative speed: a task with estimate `e` runs `e / speed` here.
+    pub speed: f64,
+}
+
+impl WorkerModel {
+    /// A worker whose base name is its name.
+    pub fn new(name: &str, pools: &[&str], slots: u32, speed: f64) -> WorkerModel {
+        WorkerModel {
+            name: Arc::from(name),
+            base: Arc::from(name),
+            pools: pools.iter().map(|pool| Arc::from(*pool)).collect(),
+            slots,
+            speed,
+        }
+    }
+}
+
+/// A task's runtime on `worker` in milliseconds: its `estimate_by_worker` entry for the worker
+/// (by name, else by base name), else `estimate_ms / speed`.
+pub fn runtime_on(
+    estimate_ms: u64,
+    by_worker: Option<&BTreeMap<String, Duration>>,
+    worker: &WorkerModel,
+) -> u64 {
+    if let Some(by_worker) = by_worker {
+        if let Some(estimate) = by_worker
+            .get(&*worker.name)
+            .or_else(|| by_worker.get(&*worker.base))
+        {
+            return estimate.as_millis() as u64;
+        }
+    }
+    (estimate_ms as f64 / worker.speed).round() as u64
+}
+
+/// A parent of the task being placed: the worker it ran (or will run) on, when it ends there,
+/// and the cost of moving its output to another worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParentAt {
+    pub worker: u32,
+    pub end: u64,
+    pub transfer_ms: u64,
+}
+
+/// What is being placed.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskShape<'a> {
+    pub pool: &'a str,
+    pub slots: u32,
+    /// Runtime at speed 1 (declared, predicted, or the prior).
+    pub estimate_ms: u64,
+    pub by_worker: Option<&'a BTreeMap<String, Duration>>,
+}
+
+/// Where and when a task is expected to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub worker: u32,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// One worker of the model. Workers are never removed (their ids stay valid); a worker that
+/// left is marked gone and is no longer chosen.
+#[derive(Clone, Debug)]
+struct Placed {
+    model: WorkerModel,
+    alive: bool,
+    /// When each slot is expected to be free, ascending.
+    lanes: Vec<u64>,
+    /// Tasks sent to the worker and not finished.
+    held: u32,
+}
+
+impl Placed {
+    /// The time at which `slots` lanes are free.
+    fn free_at(&self, slots: u32) -> u64 {
+        self.lanes[slots as usize - 1]
+    }
+
+    fn has_room(&self, room_per_slot: Option<u32>) -> bool {
+        room_per_slot.is_none_or(|room| self.held < self.model.slots * room)
+    }
+}
+
+/// A pool's workers, grouped by speed (fastest first); within a group, alive workers with
+/// room are ordered by their earliest free lane.
+#[derive(Clone, Debug, Default)]
+struct PoolGroups {
+    groups: Vec<SpeedGroup>,
+}
+
+#[derive(Clone, Debug)]
+struct SpeedGroup {
+    speed: f64,
+    by_free: BTreeSet<(u64, u32)>,
+}
+
+/// The fleet model. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct Placer {
+    workers: Vec<Placed>,
+    by_name: HashMap<Arc<str>, Vec<u32>>,
+    pools: HashMap<Arc<str>, PoolGroups>,
+    /// How many tasks per slot a worker may hold (running and queued) before it is skipped;
+    /// `None`: no limit (planned placement decides ahead of time).
+    room_per_slot: Option<u32>,
+    scratch: Scratch,
+}
+
+/// Reusable buffers, so a decision allocates nothing.
+#[derive(Clone, Debug, Default)]
+struct Scratch {
+    parents: Vec<ParentAt>,
+    /// Per worker: the stamp of the decision for which `ready_at` holds (it has a parent).
+    mark: Vec<u64>,
+    ready_at: Vec<u64>,
+    /// Per worker: the stamp of the decision for which it is evaluated on its own.
+    special_mark: Vec<u64>,
+    special: Vec<u32>,
+    parent_workers: Vec<u32>,
+    stamp: u64,
+}
+
+impl Placer {
+    /// An empty model; `room_per_slot` bounds what a worker holds (see [`Placer`]).
+    pub fn new(room_per_slot: Option<u32>) -> Placer {
+        Placer {
+            workers: Vec::new(),
+            by_name: HashMap::new(),
+            pools: HashMap::new(),
+            room_per_slot,
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// A model of `workers`, all free at time 0.
+    pub fn with_workers(room_per_slot: Option<u32>, workers: &[WorkerModel]) -> Placer {
+        let mut placer = Placer::new(room_per_slot);
+        placer.set_workers(workers, 0);
+        placer
+    }
+
+    /// Makes the model's fleet `workers`: new ones are free from `now`, known ones keep their
+    /// lanes (unless their slots changed), and the others are gone. Cheap when nothing changed.
+    pub fn set_workers(&mut self, workers: &[WorkerModel], now: u64) {
+        let mut seen = vec![false; self.workers.len()];
+        let mut changed = false;
+        for model in workers {
+            match self.find_named(&model.name) {
+                Some(id) if self.workers[id as usize].model == *model => {
+                    seen[id as usize] = true;
+                    if !self.workers[id as usize].alive {
+                        self.workers[id as usize].alive = true;
+                        self.workers[id as usize].lanes = vec![now; model.slots as usize];
+                        self.workers[id as usize].held = 0;
+                        changed = true;
+                    }
+                }
+                Some(id) => {
+                    seen[id as usize] = true;
+                    let placed = &mut self.workers[id as usize];
+                    placed.model = model.clone();
+                    placed.alive = true;
+                    placed.lanes = vec![now; model.slots.max(1) as usize];
+                    changed = true;
+                }
+                None => {
+                    let id = self.workers.len() as u32;
+                    self.workers.push(Placed {
+                        model: model.clone(),
+                        alive: true,
+                        lanes: vec![now; model.slots.max(1) as usize],
+                        held: 0,
+                    });
+                    seen.push(true);
+                    self.by_name.entry(model.name.clone()).or_default().push(id);
+                    if model.base != model.name {
+                        self.by_name.entry(model.base.clone()).or_default().push(id);
+                    }
+                    changed = true;
+                }
+            }
+        }
+        for (id, seen) in seen.into_iter().enumerate() {
+            if !seen && self.workers[id].alive {
+                self.workers[id].alive = false;
+                changed = true;
+            }
+        }
+        if changed {
+            self.rebuild_groups();
+        }
+    }
+
+    /// Marks a worker gone (it missed its lease); it is no longer chosen.
+    pub fn worker_gone(&mut self, name: &str) {
+        if let Some(id) = self.find_named(name) {
+            if self.workers[id as usize].alive {
+                self.workers[id as usize].alive = false;
+                self.rebuild_groups();
+            }
+        }
+    }
+
+    /// The id of the worker named exactly `name`.
+    pub fn find_named(&self, name: &str) -> Option<u32> {
+        self.by_name
+            .get(name)?
+            .iter()
+            .copied()
+            .find(|&id| &*self.workers[id as usize].model.name == name)
+    }
+
+    /// The worker with id `id`.
+    pub fn worker(&self, id: u32) -> &WorkerModel {
+        &self.workers[id as usize].model
+    }
+
+    /// Whether worker `id` is alive and can run a task of `pool` needing `slots`.
+    pub fn can_run(&self, id: u32, pool: &str, slots: u32) -> bool {
+        let placed = &self.workers[id as usize];
+        placed.alive && placed.model.slots >= slots && placed.model.pools.iter().any(|p| &**p == pool)
+    }
+
+    /// Number of workers known (alive or gone).
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Whether no worker was ever known.
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
+    }
+
+    /// The alive workers serving `pool`, by id.
+    pub(crate) fn pool_workers<'a>(&'a self, pool: &'a str) -> impl Iterator<Item = u32> + 'a {
+        self.workers
+            .iter()
+            .enumerate()
+            .filter(move |(_, placed)| placed.alive && placed.model.pools.iter().any(|p| &**p == pool))
+            .map(|(id, _)| id as u32)
+    }
+
+    /// The mean of `1 / speed` over the alive workers of `pool`, and their number.
+    pub(crate) fn mean_inverse_speed(&self, pool: &str) -> Option<f64> {
+        let mut sum = 0.0;
+        let mut n = 0usize;
+        for id in self.pool_workers(pool) {
+            sum += 1.0 / self.workers[id as usize].model.speed;
+            n += 1;
+        }
+        (n > 0).then(|| sum / n as f64)
+    }
+
+    /// Whether some alive worker of `pool` has room for another task.
+    pub fn has_room(&self, pool: &str) -> bool {
+        self.pools
+            .get(pool)
+            .is_some_and(|groups| groups.groups.iter().any(|group| !group.by_free.is_empty()))
+    }
+
+    /// The worker where a task would complete earliest, and when it would start and end there,
+    /// among the alive workers of its pool with `slots` slots and room. Ties go to the faster
+    /// worker, then to the lower id. `parents` are where the task's inputs are. `None` if no
+    /// such worker exists.
+    pub fn choose(&mut self, now: u64, task: TaskShape<'_>, parents: &[ParentAt]) -> Option<Choice> {
+        self.choose_among(now, task, parents, None)
+    }
+
+    /// Like [`Placer::choose`], restricted to worker `only` when it is given.
+    pub(crate) fn choose_among(
+        &mut self,
+        now: u64,
+        task: TaskShape<'_>,
+        parents: &[ParentAt],
+        only: Option<u32>,
+    ) -> Option<Choice> {
+        let remote_ready = self.data_ready(parents);
+        let stamp = self.scratch.stamp;
+        let mut special = std::mem::take(&mut self.scratch.special);
+        special.clear();
+        match only {
+            Some(id) => special.push(id),
+            None => {
+                for &id in &self.scratch.parent_workers {
+                    if self.scratch.special_mark[id as usize] != stamp {
+                        self.scratch.special_mark[id as usize] = stamp;
+                        special.push(id);
+                    }
+                }
+                for name in task.by_worker.into_iter().flat_map(|by_worker| by_worker.keys()) {
+                    for &id in self.by_name.get(name.as_str()).into_iter().flatten() {
+                        if self.scratch.special_mark[id as usize] != stamp {
+                            self.scratch.special_mark[id as usize] = stamp;
+                            special.push(id);
+                        }
+                    }
+                }
+            }
+        }
+        let mut best: Option<(u64, f64, u32, Choice)> = None;
+        let consider = |best: &mut Option<(u64, f64, u32, Choice)>, id: u32, placed: &Placed, ready: u64| {
+            let start = now.max(ready).max(placed.free_at(task.slots));
+            let end = start + runtime_on(task.estimate_ms, task.by_worker, &placed.model);
+            let better = match best {
+                None => true,
+                Some((best_end, best_speed, best_id, _)) => {
+                    (end, -placed.model.speed, id) < (*best_end, -*best_speed, *best_id)
+                }
+            };
+            if better {
+                *best = Some((end, placed.model.speed, id, Choice { worker: id, start, end }));
+            }
+        };
+        for &id in &special {
+            let placed = &self.workers[id as usize];
+            if placed.alive
+                && placed.model.slots >= task.slots
+                && placed.has_room(self.room_per_slot)
+                && placed.model.pools.iter().any(|p| &**p == task.pool)
+            {
+                let own = self.scratch.mark[id as usize] == stamp;
+                let ready = if own { self.scratch.ready_at[id as usize] } else { remote_ready };
+                consider(&mut best, id, placed, ready);
+            }
+        }
+        if only.is_none() {
+            if let Some(groups) = self.pools.get(task.pool) {
+                for group in &groups.groups {
+                    let runtime = (task.estimate_ms as f64 / group.speed).round() as u64;
+                    for &(earliest, id) in &group.by_free {
+                        let bound = now.max(remote_ready).max(earliest) + runtime;
+                        if best.is_some_and(|(end, _, _, _)| bound > end) {
+                            break;
+                        }
+                        if self.scratch.special_mark[id as usize] == stamp {
+                            continue;
+                        }
+                        let placed = &self.workers[id as usize];
+                        if placed.model.slots < task.slots {
+                            continue;
+                        }
+                        consider(&mut best, id, placed, remote_ready);
+                        if task.slots == 1 {
+                            break; // The earliest free worker of the group is its best.
+                        }
+                    }
+                }
+            }
+        }
+        self.scratch.special = special;
+        best.map(|(_, _, _, choice)| choice)
+    }
+
+    /// Reserves `slots` lanes of the chosen worker until the choice's end.
+    pub fn reserve(&mut self, choice: Choice, slots: u32) {
+        self.update_lanes(choice.worker, |placed| {
+            for lane in placed.lanes.iter_mut().take(slots as usize) {
+                *lane = choice.end;
+            }
+        });
+    }
+
+    /// A task was sent to worker `id` (counts against its room).
+    pub fn hold(&mut self, id: u32) {
+        self.update_lanes(id, |placed| placed.held += 1);
+    }
+
+    /// A task sent to worker `id` ended at `now`. Lanes it reserved until `expected_end` and
+    /// that nothing else was reserved on since are free from `now`.
+    pub fn release(&mut self, id: u32, slots: u32, expected_end: u64, now: u64) {
+        self.update_lanes(id, |placed| {
+            placed.held = placed.held.saturating_sub(1);
+            let lanes = &mut placed.lanes;
+            let mut left = slots;
+            for lane in lanes.iter_mut() {
+                if left > 0 && *lane == expected_end {
+                    *lane = now;
+                    left -= 1;
+                }
+            }
+        });
+    }
+
+    /// Changes a worker's lanes or load and keeps its place in its groups.
+    fn update_lanes(&mut self, id: u32, change: impl FnOnce(&mut Placed)) {
+        self.rebuild_worker(id, true);
+        let placed = &mut self.workers[id as usize];
+        change(placed);
+        placed.lanes.sort_unstable();
+        self.rebuild_worker(id, false);
+    }
+
+    /// Removes worker `id` from its groups (`remove`), or puts it back if it is alive and has
+    /// room.
+    fn rebuild_worker(&mut self, id: u32, remove: bool) {
+        let placed = &self.workers[id as usize];
+        let key = (placed.lanes[0], id);
+        let insert = !remove && placed.alive && placed.has_room(self.room_per_slot);
+        for pool in &placed.model.pools {
+            let Some(groups) = self.pools.get_mut(pool) else { continue };
+            let Some(group) = groups.groups.iter_mut().find(|group| group.speed == placed.model.speed) else {
+                continue;
+            };
+            if insert {
+                group.by_free.insert(key);
+            } else {
+                group.by_free.remove(&key);
+            }
+        }
+    }
+
+    fn rebuild_groups(&mut self) {
+        self.pools.clear();
+        let n = self.workers.len();
+        self.scratch.mark.resize(n, 0);
+        self.scratch.ready_at.resize(n, 0);
+        self.scratch.special_mark.resize(n, 0);
+        for (id, placed) in self.workers.iter().enumerate() {
+            if !placed.alive {
+                continue;
+            }
+            for pool in &placed.model.pools {
+                let groups = self.pools.entry(pool.clone()).or_default();
+                let position = groups
+                    .groups
+                    .iter()
+                    .position(|group| group.speed == placed.model.speed);
+                let group = match position {
+                    Some(position) => &mut groups.groups[position],
+                    None => {
+                        groups.groups.push(SpeedGroup {
+                            speed: placed.model.speed,
+                            by_free: BTreeSet::new(),
+                        });
+                        groups.groups.last_mut().expect("just pushed")
+                    }
+                };
+                if placed.has_room(self.room_per_slot) {
+                    group.by_free.insert((placed.lanes[0], id as u32));
+                }
+            }
+        }
+        for groups in self.pools.values_mut() {
+            groups.groups.sort_by(|a, b| b.speed.total_cmp(&a.speed));
+        }
+    }
+
+    /// When the parents' outputs are on each worker: returns the time for a worker that ran
+    /// none of them (every parent's end plus its transfer) and leaves, for each worker that
+    /// ran some (in `scratch.parent_workers`), its own time in `scratch.ready_at`, marked with
+    /// a new stamp. O(parents log parents).
+    fn data_ready(&mut self, parents: &[ParentAt]) -> u64 {
+        let scratch = &mut self.scratch;
+        scratch.stamp += 1;
+        scratch.parent_workers.clear();
+        scratch.parents.clear();
+        // Parents on workers the model does not know arrive from elsewhere everywhere.
+        let mut outside = 0u64;
+        for parent in parents {
+            if (parent.worker as usize) < scratch.mark.len() {
+                scratch.parents.push(*parent);
+            } else {
+                outside = outside.max(parent.end + parent.transfer_ms);
+            }
+        }
+        let parents = &mut scratch.parents;
+        parents.sort_unstable_by_key(|parent| parent.worker);
+        // Per group of parents on one worker: the latest end there, and the latest arrival
+        // elsewhere. A worker's time is its own latest end and the latest arrival of others.
+        let mut best_remote = (0u64, u32::MAX);
+        let mut second_remote = 0u64;
+        let mut start = 0;
+        while start < parents.len() {
+            let worker = parents[start].worker;
+            let mut local = 0;
+            let mut remote = 0;
+            let mut end = start;
+            while end < parents.len() && parents[end].worker == worker {
+                local = local.max(parents[end].end);
+                remote = remote.max(parents[end].end + parents[end].transfer_ms);
+                end += 1;
+            }
+            scratch.parent_workers.push(worker);
+            scratch.mark[worker as usize] = scratch.stamp;
+            scratch.ready_at[worker as usize] = local;
+            if remote > best_remote.0 {
+                second_remote = best_remote.0;
+                best_remote = (remote, worker);
+            } else {
+                second_remote = second_remote.max(remote);
+            }
+            start = end;
+        }
+        for &worker in &scratch.parent_workers {
+            let others = if best_remote.1 == worker {
+                second_remote
+            } else {
+                best_remote.0
+            };
+            let own = &mut scratch.ready_at[worker as usize];
+            *own = (*own).max(others).max(outside);
+        }
+        best_remote.0.max(outside)
+    }
+}
+
+#[cfg(test)]
+mod tests;

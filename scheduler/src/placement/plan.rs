@@ -1,0 +1,264 @@
+//! Planning a whole workflow ahead of time: HEFT and CPOP (Topcuoglu, Hariri and Wu, 2002).
+//!
+//! Both rank every task with the mean of its runtime over the workers of its pool (`w̄`) and
+//! the transfer costs of its dependencies (`c`):
+//!
+//! - upward rank: `rank_u(i) = w̄(i) + max over children j of (c(i, j) + rank_u(j))`, the
+//!   length of the longest path from `i` to an exit;
+//! - downward rank (CPOP): `rank_d(i) = max over parents p of (rank_d(p) + w̄(p) + c(p, i))`.
+//!
+//! Tasks are then placed one at a time, highest priority first among those whose parents are
+//! placed, each on the worker where it finishes earliest given what is already placed there
+//! and where its parents' outputs are ([`Placer::choose`]). HEFT's priority is `rank_u`.
+//! CPOP's is `rank_u + rank_d`; the tasks on the critical path (those whose priority equals the
+//! entry's) all go to the one worker that runs the whole path fastest. Placement appends to a
+//! worker's lanes rather than inserting into idle gaps between earlier placements, which keeps
+//! a decision at O(parents + speed groups · log workers) on fleets of thousands of workers.
+//! Planning a workflow of `n` tasks and `e` dependencies costs O((n + e) log n) plus the
+//! decisions.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use taskfleet_common::WorkflowSpec;
+
+use super::{ParentAt, Placer, TaskShape, NO_WORKER};
+
+/// Which list-scheduling heuristic plans the workflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanKind {
+    /// Heterogeneous earliest finish time: upward rank, earliest finish.
+    Heft,
+    /// Critical path on a processor: the critical path on its fastest worker, the rest by
+    /// earliest finish, in order of upward plus downward rank.
+    Cpop,
+}
+
+/// Where and when each task of a workflow is planned to run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// The planned worker ([`NO_WORKER`]: the task was done already, or no worker can run it).
+    pub worker: Vec<u32>,
+    pub start: Vec<u64>,
+    pub end: Vec<u64>,
+    /// The priority the tasks were placed by, in milliseconds (higher first).
+    pub priority: Vec<f64>,
+    /// The tasks of the critical path (CPOP), in path order.
+    pub critical_path: Vec<u32>,
+    /// When the last planned task ends.
+    pub makespan: u64,
+}
+
+/// Plans `spec` from `now` on the placer's fleet, reserving the lanes it uses. `estimates`
+/// gives each task's runtime at speed 1 in milliseconds; tasks with `done[i]` are not placed
+/// and their outputs count as available everywhere.
+pub fn plan(
+    placer: &mut Placer,
+    now: u64,
+    spec: &WorkflowSpec,
+    estimates: &[u64],
+    done: &[bool],
+    kind: PlanKind,
+) -> Plan {
+    let n = spec.tasks.len();
+    let dag = &spec.dag;
+    let mean = mean_costs(placer, spec, estimates);
+    let mut rank_up = vec![0.0f64; n];
+    let mut child_best = vec![0.0f64; n];
+    for &task in dag.topo_order().iter().rev() {
+        let task = task as usize;
+        rank_up[task] = mean[task] + child_best[task];
+        for dep in &spec.tasks[task].deps {
+            let through = f64::from(dep.transfer_ms) + rank_up[task];
+            let parent = &mut child_best[dep.task as usize];
+            *parent = parent.max(through);
+        }
+    }
+    let priority: Vec<f64> = match kind {
+        PlanKind::Heft => rank_up.iter().map(|&rank| round(rank)).collect(),
+        PlanKind::Cpop => {
+            let mut rank_down = vec![0.0f64; n];
+            for &task in dag.topo_order() {
+                let task = task as usize;
+                for dep in &spec.tasks[task].deps {
+                    let parent = dep.task as usize;
+                    let through = rank_down[parent] + mean[parent] + f64::from(dep.transfer_ms);
+                    rank_down[task] = rank_down[task].max(through);
+                }
+            }
+            rank_up.iter().zip(&rank_down).map(|(up, down)| round(up + down)).collect()
+        }
+    };
+    let critical_path = match kind {
+        PlanKind::Heft => Vec::new(),
+        PlanKind::Cpop => critical_path(spec, &priority),
+    };
+    let cp_worker = path_worker(placer, spec, estimates, &critical_path);
+    let mut on_path = vec![false; n];
+    for &task in &critical_path {
+        on_path[task as usize] = true;
+    }
+
+    let mut position = vec![0u32; n];
+    for (at, &task) in dag.topo_order().iter().enumerate() {
+        position[task as usize] = at as u32;
+    }
+    let mut waiting: Vec<u32> = (0..n as u32)
+        .map(|task| dag.parents(task).iter().filter(|&&p| !done[p as usize]).count() as u32)
+        .collect();
+    let mut heap: BinaryHeap<(u64, Reverse<u32>, u32)> = BinaryHeap::new();
+    for task in 0..n as u32 {
+        if !done[task as usize] && waiting[task as usize] == 0 {
+            heap.push((priority[task as usize].to_bits(), Reverse(position[task as usize]), task));
+        }
+    }
+    let mut result = Plan {
+        worker: vec![NO_WORKER; n],
+        start: vec![now; n],
+        end: vec![now; n],
+        priority,
+        critical_path,
+        makespan: now,
+    };
+    let mut parents: Vec<ParentAt> = Vec::new();
+    while let Some((_, _, task)) = heap.pop() {
+        let idx = task as usize;
+        let spec_task = &spec.tasks[idx];
+        parents.clear();
+        for dep in &spec_task.deps {
+            if !done[dep.task as usize] {
+                parents.push(ParentAt {
+                    worker: result.worker[dep.task as usize],
+                    end: result.end[dep.task as usize],
+                    transfer_ms: u64::from(dep.transfer_ms),
+                });
+            }
+        }
+        let shape = TaskShape {
+            pool: &spec_task.pool,
+            slots: spec_task.resources.slots,
+            estimate_ms: estimates[idx],
+            by_worker: spec_task.estimate_by_worker.as_ref(),
+        };
+        let only = cp_worker.filter(|&worker| {
+            on_path[idx] && placer.can_run(worker, &spec_task.pool, spec_task.resources.slots)
+        });
+        match placer.choose_among(now, shape, &parents, only) {
+            Some(choice) => {
+                placer.reserve(choice, spec_task.resources.slots);
+                result.worker[idx] = choice.worker;
+                result.start[idx] = choice.start;
+                result.end[idx] = choice.end;
+            }
+            None => {
+                // No worker can run it: it is placed when it is dispatched, if one appears.
+                let ready = parents.iter().map(|p| p.end + p.transfer_ms).max().unwrap_or(now);
+                result.start[idx] = ready.max(now);
+                result.end[idx] = result.start[idx] + estimates[idx];
+            }
+        }
+        result.makespan = result.makespan.max(result.end[idx]);
+        for &child in dag.children(task) {
+            let left = &mut waiting[child as usize];
+            *left -= 1;
+            if *left == 0 && !done[child as usize] {
+                heap.push((
+                    result.priority[child as usize].to_bits(),
+                    Reverse(position[child as usize]),
+                    child,
+                ));
+            }
+        }
+    }
+    result
+}
+
+/// Each task's mean runtime over the alive workers of its pool (its estimate if none).
+fn mean_costs(placer: &Placer, spec: &WorkflowSpec, estimates: &[u64]) -> Vec<f64> {
+    let mut inverse_speed: Vec<(&str, Option<f64>)> = Vec::new();
+    spec.tasks
+        .iter()
+        .zip(estimates)
+        .map(|(task, &estimate)| {
+            if let Some(by_worker) = &task.estimate_by_worker {
+                let mut sum = 0.0;
+                let mut count = 0usize;
+                for id in placer.pool_workers(&task.pool) {
+                    sum += super::runtime_on(estimate, Some(by_worker), placer.worker(id)) as f64;
+                    count += 1;
+                }
+                if count > 0 {
+                    return sum / count as f64;
+                }
+                return estimate as f64;
+            }
+            let known = inverse_speed.iter().find(|(pool, _)| *pool == &*task.pool);
+            let mean = match known {
+                Some(&(_, mean)) => mean,
+                None => {
+                    let mean = placer.mean_inverse_speed(&task.pool);
+                    inverse_speed.push((&task.pool, mean));
+                    mean
+                }
+            };
+            estimate as f64 * mean.unwrap_or(1.0)
+        })
+        .collect()
+}
+
+/// Rounds a priority to a microsecond, so that paths of equal length tie exactly.
+fn round(priority_ms: f64) -> f64 {
+    (priority_ms * 1000.0).round() / 1000.0
+}
+
+/// CPOP's critical path: from the entry task of highest priority, each time the child whose
+/// priority is that same highest value (the tasks on a longest path all share it).
+fn critical_path(spec: &WorkflowSpec, priority: &[f64]) -> Vec<u32> {
+    let dag = &spec.dag;
+    let Some(entry) = dag
+        .roots()
+        .max_by(|&a, &b| priority[a as usize].total_cmp(&priority[b as usize]).then(b.cmp(&a)))
+    else {
+        return Vec::new();
+    };
+    let length = priority[entry as usize];
+    let mut path = vec![entry];
+    let mut at = entry;
+    while let Some(&next) = dag
+        .children(at)
+        .iter()
+        .find(|&&child| (priority[child as usize] - length).abs() < 1e-6)
+    {
+        path.push(next);
+        at = next;
+    }
+    path
+}
+
+/// The worker that runs the whole critical path fastest (it must serve every pool on the path
+/// with enough slots); ties go to the faster worker, then the lower id.
+fn path_worker(placer: &Placer, spec: &WorkflowSpec, estimates: &[u64], path: &[u32]) -> Option<u32> {
+    let first = spec.tasks.get(*path.first()? as usize)?;
+    let mut best: Option<(u64, f64, u32)> = None;
+    for id in placer.pool_workers(&first.pool) {
+        let mut total = 0u64;
+        let mut fits = true;
+        for &task in path {
+            let task_spec = &spec.tasks[task as usize];
+            if !placer.can_run(id, &task_spec.pool, task_spec.resources.slots) {
+                fits = false;
+                break;
+            }
+            let by_worker = task_spec.estimate_by_worker.as_ref();
+            total += super::runtime_on(estimates[task as usize], by_worker, placer.worker(id));
+        }
+        let speed = placer.worker(id).speed;
+        let better = best.is_none_or(|(best_total, best_speed, best_id)| {
+            (total, -speed, id) < (best_total, -best_speed, best_id)
+        });
+        if fits && better {
+            best = Some((total, speed, id));
+        }
+    }
+    best.map(|(_, _, id)| id)
+}
