@@ -22,10 +22,15 @@ use taskfleet_common::state::{transition, AttemptOutcome, TaskEvent, TaskState};
 use taskfleet_common::wire::{AttemptStarted, TaskMessage, TaskResult, WireAction, WIRE_VERSION};
 use taskfleet_common::{Millis, WorkflowSpec};
 
-use crate::policy::{Policy, PolicyConfig, PolicyKind, ReadyTask, TaskRef};
+use crate::placement::{self, ParentAt, Placer, TaskShape, WorkerModel, NO_WORKER};
+use crate::policy::{Placement, Policy, PolicyConfig, PolicyKind, ReadyTask, TaskRef};
 use crate::predict::{signature, Predictor};
 use crate::store::{AttemptRecord, StoreUpdate, TaskRecord, WorkflowState};
-use run::WorkflowRun;
+use run::{RunPlacement, WorkflowRun};
+
+/// Under `mct`, how many tasks per slot a worker may hold (running or queued at it) before
+/// the engine stops sending it more.
+const ROOM_PER_SLOT: u32 = 2;
 
 /// How the engine behaves.
 #[derive(Clone, Debug)]
@@ -73,6 +78,8 @@ pub enum Ignored {
 pub struct Dispatch {
     pub task: TaskRef,
     pub message: TaskMessage,
+    /// The worker chosen for it (placement-aware policies); `None`: any worker of its pool.
+    pub worker: Option<Arc<str>>,
 }
 
 /// A worker pool's ready set and capacity.
@@ -107,12 +114,23 @@ pub struct Engine {
     /// The worker running each started attempt, and the attempts each worker runs.
     running_on: HashMap<TaskRef, Arc<str>>,
     by_worker: HashMap<Arc<str>, HashSet<TaskRef>>,
+    /// The fleet model of placement-aware policies.
+    placer: Option<Placer>,
+    /// Workflows whose plan found no worker for some task (planned again when workers come).
+    incomplete_plans: Vec<u32>,
+    /// Reused buffer for a task's parents.
+    parents: Vec<ParentAt>,
 }
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
         let jitter_state = config.jitter_seed;
         let prior = config.policy_config.default_estimate;
+        let placer = match config.policy.placement() {
+            Placement::Pool => None,
+            Placement::Online => Some(Placer::new(Some(ROOM_PER_SLOT))),
+            Placement::Planned(_) => Some(Placer::new(None)),
+        };
         Engine {
             config,
             workflows: Vec::new(),
@@ -129,7 +147,23 @@ impl Engine {
             adoption_deadlines: BinaryHeap::new(),
             running_on: HashMap::new(),
             by_worker: HashMap::new(),
+            placer,
+            incomplete_plans: Vec::new(),
+            parents: Vec::new(),
         }
+    }
+
+    /// Tells placement-aware policies which workers there are (from heartbeats, or the
+    /// simulated fleet); other policies ignore it.
+    pub fn set_workers(&mut self, workers: &[WorkerModel], now: Millis) {
+        if let Some(placer) = self.placer.as_mut() {
+            placer.set_workers(workers, now.0);
+        }
+    }
+
+    /// Whether the policy chooses workers (dispatches then name one).
+    pub fn places_tasks(&self) -> bool {
+        self.placer.is_some()
     }
 
     /// Replaces what the engine has learned about runtimes (restored from the store).
@@ -161,6 +195,9 @@ impl Engine {
     /// ready again (the next dispatch is a new attempt; a late result of the old one is
     /// ignored). Returns how many attempts were given up.
     pub fn on_worker_lost(&mut self, worker: &str, now: Millis) -> usize {
+        if let Some(placer) = self.placer.as_mut() {
+            placer.worker_gone(worker);
+        }
         let Some(tasks) = self.by_worker.remove(worker) else {
             return 0;
         };
@@ -246,6 +283,7 @@ impl Engine {
         }
         self.workflows.push(Some(Box::new(run)));
         self.slots_by_id.insert(id, slot);
+        self.place_workflow(slot, now);
         for task_idx in failed {
             self.propagate_failure(slot, task_idx);
         }
@@ -351,6 +389,16 @@ impl Engine {
         }
         if let Some(pool) = self.pools.get_mut(&spec_task.pool) {
             pool.in_flight = pool.in_flight.saturating_sub(slots);
+        }
+        if let (Some(placer), Some(placement)) = (self.placer.as_mut(), run.placement.as_mut()) {
+            let idx = task_idx as usize;
+            if placement.worker[idx] != NO_WORKER {
+                placer.release(placement.worker[idx], slots as u32, placement.end[idx], now.0);
+            }
+            if let Some(actual) = placer.find_named(&result.worker) {
+                placement.worker[idx] = actual;
+            }
+            placement.end[idx] = result.finished_at.0;
         }
         if result.outcome == AttemptOutcome::Succeeded {
             let signature = signature(spec_task);
@@ -505,7 +553,15 @@ impl Engine {
 
     /// Takes ready tasks in policy order while their pools have capacity (plus the prefetch
     /// margin), marks them dispatched as a new attempt, and returns their messages.
+    ///
+    /// Under a placement-aware policy each task also gets a worker (see [`Dispatch::worker`]):
+    /// its planned one (`heft`, `cpop`) while that worker is alive, else the one where it would
+    /// complete earliest (`mct`, and planned tasks whose worker left); `mct` sends a worker no
+    /// more than two tasks per slot.
     pub fn dispatch(&mut self, now: Millis) -> Vec<Dispatch> {
+        if self.placer.is_some() {
+            return self.dispatch_placed(now);
+        }
         let margin = self.config.prefetch_margin;
         let mut dispatches = Vec::new();
         for pool in self.pools.values_mut() {
@@ -518,27 +574,169 @@ impl Engine {
                 if run.tasks[task.task_idx as usize].state != TaskState::Ready {
                     continue; // Cancelled or re-queued since it was pushed.
                 }
-                let attempt = run.tasks[task.task_idx as usize].attempt + 1;
-                run.tasks[task.task_idx as usize].attempt = attempt;
-                run.set_state(task.task_idx, TaskState::Dispatched);
                 pool.in_flight += run.spec.tasks[task.task_idx as usize].resources.slots as usize;
-                self.updates.push(StoreUpdate::AttemptDispatched {
-                    workflow_id: run.id.clone(),
-                    task_idx: task.task_idx,
-                    attempt,
-                    at: now,
-                });
-                self.updates.push(StoreUpdate::Task {
-                    workflow_id: run.id.clone(),
-                    record: run.record(task.task_idx),
-                });
                 dispatches.push(Dispatch {
                     task,
-                    message: task_message(run, task.task_idx),
+                    message: mark_dispatched(run, task.task_idx, now, &mut self.updates),
+                    worker: None,
                 });
             }
         }
         dispatches
+    }
+
+    /// [`Engine::dispatch`] under a placement-aware policy.
+    fn dispatch_placed(&mut self, now: Millis) -> Vec<Dispatch> {
+        self.plan_incomplete(now);
+        let online = self.config.policy.placement() == Placement::Online;
+        let mut dispatches = Vec::new();
+        let mut deferred = Vec::new();
+        let mut parents = std::mem::take(&mut self.parents);
+        let pool_names: Vec<Arc<str>> = self.pools.keys().cloned().collect();
+        let placer = self.placer.as_mut().expect("placement-aware policy");
+        for pool_name in pool_names {
+            let pool = self.pools.get_mut(&pool_name).expect("known pool");
+            while pool.capacity > 0 && (!online || placer.has_room(&pool_name)) {
+                let Some(task) = pool.policy.pop(now) else { break };
+                let Some(run) = run_at(&mut self.workflows, task.workflow_slot) else {
+                    continue;
+                };
+                let idx = task.task_idx as usize;
+                if run.tasks[idx].state != TaskState::Ready {
+                    continue; // Cancelled or re-queued since it was pushed.
+                }
+                let spec = run.spec.clone();
+                let spec_task = &spec.tasks[idx];
+                let slots = spec_task.resources.slots;
+                let placement = run.placement.as_mut().expect("placed workflows have a placement");
+                let planned = placement.worker[idx];
+                let (worker, end) = if !online && planned != NO_WORKER && placer.can_run(planned, &pool_name, slots) {
+                    (planned, placement.end[idx])
+                } else {
+                    parents.clear();
+                    parents.extend(spec_task.deps.iter().map(|dep| ParentAt {
+                        worker: placement.worker[dep.task as usize],
+                        end: placement.end[dep.task as usize],
+                        transfer_ms: u64::from(dep.transfer_ms),
+                    }));
+                    let shape = TaskShape {
+                        pool: &pool_name,
+                        slots,
+                        estimate_ms: estimate_ms(spec_task, &self.config, &self.predictor),
+                        by_worker: spec_task.estimate_by_worker.as_ref(),
+                    };
+                    match placer.choose(now.0, shape, &parents) {
+                        Some(choice) => {
+                            placer.reserve(choice, slots);
+                            (choice.worker, choice.end)
+                        }
+                        None => {
+                            // No worker of the pool can take it now: it waits for one.
+                            deferred.push(task);
+                            break;
+                        }
+                    }
+                };
+                placer.hold(worker);
+                placement.worker[idx] = worker;
+                placement.end[idx] = end;
+                pool.in_flight += slots as usize;
+                let message = mark_dispatched(run, task.task_idx, now, &mut self.updates);
+                let name = placer.worker(worker).name.clone();
+                self.by_worker.entry(name.clone()).or_default().insert(task);
+                self.running_on.insert(task, name.clone());
+                dispatches.push(Dispatch {
+                    task,
+                    message,
+                    worker: Some(name),
+                });
+            }
+        }
+        self.parents = parents;
+        for task in deferred {
+            self.push_ready(task, now);
+        }
+        dispatches
+    }
+
+    /// Under a placement-aware policy, gives a new workflow its placement record and, under a
+    /// planned one, its plan over the current fleet.
+    fn place_workflow(&mut self, slot: u32, now: Millis) {
+        let Some(placer) = self.placer.as_mut() else {
+            return;
+        };
+        let run = self.workflows[slot as usize].as_mut().expect("live workflow");
+        let n = run.tasks.len();
+        let mut placement = RunPlacement {
+            worker: vec![NO_WORKER; n],
+            end: vec![now.0; n],
+            priority: vec![0.0; n],
+            incomplete: false,
+        };
+        if let Placement::Planned(kind) = self.config.policy.placement() {
+            let estimates: Vec<u64> = run
+                .spec
+                .tasks
+                .iter()
+                .map(|task| estimate_ms(task, &self.config, &self.predictor))
+                .collect();
+            let done: Vec<bool> = run.tasks.iter().map(|task| task.state.is_terminal()).collect();
+            let plan = placement::plan(placer, now.0, &run.spec, &estimates, &done, kind);
+            placement.incomplete = plan.worker.iter().zip(&done).any(|(&w, &done)| w == NO_WORKER && !done);
+            placement.worker = plan.worker;
+            placement.end = plan.end;
+            placement.priority = plan.priority;
+            if placement.incomplete {
+                self.incomplete_plans.push(slot);
+            }
+        }
+        run.placement = Some(Box::new(placement));
+    }
+
+    /// Plans again, for the tasks not yet dispatched, the workflows planned when no worker
+    /// could run some of their tasks, once workers are known.
+    fn plan_incomplete(&mut self, now: Millis) {
+        let Placement::Planned(kind) = self.config.policy.placement() else {
+            return;
+        };
+        let Some(placer) = self.placer.as_mut() else {
+            return;
+        };
+        if self.incomplete_plans.is_empty() || placer.is_empty() {
+            return;
+        }
+        let slots = std::mem::take(&mut self.incomplete_plans);
+        for slot in slots {
+            let Some(run) = run_at(&mut self.workflows, slot) else {
+                continue;
+            };
+            let estimates: Vec<u64> = run
+                .spec
+                .tasks
+                .iter()
+                .map(|task| estimate_ms(task, &self.config, &self.predictor))
+                .collect();
+            let done: Vec<bool> = run
+                .tasks
+                .iter()
+                .map(|task| task.state.is_terminal() || task.state.is_in_flight())
+                .collect();
+            let plan = placement::plan(placer, now.0, &run.spec, &estimates, &done, kind);
+            let placement = run.placement.as_mut().expect("placed workflows have a placement");
+            placement.incomplete = false;
+            for idx in 0..done.len() {
+                if done[idx] {
+                    continue;
+                }
+                placement.worker[idx] = plan.worker[idx];
+                placement.end[idx] = plan.end[idx];
+                placement.priority[idx] = plan.priority[idx];
+                placement.incomplete |= plan.worker[idx] == NO_WORKER;
+            }
+            if placement.incomplete {
+                self.incomplete_plans.push(slot);
+            }
+        }
     }
 
     /// Cancels a workflow: tasks not yet out end `cancelled` now; attempts that are out are
@@ -663,6 +861,10 @@ impl Engine {
             weight: spec.weight,
             estimate_ms: estimate_ms(spec, &self.config, &self.predictor),
             slots: spec.resources.slots,
+            rank: run
+                .placement
+                .as_ref()
+                .map_or(0.0, |placement| placement.priority[task.task_idx as usize]),
         };
         let pool = spec.pool.clone();
         self.pool(&pool).policy.push(ready);
@@ -822,6 +1024,24 @@ fn release_outputs_of_parents(run: &mut WorkflowRun, task_idx: u32) {
             run.outputs[parent as usize] = None;
         }
     }
+}
+
+/// Makes the task's next attempt, records it, and returns its message.
+fn mark_dispatched(run: &mut WorkflowRun, task_idx: u32, now: Millis, updates: &mut Vec<StoreUpdate>) -> TaskMessage {
+    let attempt = run.tasks[task_idx as usize].attempt + 1;
+    run.tasks[task_idx as usize].attempt = attempt;
+    run.set_state(task_idx, TaskState::Dispatched);
+    updates.push(StoreUpdate::AttemptDispatched {
+        workflow_id: run.id.clone(),
+        task_idx,
+        attempt,
+        at: now,
+    });
+    updates.push(StoreUpdate::Task {
+        workflow_id: run.id.clone(),
+        record: run.record(task_idx),
+    });
+    task_message(run, task_idx)
 }
 
 /// The message for the current attempt of a task, with its parents' outputs as inputs.

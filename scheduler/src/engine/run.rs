@@ -38,6 +38,20 @@ pub(crate) struct WorkflowRun {
     pub(crate) counts: [usize; TaskState::ALL.len()],
     pub(crate) state: WorkflowState,
     pub(crate) cancelled: bool,
+    /// Where its tasks go, under a placement-aware policy.
+    pub(crate) placement: Option<Box<RunPlacement>>,
+}
+
+/// Where a workflow's tasks are placed (placement-aware policies).
+pub(crate) struct RunPlacement {
+    /// The planned, chosen or actual worker of each task (`NO_WORKER`: none yet).
+    pub(crate) worker: Vec<u32>,
+    /// When each task is expected to end there, then when it ended.
+    pub(crate) end: Vec<u64>,
+    /// Plan priorities (`heft`, `cpop`); zero otherwise.
+    pub(crate) priority: Vec<f64>,
+    /// The plan found no worker for some task: it is made again once workers are known.
+    pub(crate) incomplete: bool,
 }
 
 impl WorkflowRun {
@@ -127,6 +141,7 @@ impl WorkflowRun {
             counts,
             state: WorkflowState::Running,
             cancelled: false,
+            placement: None,
         }
     }
 

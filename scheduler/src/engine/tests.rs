@@ -25,6 +25,14 @@ fn engine(policy: PolicyKind, capacity: usize, margin: usize) -> Engine {
         ..EngineConfig::default()
     });
     engine.set_capacity("default", capacity);
+    if engine.places_tasks() {
+        // Eight equal workers share the capacity.
+        let per_worker = capacity.div_ceil(8) as u32;
+        let workers: Vec<WorkerModel> = (1..=8)
+            .map(|w| WorkerModel::new(&format!("w{w}"), &["default"], per_worker, 1.0))
+            .collect();
+        engine.set_workers(&workers, Millis(0));
+    }
     engine
 }
 
@@ -638,4 +646,100 @@ fn a_result_of_an_attempt_that_survived_the_restart_counts_even_before_any_heart
 
 fn result_stub() -> TaskResult {
     TaskResult::succeeded("", "", 0, 0, "w1", Millis(0), Millis(0))
+}
+
+const FAN_OUT: &str = "name: fan\ntasks:\n  - {id: a, handler: noop, estimate: 4s}\n  - {id: b, handler: noop, estimate: 4s}\n  - {id: c, handler: noop, estimate: 4s, deps: [{task: a, transfer: 10s}]}\n";
+
+fn placing_engine(policy: PolicyKind, workers: &[WorkerModel]) -> Engine {
+    let mut engine = Engine::new(EngineConfig {
+        policy,
+        prefetch_margin: 0,
+        ..EngineConfig::default()
+    });
+    let slots: u32 = workers.iter().map(|worker| worker.slots).sum();
+    engine.set_capacity("default", slots as usize);
+    engine.set_workers(workers, Millis(0));
+    engine
+}
+
+fn sent_to(dispatches: &[Dispatch]) -> Vec<(String, String)> {
+    dispatches
+        .iter()
+        .map(|dispatch| {
+            let worker = dispatch.worker.as_deref().expect("placed tasks name a worker");
+            (dispatch.message.task.clone(), worker.to_string())
+        })
+        .collect()
+}
+
+fn finished_on(dispatch: &Dispatch, worker: &str, at: u64) -> TaskResult {
+    let message = &dispatch.message;
+    TaskResult::succeeded(
+        &message.workflow_id,
+        &message.task,
+        message.task_idx,
+        message.attempt,
+        worker,
+        Millis(0),
+        Millis(at),
+    )
+}
+
+#[test]
+fn mct_sends_each_task_where_it_completes_first_and_keeps_children_with_their_data() {
+    let workers = [
+        WorkerModel::new("fast", &["default"], 1, 4.0),
+        WorkerModel::new("slow", &["default"], 1, 1.0),
+    ];
+    let mut engine = placing_engine(PolicyKind::Mct, &workers);
+    engine.add_workflow("wf".into(), spec(FAN_OUT), None, Millis(0));
+    let first = engine.dispatch(Millis(0));
+    // `a` takes 1 s on `fast`; `b` then finishes at 2 s there (after `a`) rather than 4 s on
+    // `slow`, so both queue on `fast`.
+    assert_eq!(
+        sent_to(&first),
+        [("a".into(), "fast".into()), ("b".into(), "fast".into())]
+    );
+    engine
+        .on_finished(finished_on(&first[0], "fast", 1000), Millis(1000))
+        .unwrap();
+    // `c` needs `a`'s output: on `fast` it waits for `b` (until 2 s) and ends at 3 s; on
+    // `slow` the 10 s transfer alone is longer.
+    let second = engine.dispatch(Millis(1000));
+    assert_eq!(sent_to(&second), [("c".into(), "fast".into())]);
+}
+
+#[test]
+fn heft_sends_tasks_to_their_planned_workers_and_replans_for_a_lost_one() {
+    let workers = [
+        WorkerModel::new("p1", &["default"], 1, 1.0),
+        WorkerModel::new("p2", &["default"], 1, 1.0),
+    ];
+    let mut engine = placing_engine(PolicyKind::Heft, &workers);
+    engine.add_workflow("wf".into(), spec(FAN_OUT), None, Millis(0));
+    let first = engine.dispatch(Millis(0));
+    // Upward ranks: a 4 + 10 + 4 = 18, b 4: `a` first, each root on its own worker.
+    assert_eq!(sent_to(&first), [("a".into(), "p1".into()), ("b".into(), "p2".into())]);
+    // p1 misses its lease before starting `a`: `a` goes to p2, the one worker left.
+    assert_eq!(engine.on_worker_lost("p1", Millis(500)), 1);
+    let again = engine.dispatch(Millis(500));
+    assert_eq!(sent_to(&again), [("a".into(), "p2".into())]);
+    assert_eq!(again[0].message.attempt, 2);
+}
+
+#[test]
+fn planned_workflows_wait_for_workers_then_are_planned() {
+    let mut engine = Engine::new(EngineConfig {
+        policy: PolicyKind::Cpop,
+        ..EngineConfig::default()
+    });
+    engine.set_capacity("default", 2);
+    engine.add_workflow("wf".into(), spec(FAN_OUT), None, Millis(0));
+    assert!(engine.dispatch(Millis(0)).is_empty());
+    engine.set_workers(&[WorkerModel::new("late", &["default"], 2, 1.0)], Millis(100));
+    let dispatched = engine.dispatch(Millis(100));
+    assert_eq!(
+        sent_to(&dispatched),
+        [("a".into(), "late".into()), ("b".into(), "late".into())]
+    );
 }

@@ -58,16 +58,9 @@ impl WorkerModel {
 
 /// A task's runtime on `worker` in milliseconds: its `estimate_by_worker` entry for the worker
 /// (by name, else by base name), else `estimate_ms / speed`.
-pub fn runtime_on(
-    estimate_ms: u64,
-    by_worker: Option<&BTreeMap<String, Duration>>,
-    worker: &WorkerModel,
-) -> u64 {
+pub fn runtime_on(estimate_ms: u64, by_worker: Option<&BTreeMap<String, Duration>>, worker: &WorkerModel) -> u64 {
     if let Some(by_worker) = by_worker {
-        if let Some(estimate) = by_worker
-            .get(&*worker.name)
-            .or_else(|| by_worker.get(&*worker.base))
-        {
+        if let Some(estimate) = by_worker.get(&*worker.name).or_else(|| by_worker.get(&*worker.base)) {
             return estimate.as_millis() as u64;
         }
     }
@@ -362,7 +355,11 @@ impl Placer {
                 && placed.model.pools.iter().any(|p| &**p == task.pool)
             {
                 let own = self.scratch.mark[id as usize] == stamp;
-                let ready = if own { self.scratch.ready_at[id as usize] } else { remote_ready };
+                let ready = if own {
+                    self.scratch.ready_at[id as usize]
+                } else {
+                    remote_ready
+                };
                 consider(&mut best, id, placed, ready);
             }
         }
@@ -440,7 +437,9 @@ impl Placer {
         let key = (placed.lanes[0], id);
         let insert = !remove && placed.alive && placed.has_room(self.room_per_slot);
         for pool in &placed.model.pools {
-            let Some(groups) = self.pools.get_mut(pool) else { continue };
+            let Some(groups) = self.pools.get_mut(pool) else {
+                continue;
+            };
             let Some(group) = groups.groups.iter_mut().find(|group| group.speed == placed.model.speed) else {
                 continue;
             };
@@ -464,10 +463,7 @@ impl Placer {
             }
             for pool in &placed.model.pools {
                 let groups = self.pools.entry(pool.clone()).or_default();
-                let position = groups
-                    .groups
-                    .iter()
-                    .position(|group| group.speed == placed.model.speed);
+                let position = groups.groups.iter().position(|group| group.speed == placed.model.speed);
                 let group = match position {
                     Some(position) => &mut groups.groups[position],
                     None => {

@@ -86,7 +86,11 @@ pub fn plan(
                     rank_down[task] = rank_down[task].max(through);
                 }
             }
-            rank_up.iter().zip(&rank_down).map(|(up, down)| round(up + down)).collect()
+            rank_up
+                .iter()
+                .zip(&rank_down)
+                .map(|(up, down)| round(up + down))
+                .collect()
         }
     };
     let critical_path = match kind {
@@ -109,7 +113,11 @@ pub fn plan(
     let mut heap: BinaryHeap<(u64, Reverse<u32>, u32)> = BinaryHeap::new();
     for task in 0..n as u32 {
         if !done[task as usize] && waiting[task as usize] == 0 {
-            heap.push((priority[task as usize].to_bits(), Reverse(position[task as usize]), task));
+            heap.push((
+                priority[task as usize].to_bits(),
+                Reverse(position[task as usize]),
+                task,
+            ));
         }
     }
     let mut result = Plan {
@@ -140,9 +148,8 @@ pub fn plan(
             estimate_ms: estimates[idx],
             by_worker: spec_task.estimate_by_worker.as_ref(),
         };
-        let only = cp_worker.filter(|&worker| {
-            on_path[idx] && placer.can_run(worker, &spec_task.pool, spec_task.resources.slots)
-        });
+        let only = cp_worker
+            .filter(|&worker| on_path[idx] && placer.can_run(worker, &spec_task.pool, spec_task.resources.slots));
         match placer.choose_among(now, shape, &parents, only) {
             Some(choice) => {
                 placer.reserve(choice, spec_task.resources.slots);
@@ -253,9 +260,8 @@ fn path_worker(placer: &Placer, spec: &WorkflowSpec, estimates: &[u64], path: &[
             total += super::runtime_on(estimates[task as usize], by_worker, placer.worker(id));
         }
         let speed = placer.worker(id).speed;
-        let better = best.is_none_or(|(best_total, best_speed, best_id)| {
-            (total, -speed, id) < (best_total, -best_speed, best_id)
-        });
+        let better = best
+            .is_none_or(|(best_total, best_speed, best_id)| (total, -speed, id) < (best_total, -best_speed, best_id));
         if fits && better {
             best = Some((total, speed, id));
         }

@@ -100,7 +100,14 @@ fn a_plan_respects_dependencies_transfers_and_lanes() {
         }
         let spec = spec(&format!("name: r{round}\ntasks:\n{}\n", tasks.join("\n")));
         let workers: Vec<WorkerModel> = (0..rng.gen_range(1..5))
-            .map(|w| WorkerModel::new(&format!("w{w}"), &["default"], rng.gen_range(1..3), rng.gen_range(0.5..3.0)))
+            .map(|w| {
+                WorkerModel::new(
+                    &format!("w{w}"),
+                    &["default"],
+                    rng.gen_range(1..3),
+                    rng.gen_range(0.5..3.0),
+                )
+            })
             .collect();
         let estimates: Vec<u64> = spec
             .tasks
@@ -117,7 +124,11 @@ fn a_plan_respects_dependencies_transfers_and_lanes() {
                 assert_eq!(plan.end[idx] - plan.start[idx], runtime, "{kind:?} task {idx}");
                 for dep in &task.deps {
                     let parent = dep.task as usize;
-                    let transfer = if plan.worker[parent] == worker { 0 } else { u64::from(dep.transfer_ms) };
+                    let transfer = if plan.worker[parent] == worker {
+                        0
+                    } else {
+                        u64::from(dep.transfer_ms)
+                    };
                     assert!(plan.start[idx] >= plan.end[parent] + transfer, "{kind:?} task {idx}");
                 }
             }
@@ -154,7 +165,14 @@ fn choose_waits_for_a_fast_busy_worker_when_that_finishes_first() {
     placer.hold(busy.worker);
     // 8 s of work: 1 s wait + 2 s on `fast` beats 8 s on `slow`.
     let next = placer.choose(0, shape(8000), &[]).unwrap();
-    assert_eq!(next, Choice { worker: 0, start: 1000, end: 3000 });
+    assert_eq!(
+        next,
+        Choice {
+            worker: 0,
+            start: 1000,
+            end: 3000
+        }
+    );
     // 1 s of work: 1 s on `slow` now beats 1 s + 0.25 s on `fast`.
     let small = placer.choose(0, shape(1000), &[]).unwrap();
     assert_eq!(small.worker, 1);
@@ -190,7 +208,14 @@ fn gone_workers_are_not_chosen_and_come_back_fresh() {
     placer.worker_gone("a");
     assert_eq!(placer.choose(0, shape(1000), &[]).unwrap().worker, 1);
     placer.set_workers(&workers, 5000);
-    assert_eq!(placer.choose(5000, shape(1000), &[]).unwrap(), Choice { worker: 0, start: 5000, end: 5500 });
+    assert_eq!(
+        placer.choose(5000, shape(1000), &[]).unwrap(),
+        Choice {
+            worker: 0,
+            start: 5000,
+            end: 5500
+        }
+    );
     placer.set_workers(&workers[1..], 6000);
     assert_eq!(placer.choose(6000, shape(1000), &[]).unwrap().worker, 1);
     assert!(!placer.can_run(0, "default", 1));
@@ -232,7 +257,10 @@ fn choose_finds_the_earliest_completion_of_a_full_scan() {
         let mut lanes: Vec<Vec<u64>> = workers.iter().map(|w| vec![0; w.slots as usize]).collect();
         for _ in 0..rng.gen_range(0..20) {
             let slots = rng.gen_range(1..3);
-            let task = TaskShape { slots, ..shape(rng.gen_range(1..3000)) };
+            let task = TaskShape {
+                slots,
+                ..shape(rng.gen_range(1..3000))
+            };
             if let Some(choice) = placer.choose(rng.gen_range(0..500), task, &[]) {
                 placer.reserve(choice, slots);
                 let worker_lanes = &mut lanes[choice.worker as usize];
@@ -244,7 +272,10 @@ fn choose_finds_the_earliest_completion_of_a_full_scan() {
         }
         let mut by_worker = BTreeMap::new();
         if rng.gen_bool(0.3) {
-            by_worker.insert(format!("w{}", rng.gen_range(0..n)), Duration::from_millis(rng.gen_range(1..500)));
+            by_worker.insert(
+                format!("w{}", rng.gen_range(0..n)),
+                Duration::from_millis(rng.gen_range(1..500)),
+            );
         }
         let parents: Vec<ParentAt> = (0..rng.gen_range(0..4))
             .map(|_| ParentAt {

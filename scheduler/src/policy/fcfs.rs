@@ -9,14 +9,30 @@ use taskfleet_common::Millis;
 use super::{Policy, ReadyTask, TaskRef};
 
 /// First come, first served.
-#[derive(Default)]
 pub struct Fcfs {
+    name: &'static str,
     heap: BinaryHeap<Reverse<(u64, u64, TaskRef)>>,
+}
+
+impl Default for Fcfs {
+    fn default() -> Self {
+        Fcfs::named("fcfs")
+    }
+}
+
+impl Fcfs {
+    /// First-come-first-served order reported under `name` (`mct` takes tasks in this order).
+    pub fn named(name: &'static str) -> Fcfs {
+        Fcfs {
+            name,
+            heap: BinaryHeap::new(),
+        }
+    }
 }
 
 impl Policy for Fcfs {
     fn name(&self) -> &'static str {
-        "fcfs"
+        self.name
     }
 
     fn push(&mut self, task: ReadyTask) {

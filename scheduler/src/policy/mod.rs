@@ -3,11 +3,14 @@
 //! A policy is a pure, in-memory priority structure over ready tasks. The engine pushes tasks
 //! as they become ready and pops them when the fleet has capacity; the policy alone decides
 //! the order. Policies that look at whole workflows (`srpt`, `rr`) also hear when a workflow
-//! arrives and when its tasks end. The live scheduler, the simulator and the tests use the
-//! very same implementations; `docs/policies.md` describes each.
+//! arrives and when its tasks end. Placement-aware policies (`mct`, `heft`, `cpop`) also choose
+//! the worker, through [`crate::placement`]; here they only order the ready tasks. The live
+//! scheduler, the simulator and the tests use the very same implementations;
+//! `docs/policies.md` describes each.
 
 mod fcfs;
 mod priority;
+mod ranked;
 mod rr;
 mod sjf;
 mod srpt;
@@ -18,8 +21,11 @@ use std::time::Duration;
 
 use taskfleet_common::{Millis, PriorityClass};
 
+use crate::placement::PlanKind;
+
 pub use fcfs::Fcfs;
 pub use priority::Priority;
+pub use ranked::Ranked;
 pub use rr::RoundRobin;
 pub use sjf::ShortestJobFirst;
 pub use srpt::ShortestRemainingWork;
@@ -47,6 +53,8 @@ pub struct ReadyTask {
     pub estimate_ms: u64,
     /// Worker slots the task takes.
     pub slots: u32,
+    /// Its priority in its workflow's plan (`heft`, `cpop`), in milliseconds; 0 otherwise.
+    pub rank: f64,
 }
 
 /// Orders ready tasks.
@@ -108,16 +116,38 @@ pub enum PolicyKind {
     Srpt,
     /// Round robin across workflows by a quantum of slot-time (fair sharing).
     Rr,
+    /// Minimum completion time: first come first served, each task to the worker where it
+    /// would finish earliest given worker speed, load and where its inputs are.
+    Mct,
+    /// Heterogeneous earliest finish time: each workflow planned when it arrives, by upward
+    /// rank onto the worker where each task finishes earliest.
+    Heft,
+    /// Critical path on a processor: like `heft`, with the critical path kept on one worker.
+    Cpop,
+}
+
+/// How a policy chooses workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Any worker of the pool takes the task (the pool's shared queue).
+    Pool,
+    /// The engine chooses the worker when it dispatches the task (`mct`).
+    Online,
+    /// The engine plans the whole workflow when it arrives (`heft`, `cpop`).
+    Planned(PlanKind),
 }
 
 impl PolicyKind {
     /// Every policy, as named on the command line.
-    pub const ALL: [PolicyKind; 5] = [
+    pub const ALL: [PolicyKind; 8] = [
         PolicyKind::Fcfs,
         PolicyKind::Priority,
         PolicyKind::Sjf,
         PolicyKind::Srpt,
         PolicyKind::Rr,
+        PolicyKind::Mct,
+        PolicyKind::Heft,
+        PolicyKind::Cpop,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -127,6 +157,19 @@ impl PolicyKind {
             PolicyKind::Sjf => "sjf",
             PolicyKind::Srpt => "srpt",
             PolicyKind::Rr => "rr",
+            PolicyKind::Mct => "mct",
+            PolicyKind::Heft => "heft",
+            PolicyKind::Cpop => "cpop",
+        }
+    }
+
+    /// How the policy chooses workers.
+    pub fn placement(self) -> Placement {
+        match self {
+            PolicyKind::Mct => Placement::Online,
+            PolicyKind::Heft => Placement::Planned(PlanKind::Heft),
+            PolicyKind::Cpop => Placement::Planned(PlanKind::Cpop),
+            _ => Placement::Pool,
         }
     }
 
@@ -138,6 +181,9 @@ impl PolicyKind {
             PolicyKind::Sjf => Box::new(ShortestJobFirst::default()),
             PolicyKind::Srpt => Box::new(ShortestRemainingWork::default()),
             PolicyKind::Rr => Box::new(RoundRobin::new(config.quantum)),
+            PolicyKind::Mct => Box::new(Fcfs::named("mct")),
+            PolicyKind::Heft => Box::new(Ranked::new("heft")),
+            PolicyKind::Cpop => Box::new(Ranked::new("cpop")),
         }
     }
 }

@@ -24,6 +24,7 @@ fn ready(fixture: Fixture<'_>, idx: usize) -> ReadyTask {
         weight,
         estimate_ms,
         slots: 1,
+        rank: 0.0,
     }
 }
 
@@ -224,6 +225,6 @@ fn policy_names_parse() {
     }
     assert_eq!(
         "sjf-ish".parse::<PolicyKind>().unwrap_err(),
-        "unknown policy `sjf-ish` (known: fcfs, priority, sjf, srpt, rr)"
+        "unknown policy `sjf-ish` (known: fcfs, priority, sjf, srpt, rr, mct, heft, cpop)"
     );
 }

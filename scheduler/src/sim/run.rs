@@ -2,7 +2,7 @@
 //! event (a task ending, a workflow's submit offset, an engine timer).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use taskfleet_common::wire::{AttemptStarted, TaskResult, WIRE_VERSION};
@@ -11,6 +11,7 @@ use taskfleet_common::Millis;
 use super::placement::{place, runtime_ms, ParentDone, Scratch};
 use super::{SimError, Simulator};
 use crate::engine::{Engine, EngineConfig};
+use crate::placement::WorkerModel;
 use crate::policy::PolicyKind;
 
 /// Marks a task that has not been placed.
@@ -43,6 +44,13 @@ struct State<'a> {
     /// Task ends, earliest first (ties by global index).
     events: BinaryHeap<Reverse<(u64, usize)>>,
     waiting: Vec<Waiting>,
+    /// Tasks the engine sent to a given worker (placement-aware policies), in arrival order.
+    queues: Vec<VecDeque<Waiting>>,
+    /// Workers whose queue may have a task that fits now.
+    to_check: Vec<usize>,
+    checking: Vec<bool>,
+    /// Each worker's index by name.
+    by_name: HashMap<&'a str, usize>,
     /// The workflow of each engine slot (slots are given in submit order).
     slot_workflow: Vec<usize>,
     left: Vec<usize>,
@@ -68,6 +76,21 @@ pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f6
         capacity.insert(pool.to_string(), slots);
     }
     engine.set_capacities(&capacity);
+    if engine.places_tasks() {
+        let models: Vec<WorkerModel> = sim
+            .fleet
+            .workers
+            .iter()
+            .map(|worker| WorkerModel {
+                name: Arc::from(worker.name.as_str()),
+                base: Arc::from(worker.base.as_str()),
+                pools: worker.pools.iter().map(|pool| Arc::from(pool.as_str())).collect(),
+                slots: worker.slots,
+                speed: worker.speed,
+            })
+            .collect();
+        engine.set_workers(&models, Millis(0));
+    }
     let n_workers = sim.fleet.workers.len();
     let mut state = State {
         sim,
@@ -84,6 +107,16 @@ pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f6
         free_total: sim.fleet.total_slots(),
         events: BinaryHeap::new(),
         waiting: Vec::new(),
+        queues: vec![VecDeque::new(); n_workers],
+        to_check: Vec::new(),
+        checking: vec![false; n_workers],
+        by_name: sim
+            .fleet
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(idx, worker)| (worker.name.as_str(), idx))
+            .collect(),
         slot_workflow: Vec::with_capacity(sim.workflows.len()),
         left: sim.workflows.iter().map(|workflow| workflow.spec.tasks.len()).collect(),
         scratch: Scratch::new(n_workers),
@@ -112,12 +145,20 @@ pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f6
         dispatches.sort_by(|a, b| a.message.pool.cmp(&b.message.pool));
         for dispatch in dispatches {
             let workflow = state.slot_workflow[dispatch.task.workflow_slot as usize];
-            state.waiting.push(Waiting {
+            let item = Waiting {
                 global: sim.first_task[workflow] + dispatch.task.task_idx as usize,
                 attempt: dispatch.message.attempt,
-            });
+            };
+            match dispatch.worker.as_deref().and_then(|name| state.by_name.get(name)) {
+                Some(&worker) => {
+                    state.queues[worker].push_back(item);
+                    state.check(worker);
+                }
+                None => state.waiting.push(item),
+            }
         }
         state.place_waiting(now);
+        state.run_queues(now);
         state.engine.take_updates();
         let next = [
             state.events.peek().map(|Reverse((end, _))| *end),
@@ -156,6 +197,7 @@ impl State<'_> {
         let task = &self.sim.workflows[workflow].spec.tasks[task_idx];
         self.free[worker] += task.resources.slots;
         self.free_total += u64::from(task.resources.slots);
+        self.check(worker);
         let result = TaskResult::succeeded(
             self.sim.names[workflow].clone(),
             task.id.clone(),
@@ -174,6 +216,50 @@ impl State<'_> {
             self.engine.remove_workflow(&self.sim.names[workflow]);
         }
         Ok(())
+    }
+
+    /// Notes that worker `worker`'s queue may have a task that fits.
+    fn check(&mut self, worker: usize) {
+        if !self.queues[worker].is_empty() && !self.checking[worker] {
+            self.checking[worker] = true;
+            self.to_check.push(worker);
+        }
+    }
+
+    /// Starts the tasks queued at workers, in each worker's arrival order, while they fit.
+    fn run_queues(&mut self, now: u64) {
+        while let Some(worker) = self.to_check.pop() {
+            self.checking[worker] = false;
+            while let Some(&item) = self.queues[worker].front() {
+                let (workflow, task_idx) = self.locate(item.global);
+                let task = &self.sim.workflows[workflow].spec.tasks[task_idx];
+                if self.free[worker] < task.resources.slots {
+                    break;
+                }
+                self.queues[worker].pop_front();
+                let first = self.sim.first_task[workflow];
+                let mut ready = now;
+                for dep in &task.deps {
+                    let parent = first + dep.task as usize;
+                    let transfer = if self.trace.worker[parent] as usize == worker {
+                        0
+                    } else {
+                        u64::from(dep.transfer_ms)
+                    };
+                    ready = ready.max(self.trace.end[parent] + transfer);
+                }
+                let runtime = runtime_ms(
+                    task,
+                    &self.sim.fleet.workers[worker],
+                    self.sim.policy_config.default_estimate,
+                );
+                let runtime = match self.factors {
+                    Some(factors) => (runtime as f64 * factors[item.global]).round() as u64,
+                    None => runtime,
+                };
+                self.start(item, worker, ready, ready + runtime);
+            }
+        }
     }
 
     /// Places the dispatched tasks that fit, in dispatch order; the others keep waiting.
@@ -226,24 +312,31 @@ impl State<'_> {
         let Some(placement) = place(now, pool, &self.free, slots, &mut self.scratch, runtime) else {
             return false;
         };
-        self.free[placement.worker] -= slots;
+        self.start(item, placement.worker, placement.start, placement.end);
+        true
+    }
+
+    /// Runs a dispatched task on `worker` from `start` to `end` (its slots are taken now).
+    fn start(&mut self, item: Waiting, worker: usize, start: u64, end: u64) {
+        let (workflow, task_idx) = self.locate(item.global);
+        let slots = self.sim.workflows[workflow].spec.tasks[task_idx].resources.slots;
+        self.free[worker] -= slots;
         self.free_total -= u64::from(slots);
-        self.trace.worker[item.global] = placement.worker as u32;
-        self.trace.start[item.global] = placement.start;
-        self.trace.end[item.global] = placement.end;
+        self.trace.worker[item.global] = worker as u32;
+        self.trace.start[item.global] = start;
+        self.trace.end[item.global] = end;
         self.attempt[item.global] = item.attempt;
-        self.events.push(Reverse((placement.end, item.global)));
+        self.events.push(Reverse((end, item.global)));
         let started = AttemptStarted {
             v: WIRE_VERSION,
             workflow_id: self.sim.names[workflow].clone(),
             task_idx: task_idx as u32,
             attempt: item.attempt,
-            worker: workers[placement.worker].name.clone(),
-            at: Millis(placement.start),
+            worker: self.sim.fleet.workers[worker].name.clone(),
+            at: Millis(start),
         };
         // The engine only notes which worker runs the attempt; it cannot refuse a fresh one.
         let _ = self.engine.on_started(&started);
-        true
     }
 
     /// The workflow and task index of a global task index.

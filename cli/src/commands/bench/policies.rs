@@ -25,6 +25,7 @@ pub(super) fn bench_policies(n_ready: usize, n_workflows: usize) {
                 weight: (idx % 7) as f64,
                 estimate_ms: 100 + (idx as u64 * 7919) % 100_000,
                 slots: 1,
+                rank: (idx as u64 * 104_729 % 1_000_000) as f64,
             }
         })
         .collect();

@@ -139,3 +139,81 @@ fn aging_bounds_how_long_priority_keeps_low_tasks_waiting() {
         low_start(&aged)
     );
 }
+
+#[test]
+fn topcuoglu_sample_dag_runs_to_the_papers_schedule_lengths() {
+    let fleet = crate::sim::parse_fleet(include_str!("../../../../examples/topcuoglu-fleet.yaml")).unwrap();
+    let dag = workflow(include_str!("../../../../examples/topcuoglu.yaml"), 0);
+    let sim = Simulator::new(fleet, vec![dag], PolicyConfig::default()).unwrap();
+    assert_eq!(sim.run(PolicyKind::Heft).unwrap().makespan, 80.0);
+    assert_eq!(sim.run(PolicyKind::Cpop).unwrap().makespan, 86.0);
+}
+
+/// A layered DAG: `layers` layers of `width` tasks, each with two or three parents in the
+/// layer before, runtimes of 1-30 s and transfers of 0-4 s.
+fn layered(seed: u64, layers: usize, width: usize) -> String {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = |bound: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % bound
+    };
+    let mut tasks = String::new();
+    for layer in 0..layers {
+        for k in 0..width {
+            let mut deps = Vec::new();
+            if layer > 0 {
+                for _ in 0..2 + next(2) {
+                    let parent = next(width as u64);
+                    let dep = format!("{{task: t{}-{parent}, transfer: {}ms}}", layer - 1, next(4000));
+                    if !deps
+                        .iter()
+                        .any(|d: &String| d.starts_with(&format!("{{task: t{}-{parent},", layer - 1)))
+                    {
+                        deps.push(dep);
+                    }
+                }
+            }
+            let estimate = 1000 + next(29_000);
+            tasks.push_str(&format!(
+                "  - {{id: t{layer}-{k}, handler: noop, estimate: {estimate}ms, deps: [{}]}}\n",
+                deps.join(", ")
+            ));
+        }
+    }
+    format!("name: layered-{seed}\ntasks:\n{tasks}")
+}
+
+#[test]
+fn heft_and_mct_beat_fcfs_on_makespan_with_heterogeneous_workers() {
+    let workers = [
+        ("fast", 1, 4.0),
+        ("mid", 1, 2.0),
+        ("mid2", 1, 2.0),
+        ("slow", 1, 1.0),
+        ("slow2", 1, 1.0),
+    ];
+    let mut totals = [0.0f64; 4];
+    let policies = [PolicyKind::Fcfs, PolicyKind::Mct, PolicyKind::Heft, PolicyKind::Cpop];
+    let mut heft_wins = 0;
+    let n_seeds = 20;
+    for seed in 0..n_seeds {
+        let sim = Simulator::new(
+            fleet(&workers),
+            vec![workflow(&layered(seed, 6, 8), 0)],
+            PolicyConfig::default(),
+        )
+        .unwrap();
+        let makespans: Vec<f64> = policies.iter().map(|&p| sim.run(p).unwrap().makespan).collect();
+        for (total, makespan) in totals.iter_mut().zip(&makespans) {
+            *total += makespan;
+        }
+        heft_wins += usize::from(makespans[2] < makespans[0]);
+    }
+    let [fcfs, mct, heft, cpop] = totals.map(|total| total / n_seeds as f64);
+    eprintln!("mean makespan: fcfs {fcfs:.1} s, mct {mct:.1} s, heft {heft:.1} s, cpop {cpop:.1} s");
+    assert!(heft < 0.9 * fcfs, "heft {heft} vs fcfs {fcfs}");
+    assert!(mct < 0.95 * fcfs, "mct {mct} vs fcfs {fcfs}");
+    assert!(heft_wins >= 18, "heft beat fcfs on {heft_wins} of {n_seeds} DAGs");
+}
