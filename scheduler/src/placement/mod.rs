@@ -251,6 +251,11 @@ impl Placer {
         &self.workers[id as usize].model
     }
 
+    /// When `slots` lanes of worker `id` are expected to be free.
+    pub fn lane_free(&self, id: u32, slots: u32) -> u64 {
+        self.workers[id as usize].free_at(slots)
+    }
+
     /// Whether worker `id` is alive and can run a task of `pool` needing `slots`.
     pub fn can_run(&self, id: u32, pool: &str, slots: u32) -> bool {
         let placed = &self.workers[id as usize];

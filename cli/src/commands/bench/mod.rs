@@ -41,6 +41,12 @@ pub struct BenchArgs {
     /// Ready tasks in the policy benchmark (0 skips it).
     #[arg(long, default_value_t = 100_000)]
     pub policy_tasks: usize,
+    /// Tasks in the placement benchmark: decisions, and a layered DAG simulated (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    pub placement_tasks: usize,
+    /// Workers in the placement benchmark.
+    #[arg(long, default_value_t = 1_000)]
+    pub placement_workers: usize,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -56,6 +62,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if args.policy_tasks > 0 {
         policies::bench_policies(args.policy_tasks, 100);
+    }
+    if args.placement_tasks > 0 {
+        policies::bench_placement(args.placement_tasks, args.placement_workers)?;
     }
     if let Some(broker) = &args.broker {
         let options = fleet::FleetBench {

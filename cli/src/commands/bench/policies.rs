@@ -2,10 +2,18 @@
 //! large ready set, next to the baseline of a plain FIFO queue of the same tasks.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use taskfleet_common::workflow::{parse_workflow_value, ValidateOptions};
 use taskfleet_common::{Millis, PriorityClass};
+use taskfleet_scheduler::placement::{runtime_on, Choice, ParentAt, Placer, TaskShape, WorkerModel};
 use taskfleet_scheduler::policy::{PolicyConfig, PolicyKind, ReadyTask, TaskRef};
+use taskfleet_scheduler::sim::{FleetSpec, SimWorker, SimWorkflow, Simulator};
+
+use super::layered_dag_json;
 
 /// Pushes `n_ready` tasks from `n_workflows` workflows into each policy, then pops them all.
 pub(super) fn bench_policies(n_ready: usize, n_workflows: usize) {
@@ -57,4 +65,119 @@ pub(super) fn bench_policies(n_ready: usize, n_workflows: usize) {
         let rate = n_popped as f64 / started.elapsed().as_secs_f64();
         println!("  {:<31} {rate:>12.0} decisions/s (push and pop)", kind.as_str());
     }
+}
+
+/// Placement: minimum-completion-time decisions on a fleet of `n_workers` (next to a full
+/// scan of the fleet per decision), and simulating an `n_tasks`-task layered DAG on that fleet
+/// under each placement-aware policy (next to `fcfs`).
+pub(super) fn bench_placement(n_tasks: usize, n_workers: usize) -> anyhow::Result<()> {
+    println!("placement: {n_tasks} tasks on {n_workers} workers of four speeds, 1-4 slots");
+    let workers: Vec<WorkerModel> = (0..n_workers)
+        .map(|w| {
+            let speed = [0.5, 1.0, 1.5, 2.0][w % 4];
+            WorkerModel::new(&format!("w{w}"), &["default"], 1 + (w % 4) as u32, speed)
+        })
+        .collect();
+    let mut rng = StdRng::seed_from_u64(5);
+    let tasks: Vec<(u64, [usize; 2])> = (0..n_tasks)
+        .map(|idx| {
+            let parents = [rng.gen_range(0..idx.max(1)), rng.gen_range(0..idx.max(1))];
+            (rng.gen_range(100..100_000), parents)
+        })
+        .collect();
+    let decide = |scan: bool| {
+        let mut placer = Placer::with_workers(None, &workers);
+        let mut at: Vec<(u32, u64)> = Vec::with_capacity(n_tasks);
+        let started = Instant::now();
+        for (idx, &(estimate_ms, parents)) in tasks.iter().enumerate() {
+            let parents: Vec<ParentAt> = parents
+                .iter()
+                .filter(|&&parent| parent < idx)
+                .map(|&parent| ParentAt {
+                    worker: at[parent].0,
+                    end: at[parent].1,
+                    transfer_ms: 500,
+                })
+                .collect();
+            let now = idx as u64 * 10;
+            let shape = TaskShape {
+                pool: "default",
+                slots: 1,
+                estimate_ms,
+                by_worker: None,
+            };
+            let choice = if scan {
+                full_scan(&workers, &placer, now, shape, &parents)
+            } else {
+                placer.choose(now, shape, &parents).expect("the fleet serves the pool")
+            };
+            placer.reserve(choice, 1);
+            at.push((choice.worker, choice.end));
+        }
+        n_tasks as f64 / started.elapsed().as_secs_f64()
+    };
+    let scan_rate = decide(true);
+    println!("  baseline: full scan of the fleet {scan_rate:>12.0} decisions/s");
+    let rate = decide(false);
+    println!("  mct (speed groups)              {rate:>12.0} decisions/s");
+
+    let text = layered_dag_json(n_tasks, 9);
+    let mut value: serde_json::Value = serde_json::from_str(&text)?;
+    for (idx, task) in value["tasks"].as_array_mut().expect("tasks").iter_mut().enumerate() {
+        task["estimate"] = serde_json::json!(format!("{}ms", 1_000 + (idx * 7919) % 60_000));
+    }
+    let spec =
+        parse_workflow_value(value, &ValidateOptions::default()).map_err(|invalid| anyhow::anyhow!("{invalid}"))?;
+    let fleet = FleetSpec {
+        workers: workers
+            .iter()
+            .map(|worker| SimWorker::new(&worker.name, worker.slots, worker.speed))
+            .collect(),
+    };
+    let workflow = SimWorkflow {
+        spec: Arc::new(spec),
+        submit: Duration::ZERO,
+    };
+    let sim = Simulator::new(fleet, vec![workflow], PolicyConfig::default())?;
+    for policy in [PolicyKind::Fcfs, PolicyKind::Mct, PolicyKind::Heft, PolicyKind::Cpop] {
+        let started = Instant::now();
+        let report = sim.run(policy)?;
+        let label = if policy == PolicyKind::Fcfs {
+            "baseline: simulate with fcfs".to_string()
+        } else {
+            format!("simulate with {policy}")
+        };
+        println!(
+            "  {label:<31} {:>9.0} ms (makespan {:.0} s)",
+            started.elapsed().as_secs_f64() * 1000.0,
+            report.makespan
+        );
+    }
+    Ok(())
+}
+
+/// The earliest completion over every worker, computed worker by worker.
+fn full_scan(workers: &[WorkerModel], placer: &Placer, now: u64, task: TaskShape<'_>, parents: &[ParentAt]) -> Choice {
+    let mut best: Option<Choice> = None;
+    for (id, worker) in workers.iter().enumerate() {
+        let mut ready = now;
+        for parent in parents {
+            let transfer = if parent.worker == id as u32 {
+                0
+            } else {
+                parent.transfer_ms
+            };
+            ready = ready.max(parent.end + transfer);
+        }
+        let start = ready.max(placer.lane_free(id as u32, task.slots));
+        let end = start + runtime_on(task.estimate_ms, None, worker);
+        if best.is_none_or(|best| end < best.end) {
+            best = Some(Choice {
+                worker: id as u32,
+                start,
+                end,
+            });
+        }
+    }
+    best.expect("a fleet")
 }
