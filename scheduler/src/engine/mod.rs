@@ -724,10 +724,7 @@ impl Engine {
             let plan = placement::plan(placer, now.0, &run.spec, &estimates, &done, kind);
             let placement = run.placement.as_mut().expect("placed workflows have a placement");
             placement.incomplete = false;
-            for idx in 0..done.len() {
-                if done[idx] {
-                    continue;
-                }
+            for (idx, _) in done.iter().enumerate().filter(|(_, &done)| !done) {
                 placement.worker[idx] = plan.worker[idx];
                 placement.end[idx] = plan.end[idx];
                 placement.priority[idx] = plan.priority[idx];

@@ -11,10 +11,13 @@ use taskfleet_common::Millis;
 
 use super::{Policy, ReadyTask, TaskRef};
 
+/// A rank's bit pattern, then (workflow submit order, readiness) smallest first.
+type Entry = (u64, Reverse<(u64, u64)>, TaskRef);
+
 /// Highest plan priority first.
 pub struct Ranked {
     name: &'static str,
-    heap: BinaryHeap<(u64, Reverse<(u64, u64)>, TaskRef)>,
+    heap: BinaryHeap<Entry>,
 }
 
 impl Ranked {
