@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use taskfleet_common::api::WorkflowStatus;
 use taskfleet_common::WorkflowSpec;
 use taskfleet_scheduler::engine::EngineConfig;
+use taskfleet_scheduler::placement::WorkerModel;
 use taskfleet_scheduler::policy::PolicyKind;
 use taskfleet_scheduler::service::{now, Capacity, Scheduler, SchedulerConfig, WorkflowProgress};
 use taskfleet_scheduler::status::workflow_status;
@@ -144,6 +145,12 @@ pub async fn run_workflow(
                 .map(|pool| (pool.clone(), options.workers.max(1)))
                 .collect(),
         ),
+        local_workers: (1..=options.workers.max(1))
+            .map(|worker_idx| {
+                let pools: Vec<&str> = pools.iter().map(String::as_str).collect();
+                WorkerModel::new(&format!("local-{worker_idx}"), &pools, 1, 1.0)
+            })
+            .collect(),
         ..SchedulerConfig::default()
     };
     let (mut scheduler, handle) = Scheduler::new(config, store.clone(), transport);

@@ -72,6 +72,8 @@ pub struct WorkerSettings {
     pub pools: Vec<String>,
     /// Tasks run at once.
     pub concurrency: usize,
+    /// Relative speed announced to placement-aware policies (`mct`, `heft`, `cpop`).
+    pub speed: f64,
     /// Name in heartbeats and results; empty means `<hostname>-<pid>`.
     pub name: String,
     /// Time between SIGTERM and SIGKILL when a task is stopped.
@@ -90,6 +92,7 @@ impl Default for WorkerSettings {
             prefix: "taskfleet".to_string(),
             pools: vec!["default".to_string()],
             concurrency: std::thread::available_parallelism().map_or(2, usize::from),
+            speed: 1.0,
             name: String::new(),
             kill_grace: "5s".to_string(),
             drain_timeout: "30s".to_string(),

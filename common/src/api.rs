@@ -78,7 +78,7 @@ pub struct CancelResponse {
 }
 
 /// A worker of the live fleet (`GET /v1/workers`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStatus {
     pub name: String,
     pub pools: Vec<String>,
@@ -86,10 +86,17 @@ pub struct WorkerStatus {
     pub slots: u32,
     /// Attempts it was running at its last heartbeat.
     pub in_use: u32,
+    /// Relative speed, as it declares it.
+    #[serde(default = "unit_speed")]
+    pub speed: f64,
     /// Whether it is shutting down (it takes no new tasks).
     pub draining: bool,
     pub first_seen_ms: u64,
     pub last_heartbeat_ms: u64,
+}
+
+fn unit_speed() -> f64 {
+    1.0
 }
 
 /// The body of every error answer.

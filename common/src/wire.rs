@@ -138,6 +138,10 @@ pub struct Heartbeat {
     pub pools: Vec<String>,
     /// Attempts the worker runs at once.
     pub slots: u32,
+    /// Its relative speed (a task estimated at `e` should take `e / speed` here), used by
+    /// placement-aware policies; 1 when absent.
+    #[serde(default = "unit_speed")]
+    pub speed: f64,
     /// The attempts it is running now.
     #[serde(default)]
     pub running: Vec<AttemptRef>,
@@ -148,6 +152,10 @@ pub struct Heartbeat {
     #[serde(default)]
     pub gone: bool,
     pub at: Millis,
+}
+
+fn unit_speed() -> f64 {
+    1.0
 }
 
 /// One attempt of one task.
@@ -327,6 +335,7 @@ mod tests {
             worker: "w1".into(),
             pools: vec!["default".into()],
             slots: 4,
+            speed: 1.5,
             running: vec![AttemptRef {
                 workflow_id: "wf".into(),
                 task_idx: 2,

@@ -10,6 +10,8 @@ use taskfleet_common::api::WorkerStatus;
 use taskfleet_common::wire::Heartbeat;
 use taskfleet_common::Millis;
 
+use crate::placement::WorkerModel;
+
 /// Workers known from heartbeats.
 #[derive(Debug)]
 pub struct Fleet {
@@ -36,6 +38,11 @@ impl Fleet {
             pools: heartbeat.pools.clone(),
             slots: heartbeat.slots,
             in_use: heartbeat.running.len() as u32,
+            speed: if heartbeat.speed.is_finite() && heartbeat.speed > 0.0 {
+                heartbeat.speed
+            } else {
+                1.0
+            },
             draining: heartbeat.draining,
             first_seen_ms: self
                 .workers
@@ -44,7 +51,10 @@ impl Fleet {
             last_heartbeat_ms: now.0,
         };
         let changed = self.workers.get(&heartbeat.worker).is_none_or(|known| {
-            known.pools != info.pools || known.slots != info.slots || known.draining != info.draining
+            known.pools != info.pools
+                || known.slots != info.slots
+                || known.draining != info.draining
+                || known.speed != info.speed
         });
         self.workers.insert(heartbeat.worker.clone(), info);
         changed
@@ -75,6 +85,18 @@ impl Fleet {
         capacity
     }
 
+    /// The workers that take new tasks, as placement-aware policies see them.
+    pub fn models(&self) -> Vec<WorkerModel> {
+        self.workers
+            .values()
+            .filter(|worker| !worker.draining && worker.slots > 0)
+            .map(|worker| {
+                let pools: Vec<&str> = worker.pools.iter().map(String::as_str).collect();
+                WorkerModel::new(&worker.name, &pools, worker.slots, worker.speed)
+            })
+            .collect()
+    }
+
     /// Every known worker, by name.
     pub fn workers(&self) -> Vec<WorkerStatus> {
         self.workers.values().cloned().collect()
@@ -98,6 +120,7 @@ mod tests {
             worker: worker.into(),
             pools: pools.iter().map(|pool| pool.to_string()).collect(),
             slots,
+            speed: 1.0,
             running: vec![AttemptRef {
                 workflow_id: "wf".into(),
                 task_idx: 0,

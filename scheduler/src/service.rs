@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::engine::{Engine, EngineConfig};
 use crate::fleet::Fleet;
+use crate::placement::WorkerModel;
 use crate::store::{coalesce, Store, StoreUpdate, TaskRecord, WorkflowState};
 
 /// The clock the service reads; the engine itself never does.
@@ -60,6 +61,8 @@ pub struct SchedulerConfig {
     /// Most worker events handled per store transaction.
     pub batch_size: usize,
     pub capacity: Capacity,
+    /// With [`Capacity::Fixed`], the workers in the same process, for placement-aware policies.
+    pub local_workers: Vec<WorkerModel>,
     /// Drop finished workflows from memory (their state stays in the store).
     pub forget_finished: bool,
 }
@@ -71,6 +74,7 @@ impl Default for SchedulerConfig {
             engine: EngineConfig::default(),
             batch_size: 4096,
             capacity: Capacity::Fixed(HashMap::new()),
+            local_workers: Vec::new(),
             forget_finished: false,
         }
     }
@@ -196,6 +200,7 @@ impl Scheduler {
         let fleet = match &config.capacity {
             Capacity::Fixed(slots) => {
                 engine.set_capacities(slots);
+                engine.set_workers(&config.local_workers, now());
                 None
             }
             Capacity::Heartbeats { lease_timeout } => Some(Fleet::new(*lease_timeout)),
@@ -287,10 +292,13 @@ impl Scheduler {
                 .collect();
             self.persist(updates).await?;
             for dispatch in &dispatches {
-                let queue = self
-                    .config
-                    .queues
-                    .tasks(&dispatch.message.pool, dispatch.message.priority.as_str());
+                let queue = match &dispatch.worker {
+                    Some(worker) => self.config.queues.worker(worker),
+                    None => self
+                        .config
+                        .queues
+                        .tasks(&dispatch.message.pool, dispatch.message.priority.as_str()),
+                };
                 outbox
                     .waiting
                     .push(Outgoing::new(queue, wire::encode(&dispatch.message)));
@@ -469,6 +477,7 @@ impl Scheduler {
                     if fleet.on_heartbeat(&heartbeat, now()) {
                         info!(worker = %heartbeat.worker, slots = heartbeat.slots, draining = heartbeat.draining, "Fleet changed.");
                         self.engine.set_capacities(&fleet.capacity());
+                        self.engine.set_workers(&fleet.models(), now());
                     }
                     self.fleet_view.send_replace(fleet.workers());
                 }
@@ -492,6 +501,7 @@ impl Scheduler {
             warn!(worker = %worker, n_attempts, "Worker lost its lease; its attempts will run again.");
         }
         self.engine.set_capacities(&fleet.capacity());
+        self.engine.set_workers(&fleet.models(), now);
         self.fleet_view.send_replace(fleet.workers());
     }
 

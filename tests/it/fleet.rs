@@ -393,3 +393,62 @@ fn a_task_running_through_a_scheduler_restart_is_adopted_not_run_twice() {
     let log = std::fs::read_to_string(fleet.dir_path().join("scheduler-2.log")).unwrap_or_default();
     assert!(log.contains("Adopted an attempt"), "{log}");
 }
+
+#[test]
+fn heft_runs_a_chain_on_the_fast_worker_and_mct_moves_work_off_a_lost_one() {
+    let mut fleet = Fleet::start(&amqp_url(), &["--policy", "heft", "--lease-timeout", "2s"]);
+    fleet.add_worker("fast", &["--concurrency", "1", "--speed", "4"]);
+    fleet.add_worker("slow", &["--concurrency", "1", "--speed", "1"]);
+    fleet.wait_for_workers(2);
+    // Each step takes 1 s on `fast` and 4 s on `slow`, and moving an output costs 10 s: the
+    // plan keeps the whole chain on `fast`.
+    let mut tasks = String::from("  - {id: s0, handler: noop, estimate: 4s}\n");
+    for idx in 1..5 {
+        tasks.push_str(&format!(
+            "  - {{id: s{idx}, handler: noop, estimate: 4s, deps: [{{task: s{}, transfer: 10s}}]}}\n",
+            idx - 1
+        ));
+    }
+    let workflow = fleet.workflow("chain.yaml", &format!("name: chain\ntasks:\n{tasks}"));
+    let id = fleet.submit(&workflow);
+    let status = fleet.wait_for_end(&id, Duration::from_secs(30));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    for task in status["tasks"].as_array().unwrap() {
+        assert_eq!(task["worker"], "fast", "{task:#}");
+    }
+    drop(fleet);
+
+    let mut fleet = Fleet::start(&amqp_url(), &["--policy", "mct", "--lease-timeout", "2s"]);
+    fleet.add_worker("doomed", &["--concurrency", "2", "--speed", "4"]);
+    fleet.add_worker("steady", &["--concurrency", "2", "--speed", "1"]);
+    fleet.wait_for_workers(2);
+    let tasks: String = (0..12)
+        .map(|idx| format!("  - {{id: t{idx}, run: [sleep, '0.4'], estimate: 2s}}\n"))
+        .collect();
+    let workflow = fleet.workflow("sleepy.yaml", &format!("name: sleepy\ntasks:\n{tasks}"));
+    let id = fleet.submit(&workflow);
+    wait_for("the fast worker to run a task", Duration::from_secs(20), || {
+        let status = fleet.status(&id);
+        status["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|task| task["worker"] == "doomed" && task["state"] == "running")
+    });
+    fleet.kill_worker("doomed");
+    let status = fleet.wait_for_end(&id, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    assert_eq!(
+        fleet.recorded_successes(&id),
+        12,
+        "each task's success is recorded exactly once"
+    );
+    assert!(
+        status["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|task| task["worker"] == "steady"),
+        "{status:#}"
+    );
+}

@@ -19,6 +19,11 @@ impl QueueNames {
         format!("{}.tasks.{pool}.{class}", self.prefix)
     }
 
+    /// The queue of tasks sent to one worker by a placement-aware policy (`mct`, `heft`).
+    pub fn worker(&self, worker: &str) -> String {
+        format!("{}.worker.{worker}", self.prefix)
+    }
+
     /// Where workers publish started and finished events.
     pub fn results(&self) -> String {
         format!("{}.results", self.prefix)

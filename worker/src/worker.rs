@@ -37,7 +37,7 @@ const STARTED_EVENT_DELAY: Duration = Duration::from_millis(20);
 const REQUEUE_DELAY: Duration = Duration::from_secs(1);
 
 /// How a worker runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct WorkerConfig {
     /// The worker's name, reported with every event.
     pub name: String,
@@ -45,6 +45,8 @@ pub struct WorkerConfig {
     pub pools: Vec<String>,
     /// Attempts run at once.
     pub concurrency: usize,
+    /// Relative speed announced in heartbeats, for placement-aware policies.
+    pub speed: f64,
     pub queues: QueueNames,
     /// Time between SIGTERM and SIGKILL when a process is stopped.
     pub kill_grace: Duration,
@@ -67,6 +69,7 @@ impl WorkerConfig {
             name: name.into(),
             pools: vec!["default".to_string()],
             concurrency: 1,
+            speed: 1.0,
             queues: QueueNames::default(),
             kill_grace: process.kill_grace,
             tail_bytes: process.tail_bytes,
@@ -133,15 +136,16 @@ impl Worker {
         if config.pools.is_empty() {
             bail!("a worker needs at least one pool");
         }
-        // Most urgent class first, so scanning in order takes high before normal before low.
-        let task_queues: Vec<String> = PriorityClass::ALL
-            .iter()
-            .flat_map(|class| {
+        // The worker's own queue (tasks a placement-aware policy sent to it) first, then the
+        // pools' queues, most urgent class first, so scanning in order takes high before normal
+        // before low.
+        let task_queues: Vec<String> = std::iter::once(config.queues.worker(&config.name))
+            .chain(PriorityClass::ALL.iter().flat_map(|class| {
                 config
                     .pools
                     .iter()
                     .map(|pool| config.queues.tasks(pool, class.as_str()))
-            })
+            }))
             .collect();
         let (events, pending_events) = mpsc::unbounded_channel();
         tokio::spawn(publish_batches(
@@ -286,6 +290,7 @@ async fn heartbeat_loop(
                     worker: config.name.clone(),
                     pools: config.pools.clone(),
                     slots: 0,
+                    speed: config.speed,
                     running: Vec::new(),
                     draining: true,
                     gone: true,
@@ -305,6 +310,7 @@ async fn heartbeat_loop(
             worker: config.name.clone(),
             pools: config.pools.clone(),
             slots: u32::try_from(config.concurrency).unwrap_or(u32::MAX),
+            speed: config.speed,
             running,
             draining: shutdown.is_cancelled(),
             gone: false,

@@ -31,7 +31,7 @@ pub struct SchedulerArgs {
     /// Prefix of queue and exchange names [default: taskfleet].
     #[arg(long, env = "TASKFLEET_PREFIX")]
     pub prefix: Option<String>,
-    /// Scheduling policy: fcfs, priority, sjf, srpt or rr [default: priority].
+    /// Scheduling policy: fcfs, priority, sjf, srpt, rr, mct, heft or cpop [default: priority].
     #[arg(long, env = "TASKFLEET_POLICY")]
     pub policy: Option<String>,
     /// A worker silent this long loses its running tasks, which run again elsewhere [default: 10s].

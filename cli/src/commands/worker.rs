@@ -29,6 +29,10 @@ pub struct WorkerArgs {
     /// Tasks run at once [default: number of CPUs].
     #[arg(long, env = "TASKFLEET_CONCURRENCY")]
     pub concurrency: Option<usize>,
+    /// Relative speed, for placement-aware policies: a task estimated at 10s is expected to
+    /// take 5s on a worker of speed 2 [default: 1].
+    #[arg(long, env = "TASKFLEET_SPEED")]
+    pub speed: Option<f64>,
     /// Name in heartbeats and results [default: <hostname>-<pid>].
     #[arg(long, env = "TASKFLEET_WORKER_NAME")]
     pub name: Option<String>,
@@ -57,6 +61,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         settings.pools = args.pools;
     }
     set(&mut settings.concurrency, args.concurrency);
+    set(&mut settings.speed, args.speed);
     set(&mut settings.name, args.name);
     set(&mut settings.drain_timeout, args.drain_timeout);
     set(&mut settings.heartbeat_interval, args.heartbeat_interval);
@@ -81,12 +86,18 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let mut config = WorkerConfig::new(settings.name.clone());
     config.pools = settings.pools.clone();
     config.concurrency = settings.concurrency;
+    config.speed = settings.speed;
     config.queues = queues.clone();
     config.kill_grace = duration(&settings.kill_grace, "kill-grace")?;
     config.drain_timeout = duration(&settings.drain_timeout, "drain-timeout")?;
     config.heartbeat_interval = Some(duration(&settings.heartbeat_interval, "heartbeat-interval")?);
     config.work_dir = (!settings.work_dir.is_empty()).then(|| PathBuf::from(&settings.work_dir));
     anyhow::ensure!(config.concurrency > 0, "concurrency must be at least 1");
+    anyhow::ensure!(
+        config.speed.is_finite() && config.speed > 0.0,
+        "speed must be a positive number, not {}",
+        config.speed
+    );
 
     let transport = broker(&settings.broker, &queues)?;
     eprintln!(

@@ -29,7 +29,7 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<ExitCode> {
     }
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
-    table.set_header(["WORKER", "POOLS", "SLOTS IN USE", "LAST HEARTBEAT", "STATE"]);
+    table.set_header(["WORKER", "POOLS", "SLOTS IN USE", "SPEED", "LAST HEARTBEAT", "STATE"]);
     let now = now().0;
     for worker in &workers {
         let ago = Duration::from_millis(now.saturating_sub(worker.last_heartbeat_ms));
@@ -37,6 +37,7 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<ExitCode> {
             worker.name.clone(),
             worker.pools.join(","),
             format!("{}/{}", worker.in_use, worker.slots),
+            format!("{}", worker.speed),
             format!("{} ago", format_duration(ago)),
             if worker.draining {
                 "draining".to_string()

@@ -5,7 +5,10 @@
 //!   name; everything is published through it with `mandatory`, so a message for a queue that
 //!   was never declared comes back as an error instead of vanishing;
 //! - durable queues whose rejected messages go to the dead-letter exchange `{prefix}.dlx`, a
-//!   durable fanout bound to the dead-letter queue;
+//!   durable fanout bound to the dead-letter queue; a worker's own queue (`{prefix}.worker.ID`)
+//!   is deleted by the broker after an hour without consumers or declarations
+//!   ([`WORKER_QUEUE_EXPIRY_MS`]), so the queues of workers that left do not pile up (what they
+//!   held was dispatched again when the worker's lease ran out);
 //! - one durable fanout exchange per broadcast topic; each subscriber binds a server-named,
 //!   exclusive, auto-delete queue to it.
 
@@ -19,6 +22,9 @@ use super::error::from_lapin;
 use crate::queues::QueueNames;
 use crate::TransportError;
 
+/// How long a worker's own queue outlives its last consumer or declaration.
+pub(super) const WORKER_QUEUE_EXPIRY_MS: u32 = 3_600_000;
+
 /// The names of one installation's exchanges and dead-letter queue.
 pub(super) struct Topology {
     /// The direct exchange every queue is bound to.
@@ -26,6 +32,8 @@ pub(super) struct Topology {
     /// Where queues send the messages they dead-letter themselves.
     dead_letter_exchange: String,
     pub(super) dead_letter_queue: String,
+    /// What the names of workers' own queues start with.
+    worker_queues: String,
 }
 
 impl Topology {
@@ -34,6 +42,7 @@ impl Topology {
             exchange: names.prefix().to_string(),
             dead_letter_exchange: format!("{}.dlx", names.prefix()),
             dead_letter_queue: names.dead_letters(),
+            worker_queues: names.worker(""),
         }
     }
 
@@ -69,6 +78,9 @@ impl Topology {
                 "x-dead-letter-exchange".into(),
                 AMQPValue::LongString(self.dead_letter_exchange.as_str().into()),
             );
+        }
+        if name.starts_with(&self.worker_queues) {
+            arguments.insert("x-expires".into(), AMQPValue::LongUInt(WORKER_QUEUE_EXPIRY_MS));
         }
         let options = QueueDeclareOptions {
             durable: true,
