@@ -154,7 +154,7 @@ pub async fn run_workflow(
         ..SchedulerConfig::default()
     };
     let (mut scheduler, handle) = Scheduler::new(config, store.clone(), transport);
-    scheduler.restore_predictor(store.runtime_stats().await?);
+    scheduler.restore_predictor(store.runtime_stats().await?, store.feature_models().await?);
     let mut progress = handle.progress();
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
     let id: Arc<str> = Arc::from(workflow_id.as_str());

@@ -4,9 +4,14 @@
 //! handler). Per signature the predictor keeps the running mean and variance of the logarithm
 //! of observed runtimes (Welford's method), that is a log-normal model: it gives a mean,
 //! quantiles, a confidence that grows with the number of observations, and samples for Monte
-//! Carlo. With few observations the prediction leans on the task's declared `estimate`; with
-//! none it falls back to the estimate, then to a configurable prior. Pure and deterministic:
-//! randomness is passed in.
+//! Carlo. Tasks that declare numeric features (`features`, or numbers in `args`) also feed a
+//! regression of the log runtime on those features ([`features`]), so that a task on ten times
+//! the input is predicted to take longer; it is used once it has more observations than
+//! coefficients. With few observations the prediction leans on the task's declared
+//! `estimate`; with none it falls back to the estimate, then to a configurable prior. Pure and
+//! deterministic: randomness is passed in.
+
+pub mod features;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,6 +19,9 @@ use std::time::Duration;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use taskfleet_common::{Action, TaskSpec};
+
+pub use features::FeatureModel;
+use features::{model_key, regressors};
 
 /// z-score of the 90th percentile of a normal distribution.
 const Z_P90: f64 = 1.281_551_565_5;
@@ -125,7 +133,17 @@ impl LogStats {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Predictor {
     models: HashMap<String, LogStats>,
+    feature_models: HashMap<String, FeatureModel>,
     prior: Duration,
+}
+
+/// What one finished attempt taught the predictor, to persist.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Learned {
+    pub signature: String,
+    pub stats: LogStats,
+    /// The task's feature regression, if it declares features.
+    pub features: Option<(String, FeatureModel)>,
 }
 
 impl Predictor {
@@ -133,22 +151,58 @@ impl Predictor {
     pub fn new(prior: Duration) -> Predictor {
         Predictor {
             models: HashMap::new(),
+            feature_models: HashMap::new(),
             prior,
+        }
+    }
+
+    /// Learns from one finished attempt of `task`: its signature's statistics and, if it
+    /// declares features, its feature regression.
+    pub fn observe_task(&mut self, task: &TaskSpec, runtime: Duration) -> Learned {
+        let signature = signature(task);
+        let stats = self.observe(&signature, runtime);
+        let features = regressors(task).map(|(names, x)| {
+            let key = model_key(&signature, &names);
+            let model = self
+                .feature_models
+                .entry(key.clone())
+                .or_insert_with(|| FeatureModel::new(names));
+            model.add(&x, log_seconds(runtime));
+            (key, model.clone())
+        });
+        Learned {
+            signature,
+            stats,
+            features,
         }
     }
 
     /// Learns from one finished attempt; returns the signature's statistics now.
     pub fn observe(&mut self, signature: &str, runtime: Duration) -> LogStats {
-        let seconds = runtime.as_secs_f64().max(1e-3);
         let stats = self.models.entry(signature.to_string()).or_default();
-        stats.add(seconds.ln());
+        stats.add(log_seconds(runtime));
         *stats
     }
 
     /// The predicted runtime of `task`.
     pub fn predict(&self, task: &TaskSpec) -> Prediction {
-        let declared = task.estimate.map(|estimate| estimate.as_secs_f64().max(1e-3).ln());
-        match (self.models.get(&signature(task)), declared) {
+        let declared = task.estimate.map(log_seconds);
+        let signature = signature(task);
+        let fit = regressors(task).and_then(|(names, x)| {
+            let model = self.feature_models.get(&model_key(&signature, &names))?;
+            model.fit(&x)
+        });
+        if let Some(fit) = fit {
+            // Confidence grows with the observations per coefficient.
+            let per_coefficient = fit.n as f64 / fit.dimension as f64;
+            let confidence = per_coefficient / (per_coefficient + HALF_CONFIDENCE_AT);
+            let mu = match declared {
+                Some(declared) => confidence * fit.mu + (1.0 - confidence) * declared,
+                None => fit.mu,
+            };
+            return Prediction::from_log(mu, fit.sigma.max(MIN_SIGMA), confidence, Source::Learned);
+        }
+        match (self.models.get(&signature), declared) {
             (Some(stats), declared) if stats.n > 0 => {
                 let confidence = stats.n as f64 / (stats.n as f64 + HALF_CONFIDENCE_AT);
                 let mu = match declared {
@@ -182,9 +236,33 @@ impl Predictor {
     pub fn restore(prior: Duration, models: impl IntoIterator<Item = (String, LogStats)>) -> Predictor {
         Predictor {
             models: models.into_iter().collect(),
+            feature_models: HashMap::new(),
             prior,
         }
     }
+
+    /// Adds persisted feature regressions (those whose shape is inconsistent are dropped).
+    pub fn with_feature_models(mut self, models: impl IntoIterator<Item = (String, FeatureModel)>) -> Predictor {
+        self.feature_models
+            .extend(models.into_iter().filter(|(_, model)| model.is_consistent()));
+        self
+    }
+
+    /// The learned feature regressions, for persisting.
+    pub fn feature_snapshot(&self) -> Vec<(String, FeatureModel)> {
+        let mut models: Vec<(String, FeatureModel)> = self
+            .feature_models
+            .iter()
+            .map(|(key, model)| (key.clone(), model.clone()))
+            .collect();
+        models.sort_by(|a, b| a.0.cmp(&b.0));
+        models
+    }
+}
+
+/// The logarithm of a runtime in seconds (at least a millisecond).
+fn log_seconds(runtime: Duration) -> f64 {
+    runtime.as_secs_f64().max(1e-3).ln()
 }
 
 #[cfg(test)]

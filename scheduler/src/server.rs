@@ -56,7 +56,7 @@ pub async fn run(
         ..SchedulerConfig::default()
     };
     let (mut scheduler, handle) = Scheduler::new(scheduler_config, store.clone(), transport.clone());
-    scheduler.restore_predictor(store.runtime_stats().await?);
+    scheduler.restore_predictor(store.runtime_stats().await?, store.feature_models().await?);
     restore(store.as_ref(), &handle).await?;
     // If the scheduling loop ends for any reason (even a panic), the whole service stops, so
     // a supervisor restarts it instead of leaving an API in front of a dead loop.

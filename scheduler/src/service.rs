@@ -231,11 +231,16 @@ impl Scheduler {
         (scheduler, handle)
     }
 
-    /// Resumes learning from runtime statistics persisted by an earlier run.
-    pub fn restore_predictor(&mut self, stats: Vec<(String, crate::predict::LogStats)>) {
+    /// Resumes learning from runtime statistics and feature regressions persisted by an
+    /// earlier run.
+    pub fn restore_predictor(
+        &mut self,
+        stats: Vec<(String, crate::predict::LogStats)>,
+        feature_models: Vec<(String, crate::predict::FeatureModel)>,
+    ) {
         let prior = self.config.engine.policy_config.default_estimate;
-        self.engine
-            .set_predictor(crate::predict::Predictor::restore(prior, stats));
+        let predictor = crate::predict::Predictor::restore(prior, stats).with_feature_models(feature_models);
+        self.engine.set_predictor(predictor);
     }
 
     /// Runs until `shutdown` is cancelled. Transport failures are retried forever with

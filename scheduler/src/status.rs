@@ -120,7 +120,8 @@ pub async fn workflow_status_with_eta(
     };
     let mut status = status_of(&stored);
     if stored.workflow.state == WorkflowState::Running {
-        let predictor = Predictor::restore(PolicyConfig::default().default_estimate, store.runtime_stats().await?);
+        let predictor = Predictor::restore(PolicyConfig::default().default_estimate, store.runtime_stats().await?)
+            .with_feature_models(store.feature_models().await?);
         status.eta = eta_of(&stored, &predictor, slots, now);
     }
     Ok(Some(status))

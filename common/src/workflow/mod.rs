@@ -67,6 +67,9 @@ pub struct TaskSpec {
     pub estimate: Option<Duration>,
     /// Declared runtime per named worker (for heterogeneous fleets).
     pub estimate_by_worker: Option<BTreeMap<String, Duration>>,
+    /// Numbers describing the input (from `features`, and the numeric values of `args`), from
+    /// which runtime prediction learns how runtime grows.
+    pub features: BTreeMap<String, f64>,
     /// Requested resources.
     pub resources: Resources,
     /// Wall-clock limit of one attempt.

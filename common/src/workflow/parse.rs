@@ -35,6 +35,7 @@ const TASK_FIELDS: &[&str] = &[
     "weight",
     "estimate",
     "estimate_by_worker",
+    "features",
     "resources",
     "timeout",
     "retries",
@@ -295,6 +296,7 @@ impl Checker<'_> {
             weight: 0.0,
             estimate: None,
             estimate_by_worker: None,
+            features: BTreeMap::new(),
             resources: defaults.resources,
             timeout: defaults.timeout,
             retry: defaults.retry,
@@ -330,9 +332,19 @@ impl Checker<'_> {
         }
         let args = map.remove("args");
         if let Some(args) = &args {
-            if !args.is_object() {
-                self.problem(label, "args", "must be a mapping");
+            match args {
+                // Numeric arguments describe the input (sizes, counts): runtime prediction
+                // learns from them.
+                Value::Object(map) => task.features.extend(
+                    map.iter()
+                        .filter_map(|(name, value)| Some((name.clone(), value.as_f64()?)))
+                        .filter(|(_, value)| value.is_finite()),
+                ),
+                _ => self.problem(label, "args", "must be a mapping"),
             }
+        }
+        if let Some(value) = map.remove("features") {
+            self.features(label, value, &mut task.features);
         }
         task.action = match (map.remove("run"), map.remove("handler")) {
             (Some(_), Some(_)) => {
@@ -697,6 +709,21 @@ impl Checker<'_> {
             }
         }
         Some(estimates)
+    }
+
+    fn features(&mut self, task: Option<&str>, value: Value, features: &mut BTreeMap<String, f64>) {
+        let Value::Object(map) = value else {
+            self.problem(task, "features", "must be a mapping of names to numbers");
+            return;
+        };
+        for (name, value) in map {
+            match value.as_f64() {
+                Some(number) if number.is_finite() => {
+                    features.insert(name, number);
+                }
+                _ => self.problem(task, &format!("features.{name}"), "must be a number"),
+            }
+        }
     }
 
     fn pool(&mut self, task: Option<&str>, field: &str, value: Value) -> Option<Arc<str>> {

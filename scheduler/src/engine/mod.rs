@@ -24,7 +24,7 @@ use taskfleet_common::{Millis, WorkflowSpec};
 
 use crate::placement::{self, ParentAt, Placer, TaskShape, WorkerModel, NO_WORKER};
 use crate::policy::{Placement, Policy, PolicyConfig, PolicyKind, ReadyTask, TaskRef};
-use crate::predict::{signature, Predictor};
+use crate::predict::Predictor;
 use crate::store::{AttemptRecord, StoreUpdate, TaskRecord, WorkflowState};
 use run::{RunPlacement, WorkflowRun};
 
@@ -401,11 +401,16 @@ impl Engine {
             placement.end[idx] = result.finished_at.0;
         }
         if result.outcome == AttemptOutcome::Succeeded {
-            let signature = signature(spec_task);
-            let stats = self
+            let learned = self
                 .predictor
-                .observe(&signature, result.finished_at.since(result.started_at));
-            self.updates.push(StoreUpdate::RuntimeStats { signature, stats });
+                .observe_task(spec_task, result.finished_at.since(result.started_at));
+            self.updates.push(StoreUpdate::RuntimeStats {
+                signature: learned.signature,
+                stats: learned.stats,
+            });
+            if let Some((key, model)) = learned.features {
+                self.updates.push(StoreUpdate::FeatureModel { key, model });
+            }
         }
         let failed = matches!(result.outcome, AttemptOutcome::Failed { .. } | AttemptOutcome::TimedOut);
         let n_failures = task.n_failures + u32::from(failed);

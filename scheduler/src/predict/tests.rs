@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
 
 use super::*;
@@ -122,4 +122,59 @@ fn snapshots_restore_the_same_predictions() {
     let restored = Predictor::restore(Duration::from_secs(2), predictor.snapshot());
     assert_eq!(restored, predictor);
     assert_eq!(restored.predict(&job), predictor.predict(&job));
+}
+
+#[test]
+fn learns_how_runtime_grows_with_a_declared_feature() {
+    // True runtimes: 0.2 s × input_mb^0.8, log-normal noise with sigma 0.1.
+    let truth = |input_mb: f64| 0.2 * input_mb.powf(0.8);
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut predictor = Predictor::new(Duration::from_secs(1));
+    for _ in 0..400 {
+        let input_mb = rng.gen_range(1.0..500.0f64).round();
+        let job = task(&format!(
+            "{{id: job, run: [python3, load.py], features: {{input_mb: {input_mb}}}}}"
+        ));
+        let noise = Prediction::from_log(0.0, 0.1, 1.0, Source::Learned)
+            .sample(&mut rng)
+            .as_secs_f64();
+        let learned = predictor.observe_task(&job, Duration::from_secs_f64(truth(input_mb) * noise));
+        assert!(learned.features.is_some());
+    }
+    for input_mb in [5.0, 50.0, 400.0, 2000.0] {
+        let job = task(&format!(
+            "{{id: job, run: [python3, load.py], features: {{input_mb: {input_mb}}}}}"
+        ));
+        let prediction = predictor.predict(&job);
+        let want = truth(input_mb);
+        let got = prediction.p50.as_secs_f64();
+        assert!(
+            (got / want - 1.0).abs() < 0.15,
+            "input {input_mb} MB: predicted {got:.2} s, truth {want:.2} s"
+        );
+        assert_eq!(prediction.source, Source::Learned);
+        assert!(prediction.confidence > 0.9);
+    }
+    // The same program without features gets the signature's overall log-normal model,
+    // which cannot tell a small input from a large one.
+    let plain = predictor.predict(&task("{id: job, run: [python3, load.py]}"));
+    assert_eq!(plain.source, Source::Learned);
+
+    // The regression survives a restart through its persisted statistics.
+    let restored = Predictor::restore(Duration::from_secs(1), predictor.snapshot())
+        .with_feature_models(predictor.feature_snapshot());
+    let job = task("{id: job, run: [python3, load.py], features: {input_mb: 100}}");
+    assert_eq!(restored.predict(&job), predictor.predict(&job));
+}
+
+#[test]
+fn a_feature_model_needs_more_observations_than_coefficients() {
+    let mut predictor = Predictor::new(Duration::from_secs(1));
+    let job = task("{id: job, handler: noop, estimate: 8s, args: {rows: 10, cols: 3}}");
+    for _ in 0..3 {
+        predictor.observe_task(&job, Duration::from_secs(2));
+    }
+    // Three coefficients, three observations: the signature model answers (blended with 8 s).
+    let early = predictor.predict(&job);
+    assert!(early.p50 > Duration::from_secs(2) && early.p50 < Duration::from_secs(8));
 }

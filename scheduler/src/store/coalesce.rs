@@ -8,12 +8,13 @@ use super::StoreUpdate;
 
 /// Drops updates that a later update in the same batch makes redundant: a task record
 /// followed by a newer record of the same task, an attempt's start followed by its finish
-/// (which carries the start too), and runtime statistics followed by newer ones. Applying the result leaves the store exactly as applying
-/// the whole batch would.
+/// (which carries the start too), and runtime statistics or feature models followed by newer
+/// ones. Applying the result leaves the store exactly as applying the whole batch would.
 pub fn coalesce(updates: Vec<StoreUpdate>) -> Vec<StoreUpdate> {
     let mut seen_tasks: HashSet<(*const u8, u32)> = HashSet::new();
     let mut finished_attempts: HashSet<(*const u8, u32, u32)> = HashSet::new();
     let mut seen_signatures: HashSet<String> = HashSet::new();
+    let mut seen_models: HashSet<String> = HashSet::new();
     let mut kept: Vec<StoreUpdate> = Vec::with_capacity(updates.len());
     for update in updates.into_iter().rev() {
         let redundant = match &update {
@@ -31,6 +32,7 @@ pub fn coalesce(updates: Vec<StoreUpdate>) -> Vec<StoreUpdate> {
                 ..
             } => finished_attempts.contains(&(workflow_key(workflow_id), *task_idx, *attempt)),
             StoreUpdate::RuntimeStats { signature, .. } => !seen_signatures.insert(signature.clone()),
+            StoreUpdate::FeatureModel { key, .. } => !seen_models.insert(key.clone()),
             StoreUpdate::AttemptDispatched { .. } | StoreUpdate::WorkflowFinished { .. } => false,
         };
         if !redundant {

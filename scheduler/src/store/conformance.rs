@@ -46,6 +46,7 @@ pub async fn run_all(store: &dyn Store, prefix: &str) {
     running_workflows_filter_and_order(store, prefix).await;
     failed_batch_changes_nothing(store, prefix).await;
     runtime_stats_round_trip(store, prefix).await;
+    feature_models_round_trip(store, prefix).await;
 }
 
 /// Runtime statistics are stored per signature, the latest replacing the earlier.
@@ -82,6 +83,30 @@ pub async fn runtime_stats_round_trip(store: &dyn Store, prefix: &str) {
         mine,
         vec![(signature, second)],
         "runtime stats: the latest statistics replace the earlier"
+    );
+}
+
+/// Feature regressions are stored per key, the latest replacing the earlier, exactly.
+pub async fn feature_models_round_trip(store: &dyn Store, prefix: &str) {
+    use crate::predict::FeatureModel;
+    let key = format!("{prefix}|handler|noop|features:rows");
+    let mut model = FeatureModel::new(vec!["rows".to_string()]);
+    for (x, y) in [(1.0, 0.1), (2.0, 0.3), (3.5, 0.45)] {
+        model.add(&[1.0, x], y);
+        store
+            .apply(vec![StoreUpdate::FeatureModel {
+                key: key.clone(),
+                model: model.clone(),
+            }])
+            .await
+            .expect("save a feature model");
+    }
+    let stored = store.feature_models().await.expect("read feature models");
+    let mine: Vec<_> = stored.into_iter().filter(|(known, _)| *known == key).collect();
+    assert_eq!(
+        mine,
+        vec![(key, model)],
+        "feature models: the latest replaces the earlier"
     );
 }
 

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use taskfleet_common::state::{AttemptOutcome, TaskState};
 use taskfleet_common::{Millis, WorkflowSpec};
 
-use crate::predict::LogStats;
+use crate::predict::{FeatureModel, LogStats};
 
 pub use coalesce::coalesce;
 pub use sqlite::SqliteStore;
@@ -168,6 +168,9 @@ pub enum StoreUpdate {
     },
     /// The runtime statistics learned for a task signature (replacing the stored ones).
     RuntimeStats { signature: String, stats: LogStats },
+    /// The feature regression learned for a signature and feature set (replacing the stored
+    /// one).
+    FeatureModel { key: String, model: FeatureModel },
 }
 
 /// Persistent scheduler state.
@@ -196,6 +199,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The runtime statistics learned so far, by task signature.
     async fn runtime_stats(&self) -> Result<Vec<(String, LogStats)>, StoreError>;
+
+    /// The feature regressions learned so far, by key.
+    async fn feature_models(&self) -> Result<Vec<(String, FeatureModel)>, StoreError>;
 
     /// Applies the updates atomically, in order.
     async fn apply(&self, updates: Vec<StoreUpdate>) -> Result<(), StoreError>;

@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 use self::codec::{classify, ATTEMPT_COLUMNS, TASK_COLUMNS, WORKFLOW_COLUMNS};
 use self::write::NewTasks;
 use super::{AttemptRecord, Store, StoreError, StoreUpdate, TaskRecord, WorkflowRecord};
-use crate::predict::LogStats;
+use crate::predict::{FeatureModel, LogStats};
 
 /// Work for the store thread.
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -200,6 +200,23 @@ impl Store for SqliteStore {
                 Ok((row.get(0).map_err(read)?, stats))
             };
             query_all(conn, sql, [], "read runtime statistics", decode)
+        })
+        .await
+    }
+
+    async fn feature_models(&self) -> Result<Vec<(String, FeatureModel)>, StoreError> {
+        self.run(move |conn| {
+            let sql = "SELECT key, model FROM feature_models ORDER BY key";
+            let decode = |row: &rusqlite::Row<'_>| {
+                let read = |error| codec::classify(error, "read feature models");
+                let key: String = row.get(0).map_err(read)?;
+                let text: String = row.get(1).map_err(read)?;
+                let model = serde_json::from_str(&text).map_err(|error| StoreError::Corrupt {
+                    reason: format!("feature model `{key}`: {error}"),
+                })?;
+                Ok((key, model))
+            };
+            query_all(conn, sql, [], "read feature models", decode)
         })
         .await
     }

@@ -153,7 +153,7 @@ fn unknown_fields_list_the_expected_ones() {
         "name: w\nschedule: daily\ntasks:\n  - {id: a, handler: noop, dep: [b]}\n",
         &[
             "field `schedule`: unknown field; expected one of: name, description, defaults, tasks",
-            "task `a`, field `dep`: unknown field (did you mean `deps`?); expected one of: id, description, deps, run, handler, args, env, priority, weight, estimate, estimate_by_worker, resources, timeout, retries, pool",
+            "task `a`, field `dep`: unknown field (did you mean `deps`?); expected one of: id, description, deps, run, handler, args, env, priority, weight, estimate, estimate_by_worker, features, resources, timeout, retries, pool",
         ],
     );
 }
@@ -265,9 +265,22 @@ fn closest_field_is_suggested_and_backoff_cap_follows_backoff() {
         &[
             "task `a`, field `run`: a task needs one of `run` (a command) or `handler` (a built-in)",
             "task `a`, field `description`: must be a string",
-            "task `a`, field `rn`: unknown field (did you mean `run`?); expected one of: id, description, deps, run, handler, args, env, priority, weight, estimate, estimate_by_worker, resources, timeout, retries, pool",
+            "task `a`, field `rn`: unknown field (did you mean `run`?); expected one of: id, description, deps, run, handler, args, env, priority, weight, estimate, estimate_by_worker, features, resources, timeout, retries, pool",
         ],
     );
     let spec = check_ok("name: w\ntasks:\n  - {id: a, handler: noop, retries: {max: 3, backoff: 10m}}\n");
     assert_eq!(spec.tasks[0].retry.max_backoff, Duration::from_secs(600));
+}
+
+#[test]
+fn features_come_from_numeric_args_and_the_features_mapping() {
+    let spec = check_ok(
+        "name: f\ntasks:\n  - {id: a, handler: sleep, args: {duration: 1s, rows: 1200, scale: 0.5, tag: x}, features: {input_mb: 40}}\n",
+    );
+    let features: Vec<(&str, f64)> = spec.tasks[0].features.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(features, [("input_mb", 40.0), ("rows", 1200.0), ("scale", 0.5)]);
+    check_problems(
+        "name: f\ntasks:\n  - {id: a, handler: noop, features: {input_mb: big}}\n",
+        &["task `a`, field `features.input_mb`: must be a number"],
+    );
 }

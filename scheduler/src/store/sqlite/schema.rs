@@ -68,6 +68,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         mean REAL NOT NULL,
         m2 REAL NOT NULL
     ) WITHOUT ROWID;",
+    // 4: feature regressions learned per signature and feature set (JSON statistics).
+    "CREATE TABLE feature_models (
+        key TEXT PRIMARY KEY NOT NULL,
+        model TEXT NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// Applies the connection settings and brings the schema up to date.

@@ -121,6 +121,7 @@ const FINISH_ATTEMPT: &str = "INSERT INTO attempts (workflow_id, task_idx, attem
      stderr_tail = excluded.stderr_tail";
 const SAVE_RUNTIME_STATS: &str =
     "INSERT OR REPLACE INTO runtime_stats (signature, n, mean, m2) VALUES (?1, ?2, ?3, ?4)";
+const SAVE_FEATURE_MODEL: &str = "INSERT OR REPLACE INTO feature_models (key, model) VALUES (?1, ?2)";
 const FINISH_WORKFLOW: &str = "UPDATE workflows SET state = ?2, finished_at = ?3 WHERE id = ?1";
 
 /// The statements of [`apply`], prepared once per batch.
@@ -131,6 +132,7 @@ struct Statements<'c> {
     finish_attempt: CachedStatement<'c>,
     finish_workflow: CachedStatement<'c>,
     save_runtime_stats: CachedStatement<'c>,
+    save_feature_model: CachedStatement<'c>,
 }
 
 /// Applies the updates in order, in one transaction: all of them or none.
@@ -151,6 +153,7 @@ pub(super) fn apply(conn: &mut Connection, updates: &[StoreUpdate]) -> Result<()
             finish_attempt: prepare(FINISH_ATTEMPT)?,
             finish_workflow: prepare(FINISH_WORKFLOW)?,
             save_runtime_stats: prepare(SAVE_RUNTIME_STATS)?,
+            save_feature_model: prepare(SAVE_FEATURE_MODEL)?,
         };
         for update in updates {
             apply_one(&mut statements, update)?;
@@ -272,6 +275,15 @@ fn apply_one(statements: &mut Statements<'_>, update: &StoreUpdate) -> Result<()
             statements
                 .save_runtime_stats
                 .execute(params![signature, n, stats.mean, stats.m2])
+                .map_err(sql_error)?;
+        }
+        StoreUpdate::FeatureModel { key, model } => {
+            let text = serde_json::to_string(model).map_err(|error| StoreError::Corrupt {
+                reason: format!("feature model `{key}`: {error}"),
+            })?;
+            statements
+                .save_feature_model
+                .execute(params![key, text])
                 .map_err(sql_error)?;
         }
     }
