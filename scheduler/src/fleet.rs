@@ -16,6 +16,10 @@ use crate::placement::WorkerModel;
 #[derive(Debug)]
 pub struct Fleet {
     workers: BTreeMap<String, WorkerStatus>,
+    /// Workers that said goodbye, by when: they are no longer listed nor counted, and are
+    /// reported lost one lease timeout later, so that attempts still recorded against them
+    /// (sent to their own queue but never taken) run again once their last results are in.
+    departed: BTreeMap<String, Millis>,
     /// A worker silent for longer than this is lost, and so are its attempts' leases.
     lease_timeout: Duration,
 }
@@ -24,6 +28,7 @@ impl Fleet {
     pub fn new(lease_timeout: Duration) -> Fleet {
         Fleet {
             workers: BTreeMap::new(),
+            departed: BTreeMap::new(),
             lease_timeout,
         }
     }
@@ -31,8 +36,10 @@ impl Fleet {
     /// Records a heartbeat; returns whether the slots offered per pool changed.
     pub fn on_heartbeat(&mut self, heartbeat: &Heartbeat, now: Millis) -> bool {
         if heartbeat.gone {
+            self.departed.insert(heartbeat.worker.clone(), now);
             return self.workers.remove(&heartbeat.worker).is_some();
         }
+        self.departed.remove(&heartbeat.worker);
         let info = WorkerStatus {
             name: heartbeat.worker.clone(),
             pools: heartbeat.pools.clone(),
@@ -60,9 +67,10 @@ impl Fleet {
         changed
     }
 
-    /// Removes and returns the workers whose last heartbeat is older than the lease timeout.
+    /// Removes and returns the workers whose last heartbeat is older than the lease timeout,
+    /// and those that said goodbye longer than the lease timeout ago.
     pub fn expire(&mut self, now: Millis) -> Vec<String> {
-        let lost: Vec<String> = self
+        let mut lost: Vec<String> = self
             .workers
             .values()
             .filter(|worker| now.since(Millis(worker.last_heartbeat_ms)) > self.lease_timeout)
@@ -70,6 +78,16 @@ impl Fleet {
             .collect();
         for name in &lost {
             self.workers.remove(name);
+        }
+        let departed: Vec<String> = self
+            .departed
+            .iter()
+            .filter(|(_, &at)| now.since(at) > self.lease_timeout)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in departed {
+            self.departed.remove(&name);
+            lost.push(name);
         }
         lost
     }
@@ -167,5 +185,9 @@ mod tests {
             "a worker that says goodbye leaves at once"
         );
         assert!(fleet.workers().is_empty());
+        // Its attempts are given up one lease timeout later, once its last results are in.
+        assert!(fleet.expire(Millis(8_100)).is_empty());
+        assert_eq!(fleet.expire(Millis(8_101)), vec!["a".to_string()]);
+        assert!(fleet.expire(Millis(20_000)).is_empty());
     }
 }

@@ -503,7 +503,11 @@ impl Scheduler {
         }
         for worker in &lost {
             let n_attempts = self.engine.on_worker_lost(worker, now);
-            warn!(worker = %worker, n_attempts, "Worker lost its lease; its attempts will run again.");
+            if n_attempts > 0 {
+                warn!(worker = %worker, n_attempts, "Worker lost its lease; its attempts will run again.");
+            } else {
+                debug!(worker = %worker, "Worker left the fleet.");
+            }
         }
         self.engine.set_capacities(&fleet.capacity());
         self.engine.set_workers(&fleet.models(), now);

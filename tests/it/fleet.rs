@@ -452,3 +452,42 @@ fn heft_runs_a_chain_on_the_fast_worker_and_mct_moves_work_off_a_lost_one() {
         "{status:#}"
     );
 }
+
+#[test]
+fn tasks_planned_on_a_worker_that_drains_run_elsewhere() {
+    let mut fleet = Fleet::start(&amqp_url(), &["--policy", "heft", "--lease-timeout", "2s"]);
+    fleet.add_worker("leaving", &["--concurrency", "1"]);
+    fleet.add_worker("staying", &["--concurrency", "1"]);
+    fleet.wait_for_workers(2);
+    // The plan splits eight equal tasks between the two workers.
+    let tasks: String = (0..8)
+        .map(|idx| format!("  - {{id: t{idx}, run: [sleep, '0.5'], estimate: 1s}}\n"))
+        .collect();
+    let workflow = fleet.workflow("split.yaml", &format!("name: split\ntasks:\n{tasks}"));
+    let id = fleet.submit(&workflow);
+    wait_for("the leaving worker to run a task", Duration::from_secs(20), || {
+        let status = fleet.status(&id);
+        status["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|task| task["worker"] == "leaving" && task["state"] == "running")
+    });
+    // It finishes what it runs and leaves; what was queued for it runs on `staying`.
+    let exit = fleet.terminate_worker("leaving", Duration::from_secs(20));
+    assert!(exit.success(), "{exit:?}");
+    let status = fleet.wait_for_end(&id, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    assert_eq!(
+        fleet.recorded_successes(&id),
+        8,
+        "each task's success is recorded exactly once"
+    );
+    let on_leaving = status["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|task| task["worker"] == "leaving")
+        .count();
+    assert!(on_leaving < 8, "{status:#}");
+}
