@@ -244,13 +244,64 @@ pub fn decode_task(bytes: &[u8]) -> Result<TaskMessage, WireError> {
 
 /// Decodes a worker event, checking its version.
 pub fn decode_worker_event(bytes: &[u8]) -> Result<WorkerEvent, WireError> {
-    let event: WorkerEvent = decode(bytes)?;
+    let event: WorkerEvent = decode(bytes).map_err(|error| {
+        // Events are tagged (`{"finished": {"v": 2, ...}}`): look for the version inside.
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            v: u32,
+        }
+        match serde_json::from_slice::<BTreeMap<String, VersionOnly>>(bytes) {
+            Ok(tagged) => match tagged.values().next() {
+                Some(VersionOnly { v }) if *v != WIRE_VERSION => WireError::UnknownVersion { found: *v },
+                _ => error,
+            },
+            Err(_) => error,
+        }
+    })?;
     let v = match &event {
         WorkerEvent::Started(started) => started.v,
         WorkerEvent::Finished(result) => result.v,
     };
     check_version(v)?;
     Ok(event)
+}
+
+/// Packs encoded worker events into one results message: a JSON array of them. A worker
+/// sends the events it has ready together, so the broker carries one message for many tasks.
+pub fn pack_worker_events<'a>(events: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut packed = vec![b'['];
+    for (idx, event) in events.into_iter().enumerate() {
+        if idx > 0 {
+            packed.push(b',');
+        }
+        packed.extend_from_slice(event);
+    }
+    packed.push(b']');
+    packed
+}
+
+/// Decodes a results message: one worker event, or an array of them (see
+/// [`pack_worker_events`]), each version-checked. All of them or an error naming the first
+/// unusable one, so a message is applied whole or dead-lettered whole.
+pub fn decode_worker_events(bytes: &[u8]) -> Result<Vec<WorkerEvent>, WireError> {
+    if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'[') {
+        return Ok(vec![decode_worker_event(bytes)?]);
+    }
+    let events: Vec<&RawValue> = serde_json::from_slice(bytes).map_err(|error| WireError::Unparsable {
+        reason: error.to_string(),
+    })?;
+    events
+        .iter()
+        .enumerate()
+        .map(|(idx, event)| {
+            decode_worker_event(event.get().as_bytes()).map_err(|error| match error {
+                WireError::Unparsable { reason } => WireError::Unparsable {
+                    reason: format!("event {idx} of the batch: {reason}"),
+                },
+                other => other,
+            })
+        })
+        .collect()
 }
 
 fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, WireError> {
@@ -352,6 +403,43 @@ mod tests {
         };
         assert_eq!(decode_control(&encode(&cancel)).unwrap(), cancel);
         assert!(decode_control(b"{\"cancel\":{\"v\":3}}").is_err());
+    }
+
+    #[test]
+    fn packed_worker_events_decode_whole_or_not_at_all() {
+        let started = |task_idx| {
+            encode(&WorkerEvent::Started(AttemptStarted {
+                v: WIRE_VERSION,
+                workflow_id: "wf1".into(),
+                task_idx,
+                attempt: 1,
+                worker: "w1".into(),
+                at: Millis(5),
+            }))
+        };
+        let events = [started(1), started(2), started(3)];
+        let packed = pack_worker_events(events.iter().map(Vec::as_slice));
+        let decoded = decode_worker_events(&packed).unwrap();
+        let indices: Vec<u32> = decoded
+            .iter()
+            .map(|event| match event {
+                WorkerEvent::Started(started) => started.task_idx,
+                WorkerEvent::Finished(result) => result.task_idx,
+            })
+            .collect();
+        assert_eq!(indices, [1, 2, 3]);
+        // A single event (not packed) still decodes.
+        assert_eq!(decode_worker_events(&events[0]).unwrap().len(), 1);
+        // One bad event spoils the message, and the error says which.
+        let bad = pack_worker_events([events[0].as_slice(), b"{\"exploded\":{}}"]);
+        let error = decode_worker_events(&bad).unwrap_err().to_string();
+        assert!(error.starts_with("unparsable message: event 1 of the batch"), "{error}");
+        let newer = pack_worker_events([b"{\"started\":{\"v\":99}}".as_slice()]);
+        assert_eq!(
+            decode_worker_events(&newer).unwrap_err(),
+            WireError::UnknownVersion { found: 99 }
+        );
+        assert!(decode_worker_events(b"[1, 2").is_err());
     }
 
     #[test]

@@ -443,8 +443,8 @@ impl Scheduler {
         let now = now();
         let mut kept = Vec::with_capacity(batch.len());
         for delivery in batch.drain(..) {
-            let event = match wire::decode_worker_event(&delivery.payload) {
-                Ok(event) => event,
+            let events = match wire::decode_worker_events(&delivery.payload) {
+                Ok(events) => events,
                 Err(error) => {
                     warn!(%error, "Dead-lettering an unusable worker event.");
                     if let Err(error) = delivery.dead_letter(&error.to_string()).await {
@@ -453,12 +453,14 @@ impl Scheduler {
                     continue;
                 }
             };
-            let outcome = match event {
-                WorkerEvent::Started(started) => self.engine.on_started(&started),
-                WorkerEvent::Finished(result) => self.engine.on_finished(result, now),
-            };
-            if let Err(ignored) = outcome {
-                debug!(%ignored, "Worker event ignored.");
+            for event in events {
+                let outcome = match event {
+                    WorkerEvent::Started(started) => self.engine.on_started(&started),
+                    WorkerEvent::Finished(result) => self.engine.on_finished(result, now),
+                };
+                if let Err(ignored) = outcome {
+                    debug!(%ignored, "Worker event ignored.");
+                }
             }
             kept.push(delivery);
         }

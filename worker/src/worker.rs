@@ -18,8 +18,8 @@ use tracing::{debug, info, instrument, warn};
 
 use taskfleet_common::state::AttemptOutcome;
 use taskfleet_common::wire::{
-    decode_control, decode_task, encode, AttemptRef, AttemptStarted, ControlMessage, Heartbeat, TaskMessage,
-    WorkerEvent, WIRE_VERSION,
+    decode_control, decode_task, encode, pack_worker_events, AttemptRef, AttemptStarted, ControlMessage, Heartbeat,
+    TaskMessage, WorkerEvent, WIRE_VERSION,
 };
 use taskfleet_common::PriorityClass;
 use taskfleet_transport::queues::QueueNames;
@@ -468,6 +468,8 @@ async fn publish(shared: &Shared, event: &WorkerEvent) -> Result<(), TransportEr
 
 /// Most events published in one batch.
 const MAX_EVENT_BATCH: usize = 256;
+/// Most bytes of events packed into one results message (a single larger event goes alone).
+const MAX_PACKED_BYTES: usize = 1 << 20;
 
 /// Publishes queued events in batches until every sender is gone, telling each event's
 /// attempt how its publish went.
@@ -484,10 +486,25 @@ async fn publish_batches(
                 Err(_) => break,
             }
         }
-        let messages = batch
-            .iter()
-            .map(|(payload, _)| Outgoing::new(queue.clone(), payload.clone()))
-            .collect();
+        // The events go together, packed into as few messages as their size allows.
+        let mut messages = Vec::new();
+        let mut start = 0;
+        while start < batch.len() {
+            let mut end = start + 1;
+            let mut size = batch[start].0.len();
+            while end < batch.len() && size + batch[end].0.len() < MAX_PACKED_BYTES {
+                size += batch[end].0.len();
+                end += 1;
+            }
+            let payload = match end - start {
+                1 => batch[start].0.clone(),
+                _ => Bytes::from(pack_worker_events(
+                    batch[start..end].iter().map(|(payload, _)| &payload[..]),
+                )),
+            };
+            messages.push(Outgoing::new(queue.clone(), payload));
+            start = end;
+        }
         let outcome = transport.publish(messages).await;
         for (_, confirmed) in batch {
             let result = match &outcome {

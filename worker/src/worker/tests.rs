@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use taskfleet_common::wire::{decode_heartbeat, decode_worker_event, TaskResult, WireAction};
+use taskfleet_common::wire::{decode_heartbeat, decode_worker_events, TaskResult, WireAction};
 use taskfleet_transport::{DeadLetter, MemoryTransport};
 
 use super::*;
@@ -48,6 +48,8 @@ struct Harness {
     transport: MemoryTransport,
     names: QueueNames,
     results: Box<dyn Consumer>,
+    /// Events of a packed message not yet looked at.
+    unread: std::collections::VecDeque<WorkerEvent>,
     shutdown: CancellationToken,
     worker: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -63,6 +65,7 @@ impl Harness {
             transport,
             names,
             results,
+            unread: std::collections::VecDeque::new(),
             shutdown: CancellationToken::new(),
             worker: None,
         }
@@ -98,13 +101,17 @@ impl Harness {
     }
 
     async fn next_event(&mut self) -> WorkerEvent {
+        if let Some(event) = self.unread.pop_front() {
+            return event;
+        }
         let delivery = tokio::time::timeout(PATIENCE, self.results.recv())
             .await
             .expect("no worker event arrived in time")
             .expect("receive a worker event");
-        let event = decode_worker_event(&delivery.payload).expect("a valid worker event");
+        let events = decode_worker_events(&delivery.payload).expect("valid worker events");
         delivery.ack().await.unwrap();
-        event
+        self.unread.extend(events);
+        self.unread.pop_front().expect("a results message holds an event")
     }
 
     async fn started(&mut self) -> AttemptStarted {
@@ -357,7 +364,9 @@ impl Transport for FailingResults {
     async fn publish(&self, messages: Vec<Outgoing>) -> Result<(), TransportError> {
         let finished = messages
             .iter()
-            .any(|message| matches!(decode_worker_event(&message.payload), Ok(WorkerEvent::Finished(_))));
+            .filter_map(|message| decode_worker_events(&message.payload).ok())
+            .flatten()
+            .any(|event| matches!(event, WorkerEvent::Finished(_)));
         let fail = finished
             && self
                 .failures
