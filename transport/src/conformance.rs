@@ -30,6 +30,7 @@ pub async fn run_all(transport: &dyn Transport, names: &QueueNames) {
     large_batches_arrive_complete_and_in_order(transport, names).await;
     broadcasts_reach_every_current_subscriber(transport, names).await;
     consumer_groups_share_one_prefetch(transport, names).await;
+    worker_queues_declare_idempotently_and_dead_letter(transport, names).await;
 }
 
 async fn fresh_queue(transport: &dyn Transport, names: &QueueNames, scenario: &str) -> String {
@@ -85,6 +86,45 @@ pub async fn publish_consume_ack_in_order(transport: &dyn Transport, names: &Que
     drop(consumer);
     let mut consumer = transport.consume(&queue, 10).await.expect("consume again");
     assert_nothing_arrives(&mut consumer, "fifo: acked messages came back").await;
+}
+
+/// A worker's own queue (which a broker may expire once its worker is gone) can be declared
+/// by both sides any number of times, carries messages, and dead-letters like the others.
+pub async fn worker_queues_declare_idempotently_and_dead_letter(transport: &dyn Transport, names: &QueueNames) {
+    let queue = names.worker("conformance-worker");
+    for _ in 0..2 {
+        transport
+            .declare(&[queue.clone(), names.dead_letters()])
+            .await
+            .expect("declare a worker queue");
+    }
+    let mut consumer = transport.consume(&queue, 10).await.expect("consume a worker queue");
+    while let Ok(Ok(delivery)) = tokio::time::timeout(QUIET, consumer.recv()).await {
+        delivery.ack().await.expect("ack while draining");
+    }
+    publish(transport, &queue, &["for-you", "garbage"]).await;
+    let first = recv(&mut consumer, "worker queue").await;
+    assert_eq!(first.payload, "for-you".as_bytes());
+    first.ack().await.expect("ack");
+    let second = recv(&mut consumer, "worker queue").await;
+    second.dead_letter("not a task").await.expect("dead-letter");
+    let mut dead = transport
+        .consume(&names.dead_letters(), 100)
+        .await
+        .expect("consume dead letters");
+    let mut found = false;
+    while let Ok(Ok(delivery)) = tokio::time::timeout(PATIENCE, dead.recv()).await {
+        let letter = crate::DeadLetter::decode(&delivery.payload);
+        delivery.ack().await.expect("ack a dead letter");
+        if letter.is_some_and(|letter| letter.source_queue == queue && letter.payload == "garbage".as_bytes()) {
+            found = true;
+            break;
+        }
+    }
+    assert!(
+        found,
+        "worker queue: the dead letter did not arrive with its queue and payload"
+    );
 }
 
 /// A nacked message with requeue comes back, flagged as redelivered.
