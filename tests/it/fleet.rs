@@ -106,25 +106,25 @@ fn a_worker_killed_mid_run_loses_nothing_and_each_task_is_recorded_once() {
     fleet.add_worker("doomed", &["--concurrency", "3"]);
     fleet.add_worker("survivor", &["--concurrency", "3"]);
     fleet.wait_for_workers(2);
-    let tasks: String = (0..30)
-        .map(|idx| format!("  - {{id: s{idx}, run: [sleep, '0.3']}}\n"))
-        .collect();
+    kill_mid_run(&mut fleet, "doomed", 30, "{run: [sleep, '0.3']}");
+}
+
+/// Submits `n_tasks` tasks (each `{id: ..., ` plus `task`), kills `victim` with SIGKILL while
+/// it runs one, and checks that the workflow still succeeds with every task recorded once.
+/// Returns the final status.
+fn kill_mid_run(fleet: &mut Fleet, victim: &str, n_tasks: usize, task: &str) -> serde_json::Value {
+    let body = task.trim_start_matches('{');
+    let tasks: String = (0..n_tasks).map(|idx| format!("  - {{id: t{idx}, {body}\n")).collect();
     let workflow = fleet.workflow("sleepy.yaml", &format!("name: sleepy\ntasks:\n{tasks}"));
     let id = fleet.submit(&workflow);
-    wait_for("the doomed worker to run a task", Duration::from_secs(20), || {
-        let status = fleet.status(&id);
-        status["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|task| task["worker"] == "doomed" && task["state"] == "running")
-    });
-    fleet.kill_worker("doomed");
+    fleet.wait_until_running_on(&id, victim);
+    fleet.kill_worker(victim);
     let status = fleet.wait_for_end(&id, Duration::from_secs(60));
     assert_eq!(status["state"], "succeeded", "{status:#}");
-    assert_eq!(status["counts"]["succeeded"], 30);
+    assert_eq!(status["counts"]["succeeded"], n_tasks);
     let recorded = fleet.recorded_successes(&id);
-    assert_eq!(recorded, 30, "each task's success is recorded exactly once");
+    assert_eq!(recorded, n_tasks as i64, "each task's success is recorded exactly once");
+    status
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -422,27 +422,7 @@ fn heft_runs_a_chain_on_the_fast_worker_and_mct_moves_work_off_a_lost_one() {
     fleet.add_worker("doomed", &["--concurrency", "2", "--speed", "4"]);
     fleet.add_worker("steady", &["--concurrency", "2", "--speed", "1"]);
     fleet.wait_for_workers(2);
-    let tasks: String = (0..12)
-        .map(|idx| format!("  - {{id: t{idx}, run: [sleep, '0.4'], estimate: 2s}}\n"))
-        .collect();
-    let workflow = fleet.workflow("sleepy.yaml", &format!("name: sleepy\ntasks:\n{tasks}"));
-    let id = fleet.submit(&workflow);
-    wait_for("the fast worker to run a task", Duration::from_secs(20), || {
-        let status = fleet.status(&id);
-        status["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|task| task["worker"] == "doomed" && task["state"] == "running")
-    });
-    fleet.kill_worker("doomed");
-    let status = fleet.wait_for_end(&id, Duration::from_secs(60));
-    assert_eq!(status["state"], "succeeded", "{status:#}");
-    assert_eq!(
-        fleet.recorded_successes(&id),
-        12,
-        "each task's success is recorded exactly once"
-    );
+    let status = kill_mid_run(&mut fleet, "doomed", 12, "{run: [sleep, '0.4'], estimate: 2s}");
     assert!(
         status["tasks"]
             .as_array()
@@ -465,14 +445,7 @@ fn tasks_planned_on_a_worker_that_drains_run_elsewhere() {
         .collect();
     let workflow = fleet.workflow("split.yaml", &format!("name: split\ntasks:\n{tasks}"));
     let id = fleet.submit(&workflow);
-    wait_for("the leaving worker to run a task", Duration::from_secs(20), || {
-        let status = fleet.status(&id);
-        status["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|task| task["worker"] == "leaving" && task["state"] == "running")
-    });
+    fleet.wait_until_running_on(&id, "leaving");
     // It finishes what it runs and leaves; what was queued for it runs on `staying`.
     let exit = fleet.terminate_worker("leaving", Duration::from_secs(20));
     assert!(exit.success(), "{exit:?}");

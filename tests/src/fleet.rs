@@ -120,6 +120,18 @@ impl Fleet {
         child.wait().expect("reap the worker");
     }
 
+    /// Waits until a task of the workflow is running on `worker`.
+    pub fn wait_until_running_on(&self, workflow_id: &str, worker: &str) {
+        wait_for(&format!("{worker} to run a task"), Duration::from_secs(20), || {
+            let status = self.status(workflow_id);
+            status["tasks"].as_array().is_some_and(|tasks| {
+                tasks
+                    .iter()
+                    .any(|task| task["worker"] == worker && task["state"] == "running")
+            })
+        });
+    }
+
     /// Runs `taskfleet ARGS --server <this scheduler>`.
     pub fn cli(&self, args: &[&str]) -> Output {
         taskfleet()

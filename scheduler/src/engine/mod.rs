@@ -679,13 +679,7 @@ impl Engine {
             incomplete: false,
         };
         if let Placement::Planned(kind) = self.config.policy.placement() {
-            let estimates: Vec<u64> = run
-                .spec
-                .tasks
-                .iter()
-                .map(|task| estimate_ms(task, &self.config, &self.predictor))
-                .collect();
-            let done: Vec<bool> = run.tasks.iter().map(|task| task.state.is_terminal()).collect();
+            let (estimates, done) = plan_inputs(run, &self.config, &self.predictor);
             let plan = placement::plan(placer, now.0, &run.spec, &estimates, &done, kind);
             placement.incomplete = plan.worker.iter().zip(&done).any(|(&w, &done)| w == NO_WORKER && !done);
             placement.worker = plan.worker;
@@ -715,17 +709,7 @@ impl Engine {
             let Some(run) = run_at(&mut self.workflows, slot) else {
                 continue;
             };
-            let estimates: Vec<u64> = run
-                .spec
-                .tasks
-                .iter()
-                .map(|task| estimate_ms(task, &self.config, &self.predictor))
-                .collect();
-            let done: Vec<bool> = run
-                .tasks
-                .iter()
-                .map(|task| task.state.is_terminal() || task.state.is_in_flight())
-                .collect();
+            let (estimates, done) = plan_inputs(run, &self.config, &self.predictor);
             let plan = placement::plan(placer, now.0, &run.spec, &estimates, &done, kind);
             let placement = run.placement.as_mut().expect("placed workflows have a placement");
             placement.incomplete = false;
@@ -1010,6 +994,23 @@ fn estimate_ms(task: &taskfleet_common::TaskSpec, config: &EngineConfig, predict
         task.estimate.unwrap_or(config.policy_config.default_estimate)
     };
     estimate.as_millis() as u64
+}
+
+/// What planning a workflow needs: each task's runtime at speed 1, and which tasks need no
+/// place (ended, or already sent out).
+fn plan_inputs(run: &WorkflowRun, config: &EngineConfig, predictor: &Predictor) -> (Vec<u64>, Vec<bool>) {
+    let estimates = run
+        .spec
+        .tasks
+        .iter()
+        .map(|task| estimate_ms(task, config, predictor))
+        .collect();
+    let done = run
+        .tasks
+        .iter()
+        .map(|task| task.state.is_terminal() || task.state.is_in_flight())
+        .collect();
+    (estimates, done)
 }
 
 /// The live workflow in `slot`, borrowing only the workflows (not the whole engine).

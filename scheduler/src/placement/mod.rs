@@ -145,15 +145,98 @@ pub struct Placer {
 /// Reusable buffers, so a decision allocates nothing.
 #[derive(Clone, Debug, Default)]
 struct Scratch {
-    parents: Vec<ParentAt>,
-    /// Per worker: the stamp of the decision for which `ready_at` holds (it has a parent).
-    mark: Vec<u64>,
-    ready_at: Vec<u64>,
+    data: DataReady,
     /// Per worker: the stamp of the decision for which it is evaluated on its own.
     special_mark: Vec<u64>,
     special: Vec<u32>,
+    stamp: u64,
+}
+
+/// When a task's inputs are on each worker, for one task at a time; reused, so that it
+/// allocates nothing once warm. Shared by [`Placer`] and the simulator's placement.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DataReady {
+    parents: Vec<ParentAt>,
+    /// Per worker: the stamp of the computation for which `ready_at` holds.
+    mark: Vec<u64>,
+    ready_at: Vec<u64>,
+    /// The workers holding some parent's output, as of the last computation.
     parent_workers: Vec<u32>,
     stamp: u64,
+}
+
+impl DataReady {
+    /// Room for workers `0..n_workers`.
+    pub(crate) fn resize(&mut self, n_workers: usize) {
+        self.mark.resize(n_workers, 0);
+        self.ready_at.resize(n_workers, 0);
+    }
+
+    /// Computes when the parents' outputs are on each worker: returns the time for a worker
+    /// that ran none of them (every parent's end plus its transfer) and keeps, for each worker
+    /// that ran some ([`DataReady::parent_workers`]), its own time ([`DataReady::local`]).
+    /// Parents on workers beyond [`DataReady::resize`]'s range arrive from elsewhere
+    /// everywhere. O(parents log parents).
+    pub(crate) fn compute(&mut self, parents: &[ParentAt]) -> u64 {
+        self.stamp += 1;
+        self.parent_workers.clear();
+        self.parents.clear();
+        let mut outside = 0u64;
+        for parent in parents {
+            if (parent.worker as usize) < self.mark.len() {
+                self.parents.push(*parent);
+            } else {
+                outside = outside.max(parent.end + parent.transfer_ms);
+            }
+        }
+        self.parents.sort_unstable_by_key(|parent| parent.worker);
+        // Per group of parents on one worker: the latest end there, and the latest arrival
+        // elsewhere. A worker's time is its own latest end and the latest arrival of others.
+        let mut best_remote = (0u64, u32::MAX);
+        let mut second_remote = 0u64;
+        let mut start = 0;
+        while start < self.parents.len() {
+            let worker = self.parents[start].worker;
+            let mut local = 0;
+            let mut remote = 0;
+            let mut end = start;
+            while end < self.parents.len() && self.parents[end].worker == worker {
+                local = local.max(self.parents[end].end);
+                remote = remote.max(self.parents[end].end + self.parents[end].transfer_ms);
+                end += 1;
+            }
+            self.parent_workers.push(worker);
+            self.mark[worker as usize] = self.stamp;
+            self.ready_at[worker as usize] = local;
+            if remote > best_remote.0 {
+                second_remote = best_remote.0;
+                best_remote = (remote, worker);
+            } else {
+                second_remote = second_remote.max(remote);
+            }
+            start = end;
+        }
+        for &worker in &self.parent_workers {
+            let others = if best_remote.1 == worker {
+                second_remote
+            } else {
+                best_remote.0
+            };
+            let own = &mut self.ready_at[worker as usize];
+            *own = (*own).max(others).max(outside);
+        }
+        best_remote.0.max(outside)
+    }
+
+    /// The workers holding some parent's output, as of the last computation.
+    pub(crate) fn parent_workers(&self) -> &[u32] {
+        &self.parent_workers
+    }
+
+    /// When the inputs are on `worker`, if it holds some of them (as of the last computation).
+    pub(crate) fn local(&self, worker: u32) -> Option<u64> {
+        (self.mark.get(worker as usize) == Some(&self.stamp)).then(|| self.ready_at[worker as usize])
+    }
 }
 
 impl Placer {
@@ -315,14 +398,15 @@ impl Placer {
         parents: &[ParentAt],
         only: Option<u32>,
     ) -> Option<Choice> {
-        let remote_ready = self.data_ready(parents);
+        let remote_ready = self.scratch.data.compute(parents);
+        self.scratch.stamp += 1;
         let stamp = self.scratch.stamp;
         let mut special = std::mem::take(&mut self.scratch.special);
         special.clear();
         match only {
             Some(id) => special.push(id),
             None => {
-                for &id in &self.scratch.parent_workers {
+                for &id in self.scratch.data.parent_workers() {
                     if self.scratch.special_mark[id as usize] != stamp {
                         self.scratch.special_mark[id as usize] = stamp;
                         special.push(id);
@@ -359,12 +443,7 @@ impl Placer {
                 && placed.has_room(self.room_per_slot)
                 && placed.model.pools.iter().any(|p| &**p == task.pool)
             {
-                let own = self.scratch.mark[id as usize] == stamp;
-                let ready = if own {
-                    self.scratch.ready_at[id as usize]
-                } else {
-                    remote_ready
-                };
+                let ready = self.scratch.data.local(id).unwrap_or(remote_ready);
                 consider(&mut best, id, placed, ready);
             }
         }
@@ -459,8 +538,7 @@ impl Placer {
     fn rebuild_groups(&mut self) {
         self.pools.clear();
         let n = self.workers.len();
-        self.scratch.mark.resize(n, 0);
-        self.scratch.ready_at.resize(n, 0);
+        self.scratch.data.resize(n);
         self.scratch.special_mark.resize(n, 0);
         for (id, placed) in self.workers.iter().enumerate() {
             if !placed.alive {
@@ -487,64 +565,6 @@ impl Placer {
         for groups in self.pools.values_mut() {
             groups.groups.sort_by(|a, b| b.speed.total_cmp(&a.speed));
         }
-    }
-
-    /// When the parents' outputs are on each worker: returns the time for a worker that ran
-    /// none of them (every parent's end plus its transfer) and leaves, for each worker that
-    /// ran some (in `scratch.parent_workers`), its own time in `scratch.ready_at`, marked with
-    /// a new stamp. O(parents log parents).
-    fn data_ready(&mut self, parents: &[ParentAt]) -> u64 {
-        let scratch = &mut self.scratch;
-        scratch.stamp += 1;
-        scratch.parent_workers.clear();
-        scratch.parents.clear();
-        // Parents on workers the model does not know arrive from elsewhere everywhere.
-        let mut outside = 0u64;
-        for parent in parents {
-            if (parent.worker as usize) < scratch.mark.len() {
-                scratch.parents.push(*parent);
-            } else {
-                outside = outside.max(parent.end + parent.transfer_ms);
-            }
-        }
-        let parents = &mut scratch.parents;
-        parents.sort_unstable_by_key(|parent| parent.worker);
-        // Per group of parents on one worker: the latest end there, and the latest arrival
-        // elsewhere. A worker's time is its own latest end and the latest arrival of others.
-        let mut best_remote = (0u64, u32::MAX);
-        let mut second_remote = 0u64;
-        let mut start = 0;
-        while start < parents.len() {
-            let worker = parents[start].worker;
-            let mut local = 0;
-            let mut remote = 0;
-            let mut end = start;
-            while end < parents.len() && parents[end].worker == worker {
-                local = local.max(parents[end].end);
-                remote = remote.max(parents[end].end + parents[end].transfer_ms);
-                end += 1;
-            }
-            scratch.parent_workers.push(worker);
-            scratch.mark[worker as usize] = scratch.stamp;
-            scratch.ready_at[worker as usize] = local;
-            if remote > best_remote.0 {
-                second_remote = best_remote.0;
-                best_remote = (remote, worker);
-            } else {
-                second_remote = second_remote.max(remote);
-            }
-            start = end;
-        }
-        for &worker in &scratch.parent_workers {
-            let others = if best_remote.1 == worker {
-                second_remote
-            } else {
-                best_remote.0
-            };
-            let own = &mut scratch.ready_at[worker as usize];
-            *own = (*own).max(others).max(outside);
-        }
-        best_remote.0.max(outside)
     }
 }
 

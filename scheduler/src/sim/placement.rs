@@ -10,6 +10,7 @@ use std::time::Duration;
 use taskfleet_common::TaskSpec;
 
 use super::fleet::SimWorker;
+use crate::placement::{DataReady, ParentAt};
 
 /// A task's runtime on `worker` in milliseconds, before any stochastic noise.
 pub fn runtime_ms(task: &TaskSpec, worker: &SimWorker, default_estimate: Duration) -> u64 {
@@ -44,15 +45,6 @@ impl PoolWorkers {
     }
 }
 
-/// A finished parent of the task being placed: where it ran, when it ended, and the cost of
-/// moving its output elsewhere.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct ParentDone {
-    pub worker: usize,
-    pub end: u64,
-    pub transfer_ms: u64,
-}
-
 /// Where and when a task runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Placement {
@@ -64,34 +56,31 @@ pub(super) struct Placement {
 /// Reusable buffers, so placing a task allocates nothing.
 #[derive(Default)]
 pub(super) struct Scratch {
-    parents: Vec<ParentDone>,
-    /// The distinct workers the parents ran on.
-    parent_list: Vec<usize>,
+    parents: Vec<ParentAt>,
     /// Workers the task's `estimate_by_worker` names.
     named: Vec<usize>,
     /// Workers evaluated one by one: those that ran a parent, and those named.
     special: Vec<usize>,
-    /// Per worker: the stamp of the placement for which `ready_at` holds (it ran a parent).
-    mark: Vec<u64>,
-    ready_at: Vec<u64>,
     /// Per worker: the stamp of the placement for which it is in `special`.
     special_mark: Vec<u64>,
     stamp: u64,
+    data: DataReady,
 }
 
 impl Scratch {
     pub(super) fn new(n_workers: usize) -> Scratch {
+        let mut data = DataReady::default();
+        data.resize(n_workers);
         Scratch {
-            mark: vec![0; n_workers],
-            ready_at: vec![0; n_workers],
             special_mark: vec![0; n_workers],
+            data,
             ..Scratch::default()
         }
     }
 
     /// The buffers the caller fills before calling [`place`]: the task's finished parents, and
     /// the workers on which its runtime may not follow speed (named in `estimate_by_worker`).
-    pub(super) fn inputs(&mut self) -> (&mut Vec<ParentDone>, &mut Vec<usize>) {
+    pub(super) fn inputs(&mut self) -> (&mut Vec<ParentAt>, &mut Vec<usize>) {
         self.parents.clear();
         self.named.clear();
         (&mut self.parents, &mut self.named)
@@ -119,10 +108,12 @@ pub(super) fn place(
     scratch: &mut Scratch,
     runtime: impl Fn(usize) -> u64,
 ) -> Option<Placement> {
-    let remote_ready = data_ready(scratch);
+    let remote_ready = scratch.data.compute(&scratch.parents);
+    scratch.stamp += 1;
     let stamp = scratch.stamp;
     scratch.special.clear();
-    for &worker in scratch.parent_list.iter().chain(&scratch.named) {
+    let parent_workers = scratch.data.parent_workers().iter().map(|&worker| worker as usize);
+    for worker in parent_workers.chain(scratch.named.iter().copied()) {
         if scratch.special_mark[worker] != stamp {
             scratch.special_mark[worker] = stamp;
             scratch.special.push(worker);
@@ -139,8 +130,8 @@ pub(super) fn place(
     };
     for &worker in &scratch.special {
         if pool.rank[worker] != u32::MAX && free[worker] >= slots {
-            let own = scratch.mark[worker] == stamp;
-            consider(worker, if own { scratch.ready_at[worker] } else { remote_ready });
+            let ready = scratch.data.local(worker as u32).unwrap_or(remote_ready);
+            consider(worker, ready);
         }
     }
     let first_free = pool
@@ -151,50 +142,4 @@ pub(super) fn place(
         consider(worker, remote_ready);
     }
     best.map(|(_, _, placement)| placement)
-}
-
-/// When the parents' outputs are on each worker: returns the time for a worker that ran none
-/// of them (every parent's end plus its transfer) and leaves, for each worker that ran some
-/// (listed in `scratch.parent_list`), its own time in `scratch.ready_at`, marked with the
-/// current stamp. O(parents log parents).
-fn data_ready(scratch: &mut Scratch) -> u64 {
-    scratch.stamp += 1;
-    scratch.parent_list.clear();
-    let parents = &mut scratch.parents;
-    parents.sort_unstable_by_key(|parent| parent.worker);
-    // Per group of parents on one worker: the latest end there, and the latest arrival
-    // elsewhere. A worker's time is its own latest end and the latest arrival of the others.
-    let mut best_remote = (0u64, usize::MAX);
-    let mut second_remote = 0u64;
-    let mut start = 0;
-    while start < parents.len() {
-        let worker = parents[start].worker;
-        let mut local = 0;
-        let mut remote = 0;
-        let mut end = start;
-        while end < parents.len() && parents[end].worker == worker {
-            local = local.max(parents[end].end);
-            remote = remote.max(parents[end].end + parents[end].transfer_ms);
-            end += 1;
-        }
-        scratch.parent_list.push(worker);
-        scratch.mark[worker] = scratch.stamp;
-        scratch.ready_at[worker] = local;
-        if remote > best_remote.0 {
-            second_remote = best_remote.0;
-            best_remote = (remote, worker);
-        } else {
-            second_remote = second_remote.max(remote);
-        }
-        start = end;
-    }
-    for &worker in &scratch.parent_list {
-        let others = if best_remote.1 == worker {
-            second_remote
-        } else {
-            best_remote.0
-        };
-        scratch.ready_at[worker] = scratch.ready_at[worker].max(others);
-    }
-    best_remote.0
 }

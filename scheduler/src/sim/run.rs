@@ -8,10 +8,10 @@ use std::sync::Arc;
 use taskfleet_common::wire::{AttemptStarted, TaskResult, WIRE_VERSION};
 use taskfleet_common::Millis;
 
-use super::placement::{place, runtime_ms, ParentDone, Scratch};
+use super::placement::{place, runtime_ms, Scratch};
 use super::{SimError, Simulator};
 use crate::engine::{Engine, EngineConfig};
-use crate::placement::WorkerModel;
+use crate::placement::{ParentAt, WorkerModel};
 use crate::policy::PolicyKind;
 
 /// Marks a task that has not been placed.
@@ -282,8 +282,8 @@ impl State<'_> {
         named.extend(self.sim.named_workers(task));
         for dep in &task.deps {
             let parent = first + dep.task as usize;
-            parents.push(ParentDone {
-                worker: self.trace.worker[parent] as usize,
+            parents.push(ParentAt {
+                worker: self.trace.worker[parent],
                 end: self.trace.end[parent],
                 transfer_ms: u64::from(dep.transfer_ms),
             });

@@ -4,8 +4,9 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::placement::ParentAt;
 use crate::sim::fleet::SimWorker;
-use crate::sim::placement::{place, ParentDone, Placement, PoolWorkers, Scratch};
+use crate::sim::placement::{place, Placement, PoolWorkers, Scratch};
 
 /// Every worker of the pool with the slots free, by (end, rank).
 fn brute_force(
@@ -13,7 +14,7 @@ fn brute_force(
     pool: &PoolWorkers,
     free: &[u32],
     slots: u32,
-    parents: &[ParentDone],
+    parents: &[ParentAt],
     runtime: &dyn Fn(usize) -> u64,
 ) -> Option<Placement> {
     let mut best: Option<((u64, u32), Placement)> = None;
@@ -23,7 +24,7 @@ fn brute_force(
         }
         let ready = parents
             .iter()
-            .map(|p| p.end + if p.worker == worker { 0 } else { p.transfer_ms })
+            .map(|p| p.end + if p.worker as usize == worker { 0 } else { p.transfer_ms })
             .max()
             .unwrap_or(0);
         let start = now.max(ready);
@@ -71,9 +72,9 @@ fn placement_matches_a_brute_force_scan() {
         let mut scratch = Scratch::new(n_workers);
         // Place a few tasks in a row with the same scratch, as the simulator does.
         for _ in 0..3 {
-            let parents: Vec<ParentDone> = (0..rng.gen_range(0..6))
-                .map(|_| ParentDone {
-                    worker: rng.gen_range(0..n_workers),
+            let parents: Vec<ParentAt> = (0..rng.gen_range(0..6))
+                .map(|_| ParentAt {
+                    worker: rng.gen_range(0..n_workers as u32),
                     end: rng.gen_range(0..2_000),
                     transfer_ms: if rng.gen_bool(0.5) { rng.gen_range(0..3_000) } else { 0 },
                 })
