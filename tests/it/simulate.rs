@@ -159,3 +159,42 @@ fn the_optimal_makespan_and_each_policys_gap_are_printed() {
     assert!(stdout.contains("optimal makespan: 5.0s"), "{stdout}");
     assert!(stdout.contains("gap: fcfs +20.0%"), "{stdout}");
 }
+
+#[test]
+fn the_heft_paper_sample_dag_and_its_optimal_schedule() {
+    let output = run_taskfleet(&[
+        "simulate",
+        &example("topcuoglu.yaml"),
+        "--fleet",
+        &example("topcuoglu-fleet.yaml"),
+        "--compare",
+        "heft,cpop,optimal",
+        "--json",
+    ]);
+    let reports: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON reports");
+    let makespans: Vec<(&str, f64)> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|report| (report["policy"].as_str().unwrap(), report["makespan"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(makespans, [("heft", 80.0), ("cpop", 86.0), ("optimal", 73.0)]);
+    // The optimal schedule is a real schedule: every task once, on a worker of the fleet,
+    // each after its parents.
+    let optimal = &reports[2]["schedule"];
+    let entries = optimal.as_array().unwrap();
+    assert_eq!(entries.len(), 10);
+    let end_of = |task: &str| {
+        entries.iter().find(|entry| entry["task"] == task).unwrap()["end"]
+            .as_f64()
+            .unwrap()
+    };
+    let start_of = |task: &str| {
+        entries.iter().find(|entry| entry["task"] == task).unwrap()["start"]
+            .as_f64()
+            .unwrap()
+    };
+    for (parent, child) in [("n1", "n2"), ("n2", "n8"), ("n9", "n10"), ("n7", "n10")] {
+        assert!(start_of(child) >= end_of(parent), "{child} starts before {parent} ends");
+    }
+}

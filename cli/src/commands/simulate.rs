@@ -26,10 +26,12 @@ pub struct SimulateArgs {
     /// Fleet file (YAML or JSON): the simulated workers, their pools, slots and speed.
     #[arg(long)]
     pub fleet: PathBuf,
-    /// Scheduling policy.
+    /// Scheduling policy, or `optimal` for the exact solver's schedule (up to 20 one-slot
+    /// tasks).
     #[arg(long, default_value = "fcfs")]
-    pub policy: PolicyKind,
-    /// Compare policies side by side: a comma-separated list (`fcfs,priority`) or `all`.
+    pub policy: SimPolicy,
+    /// Compare policies side by side: a comma-separated list (`fcfs,heft,optimal`) or `all`
+    /// (every policy; add `optimal` to it for small instances).
     #[arg(long, value_delimiter = ',', conflicts_with = "policy")]
     pub compare: Option<Vec<String>>,
     /// Submit offset of each workflow, in order (`0,30s,2m`); all at 0 by default.
@@ -58,6 +60,28 @@ pub struct SimulateArgs {
     pub optimal: bool,
 }
 
+/// What `taskfleet simulate` can run: a policy, or the exact solver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimPolicy {
+    Policy(PolicyKind),
+    /// The optimal schedule of a small instance (branch and bound).
+    Optimal,
+}
+
+impl std::str::FromStr for SimPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "optimal" => Ok(SimPolicy::Optimal),
+            _ => text
+                .parse::<PolicyKind>()
+                .map(SimPolicy::Policy)
+                .map_err(|error| format!("{error}, or optimal")),
+        }
+    }
+}
+
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let policies = match &args.compare {
         Some(names) => compare_list(names)?,
@@ -65,6 +89,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     };
     if args.stochastic == Some(0) {
         anyhow::bail!("--stochastic needs at least one run");
+    }
+    let wants_optimal = policies.contains(&SimPolicy::Optimal);
+    if wants_optimal && args.stochastic.is_some() {
+        anyhow::bail!("the optimal schedule is found for the declared runtimes only; drop --stochastic or `optimal`");
     }
     if !args.offsets.is_empty() && args.offsets.len() != args.workflows.len() {
         let n = args.workflows.len();
@@ -109,8 +137,22 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
+    let heuristics: Vec<PolicyKind> = policies
+        .iter()
+        .filter_map(|policy| match policy {
+            SimPolicy::Policy(kind) => Some(*kind),
+            SimPolicy::Optimal => None,
+        })
+        .collect();
+    // The exact solver starts from the best heuristic's makespan (every policy's, if none
+    // was asked for).
+    let seeds = if heuristics.is_empty() {
+        PolicyKind::ALL.to_vec()
+    } else {
+        heuristics.clone()
+    };
     let mut reports = Vec::with_capacity(policies.len());
-    for &policy in &policies {
+    for &policy in &seeds {
         let started = std::time::Instant::now();
         let report = match args.stochastic {
             Some(runs) => simulator.run_stochastic(policy, runs, args.seed, DEFAULT_SIGMA),
@@ -120,6 +162,50 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(%policy, elapsed_ms, "Simulated.");
         reports.push(report.with_context(|| format!("simulating with policy {policy}"))?);
     }
+    let optimum = if args.optimal || wants_optimal {
+        let best_ms = reports
+            .iter()
+            .map(|report| (report.makespan * 1000.0).round() as u64)
+            .min()
+            .unwrap_or(0);
+        let (optimum, schedule) = simulator
+            .optimal_schedule(best_ms, OPTIMAL_NODE_LIMIT)
+            .context("finding the optimal makespan")?;
+        if wants_optimal {
+            if !optimum.proven {
+                eprintln!(
+                    "note: the search stopped at its node limit ({OPTIMAL_NODE_LIMIT} nodes); `optimal` is the best schedule found"
+                );
+            }
+            // A heuristic may already be optimal; then the solver finds no shorter schedule
+            // and the best heuristic's stands for it.
+            let report = match schedule {
+                Some(report) => report,
+                None => {
+                    let best = reports
+                        .iter()
+                        .min_by(|a, b| a.makespan.total_cmp(&b.makespan))
+                        .expect("at least one policy ran");
+                    SimReport {
+                        policy: "optimal".to_string(),
+                        ..best.clone()
+                    }
+                }
+            };
+            if heuristics.is_empty() {
+                reports.clear();
+            }
+            let at = policies
+                .iter()
+                .position(|policy| *policy == SimPolicy::Optimal)
+                .expect("optimal was asked for");
+            reports.insert(at.min(reports.len()), report);
+        }
+        Some(optimum)
+    } else {
+        None
+    };
+    let policies: Vec<String> = reports.iter().map(|report| report.policy.clone()).collect();
     if let Some(path) = &args.gantt {
         for report in &reports {
             let path = if policies.len() > 1 {
@@ -132,20 +218,6 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             eprintln!("gantt chart written to {}", path.display());
         }
     }
-    let optimum = if args.optimal {
-        let best_ms = reports
-            .iter()
-            .map(|report| (report.makespan * 1000.0).round() as u64)
-            .min()
-            .unwrap_or(0);
-        Some(
-            simulator
-                .optimal_makespan(best_ms, OPTIMAL_NODE_LIMIT)
-                .context("finding the optimal makespan")?,
-        )
-    } else {
-        None
-    };
     let output = if args.json {
         let json = match (&args.compare, reports.as_slice()) {
             (None, [report]) => serde_json::to_string_pretty(report),
@@ -191,12 +263,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 const OPTIMAL_NODE_LIMIT: u64 = 50_000_000;
 
 /// The policies named by `--compare`, in order; `all` stands for every policy.
-fn compare_list(names: &[String]) -> anyhow::Result<Vec<PolicyKind>> {
+fn compare_list(names: &[String]) -> anyhow::Result<Vec<SimPolicy>> {
     let mut policies = Vec::new();
     for name in names.iter().map(|name| name.trim()) {
         let named = match name {
-            "all" => PolicyKind::ALL.to_vec(),
-            _ => vec![name.parse::<PolicyKind>().map_err(anyhow::Error::msg)?],
+            "all" => PolicyKind::ALL.into_iter().map(SimPolicy::Policy).collect(),
+            _ => vec![name.parse::<SimPolicy>().map_err(anyhow::Error::msg)?],
         };
         for policy in named {
             if !policies.contains(&policy) {

@@ -158,7 +158,7 @@ impl Simulator {
     /// Simulates the workflows under `policy` with the declared runtimes.
     pub fn run(&self, policy: PolicyKind) -> Result<SimReport, SimError> {
         let trace = run::simulate(self, policy, None)?;
-        Ok(report::build(self, policy, &trace))
+        Ok(report::build(self, policy.as_str(), &trace))
     }
 
     /// Simulates with the declared runtimes, then `runs` more times with runtimes drawn around

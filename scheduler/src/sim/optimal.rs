@@ -12,6 +12,8 @@
 //! starts as the best policy's.
 
 use super::placement::runtime_ms;
+use super::report::{self, SimReport};
+use super::run::Trace;
 use super::{SimError, Simulator};
 
 /// Most tasks the solver takes.
@@ -46,6 +48,8 @@ struct Search<'p> {
     placed_on: Vec<usize>,
     free_at: Vec<u64>,
     best: u64,
+    /// The processors and finish times of the best complete schedule found.
+    best_schedule: Option<(Vec<usize>, Vec<u64>)>,
     nodes: u64,
     node_limit: u64,
 }
@@ -54,6 +58,18 @@ impl Simulator {
     /// The optimal makespan of these workflows on this fleet, searching at most `node_limit`
     /// nodes; `upper_bound_ms` (a policy's makespan) seeds the search.
     pub fn optimal_makespan(&self, upper_bound_ms: u64, node_limit: u64) -> Result<Optimum, SimError> {
+        self.optimal_schedule(upper_bound_ms, node_limit)
+            .map(|(optimum, _)| optimum)
+    }
+
+    /// Like [`Simulator::optimal_makespan`], with the report of the best schedule the search
+    /// found (under the policy name `optimal`), if it found one no longer than
+    /// `upper_bound_ms`.
+    pub fn optimal_schedule(
+        &self,
+        upper_bound_ms: u64,
+        node_limit: u64,
+    ) -> Result<(Optimum, Option<SimReport>), SimError> {
         let problem = self.problem()?;
         let n_tasks = problem.runtime.len();
         let mut search = Search {
@@ -62,17 +78,35 @@ impl Simulator {
             placed_on: vec![usize::MAX; n_tasks],
             free_at: vec![0; problem.worker_of.len()],
             best: upper_bound_ms.saturating_add(1),
+            best_schedule: None,
             nodes: 0,
             node_limit,
         };
         search.branch(0, 0, 0);
         let proven = search.nodes < node_limit;
         let best = search.best.min(upper_bound_ms);
-        Ok(Optimum {
+        let optimum = Optimum {
             makespan: best as f64 / 1000.0,
             proven,
             nodes: search.nodes,
-        })
+        };
+        let report = search.best_schedule.map(|(placed_on, finish)| {
+            let mut trace = Trace {
+                worker: placed_on.iter().map(|&p| problem.worker_of[p] as u32).collect(),
+                start: (0..n_tasks)
+                    .map(|task| finish[task] - problem.runtime[task][placed_on[task]])
+                    .collect(),
+                end: finish,
+                workflow_end: vec![0; self.workflows.len()],
+            };
+            for (workflow, &first) in self.first_task.iter().enumerate() {
+                let n = self.workflows[workflow].spec.tasks.len();
+                let submit = self.workflows[workflow].submit.as_millis() as u64;
+                trace.workflow_end[workflow] = trace.end[first..first + n].iter().copied().fold(submit, u64::max);
+            }
+            report::build(self, "optimal", &trace)
+        });
+        Ok((optimum, report))
     }
 
     fn problem(&self) -> Result<Problem, SimError> {
@@ -163,7 +197,10 @@ impl Search<'_> {
         let problem = self.problem;
         let n_tasks = problem.runtime.len();
         if n_placed == n_tasks {
-            self.best = self.best.min(makespan);
+            if makespan < self.best {
+                self.best = makespan;
+                self.best_schedule = Some((self.placed_on.clone(), self.finish.clone()));
+            }
             return;
         }
         self.nodes += 1;

@@ -6,7 +6,6 @@ use serde::Serialize;
 use super::placement::runtime_ms;
 use super::run::Trace;
 use super::Simulator;
-use crate::policy::PolicyKind;
 
 /// The outcome of one simulation.
 #[derive(Clone, Debug, Serialize)]
@@ -143,7 +142,7 @@ pub(super) fn makespan_and_mean_flow(sim: &Simulator, trace: &Trace) -> (f64, f6
     (secs(makespan), secs(total_flow_ms) / sim.workflows.len().max(1) as f64)
 }
 
-pub(super) fn build(sim: &Simulator, policy: PolicyKind, trace: &Trace) -> SimReport {
+pub(super) fn build(sim: &Simulator, policy: &str, trace: &Trace) -> SimReport {
     let makespan = trace.end.iter().copied().max().unwrap_or(0);
     let mut schedule = Vec::with_capacity(sim.n_tasks);
     let mut busy_slot_ms = 0u128;
