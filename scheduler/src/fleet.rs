@@ -103,6 +103,17 @@ impl Fleet {
         capacity
     }
 
+    /// Groups of pools served by common workers (taking new tasks), each with the slots of its
+    /// workers counted once (see `Engine::set_shared_slots`).
+    pub fn shared_slots(&self) -> Vec<(Vec<String>, usize)> {
+        shared_slot_groups(
+            self.workers
+                .values()
+                .filter(|worker| !worker.draining)
+                .map(|worker| (worker.pools.as_slice(), worker.slots as usize)),
+        )
+    }
+
     /// The workers that take new tasks, as placement-aware policies see them.
     pub fn models(&self) -> Vec<WorkerModel> {
         self.workers
@@ -124,6 +135,56 @@ impl Fleet {
     pub fn lease_timeout(&self) -> Duration {
         self.lease_timeout
     }
+}
+
+/// Groups the pools of `workers` (each: the pools it serves, its slots) into sets connected
+/// by a common worker, each with the slots of its workers counted once.
+pub fn shared_slot_groups<'a, P: AsRef<str> + 'a>(
+    workers: impl IntoIterator<Item = (&'a [P], usize)>,
+) -> Vec<(Vec<String>, usize)> {
+    // Union-find over pool names, joined through each worker's pools.
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut parent: Vec<usize> = Vec::new();
+    let mut members: Vec<(usize, usize)> = Vec::new(); // (first pool of the worker, slots)
+    fn root(parent: &mut [usize], mut at: usize) -> usize {
+        while parent[at] != at {
+            parent[at] = parent[parent[at]];
+            at = parent[at];
+        }
+        at
+    }
+    for (pools, slots) in workers {
+        let mut first = None;
+        for pool in pools {
+            let next = index.len();
+            let id = *index.entry(pool.as_ref().to_string()).or_insert(next);
+            if id == parent.len() {
+                parent.push(id);
+            }
+            match first {
+                None => first = Some(id),
+                Some(first) => {
+                    let (a, b) = (root(&mut parent, first), root(&mut parent, id));
+                    parent[b] = a;
+                }
+            }
+        }
+        if let Some(first) = first {
+            members.push((first, slots));
+        }
+    }
+    let mut groups: BTreeMap<usize, (Vec<String>, usize)> = BTreeMap::new();
+    let mut names: Vec<(&String, usize)> = index.iter().map(|(name, &id)| (name, id)).collect();
+    names.sort();
+    for (name, id) in names {
+        let group = root(&mut parent, id);
+        groups.entry(group).or_default().0.push(name.clone());
+    }
+    for (first, slots) in members {
+        let group = root(&mut parent, first);
+        groups.entry(group).or_default().1 += slots;
+    }
+    groups.into_values().collect()
 }
 
 #[cfg(test)]
@@ -148,6 +209,25 @@ mod tests {
             gone: false,
             at: Millis(0),
         }
+    }
+
+    #[test]
+    fn workers_serving_several_pools_are_counted_once_per_group() {
+        let mut fleet = Fleet::new(Duration::from_secs(3));
+        fleet.on_heartbeat(&heartbeat("a", &["etl", "default"], 4, false), Millis(0));
+        fleet.on_heartbeat(&heartbeat("b", &["default"], 2, false), Millis(0));
+        fleet.on_heartbeat(&heartbeat("c", &["gpu"], 1, false), Millis(0));
+        fleet.on_heartbeat(&heartbeat("d", &["ml", "gpu"], 3, true), Millis(0));
+        let mut groups = fleet.shared_slots();
+        groups.sort();
+        assert_eq!(
+            groups,
+            [
+                (vec!["default".to_string(), "etl".to_string()], 6),
+                (vec!["gpu".to_string()], 1),
+            ],
+            "a draining worker joins no group"
+        );
     }
 
     #[test]

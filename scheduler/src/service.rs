@@ -200,6 +200,14 @@ impl Scheduler {
         let fleet = match &config.capacity {
             Capacity::Fixed(slots) => {
                 engine.set_capacities(slots);
+                let local: Vec<(Vec<&str>, usize)> = config
+                    .local_workers
+                    .iter()
+                    .map(|worker| (worker.pools.iter().map(|pool| &**pool).collect(), worker.slots as usize))
+                    .collect();
+                let groups =
+                    crate::fleet::shared_slot_groups(local.iter().map(|(pools, slots)| (pools.as_slice(), *slots)));
+                engine.set_shared_slots(&groups);
                 engine.set_workers(&config.local_workers, now());
                 None
             }
@@ -484,6 +492,7 @@ impl Scheduler {
                     if fleet.on_heartbeat(&heartbeat, now()) {
                         info!(worker = %heartbeat.worker, slots = heartbeat.slots, draining = heartbeat.draining, "Fleet changed.");
                         self.engine.set_capacities(&fleet.capacity());
+                        self.engine.set_shared_slots(&fleet.shared_slots());
                         self.engine.set_workers(&fleet.models(), now());
                     }
                     self.fleet_view.send_replace(fleet.workers());
@@ -512,6 +521,7 @@ impl Scheduler {
             }
         }
         self.engine.set_capacities(&fleet.capacity());
+        self.engine.set_shared_slots(&fleet.shared_slots());
         self.engine.set_workers(&fleet.models(), now);
         self.fleet_view.send_replace(fleet.workers());
     }

@@ -89,6 +89,8 @@ struct Pool {
     capacity: usize,
     /// Slots taken by dispatched attempts.
     in_flight: usize,
+    /// The group of pools whose workers it shares (see [`Engine::set_shared_slots`]).
+    group: Option<usize>,
 }
 
 /// The scheduling engine. See the module documentation.
@@ -120,6 +122,8 @@ pub struct Engine {
     incomplete_plans: Vec<u32>,
     /// Reused buffer for a task's parents.
     parents: Vec<ParentAt>,
+    /// Slots of each group of pools served by common workers, counted once.
+    shared_slots: Vec<usize>,
 }
 
 impl Engine {
@@ -150,6 +154,7 @@ impl Engine {
             placer,
             incomplete_plans: Vec::new(),
             parents: Vec::new(),
+            shared_slots: Vec::new(),
         }
     }
 
@@ -181,13 +186,30 @@ impl Engine {
         self.pool(pool).capacity = slots;
     }
 
-    /// Sets the slots of every pool at once; pools not named get none.
+    /// Sets the slots of every pool at once; pools not named get none. Pools share no slots
+    /// until [`Engine::set_shared_slots`] says so.
     pub fn set_capacities(&mut self, capacity: &HashMap<String, usize>) {
+        self.shared_slots.clear();
         for pool in self.pools.values_mut() {
             pool.capacity = 0;
+            pool.group = None;
         }
         for (pool, &slots) in capacity {
             self.set_capacity(pool, slots);
+        }
+    }
+
+    /// Declares pools that draw on the same workers: each group lists pools and the slots of
+    /// the workers serving any of them, each worker counted once. Dispatches to a group's pools
+    /// together stay within those slots (plus the prefetch margin), so a worker serving two
+    /// pools is not counted twice. Call after [`Engine::set_capacities`].
+    pub fn set_shared_slots(&mut self, groups: &[(Vec<String>, usize)]) {
+        for (pools, slots) in groups.iter().filter(|(pools, _)| pools.len() > 1) {
+            let group = self.shared_slots.len();
+            self.shared_slots.push(*slots);
+            for pool in pools {
+                self.pool(pool).group = Some(group);
+            }
         }
     }
 
@@ -569,9 +591,22 @@ impl Engine {
         }
         let margin = self.config.prefetch_margin;
         let mut dispatches = Vec::new();
+        let mut group_used = vec![0usize; self.shared_slots.len()];
+        for pool in self.pools.values() {
+            if let Some(group) = pool.group {
+                group_used[group] += pool.in_flight;
+            }
+        }
+        let shared_slots = &self.shared_slots;
         for pool in self.pools.values_mut() {
+            let group_has_room = |used: &[usize], group: Option<usize>| {
+                group.is_none_or(|group| used[group] < shared_slots[group] + margin)
+            };
             // A pool no worker serves gets nothing, not even the prefetch margin.
-            while pool.capacity > 0 && pool.in_flight < pool.capacity + margin {
+            while pool.capacity > 0
+                && pool.in_flight < pool.capacity + margin
+                && group_has_room(&group_used, pool.group)
+            {
                 let Some(task) = pool.policy.pop(now) else { break };
                 let Some(run) = run_at(&mut self.workflows, task.workflow_slot) else {
                     continue;
@@ -579,7 +614,11 @@ impl Engine {
                 if run.tasks[task.task_idx as usize].state != TaskState::Ready {
                     continue; // Cancelled or re-queued since it was pushed.
                 }
-                pool.in_flight += run.spec.tasks[task.task_idx as usize].resources.slots as usize;
+                let slots = run.spec.tasks[task.task_idx as usize].resources.slots as usize;
+                pool.in_flight += slots;
+                if let Some(group) = pool.group {
+                    group_used[group] += slots;
+                }
                 dispatches.push(Dispatch {
                     task,
                     message: mark_dispatched(run, task.task_idx, now, &mut self.updates),
@@ -825,6 +864,7 @@ impl Engine {
                     policy,
                     capacity: 0,
                     in_flight: 0,
+                    group: None,
                 },
             );
         }

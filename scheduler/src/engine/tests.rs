@@ -743,3 +743,35 @@ fn planned_workflows_wait_for_workers_then_are_planned() {
         [("a".into(), "late".into()), ("b".into(), "late".into())]
     );
 }
+
+#[test]
+fn pools_served_by_the_same_workers_share_their_slots() {
+    let mut engine = engine(PolicyKind::Fcfs, 0, 0);
+    // One worker with two slots serves both pools: each pool sees 2 slots, but together
+    // they have 2, not 4.
+    engine.set_capacities(&HashMap::from([("a".to_string(), 2), ("b".to_string(), 2)]));
+    engine.set_shared_slots(&[(vec!["a".to_string(), "b".to_string()], 2)]);
+    let tasks: String = (0..3)
+        .flat_map(|idx| {
+            [
+                format!("  - {{id: a{idx}, handler: noop, pool: a}}\n"),
+                format!("  - {{id: b{idx}, handler: noop, pool: b}}\n"),
+            ]
+        })
+        .collect();
+    engine.add_workflow(
+        "wf".into(),
+        spec(&format!("name: two-pools\ntasks:\n{tasks}")),
+        None,
+        Millis(0),
+    );
+    let first = engine.dispatch(Millis(0));
+    assert_eq!(first.len(), 2, "{}", names(&first));
+    engine
+        .on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(1))
+        .unwrap();
+    assert_eq!(engine.dispatch(Millis(1)).len(), 1);
+    // Without the shared group each pool would take its own two.
+    engine.set_capacities(&HashMap::from([("a".to_string(), 2), ("b".to_string(), 2)]));
+    assert_eq!(engine.dispatch(Millis(2)).len(), 2);
+}
