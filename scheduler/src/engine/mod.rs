@@ -22,11 +22,18 @@ use taskfleet_common::state::{transition, AttemptOutcome, TaskEvent, TaskState};
 use taskfleet_common::wire::{AttemptStarted, TaskMessage, TaskResult, WireAction, WIRE_VERSION};
 use taskfleet_common::{Millis, WorkflowSpec};
 
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::eta::{monte_carlo_eta, TaskProgress};
 use crate::placement::{self, ParentAt, Placer, TaskShape, WorkerModel, NO_WORKER};
 use crate::policy::{Placement, Policy, PolicyConfig, PolicyKind, ReadyTask, TaskRef};
 use crate::predict::Predictor;
 use crate::store::{AttemptRecord, StoreUpdate, TaskRecord, WorkflowState};
 use run::{RunPlacement, WorkflowRun};
+
+/// Monte-Carlo samples behind a workflow's criticality in predictive mode.
+const CRITICALITY_SAMPLES: usize = 32;
 
 /// Under `mct`, how many tasks per slot a worker may hold (running or queued at it) before
 /// the engine stops sending it more.
@@ -306,6 +313,7 @@ impl Engine {
         self.workflows.push(Some(Box::new(run)));
         self.slots_by_id.insert(id, slot);
         self.place_workflow(slot, now);
+        self.assess_criticality(slot);
         for task_idx in failed {
             self.propagate_failure(slot, task_idx);
         }
@@ -703,6 +711,42 @@ impl Engine {
         dispatches
     }
 
+    /// In predictive mode, samples the new workflow's runtimes from the predictor and notes
+    /// how often each task lies on the chain that decides its end, for the policies
+    /// ([`ReadyTask::criticality`]). At most [`CRITICALITY_SAMPLES`] samples, fewer for large
+    /// workflows (the sampling is bounded like the ETA's), seeded for repeatable runs.
+    fn assess_criticality(&mut self, slot: u32) {
+        if !self.config.predictive {
+            return;
+        }
+        let run = self.workflows[slot as usize].as_mut().expect("live workflow");
+        let progress: Vec<TaskProgress> = run
+            .tasks
+            .iter()
+            .map(|task| TaskProgress::of(task.state, None))
+            .map(|progress| match progress {
+                TaskProgress::Running(_) => TaskProgress::Waiting,
+                other => other,
+            })
+            .collect();
+        let capacity: usize = self.pools.values().map(|pool| pool.capacity).sum();
+        let slots = if capacity == 0 {
+            run.tasks.len().max(1)
+        } else {
+            capacity
+        };
+        let mut rng = StdRng::seed_from_u64(self.config.jitter_seed ^ run.seq);
+        let eta = monte_carlo_eta(
+            &run.spec,
+            &progress,
+            &self.predictor,
+            slots,
+            CRITICALITY_SAMPLES,
+            &mut rng,
+        );
+        run.criticality = Some(eta.criticality.iter().map(|&share| share as f32).collect());
+    }
+
     /// Under a placement-aware policy, gives a new workflow its placement record and, under a
     /// planned one, its plan over the current fleet.
     fn place_workflow(&mut self, slot: u32, now: Millis) {
@@ -891,6 +935,10 @@ impl Engine {
                 .placement
                 .as_ref()
                 .map_or(0.0, |placement| placement.priority[task.task_idx as usize]),
+            criticality: run
+                .criticality
+                .as_ref()
+                .map_or(0.0, |criticality| f64::from(criticality[task.task_idx as usize])),
         };
         let pool = spec.pool.clone();
         self.pool(&pool).policy.push(ready);

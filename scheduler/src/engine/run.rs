@@ -40,6 +40,8 @@ pub(crate) struct WorkflowRun {
     pub(crate) cancelled: bool,
     /// Where its tasks go, under a placement-aware policy.
     pub(crate) placement: Option<Box<RunPlacement>>,
+    /// In predictive mode, each task's criticality (see `ReadyTask::criticality`).
+    pub(crate) criticality: Option<Box<[f32]>>,
 }
 
 /// Where a workflow's tasks are placed (placement-aware policies).
@@ -142,6 +144,7 @@ impl WorkflowRun {
             state: WorkflowState::Running,
             cancelled: false,
             placement: None,
+            criticality: None,
         }
     }
 

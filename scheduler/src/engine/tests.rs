@@ -775,3 +775,22 @@ fn pools_served_by_the_same_workers_share_their_slots() {
     engine.set_capacities(&HashMap::from([("a".to_string(), 2), ("b".to_string(), 2)]));
     assert_eq!(engine.dispatch(Millis(2)).len(), 2);
 }
+
+#[test]
+fn in_predictive_mode_priority_starts_the_critical_chain_first() {
+    let yaml = "name: chain\ntasks:\n  - {id: short-1, handler: noop, estimate: 1s}\n  - {id: short-2, handler: noop, estimate: 1s}\n  - {id: head, handler: noop, estimate: 20s}\n  - {id: tail, handler: noop, estimate: 20s, deps: [head]}\n";
+    let first_out = |predictive: bool| {
+        let mut engine = Engine::new(EngineConfig {
+            policy: PolicyKind::Priority,
+            predictive,
+            prefetch_margin: 0,
+            ..EngineConfig::default()
+        });
+        engine.set_capacity("default", 1);
+        engine.add_workflow("wf".into(), spec(yaml), None, Millis(0));
+        names(&engine.dispatch(Millis(0)))
+    };
+    // Same class and weight: arrival order, unless criticality is known.
+    assert_eq!(first_out(false), "short-1");
+    assert_eq!(first_out(true), "head");
+}

@@ -55,6 +55,9 @@ pub struct ReadyTask {
     pub slots: u32,
     /// Its priority in its workflow's plan (`heft`, `cpop`), in milliseconds; 0 otherwise.
     pub rank: f64,
+    /// In predictive mode, the share of Monte-Carlo samples of its workflow in which it lay
+    /// on the chain that decided the end (0 to 1); 0 otherwise.
+    pub criticality: f64,
 }
 
 /// Orders ready tasks.

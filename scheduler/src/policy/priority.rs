@@ -1,4 +1,5 @@
 //! `priority`: priority class first (high, normal, low), then weight (higher first), then
+//! criticality (in predictive mode: how often the task decides its workflow's end), then
 //! first come, first served — with aging: a task that has waited `aging` moves up one class,
 //! and one more for each further `aging`, so a steady stream of urgent work cannot starve
 //! the rest forever. One heap per class plus, per class, the tasks in arrival order for the
@@ -31,6 +32,8 @@ struct Held {
 struct Entry {
     /// Negated weight, so that higher weights sort first.
     neg_weight: f64,
+    /// Negated criticality, so that more critical tasks sort first.
+    neg_criticality: f64,
     workflow_seq: u64,
     ready_seq: u64,
 }
@@ -39,6 +42,7 @@ impl Ord for Entry {
     fn cmp(&self, other: &Self) -> Ordering {
         self.neg_weight
             .total_cmp(&other.neg_weight)
+            .then_with(|| self.neg_criticality.total_cmp(&other.neg_criticality))
             .then_with(|| (self.workflow_seq, self.ready_seq).cmp(&(other.workflow_seq, other.ready_seq)))
     }
 }
@@ -78,6 +82,7 @@ impl Priority {
         let held = &self.held[&ready_seq];
         self.by_class[class_rank].push(Reverse(Entry {
             neg_weight: -held.task.weight,
+            neg_criticality: -held.task.criticality,
             workflow_seq: held.task.workflow_seq,
             ready_seq,
         }));

@@ -25,6 +25,7 @@ fn ready(fixture: Fixture<'_>, idx: usize) -> ReadyTask {
         estimate_ms,
         slots: 1,
         rank: 0.0,
+        criticality: 0.0,
     }
 }
 
@@ -227,4 +228,25 @@ fn policy_names_parse() {
         "sjf-ish".parse::<PolicyKind>().unwrap_err(),
         "unknown policy `sjf-ish` (known: fcfs, priority, sjf, srpt, rr, mct, heft, cpop)"
     );
+}
+
+#[test]
+fn priority_breaks_ties_of_class_and_weight_by_criticality() {
+    let fixture: Fixture<'_> = &[
+        ("a", 0, PriorityClass::Normal, 0.0, 100),
+        ("b", 0, PriorityClass::Normal, 0.0, 100),
+        ("c", 0, PriorityClass::Normal, 1.0, 100),
+    ];
+    let mut policy = PolicyKind::Priority.build(&PolicyConfig::default());
+    for (idx, criticality) in [0.1, 0.9, 0.0].into_iter().enumerate() {
+        policy.push(ReadyTask {
+            criticality,
+            ..ready(fixture, idx)
+        });
+    }
+    let order: Vec<u32> = std::iter::from_fn(|| policy.pop(Millis(0)))
+        .map(|task| task.task_idx)
+        .collect();
+    // Weight first (c), then the more critical of a and b.
+    assert_eq!(order, [2, 1, 0]);
 }

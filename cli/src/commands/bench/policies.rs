@@ -34,6 +34,7 @@ pub(super) fn bench_policies(n_ready: usize, n_workflows: usize) {
                 estimate_ms: 100 + (idx as u64 * 7919) % 100_000,
                 slots: 1,
                 rank: (idx as u64 * 104_729 % 1_000_000) as f64,
+                criticality: (idx % 10) as f64 / 10.0,
             }
         })
         .collect();
