@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use plan::{plan, Plan, PlanKind};
+pub use plan::{plan, Plan, PlanKind, INSERTION_MAX_WORKERS};
 
 /// Marks a task with no worker.
 pub const NO_WORKER: u32 = u32::MAX;
@@ -332,6 +332,20 @@ impl Placer {
     /// The worker with id `id`.
     pub fn worker(&self, id: u32) -> &WorkerModel {
         &self.workers[id as usize].model
+    }
+
+    /// When each lane of worker `id` is expected to be free, earliest first.
+    pub fn lane_frees(&self, id: u32) -> Vec<u64> {
+        self.workers[id as usize].lanes.clone()
+    }
+
+    /// A lane of worker `id` that was to be free at `from` is now busy until `to`.
+    pub(crate) fn extend_lane(&mut self, id: u32, from: u64, to: u64) {
+        self.update_lanes(id, |placed| {
+            if let Some(lane) = placed.lanes.iter_mut().find(|lane| **lane == from) {
+                *lane = to;
+            }
+        });
     }
 
     /// When `slots` lanes of worker `id` are expected to be free.

@@ -11,18 +11,25 @@
 //! placed, each on the worker where it finishes earliest given what is already placed there
 //! and where its parents' outputs are ([`Placer::choose`]). HEFT's priority is `rank_u`.
 //! CPOP's is `rank_u + rank_d`; the tasks on the critical path (those whose priority equals the
-//! entry's) all go to the one worker that runs the whole path fastest. Placement appends to a
-//! worker's lanes rather than inserting into idle gaps between earlier placements, which keeps
-//! a decision at O(parents + speed groups · log workers) on fleets of thousands of workers.
-//! Planning a workflow of `n` tasks and `e` dependencies costs O((n + e) log n) plus the
-//! decisions.
+//! entry's) all go to the one worker that runs the whole path fastest.
+//!
+//! On pools of up to [`INSERTION_MAX_WORKERS`] workers, placement is insertion-based as in the
+//! paper: a one-slot task may take an idle gap that an earlier placement of the same plan left
+//! on a slot (while that slot waited for inputs), if it fits before the next planned task;
+//! every worker of the pool is evaluated. On larger pools (and for multi-slot tasks) it
+//! appends to a worker's slots, which keeps a decision at O(parents + speed groups ·
+//! log workers) on fleets of thousands of workers. Planning a workflow of `n` tasks and `e`
+//! dependencies costs O((n + e) log n) plus the decisions.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 
-use taskfleet_common::WorkflowSpec;
+use taskfleet_common::{TaskSpec, WorkflowSpec};
 
-use super::{ParentAt, Placer, TaskShape, NO_WORKER};
+use super::{runtime_on, Choice, DataReady, ParentAt, Placer, TaskShape, NO_WORKER};
+
+/// Pools with more workers than this are planned by appending rather than by insertion.
+pub const INSERTION_MAX_WORKERS: usize = 64;
 
 /// Which list-scheduling heuristic plans the workflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +136,7 @@ pub fn plan(
         makespan: now,
     };
     let mut parents: Vec<ParentAt> = Vec::new();
+    let mut gaps = Gaps::new(placer.len());
     while let Some((_, _, task)) = heap.pop() {
         let idx = task as usize;
         let spec_task = &spec.tasks[idx];
@@ -150,9 +158,22 @@ pub fn plan(
         };
         let only = cp_worker
             .filter(|&worker| on_path[idx] && placer.can_run(worker, &spec_task.pool, spec_task.resources.slots));
-        match placer.choose_among(now, shape, &parents, only) {
+        let inserted = (spec_task.resources.slots == 1)
+            .then(|| gaps.insert(placer, now, spec_task, estimates[idx], &parents, only))
+            .flatten();
+        let chosen = match inserted {
+            Some(choice) => Some(choice),
+            None => {
+                let choice = placer.choose_among(now, shape, &parents, only);
+                if let Some(choice) = choice {
+                    placer.reserve(choice, spec_task.resources.slots);
+                    gaps.appended(choice, spec_task.resources.slots);
+                }
+                choice
+            }
+        };
+        match chosen {
             Some(choice) => {
-                placer.reserve(choice, spec_task.resources.slots);
                 result.worker[idx] = choice.worker;
                 result.start[idx] = choice.start;
                 result.end[idx] = choice.end;
@@ -178,6 +199,115 @@ pub fn plan(
         }
     }
     result
+}
+
+/// What one plan has put on the slots of the workers it inserted into: per worker, per slot,
+/// the planned intervals in start order, above a first block up to the time the slot was
+/// free when planning began.
+struct Gaps {
+    lanes: HashMap<u32, Vec<Vec<(u64, u64)>>>,
+    /// The alive workers of each pool, or `None` for a pool too large for insertion.
+    pools: HashMap<String, Option<Vec<u32>>>,
+    data: DataReady,
+}
+
+impl Gaps {
+    fn new(n_workers: usize) -> Gaps {
+        let mut data = DataReady::default();
+        data.resize(n_workers);
+        Gaps {
+            lanes: HashMap::new(),
+            pools: HashMap::new(),
+            data,
+        }
+    }
+
+    /// Places a one-slot task by insertion, if its pool is small enough: the worker (among
+    /// all of the pool, or `only`) and slot where it finishes earliest, gaps included. Ties go
+    /// to the faster worker, then the lower id. Reserves what it chose.
+    fn insert(
+        &mut self,
+        placer: &mut Placer,
+        now: u64,
+        task: &TaskSpec,
+        estimate_ms: u64,
+        parents: &[ParentAt],
+        only: Option<u32>,
+    ) -> Option<Choice> {
+        let pool = &*task.pool;
+        if !self.pools.contains_key(pool) {
+            let workers: Vec<u32> = placer.pool_workers(pool).collect();
+            let small = workers.len() <= INSERTION_MAX_WORKERS;
+            self.pools.insert(pool.to_string(), small.then_some(workers));
+        }
+        let candidates: Vec<u32> = match (only, &self.pools[pool]) {
+            (_, None) => return None,
+            (Some(worker), Some(_)) => vec![worker],
+            (None, Some(workers)) => workers.clone(),
+        };
+        let remote = self.data.compute(parents);
+        let mut best: Option<(u64, f64, u32, u64, usize)> = None;
+        for worker in candidates {
+            let model = placer.worker(worker);
+            let runtime = runtime_on(estimate_ms, task.estimate_by_worker.as_ref(), model);
+            let ready = self.data.local(worker).unwrap_or(remote).max(now);
+            let speed = model.speed;
+            let lanes = self.lanes.entry(worker).or_insert_with(|| {
+                placer
+                    .lane_frees(worker)
+                    .into_iter()
+                    .map(|free| vec![(0, free)])
+                    .collect()
+            });
+            let (start, lane) = earliest_gap(lanes, ready, runtime);
+            let end = start + runtime;
+            if best.is_none_or(|(best_end, best_speed, best_id, _, _)| {
+                (end, -speed, worker) < (best_end, -best_speed, best_id)
+            }) {
+                best = Some((end, speed, worker, start, lane));
+            }
+        }
+        let (end, _, worker, start, lane) = best?;
+        let intervals = self.lanes.get_mut(&worker).expect("evaluated");
+        let lane = &mut intervals[lane];
+        let last_end = lane.last().map_or(0, |&(_, end)| end);
+        let at = lane.partition_point(|&(s, _)| s <= start);
+        lane.insert(at, (start, end));
+        if end > last_end {
+            // Appended at the end of the slot: the model's slot is busy until then too.
+            placer.extend_lane(worker, last_end, end);
+        }
+        Some(Choice { worker, start, end })
+    }
+
+    /// `placer` appended `choice` to the `slots` slots of its worker that were free first.
+    fn appended(&mut self, choice: Choice, slots: u32) {
+        if let Some(lanes) = self.lanes.get_mut(&choice.worker) {
+            lanes.sort_by_key(|lane| lane.last().map_or(0, |&(_, end)| end));
+            for lane in lanes.iter_mut().take(slots as usize) {
+                lane.push((choice.start, choice.end));
+            }
+        }
+    }
+}
+
+/// The earliest start at or after `ready` at which a slot is idle for `duration`, and which
+/// slot: the first gap that fits on each slot, the earliest over slots (lowest slot on ties).
+fn earliest_gap(lanes: &[Vec<(u64, u64)>], ready: u64, duration: u64) -> (u64, usize) {
+    let mut best = (u64::MAX, 0);
+    for (idx, intervals) in lanes.iter().enumerate() {
+        let mut cursor = ready;
+        for &(start, end) in intervals {
+            if cursor + duration <= start {
+                break;
+            }
+            cursor = cursor.max(end);
+        }
+        if cursor < best.0 {
+            best = (cursor, idx);
+        }
+    }
+    best
 }
 
 /// Each task's mean runtime over the alive workers of its pool (its estimate if none).

@@ -296,3 +296,27 @@ fn choose_finds_the_earliest_completion_of_a_full_scan() {
         assert_eq!(got, (expected != u64::MAX).then_some(expected));
     }
 }
+
+#[test]
+fn heft_inserts_into_an_idle_gap_before_a_later_planned_task() {
+    // `t3` runs fast only on p2 and waits there for `t1`'s output (5 s transfer): p2 idles
+    // from 0 to 6. `t4`, placed after `t3` (lower rank), fits into that gap.
+    let spec = spec(
+        "name: gap\ntasks:\n  - {id: t1, handler: noop, estimate: 1s}\n  - {id: t3, handler: noop, deps: [{task: t1, transfer: 5s}], estimate_by_worker: {p1: 100s, p2: 1s}}\n  - {id: t4, handler: noop, estimate: 3s}\n",
+    );
+    let workers: Vec<WorkerModel> = ["p1", "p2"]
+        .iter()
+        .map(|name| WorkerModel::new(name, &["default"], 1, 1.0))
+        .collect();
+    let mut placer = Placer::with_workers(None, &workers);
+    let estimates = [1000, 1000, 3000];
+    let plan = plan(&mut placer, 0, &spec, &estimates, &[false; 3], PlanKind::Heft);
+    let at = |task: usize| (plan.worker[task], plan.start[task], plan.end[task]);
+    assert_eq!(at(0), (0, 0, 1000));
+    assert_eq!(at(1), (1, 6000, 7000));
+    assert_eq!(at(2), (1, 0, 3000), "t4 goes into p2's gap, before t3");
+    assert_eq!(plan.makespan, 7000);
+    // The model still sees p2 busy until 7 s (its last planned task), p1 until 1 s.
+    assert_eq!(placer.lane_frees(1), vec![7000]);
+    assert_eq!(placer.lane_frees(0), vec![1000]);
+}
