@@ -217,6 +217,32 @@ fn the_examples_run_as_documented() {
 }
 
 #[test]
+fn placement_aware_policies_run_embedded_on_the_local_workers() {
+    for policy in ["mct", "heft", "cpop"] {
+        let output = run_taskfleet(&[
+            "run",
+            &example("etl-fan-out.yaml"),
+            "--workers",
+            "3",
+            "--policy",
+            policy,
+            "--json",
+        ]);
+        assert!(
+            output.status.success(),
+            "{policy}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report = json_report(&output);
+        assert_eq!(report["counts"]["succeeded"], 7, "{policy}: {report:#}");
+        for task in report["tasks"].as_array().unwrap() {
+            let worker = task["worker"].as_str().unwrap_or_default();
+            assert!(worker.starts_with("local-"), "{policy}: {task:#}");
+        }
+    }
+}
+
+#[test]
 fn the_summary_table_goes_to_stdout() {
     let output = run_taskfleet(&["run", &example("etl-fan-out.yaml"), "--workers", "1"]);
     assert!(output.status.success());
