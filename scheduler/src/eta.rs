@@ -2,7 +2,8 @@
 //!
 //! Each sample draws a runtime for every unfinished task from the predictor's distribution
 //! (a running task keeps what it has already run), then list-schedules the rest of the DAG on
-//! the fleet's slots in topological order. Over the samples this gives completion quantiles
+//! the fleet's slots in topological order, each task on the slot where it would finish first
+//! (a slot of a worker of speed `s` runs it in `runtime / s`). Over the samples this gives completion quantiles
 //! (p50, p90) and, per task, its criticality: how often it lies on the chain that decided the
 //! end. Pure: the clock and the random source are arguments.
 
@@ -52,12 +53,34 @@ pub struct Eta {
     pub n_samples: usize,
 }
 
-/// Runs `n_samples` simulations of the rest of the workflow on `slots` identical slots.
+/// The slots of a fleet: groups of `(speed, number of slots)`.
+pub type Slots = [(f64, usize)];
+
+/// The slots of a fleet of workers given as `(speed, slots)`, grouped by speed, fastest
+/// first; one slot of speed 1 if there is none.
+pub fn slots_by_speed(workers: impl IntoIterator<Item = (f64, usize)>) -> Vec<(f64, usize)> {
+    let mut groups: Vec<(f64, usize)> = Vec::new();
+    for (speed, slots) in workers {
+        let speed = if speed.is_finite() && speed > 0.0 { speed } else { 1.0 };
+        match groups.iter_mut().find(|(known, _)| *known == speed) {
+            Some(group) => group.1 += slots,
+            None => groups.push((speed, slots)),
+        }
+    }
+    groups.retain(|&(_, slots)| slots > 0);
+    groups.sort_by(|a, b| b.0.total_cmp(&a.0));
+    if groups.is_empty() {
+        groups.push((1.0, 1));
+    }
+    groups
+}
+
+/// Runs `n_samples` simulations of the rest of the workflow on the fleet's `slots`.
 pub fn monte_carlo_eta(
     spec: &WorkflowSpec,
     progress: &[TaskProgress],
     predictor: &Predictor,
-    slots: usize,
+    slots: &Slots,
     n_samples: usize,
     rng: &mut impl Rng,
 ) -> Eta {
@@ -90,7 +113,7 @@ pub fn monte_carlo_eta(
                 }
             };
         }
-        let (end, chain) = list_schedule(spec, progress, &runtime, slots.max(1));
+        let (end, chain) = list_schedule(spec, progress, &runtime, slots);
         ends.push(end);
         for task in chain {
             critical_counts[task as usize] += 1;
@@ -109,21 +132,39 @@ pub fn monte_carlo_eta(
     }
 }
 
-/// Schedules the open tasks in topological order, each on the slot that frees first, not
-/// before its parents end; returns the end time and the chain of tasks that decided it.
-pub fn list_schedule(spec: &WorkflowSpec, progress: &[TaskProgress], runtime: &[f64], slots: usize) -> (f64, Vec<u32>) {
+/// Schedules the open tasks in topological order, each on the slot where it would finish
+/// first (not before its parents end; `runtime` at speed 1); returns the end time and the
+/// chain of tasks that decided it. Running tasks keep their remaining time and hold the slots
+/// that free first.
+pub fn list_schedule(
+    spec: &WorkflowSpec,
+    progress: &[TaskProgress],
+    runtime: &[f64],
+    slots: &Slots,
+) -> (f64, Vec<u32>) {
     let n_tasks = spec.tasks.len();
     let mut finish = vec![0f64; n_tasks];
     // Why each task started when it did: the parent it waited for, if that was the reason.
     let mut waited_for = vec![u32::MAX; n_tasks];
-    // Slots by the time they free, in integer nanoseconds so the heap can order them.
-    let mut free_at: BinaryHeap<Reverse<u64>> = (0..slots).map(|_| Reverse(0)).collect();
+    // Per speed, the slots by the time they free, in integer nanoseconds so the heap can
+    // order them.
+    let mut groups: Vec<(f64, BinaryHeap<Reverse<u64>>)> = slots
+        .iter()
+        .filter(|&&(_, count)| count > 0)
+        .map(|&(speed, count)| (speed, (0..count).map(|_| Reverse(0)).collect()))
+        .collect();
+    if groups.is_empty() {
+        groups.push((1.0, BinaryHeap::from([Reverse(0)])));
+    }
     let mut last = (0f64, u32::MAX);
     // Running tasks hold their slots from now until they end.
     for (idx, task) in progress.iter().enumerate() {
         if let TaskProgress::Running(_) = task {
-            free_at.pop();
-            free_at.push(Reverse((runtime[idx] * 1e9) as u64));
+            let group = (0..groups.len())
+                .min_by_key(|&group| groups[group].1.peek().map_or(u64::MAX, |Reverse(free)| *free))
+                .expect("at least one group");
+            groups[group].1.pop();
+            groups[group].1.push(Reverse((runtime[idx] * 1e9) as u64));
             finish[idx] = runtime[idx];
             if finish[idx] >= last.0 {
                 last = (finish[idx], idx as u32);
@@ -141,14 +182,22 @@ pub fn list_schedule(spec: &WorkflowSpec, progress: &[TaskProgress], runtime: &[
             .iter()
             .map(|&parent| (finish[parent as usize], parent))
             .fold((0f64, u32::MAX), |best, next| if next.0 > best.0 { next } else { best });
-        let Reverse(slot_free) = free_at.pop().expect("at least one slot");
-        let slot_free = slot_free as f64 / 1e9;
-        let start = ready.max(slot_free);
-        free_at.push(Reverse(((start + runtime[idx]) * 1e9) as u64));
+        // The slot where the task finishes first: in each speed group, the one free first.
+        let mut best = (f64::INFINITY, 0, 0f64);
+        for (group, (speed, free_at)) in groups.iter().enumerate() {
+            let slot_free = free_at.peek().map_or(0, |Reverse(free)| *free) as f64 / 1e9;
+            let end = ready.max(slot_free) + runtime[idx] / speed;
+            if end < best.0 {
+                best = (end, group, slot_free);
+            }
+        }
+        let (end, group, slot_free) = best;
+        groups[group].1.pop();
+        groups[group].1.push(Reverse((end * 1e9) as u64));
         if ready >= slot_free {
             waited_for[idx] = parent;
         }
-        finish[idx] = start + runtime[idx];
+        finish[idx] = end;
         if finish[idx] >= last.0 {
             last = (finish[idx], task);
         }

@@ -10,7 +10,7 @@ use taskfleet_common::api::{EtaStatus, TaskStatus, WorkflowStatus};
 use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
 use taskfleet_common::Millis;
 
-use crate::eta::{monte_carlo_eta, TaskProgress};
+use crate::eta::{monte_carlo_eta, Slots, TaskProgress};
 use crate::policy::PolicyConfig;
 use crate::predict::Predictor;
 use crate::store::{AttemptRecord, Store, StoreError, TaskRecord, WorkflowRecord, WorkflowState};
@@ -107,12 +107,13 @@ fn status_of(stored: &Stored) -> WorkflowStatus {
     }
 }
 
-/// The workflow's status with, while it runs, its predicted end on a fleet of `slots` slots:
-/// a Monte-Carlo simulation of the rest of the workflow over the runtimes learned so far.
+/// The workflow's status with, while it runs, its predicted end on a fleet of `slots` (see
+/// [`crate::eta::slots_by_speed`]): a Monte-Carlo simulation of the rest of the workflow over
+/// the runtimes learned so far.
 pub async fn workflow_status_with_eta(
     store: &dyn Store,
     workflow_id: &str,
-    slots: usize,
+    slots: &Slots,
     now: Millis,
 ) -> Result<Option<WorkflowStatus>, StoreError> {
     let Some(stored) = load(store, workflow_id).await? else {
@@ -128,7 +129,7 @@ pub async fn workflow_status_with_eta(
 }
 
 /// The predicted end of a running workflow, or `None` if its source no longer parses.
-fn eta_of(stored: &Stored, predictor: &Predictor, slots: usize, now: Millis) -> Option<EtaStatus> {
+fn eta_of(stored: &Stored, predictor: &Predictor, slots: &Slots, now: Millis) -> Option<EtaStatus> {
     let options = ValidateOptions {
         max_tasks: usize::MAX,
         known_handlers: None,

@@ -25,6 +25,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 
+use crate::eta::slots_by_speed;
 use crate::service::{now, SchedulerHandle};
 use crate::status::workflow_status_with_eta;
 use crate::store::Store;
@@ -90,14 +91,14 @@ async fn submit(
 }
 
 async fn status(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<WorkflowStatus>, ApiError> {
-    let slots: usize = state
-        .scheduler
-        .fleet()
-        .iter()
-        .filter(|worker| !worker.draining)
-        .map(|worker| worker.slots as usize)
-        .sum();
-    match workflow_status_with_eta(state.store.as_ref(), &id, slots.max(1), now()).await {
+    let fleet = state.scheduler.fleet();
+    let slots = slots_by_speed(
+        fleet
+            .iter()
+            .filter(|worker| !worker.draining)
+            .map(|worker| (worker.speed, worker.slots as usize)),
+    );
+    match workflow_status_with_eta(state.store.as_ref(), &id, &slots, now()).await {
         Ok(Some(status)) => Ok(Json(status)),
         Ok(None) => Err(ApiError::NotFound(format!("no workflow `{id}`"))),
         Err(error) => Err(ApiError::Internal(error.into())),

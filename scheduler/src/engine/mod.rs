@@ -730,17 +730,20 @@ impl Engine {
             })
             .collect();
         let capacity: usize = self.pools.values().map(|pool| pool.capacity).sum();
-        let slots = if capacity == 0 {
-            run.tasks.len().max(1)
-        } else {
-            capacity
-        };
+        let slots = [(
+            1.0,
+            if capacity == 0 {
+                run.tasks.len().max(1)
+            } else {
+                capacity
+            },
+        )];
         let mut rng = StdRng::seed_from_u64(self.config.jitter_seed ^ run.seq);
         let eta = monte_carlo_eta(
             &run.spec,
             &progress,
             &self.predictor,
-            slots,
+            &slots,
             CRITICALITY_SAMPLES,
             &mut rng,
         );

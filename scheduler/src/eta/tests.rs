@@ -20,9 +20,12 @@ fn list_scheduling_follows_dependencies_and_slots() {
     let spec = spec(DIAMOND);
     let waiting = vec![TaskProgress::Waiting; 4];
     let runtime = [1.0, 5.0, 2.0, 1.0];
-    assert_eq!(list_schedule(&spec, &waiting, &runtime, 2), (7.0, vec![3, 1, 0]));
+    assert_eq!(
+        list_schedule(&spec, &waiting, &runtime, &[(1.0, 2)]),
+        (7.0, vec![3, 1, 0])
+    );
     // One slot: everything in a row.
-    assert_eq!(list_schedule(&spec, &waiting, &runtime, 1).0, 9.0);
+    assert_eq!(list_schedule(&spec, &waiting, &runtime, &[(1.0, 1)]).0, 9.0);
     // `a` is done and `b` has 1 s left: only b's rest, then d.
     let progress = [
         TaskProgress::Done,
@@ -30,7 +33,26 @@ fn list_scheduling_follows_dependencies_and_slots() {
         TaskProgress::Waiting,
         TaskProgress::Waiting,
     ];
-    assert_eq!(list_schedule(&spec, &progress, &[0.0, 1.0, 2.0, 1.0], 2).0, 3.0);
+    assert_eq!(
+        list_schedule(&spec, &progress, &[0.0, 1.0, 2.0, 1.0], &[(1.0, 2)]).0,
+        3.0
+    );
+}
+
+#[test]
+fn faster_slots_finish_sooner_and_take_the_work_that_ends_first_there() {
+    let spec = spec("name: three\ntasks:\n  - {id: a, run: [x]}\n  - {id: b, run: [x]}\n  - {id: c, run: [x]}\n");
+    let waiting = vec![TaskProgress::Waiting; 3];
+    let runtime = [4.0, 4.0, 4.0];
+    // One slot at speed 2 and one at speed 1: a and b on the fast one (0-2, 2-4), c on the
+    // slow one (0-4).
+    assert_eq!(list_schedule(&spec, &waiting, &runtime, &[(2.0, 1), (1.0, 1)]).0, 4.0);
+    assert_eq!(list_schedule(&spec, &waiting, &runtime, &[(1.0, 2)]).0, 8.0);
+    assert_eq!(
+        slots_by_speed([(1.0, 2), (2.0, 1), (1.0, 3), (f64::NAN, 1), (3.0, 0)]),
+        [(2.0, 1), (1.0, 6)]
+    );
+    assert_eq!(slots_by_speed([]), [(1.0, 1)]);
 }
 
 #[test]
@@ -43,7 +65,14 @@ fn the_slow_branch_is_critical() {
         }
     }
     let mut rng = StdRng::seed_from_u64(1);
-    let eta = monte_carlo_eta(&spec, &[TaskProgress::Waiting; 4], &predictor, 2, 300, &mut rng);
+    let eta = monte_carlo_eta(
+        &spec,
+        &[TaskProgress::Waiting; 4],
+        &predictor,
+        &[(1.0, 2)],
+        300,
+        &mut rng,
+    );
     assert!(eta.criticality[1] > 0.95, "{:?}", eta.criticality);
     assert!(eta.criticality[2] < 0.05, "{:?}", eta.criticality);
     assert!(
@@ -94,7 +123,7 @@ fn p90_covers_the_real_completion_about_nine_times_in_ten() {
         }
     }
     let waiting = vec![TaskProgress::Waiting; spec.tasks.len()];
-    let eta = monte_carlo_eta(&spec, &waiting, &predictor, 4, 1000, &mut rng);
+    let eta = monte_carlo_eta(&spec, &waiting, &predictor, &[(1.0, 4)], 1000, &mut rng);
     // Reality: runs drawn from the truth.
     let n_trials = 1000;
     let mut n_covered = 0;
@@ -104,7 +133,7 @@ fn p90_covers_the_real_completion_about_nine_times_in_ten() {
             .iter()
             .map(|task| truth(task).predict(task).sample(&mut rng).as_secs_f64())
             .collect();
-        if list_schedule(&spec, &waiting, &runtime, 4).0 <= eta.p90.as_secs_f64() {
+        if list_schedule(&spec, &waiting, &runtime, &[(1.0, 4)]).0 <= eta.p90.as_secs_f64() {
             n_covered += 1;
         }
     }
@@ -117,6 +146,6 @@ fn running_tasks_hold_their_slots() {
     // Two independent tasks on one slot: `a` runs with 3 s left, `b` waits behind it.
     let spec = spec("name: r\ntasks:\n  - {id: a, run: [a]}\n  - {id: b, run: [b]}\n");
     let progress = [TaskProgress::Running(Duration::from_secs(1)), TaskProgress::Waiting];
-    assert_eq!(list_schedule(&spec, &progress, &[3.0, 2.0], 1).0, 5.0);
-    assert_eq!(list_schedule(&spec, &progress, &[3.0, 2.0], 2).0, 3.0);
+    assert_eq!(list_schedule(&spec, &progress, &[3.0, 2.0], &[(1.0, 1)]).0, 5.0);
+    assert_eq!(list_schedule(&spec, &progress, &[3.0, 2.0], &[(1.0, 2)]).0, 3.0);
 }
