@@ -269,7 +269,7 @@ impl Placer {
                     seen[id as usize] = true;
                     if !self.workers[id as usize].alive {
                         self.workers[id as usize].alive = true;
-                        self.workers[id as usize].lanes = vec![now; model.slots as usize];
+                        self.workers[id as usize].lanes = vec![now; model.slots.max(1) as usize];
                         self.workers[id as usize].held = 0;
                         changed = true;
                     }
@@ -378,7 +378,7 @@ impl Placer {
             .map(|(id, _)| id as u32)
     }
 
-    /// The mean of `1 / speed` over the alive workers of `pool`, and their number.
+    /// The mean of `1 / speed` over the alive workers of `pool` (`None` if there are none).
     pub(crate) fn mean_inverse_speed(&self, pool: &str) -> Option<f64> {
         let mut sum = 0.0;
         let mut n = 0usize;
