@@ -25,7 +25,7 @@ use taskfleet_common::{Millis, WorkflowSpec};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::eta::{monte_carlo_eta, TaskProgress};
+use crate::eta::{monte_carlo_eta, slots_by_speed, TaskProgress};
 use crate::placement::{self, ParentAt, Placer, TaskShape, WorkerModel, NO_WORKER};
 use crate::policy::{Placement, Policy, PolicyConfig, PolicyKind, ReadyTask, TaskRef};
 use crate::predict::Predictor;
@@ -729,15 +729,24 @@ impl Engine {
                 other => other,
             })
             .collect();
+        // The fleet's slots: with their speeds where placement knows them, else the
+        // capacity offered (or, before any worker is known, a slot per task).
         let capacity: usize = self.pools.values().map(|pool| pool.capacity).sum();
-        let slots = [(
-            1.0,
-            if capacity == 0 {
-                run.tasks.len().max(1)
-            } else {
-                capacity
-            },
-        )];
+        let slots = match self
+            .placer
+            .as_ref()
+            .filter(|placer| placer.alive_slots().next().is_some())
+        {
+            Some(placer) => slots_by_speed(placer.alive_slots()),
+            None => vec![(
+                1.0,
+                if capacity == 0 {
+                    run.tasks.len().max(1)
+                } else {
+                    capacity
+                },
+            )],
+        };
         let mut rng = StdRng::seed_from_u64(self.config.jitter_seed ^ run.seq);
         let eta = monte_carlo_eta(
             &run.spec,

@@ -378,6 +378,14 @@ impl Placer {
             .map(|(id, _)| id as u32)
     }
 
+    /// `(speed, slots)` of every alive worker.
+    pub fn alive_slots(&self) -> impl Iterator<Item = (f64, usize)> + '_ {
+        self.workers
+            .iter()
+            .filter(|placed| placed.alive)
+            .map(|placed| (placed.model.speed, placed.model.slots as usize))
+    }
+
     /// The mean of `1 / speed` over the alive workers of `pool` (`None` if there are none).
     pub(crate) fn mean_inverse_speed(&self, pool: &str) -> Option<f64> {
         let mut sum = 0.0;
