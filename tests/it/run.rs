@@ -285,6 +285,19 @@ fn service_settings_come_from_defaults_file_environment_and_flags() {
     ] {
         assert!(dumped.contains(line), "missing {line:?} in:\n{dumped}");
     }
+    let output = taskfleet_tests::taskfleet()
+        .args(["worker", "--dump-config"])
+        .env("TASKFLEET_SPEED", "2.5")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).contains("speed = 2.5"));
+    let output = run_taskfleet(&["worker", "--speed", "0", "--broker", "amqp://127.0.0.1:1"]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("speed must be a positive number, not 0"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let bad = write_file(dir.path(), "bad.toml", "concurency = 3\n");
     let output = run_taskfleet(&["worker", "--config", &bad, "--dump-config"]);
     assert_eq!(output.status.code(), Some(2));
