@@ -178,7 +178,23 @@ pub enum ControlMessage {
 pub fn decode_heartbeat(bytes: &[u8]) -> Result<Heartbeat, WireError> {
     let heartbeat: Heartbeat = decode(bytes)?;
     check_version(heartbeat.v)?;
+    if !is_valid_worker_name(&heartbeat.worker) {
+        return Err(WireError::Unparsable {
+            reason: format!("unusable worker name {:?}: {WORKER_NAME_RULE}", heartbeat.worker),
+        });
+    }
     Ok(heartbeat)
+}
+
+/// What a worker's name may be, for people.
+pub const WORKER_NAME_RULE: &str = "a worker name is 1 to 128 of A-Z a-z 0-9 _ . -";
+
+/// Whether `name` can name a worker: it also names the worker's own queue.
+pub fn is_valid_worker_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Decodes a control message, checking its version.
@@ -397,6 +413,12 @@ mod tests {
             at: Millis(9),
         };
         assert_eq!(decode_heartbeat(&encode(&heartbeat)).unwrap(), heartbeat);
+        let mut odd = heartbeat.clone();
+        odd.worker = "a worker/with spaces".into();
+        let error = decode_heartbeat(&encode(&odd)).unwrap_err().to_string();
+        assert!(error.contains("unusable worker name"), "{error}");
+        odd.worker = "x".repeat(129);
+        assert!(decode_heartbeat(&encode(&odd)).is_err());
         let cancel = ControlMessage::Cancel {
             v: WIRE_VERSION,
             attempt: heartbeat.running[0].clone(),

@@ -298,6 +298,13 @@ fn service_settings_come_from_defaults_file_environment_and_flags() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let output = run_taskfleet(&["worker", "--name", "my worker", "--broker", "amqp://127.0.0.1:1"]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("invalid worker name \"my worker\""),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let bad = write_file(dir.path(), "bad.toml", "concurency = 3\n");
     let output = run_taskfleet(&["worker", "--config", &bad, "--dump-config"]);
     assert_eq!(output.status.code(), Some(2));

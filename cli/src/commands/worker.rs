@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 use taskfleet_common::units::parse_duration;
+use taskfleet_common::wire::{is_valid_worker_name, WORKER_NAME_RULE};
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_worker::{HandlerRegistry, Worker, WorkerConfig};
 
@@ -93,6 +94,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     config.heartbeat_interval = Some(duration(&settings.heartbeat_interval, "heartbeat-interval")?);
     config.work_dir = (!settings.work_dir.is_empty()).then(|| PathBuf::from(&settings.work_dir));
     anyhow::ensure!(config.concurrency > 0, "concurrency must be at least 1");
+    anyhow::ensure!(
+        is_valid_worker_name(&config.name),
+        "invalid worker name {:?}: {WORKER_NAME_RULE}",
+        config.name
+    );
     anyhow::ensure!(
         config.speed.is_finite() && config.speed > 0.0,
         "speed must be a positive number, not {}",
