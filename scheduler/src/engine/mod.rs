@@ -605,23 +605,28 @@ impl Engine {
                 group_used[group] += pool.in_flight;
             }
         }
-        let shared_slots = &self.shared_slots;
-        for pool in self.pools.values_mut() {
-            let group_has_room = |used: &[usize], group: Option<usize>| {
-                group.is_none_or(|group| used[group] < shared_slots[group] + margin)
-            };
-            // A pool no worker serves gets nothing, not even the prefetch margin.
-            while pool.capacity > 0
-                && pool.in_flight < pool.capacity + margin
-                && group_has_room(&group_used, pool.group)
-            {
-                let Some(task) = pool.policy.pop(now) else { break };
-                let Some(run) = run_at(&mut self.workflows, task.workflow_slot) else {
+        // Pools take turns, one task each, so that pools sharing slots share them fairly;
+        // a pool leaves the round when it has no room or nothing ready.
+        let mut open: Vec<Arc<str>> = self.pools.keys().cloned().collect();
+        open.sort_unstable();
+        while !open.is_empty() {
+            let mut at = 0;
+            while at < open.len() {
+                let pool = self.pools.get_mut(&open[at]).expect("known pool");
+                let shared_room = |group: usize| group_used[group] < self.shared_slots[group] + margin;
+                // A pool no worker serves gets nothing, not even the prefetch margin.
+                let has_room =
+                    pool.capacity > 0 && pool.in_flight < pool.capacity + margin && pool.group.is_none_or(shared_room);
+                let next = if has_room {
+                    pop_ready(pool.policy.as_mut(), &self.workflows, now)
+                } else {
+                    None
+                };
+                let Some(task) = next else {
+                    open.remove(at);
                     continue;
                 };
-                if run.tasks[task.task_idx as usize].state != TaskState::Ready {
-                    continue; // Cancelled or re-queued since it was pushed.
-                }
+                let run = run_at(&mut self.workflows, task.workflow_slot).expect("a ready task's workflow");
                 let slots = run.spec.tasks[task.task_idx as usize].resources.slots as usize;
                 pool.in_flight += slots;
                 if let Some(group) = pool.group {
@@ -632,6 +637,7 @@ impl Engine {
                     message: mark_dispatched(run, task.task_idx, now, &mut self.updates),
                     worker: None,
                 });
+                at += 1;
             }
         }
         dispatches
@@ -1127,6 +1133,21 @@ fn release_outputs_of_parents(run: &mut WorkflowRun, task_idx: u32) {
             run.outputs[parent as usize] = None;
         }
     }
+}
+
+/// The next task of `policy` that is still ready (tasks cancelled or re-queued since they were
+/// pushed are dropped).
+fn pop_ready(policy: &mut dyn Policy, workflows: &[Option<Box<WorkflowRun>>], now: Millis) -> Option<TaskRef> {
+    while let Some(task) = policy.pop(now) {
+        let ready = workflows
+            .get(task.workflow_slot as usize)
+            .and_then(Option::as_deref)
+            .is_some_and(|run| run.tasks[task.task_idx as usize].state == TaskState::Ready);
+        if ready {
+            return Some(task);
+        }
+    }
+    None
 }
 
 /// Makes the task's next attempt, records it, and returns its message.

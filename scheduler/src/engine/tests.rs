@@ -766,7 +766,8 @@ fn pools_served_by_the_same_workers_share_their_slots() {
         Millis(0),
     );
     let first = engine.dispatch(Millis(0));
-    assert_eq!(first.len(), 2, "{}", names(&first));
+    // The two pools take turns: one task each, not both from whichever comes first.
+    assert_eq!(names(&first), "a0 b0");
     engine
         .on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(1))
         .unwrap();
