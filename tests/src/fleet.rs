@@ -24,6 +24,8 @@ pub struct Fleet {
     n_scheduler_starts: usize,
     scheduler: Child,
     workers: BTreeMap<String, Child>,
+    /// Every worker ever started, whose own queues are deleted at the end.
+    worker_names: Vec<String>,
 }
 
 impl Fleet {
@@ -47,6 +49,7 @@ impl Fleet {
             n_scheduler_starts: 1,
             scheduler,
             workers: BTreeMap::new(),
+            worker_names: Vec::new(),
         }
     }
 
@@ -96,6 +99,7 @@ impl Fleet {
             .spawn()
             .expect("start a worker");
         self.workers.insert(name.to_string(), child);
+        self.worker_names.push(name.to_string());
     }
 
     /// Waits until the scheduler lists `n` live workers.
@@ -208,7 +212,8 @@ impl Drop for Fleet {
         }
         // On a thread of its own: the fleet may be dropped inside a test's async runtime.
         let prefix = self.prefix.clone();
-        let _ = std::thread::spawn(move || delete_queues(&prefix)).join();
+        let workers = std::mem::take(&mut self.worker_names);
+        let _ = std::thread::spawn(move || delete_queues(&prefix, &workers)).join();
     }
 }
 
@@ -247,7 +252,7 @@ fn start_scheduler(dir: &Path, flags: &[String], n_start: usize) -> (Child, Stri
 
 /// Deletes the queues and exchanges a fleet under `prefix` declares (default pool), so test
 /// runs do not pile up on the broker.
-fn delete_queues(prefix: &str) {
+fn delete_queues(prefix: &str, workers: &[String]) {
     use taskfleet_transport::queues::QueueNames;
     use taskfleet_transport::{AmqpConfig, AmqpTransport, Transport};
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
@@ -262,6 +267,7 @@ fn delete_queues(prefix: &str) {
         for class in ["high", "normal", "low"] {
             queues.push(names.tasks("default", class));
         }
+        queues.extend(workers.iter().map(|worker| names.worker(worker)));
         let _ = transport.declare(&queues).await;
         for topic in [names.heartbeats(), names.control()] {
             let _ = transport.subscribe(&topic).await;

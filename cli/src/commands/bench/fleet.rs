@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
 use taskfleet_common::WorkflowSpec;
 use taskfleet_scheduler::engine::EngineConfig;
+use taskfleet_scheduler::policy::PolicyKind;
 use taskfleet_scheduler::service::{now, Capacity, Scheduler, SchedulerConfig, SchedulerHandle};
 use taskfleet_scheduler::store::{SqliteStore, Store, WorkflowRecord, WorkflowState};
 use taskfleet_scheduler::submit::new_workflow_id;
@@ -26,6 +27,8 @@ pub(super) struct FleetBench {
     pub(super) n_workers: usize,
     pub(super) concurrency: usize,
     pub(super) n_single: usize,
+    /// The scheduler's policy (`mct`, `heft` and `cpop` send tasks to workers' own queues).
+    pub(super) policy: PolicyKind,
 }
 
 pub(super) async fn bench_fleet(options: &FleetBench, db: &std::path::Path) -> anyhow::Result<()> {
@@ -35,8 +38,9 @@ pub(super) async fn bench_fleet(options: &FleetBench, db: &std::path::Path) -> a
         n_workers,
         concurrency,
         n_single,
+        policy,
     } = options;
-    println!("fleet: RabbitMQ, scheduler and {n_workers} workers x {concurrency} slots, SQLite store on");
+    println!("fleet: RabbitMQ, scheduler ({policy}) and {n_workers} workers x {concurrency} slots, SQLite store on");
     let in_flight = 100;
     let raw = amqp_raw_round_trips(url, *n_tasks, in_flight, &bytes_of_a_task_message()).await?;
     let raw_rate = *n_tasks as f64 / raw.as_secs_f64();
@@ -56,6 +60,7 @@ pub(super) async fn bench_fleet(options: &FleetBench, db: &std::path::Path) -> a
     let config = SchedulerConfig {
         queues: names.clone(),
         engine: EngineConfig {
+            policy: *policy,
             prefetch_margin: 16,
             ..EngineConfig::default()
         },
@@ -67,8 +72,10 @@ pub(super) async fn bench_fleet(options: &FleetBench, db: &std::path::Path) -> a
     let (scheduler, handle) = Scheduler::new(config, store.clone(), Arc::new(scheduler_transport.clone()));
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
     let mut workers = Vec::new();
+    let mut worker_transports = Vec::new();
     for worker_idx in 0..*n_workers {
         let transport = connect(format!("bench-worker-{worker_idx}")).await?;
+        worker_transports.push(transport.clone());
         let mut config = WorkerConfig::new(format!("bench-worker-{worker_idx}"));
         config.concurrency = *concurrency;
         config.queues = names.clone();
@@ -107,7 +114,11 @@ pub(super) async fn bench_fleet(options: &FleetBench, db: &std::path::Path) -> a
     for worker in workers {
         worker.await.context("worker panicked")??;
     }
-    delete_topology(&scheduler_transport, &names).await;
+    // Closed before the runtime ends, so no connection is cut under its feet.
+    for transport in worker_transports {
+        transport.close().await;
+    }
+    delete_topology(&scheduler_transport, &names, *n_workers).await;
     Ok(())
 }
 
@@ -177,9 +188,10 @@ fn percentile(sorted: &[u64], percent: f64) -> u64 {
 }
 
 /// Removes the benchmark's queues and exchanges from the broker.
-async fn delete_topology(transport: &AmqpTransport, names: &QueueNames) {
+async fn delete_topology(transport: &AmqpTransport, names: &QueueNames, n_workers: usize) {
     let mut queues = vec![names.results(), names.submit(), names.dead_letters()];
     queues.extend(["high", "normal", "low"].map(|class| names.tasks("default", class)));
+    queues.extend((0..n_workers).map(|worker_idx| names.worker(&format!("bench-worker-{worker_idx}"))));
     let _ = transport.declare(&queues).await;
     for topic in [names.heartbeats(), names.control()] {
         let _ = transport.subscribe(&topic).await;

@@ -35,6 +35,9 @@ pub struct BenchArgs {
     /// Slots per worker in the fleet benchmark.
     #[arg(long, default_value_t = 50)]
     pub fleet_concurrency: usize,
+    /// The scheduler's policy in the fleet benchmark.
+    #[arg(long, default_value = "fcfs")]
+    pub fleet_policy: taskfleet_scheduler::policy::PolicyKind,
     /// Single-task workflows timed one after the other for the idle latency.
     #[arg(long, default_value_t = 200)]
     pub single_task_runs: usize,
@@ -73,6 +76,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             n_workers: args.fleet_workers,
             concurrency: args.fleet_concurrency,
             n_single: args.single_task_runs,
+            policy: args.fleet_policy,
         };
         fleet::bench_fleet(&options, &scratch.path().join("fleet.sqlite")).await?;
     }
