@@ -183,8 +183,19 @@ pub fn decode_heartbeat(bytes: &[u8]) -> Result<Heartbeat, WireError> {
             reason: format!("unusable worker name {:?}: {WORKER_NAME_RULE}", heartbeat.worker),
         });
     }
+    if heartbeat.slots > MAX_WORKER_SLOTS {
+        return Err(WireError::Unparsable {
+            reason: format!(
+                "worker `{}` offers {} slots; a worker offers at most {MAX_WORKER_SLOTS}",
+                heartbeat.worker, heartbeat.slots
+            ),
+        });
+    }
     Ok(heartbeat)
 }
+
+/// Most slots (tasks at once) one worker may offer.
+pub const MAX_WORKER_SLOTS: u32 = 100_000;
 
 /// What a worker's name may be, for people.
 pub const WORKER_NAME_RULE: &str = "a worker name is 1 to 128 of A-Z a-z 0-9 _ . -";
@@ -419,6 +430,10 @@ mod tests {
         assert!(error.contains("unusable worker name"), "{error}");
         odd.worker = "x".repeat(129);
         assert!(decode_heartbeat(&encode(&odd)).is_err());
+        let mut greedy = heartbeat.clone();
+        greedy.slots = u32::MAX;
+        let error = decode_heartbeat(&encode(&greedy)).unwrap_err().to_string();
+        assert!(error.contains("a worker offers at most 100000"), "{error}");
         let cancel = ControlMessage::Cancel {
             v: WIRE_VERSION,
             attempt: heartbeat.running[0].clone(),

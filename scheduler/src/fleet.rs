@@ -12,6 +12,10 @@ use taskfleet_common::Millis;
 
 use crate::placement::WorkerModel;
 
+/// Slowest and fastest relative speed the scheduler takes from a worker.
+pub const MIN_SPEED: f64 = 0.001;
+pub const MAX_SPEED: f64 = 1000.0;
+
 /// Workers known from heartbeats.
 #[derive(Debug)]
 pub struct Fleet {
@@ -45,8 +49,9 @@ impl Fleet {
             pools: heartbeat.pools.clone(),
             slots: heartbeat.slots,
             in_use: heartbeat.running.len() as u32,
+            // A speed out of range is taken as the nearest sensible one (1 if unusable).
             speed: if heartbeat.speed.is_finite() && heartbeat.speed > 0.0 {
-                heartbeat.speed
+                heartbeat.speed.clamp(MIN_SPEED, MAX_SPEED)
             } else {
                 1.0
             },

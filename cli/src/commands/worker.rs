@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 use taskfleet_common::units::parse_duration;
-use taskfleet_common::wire::{is_valid_worker_name, WORKER_NAME_RULE};
+use taskfleet_common::wire::{is_valid_worker_name, MAX_WORKER_SLOTS, WORKER_NAME_RULE};
+use taskfleet_scheduler::fleet::{MAX_SPEED, MIN_SPEED};
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_worker::{HandlerRegistry, Worker, WorkerConfig};
 
@@ -93,7 +94,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     config.drain_timeout = duration(&settings.drain_timeout, "drain-timeout")?;
     config.heartbeat_interval = Some(duration(&settings.heartbeat_interval, "heartbeat-interval")?);
     config.work_dir = (!settings.work_dir.is_empty()).then(|| PathBuf::from(&settings.work_dir));
-    anyhow::ensure!(config.concurrency > 0, "concurrency must be at least 1");
+    anyhow::ensure!(
+        (1..=MAX_WORKER_SLOTS as usize).contains(&config.concurrency),
+        "concurrency must be from 1 to {MAX_WORKER_SLOTS}, not {}",
+        config.concurrency
+    );
     anyhow::ensure!(
         is_valid_worker_name(&config.name),
         "invalid worker name {:?}: {WORKER_NAME_RULE}",
@@ -102,6 +107,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         config.speed.is_finite() && config.speed > 0.0,
         "speed must be a positive number, not {}",
+        config.speed
+    );
+    anyhow::ensure!(
+        (MIN_SPEED..=MAX_SPEED).contains(&config.speed),
+        "speed must be from {MIN_SPEED} to {MAX_SPEED}, not {}",
         config.speed
     );
 

@@ -186,7 +186,7 @@ impl DataReady {
             if (parent.worker as usize) < self.mark.len() {
                 self.parents.push(*parent);
             } else {
-                outside = outside.max(parent.end + parent.transfer_ms);
+                outside = outside.max(parent.end.saturating_add(parent.transfer_ms));
             }
         }
         self.parents.sort_unstable_by_key(|parent| parent.worker);
@@ -202,7 +202,7 @@ impl DataReady {
             let mut end = start;
             while end < self.parents.len() && self.parents[end].worker == worker {
                 local = local.max(self.parents[end].end);
-                remote = remote.max(self.parents[end].end + self.parents[end].transfer_ms);
+                remote = remote.max(self.parents[end].end.saturating_add(self.parents[end].transfer_ms));
                 end += 1;
             }
             self.parent_workers.push(worker);
@@ -447,7 +447,7 @@ impl Placer {
         let mut best: Option<(u64, f64, u32, Choice)> = None;
         let consider = |best: &mut Option<(u64, f64, u32, Choice)>, id: u32, placed: &Placed, ready: u64| {
             let start = now.max(ready).max(placed.free_at(task.slots));
-            let end = start + runtime_on(task.estimate_ms, task.by_worker, &placed.model);
+            let end = start.saturating_add(runtime_on(task.estimate_ms, task.by_worker, &placed.model));
             let better = match best {
                 None => true,
                 Some((best_end, best_speed, best_id, _)) => {
@@ -474,7 +474,7 @@ impl Placer {
                 for group in &groups.groups {
                     let runtime = (task.estimate_ms as f64 / group.speed).round() as u64;
                     for &(earliest, id) in &group.by_free {
-                        let bound = now.max(remote_ready).max(earliest) + runtime;
+                        let bound = now.max(remote_ready).max(earliest).saturating_add(runtime);
                         if best.is_some_and(|(end, _, _, _)| bound > end) {
                             break;
                         }

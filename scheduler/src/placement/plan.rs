@@ -180,9 +180,13 @@ pub fn plan(
             }
             None => {
                 // No worker can run it: it is placed when it is dispatched, if one appears.
-                let ready = parents.iter().map(|p| p.end + p.transfer_ms).max().unwrap_or(now);
+                let ready = parents
+                    .iter()
+                    .map(|p| p.end.saturating_add(p.transfer_ms))
+                    .max()
+                    .unwrap_or(now);
                 result.start[idx] = ready.max(now);
-                result.end[idx] = result.start[idx] + estimates[idx];
+                result.end[idx] = result.start[idx].saturating_add(estimates[idx]);
             }
         }
         result.makespan = result.makespan.max(result.end[idx]);
@@ -260,7 +264,7 @@ impl Gaps {
                     .collect()
             });
             let (start, lane) = earliest_gap(lanes, ready, runtime);
-            let end = start + runtime;
+            let end = start.saturating_add(runtime);
             if best.is_none_or(|(best_end, best_speed, best_id, _, _)| {
                 (end, -speed, worker) < (best_end, -best_speed, best_id)
             }) {
@@ -298,7 +302,7 @@ fn earliest_gap(lanes: &[Vec<(u64, u64)>], ready: u64, duration: u64) -> (u64, u
     for (idx, intervals) in lanes.iter().enumerate() {
         let mut cursor = ready;
         for &(start, end) in intervals {
-            if cursor + duration <= start {
+            if cursor.saturating_add(duration) <= start {
                 break;
             }
             cursor = cursor.max(end);
