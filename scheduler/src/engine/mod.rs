@@ -35,8 +35,8 @@ use run::{RunPlacement, WorkflowRun};
 /// Monte-Carlo samples behind a workflow's criticality in predictive mode.
 const CRITICALITY_SAMPLES: usize = 32;
 
-/// Under `mct`, how many tasks per slot a worker may hold (running or queued at it) before
-/// the engine stops sending it more.
+/// Under a placement-aware policy, how many tasks per slot a worker may hold (running or
+/// queued at it) before the engine stops sending it more.
 const ROOM_PER_SLOT: u32 = 2;
 
 /// How the engine behaves.
@@ -89,6 +89,15 @@ pub struct Dispatch {
     pub worker: Option<Arc<str>>,
 }
 
+/// What became of a task the engine tried to place.
+enum Placed {
+    Sent(Box<Dispatch>),
+    /// Kept for its planned worker, which holds as much as it may.
+    Parked,
+    /// No worker of its pool can take it now.
+    NoWorker,
+}
+
 /// A worker pool's ready set and capacity.
 struct Pool {
     policy: Box<dyn Policy>,
@@ -131,6 +140,9 @@ pub struct Engine {
     parents: Vec<ParentAt>,
     /// Slots of each group of pools served by common workers, counted once.
     shared_slots: Vec<usize>,
+    /// Planned tasks kept for their worker while it holds as much as it may, by worker, highest
+    /// plan priority first (`heft`, `cpop`).
+    parked: HashMap<u32, BinaryHeap<(u64, Reverse<TaskRef>)>>,
 }
 
 impl Engine {
@@ -162,6 +174,7 @@ impl Engine {
             incomplete_plans: Vec::new(),
             parents: Vec::new(),
             shared_slots: Vec::new(),
+            parked: HashMap::new(),
         }
     }
 
@@ -591,8 +604,9 @@ impl Engine {
     ///
     /// Under a placement-aware policy each task also gets a worker (see [`Dispatch::worker`]):
     /// its planned one (`heft`, `cpop`) while that worker is alive, else the one where it would
-    /// complete earliest (`mct`, and planned tasks whose worker left); `mct` sends a worker no
-    /// more than two tasks per slot.
+    /// complete earliest (`mct`, and planned tasks whose worker left). A worker is sent no
+    /// more than two tasks per slot; planned tasks wait in the engine for their worker
+    /// meanwhile, and are placed anew if it leaves.
     pub fn dispatch(&mut self, now: Millis) -> Vec<Dispatch> {
         if self.placer.is_some() {
             return self.dispatch_placed(now);
@@ -649,72 +663,119 @@ impl Engine {
         let online = self.config.policy.placement() == Placement::Online;
         let mut dispatches = Vec::new();
         let mut deferred = Vec::new();
-        let mut parents = std::mem::take(&mut self.parents);
+        self.release_parked(now, &mut dispatches, &mut deferred);
         let pool_names: Vec<Arc<str>> = self.pools.keys().cloned().collect();
-        let placer = self.placer.as_mut().expect("placement-aware policy");
         for pool_name in pool_names {
-            let pool = self.pools.get_mut(&pool_name).expect("known pool");
-            while pool.capacity > 0 && (!online || placer.has_room(&pool_name)) {
-                let Some(task) = pool.policy.pop(now) else { break };
-                let Some(run) = run_at(&mut self.workflows, task.workflow_slot) else {
-                    continue;
-                };
-                let idx = task.task_idx as usize;
-                if run.tasks[idx].state != TaskState::Ready {
-                    continue; // Cancelled or re-queued since it was pushed.
+            loop {
+                let placer = self.placer.as_ref().expect("placement-aware policy");
+                let pool = self.pools.get_mut(&pool_name).expect("known pool");
+                if pool.capacity == 0 || (online && !placer.has_room(&pool_name)) {
+                    break;
                 }
-                let spec = run.spec.clone();
-                let spec_task = &spec.tasks[idx];
-                let slots = spec_task.resources.slots;
-                let placement = run.placement.as_mut().expect("placed workflows have a placement");
-                let planned = placement.worker[idx];
-                let (worker, end) = if !online && planned != NO_WORKER && placer.can_run(planned, &pool_name, slots) {
-                    (planned, placement.end[idx])
-                } else {
-                    parents.clear();
-                    parents.extend(spec_task.deps.iter().map(|dep| ParentAt {
-                        worker: placement.worker[dep.task as usize],
-                        end: placement.end[dep.task as usize],
-                        transfer_ms: u64::from(dep.transfer_ms),
-                    }));
-                    let shape = TaskShape {
-                        pool: &pool_name,
-                        slots,
-                        estimate_ms: estimate_ms(spec_task, &self.config, &self.predictor),
-                        by_worker: spec_task.estimate_by_worker.as_ref(),
-                    };
-                    match placer.choose(now.0, shape, &parents) {
-                        Some(choice) => {
-                            placer.reserve(choice, slots);
-                            (choice.worker, choice.end)
-                        }
-                        None => {
-                            // No worker of the pool can take it now: it waits for one.
-                            deferred.push(task);
-                            break;
-                        }
-                    }
+                let Some(task) = pop_ready(pool.policy.as_mut(), &self.workflows, now) else {
+                    break;
                 };
-                placer.hold(worker);
-                placement.worker[idx] = worker;
-                placement.end[idx] = end;
-                pool.in_flight += slots as usize;
-                let message = mark_dispatched(run, task.task_idx, now, &mut self.updates);
-                let name = placer.worker(worker).name.clone();
-                self.by_worker.entry(name.clone()).or_default().insert(task);
-                self.running_on.insert(task, name.clone());
-                dispatches.push(Dispatch {
-                    task,
-                    message,
-                    worker: Some(name),
-                });
+                match self.place_task(task, online, now) {
+                    Placed::Sent(dispatch) => dispatches.push(*dispatch),
+                    Placed::Parked => {}
+                    Placed::NoWorker => {
+                        // No worker of the pool can take it now: it waits for one.
+                        deferred.push(task);
+                        break;
+                    }
+                }
             }
         }
-        self.parents = parents;
         for task in deferred {
             self.push_ready(task, now);
         }
         dispatches
+    }
+
+    /// Sends tasks parked for their planned workers to those with room again, highest plan
+    /// priority first; those of workers that left are placed anew.
+    fn release_parked(&mut self, now: Millis, dispatches: &mut Vec<Dispatch>, deferred: &mut Vec<TaskRef>) {
+        let workers: Vec<u32> = self.parked.keys().copied().collect();
+        for worker in workers {
+            loop {
+                let placer = self.placer.as_ref().expect("placement-aware policy");
+                if placer.is_alive(worker) && !placer.has_room_on(worker, ROOM_PER_SLOT) {
+                    break;
+                }
+                let Some((_, Reverse(task))) = self.parked.get_mut(&worker).and_then(BinaryHeap::pop) else {
+                    break;
+                };
+                if self.task_state_at(task) != Some(TaskState::Ready) {
+                    continue;
+                }
+                match self.place_task(task, false, now) {
+                    Placed::Sent(dispatch) => dispatches.push(*dispatch),
+                    Placed::Parked => break,
+                    Placed::NoWorker => deferred.push(task),
+                }
+            }
+            if self.parked.get(&worker).is_some_and(BinaryHeap::is_empty) {
+                self.parked.remove(&worker);
+            }
+        }
+    }
+
+    /// Chooses where a ready task goes and sends it: to its planned worker (`heft`, `cpop`)
+    /// while that one is alive, or parks it there while the worker holds two tasks per slot;
+    /// else to the worker where it would complete earliest.
+    fn place_task(&mut self, task: TaskRef, online: bool, now: Millis) -> Placed {
+        let placer = self.placer.as_mut().expect("placement-aware policy");
+        let run = run_at(&mut self.workflows, task.workflow_slot).expect("a ready task's workflow");
+        let idx = task.task_idx as usize;
+        let spec = run.spec.clone();
+        let spec_task = &spec.tasks[idx];
+        let slots = spec_task.resources.slots;
+        let placement = run.placement.as_mut().expect("placed workflows have a placement");
+        let planned = placement.worker[idx];
+        let (worker, end) = if !online && planned != NO_WORKER && placer.can_run(planned, &spec_task.pool, slots) {
+            if !placer.has_room_on(planned, ROOM_PER_SLOT) {
+                let rank = placement.priority[idx].max(0.0).to_bits();
+                self.parked.entry(planned).or_default().push((rank, Reverse(task)));
+                return Placed::Parked;
+            }
+            (planned, placement.end[idx])
+        } else {
+            let mut parents = std::mem::take(&mut self.parents);
+            parents.clear();
+            parents.extend(spec_task.deps.iter().map(|dep| ParentAt {
+                worker: placement.worker[dep.task as usize],
+                end: placement.end[dep.task as usize],
+                transfer_ms: u64::from(dep.transfer_ms),
+            }));
+            let shape = TaskShape {
+                pool: &spec_task.pool,
+                slots,
+                estimate_ms: estimate_ms(spec_task, &self.config, &self.predictor),
+                by_worker: spec_task.estimate_by_worker.as_ref(),
+            };
+            let choice = placer.choose(now.0, shape, &parents);
+            self.parents = parents;
+            let Some(choice) = choice else {
+                return Placed::NoWorker;
+            };
+            placer.reserve(choice, slots);
+            (choice.worker, choice.end)
+        };
+        placer.hold(worker);
+        placement.worker[idx] = worker;
+        placement.end[idx] = end;
+        if let Some(pool) = self.pools.get_mut(&spec_task.pool) {
+            pool.in_flight += slots as usize;
+        }
+        let message = mark_dispatched(run, task.task_idx, now, &mut self.updates);
+        let name = placer.worker(worker).name.clone();
+        self.by_worker.entry(name.clone()).or_default().insert(task);
+        self.running_on.insert(task, name.clone());
+        Placed::Sent(Box::new(Dispatch {
+            task,
+            message,
+            worker: Some(name),
+        }))
     }
 
     /// In predictive mode, samples the new workflow's runtimes from the predictor and notes

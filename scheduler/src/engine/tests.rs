@@ -795,3 +795,42 @@ fn in_predictive_mode_priority_starts_the_critical_chain_first() {
     assert_eq!(first_out(false), "short-1");
     assert_eq!(first_out(true), "head");
 }
+
+#[test]
+fn planned_tasks_wait_in_the_engine_while_their_worker_is_full_and_move_if_it_leaves() {
+    let workers = [
+        WorkerModel::new("fast", &["default"], 1, 10.0),
+        WorkerModel::new("slow", &["default"], 1, 1.0),
+    ];
+    let mut engine = placing_engine(PolicyKind::Heft, &workers);
+    let tasks: String = (0..5)
+        .map(|idx| format!("  - {{id: t{idx}, handler: noop, estimate: 1s}}\n"))
+        .collect();
+    engine.add_workflow(
+        "wf".into(),
+        spec(&format!("name: five\ntasks:\n{tasks}")),
+        None,
+        Millis(0),
+    );
+    // The plan puts all five on `fast` (0.1 s each there, 1 s on `slow`); it is sent two.
+    let first = engine.dispatch(Millis(0));
+    assert_eq!(
+        sent_to(&first),
+        [("t0".into(), "fast".into()), ("t1".into(), "fast".into())]
+    );
+    assert!(
+        engine.dispatch(Millis(1)).is_empty(),
+        "the rest wait for room on `fast`"
+    );
+    engine
+        .on_finished(finished_on(&first[0], "fast", 100), Millis(100))
+        .unwrap();
+    assert_eq!(sent_to(&engine.dispatch(Millis(100))), [("t2".into(), "fast".into())]);
+    // `fast` leaves: what waited for it goes where it completes first now, at once.
+    engine.set_workers(&workers[1..], Millis(150));
+    let moved = engine.dispatch(Millis(150));
+    assert_eq!(
+        sent_to(&moved),
+        [("t3".into(), "slow".into()), ("t4".into(), "slow".into())]
+    );
+}

@@ -353,6 +353,16 @@ impl Placer {
         self.workers[id as usize].free_at(slots)
     }
 
+    /// Whether worker `id` is alive.
+    pub fn is_alive(&self, id: u32) -> bool {
+        self.workers[id as usize].alive
+    }
+
+    /// Whether worker `id` holds fewer than `room_per_slot` tasks per slot.
+    pub fn has_room_on(&self, id: u32, room_per_slot: u32) -> bool {
+        self.workers[id as usize].has_room(Some(room_per_slot))
+    }
+
     /// Whether worker `id` is alive and can run a task of `pool` needing `slots`.
     pub fn can_run(&self, id: u32, pool: &str, slots: u32) -> bool {
         let placed = &self.workers[id as usize];
