@@ -1,0 +1,279 @@
+//! The engine's side of placement-aware policies (`mct`, `heft`, `cpop`) and of predictive
+//! mode: planning a workflow when it arrives, choosing each task's worker at dispatch, keeping
+//! planned tasks while their worker is full, and sampling criticality.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use taskfleet_common::state::TaskState;
+use taskfleet_common::Millis;
+
+use super::run::{RunPlacement, WorkflowRun};
+use super::{
+    estimate_ms, mark_dispatched, pop_ready, run_at, Dispatch, Engine, EngineConfig, CRITICALITY_SAMPLES, ROOM_PER_SLOT,
+};
+use crate::eta::{monte_carlo_eta, slots_by_speed, TaskProgress};
+use crate::placement::{self, ParentAt, TaskShape, NO_WORKER};
+use crate::policy::{Placement, TaskRef};
+use crate::predict::Predictor;
+
+/// What became of a task the engine tried to place.
+enum Placed {
+    Sent(Box<Dispatch>),
+    /// Kept for its planned worker, which holds as much as it may.
+    Parked,
+    /// No worker of its pool can take it now.
+    NoWorker,
+}
+
+impl Engine {
+    /// [`Engine::dispatch`] under a placement-aware policy.
+    pub(super) fn dispatch_placed(&mut self, now: Millis) -> Vec<Dispatch> {
+        self.plan_incomplete(now);
+        let online = self.config.policy.placement() == Placement::Online;
+        let mut dispatches = Vec::new();
+        let mut deferred = Vec::new();
+        self.release_parked(now, &mut dispatches, &mut deferred);
+        let pool_names: Vec<Arc<str>> = self.pools.keys().cloned().collect();
+        for pool_name in pool_names {
+            loop {
+                let placer = self.placer.as_ref().expect("placement-aware policy");
+                let pool = self.pools.get_mut(&pool_name).expect("known pool");
+                if pool.capacity == 0 || (online && !placer.has_room(&pool_name)) {
+                    break;
+                }
+                let Some(task) = pop_ready(pool.policy.as_mut(), &self.workflows, now) else {
+                    break;
+                };
+                match self.place_task(task, online, now) {
+                    Placed::Sent(dispatch) => dispatches.push(*dispatch),
+                    Placed::Parked => {}
+                    Placed::NoWorker => {
+                        // No worker of the pool can take it now: it waits for one.
+                        deferred.push(task);
+                        break;
+                    }
+                }
+            }
+        }
+        for task in deferred {
+            self.push_ready(task, now);
+        }
+        dispatches
+    }
+
+    /// Sends tasks parked for their planned workers to those with room again, highest plan
+    /// priority first; those of workers that left are placed anew.
+    fn release_parked(&mut self, now: Millis, dispatches: &mut Vec<Dispatch>, deferred: &mut Vec<TaskRef>) {
+        let workers: Vec<u32> = self.parked.keys().copied().collect();
+        for worker in workers {
+            loop {
+                let placer = self.placer.as_ref().expect("placement-aware policy");
+                if placer.is_alive(worker) && !placer.has_room_on(worker, ROOM_PER_SLOT) {
+                    break;
+                }
+                let Some((_, Reverse(task))) = self.parked.get_mut(&worker).and_then(BinaryHeap::pop) else {
+                    break;
+                };
+                if self.task_state_at(task) != Some(TaskState::Ready) {
+                    continue;
+                }
+                match self.place_task(task, false, now) {
+                    Placed::Sent(dispatch) => dispatches.push(*dispatch),
+                    Placed::Parked => break,
+                    Placed::NoWorker => deferred.push(task),
+                }
+            }
+            if self.parked.get(&worker).is_some_and(BinaryHeap::is_empty) {
+                self.parked.remove(&worker);
+            }
+        }
+    }
+
+    /// Chooses where a ready task goes and sends it: to its planned worker (`heft`, `cpop`)
+    /// while that one is alive, or parks it there while the worker holds two tasks per slot;
+    /// else to the worker where it would complete earliest.
+    fn place_task(&mut self, task: TaskRef, online: bool, now: Millis) -> Placed {
+        let placer = self.placer.as_mut().expect("placement-aware policy");
+        let run = run_at(&mut self.workflows, task.workflow_slot).expect("a ready task's workflow");
+        let idx = task.task_idx as usize;
+        let spec = run.spec.clone();
+        let spec_task = &spec.tasks[idx];
+        let slots = spec_task.resources.slots;
+        let placement = run.placement.as_mut().expect("placed workflows have a placement");
+        let planned = placement.worker[idx];
+        let (worker, end) = if !online && planned != NO_WORKER && placer.can_run(planned, &spec_task.pool, slots) {
+            if !placer.has_room_on(planned, ROOM_PER_SLOT) {
+                let rank = placement.priority[idx].max(0.0).to_bits();
+                self.parked.entry(planned).or_default().push((rank, Reverse(task)));
+                return Placed::Parked;
+            }
+            (planned, placement.end[idx])
+        } else {
+            let mut parents = std::mem::take(&mut self.parents);
+            parents.clear();
+            parents.extend(spec_task.deps.iter().map(|dep| ParentAt {
+                worker: placement.worker[dep.task as usize],
+                end: placement.end[dep.task as usize],
+                transfer_ms: u64::from(dep.transfer_ms),
+            }));
+            let shape = TaskShape {
+                pool: &spec_task.pool,
+                slots,
+                estimate_ms: estimate_ms(spec_task, &self.config, &self.predictor),
+                by_worker: spec_task.estimate_by_worker.as_ref(),
+            };
+            let choice = placer.choose(now.0, shape, &parents);
+            self.parents = parents;
+            let Some(choice) = choice else {
+                return Placed::NoWorker;
+            };
+            placer.reserve(choice, slots);
+            (choice.worker, choice.end)
+        };
+        placer.hold(worker);
+        placement.worker[idx] = worker;
+        placement.end[idx] = end;
+        if let Some(pool) = self.pools.get_mut(&spec_task.pool) {
+            pool.in_flight += slots as usize;
+        }
+        let message = mark_dispatched(run, task.task_idx, now, &mut self.updates);
+        let name = placer.worker(worker).name.clone();
+        self.by_worker.entry(name.clone()).or_default().insert(task);
+        self.running_on.insert(task, name.clone());
+        Placed::Sent(Box::new(Dispatch {
+            task,
+            message,
+            worker: Some(name),
+        }))
+    }
+
+    /// In predictive mode, samples the new workflow's runtimes from the predictor and notes
+    /// how often each task lies on the chain that decides its end, for the policies
+    /// ([`ReadyTask::criticality`]). At most [`CRITICALITY_SAMPLES`] samples, fewer for large
+    /// workflows (the sampling is bounded like the ETA's), seeded for repeatable runs.
+    pub(super) fn assess_criticality(&mut self, slot: u32) {
+        if !self.config.predictive {
+            return;
+        }
+        let run = self.workflows[slot as usize].as_mut().expect("live workflow");
+        let progress: Vec<TaskProgress> = run
+            .tasks
+            .iter()
+            .map(|task| TaskProgress::of(task.state, None))
+            .map(|progress| match progress {
+                TaskProgress::Running(_) => TaskProgress::Waiting,
+                other => other,
+            })
+            .collect();
+        // The fleet's slots: with their speeds where placement knows them, else the
+        // capacity offered (or, before any worker is known, a slot per task).
+        let capacity: usize = self.pools.values().map(|pool| pool.capacity).sum();
+        let slots = match self
+            .placer
+            .as_ref()
+            .filter(|placer| placer.alive_slots().next().is_some())
+        {
+            Some(placer) => slots_by_speed(placer.alive_slots()),
+            None => vec![(
+                1.0,
+                if capacity == 0 {
+                    run.tasks.len().max(1)
+                } else {
+                    capacity
+                },
+            )],
+        };
+        let mut rng = StdRng::seed_from_u64(self.config.jitter_seed ^ run.seq);
+        let eta = monte_carlo_eta(
+            &run.spec,
+            &progress,
+            &self.predictor,
+            &slots,
+            CRITICALITY_SAMPLES,
+            &mut rng,
+        );
+        run.criticality = Some(eta.criticality.iter().map(|&share| share as f32).collect());
+    }
+
+    /// Under a placement-aware policy, gives a new workflow its placement record and, under a
+    /// planned one, its plan over the current fleet.
+    pub(super) fn place_workflow(&mut self, slot: u32, now: Millis) {
+        let Some(placer) = self.placer.as_mut() else {
+            return;
+        };
+        let run = self.workflows[slot as usize].as_mut().expect("live workflow");
+        let n = run.tasks.len();
+        let mut placement = RunPlacement {
+            worker: vec![NO_WORKER; n],
+            end: vec![now.0; n],
+            priority: vec![0.0; n],
+            incomplete: false,
+        };
+        if let Placement::Planned(kind) = self.config.policy.placement() {
+            let (estimates, done) = plan_inputs(run, &self.config, &self.predictor);
+            let plan = placement::plan(placer, now.0, &run.spec, &estimates, &done, kind);
+            placement.incomplete = plan.worker.iter().zip(&done).any(|(&w, &done)| w == NO_WORKER && !done);
+            placement.worker = plan.worker;
+            placement.end = plan.end;
+            placement.priority = plan.priority;
+            if placement.incomplete {
+                self.incomplete_plans.push(slot);
+            }
+        }
+        run.placement = Some(Box::new(placement));
+    }
+
+    /// Plans again, for the tasks not yet dispatched, the workflows planned when no worker
+    /// could run some of their tasks, once workers are known.
+    fn plan_incomplete(&mut self, now: Millis) {
+        let Placement::Planned(kind) = self.config.policy.placement() else {
+            return;
+        };
+        let Some(placer) = self.placer.as_mut() else {
+            return;
+        };
+        if self.incomplete_plans.is_empty() || placer.is_empty() {
+            return;
+        }
+        let slots = std::mem::take(&mut self.incomplete_plans);
+        for slot in slots {
+            let Some(run) = run_at(&mut self.workflows, slot) else {
+                continue;
+            };
+            let (estimates, done) = plan_inputs(run, &self.config, &self.predictor);
+            let plan = placement::plan(placer, now.0, &run.spec, &estimates, &done, kind);
+            let placement = run.placement.as_mut().expect("placed workflows have a placement");
+            placement.incomplete = false;
+            for (idx, _) in done.iter().enumerate().filter(|(_, &done)| !done) {
+                placement.worker[idx] = plan.worker[idx];
+                placement.end[idx] = plan.end[idx];
+                placement.priority[idx] = plan.priority[idx];
+                placement.incomplete |= plan.worker[idx] == NO_WORKER;
+            }
+            if placement.incomplete {
+                self.incomplete_plans.push(slot);
+            }
+        }
+    }
+}
+
+/// What planning a workflow needs: each task's runtime at speed 1, and which tasks need no
+/// place (ended, or already sent out).
+fn plan_inputs(run: &WorkflowRun, config: &EngineConfig, predictor: &Predictor) -> (Vec<u64>, Vec<bool>) {
+    let estimates = run
+        .spec
+        .tasks
+        .iter()
+        .map(|task| estimate_ms(task, config, predictor))
+        .collect();
+    let done = run
+        .tasks
+        .iter()
+        .map(|task| task.state.is_terminal() || task.state.is_in_flight())
+        .collect();
+    (estimates, done)
+}
