@@ -153,7 +153,7 @@ impl Engine {
 
     /// In predictive mode, samples the new workflow's runtimes from the predictor and notes
     /// how often each task lies on the chain that decides its end, for the policies
-    /// ([`ReadyTask::criticality`]). At most [`CRITICALITY_SAMPLES`] samples, fewer for large
+    /// ([`crate::policy::ReadyTask::criticality`]). At most [`CRITICALITY_SAMPLES`] samples, fewer for large
     /// workflows (the sampling is bounded like the ETA's), seeded for repeatable runs.
     pub(super) fn assess_criticality(&mut self, slot: u32) {
         if !self.config.predictive {
