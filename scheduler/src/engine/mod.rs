@@ -124,6 +124,8 @@ pub struct Engine {
     placer: Option<Placer>,
     /// Workflows whose plan found no worker for some task (planned again when workers come).
     incomplete_plans: Vec<u32>,
+    /// The fleet model's generation when they were last planned.
+    incomplete_generation: u64,
     /// Reused buffer for a task's parents.
     parents: Vec<ParentAt>,
     /// Slots of each group of pools served by common workers, counted once.
@@ -160,6 +162,7 @@ impl Engine {
             by_worker: HashMap::new(),
             placer,
             incomplete_plans: Vec::new(),
+            incomplete_generation: 0,
             parents: Vec::new(),
             shared_slots: Vec::new(),
             parked: HashMap::new(),

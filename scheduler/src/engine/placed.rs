@@ -236,9 +236,11 @@ impl Engine {
         let Some(placer) = self.placer.as_mut() else {
             return;
         };
-        if self.incomplete_plans.is_empty() || placer.is_empty() {
+        // Planning again only helps once the fleet has changed since the last try.
+        if self.incomplete_plans.is_empty() || placer.generation() == self.incomplete_generation {
             return;
         }
+        self.incomplete_generation = placer.generation();
         let slots = std::mem::take(&mut self.incomplete_plans);
         for slot in slots {
             let Some(run) = run_at(&mut self.workflows, slot) else {

@@ -140,6 +140,8 @@ pub struct Placer {
     /// `None`: no limit (planned placement decides ahead of time).
     room_per_slot: Option<u32>,
     scratch: Scratch,
+    /// Counts the changes of the fleet (workers coming, going or changing).
+    generation: u64,
 }
 
 /// Reusable buffers, so a decision allocates nothing.
@@ -248,6 +250,7 @@ impl Placer {
             pools: HashMap::new(),
             room_per_slot,
             scratch: Scratch::default(),
+            generation: 0,
         }
     }
 
@@ -372,6 +375,11 @@ impl Placer {
     /// Number of workers known (alive or gone).
     pub fn len(&self) -> usize {
         self.workers.len()
+    }
+
+    /// A number that changes whenever the fleet does (0 before any worker is known).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Whether no worker was ever known.
@@ -568,6 +576,7 @@ impl Placer {
     }
 
     fn rebuild_groups(&mut self) {
+        self.generation += 1;
         self.pools.clear();
         let n = self.workers.len();
         self.scratch.data.resize(n);
