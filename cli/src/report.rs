@@ -1,5 +1,6 @@
-//! The end-of-run report: per task its final state, attempts, times, worker and exit code,
-//! as a table for people (stdout); `--json` prints the [`WorkflowStatus`] itself.
+//! The end-of-run report: per task its final state, attempts, times, worker and exit code (and,
+//! while a workflow runs, what its unfinished tasks are expected to take), as a table for
+//! people (stdout); `--json` prints the [`WorkflowStatus`] itself.
 
 use std::time::Duration;
 
@@ -33,9 +34,16 @@ pub fn render_table(status: &WorkflowStatus) -> String {
             task.state.to_string(),
             task.attempts.to_string(),
             task.started_at.clone().unwrap_or_default(),
-            task.duration_ms
-                .map(|ms| format_duration(Duration::from_millis(ms)))
-                .unwrap_or_default(),
+            match (task.duration_ms, &task.expected) {
+                (Some(ms), _) => format_duration(Duration::from_millis(ms)),
+                // Not ended yet: what it is expected to take.
+                (None, Some(expected)) => format!(
+                    "~{} (p90 {})",
+                    format_duration(Duration::from_millis(expected.p50_ms)),
+                    format_duration(Duration::from_millis(expected.p90_ms))
+                ),
+                (None, None) => String::new(),
+            },
             task.worker.clone().unwrap_or_default(),
             task.exit_code.map(|code| code.to_string()).unwrap_or_default(),
             task.error.as_deref().map(first_line).unwrap_or_default(),

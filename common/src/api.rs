@@ -60,6 +60,22 @@ pub struct TaskStatus {
     /// The JSON the task produced, if it succeeded with an output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Box<RawValue>>,
+    /// For a task of a running workflow that has not ended: how long it is expected to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<ExpectedRuntime>,
+}
+
+/// A predicted runtime, and how sure the prediction is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExpectedRuntime {
+    pub mean_ms: u64,
+    pub p50_ms: u64,
+    pub p90_ms: u64,
+    /// 0 (a guess) to 1 (many consistent runs).
+    pub confidence: f64,
+    /// Where it comes from: `learned` (past runs), `declared` (the task's `estimate`) or
+    /// `prior` (nothing known).
+    pub source: String,
 }
 
 /// The answer to a submission (`POST /v1/workflows`).

@@ -65,6 +65,17 @@ pub enum Source {
     Prior,
 }
 
+impl Source {
+    /// The source's name in reports: `learned`, `declared` or `prior`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Learned => "learned",
+            Source::Declared => "declared",
+            Source::Prior => "prior",
+        }
+    }
+}
+
 /// A predicted runtime.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Prediction {

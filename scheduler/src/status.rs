@@ -6,9 +6,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::value::RawValue;
-use taskfleet_common::api::{EtaStatus, TaskStatus, WorkflowStatus};
+use taskfleet_common::api::{EtaStatus, ExpectedRuntime, TaskStatus, WorkflowStatus};
 use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
-use taskfleet_common::Millis;
+use taskfleet_common::{Millis, WorkflowSpec};
 
 use crate::eta::{monte_carlo_eta, Slots, TaskProgress};
 use crate::policy::PolicyConfig;
@@ -68,6 +68,7 @@ fn status_of(stored: &Stored) -> WorkflowStatus {
                 .output
                 .as_ref()
                 .and_then(|text| RawValue::from_string(text.clone()).ok()),
+            expected: None,
         })
         .collect();
     for attempt in attempts {
@@ -120,25 +121,41 @@ pub async fn workflow_status_with_eta(
         return Ok(None);
     };
     let mut status = status_of(&stored);
-    if stored.workflow.state == WorkflowState::Running {
-        let predictor = Predictor::restore(PolicyConfig::default().default_estimate, store.runtime_stats().await?)
-            .with_feature_models(store.feature_models().await?);
-        status.eta = eta_of(&stored, &predictor, slots, now);
+    if stored.workflow.state != WorkflowState::Running {
+        return Ok(Some(status));
     }
-    Ok(Some(status))
-}
-
-/// The predicted end of a running workflow, or `None` if its source no longer parses.
-fn eta_of(stored: &Stored, predictor: &Predictor, slots: &Slots, now: Millis) -> Option<EtaStatus> {
     let options = ValidateOptions {
         max_tasks: usize::MAX,
         known_handlers: None,
     };
-    let spec = parse_workflow(&stored.workflow.source, &options).ok()?;
-    let records = &stored.records;
-    if records.len() != spec.tasks.len() {
-        return None;
+    // A source that no longer parses (or no longer matches its tasks) gets no prediction.
+    let Some(spec) = parse_workflow(&stored.workflow.source, &options)
+        .ok()
+        .filter(|spec| spec.tasks.len() == stored.records.len())
+    else {
+        return Ok(Some(status));
+    };
+    let predictor = Predictor::restore(PolicyConfig::default().default_estimate, store.runtime_stats().await?)
+        .with_feature_models(store.feature_models().await?);
+    status.eta = Some(eta_of(&stored, &spec, &predictor, slots, now));
+    for (task, spec_task) in status.tasks.iter_mut().zip(&spec.tasks) {
+        if !task.state.is_terminal() {
+            let prediction = predictor.predict(spec_task);
+            task.expected = Some(ExpectedRuntime {
+                mean_ms: prediction.mean.as_millis() as u64,
+                p50_ms: prediction.p50.as_millis() as u64,
+                p90_ms: prediction.p90.as_millis() as u64,
+                confidence: prediction.confidence,
+                source: prediction.source.as_str().to_string(),
+            });
+        }
     }
+    Ok(Some(status))
+}
+
+/// The predicted end of a running workflow whose tasks `spec` describes.
+fn eta_of(stored: &Stored, spec: &WorkflowSpec, predictor: &Predictor, slots: &Slots, now: Millis) -> EtaStatus {
+    let records = &stored.records;
     // When each task's current attempt started, if it did.
     let mut started: Vec<Option<Millis>> = vec![None; records.len()];
     for attempt in &stored.attempts {
@@ -158,14 +175,7 @@ fn eta_of(stored: &Stored, predictor: &Predictor, slots: &Slots, now: Millis) ->
         .id
         .bytes()
         .fold(0u64, |hash, byte| hash.wrapping_mul(31).wrapping_add(u64::from(byte)));
-    let eta = monte_carlo_eta(
-        &spec,
-        &progress,
-        predictor,
-        slots,
-        200,
-        &mut StdRng::seed_from_u64(seed),
-    );
+    let eta = monte_carlo_eta(spec, &progress, predictor, slots, 200, &mut StdRng::seed_from_u64(seed));
     let mut critical: Vec<(String, f64)> = eta
         .criticality
         .iter()
@@ -175,13 +185,13 @@ fn eta_of(stored: &Stored, predictor: &Predictor, slots: &Slots, now: Millis) ->
         .collect();
     critical.sort_by(|a, b| b.1.total_cmp(&a.1));
     critical.truncate(5);
-    Some(EtaStatus {
+    EtaStatus {
         p50_at: format_time(now.plus(eta.p50)),
         p90_at: format_time(now.plus(eta.p90)),
         p50_in_ms: eta.p50.as_millis() as u64,
         p90_in_ms: eta.p90.as_millis() as u64,
         critical_tasks: critical,
-    })
+    }
 }
 
 fn duration_ms(start: Option<Millis>, end: Option<Millis>) -> Option<u64> {

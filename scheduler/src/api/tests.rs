@@ -96,6 +96,11 @@ async fn submit_then_read_then_cancel() {
         .map(|pair| pair[0].as_str().unwrap())
         .collect();
     assert_eq!(critical.len(), 2, "both tasks of the chain decide the end: {eta}");
+    // Each unfinished task says how long it is expected to take, and how sure that is.
+    let expected = &status["tasks"][1]["expected"];
+    assert_eq!(expected["p50_ms"], 1_000, "{expected}");
+    assert_eq!(expected["source"], "prior", "{expected}");
+    assert_eq!(expected["confidence"], 0.0, "{expected}");
 
     let (code, body) = api.call("POST", &format!("/v1/workflows/{id}/cancel"), "", None).await;
     assert_eq!(code, StatusCode::ACCEPTED, "{body}");
