@@ -618,10 +618,16 @@ impl Engine {
             let mut at = 0;
             while at < open.len() {
                 let pool = self.pools.get_mut(&open[at]).expect("known pool");
-                let shared_room = |group: usize| group_used[group] < self.shared_slots[group] + margin;
+                // The margin never exceeds the slots themselves: a small fleet keeps few tasks
+                // waiting at the broker, where a later urgent task could not overtake them.
+                let shared_room = |group: usize| {
+                    let slots = self.shared_slots[group];
+                    group_used[group] < slots + margin.min(slots)
+                };
                 // A pool no worker serves gets nothing, not even the prefetch margin.
-                let has_room =
-                    pool.capacity > 0 && pool.in_flight < pool.capacity + margin && pool.group.is_none_or(shared_room);
+                let has_room = pool.capacity > 0
+                    && pool.in_flight < pool.capacity + margin.min(pool.capacity)
+                    && pool.group.is_none_or(shared_room);
                 let next = if has_room {
                     pop_ready(pool.policy.as_mut(), &self.workflows, now)
                 } else {

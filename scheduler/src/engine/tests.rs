@@ -444,7 +444,7 @@ fn a_lost_worker_gives_up_its_attempts_and_their_late_results_are_ignored() {
 
 #[test]
 fn capacity_can_be_replaced_as_the_fleet_changes() {
-    let tasks: String = (0..6)
+    let tasks: String = (0..9)
         .map(|idx| format!("  - {{id: t{idx}, handler: noop}}\n"))
         .collect();
     let spec = spec(&format!("name: c\ntasks:\n{tasks}"));
@@ -455,9 +455,19 @@ fn capacity_can_be_replaced_as_the_fleet_changes() {
         "no workers, nothing dispatched, not even the margin"
     );
     engine.set_capacities(&std::collections::HashMap::from([("default".to_string(), 2)]));
-    assert_eq!(engine.dispatch(Millis(1)).len(), 5, "two slots and a margin of three");
+    assert_eq!(
+        engine.dispatch(Millis(1)).len(),
+        4,
+        "two slots, and a margin of three capped at the two slots"
+    );
+    engine.set_capacities(&std::collections::HashMap::from([("default".to_string(), 4)]));
+    assert_eq!(
+        engine.dispatch(Millis(2)).len(),
+        3,
+        "four slots and the whole margin of three: 7 in all"
+    );
     engine.set_capacities(&std::collections::HashMap::new());
-    assert!(engine.dispatch(Millis(2)).is_empty(), "the fleet left");
+    assert!(engine.dispatch(Millis(3)).is_empty(), "the fleet left");
 }
 
 #[test]
