@@ -136,6 +136,8 @@ pub async fn run_workflow(
         engine: EngineConfig {
             policy: options.policy,
             prefetch_margin: options.prefetch_margin,
+            // The in-memory transport hands queued tasks out in class order.
+            margin_capped_by_slots: false,
             predictive: options.predictive,
             ..EngineConfig::default()
         },

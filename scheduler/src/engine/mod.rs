@@ -49,6 +49,10 @@ pub struct EngineConfig {
     pub adoption_grace: Duration,
     /// Tasks dispatched beyond the fleet's free slots, so workers never wait for the scheduler.
     pub prefetch_margin: usize,
+    /// The margin is at most the fleet's slots. Over a broker, tasks waiting in a queue
+    /// cannot be overtaken by a later, more urgent one, so a small fleet must keep few of
+    /// them; a transport that hands queued tasks out in class order (in memory) need not.
+    pub margin_capped_by_slots: bool,
     /// Seed of the retry jitter.
     pub jitter_seed: u64,
 }
@@ -61,6 +65,7 @@ impl Default for EngineConfig {
             predictive: false,
             adoption_grace: Duration::ZERO,
             prefetch_margin: 16,
+            margin_capped_by_slots: true,
             jitter_seed: 0x5eed,
         }
     }
@@ -618,15 +623,15 @@ impl Engine {
             let mut at = 0;
             while at < open.len() {
                 let pool = self.pools.get_mut(&open[at]).expect("known pool");
-                // The margin never exceeds the slots themselves: a small fleet keeps few tasks
-                // waiting at the broker, where a later urgent task could not overtake them.
+                let capped = self.config.margin_capped_by_slots;
+                let margin_for = |slots: usize| if capped { margin.min(slots) } else { margin };
                 let shared_room = |group: usize| {
                     let slots = self.shared_slots[group];
-                    group_used[group] < slots + margin.min(slots)
+                    group_used[group] < slots + margin_for(slots)
                 };
                 // A pool no worker serves gets nothing, not even the prefetch margin.
                 let has_room = pool.capacity > 0
-                    && pool.in_flight < pool.capacity + margin.min(pool.capacity)
+                    && pool.in_flight < pool.capacity + margin_for(pool.capacity)
                     && pool.group.is_none_or(shared_room);
                 let next = if has_room {
                     pop_ready(pool.policy.as_mut(), &self.workflows, now)
