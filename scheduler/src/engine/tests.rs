@@ -844,3 +844,50 @@ fn planned_tasks_wait_in_the_engine_while_their_worker_is_full_and_move_if_it_le
         [("t3".into(), "slow".into()), ("t4".into(), "slow".into())]
     );
 }
+
+#[test]
+fn a_restarted_heft_scheduler_adopts_running_attempts_and_plans_the_rest() {
+    let spec = spec(
+        "name: r\ntasks:\n  - {id: a, handler: noop, estimate: 1s}\n  - {id: b, handler: noop, estimate: 1s}\n  - {id: c, handler: noop, estimate: 1s, deps: [a, b]}\n",
+    );
+    let record = |task_idx, state, attempt| TaskRecord {
+        task_idx,
+        state,
+        attempt,
+        n_failures: 0,
+        retry_at: None,
+        output: None,
+    };
+    let records = vec![
+        record(0, TaskState::Succeeded, 1),
+        record(1, TaskState::Running, 1),
+        record(2, TaskState::Pending, 0),
+    ];
+    let mut engine = Engine::new(EngineConfig {
+        policy: PolicyKind::Heft,
+        adoption_grace: Duration::from_secs(10),
+        prefetch_margin: 0,
+        ..EngineConfig::default()
+    });
+    engine.set_capacity("default", 2);
+    engine.set_workers(
+        &[
+            WorkerModel::new("w1", &["default"], 1, 1.0),
+            WorkerModel::new("w2", &["default"], 1, 1.0),
+        ],
+        Millis(0),
+    );
+    engine.add_workflow("wf".into(), spec.clone(), Some(records), Millis(0));
+    // `b` waits to be adopted rather than being sent again.
+    assert!(engine.dispatch(Millis(0)).is_empty());
+    assert!(engine.adopt("w2", "wf", 1, 1));
+    let result = TaskResult::succeeded("wf", "b", 1, 1, "w2", Millis(0), Millis(500));
+    engine.on_finished(result, Millis(500)).unwrap();
+    let next = engine.dispatch(Millis(500));
+    assert_eq!(names(&next), "c");
+    assert!(next[0].worker.is_some());
+    engine
+        .on_finished(finished_on(&next[0], "w1", 1500), Millis(1500))
+        .unwrap();
+    assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Succeeded));
+}
