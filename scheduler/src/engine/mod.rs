@@ -13,7 +13,7 @@ mod placed;
 mod run;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,8 +135,15 @@ pub struct Engine {
     parents: Vec<ParentAt>,
     /// Slots of each group of pools served by common workers, counted once.
     shared_slots: Vec<usize>,
-    /// Planned tasks kept for their worker while it holds as much as it may, by worker, highest
-    /// plan priority first (`heft`, `cpop`).
+    /// Per worker, the planned tasks not yet sent to it, by planned start (`heft`, `cpop`):
+    /// the worker takes them in this order.
+    plan_order: HashMap<u32, BTreeSet<(u64, TaskRef)>>,
+    /// Workers whose plan may move on (a task of theirs ended or became ready), and the fleet
+    /// model's generation when every plan was last looked at.
+    plan_dirty: Vec<u32>,
+    plan_generation: u64,
+    /// Per worker, planned tasks that already had their turn and are ready again (retries),
+    /// waiting for room there, highest plan priority first.
     parked: HashMap<u32, BinaryHeap<(u64, Reverse<TaskRef>)>>,
 }
 
@@ -170,6 +177,9 @@ impl Engine {
             incomplete_generation: 0,
             parents: Vec::new(),
             shared_slots: Vec::new(),
+            plan_order: HashMap::new(),
+            plan_dirty: Vec::new(),
+            plan_generation: 0,
             parked: HashMap::new(),
         }
     }
@@ -433,6 +443,8 @@ impl Engine {
             let idx = task_idx as usize;
             if placement.worker[idx] != NO_WORKER {
                 placer.release(placement.worker[idx], slots as u32, placement.end[idx], now.0);
+                // It has room again: its next planned task may go.
+                self.plan_dirty.push(placement.worker[idx]);
             }
             if let Some(actual) = placer.find_named(&result.worker) {
                 placement.worker[idx] = actual;
@@ -791,6 +803,13 @@ impl Engine {
                 .as_ref()
                 .map_or(0.0, |criticality| f64::from(criticality[task.task_idx as usize])),
         };
+        if let Some(placement) = &run.placement {
+            let worker = placement.worker[task.task_idx as usize];
+            if worker != NO_WORKER {
+                // Its planned worker may be waiting for it.
+                self.plan_dirty.push(worker);
+            }
+        }
         let pool = spec.pool.clone();
         self.pool(&pool).policy.push(ready);
     }

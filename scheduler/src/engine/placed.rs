@@ -23,8 +23,9 @@ use crate::predict::Predictor;
 /// What became of a task the engine tried to place.
 enum Placed {
     Sent(Box<Dispatch>),
-    /// Kept for its planned worker, which holds as much as it may.
-    Parked,
+    /// Kept for its planned worker: until its turn in that worker's plan, or until the worker
+    /// holds less than it may.
+    Waiting,
     /// No worker of its pool can take it now.
     NoWorker,
 }
@@ -36,7 +37,6 @@ impl Engine {
         let online = self.config.policy.placement() == Placement::Online;
         let mut dispatches = Vec::new();
         let mut deferred = Vec::new();
-        self.release_parked(now, &mut dispatches, &mut deferred);
         let pool_names: Vec<Arc<str>> = self.pools.keys().cloned().collect();
         for pool_name in pool_names {
             loop {
@@ -50,7 +50,7 @@ impl Engine {
                 };
                 match self.place_task(task, online, now) {
                     Placed::Sent(dispatch) => dispatches.push(*dispatch),
-                    Placed::Parked => {}
+                    Placed::Waiting => {}
                     Placed::NoWorker => {
                         // No worker of the pool can take it now: it waits for one.
                         deferred.push(task);
@@ -59,32 +59,79 @@ impl Engine {
                 }
             }
         }
+        if !online {
+            self.follow_plans(now, &mut dispatches, &mut deferred);
+        }
         for task in deferred {
             self.push_ready(task, now);
         }
         dispatches
     }
 
-    /// Sends tasks parked for their planned workers to those with room again, highest plan
-    /// priority first; those of workers that left are placed anew.
-    fn release_parked(&mut self, now: Millis, dispatches: &mut Vec<Dispatch>, deferred: &mut Vec<TaskRef>) {
-        let workers: Vec<u32> = self.parked.keys().copied().collect();
+    /// Each worker takes its planned tasks in planned order, each once it is ready, while the
+    /// worker holds less than [`ROOM_PER_SLOT`] tasks per slot; a task whose turn has come but
+    /// whose inputs are not there yet holds the worker's later tasks back, as in the plan.
+    /// Tasks planned for a worker that left are placed anew (now if ready, else when they
+    /// become ready).
+    ///
+    /// Only workers whose plan may have moved are looked at: one of their tasks ended or became
+    /// ready, or tasks were planned on them; every one when the fleet changed.
+    fn follow_plans(&mut self, now: Millis, dispatches: &mut Vec<Dispatch>, deferred: &mut Vec<TaskRef>) {
+        let mut workers = std::mem::take(&mut self.plan_dirty);
+        let generation = self.placer.as_ref().map_or(0, |placer| placer.generation());
+        if generation != self.plan_generation {
+            self.plan_generation = generation;
+            workers.extend(self.plan_order.keys().chain(self.parked.keys()).copied());
+        }
+        workers.sort_unstable();
+        workers.dedup();
         for worker in workers {
-            loop {
-                let placer = self.placer.as_ref().expect("placement-aware policy");
-                if placer.is_alive(worker) && !placer.has_room_on(worker, ROOM_PER_SLOT) {
-                    break;
+            let placer = self.placer.as_ref().expect("placement-aware policy");
+            if !placer.is_alive(worker) {
+                let planned = self.plan_order.remove(&worker).unwrap_or_default();
+                let parked = self.parked.remove(&worker).unwrap_or_default();
+                let orphans = planned.into_iter().map(|(_, task)| task);
+                let orphans: Vec<TaskRef> = orphans
+                    .chain(parked.into_iter().map(|(_, Reverse(task))| task))
+                    .collect();
+                for task in orphans {
+                    if let Some(placement) =
+                        run_at(&mut self.workflows, task.workflow_slot).and_then(|run| run.placement.as_mut())
+                    {
+                        placement.worker[task.task_idx as usize] = NO_WORKER;
+                    }
+                    if self.sendable(task) {
+                        match self.place_task(task, false, now) {
+                            Placed::Sent(dispatch) => dispatches.push(*dispatch),
+                            Placed::Waiting => {}
+                            Placed::NoWorker => deferred.push(task),
+                        }
+                    }
                 }
+                continue;
+            }
+            // Tasks of the plan that were sent once and came back (retries) go first.
+            while self.has_room(worker) {
                 let Some((_, Reverse(task))) = self.parked.get_mut(&worker).and_then(BinaryHeap::pop) else {
                     break;
                 };
-                if self.task_state_at(task) != Some(TaskState::Ready) {
-                    continue;
+                if self.sendable(task) {
+                    dispatches.push(self.send_planned(task, worker, now));
                 }
-                match self.place_task(task, false, now) {
-                    Placed::Sent(dispatch) => dispatches.push(*dispatch),
-                    Placed::Parked => break,
-                    Placed::NoWorker => deferred.push(task),
+            }
+            while self.has_room(worker) {
+                let Some(&(start, task)) = self.plan_order.get(&worker).and_then(|order| order.first()) else {
+                    break;
+                };
+                match self.task_state_at(task) {
+                    Some(TaskState::Pending | TaskState::Retrying) => break,
+                    Some(TaskState::Ready) if self.adoptable.contains_key(&task) => break,
+                    Some(TaskState::Ready) => {
+                        self.unplan(worker, start, task);
+                        dispatches.push(self.send_planned(task, worker, now));
+                    }
+                    // Ended, out already, or forgotten: not this worker's to run any more.
+                    _ => self.unplan(worker, start, task),
                 }
             }
             if self.parked.get(&worker).is_some_and(BinaryHeap::is_empty) {
@@ -93,9 +140,39 @@ impl Engine {
         }
     }
 
-    /// Chooses where a ready task goes and sends it: to its planned worker (`heft`, `cpop`)
-    /// while that one is alive, or parks it there while the worker holds two tasks per slot;
-    /// else to the worker where it would complete earliest.
+    /// Whether a task is ready to be sent (and not waiting to be adopted).
+    fn sendable(&self, task: TaskRef) -> bool {
+        self.task_state_at(task) == Some(TaskState::Ready) && !self.adoptable.contains_key(&task)
+    }
+
+    /// Whether worker `worker` holds less than it may.
+    fn has_room(&self, worker: u32) -> bool {
+        self.placer
+            .as_ref()
+            .is_some_and(|placer| placer.has_room_on(worker, ROOM_PER_SLOT))
+    }
+
+    /// Removes a task from its worker's plan.
+    fn unplan(&mut self, worker: u32, start: u64, task: TaskRef) {
+        if let Some(order) = self.plan_order.get_mut(&worker) {
+            order.remove(&(start, task));
+            if order.is_empty() {
+                self.plan_order.remove(&worker);
+            }
+        }
+    }
+
+    /// Sends a ready task to the worker it is planned on.
+    fn send_planned(&mut self, task: TaskRef, worker: u32, now: Millis) -> Dispatch {
+        let end = run_at(&mut self.workflows, task.workflow_slot)
+            .and_then(|run| run.placement.as_ref())
+            .map_or(now.0, |placement| placement.end[task.task_idx as usize]);
+        self.send(task, worker, end, now)
+    }
+
+    /// Chooses where a ready task goes: its planned worker (`heft`, `cpop`) while that one is
+    /// alive — in its turn there, or, for a task that already had its turn (a retry), once the
+    /// worker has room — else the worker where it would complete earliest, at once.
     fn place_task(&mut self, task: TaskRef, online: bool, now: Millis) -> Placed {
         let placer = self.placer.as_mut().expect("placement-aware policy");
         let run = run_at(&mut self.workflows, task.workflow_slot).expect("a ready task's workflow");
@@ -105,50 +182,62 @@ impl Engine {
         let slots = spec_task.resources.slots;
         let placement = run.placement.as_mut().expect("placed workflows have a placement");
         let planned = placement.worker[idx];
-        let (worker, end) = if !online && planned != NO_WORKER && placer.can_run(planned, &spec_task.pool, slots) {
-            if !placer.has_room_on(planned, ROOM_PER_SLOT) {
+        if !online && planned != NO_WORKER && placer.can_run(planned, &spec_task.pool, slots) {
+            let in_plan = self
+                .plan_order
+                .get(&planned)
+                .is_some_and(|order| order.contains(&(placement.start[idx], task)));
+            if !in_plan {
                 let rank = placement.priority[idx].max(0.0).to_bits();
                 self.parked.entry(planned).or_default().push((rank, Reverse(task)));
-                return Placed::Parked;
             }
-            (planned, placement.end[idx])
-        } else {
-            let mut parents = std::mem::take(&mut self.parents);
-            parents.clear();
-            parents.extend(spec_task.deps.iter().map(|dep| ParentAt {
-                worker: placement.worker[dep.task as usize],
-                end: placement.end[dep.task as usize],
-                transfer_ms: u64::from(dep.transfer_ms),
-            }));
-            let shape = TaskShape {
-                pool: &spec_task.pool,
-                slots,
-                estimate_ms: estimate_ms(spec_task, &self.config, &self.predictor),
-                by_worker: spec_task.estimate_by_worker.as_ref(),
-            };
-            let choice = placer.choose(now.0, shape, &parents);
-            self.parents = parents;
-            let Some(choice) = choice else {
-                return Placed::NoWorker;
-            };
-            placer.reserve(choice, slots);
-            (choice.worker, choice.end)
+            // `follow_plans` sends it in its turn.
+            return Placed::Waiting;
+        }
+        let mut parents = std::mem::take(&mut self.parents);
+        parents.clear();
+        parents.extend(spec_task.deps.iter().map(|dep| ParentAt {
+            worker: placement.worker[dep.task as usize],
+            end: placement.end[dep.task as usize],
+            transfer_ms: u64::from(dep.transfer_ms),
+        }));
+        let shape = TaskShape {
+            pool: &spec_task.pool,
+            slots,
+            estimate_ms: estimate_ms(spec_task, &self.config, &self.predictor),
+            by_worker: spec_task.estimate_by_worker.as_ref(),
         };
+        let choice = placer.choose(now.0, shape, &parents);
+        self.parents = parents;
+        let Some(choice) = choice else {
+            return Placed::NoWorker;
+        };
+        placer.reserve(choice, slots);
+        Placed::Sent(Box::new(self.send(task, choice.worker, choice.end, now)))
+    }
+
+    /// Sends a ready task to `worker`, where it is expected to end at `end`.
+    fn send(&mut self, task: TaskRef, worker: u32, end: u64, now: Millis) -> Dispatch {
+        let placer = self.placer.as_mut().expect("placement-aware policy");
+        let run = run_at(&mut self.workflows, task.workflow_slot).expect("a ready task's workflow");
+        let idx = task.task_idx as usize;
         placer.hold(worker);
+        let placement = run.placement.as_mut().expect("placed workflows have a placement");
         placement.worker[idx] = worker;
         placement.end[idx] = end;
+        let spec_task = &run.spec.tasks[idx];
         if let Some(pool) = self.pools.get_mut(&spec_task.pool) {
-            pool.in_flight += slots as usize;
+            pool.in_flight += spec_task.resources.slots as usize;
         }
         let message = mark_dispatched(run, task.task_idx, now, &mut self.updates);
         let name = placer.worker(worker).name.clone();
         self.by_worker.entry(name.clone()).or_default().insert(task);
         self.running_on.insert(task, name.clone());
-        Placed::Sent(Box::new(Dispatch {
+        Dispatch {
             task,
             message,
             worker: Some(name),
-        }))
+        }
     }
 
     /// In predictive mode, samples the new workflow's runtimes from the predictor and notes
@@ -209,6 +298,7 @@ impl Engine {
         let n = run.tasks.len();
         let mut placement = RunPlacement {
             worker: vec![NO_WORKER; n],
+            start: vec![now.0; n],
             end: vec![now.0; n],
             priority: vec![0.0; n],
             incomplete: false,
@@ -217,7 +307,21 @@ impl Engine {
             let (estimates, done) = plan_inputs(run, &self.config, &self.predictor);
             let plan = placement::plan(placer, now.0, &run.spec, &estimates, &done, kind);
             placement.incomplete = plan.worker.iter().zip(&done).any(|(&w, &done)| w == NO_WORKER && !done);
+            for (idx, _) in done.iter().enumerate().filter(|(_, &done)| !done) {
+                if plan.worker[idx] != NO_WORKER {
+                    let task = TaskRef {
+                        workflow_slot: slot,
+                        task_idx: idx as u32,
+                    };
+                    self.plan_order
+                        .entry(plan.worker[idx])
+                        .or_default()
+                        .insert((plan.start[idx], task));
+                    self.plan_dirty.push(plan.worker[idx]);
+                }
+            }
             placement.worker = plan.worker;
+            placement.start = plan.start;
             placement.end = plan.end;
             placement.priority = plan.priority;
             if placement.incomplete {
@@ -251,7 +355,23 @@ impl Engine {
             let placement = run.placement.as_mut().expect("placed workflows have a placement");
             placement.incomplete = false;
             for (idx, _) in done.iter().enumerate().filter(|(_, &done)| !done) {
+                let task = TaskRef {
+                    workflow_slot: slot,
+                    task_idx: idx as u32,
+                };
+                // Out of the old plan, into the new one.
+                if let Some(order) = self.plan_order.get_mut(&placement.worker[idx]) {
+                    order.remove(&(placement.start[idx], task));
+                }
+                if plan.worker[idx] != NO_WORKER {
+                    self.plan_order
+                        .entry(plan.worker[idx])
+                        .or_default()
+                        .insert((plan.start[idx], task));
+                    self.plan_dirty.push(plan.worker[idx]);
+                }
                 placement.worker[idx] = plan.worker[idx];
+                placement.start[idx] = plan.start[idx];
                 placement.end[idx] = plan.end[idx];
                 placement.priority[idx] = plan.priority[idx];
                 placement.incomplete |= plan.worker[idx] == NO_WORKER;

@@ -48,6 +48,8 @@ pub(crate) struct WorkflowRun {
 pub(crate) struct RunPlacement {
     /// The planned, chosen or actual worker of each task (`NO_WORKER`: none yet).
     pub(crate) worker: Vec<u32>,
+    /// When each task is planned to start (`heft`, `cpop`).
+    pub(crate) start: Vec<u64>,
     /// When each task is expected to end there, then when it ended.
     pub(crate) end: Vec<u64>,
     /// Plan priorities (`heft`, `cpop`); zero otherwise.

@@ -213,7 +213,49 @@ fn heft_and_mct_beat_fcfs_on_makespan_with_heterogeneous_workers() {
     }
     let [fcfs, mct, heft, cpop] = totals.map(|total| total / n_seeds as f64);
     eprintln!("mean makespan: fcfs {fcfs:.1} s, mct {mct:.1} s, heft {heft:.1} s, cpop {cpop:.1} s");
-    assert!(heft < 0.9 * fcfs, "heft {heft} vs fcfs {fcfs}");
+    assert!(heft < 0.8 * fcfs, "heft {heft} vs fcfs {fcfs}");
     assert!(mct < 0.95 * fcfs, "mct {mct} vs fcfs {fcfs}");
     assert!(heft_wins >= 18, "heft beat fcfs on {heft_wins} of {n_seeds} DAGs");
+}
+
+#[test]
+fn heft_runs_never_end_later_than_their_plans() {
+    use crate::placement::{plan, Placer, PlanKind, WorkerModel};
+    let workers = [("fast", 2, 3.0), ("mid", 1, 2.0), ("slow", 1, 1.0), ("slow2", 2, 1.0)];
+    for seed in 0..20 {
+        let dag = workflow(&layered(seed, 5, 7), 0);
+        let fleet = fleet(&workers);
+        let models: Vec<WorkerModel> = fleet
+            .workers
+            .iter()
+            .map(|worker| WorkerModel::new(&worker.name, &["default"], worker.slots, worker.speed))
+            .collect();
+        let estimates: Vec<u64> = dag
+            .spec
+            .tasks
+            .iter()
+            .map(|task| task.estimate.unwrap().as_millis() as u64)
+            .collect();
+        for (kind, policy) in [(PlanKind::Heft, PolicyKind::Heft), (PlanKind::Cpop, PolicyKind::Cpop)] {
+            let mut placer = Placer::with_workers(None, &models);
+            let planned = plan(
+                &mut placer,
+                0,
+                &dag.spec,
+                &estimates,
+                &vec![false; estimates.len()],
+                kind,
+            );
+            let sim = Simulator::new(fleet.clone(), vec![dag.clone()], PolicyConfig::default()).unwrap();
+            let report = sim.run(policy).unwrap();
+            // Each worker takes its tasks in planned order as soon as they are ready: with
+            // the declared runtimes, no task starts later than planned.
+            assert!(
+                report.makespan * 1000.0 <= planned.makespan as f64,
+                "seed {seed}, {policy}: ran {} s, planned {} ms",
+                report.makespan,
+                planned.makespan
+            );
+        }
+    }
 }
