@@ -891,3 +891,27 @@ fn a_restarted_heft_scheduler_adopts_running_attempts_and_plans_the_rest() {
         .unwrap();
     assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Succeeded));
 }
+
+#[test]
+fn under_heft_a_failed_task_is_retried_on_its_worker() {
+    let workers = [WorkerModel::new("w", &["default"], 1, 1.0)];
+    let mut engine = placing_engine(PolicyKind::Heft, &workers);
+    let yaml = "name: retry\ntasks:\n  - {id: a, handler: noop, retries: {max: 1, backoff: 1s}}\n  - {id: b, handler: noop, deps: [a]}\n";
+    engine.add_workflow("wf".into(), spec(yaml), None, Millis(0));
+    let first = engine.dispatch(Millis(0));
+    assert_eq!(sent_to(&first), [("a".into(), "w".into())]);
+    let failed = TaskResult {
+        outcome: AttemptOutcome::Failed { retryable: true },
+        ..finished_on(&first[0], "w", 10)
+    };
+    engine.on_finished(failed, Millis(10)).unwrap();
+    assert!(engine.dispatch(Millis(20)).is_empty(), "backing off");
+    engine.on_timers(Millis(5_000));
+    let again = engine.dispatch(Millis(5_000));
+    assert_eq!(sent_to(&again), [("a".into(), "w".into())]);
+    assert_eq!(again[0].message.attempt, 2);
+    engine
+        .on_finished(finished_on(&again[0], "w", 5_100), Millis(5_100))
+        .unwrap();
+    assert_eq!(sent_to(&engine.dispatch(Millis(5_100))), [("b".into(), "w".into())]);
+}
