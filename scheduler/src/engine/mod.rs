@@ -695,6 +695,12 @@ impl Engine {
                     workflow_id: run.id.clone(),
                     record: run.record(task_idx),
                 });
+                // A planned worker waiting for this task moves on to its next one.
+                if let Some(placement) = &run.placement {
+                    if placement.worker[task_idx as usize] != NO_WORKER {
+                        self.plan_dirty.push(placement.worker[task_idx as usize]);
+                    }
+                }
             }
         }
         self.check_finished(slot, now);
@@ -859,6 +865,12 @@ impl Engine {
                 workflow_id: run.id.clone(),
                 record: run.record(child),
             });
+            // A planned worker waiting for this task moves on to its next one.
+            if let Some(placement) = &run.placement {
+                if placement.worker[child as usize] != NO_WORKER {
+                    self.plan_dirty.push(placement.worker[child as usize]);
+                }
+            }
             stack.extend_from_slice(spec.dag.children(child));
             release_outputs_of_parents(run, child);
             let estimate = estimate_ms(&spec.tasks[child as usize], &self.config, &self.predictor);
