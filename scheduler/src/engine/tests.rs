@@ -915,3 +915,24 @@ fn under_heft_a_failed_task_is_retried_on_its_worker() {
         .unwrap();
     assert_eq!(sent_to(&engine.dispatch(Millis(5_100))), [("b".into(), "w".into())]);
 }
+
+#[test]
+fn a_planned_worker_moves_on_when_the_task_it_waits_for_is_cancelled() {
+    let workers = [
+        WorkerModel::new("w1", &["default"], 1, 1.0),
+        WorkerModel::new("w2", &["default"], 1, 1.0),
+    ];
+    let mut engine = placing_engine(PolicyKind::Heft, &workers);
+    let first = "name: first\ntasks:\n  - {id: p, handler: noop, estimate_by_worker: {w1: 100s, w2: 10s}}\n  - {id: q, handler: noop, deps: [p], estimate_by_worker: {w1: 1s, w2: 100s}}\n";
+    let second = "name: second\ntasks:\n  - {id: r, handler: noop, estimate_by_worker: {w1: 1s, w2: 100s}}\n";
+    engine.add_workflow("first".into(), spec(first), None, Millis(0));
+    engine.add_workflow("second".into(), spec(second), None, Millis(0));
+    // w1's plan: q (after p, from 10 s), then r (from 11 s). r is ready, but q comes first.
+    assert_eq!(sent_to(&engine.dispatch(Millis(0))), [("p".into(), "w2".into())]);
+    assert!(
+        engine.dispatch(Millis(1)).is_empty(),
+        "w1 waits for q, its next planned task"
+    );
+    engine.cancel_workflow("first", Millis(2)).unwrap();
+    assert_eq!(sent_to(&engine.dispatch(Millis(2))), [("r".into(), "w1".into())]);
+}
