@@ -3,10 +3,12 @@
 //!
 //! Time starts at `Millis(0)`; workflows are submitted at their offsets. The engine decides
 //! which task goes next exactly as in the live scheduler (same policy code, admission control
-//! with each pool's capacity the slots of the workers serving it, no prefetch margin); the
-//! simulator decides where it runs ([`placement`]: the worker where it would finish earliest)
-//! and how long it takes (the runtime model in [`placement::runtime_ms`], with transfer
-//! costs between workers). Every task succeeds; timeouts and retries are not simulated.
+//! with each pool's capacity the slots of the workers serving it, no prefetch margin). Under a
+//! placement-aware policy (`mct`, `heft`, `cpop`) the engine also names the worker, from the
+//! simulated fleet, and each worker runs what it was sent in arrival order; under the others
+//! the simulator decides where a task runs ([`placement`]: the free worker where it would
+//! finish earliest). The runtime model is [`placement::runtime_ms`], with transfer costs
+//! between workers. Every task succeeds; timeouts and retries are not simulated.
 //!
 //! With [`Simulator::run_stochastic`], runtimes are multiplied by a log-normal factor per task
 //! and run (median 1, so the estimate is the median runtime; σ = [`DEFAULT_SIGMA`]), drawn from

@@ -98,8 +98,8 @@ impl Scratch {
 /// all the others are ready at the same time and the fastest free one is the best of them,
 /// so the scan stops there: O(parents + named + workers skipped for want of free slots).
 ///
-/// This is the one place where a worker is chosen: placement-aware policies (minimum
-/// completion time, HEFT) plug in here, while the engine keeps deciding which task goes next.
+/// This stands in for "any free worker of the pool takes it" under the policies that do not
+/// place tasks; placement-aware policies choose in the engine (`crate::placement`).
 pub(super) fn place(
     now: u64,
     pool: &PoolWorkers,
