@@ -6,8 +6,10 @@
 
 pub mod api;
 pub mod dag;
+pub mod document;
 pub mod retry;
 pub mod state;
+pub mod text;
 pub mod time;
 pub mod units;
 pub mod wire;

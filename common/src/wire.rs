@@ -19,6 +19,17 @@ pub const WIRE_VERSION: u32 = 1;
 /// Largest task output accepted, in bytes of JSON.
 pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 
+/// Largest action a task may carry (its argv and environment, or its handler's name, args and
+/// environment), in bytes of JSON once the workflow's aliases are expanded. Checked when a
+/// workflow is submitted.
+pub const MAX_ACTION_BYTES: usize = 1024 * 1024;
+
+/// Largest task message the scheduler publishes, in bytes. A task whose message would be
+/// larger (an action near its limit plus the inputs from many parents) fails alone, without
+/// retries, with a reason that says so; RabbitMQ 4's default limit is this size, RabbitMQ 3's
+/// is 128 MiB.
+pub const MAX_TASK_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
 /// One attempt of one task, sent to a worker queue.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskMessage {

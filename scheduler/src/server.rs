@@ -198,6 +198,11 @@ async fn accept_submission(
             settle(delivery.dead_letter(&invalid.to_string()).await);
             true
         }
+        Err(error @ (SubmitError::BadKey(_) | SubmitError::KeyReused { .. } | SubmitError::Internal(_))) => {
+            warn!(%error, "Dead-lettering a submission that cannot be accepted.");
+            settle(delivery.dead_letter(&error.to_string()).await);
+            true
+        }
         Err(SubmitError::Store(error)) => {
             warn!(%error, "Cannot store a submitted workflow; it goes back to the queue.");
             tokio::time::sleep(Duration::from_secs(1)).await;

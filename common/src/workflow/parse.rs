@@ -14,12 +14,17 @@ use super::{
     WorkflowSpec,
 };
 use crate::dag::Dag;
+use crate::document::load_document;
+use crate::text::{has_control, printable};
 use crate::units::{parse_duration, parse_size};
+use crate::wire::MAX_ACTION_BYTES;
 
 /// Most problems listed for one workflow; the rest are counted.
 const MAX_PROBLEMS: usize = 200;
 /// Most unknown dependencies for which the closest id is searched.
 const MAX_SUGGESTIONS: usize = 50;
+/// Longest workflow name.
+const MAX_NAME_CHARS: usize = 256;
 
 const WORKFLOW_FIELDS: &[&str] = &["name", "description", "defaults", "tasks"];
 const DEFAULTS_FIELDS: &[&str] = &["priority", "retries", "timeout", "pool", "resources", "env"];
@@ -45,23 +50,10 @@ const RETRY_FIELDS: &[&str] = &["max", "backoff", "max_backoff"];
 const RESOURCE_FIELDS: &[&str] = &["cpu", "memory", "slots"];
 const DEP_FIELDS: &[&str] = &["task", "transfer"];
 
-/// Parses and validates a workflow given as YAML or JSON text.
+/// Parses and validates a workflow given as YAML or JSON text (see [`load_document`] for what
+/// the text may hold).
 pub fn parse_workflow(text: &str, options: &ValidateOptions) -> Result<WorkflowSpec, InvalidWorkflow> {
-    let value = if text.trim_start().starts_with('{') {
-        serde_json::from_str::<Value>(text).map_err(|error| {
-            single(Problem::workflow(
-                "",
-                format!(
-                    "invalid JSON at line {} column {}: {error}",
-                    error.line(),
-                    error.column()
-                ),
-            ))
-        })?
-    } else {
-        serde_yaml_ng::from_str::<Value>(text)
-            .map_err(|error| single(Problem::workflow("", format!("invalid YAML: {error}"))))?
-    };
+    let value = load_document(text).map_err(|error| single(Problem::workflow("", error.to_string())))?;
     parse_workflow_value(value, options)
 }
 
@@ -80,6 +72,23 @@ pub fn parse_workflow_value(value: Value, options: &ValidateOptions) -> Result<W
         )));
     };
     let name = match root.remove("name") {
+        Some(Value::String(name)) if has_control(&name) => {
+            checker.push(Problem::workflow(
+                "name",
+                format!(
+                    "`{}` holds control characters (escapes, NUL, line breaks), which a name must not",
+                    printable(&name)
+                ),
+            ));
+            String::new()
+        }
+        Some(Value::String(name)) if name.chars().count() > MAX_NAME_CHARS => {
+            checker.push(Problem::workflow(
+                "name",
+                format!("is longer than {MAX_NAME_CHARS} characters"),
+            ));
+            String::new()
+        }
         Some(Value::String(name)) if !name.trim().is_empty() => name,
         Some(_) => {
             checker.push(Problem::workflow("name", "must be a non-empty string"));
@@ -369,6 +378,21 @@ impl Checker<'_> {
                 Action::Handler { name, args, env }
             }
         };
+        let action_bytes = encoded_len(&task.action);
+        if action_bytes > MAX_ACTION_BYTES {
+            let field = match task.action {
+                Action::Run { .. } => "run",
+                Action::Handler { .. } => "args",
+            };
+            self.problem(
+                label,
+                field,
+                format!(
+                    "what the task runs takes {action_bytes} bytes (argv, args and env once expanded); \
+                     a task may carry at most {MAX_ACTION_BYTES} (pass large data through files or a parent's output)"
+                ),
+            );
+        }
         if let Some(value) = map.remove("priority") {
             task.priority = self.priority(label, "priority", value).unwrap_or(task.priority);
         }
@@ -750,6 +774,32 @@ fn is_valid_name(name: &str, max_len: usize) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
+/// Bytes of the action as JSON on the wire.
+fn encoded_len(action: &Action) -> usize {
+    /// Counts what is written to it.
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    let written = match action {
+        Action::Run { argv, env } => {
+            serde_json::to_writer(&mut counter, argv).and_then(|()| serde_json::to_writer(&mut counter, env))
+        }
+        Action::Handler { name, args, env } => serde_json::to_writer(&mut counter, name)
+            .and_then(|()| serde_json::to_writer(&mut counter, args))
+            .and_then(|()| serde_json::to_writer(&mut counter, env)),
+    };
+    // Room for the field names around them.
+    written.map_or(usize::MAX, |()| counter.0 + 64)
 }
 
 fn scalar_to_string(value: Value) -> Option<String> {

@@ -19,6 +19,11 @@ pub enum ApiError {
     Conflict(String),
     #[error(transparent)]
     Invalid(InvalidWorkflow),
+    /// The request is well-formed but cannot be processed (e.g. an idempotency key reused).
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    TooLarge(String),
     #[error("{0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -54,6 +59,20 @@ impl IntoResponse for ApiError {
                 ErrorBody {
                     error: invalid.to_string(),
                     problems: invalid.problems.iter().map(ProblemBody::from).collect(),
+                },
+            ),
+            ApiError::Unprocessable(message) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorBody {
+                    error: message,
+                    problems: vec![],
+                },
+            ),
+            ApiError::TooLarge(message) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorBody {
+                    error: message,
+                    problems: vec![],
                 },
             ),
             ApiError::Unavailable(message) => (

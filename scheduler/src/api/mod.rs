@@ -3,7 +3,7 @@
 //!
 //! | method and path | answer |
 //! |---|---|
-//! | `POST /v1/workflows` (body: YAML or JSON; header `Idempotency-Key`) | 201 [`SubmitResponse`] (200 when the key was seen), 422 with every problem |
+//! | `POST /v1/workflows` (body: YAML or JSON; header `Idempotency-Key`) | 201 [`SubmitResponse`] (200 for a repeat: the same key and body), 422 with every problem, 422 for a key used with another body, 400 for a bad key, 413 over the size limit |
 //! | `GET /v1/workflows/{id}` | 200 [`WorkflowStatus`] (with a predicted end while it runs), 404 |
 //! | `POST /v1/workflows/{id}/cancel` | 202 [`CancelResponse`], 404, 409 when it already ended |
 //! | `GET /v1/workers` | 200 list of [`WorkerStatus`] |
@@ -14,8 +14,9 @@ mod error;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::header::CONTENT_LENGTH;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use taskfleet_common::api::{CancelResponse, SubmitResponse, WorkerStatus, WorkflowStatus};
@@ -63,10 +64,25 @@ pub fn router(state: ApiState) -> Router {
 
 async fn submit(
     State(state): State<ApiState>,
-    headers: HeaderMap,
-    body: String,
+    request: Request,
 ) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
-    let key = match headers.get("idempotency-key") {
+    let (parts, body) = request.into_parts();
+    let too_large = || {
+        ApiError::TooLarge(format!(
+            "a workflow is at most {} bytes; this one is larger",
+            state.max_body_bytes
+        ))
+    };
+    // A declared length over the limit is refused before a byte of the body is read.
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > state.max_body_bytes as u64) {
+        return Err(too_large());
+    }
+    let key = match parts.headers.get("idempotency-key") {
         Some(value) => Some(
             value
                 .to_str()
@@ -75,11 +91,19 @@ async fn submit(
         ),
         None => None,
     };
+    let bytes = axum::body::to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|_| too_large())?;
+    let body = String::from_utf8(bytes.into())
+        .map_err(|error| ApiError::BadRequest(format!("the workflow is not UTF-8 text: {error}")))?;
     let answer = submit_workflow(state.store.as_ref(), &state.scheduler, &state.validate, body, key)
         .await
         .map_err(|error| match error {
             SubmitError::Invalid(invalid) => ApiError::Invalid(invalid),
+            error @ SubmitError::BadKey(_) => ApiError::BadRequest(error.to_string()),
+            error @ SubmitError::KeyReused { .. } => ApiError::Unprocessable(error.to_string()),
             SubmitError::Store(error) => ApiError::Internal(error.into()),
+            SubmitError::Internal(reason) => ApiError::Internal(anyhow::anyhow!(reason)),
             SubmitError::Stopped => ApiError::Unavailable("the scheduler is stopping".into()),
         })?;
     let code = if answer.created {

@@ -24,6 +24,10 @@ struct Api {
 
 impl Api {
     async fn start() -> Api {
+        Api::start_with_body_limit(1 << 20).await
+    }
+
+    async fn start_with_body_limit(max_body_bytes: usize) -> Api {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let transport = Arc::new(MemoryTransport::new(&QueueNames::default()));
         // No workers: nothing is dispatched, so workflows stay running while the tests look.
@@ -38,7 +42,7 @@ impl Api {
             store,
             scheduler: handle,
             validate: ValidateOptions::default(),
-            max_body_bytes: 1 << 20,
+            max_body_bytes,
         };
         Api {
             router: router(state),
@@ -137,6 +141,87 @@ async fn an_idempotency_key_returns_the_first_workflow() {
         .call("POST", "/v1/workflows", WORKFLOW, Some("nightly-2026-11-24"))
         .await;
     assert_ne!(other["workflow_id"], first["workflow_id"]);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_bound_to_its_body() {
+    let api = Api::start().await;
+    let (code, first) = api.call("POST", "/v1/workflows", WORKFLOW, Some("k1")).await;
+    assert_eq!(code, StatusCode::CREATED, "{first}");
+    let id = first["workflow_id"].as_str().unwrap();
+    // Another workflow, or an invalid one, under a used key is not a repeat.
+    let other = "name: other\ntasks:\n  - {id: a, handler: noop}\n";
+    for body in [other, "not: [a workflow"] {
+        let (code, answer) = api.call("POST", "/v1/workflows", body, Some("k1")).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert_eq!(
+            answer["error"],
+            format!("idempotency key `k1` was used for a different workflow ({id}); use a new key for a new workflow")
+        );
+    }
+    let (code, answer) = api.call("POST", "/v1/workflows", WORKFLOW, Some("")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["error"], "an idempotency key must not be empty");
+    let (code, answer) = api
+        .call("POST", "/v1/workflows", WORKFLOW, Some(&"k".repeat(256)))
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["error"], "an idempotency key is at most 255 bytes (got 256)");
+    let (code, _) = api
+        .call("POST", "/v1/workflows", WORKFLOW, Some(&"k".repeat(255)))
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_refused_before_the_body() {
+    let api = Api::start().await;
+    // The body never comes: the answer must not wait for it.
+    let body = Body::from_stream(futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>());
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/workflows")
+        .header("content-length", "1000000000000")
+        .body(body)
+        .unwrap();
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        answer["error"],
+        "a workflow is at most 1048576 bytes; this one is larger"
+    );
+}
+
+#[tokio::test]
+async fn health_checks_do_not_wait_for_a_submission_being_parsed() {
+    // One thread for the whole runtime (`tokio::test`): a parse on it would hold every other
+    // request until it ended.
+    let api = Api::start_with_body_limit(64 << 20).await;
+    let tasks: String = (0..60_000)
+        .map(|idx| format!("  - {{id: t{idx}, handler: noop}}\n"))
+        .collect();
+    let big = format!("name: big\ntasks:\n{tasks}");
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let parsing = {
+        let (big, order) = (big.clone(), order.clone());
+        tokio::spawn(async move {
+            let parsed = crate::submit::parse_off_runtime(big, ValidateOptions::default()).await;
+            order.lock().unwrap().push("parsed");
+            parsed.map(|(_, spec)| spec.tasks.len()).ok()
+        })
+    };
+    // The parse starts (and, were it on this thread, would run to its end right here).
+    tokio::task::yield_now().await;
+    let (code, _) = api.call("GET", "/healthz", "", None).await;
+    assert_eq!(code, StatusCode::OK);
+    order.lock().unwrap().push("healthz");
+    assert_eq!(parsing.await.unwrap(), Some(60_000));
+    assert_eq!(*order.lock().unwrap(), ["healthz", "parsed"]);
+    // The same workflow through the API is accepted.
+    let (code, _) = api.call("POST", "/v1/workflows", &big, None).await;
+    assert_eq!(code, StatusCode::CREATED);
 }
 
 #[tokio::test]

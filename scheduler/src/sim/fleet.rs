@@ -89,17 +89,7 @@ impl fmt::Display for InvalidFleet {
 
 /// Parses and checks a fleet given as YAML or JSON text.
 pub fn parse_fleet(text: &str) -> Result<FleetSpec, InvalidFleet> {
-    let value = if text.trim_start().starts_with('{') {
-        serde_json::from_str::<Value>(text).map_err(|error| {
-            single(format!(
-                "invalid JSON at line {} column {}: {error}",
-                error.line(),
-                error.column()
-            ))
-        })?
-    } else {
-        serde_yaml_ng::from_str::<Value>(text).map_err(|error| single(format!("invalid YAML: {error}")))?
-    };
+    let value = taskfleet_common::document::load_document(text).map_err(|error| single(error.to_string()))?;
     parse_fleet_value(value)
 }
 

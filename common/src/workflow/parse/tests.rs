@@ -284,3 +284,55 @@ fn features_come_from_numeric_args_and_the_features_mapping() {
         &["task `a`, field `features.input_mb`: must be a number"],
     );
 }
+
+#[test]
+fn hostile_text_gets_named_problems() {
+    // A byte-order mark is not "more than one document".
+    let spec = check_ok("\u{feff}name: w\ntasks:\n  - {id: a, handler: noop}\n");
+    assert_eq!(spec.name, "w");
+    check_problems(
+        "name: w\ntasks:\n  - {id: a, handler: noop}\nname: x\n",
+        &["invalid YAML at line 4 column 1: key `name` is given twice"],
+    );
+    check_problems(
+        "name: w\ntasks:\n  - {id: a, handler: noop, timeout: .nan}\n",
+        &["invalid YAML at line 3 column 37: `.nan` is not a finite number, which JSON (and so a task) cannot hold"],
+    );
+    check_problems(
+        "name: \"evil\\e[2J\\0\"\ntasks:\n  - {id: a, handler: noop}\n",
+        &["field `name`: `evil\\u{1b}[2J\\u{0}` holds control characters (escapes, NUL, line breaks), which a name must not"],
+    );
+}
+
+#[test]
+fn a_task_carries_at_most_one_mebibyte_to_run() {
+    let big = "x".repeat(crate::wire::MAX_ACTION_BYTES);
+    let text = format!("name: w\ntasks:\n  - {{id: a, handler: noop, args: {{blob: \"{big}\"}}}}\n  - {{id: b, run: [echo, \"{big}\"]}}\n");
+    let options = ValidateOptions::default();
+    let invalid = parse_workflow(&text, &options).unwrap_err();
+    let messages: Vec<String> = invalid.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[0].starts_with("task `a`, field `args`: what the task runs takes 10486"),
+        "{}",
+        messages[0]
+    );
+    assert!(
+        messages[1].starts_with("task `b`, field `run`: what the task runs takes"),
+        "{}",
+        messages[1]
+    );
+    // Aliases count expanded: 20 aliases of a 100 KB string are 2 MB.
+    let aliases = vec!["*s"; 20].join(", ");
+    let text = format!(
+        "name: w\ntasks:\n  - id: a\n    handler: noop\n    args: {{s: &s \"{}\", l: [{aliases}]}}\n",
+        "y".repeat(100_000)
+    );
+    let invalid = parse_workflow(&text, &options).unwrap_err();
+    assert!(
+        invalid
+            .to_string()
+            .contains("field `args`: what the task runs takes 21"),
+        "{invalid}"
+    );
+}

@@ -128,5 +128,5 @@ fn syntax_errors_say_where() {
         "{problems:?}"
     );
     let problems = self::problems("workers: [{name: a}\n");
-    assert!(problems[0].starts_with("invalid YAML: "), "{problems:?}");
+    assert!(problems[0].starts_with("invalid YAML at line 2 column 1: "), "{problems:?}");
 }
