@@ -113,6 +113,23 @@ pub fn format_duration(duration: Duration) -> String {
     }
 }
 
+/// A size in bytes for people: `512 bytes`, `16 KiB`, `1.5 MiB`.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let text = format!("{value:.1}");
+    let text = text.strip_suffix(".0").unwrap_or(&text);
+    format!("{text} {}", UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +151,14 @@ mod tests {
         assert!(parse_duration("-3").is_err());
         assert!(parse_duration("m5").is_err());
         assert!(parse_duration("1h30").unwrap_err().contains("missing unit"));
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(format_bytes(512), "512 bytes");
+        assert_eq!(format_bytes(16 * 1024), "16 KiB");
+        assert_eq!(format_bytes(1024 * 1024), "1 MiB");
+        assert_eq!(format_bytes(1024 * 1024 * 3 / 2), "1.5 MiB");
     }
 
     #[test]

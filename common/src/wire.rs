@@ -30,6 +30,11 @@ pub const MAX_ACTION_BYTES: usize = 1024 * 1024;
 /// is 128 MiB.
 pub const MAX_TASK_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Largest results message the scheduler reads, in bytes: a worker packs events into messages
+/// of about 1 MiB, and one event holds at most an output and two short tails. A larger message
+/// on the results queue is not from a worker, and is dead-lettered unread.
+pub const MAX_EVENTS_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// One attempt of one task, sent to a worker queue.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskMessage {

@@ -153,7 +153,7 @@ async fn submit_queue_loop(
             };
             match delivery {
                 Ok(delivery) => {
-                    if !accept_submission(&store, &handle, &config.validate, delivery).await {
+                    if !accept_submission(&store, &handle, &config, delivery).await {
                         return;
                     }
                 }
@@ -171,9 +171,15 @@ async fn submit_queue_loop(
 async fn accept_submission(
     store: &Arc<dyn Store>,
     handle: &SchedulerHandle,
-    options: &ValidateOptions,
+    config: &ServerConfig,
     delivery: Delivery,
 ) -> bool {
+    let options = &config.validate;
+    if let Some(reason) = delivery.oversized(config.max_body_bytes, "submitted workflow") {
+        warn!(%reason, "Dead-lettering an oversized submission unread.");
+        settle(delivery.dead_letter(&reason).await);
+        return true;
+    }
     let source = match std::str::from_utf8(&delivery.payload) {
         Ok(source) => source.to_string(),
         Err(error) => {
@@ -236,8 +242,13 @@ fn unwrap_envelope(source: String) -> (String, Option<String>) {
 }
 
 fn settle(result: Result<(), TransportError>) {
-    if let Err(error) = result {
-        warn!(%error, "Failed to settle a submit queue delivery; it will be delivered again.");
+    match result {
+        Ok(()) => {}
+        // Its consumer is gone: the broker hands it out again.
+        Err(error @ (TransportError::Unavailable { .. } | TransportError::Closed)) => {
+            warn!(%error, "Failed to settle a submit queue delivery; it will be delivered again.");
+        }
+        Err(error) => warn!(%error, "Failed to settle a submit queue delivery."),
     }
 }
 

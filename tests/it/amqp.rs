@@ -64,7 +64,12 @@ async fn recv(consumer: &mut Box<dyn Consumer>, what: &str) -> Delivery {
 #[tokio::test]
 async fn amqp_transport_passes_the_conformance_suite() {
     let names = unique_names("conformance");
-    let transport = connect(broker_url(), &names).await;
+    // A limit below the broker's own, so the size scenarios stay small.
+    let config = AmqpConfig {
+        max_message_bytes: 4 << 20,
+        ..config(broker_url())
+    };
+    let transport = AmqpTransport::connect(config, &names).await.expect("connect");
     let suite = {
         let transport = transport.clone();
         async move { conformance::run_all(&transport, &names).await }
@@ -118,6 +123,48 @@ async fn publishing_to_an_undeclared_queue_is_rejected() {
             assert!(matches!(missing, Err(TransportError::Rejected { .. })), "{missing:?}");
             let consumed = transport.consume(&undeclared, 1).await.map(drop);
             assert!(matches!(consumed, Err(TransportError::Rejected { .. })), "{consumed:?}");
+        }
+    };
+    cleaning_up(transport, test).await;
+}
+
+#[tokio::test]
+async fn a_message_at_the_brokers_own_limit_can_still_be_dead_lettered() {
+    // RabbitMQ refuses messages over its `max_message_size` (128 MiB by default in RabbitMQ 3):
+    // a message just under it cannot go to the dead-letter queue with a header added. It goes
+    // truncated instead, so it never stays unacked, holding its consumer's slot.
+    let names = unique_names("at-limit");
+    let transport = connect(broker_url(), &names).await;
+    let test = {
+        let transport = transport.clone();
+        async move {
+            let queue = names.tasks("at-limit", "normal");
+            transport.declare(std::slice::from_ref(&queue)).await.expect("declare");
+            let payload = bytes::Bytes::from(vec![b'z'; transport.max_message_bytes() - 64]);
+            transport
+                .publish(vec![
+                    Outgoing::new(&queue, payload.clone()),
+                    Outgoing::new(&queue, "next"),
+                ])
+                .await
+                .expect("publish a message just under the broker's limit");
+            let mut consumer = transport.consume(&queue, 1).await.expect("consume");
+            let delivery = recv(&mut consumer, "at the limit").await;
+            assert_eq!(delivery.payload.len(), payload.len());
+            delivery.dead_letter("cannot be used").await.expect("dead-letter it");
+            let next = recv(&mut consumer, "the message after it").await;
+            assert_eq!(next.payload, "next".as_bytes());
+            next.ack().await.expect("ack");
+            let mut dead = transport
+                .consume(&names.dead_letters(), 1)
+                .await
+                .expect("consume dead letters");
+            let letter = recv(&mut dead, "dead-letter queue").await;
+            let decoded = taskfleet_transport::DeadLetter::decode(&letter.payload).expect("a dead letter");
+            let truncated = decoded.truncated.expect("kept truncated, with size and digest");
+            assert_eq!(truncated.size, payload.len());
+            assert_eq!(truncated.sha256, taskfleet_transport::hex_sha256(&payload));
+            letter.ack().await.expect("ack");
         }
     };
     cleaning_up(transport, test).await;

@@ -464,3 +464,57 @@ fn tasks_planned_on_a_worker_that_drains_run_elsewhere() {
         .count();
     assert!(on_leaving < 8, "{status:#}");
 }
+
+#[test]
+fn a_fan_in_too_large_to_send_fails_alone_and_the_fleet_goes_on() {
+    let mut fleet = Fleet::start(&amqp_url(), &[]);
+    fleet.add_worker("w1", &["--concurrency", "4"]);
+    fleet.wait_for_workers(1);
+    // 20 parents with outputs just under the 1 MiB limit: the child's inputs are 20 MB, more
+    // than a task message may carry.
+    let script = fleet.workflow(
+        "big_output.py",
+        "import os\nopen(os.environ['TASKFLEET_OUTPUT'], 'w').write('\"' + 'x' * 1000000 + '\"')\n",
+    );
+    let mut text = String::from("name: huge-fan-in\ntasks:\n");
+    for idx in 0..20 {
+        text.push_str(&format!("  - {{id: p{idx}, run: [python3, '{}']}}\n", script.display()));
+    }
+    let parents: Vec<String> = (0..20).map(|idx| format!("p{idx}")).collect();
+    text.push_str(&format!(
+        "  - {{id: fan-in, deps: [{}], handler: noop}}\n",
+        parents.join(", ")
+    ));
+    text.push_str("  - {id: after-fan-in, deps: [fan-in], handler: noop}\n");
+    text.push_str("  - {id: unrelated, handler: noop}\n");
+    let id = fleet.submit(&fleet.workflow("huge.yaml", &text));
+    let status = fleet.wait_for_end(&id, Duration::from_secs(60));
+    assert_eq!(status["state"], "failed", "{status:#}");
+    let task = |id: &str| {
+        status["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|task| task["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let fan_in = task("fan-in");
+    assert_eq!(fan_in["state"], "failed", "{fan_in:#}");
+    assert_eq!(
+        fan_in["attempts"], 1,
+        "not retried: the same message would be refused again"
+    );
+    let error = fan_in["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("the task's message would be 19.1 MiB (of which 19.1 MiB are the outputs of 20 parents), more than the 16 MiB"),
+        "{error}"
+    );
+    assert_eq!(task("after-fan-in")["state"], "upstream_failed");
+    assert_eq!(task("unrelated")["state"], "succeeded");
+    assert_eq!(status["counts"]["succeeded"], 21);
+    // The scheduler goes on dispatching.
+    let next = fleet.submit(&fleet.workflow("next.yaml", "name: next\ntasks:\n  - {id: a, handler: noop}\n"));
+    let status = fleet.wait_for_end(&next, Duration::from_secs(30));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::queues::QueueNames;
-use crate::{Consumer, DeadLetter, Delivery, Outgoing, Transport};
+use crate::{hex_sha256, Consumer, DeadLetter, Delivery, Outgoing, Transport, TransportError, TRUNCATED_KEEP_BYTES};
 
 /// How long a scenario waits for a delivery that must arrive.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -31,6 +31,8 @@ pub async fn run_all(transport: &dyn Transport, names: &QueueNames) {
     broadcasts_reach_every_current_subscriber(transport, names).await;
     consumer_groups_share_one_prefetch(transport, names).await;
     worker_queues_declare_idempotently_and_dead_letter(transport, names).await;
+    oversized_messages_are_refused_before_anything_is_sent(transport, names).await;
+    a_message_too_large_to_dead_letter_whole_goes_truncated(transport, names).await;
 }
 
 async fn fresh_queue(transport: &dyn Transport, names: &QueueNames, scenario: &str) -> String {
@@ -320,4 +322,80 @@ pub async fn consumer_groups_share_one_prefetch(transport: &dyn Transport, names
             delivery.ack().await.expect("ack while draining");
         }
     }
+}
+
+/// A batch holding a message over the transport's limit is refused whole, before anything
+/// is sent, and the transport keeps working; so is an oversized broadcast.
+pub async fn oversized_messages_are_refused_before_anything_is_sent(transport: &dyn Transport, names: &QueueNames) {
+    let queue = fresh_queue(transport, names, "oversized").await;
+    let limit = transport.max_message_bytes();
+    let huge = Bytes::from(vec![b'x'; limit + 1]);
+    let batch = vec![
+        Outgoing::new(queue.clone(), "before"),
+        Outgoing::new(queue.clone(), huge.clone()),
+        Outgoing::new(queue.clone(), "after"),
+    ];
+    match transport.publish(batch).await {
+        Err(TransportError::Rejected { reason }) => assert!(
+            reason.contains(&format!("{} bytes", limit + 1)) && reason.contains(&queue),
+            "oversized: the refusal does not name the message: {reason}"
+        ),
+        other => panic!("oversized: a message over the limit was not rejected: {other:?}"),
+    }
+    assert!(
+        matches!(
+            transport.broadcast(&names.control(), huge).await,
+            Err(TransportError::Rejected { .. })
+        ),
+        "oversized: a broadcast over the limit was not rejected"
+    );
+    let waiting = transport.queue_len(&queue).await.expect("queue length");
+    assert_eq!(waiting, 0, "oversized: part of a refused batch was published");
+    publish(transport, &queue, &["still works"]).await;
+    let mut consumer = transport.consume(&queue, 10).await.expect("consume");
+    let delivery = recv(&mut consumer, "oversized: after a refusal").await;
+    assert_eq!(
+        delivery.payload,
+        "still works".as_bytes(),
+        "oversized: part of a refused batch was delivered"
+    );
+    delivery.ack().await.expect("ack");
+}
+
+/// Dead-lettering a message that fits the transport but not with a dead letter's header
+/// stores it truncated, with its size and digest, and frees its consumer's slot.
+pub async fn a_message_too_large_to_dead_letter_whole_goes_truncated(transport: &dyn Transport, names: &QueueNames) {
+    let queue = fresh_queue(transport, names, "big-poison").await;
+    let mut dead = transport
+        .consume(&names.dead_letters(), 100)
+        .await
+        .expect("consume dead letters");
+    while let Ok(Ok(delivery)) = tokio::time::timeout(QUIET, dead.recv()).await {
+        delivery.ack().await.expect("ack old dead letter");
+    }
+    let payload = Bytes::from(vec![b'p'; transport.max_message_bytes() - 16]);
+    transport
+        .publish(vec![Outgoing::new(queue.clone(), payload.clone())])
+        .await
+        .expect("publish a message just under the limit");
+    publish(transport, &queue, &["next"]).await;
+    let mut consumer = transport.consume(&queue, 1).await.expect("consume");
+    recv(&mut consumer, "big poison")
+        .await
+        .dead_letter("too large to use")
+        .await
+        .expect("dead-letter a message near the limit");
+    let next = recv(&mut consumer, "big poison: the slot was not freed").await;
+    assert_eq!(next.payload, "next".as_bytes());
+    next.ack().await.expect("ack");
+    let letter = recv(&mut dead, "big poison: dead-letter queue").await;
+    let decoded = DeadLetter::decode(&letter.payload).expect("dead letter decodes");
+    assert_eq!(decoded.reason, "too large to use");
+    assert_eq!(decoded.payload.len(), TRUNCATED_KEEP_BYTES, "big poison: not truncated");
+    let truncated = decoded.truncated.expect("big poison: no size and digest");
+    assert_eq!(
+        (truncated.size, truncated.sha256),
+        (payload.len(), hex_sha256(&payload))
+    );
+    letter.ack().await.expect("ack dead letter");
 }

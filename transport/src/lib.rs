@@ -9,6 +9,7 @@
 
 mod amqp;
 pub mod conformance;
+mod dead_letter;
 mod memory;
 pub mod queues;
 
@@ -17,7 +18,12 @@ use bytes::Bytes;
 
 pub use amqp::baseline::raw_round_trips as amqp_raw_round_trips;
 pub use amqp::{AmqpConfig, AmqpTransport, DEFAULT_AMQP_URL};
+pub use dead_letter::{hex_sha256, DeadLetter, Truncated, MAX_REASON_BYTES, TRUNCATED_KEEP_BYTES};
 pub use memory::MemoryTransport;
+
+/// The largest message a transport carries unless configured otherwise: 128 MiB, RabbitMQ 3's
+/// default `max_message_size` (RabbitMQ 4's is 16 MiB; set `AmqpConfig::max_message_bytes`).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 128 * 1024 * 1024;
 
 /// Errors of a transport, named by what the caller should do about them.
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +46,12 @@ pub trait Transport: Send + Sync + 'static {
     async fn declare(&self, queues: &[String]) -> Result<(), TransportError>;
 
     /// Publishes messages and returns once every one is safely taken (confirmed).
-    /// Confirms are awaited together, not one message at a time.
+    /// Confirms are awaited together, not one message at a time. A batch holding a message
+    /// larger than [`Transport::max_message_bytes`] is `Rejected` before anything is sent.
     async fn publish(&self, messages: Vec<Outgoing>) -> Result<(), TransportError>;
+
+    /// The largest payload this transport carries, in bytes.
+    fn max_message_bytes(&self) -> usize;
 
     /// Starts consuming `queue`, with at most `prefetch` unacknowledged deliveries at a time.
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, TransportError>;
@@ -56,6 +66,7 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Sends `payload` to every current subscriber of `topic` (heartbeats, control messages).
     /// Nothing is kept for subscribers that come later; a topic without subscribers drops it.
+    /// A payload over [`Transport::max_message_bytes`] is `Rejected`.
     async fn broadcast(&self, topic: &str, payload: Bytes) -> Result<(), TransportError>;
 
     /// Subscribes to `topic`: the consumer receives what is broadcast from now on. Deliveries
@@ -129,8 +140,38 @@ impl Delivery {
     }
 
     /// The message can never be handled: it moves to the dead-letter queue with `reason`.
+    /// A message too large to go there whole goes truncated, with its size and digest (see
+    /// [`DeadLetter::encode_within`]); one the dead-letter queue refuses even so is acked and
+    /// logged, never left to block its consumer. An `Unavailable` error leaves it unsettled,
+    /// to be delivered again.
     pub async fn dead_letter(self, reason: &str) -> Result<(), TransportError> {
         self.acker.dead_letter(self.payload.clone(), reason).await
+    }
+
+    /// A reason to dead-letter this delivery if it is larger than `limit`, the most its
+    /// consumer accepts (`what` names the queue's messages, e.g. "task message").
+    pub fn oversized(&self, limit: usize, what: &str) -> Option<String> {
+        (self.payload.len() > limit).then(|| {
+            format!(
+                "a {what} of {} bytes is over the limit of {limit} bytes",
+                self.payload.len()
+            )
+        })
+    }
+}
+
+/// Checks that every message fits in `limit` bytes: `Rejected`, naming the first that does
+/// not, otherwise. For transport implementations, before they send anything of a batch.
+pub fn check_sizes(messages: &[Outgoing], limit: usize) -> Result<(), TransportError> {
+    match messages.iter().find(|message| message.payload.len() > limit) {
+        None => Ok(()),
+        Some(message) => Err(TransportError::Rejected {
+            reason: format!(
+                "a message of {} bytes to `{}` is over the transport's limit of {limit} bytes",
+                message.payload.len(),
+                message.queue
+            ),
+        }),
     }
 }
 
@@ -140,91 +181,4 @@ pub trait Acker: Send + Sync {
     async fn ack(&self) -> Result<(), TransportError>;
     async fn nack(&self, requeue: bool) -> Result<(), TransportError>;
     async fn dead_letter(&self, payload: Bytes, reason: &str) -> Result<(), TransportError>;
-}
-
-/// A message in the dead-letter queue, with why it is there.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub source_queue: String,
-    pub reason: String,
-    pub payload: Bytes,
-}
-
-impl DeadLetter {
-    /// Encodes the dead letter as the payload stored in the dead-letter queue: a JSON header
-    /// line with the source queue and reason, then the original payload as it was.
-    pub fn encode(&self) -> Bytes {
-        let mut out = format!(
-            "{{\"source_queue\":{},\"reason\":{}}}\n",
-            json_string(&self.source_queue),
-            json_string(&self.reason)
-        )
-        .into_bytes();
-        out.extend_from_slice(&self.payload);
-        out.into()
-    }
-
-    /// Decodes what [`DeadLetter::encode`] wrote.
-    pub fn decode(bytes: &[u8]) -> Option<DeadLetter> {
-        let newline = bytes.iter().position(|&b| b == b'\n')?;
-        let header = std::str::from_utf8(&bytes[..newline]).ok()?;
-        let source_queue = json_field(header, "source_queue")?;
-        let reason = json_field(header, "reason")?;
-        Some(DeadLetter {
-            source_queue,
-            reason,
-            payload: Bytes::copy_from_slice(&bytes[newline + 1..]),
-        })
-    }
-}
-
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Reads a string field written by [`json_string`] back from a one-line header.
-fn json_field(header: &str, key: &str) -> Option<String> {
-    let start = header.find(&format!("\"{key}\":\""))? + key.len() + 4;
-    let mut out = String::new();
-    let mut chars = header[start..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(out),
-            '\\' => match chars.next()? {
-                'u' => {
-                    let code: String = chars.by_ref().take(4).collect();
-                    out.push(char::from_u32(u32::from_str_radix(&code, 16).ok()?)?);
-                }
-                other => out.push(other),
-            },
-            c => out.push(c),
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dead_letters_round_trip() {
-        let letter = DeadLetter {
-            source_queue: "tf.tasks.default.high".into(),
-            reason: "unparsable message: expected value at \"line 1\"\n\\".into(),
-            payload: Bytes::from_static(b"\x00garbage\nwith newline"),
-        };
-        assert_eq!(DeadLetter::decode(&letter.encode()), Some(letter));
-    }
 }

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::queues::QueueNames;
-use crate::{Acker, Consumer, DeadLetter, Delivery, Outgoing, Transport, TransportError};
+use crate::{
+    check_sizes, Acker, Consumer, DeadLetter, Delivery, Outgoing, Transport, TransportError, DEFAULT_MAX_MESSAGE_BYTES,
+};
 
 /// Queues in this process's memory. Cloning shares the queues.
 #[derive(Clone)]
@@ -19,6 +21,7 @@ pub struct MemoryTransport {
 }
 
 struct Inner {
+    max_message_bytes: usize,
     queues: Mutex<HashMap<String, Arc<Queue>>>,
     /// Each topic's subscribers, as the private queues their consumers read.
     topics: Mutex<HashMap<String, Vec<Weak<Queue>>>>,
@@ -37,10 +40,17 @@ struct Message {
 }
 
 impl MemoryTransport {
-    /// A transport whose dead letters go to `names.dead_letters()` (declared here).
+    /// A transport whose dead letters go to `names.dead_letters()` (declared here), carrying
+    /// messages of up to [`DEFAULT_MAX_MESSAGE_BYTES`].
     pub fn new(names: &QueueNames) -> MemoryTransport {
+        MemoryTransport::with_max_message_bytes(names, DEFAULT_MAX_MESSAGE_BYTES)
+    }
+
+    /// A transport carrying messages of up to `max_message_bytes`.
+    pub fn with_max_message_bytes(names: &QueueNames, max_message_bytes: usize) -> MemoryTransport {
         let transport = MemoryTransport {
             inner: Arc::new(Inner {
+                max_message_bytes,
                 queues: Mutex::new(HashMap::new()),
                 topics: Mutex::new(HashMap::new()),
                 dead_letter_queue: names.dead_letters(),
@@ -98,10 +108,19 @@ impl Transport for MemoryTransport {
     }
 
     async fn publish(&self, messages: Vec<Outgoing>) -> Result<(), TransportError> {
+        check_sizes(&messages, self.inner.max_message_bytes)?;
+        for message in &messages {
+            // Refused whole, like a broker's mandatory publish to no queue.
+            self.queue(&message.queue)?;
+        }
         for message in messages {
             self.inner.push(&message.queue, message.payload)?;
         }
         Ok(())
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        self.inner.max_message_bytes
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, TransportError> {
@@ -135,6 +154,7 @@ impl Transport for MemoryTransport {
     }
 
     async fn broadcast(&self, topic: &str, payload: Bytes) -> Result<(), TransportError> {
+        check_sizes(&[Outgoing::new(topic, payload.clone())], self.inner.max_message_bytes)?;
         let subscribers: Vec<Arc<Queue>> = {
             let mut topics = self.inner.topics.lock().expect("topic map lock");
             let Some(subscribers) = topics.get_mut(topic) else {
@@ -336,12 +356,9 @@ impl Acker for MemoryAcker {
 
     async fn dead_letter(&self, payload: Bytes, reason: &str) -> Result<(), TransportError> {
         self.settle()?;
-        let letter = DeadLetter {
-            source_queue: self.queue_name.clone(),
-            reason: reason.to_string(),
-            payload,
-        };
-        self.transport.push(&self.transport.dead_letter_queue, letter.encode())
+        let letter = DeadLetter::new(self.queue_name.clone(), reason, payload);
+        let encoded = letter.encode_within(self.transport.max_message_bytes);
+        self.transport.push(&self.transport.dead_letter_queue, encoded)
     }
 }
 
@@ -353,7 +370,7 @@ mod tests {
     #[tokio::test]
     async fn memory_transport_passes_the_conformance_suite() {
         let names = QueueNames::new("conformance");
-        let transport = MemoryTransport::new(&names);
+        let transport = MemoryTransport::with_max_message_bytes(&names, 4 << 20);
         conformance::run_all(&transport, &names).await;
     }
 }

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use taskfleet_common::state::AttemptOutcome;
 use taskfleet_common::time::Millis;
-use taskfleet_common::units::format_duration;
+use taskfleet_common::units::{format_bytes, format_duration};
 use taskfleet_common::wire::{TaskMessage, TaskResult, WireAction, MAX_OUTPUT_BYTES, WIRE_VERSION};
 
 use crate::handler::{run_handler, HandlerRegistry};
@@ -155,33 +155,12 @@ pub(crate) fn format_limit(duration: Duration) -> String {
     }
 }
 
-/// A size in bytes for people: `512 bytes`, `16 KiB`, `1.5 MiB`.
-pub(crate) fn format_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} bytes");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    let text = format!("{value:.1}");
-    let text = text.strip_suffix(".0").unwrap_or(&text);
-    format!("{text} {}", UNITS[unit])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn sizes_and_limits_read_well() {
-        assert_eq!(format_bytes(512), "512 bytes");
-        assert_eq!(format_bytes(16 * 1024), "16 KiB");
-        assert_eq!(format_bytes(1024 * 1024), "1 MiB");
-        assert_eq!(format_bytes(1024 * 1024 * 3 / 2), "1.5 MiB");
         assert_eq!(format_limit(Duration::from_secs(2)), "2s");
         assert_eq!(format_limit(Duration::from_millis(250)), "250ms");
         assert_eq!(format_limit(Duration::from_millis(1500)), "1.5s");

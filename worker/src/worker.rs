@@ -19,7 +19,7 @@ use tracing::{debug, info, instrument, warn};
 use taskfleet_common::state::AttemptOutcome;
 use taskfleet_common::wire::{
     decode_control, decode_task, encode, pack_worker_events, AttemptRef, AttemptStarted, ControlMessage, Heartbeat,
-    TaskMessage, WorkerEvent, WIRE_VERSION,
+    TaskMessage, WorkerEvent, MAX_TASK_MESSAGE_BYTES, WIRE_VERSION,
 };
 use taskfleet_common::PriorityClass;
 use taskfleet_transport::queues::QueueNames;
@@ -383,12 +383,19 @@ async fn next_delivery(consumers: &mut [Box<dyn Consumer>]) -> Result<Delivery, 
 
 /// Handles one delivery, holding `_permit` (a concurrency slot) until it is settled.
 async fn handle_delivery(shared: Arc<Shared>, delivery: Delivery, _permit: OwnedSemaphorePermit) {
+    if let Some(reason) = delivery.oversized(MAX_TASK_MESSAGE_BYTES, "task message") {
+        warn!(%reason, "Dead-lettering an oversized task message unread.");
+        if let Err(error) = delivery.dead_letter(&reason).await {
+            warn!(%error, "Failed to dead-letter a task message; it will be delivered again.");
+        }
+        return;
+    }
     match decode_task(&delivery.payload) {
         Ok(task) => run_attempt(&shared, task, delivery).await,
         Err(error) => {
             warn!(%error, redelivered = delivery.redelivered, "Dead-lettering an unusable task message.");
             if let Err(error) = delivery.dead_letter(&error.to_string()).await {
-                warn!(%error, "Failed to dead-letter a task message.");
+                warn!(%error, "Failed to dead-letter a task message; it will be delivered again.");
             }
         }
     }

@@ -492,14 +492,16 @@ impl Engine {
         if next == TaskState::Succeeded {
             task_record.output = result.output.as_ref().map(|output| output.get().to_string());
         }
+        // A result without a worker is the scheduler's own: the attempt never reached one.
+        let reached_worker = !result.worker.is_empty();
         self.updates.push(StoreUpdate::AttemptFinished {
             workflow_id: workflow_id.clone(),
             record: AttemptRecord {
                 task_idx,
                 attempt: result.attempt,
                 dispatched_at: Millis(0),
-                worker: Some(result.worker),
-                started_at: Some(result.started_at),
+                worker: reached_worker.then_some(result.worker),
+                started_at: reached_worker.then_some(result.started_at),
                 finished_at: Some(result.finished_at),
                 outcome: Some(result.outcome),
                 exit_code: result.exit_code,
@@ -524,6 +526,37 @@ impl Engine {
         }
         self.check_finished(slot, now);
         Ok(())
+    }
+
+    /// The message of a dispatched attempt cannot be delivered (too large for the transport,
+    /// or refused by it): the attempt fails for good with `reason`, and the task with it (its
+    /// dependents as upstream failures), as retrying would send the same message again.
+    pub fn on_undeliverable(
+        &mut self,
+        task: TaskRef,
+        attempt: u32,
+        reason: String,
+        now: Millis,
+    ) -> Result<(), Ignored> {
+        let run = run_at(&mut self.workflows, task.workflow_slot)
+            .ok_or_else(|| Ignored::UnknownWorkflow(format!("#{}", task.workflow_slot)))?;
+        let spec_task = run
+            .spec
+            .tasks
+            .get(task.task_idx as usize)
+            .ok_or(Ignored::UnknownTask(task.task_idx))?;
+        let mut result = TaskResult::succeeded(
+            run.id.to_string(),
+            spec_task.id.clone(),
+            task.task_idx,
+            attempt,
+            "",
+            now,
+            now,
+        );
+        result.outcome = AttemptOutcome::Failed { retryable: false };
+        result.error = Some(reason);
+        self.on_finished(result, now)
     }
 
     /// Makes retrying tasks whose backoff has passed ready again.

@@ -21,6 +21,10 @@ pub struct AmqpConfig {
     pub connect_timeout: Duration,
     /// The name the connection shows in the broker's management tools.
     pub connection_name: String,
+    /// The largest message published, in bytes: the broker's `max_message_size` (128 MiB by
+    /// default in RabbitMQ 3, 16 MiB in RabbitMQ 4). Larger ones are refused before they are
+    /// sent, as the broker would close the channel on them.
+    pub max_message_bytes: usize,
 }
 
 impl AmqpConfig {
@@ -45,6 +49,7 @@ impl Default for AmqpConfig {
             pool_size: 64,
             connect_timeout: Duration::from_secs(5),
             connection_name: "taskfleet".to_string(),
+            max_message_bytes: crate::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -57,6 +62,7 @@ impl fmt::Debug for AmqpConfig {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("connection_name", &self.connection_name)
+            .field("max_message_bytes", &self.max_message_bytes)
             .finish()
     }
 }

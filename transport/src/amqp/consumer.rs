@@ -19,6 +19,8 @@ use lapin::Channel;
 
 use super::error::from_lapin;
 use super::Inner;
+use tracing::error;
+
 use crate::{Acker, Consumer, DeadLetter, Delivery, Outgoing, TransportError};
 
 /// How long settling a delivery may take before the connection is taken for lost.
@@ -218,15 +220,20 @@ impl Acker for AmqpAcker {
         if self.closed.load(Ordering::SeqCst) {
             return Err(TransportError::Closed);
         }
-        let letter = DeadLetter {
-            source_queue: self.source.clone(),
-            reason: reason.to_string(),
-            payload,
-        };
+        let letter = DeadLetter::new(self.source.clone(), reason, payload);
         let queue = self.transport.topology.dead_letter_queue.clone();
-        self.transport
-            .publish(vec![Outgoing::new(queue, letter.encode())])
-            .await?;
+        let encoded = letter.encode_within(self.transport.config.max_message_bytes);
+        match self.transport.publish(vec![Outgoing::new(queue, encoded)]).await {
+            Ok(()) => {}
+            // Never hold a message that cannot be dead-lettered: it would take its
+            // consumer's prefetch slot forever, and come back after every restart.
+            Err(TransportError::Rejected { reason: refusal }) => {
+                let size = letter.payload.len();
+                let sha256 = crate::dead_letter::hex_sha256(&letter.payload);
+                error!(source = %self.source, size, %sha256, %reason, %refusal, "Dropping a message the dead-letter queue refused.");
+            }
+            Err(error) => return Err(error),
+        }
         self.ack().await
     }
 }

@@ -32,7 +32,7 @@ use self::consumer::{AmqpConsumer, ConsumerChannel};
 use self::error::{from_lapin, is_not_found};
 use self::topology::{declare_subscription, declare_topic, Topology};
 use crate::queues::QueueNames;
-use crate::{Consumer, Outgoing, Transport, TransportError};
+use crate::{check_sizes, Consumer, Outgoing, Transport, TransportError};
 
 /// Queues on a RabbitMQ broker. Cloning shares the connection.
 ///
@@ -144,6 +144,9 @@ impl Inner {
         if messages.is_empty() {
             return Ok(());
         }
+        // A message over the broker's limit would make it close the channel, failing the rest
+        // of the batch with it: refuse it here, before anything is sent.
+        check_sizes(&messages, self.config.max_message_bytes)?;
         let link = self.link().await?;
         let channel = PooledChannel::get(&link.pool).await?;
         let publications: Vec<Publication<'_>> = messages
@@ -179,6 +182,10 @@ impl Transport for AmqpTransport {
 
     async fn publish(&self, messages: Vec<Outgoing>) -> Result<(), TransportError> {
         self.inner.publish(messages).await
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        self.inner.config.max_message_bytes
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, TransportError> {
@@ -232,6 +239,10 @@ impl Transport for AmqpTransport {
     }
 
     async fn broadcast(&self, topic: &str, payload: Bytes) -> Result<(), TransportError> {
+        check_sizes(
+            &[Outgoing::new(topic, payload.clone())],
+            self.inner.config.max_message_bytes,
+        )?;
         let link = self.inner.link().await?;
         let channel = PooledChannel::get(&link.pool).await?;
         if !self.inner.declared().topics.contains(topic) {

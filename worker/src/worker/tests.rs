@@ -247,6 +247,42 @@ async fn garbage_is_dead_lettered_and_the_next_task_still_runs() {
 }
 
 #[tokio::test]
+async fn oversized_task_messages_are_dead_lettered_unread_and_free_their_slot() {
+    // One slot: a held oversized message would stop everything behind it.
+    let mut harness = Harness::new().await;
+    let queue = harness.names.tasks("default", "normal");
+    let huge = vec![b' '; MAX_TASK_MESSAGE_BYTES + 1];
+    harness.publish_raw(&queue, huge.clone()).await;
+    harness
+        .publish(&task("after", PriorityClass::Normal, handler("noop", Value::Null)))
+        .await;
+    let mut dead = harness
+        .transport
+        .consume(&harness.names.dead_letters(), 10)
+        .await
+        .unwrap();
+    harness.start(harness.config());
+    let delivery = tokio::time::timeout(PATIENCE, dead.recv())
+        .await
+        .expect("nothing was dead-lettered")
+        .unwrap();
+    let letter = DeadLetter::decode(&delivery.payload).expect("a dead letter");
+    assert_eq!(
+        letter.reason,
+        format!(
+            "a task message of {} bytes is over the limit of {MAX_TASK_MESSAGE_BYTES} bytes",
+            huge.len()
+        )
+    );
+    let result = harness.finished().await;
+    assert_eq!(
+        (result.task.as_str(), result.outcome),
+        ("after", AttemptOutcome::Succeeded)
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
 async fn higher_classes_are_taken_first() {
     let mut harness = Harness::new().await;
     for (id, class) in [
@@ -359,6 +395,10 @@ struct FailingResults {
 impl Transport for FailingResults {
     async fn declare(&self, queues: &[String]) -> Result<(), TransportError> {
         self.inner.declare(queues).await
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        self.inner.max_message_bytes()
     }
 
     async fn publish(&self, messages: Vec<Outgoing>) -> Result<(), TransportError> {

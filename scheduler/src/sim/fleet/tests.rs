@@ -128,5 +128,8 @@ fn syntax_errors_say_where() {
         "{problems:?}"
     );
     let problems = self::problems("workers: [{name: a}\n");
-    assert!(problems[0].starts_with("invalid YAML at line 2 column 1: "), "{problems:?}");
+    assert!(
+        problems[0].starts_with("invalid YAML at line 2 column 1: "),
+        "{problems:?}"
+    );
 }

@@ -11,18 +11,18 @@
 //! are dispatched again. When the transport fails, the loop keeps its state, reconnects with
 //! backoff, and publishes again what was not confirmed.
 
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
+mod outbox;
+
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use taskfleet_common::api::WorkerStatus;
 use taskfleet_common::state::TaskState;
-use taskfleet_common::wire::{self, AttemptRef, ControlMessage, WorkerEvent, WIRE_VERSION};
+use taskfleet_common::units::format_bytes;
+use taskfleet_common::wire::{self, AttemptRef, ControlMessage, TaskMessage, WorkerEvent, WIRE_VERSION};
 use taskfleet_common::{Millis, WorkflowSpec};
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_transport::{Consumer, Delivery, Outgoing, Transport, TransportError};
@@ -30,7 +30,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::engine::{Engine, EngineConfig};
+use self::outbox::Outbox;
+use crate::engine::{Dispatch, Engine, EngineConfig};
 use crate::fleet::Fleet;
 use crate::placement::WorkerModel;
 use crate::store::{coalesce, Store, StoreUpdate, TaskRecord, WorkflowState};
@@ -294,6 +295,7 @@ impl Scheduler {
             let now = now();
             self.engine.on_timers(now);
             let dispatches = self.engine.dispatch(now);
+            self.enqueue(dispatches, &mut outbox, now);
             let updates = self.engine.take_updates();
             let changed = !updates.is_empty();
             let finished: Vec<Arc<str>> = updates
@@ -304,20 +306,8 @@ impl Scheduler {
                 })
                 .collect();
             self.persist(updates).await?;
-            for dispatch in &dispatches {
-                let queue = match &dispatch.worker {
-                    Some(worker) => self.config.queues.worker(worker),
-                    None => self
-                        .config
-                        .queues
-                        .tasks(&dispatch.message.pool, dispatch.message.priority.as_str()),
-                };
-                outbox
-                    .waiting
-                    .push(Outgoing::new(queue, wire::encode(&dispatch.message)));
-            }
             if let Err(error) = self.send(&mut outbox).await {
-                warn!(%error, n_messages = outbox.waiting.len(), "Failed to publish; reconnecting.");
+                warn!(%error, n_messages = outbox.n_waiting(), "Failed to publish; reconnecting.");
                 link = None;
                 continue;
             }
@@ -363,9 +353,12 @@ impl Scheduler {
                         link = None;
                     }
                 },
-                sent = outbox.confirmed() => if let Err(error) = sent {
-                    warn!(%error, n_messages = outbox.waiting.len(), "Failed to publish tasks; reconnecting.");
-                    link = None;
+                sent = outbox.confirmed() => match sent {
+                    Ok(()) => self.fail_refused(&mut outbox),
+                    Err(error) => {
+                        warn!(%error, n_messages = outbox.n_waiting(), "Failed to publish tasks; reconnecting.");
+                        link = None;
+                    }
                 },
                 heartbeat = recv_optional(&mut current.heartbeats) => match heartbeat {
                     Ok(delivery) => self.handle_heartbeat(delivery).await,
@@ -383,6 +376,47 @@ impl Scheduler {
         }
         info!("Scheduler stopped.");
         Ok(())
+    }
+
+    /// Encodes the dispatched tasks into the outbox. A message too large for the transport
+    /// is never queued: its attempt fails at once with the reason, so one task with huge
+    /// inputs cannot hold up the messages behind it.
+    fn enqueue(&mut self, dispatches: Vec<Dispatch>, outbox: &mut Outbox, now: Millis) {
+        let limit = self.transport.max_message_bytes().min(wire::MAX_TASK_MESSAGE_BYTES);
+        for dispatch in dispatches {
+            let payload = wire::encode(&dispatch.message);
+            if payload.len() > limit {
+                let reason = too_large(&dispatch.message, payload.len(), limit);
+                warn!(workflow_id = %dispatch.message.workflow_id, task = %dispatch.message.task, attempt = dispatch.message.attempt, %reason, "Failing a task whose message is too large to send.");
+                if let Err(ignored) = self
+                    .engine
+                    .on_undeliverable(dispatch.task, dispatch.message.attempt, reason, now)
+                {
+                    debug!(%ignored, "Undeliverable attempt ignored.");
+                }
+                continue;
+            }
+            let queue = match &dispatch.worker {
+                Some(worker) => self.config.queues.worker(worker),
+                None => self
+                    .config
+                    .queues
+                    .tasks(&dispatch.message.pool, dispatch.message.priority.as_str()),
+            };
+            outbox.push(Outgoing::new(queue, payload), dispatch.task, dispatch.message.attempt);
+        }
+    }
+
+    /// Fails the attempts whose messages the transport refused (see [`Outbox`]).
+    fn fail_refused(&mut self, outbox: &mut Outbox) {
+        let now = now();
+        for (task, attempt, reason) in outbox.take_refused() {
+            warn!(task_idx = task.task_idx, attempt, %reason, "The transport refused a task message; failing the task.");
+            let reason = format!("the task's message could not be sent: {reason}");
+            if let Err(ignored) = self.engine.on_undeliverable(task, attempt, reason, now) {
+                debug!(%ignored, "Refused attempt ignored.");
+            }
+        }
     }
 
     async fn connect(&self) -> Result<Link, TransportError> {
@@ -403,6 +437,7 @@ impl Scheduler {
     /// control messages; on failure everything stays queued for the next connection.
     async fn send(&mut self, outbox: &mut Outbox) -> Result<(), TransportError> {
         outbox.start(&self.transport).await?;
+        self.fail_refused(outbox);
         while let Some(message) = self.control.first() {
             self.transport
                 .broadcast(&self.config.queues.control(), message.clone())
@@ -451,12 +486,19 @@ impl Scheduler {
         let now = now();
         let mut kept = Vec::with_capacity(batch.len());
         for delivery in batch.drain(..) {
+            if let Some(reason) = delivery.oversized(wire::MAX_EVENTS_MESSAGE_BYTES, "results message") {
+                warn!(%reason, "Dead-lettering an oversized results message unread.");
+                if let Err(error) = delivery.dead_letter(&reason).await {
+                    warn!(%error, "Failed to dead-letter a results message; it will be delivered again.");
+                }
+                continue;
+            }
             let events = match wire::decode_worker_events(&delivery.payload) {
                 Ok(events) => events,
                 Err(error) => {
                     warn!(%error, "Dead-lettering an unusable worker event.");
                     if let Err(error) = delivery.dead_letter(&error.to_string()).await {
-                        warn!(%error, "Failed to dead-letter a worker event.");
+                        warn!(%error, "Failed to dead-letter a worker event; it will be delivered again.");
                     }
                     continue;
                 }
@@ -550,85 +592,18 @@ impl Scheduler {
     }
 }
 
-/// A batch being published and confirmed in the background.
-type Publishing = tokio::task::JoinHandle<Result<(), TransportError>>;
-
-/// Task messages on their way to the broker. One batch at a time is published and confirmed
-/// in the background while the loop goes on handling events; the next batch gathers
-/// meanwhile, so the order of messages is kept and confirms never stall the loop. A batch
-/// that fails goes back to the head of the waiting messages, to be published again.
-#[derive(Default)]
-struct Outbox {
-    waiting: Vec<Outgoing>,
-    /// The batch being published, kept to publish again if it fails.
-    sending: Option<(Vec<Outgoing>, Publishing)>,
-    /// Queues declared on the current connection.
-    declared: HashSet<String>,
-}
-
-impl Outbox {
-    /// Publishes the waiting messages in the background, unless a batch is already on its way.
-    async fn start(&mut self, transport: &Arc<dyn Transport>) -> Result<(), TransportError> {
-        if self.sending.is_some() || self.waiting.is_empty() {
-            return Ok(());
-        }
-        let new_queues: Vec<String> = self
-            .waiting
-            .iter()
-            .map(|message| message.queue.clone())
-            .filter(|queue| !self.declared.contains(queue))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        if !new_queues.is_empty() {
-            transport.declare(&new_queues).await?;
-            self.declared.extend(new_queues);
-        }
-        let batch = std::mem::take(&mut self.waiting);
-        let transport = transport.clone();
-        let messages = batch.clone();
-        let mut publishing: Pin<Box<dyn Future<Output = Result<(), TransportError>> + Send>> =
-            Box::pin(async move { transport.publish(messages).await });
-        // A transport that takes messages at once (in memory) is done here; a broker's
-        // confirms are awaited in the background.
-        match std::future::poll_fn(|cx| Poll::Ready(publishing.as_mut().poll(cx))).await {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(error)) => {
-                self.waiting.splice(0..0, batch);
-                return Err(error);
-            }
-            Poll::Pending => self.sending = Some((batch, tokio::spawn(publishing))),
-        }
-        Ok(())
-    }
-
-    /// Waits until the batch on its way is confirmed (never resolves when there is none).
-    async fn confirmed(&mut self) -> Result<(), TransportError> {
-        let Some((_, publishing)) = self.sending.as_mut() else {
-            return std::future::pending().await;
-        };
-        let outcome = match publishing.await {
-            Ok(outcome) => outcome,
-            Err(error) => Err(TransportError::Unavailable {
-                reason: format!("publishing stopped: {error}"),
-            }),
-        };
-        let (batch, _) = self.sending.take().expect("a batch was on its way");
-        if outcome.is_err() {
-            self.waiting.splice(0..0, batch);
-        }
-        outcome
-    }
-
-    /// A new connection: queues must be declared again, and a batch on its way over the old
-    /// one is published again.
-    fn reconnected(&mut self) {
-        self.declared.clear();
-        if let Some((batch, publishing)) = self.sending.take() {
-            publishing.abort();
-            self.waiting.splice(0..0, batch);
-        }
-    }
+/// Why a task message of `size` bytes cannot be sent, for the task's error.
+fn too_large(message: &TaskMessage, size: usize, limit: usize) -> String {
+    let inputs: usize = message.inputs.values().map(|input| input.get().len()).sum();
+    let format = |bytes: usize| format_bytes(bytes as u64);
+    format!(
+        "the task's message would be {} (of which {} are the outputs of {} parents), more than the {} a task message may be; \
+         pass large data between tasks through files or storage, and keep outputs small",
+        format(size),
+        format(inputs),
+        message.inputs.len(),
+        format(limit)
+    )
 }
 
 /// Receives from the consumer if there is one; never resolves otherwise.
