@@ -518,3 +518,43 @@ fn a_fan_in_too_large_to_send_fails_alone_and_the_fleet_goes_on() {
     let status = fleet.wait_for_end(&next, Duration::from_secs(30));
     assert_eq!(status["state"], "succeeded", "{status:#}");
 }
+
+#[test]
+fn a_task_delivered_again_after_its_worker_died_runs_under_the_new_workers_lease() {
+    // The broker hands the message of a killed worker to another one, which starts the same
+    // attempt; the attempt's lease moves to it, so no third copy is dispatched when the dead
+    // worker's lease lapses. (The dead worker's own child is an orphan until execution limits
+    // put tasks in cgroups.)
+    let mut fleet = Fleet::start(&amqp_url(), &["--lease-timeout", "2s"]);
+    fleet.add_worker("doomed", &["--concurrency", "1"]);
+    fleet.wait_for_workers(1);
+    let runs = fleet.dir_path().join("runs.log");
+    let workflow = fleet.workflow(
+        "long.yaml",
+        &format!(
+            "name: long\ntasks:\n  - {{id: long, run: [sh, -c, 'echo run >> {}; sleep 4']}}\n",
+            runs.display()
+        ),
+    );
+    let id = fleet.submit(&workflow);
+    fleet.wait_until_running_on(&id, "doomed");
+    fleet.add_worker("heir", &["--concurrency", "1"]);
+    fleet.wait_for_workers(2);
+    fleet.kill_worker("doomed");
+    let status = fleet.wait_for_end(&id, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    let task = &status["tasks"][0];
+    assert_eq!(task["worker"], "heir", "{status:#}");
+    assert_eq!(
+        task["attempts"], 1,
+        "the attempt moved instead of being dispatched again: {status:#}"
+    );
+    // Let a lapsed lease have its say, then count the runs: the orphan and the heir's.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\nrun\n");
+    assert!(
+        fleet.log("scheduler").contains("its lease moved there"),
+        "{}",
+        fleet.log("scheduler")
+    );
+}

@@ -10,6 +10,7 @@
 //! not succeeded, and the graph is never rescanned.
 
 mod placed;
+mod reports;
 mod run;
 
 use std::cmp::Reverse;
@@ -20,13 +21,14 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use taskfleet_common::retry::{backoff_delay, retries_left};
 use taskfleet_common::state::{transition, AttemptOutcome, TaskEvent, TaskState};
-use taskfleet_common::wire::{AttemptStarted, TaskMessage, TaskResult, WireAction, WIRE_VERSION};
+use taskfleet_common::wire::{TaskMessage, TaskResult, WireAction, WIRE_VERSION};
 use taskfleet_common::{Millis, WorkflowSpec};
 
 use crate::placement::{ParentAt, Placer, WorkerModel, NO_WORKER};
 use crate::policy::{Placement, Policy, PolicyConfig, PolicyKind, ReadyTask, TaskRef};
 use crate::predict::Predictor;
 use crate::store::{AttemptRecord, StoreUpdate, TaskRecord, WorkflowState};
+pub use reports::Report;
 use run::WorkflowRun;
 
 /// Monte-Carlo samples behind a workflow's criticality in predictive mode.
@@ -369,44 +371,6 @@ impl Engine {
         self.check_finished(slot, now);
     }
 
-    /// Records that a worker started an attempt.
-    pub fn on_started(&mut self, event: &AttemptStarted) -> Result<(), Ignored> {
-        let (slot, task_idx) = self.locate(&event.workflow_id, event.task_idx)?;
-        let run = self.workflows[slot as usize].as_mut().expect("located");
-        let task = run.tasks[task_idx as usize];
-        if task.attempt != event.attempt || task.state != TaskState::Dispatched {
-            return Err(Ignored::StaleAttempt {
-                got: event.attempt,
-                current: task.attempt,
-                state: task.state,
-            });
-        }
-        run.set_state(task_idx, TaskState::Running);
-        let workflow_id = run.id.clone();
-        let task = TaskRef {
-            workflow_slot: slot,
-            task_idx,
-        };
-        let worker: Arc<str> = match self.by_worker.get_key_value(event.worker.as_str()) {
-            Some((known, _)) => known.clone(),
-            None => Arc::from(event.worker.as_str()),
-        };
-        self.by_worker.entry(worker.clone()).or_default().insert(task);
-        self.running_on.insert(task, worker);
-        self.updates.push(StoreUpdate::AttemptStarted {
-            workflow_id: workflow_id.clone(),
-            task_idx,
-            attempt: event.attempt,
-            worker: event.worker.clone(),
-            at: event.at,
-        });
-        self.updates.push(StoreUpdate::Task {
-            workflow_id,
-            record: run.record(task_idx),
-        });
-        Ok(())
-    }
-
     /// Records how an attempt ended, if it is the task's current attempt (fencing): a late
     /// result of an attempt that was already given up on is ignored, so each task's outcome is
     /// recorded once even when it ran twice.
@@ -599,43 +563,7 @@ impl Engine {
         retry.into_iter().chain(adoption).min()
     }
 
-    /// A worker reports that it runs `attempt` of a task: if the task lost that attempt in a
-    /// scheduler restart and is still waiting to run again, it takes the attempt back (running
-    /// on `worker`, under its lease) instead of running twice. Returns whether it did.
-    pub fn adopt(&mut self, worker: &str, workflow_id: &str, task_idx: u32, attempt: u32) -> bool {
-        let Ok((slot, task_idx)) = self.locate(workflow_id, task_idx) else {
-            return false;
-        };
-        let task = TaskRef {
-            workflow_slot: slot,
-            task_idx,
-        };
-        if self.adoptable.get(&task) != Some(&attempt) {
-            return false;
-        }
-        let Some(run) = run_at(&mut self.workflows, slot) else {
-            return false;
-        };
-        let Ok(next) = transition(run.tasks[task_idx as usize].state, TaskEvent::Adopted) else {
-            return false;
-        };
-        self.adoptable.remove(&task);
-        run.set_state(task_idx, next);
-        self.updates.push(StoreUpdate::Task {
-            workflow_id: run.id.clone(),
-            record: run.record(task_idx),
-        });
-        let spec_task = &run.spec.tasks[task_idx as usize];
-        let slots = spec_task.resources.slots as usize;
-        let pool = spec_task.pool.clone();
-        self.pool(&pool).in_flight += slots;
-        let worker: Arc<str> = Arc::from(worker);
-        self.by_worker.entry(worker.clone()).or_default().insert(task);
-        self.running_on.insert(task, worker);
-        true
-    }
-
-    fn task_state_at(&self, task: TaskRef) -> Option<TaskState> {
+    pub(super) fn task_state_at(&self, task: TaskRef) -> Option<TaskState> {
         let run = self.workflows.get(task.workflow_slot as usize)?.as_ref()?;
         run.tasks.get(task.task_idx as usize).map(|runtime| runtime.state)
     }

@@ -442,6 +442,70 @@ fn a_lost_worker_gives_up_its_attempts_and_their_late_results_are_ignored() {
     assert_eq!(names(&engine.dispatch(Millis(9))), "c");
 }
 
+fn started(dispatch: &Dispatch, worker: &str) -> AttemptStarted {
+    AttemptStarted {
+        v: WIRE_VERSION,
+        workflow_id: dispatch.message.workflow_id.clone(),
+        task_idx: dispatch.message.task_idx,
+        attempt: dispatch.message.attempt,
+        worker: worker.into(),
+        at: Millis(1),
+    }
+}
+
+#[test]
+fn an_attempt_delivered_again_to_another_worker_takes_its_lease_there() {
+    // w1 dies running the attempt; the broker hands its message to w2, which starts it.
+    let spec = spec("name: m\ntasks:\n  - {id: a, handler: noop}\n");
+    let mut engine = engine(PolicyKind::Fcfs, 2, 0);
+    engine.add_workflow("wf".into(), spec.clone(), None, Millis(0));
+    let first = engine.dispatch(Millis(0));
+    engine.on_started(&started(&first[0], "w1")).unwrap();
+    engine.on_started(&started(&first[0], "w2")).unwrap();
+    assert_eq!(engine.on_worker_lost("w1", Millis(5)), 0, "the attempt moved to w2");
+    assert_eq!(state(&engine, "a", &spec), TaskState::Running);
+    assert!(engine.dispatch(Millis(6)).is_empty(), "no third copy is dispatched");
+    assert_eq!(engine.on_running("w2", "wf", 0, 1), Ok(Report::Current));
+    engine
+        .on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(8))
+        .unwrap();
+    assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Succeeded));
+}
+
+#[test]
+fn a_lost_attempt_still_running_is_taken_back_until_it_is_dispatched_again() {
+    let spec = spec("name: m\ntasks:\n  - {id: a, handler: noop}\n  - {id: b, handler: noop}\n");
+    let mut engine = engine(PolicyKind::Fcfs, 2, 0);
+    engine.add_workflow("wf".into(), spec.clone(), None, Millis(0));
+    let first = engine.dispatch(Millis(0));
+    engine.on_started(&started(&first[0], "w1")).unwrap();
+    engine.on_started(&started(&first[1], "w1")).unwrap();
+    assert_eq!(engine.on_worker_lost("w1", Millis(5)), 2);
+    // A heartbeat of w2 (which got a's message again) arrives before a is dispatched again.
+    assert_eq!(engine.on_running("w2", "wf", 0, 1), Ok(Report::Adopted));
+    assert_eq!(state(&engine, "a", &spec), TaskState::Running);
+    let again = engine.dispatch(Millis(6));
+    assert_eq!(names(&again), "b", "only the task nobody runs goes out again");
+    assert_eq!(again[0].message.attempt, 2);
+    // Now attempt 1 of b is superseded: a worker reporting it is told to stop, and its start
+    // is not recorded.
+    assert_eq!(engine.on_running("w3", "wf", 1, 1), Ok(Report::Superseded));
+    assert!(matches!(
+        engine.on_started(&started(&first[1], "w3")),
+        Err(Ignored::StaleAttempt { got: 1, current: 2, .. })
+    ));
+    assert_eq!(engine.on_worker_lost("w3", Millis(7)), 0, "w3 holds nothing");
+    // So is any attempt of a task that ended.
+    engine
+        .on_finished(result(&again[0], AttemptOutcome::Succeeded, None), Millis(8))
+        .unwrap();
+    assert_eq!(engine.on_running("w3", "wf", 1, 2), Ok(Report::Superseded));
+    assert_eq!(
+        engine.on_running("w3", "nope", 0, 1),
+        Err(Ignored::UnknownWorkflow("nope".into()))
+    );
+}
+
 #[test]
 fn capacity_can_be_replaced_as_the_fleet_changes() {
     let tasks: String = (0..9)

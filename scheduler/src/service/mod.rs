@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use self::outbox::Outbox;
-use crate::engine::{Dispatch, Engine, EngineConfig};
+use crate::engine::{Dispatch, Engine, EngineConfig, Report};
 use crate::fleet::Fleet;
 use crate::placement::WorkerModel;
 use crate::store::{coalesce, Store, StoreUpdate, TaskRecord, WorkflowState};
@@ -292,6 +292,11 @@ impl Scheduler {
                     }
                 }
             }
+            // Commands first: workflows handed over at start-up are known before any heartbeat
+            // speaks of their attempts.
+            while let Ok(command) = self.commands.try_recv() {
+                self.handle(command);
+            }
             let now = now();
             self.engine.on_timers(now);
             let dispatches = self.engine.dispatch(now);
@@ -461,16 +466,7 @@ impl Scheduler {
                     Some(in_flight) => {
                         info!(workflow_id = %id, n_running = in_flight.len(), "Cancelling workflow.");
                         for (task, attempt) in in_flight {
-                            let attempt = AttemptRef {
-                                workflow_id: id.to_string(),
-                                task_idx: task.task_idx,
-                                attempt,
-                            };
-                            let message = ControlMessage::Cancel {
-                                v: WIRE_VERSION,
-                                attempt,
-                            };
-                            self.control.push(Bytes::from(wire::encode(&message)));
+                            self.cancel_attempt(&id, task.task_idx, attempt);
                         }
                     }
                     None => warn!(workflow_id = %id, "Cannot cancel a workflow the scheduler does not hold."),
@@ -504,12 +500,27 @@ impl Scheduler {
                 }
             };
             for event in events {
-                let outcome = match event {
-                    WorkerEvent::Started(started) => self.engine.on_started(&started),
-                    WorkerEvent::Finished(result) => self.engine.on_finished(result, now),
-                };
-                if let Err(ignored) = outcome {
-                    debug!(%ignored, "Worker event ignored.");
+                match event {
+                    WorkerEvent::Started(started) => match self.engine.on_started(&started) {
+                        Ok(report) => log_report(
+                            report,
+                            &started.worker,
+                            &started.workflow_id,
+                            started.task_idx,
+                            started.attempt,
+                        ),
+                        Err(ignored) => {
+                            // A superseded attempt started (its message was delivered again
+                            // after a newer attempt went out): it must not run beside it.
+                            info!(%ignored, worker = %started.worker, workflow_id = %started.workflow_id, task_idx = started.task_idx, attempt = started.attempt, "Stopping an attempt that started after it was superseded.");
+                            self.cancel_attempt(&started.workflow_id, started.task_idx, started.attempt);
+                        }
+                    },
+                    WorkerEvent::Finished(result) => {
+                        if let Err(ignored) = self.engine.on_finished(result, now) {
+                            debug!(%ignored, "Worker event ignored.");
+                        }
+                    }
                 }
             }
             kept.push(delivery);
@@ -521,13 +532,19 @@ impl Scheduler {
         match wire::decode_heartbeat(&delivery.payload) {
             Ok(heartbeat) => {
                 for attempt in &heartbeat.running {
-                    if self.engine.adopt(
+                    let report = self.engine.on_running(
                         &heartbeat.worker,
                         &attempt.workflow_id,
                         attempt.task_idx,
                         attempt.attempt,
-                    ) {
-                        info!(worker = %heartbeat.worker, workflow_id = %attempt.workflow_id, task_idx = attempt.task_idx, attempt = attempt.attempt, "Adopted an attempt that survived the restart.");
+                    );
+                    let (workflow_id, task_idx, attempt) = (&attempt.workflow_id, attempt.task_idx, attempt.attempt);
+                    match report {
+                        Ok(Report::Superseded) | Err(_) => {
+                            info!(worker = %heartbeat.worker, %workflow_id, task_idx, attempt, "Stopping an attempt that was superseded.");
+                            self.cancel_attempt(workflow_id, task_idx, attempt);
+                        }
+                        Ok(report) => log_report(report, &heartbeat.worker, workflow_id, task_idx, attempt),
                     }
                 }
                 if let Some(fleet) = self.fleet.as_mut() {
@@ -545,6 +562,19 @@ impl Scheduler {
         if let Err(error) = delivery.ack().await {
             debug!(%error, "Failed to ack a heartbeat.");
         }
+    }
+
+    /// Tells the workers to stop an attempt, if one of them runs it.
+    fn cancel_attempt(&mut self, workflow_id: &str, task_idx: u32, attempt: u32) {
+        let message = ControlMessage::Cancel {
+            v: WIRE_VERSION,
+            attempt: AttemptRef {
+                workflow_id: workflow_id.to_string(),
+                task_idx,
+                attempt,
+            },
+        };
+        self.control.push(Bytes::from(wire::encode(&message)));
     }
 
     fn expire_leases(&mut self) {
@@ -589,6 +619,19 @@ impl Scheduler {
             })
             .collect();
         self.progress.send_replace(progress);
+    }
+}
+
+/// Logs what a worker's report of a running attempt changed.
+fn log_report(report: Report, worker: &str, workflow_id: &str, task_idx: u32, attempt: u32) {
+    match report {
+        Report::Current | Report::Superseded => {}
+        Report::Adopted => {
+            info!(%worker, %workflow_id, task_idx, attempt, "Adopted an attempt that survived the loss of its lease or a restart.");
+        }
+        Report::Moved => {
+            info!(%worker, %workflow_id, task_idx, attempt, "An attempt delivered again runs on another worker; its lease moved there.");
+        }
     }
 }
 
