@@ -558,3 +558,26 @@ fn a_task_delivered_again_after_its_worker_died_runs_under_the_new_workers_lease
         fleet.log("scheduler")
     );
 }
+
+#[test]
+fn a_second_scheduler_on_the_same_store_refuses_to_start() {
+    let fleet = Fleet::start(&amqp_url(), &[]);
+    let db = format!("sqlite://{}", fleet.db_path().display());
+    let output = taskfleet_tests::taskfleet()
+        .args([
+            "scheduler",
+            "--broker",
+            &fleet.broker,
+            "--db",
+            &db,
+            "--prefix",
+            &fleet.prefix,
+        ])
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run a second scheduler");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("is in use by process"), "{stderr}");
+    assert!(stderr.contains("taskfleet scheduler"), "{stderr}");
+}

@@ -84,3 +84,49 @@ tasks:
     assert!(output.status.success());
     assert_ne!(json_report(&output)["workflow_id"], report["workflow_id"]);
 }
+
+#[test]
+fn a_second_run_on_the_same_store_refuses_at_once_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let go = dir.path().join("go");
+    let workflow = write_file(
+        dir.path(),
+        "held.yaml",
+        &format!(
+            "name: held\ntasks:\n  - {{id: wait, run: [sh, -c, 'touch {started}; while [ ! -e {go} ]; do sleep 0.05; done']}}\n",
+            started = started.display(),
+            go = go.display()
+        ),
+    );
+    let db = dir.path().join("state.sqlite");
+    let db = db.to_str().unwrap();
+    let mut first = taskfleet()
+        .args(["run", &workflow, "--db", db, "--json"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first run's task to start", Duration::from_secs(30), || {
+        started.exists()
+    });
+    let second = taskfleet()
+        .args(["run", &workflow, "--db", db, "--json"])
+        .output()
+        .unwrap();
+    // Let the first run finish before anything can fail, so no run is left waiting.
+    std::fs::write(&go, "").unwrap();
+    let first_id = first.id();
+    assert!(first.wait().unwrap().success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("is in use by process {first_id} (taskfleet run")),
+        "{stderr}"
+    );
+    // Once the first run is gone, the store opens again.
+    let again = taskfleet()
+        .args(["run", &workflow, "--db", db, "--json"])
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+}

@@ -31,6 +31,9 @@ pub enum StoreError {
     /// The request conflicts with what is stored (e.g. a duplicate workflow id).
     #[error("store conflict: {reason}")]
     Conflict { reason: String },
+    /// Another process holds the store: retrying will not help until it stops.
+    #[error("{reason}")]
+    InUse { reason: String },
 }
 
 /// The life state of a whole workflow.

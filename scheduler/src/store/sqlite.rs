@@ -11,6 +11,7 @@
 //! would end and every later call fail as [`StoreError::Unavailable`].
 
 mod codec;
+mod lock;
 mod schema;
 mod write;
 
@@ -40,21 +41,24 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the database file at `path` and brings its schema up to date.
+    /// Opens (or creates) the database file at `path` and brings its schema up to date. Only
+    /// one process at a time may hold a store file: another's is [`StoreError::InUse`].
     ///
     /// This blocks while the file is opened and migrated; call it before serving requests.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let lock = lock::StoreLock::acquire(path)?;
         let conn = Connection::open(path).map_err(|error| classify(error, &format!("open {}", path.display())))?;
-        SqliteStore::start(conn)
+        SqliteStore::start(conn, Some(lock))
     }
 
     /// A store in memory, gone when dropped: for tests and throwaway runs.
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
         let conn = Connection::open_in_memory().map_err(|error| classify(error, "open an in-memory database"))?;
-        SqliteStore::start(conn)
+        SqliteStore::start(conn, None)
     }
 
-    fn start(mut conn: Connection) -> Result<SqliteStore, StoreError> {
+    /// Serves `conn` from a thread of its own, which holds `lock` until the connection closes.
+    fn start(mut conn: Connection, lock: Option<lock::StoreLock>) -> Result<SqliteStore, StoreError> {
         schema::prepare(&mut conn)?;
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -63,6 +67,8 @@ impl SqliteStore {
                 for job in queue {
                     job(&mut conn);
                 }
+                drop(conn);
+                drop(lock);
             })
             .map_err(|error| StoreError::Unavailable {
                 reason: format!("start the store thread: {error}"),

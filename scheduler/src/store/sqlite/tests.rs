@@ -204,3 +204,32 @@ fn errors_are_classified_by_what_the_caller_can_do() {
         .expect_err("no such table");
     assert!(matches!(codec::classify(no_table, "read"), StoreError::Corrupt { .. }));
 }
+
+#[test]
+fn a_store_held_by_another_process_is_refused_naming_it() {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("make a temporary directory");
+    let path = dir.path().join("store.db");
+    // Another process's lock, as far as the store can tell.
+    let file = std::fs::File::create(dir.path().join("store.db.lock")).unwrap();
+    let mut held = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, errno)| errno)
+        .unwrap();
+    held.write_all(b"4242 (taskfleet run other.yaml)").unwrap();
+    match SqliteStore::open(&path) {
+        Err(StoreError::InUse { reason }) => assert_eq!(
+            reason,
+            format!(
+                "the store {} is in use by process 4242 (taskfleet run other.yaml) (taskfleet allows one process per store: stop it, or use another store)",
+                path.display()
+            )
+        ),
+        other => panic!("expected the store to be in use, got {other:?}"),
+    }
+    drop(held);
+    let store = SqliteStore::open(&path).expect("open once the holder let go");
+    // This process holds it now: a second open waits a little for it, then gives up.
+    assert!(matches!(SqliteStore::open(&path), Err(StoreError::InUse { .. })));
+    drop(store);
+}
