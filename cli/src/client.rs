@@ -18,6 +18,9 @@ pub enum ClientError {
     Refused { status: u16, message: String },
 }
 
+/// Tasks asked for per status page (the API's most).
+const STATUS_PAGE: u32 = 10_000;
+
 /// The scheduler's API at one base URL.
 pub struct ApiClient {
     base: String,
@@ -46,9 +49,28 @@ impl ApiClient {
         self.send(request).await
     }
 
+    /// The workflow's status with every task: the API's pages, joined.
     pub async fn status(&self, workflow_id: &str) -> Result<WorkflowStatus, ClientError> {
-        self.send(self.http.get(self.url(&format!("/v1/workflows/{workflow_id}"))))
-            .await
+        let mut status = self.status_page(workflow_id, STATUS_PAGE, None).await?;
+        while let Some(cursor) = status.next_cursor.take() {
+            let page = self.status_page(workflow_id, STATUS_PAGE, Some(&cursor)).await?;
+            status.tasks.extend(page.tasks);
+            status.next_cursor = page.next_cursor;
+        }
+        Ok(status)
+    }
+
+    /// The workflow's status with at most `limit` tasks from `cursor` (0 for counts only).
+    pub async fn status_page(
+        &self,
+        workflow_id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<WorkflowStatus, ClientError> {
+        let mut query = vec![("limit", limit.to_string())];
+        query.extend(cursor.map(|cursor| ("cursor", cursor.to_string())));
+        let url = self.url(&format!("/v1/workflows/{workflow_id}"));
+        self.send(self.http.get(url).query(&query)).await
     }
 
     pub async fn cancel(&self, workflow_id: &str) -> Result<CancelResponse, ClientError> {

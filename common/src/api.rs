@@ -26,7 +26,11 @@ pub struct WorkflowStatus {
     /// When a running workflow is predicted to end (Monte-Carlo over learned runtimes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta: Option<EtaStatus>,
+    /// The tasks of this page, in file order (the API pages them: `?limit=N&cursor=C`).
     pub tasks: Vec<TaskStatus>,
+    /// Where the next page starts (`?cursor=...`), when more tasks follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// A running workflow's predicted end.
@@ -48,7 +52,9 @@ pub struct EtaStatus {
 pub struct TaskStatus {
     pub id: String,
     pub state: TaskState,
-    /// Attempts dispatched so far.
+    /// Attempts made so far: those that started or ended, and the one out now. An attempt
+    /// lost before it reached a worker (a scheduler restart while it waited) does not count,
+    /// so attempt numbers (`TASKFLEET_ATTEMPT`) may run ahead of it.
     pub attempts: u32,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,

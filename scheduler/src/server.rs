@@ -80,6 +80,7 @@ pub async fn run(
         scheduler: handle,
         validate: config.validate,
         max_body_bytes: config.max_body_bytes,
+        forecasts: Arc::default(),
     };
     let serve_shutdown = shutdown.clone();
     let served = axum::serve(listener, router(state))

@@ -42,6 +42,19 @@ tasks:
         .spawn()
         .unwrap();
     wait_for("the second task to start", Duration::from_secs(30), || started.exists());
+    // Kill the run once the store knows the attempt started, so it counts as made.
+    wait_for("the store to record the start", Duration::from_secs(30), || {
+        let Ok(store) = rusqlite::Connection::open(db) else {
+            return false;
+        };
+        store
+            .query_row(
+                "SELECT count(*) FROM attempts WHERE task_idx = 1 AND started_at IS NOT NULL",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .is_ok_and(|n| n == 1)
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     // SIGKILL gives the run no chance to stop its children: stop the orphan ourselves.

@@ -296,8 +296,28 @@ fn spawn_failure(program: &str, work_dir: Option<&Path>, error: &io::Error, star
             format!("program `{program}` cannot be run: permission denied"),
             started_at,
         ),
+        _ if start_error_is_permanent(error) => {
+            Execution::failed(false, format!("could not start `{program}`: {error}"), started_at)
+        }
         _ => Execution::failed(true, format!("could not start `{program}`: {error}"), started_at),
     }
+}
+
+/// Whether starting the same command again would fail the same way: arguments the kernel
+/// refuses (too long, a NUL byte), a file that is not a program. Running out of processes,
+/// memory or file descriptors may pass, and is worth a retry.
+fn start_error_is_permanent(error: &io::Error) -> bool {
+    if error.kind() == io::ErrorKind::InvalidInput {
+        // The standard library's own check: a NUL byte in a program, argument or variable.
+        return true;
+    }
+    let Some(code) = error.raw_os_error() else {
+        return false;
+    };
+    matches!(
+        Errno::from_raw(code),
+        Errno::E2BIG | Errno::ENOEXEC | Errno::ENAMETOOLONG | Errno::ENOTDIR | Errno::ELOOP | Errno::EISDIR
+    )
 }
 
 fn signal_name(signal: i32) -> &'static str {

@@ -68,13 +68,15 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
 pub(crate) async fn follow(client: &ApiClient, workflow_id: &str) -> anyhow::Result<WorkflowStatus> {
     let mut display: Option<ProgressDisplay> = None;
     loop {
-        let status = client.status(workflow_id).await?;
-        let display = display.get_or_insert_with(|| ProgressDisplay::new(status.tasks.len()));
+        // Counts are enough to draw progress; the tasks are read once, at the end.
+        let status = client.status_page(workflow_id, 0, None).await?;
+        let n_tasks = status.counts.values().sum();
+        let display = display.get_or_insert_with(|| ProgressDisplay::new(n_tasks));
         let progress = progress_of(&status);
         display.update(&progress);
         if progress.state.is_terminal() {
             display.finish();
-            return Ok(status);
+            return Ok(client.status(workflow_id).await?);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -4,7 +4,7 @@
 //! | method and path | answer |
 //! |---|---|
 //! | `POST /v1/workflows` (body: YAML or JSON; header `Idempotency-Key`) | 201 [`SubmitResponse`] (200 for a repeat: the same key and body), 422 with every problem, 422 for a key used with another body, 400 for a bad key, 413 over the size limit |
-//! | `GET /v1/workflows/{id}` | 200 [`WorkflowStatus`] (with a predicted end while it runs), 404 |
+//! | `GET /v1/workflows/{id}?limit=N&cursor=C` | 200 [`WorkflowStatus`] with counts, a page of tasks (1000 by default, at most 10,000; `next_cursor` for the next), and a predicted end while it runs; 404 |
 //! | `POST /v1/workflows/{id}/cancel` | 202 [`CancelResponse`], 404, 409 when it already ended |
 //! | `GET /v1/workers` | 200 list of [`WorkerStatus`] |
 //! | `GET /healthz`, `GET /readyz` | 200 while alive; 200 only while connected to the broker |
@@ -14,12 +14,13 @@ mod error;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use taskfleet_common::api::{CancelResponse, SubmitResponse, WorkerStatus, WorkflowStatus};
+use taskfleet_common::text::printable;
 use taskfleet_common::workflow::ValidateOptions;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -28,7 +29,7 @@ pub use error::ApiError;
 
 use crate::eta::slots_by_speed;
 use crate::service::{now, SchedulerHandle};
-use crate::status::workflow_status_with_eta;
+use crate::status::{workflow_status_page, Forecasts, TaskWindow};
 use crate::store::Store;
 use crate::submit::{submit_workflow, SubmitError};
 
@@ -41,6 +42,8 @@ pub struct ApiState {
     pub validate: ValidateOptions,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Predicted ends and expected runtimes of running workflows, kept between requests.
+    pub forecasts: Arc<Forecasts>,
 }
 
 /// The API's routes over `state`.
@@ -114,7 +117,41 @@ async fn submit(
     Ok((code, Json(answer)))
 }
 
-async fn status(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<WorkflowStatus>, ApiError> {
+/// Which tasks a status lists: `?limit=N` (default 1000, at most 10,000; 0 for counts only)
+/// from `?cursor=C` (the `next_cursor` of the page before).
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// Tasks a status page lists unless asked otherwise, and at most.
+pub const DEFAULT_PAGE: u32 = 1000;
+pub const MAX_PAGE: u32 = 10_000;
+
+async fn status(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<WorkflowStatus>, ApiError> {
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
+    if limit > MAX_PAGE {
+        return Err(ApiError::BadRequest(format!(
+            "`limit` is at most {MAX_PAGE} (got {limit})"
+        )));
+    }
+    let from = match page.cursor.as_deref() {
+        None => 0,
+        Some(cursor) => cursor
+            .parse::<u32>()
+            .map_err(|_| ApiError::BadRequest(format!("`{}` is not a cursor this API gave", printable(cursor))))?,
+    };
+    let window = TaskWindow { from, limit };
+    let (mut status, workflow) = match workflow_status_page(state.store.as_ref(), &id, window).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(ApiError::NotFound(format!("no workflow `{}`", printable(&id)))),
+        Err(error) => return Err(ApiError::Internal(error.into())),
+    };
     let fleet = state.scheduler.fleet();
     let slots = slots_by_speed(
         fleet
@@ -122,11 +159,12 @@ async fn status(State(state): State<ApiState>, Path(id): Path<String>) -> Result
             .filter(|worker| !worker.draining)
             .map(|worker| (worker.speed, worker.slots as usize)),
     );
-    match workflow_status_with_eta(state.store.as_ref(), &id, &slots, now()).await {
-        Ok(Some(status)) => Ok(Json(status)),
-        Ok(None) => Err(ApiError::NotFound(format!("no workflow `{id}`"))),
-        Err(error) => Err(ApiError::Internal(error.into())),
-    }
+    state
+        .forecasts
+        .add_to(state.store.as_ref(), &workflow, &mut status, from, &slots, now())
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))?;
+    Ok(Json(status))
 }
 
 async fn cancel(

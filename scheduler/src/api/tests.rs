@@ -43,6 +43,7 @@ impl Api {
             scheduler: handle,
             validate: ValidateOptions::default(),
             max_body_bytes,
+            forecasts: Arc::default(),
         };
         Api {
             router: router(state),
@@ -281,4 +282,45 @@ async fn oversized_bodies_are_refused() {
     );
     let (code, _) = api.call("POST", "/v1/workflows", &huge, None).await;
     assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn statuses_come_in_pages() {
+    let api = Api::start().await;
+    let source =
+        "name: paged\ntasks:\n  - {id: a, handler: noop}\n  - {id: b, handler: noop}\n  - {id: c, handler: noop}\n";
+    let (_, body) = api.call("POST", "/v1/workflows", source, None).await;
+    let id = body["workflow_id"].as_str().unwrap().to_string();
+    let (code, first) = api.call("GET", &format!("/v1/workflows/{id}?limit=2"), "", None).await;
+    assert_eq!(code, StatusCode::OK, "{first}");
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|task| task["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&first), ["a", "b"]);
+    assert_eq!(first["counts"]["ready"], 3, "counts cover every task: {first}");
+    assert!(first["eta"].is_object(), "{first}");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, second) = api
+        .call("GET", &format!("/v1/workflows/{id}?limit=2&cursor={cursor}"), "", None)
+        .await;
+    assert_eq!(ids(&second), ["c"]);
+    assert!(second.get("next_cursor").is_none(), "{second}");
+    assert!(second["tasks"][0]["expected"].is_object(), "{second}");
+    let (_, counts) = api.call("GET", &format!("/v1/workflows/{id}?limit=0"), "", None).await;
+    assert_eq!(ids(&counts), Vec::<String>::new());
+    let (code, body) = api
+        .call("GET", &format!("/v1/workflows/{id}?limit=10001"), "", None)
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "`limit` is at most 10000 (got 10001)");
+    let (code, body) = api
+        .call("GET", &format!("/v1/workflows/{id}?cursor=nope"), "", None)
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "`nope` is not a cursor this API gave");
 }

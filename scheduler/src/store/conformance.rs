@@ -22,7 +22,7 @@ mod workflows;
 pub use updates::{every_outcome_round_trips, failed_batch_changes_nothing, updates_round_trip};
 pub use workflows::{
     create_and_read_back, duplicate_workflow_is_a_conflict, idempotency_keys_find_their_workflow,
-    running_workflows_filter_and_order,
+    pages_and_counts_cover_their_tasks, running_workflows_filter_and_order,
 };
 
 /// A five-task workflow: `extract` and `lint` are roots, the rest wait for dependencies.
@@ -47,6 +47,7 @@ pub async fn run_all(store: &dyn Store, prefix: &str) {
     failed_batch_changes_nothing(store, prefix).await;
     runtime_stats_round_trip(store, prefix).await;
     feature_models_round_trip(store, prefix).await;
+    pages_and_counts_cover_their_tasks(store, prefix).await;
 }
 
 /// Runtime statistics are stored per signature, the latest replacing the earlier.

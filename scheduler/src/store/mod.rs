@@ -137,6 +137,16 @@ pub struct AttemptRecord {
     pub stderr_tail: String,
 }
 
+/// Some consecutive tasks of a workflow, as stored.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskPage {
+    pub records: Vec<TaskRecord>,
+    /// Each record's task id, in the same order.
+    pub ids: Vec<String>,
+    /// The attempts of these tasks, by task index then attempt number.
+    pub attempts: Vec<AttemptRecord>,
+}
+
 /// One change to stored state. The scheduler applies a batch of them per transaction.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StoreUpdate {
@@ -199,6 +209,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every attempt of the workflow, by task index then attempt number.
     async fn attempts(&self, workflow_id: &str) -> Result<Vec<AttemptRecord>, StoreError>;
+
+    /// The tasks whose index is in `from..from + limit`: records, ids and attempts, by index.
+    async fn task_page(&self, workflow_id: &str, from: u32, limit: u32) -> Result<TaskPage, StoreError>;
+
+    /// How many tasks of the workflow are in each state (states with none left out).
+    async fn task_counts(&self, workflow_id: &str) -> Result<Vec<(TaskState, usize)>, StoreError>;
 
     /// The runtime statistics learned so far, by task signature.
     async fn runtime_stats(&self) -> Result<Vec<(String, LogStats)>, StoreError>;

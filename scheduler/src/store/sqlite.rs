@@ -28,7 +28,10 @@ use tokio::sync::oneshot;
 
 use self::codec::{classify, ATTEMPT_COLUMNS, TASK_COLUMNS, WORKFLOW_COLUMNS};
 use self::write::NewTasks;
-use super::{AttemptRecord, Store, StoreError, StoreUpdate, TaskRecord, WorkflowRecord};
+use rusqlite::params;
+use taskfleet_common::state::TaskState;
+
+use super::{AttemptRecord, Store, StoreError, StoreUpdate, TaskPage, TaskRecord, WorkflowRecord};
 use crate::predict::{FeatureModel, LogStats};
 
 /// Work for the store thread.
@@ -236,6 +239,64 @@ impl Store for SqliteStore {
             );
             let decode = |row: &rusqlite::Row<'_>| codec::attempt_from_row(row, &workflow_id);
             query_all(conn, &sql, [&workflow_id], "read attempts", decode)
+        })
+        .await
+    }
+
+    async fn task_page(&self, workflow_id: &str, from: u32, limit: u32) -> Result<TaskPage, StoreError> {
+        let workflow_id = workflow_id.to_string();
+        self.run(move |conn| {
+            let end = i64::from(from) + i64::from(limit);
+            let sql = format!(
+                "SELECT {TASK_COLUMNS}, task_id FROM tasks WHERE workflow_id = ?1 \
+                 AND task_idx >= ?2 AND task_idx < ?3 ORDER BY task_idx"
+            );
+            let decode = |row: &rusqlite::Row<'_>| {
+                let record = codec::task_from_row(row, &workflow_id)?;
+                let id: String = row.get(6).map_err(|error| codec::classify(error, "read a task id"))?;
+                Ok((record, id))
+            };
+            let rows = query_all(
+                conn,
+                &sql,
+                params![&workflow_id, from, end],
+                "read a page of tasks",
+                decode,
+            )?;
+            let sql = format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE workflow_id = ?1 \
+                 AND task_idx >= ?2 AND task_idx < ?3 ORDER BY task_idx, attempt"
+            );
+            let decode = |row: &rusqlite::Row<'_>| codec::attempt_from_row(row, &workflow_id);
+            let attempts = query_all(
+                conn,
+                &sql,
+                params![&workflow_id, from, end],
+                "read a page of attempts",
+                decode,
+            )?;
+            let (records, ids) = rows.into_iter().unzip();
+            Ok(TaskPage { records, ids, attempts })
+        })
+        .await
+    }
+
+    async fn task_counts(&self, workflow_id: &str) -> Result<Vec<(TaskState, usize)>, StoreError> {
+        let workflow_id = workflow_id.to_string();
+        self.run(move |conn| {
+            let sql = "SELECT state, count(*) FROM tasks WHERE workflow_id = ?1 GROUP BY state";
+            let decode = |row: &rusqlite::Row<'_>| {
+                let read = |error| codec::classify(error, "count tasks");
+                let state: String = row.get(0).map_err(read)?;
+                let count: i64 = row.get(1).map_err(read)?;
+                let state = TaskState::parse(&state).ok_or_else(|| StoreError::Corrupt {
+                    reason: format!("unknown task state `{state}` in workflow '{workflow_id}'"),
+                })?;
+                Ok((state, usize::try_from(count).unwrap_or(0)))
+            };
+            let mut counts = query_all(conn, sql, [&workflow_id], "count tasks", decode)?;
+            counts.sort_by_key(|&(state, _)| state);
+            Ok(counts)
         })
         .await
     }

@@ -187,6 +187,44 @@ async fn unexecutable_program_is_a_permanent_failure() {
 }
 
 #[tokio::test]
+async fn start_errors_that_would_repeat_are_permanent() {
+    // More argument bytes than the kernel takes (E2BIG).
+    let huge = "x".repeat(4 << 20);
+    let execution = run(&task(&["echo", &huge])).await;
+    assert_eq!(
+        execution.outcome,
+        AttemptOutcome::Failed { retryable: false },
+        "{execution:?}"
+    );
+    assert!(
+        execution
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("could not start `echo`: "),
+        "{execution:?}"
+    );
+    // A NUL byte in an argument.
+    let execution = run(&task(&["echo", "a\0b"])).await;
+    assert_eq!(
+        execution.outcome,
+        AttemptOutcome::Failed { retryable: false },
+        "{execution:?}"
+    );
+    // A file that is not a program (no interpreter line, not an executable format).
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.bin");
+    std::fs::write(&data, [0u8, 1, 2, 3, 4, 5, 6, 7]).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let execution = run(&task(&[data.to_str().unwrap()])).await;
+    assert_eq!(
+        execution.outcome,
+        AttemptOutcome::Failed { retryable: false },
+        "{execution:?}"
+    );
+}
+
+#[tokio::test]
 async fn timeout_kills_the_process() {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("pid");

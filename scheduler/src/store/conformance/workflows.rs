@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use taskfleet_common::state::TaskState;
 use taskfleet_common::Millis;
 
 use super::{apply, create, diamond, fresh_diamond_tasks, record};
@@ -204,4 +205,42 @@ pub async fn running_workflows_filter_and_order(store: &dyn Store, prefix: &str)
         [other],
         "running: only the unfinished workflow is left"
     );
+}
+
+/// A page of tasks holds the records, ids and attempts of the tasks in its range, and the
+/// counts per state cover the whole workflow.
+pub async fn pages_and_counts_cover_their_tasks(store: &dyn Store, prefix: &str) {
+    let record = record(&format!("{prefix}-pages"), &format!("{prefix}-pages-hash"), 1_000);
+    create(store, &record).await;
+    let id: Arc<str> = Arc::from(record.id.as_str());
+    let updates = vec![
+        super::dispatched(&id, 0, 1, 1_001),
+        super::task_update(&id, super::task(0, TaskState::Dispatched, 1, 0)),
+        super::dispatched(&id, 4, 1, 1_002),
+        super::task_update(&id, super::task(4, TaskState::Dispatched, 1, 0)),
+    ];
+    apply(store, updates, "pages").await;
+    let page = store.task_page(&record.id, 1, 3).await.expect("read a page");
+    let indices: Vec<u32> = page.records.iter().map(|task| task.task_idx).collect();
+    assert_eq!(indices, [1, 2, 3], "pages: the page holds the tasks of its range");
+    assert_eq!(page.ids, ["left", "right", "join"], "pages: ids in the same order");
+    assert_eq!(page.attempts, [], "pages: only the attempts of the page's tasks");
+    let page = store.task_page(&record.id, 3, 100).await.expect("read the last page");
+    assert_eq!(page.ids, ["join", "lint"], "pages: a page ends with the workflow");
+    assert_eq!(
+        page.attempts.iter().map(|attempt| attempt.task_idx).collect::<Vec<_>>(),
+        [4]
+    );
+    let counts = store.task_counts(&record.id).await.expect("count tasks");
+    assert_eq!(
+        counts,
+        [(TaskState::Pending, 3), (TaskState::Dispatched, 2)],
+        "pages: counts per state, in state order, of the whole workflow"
+    );
+    let missing = format!("{prefix}-no-such-workflow");
+    assert_eq!(
+        store.task_page(&missing, 0, 10).await.expect("page of nothing"),
+        Default::default()
+    );
+    assert_eq!(store.task_counts(&missing).await.expect("count nothing"), []);
 }
