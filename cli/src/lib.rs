@@ -85,7 +85,10 @@ pub fn main(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!(
+                "error: {}",
+                taskfleet_common::text::printable_lines(&format!("{error:#}"))
+            );
             ExitCode::from(EXIT_INVALID)
         }
     }

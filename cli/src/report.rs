@@ -8,6 +8,7 @@ use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::Table;
 use taskfleet_common::api::WorkflowStatus;
 use taskfleet_common::state::TaskState;
+use taskfleet_common::text::printable;
 use taskfleet_common::units::format_duration;
 
 /// Most task rows in the table; the JSON report always lists every task.
@@ -44,7 +45,7 @@ pub fn render_table(status: &WorkflowStatus) -> String {
                 ),
                 (None, None) => String::new(),
             },
-            task.worker.clone().unwrap_or_default(),
+            printable(task.worker.as_deref().unwrap_or_default()).into_owned(),
             task.exit_code.map(|code| code.to_string()).unwrap_or_default(),
             task.error.as_deref().map(first_line).unwrap_or_default(),
         ]);
@@ -76,7 +77,7 @@ pub fn render_table(status: &WorkflowStatus) -> String {
     }
     out.push_str(&format!(
         "\nworkflow {} ({}) {}{took}: {}\n",
-        status.name,
+        printable(&status.name),
         status.workflow_id,
         status.state,
         counts.join(", ")
@@ -84,8 +85,11 @@ pub fn render_table(status: &WorkflowStatus) -> String {
     out
 }
 
+/// The first line of a task's error, short, with control characters (a task's own output
+/// may hold escapes) made visible.
 fn first_line(text: &str) -> String {
     let line = text.lines().next().unwrap_or_default();
+    let line = printable(line);
     if line.chars().count() > 60 {
         format!("{}…", line.chars().take(59).collect::<String>())
     } else {

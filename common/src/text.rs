@@ -20,6 +20,11 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Like [`printable`], but keeps line breaks: for messages of several lines.
+pub fn printable_lines(text: &str) -> String {
+    text.split('\n').map(printable).collect::<Vec<_>>().join("\n")
+}
+
 /// Whether `text` holds a control character (see [`printable`]).
 pub fn has_control(text: &str) -> bool {
     text.chars().any(char::is_control)
@@ -37,6 +42,7 @@ mod tests {
             printable("a\u{1b}[2Jb\0c\nd\u{7f}\u{9b}"),
             "a\\u{1b}[2Jb\\u{0}c\\nd\\u{7f}\\u{9b}"
         );
+        assert_eq!(printable_lines("one\u{1b}\ntwo"), "one\\u{1b}\ntwo");
         assert!(has_control("x\u{7}"));
         assert!(!has_control("x y"));
     }

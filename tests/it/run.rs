@@ -173,6 +173,34 @@ fn invalid_workflows_exit_2_and_name_every_problem() {
 }
 
 #[test]
+fn control_characters_from_a_file_never_reach_the_terminal_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    // An unknown field and a dependency whose names hold escape sequences (clear the screen).
+    let workflow = write_file(
+        dir.path(),
+        "escapes.yaml",
+        "name: w\ntasks:\n  - {id: a, handler: noop, \"bad\\e[2J\": 1, deps: [\"x\\e[31m\"]}\n",
+    );
+    for command in ["run", "validate"] {
+        let output = run_taskfleet(&[command, &workflow]);
+        assert_eq!(output.status.code(), Some(2), "{command}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !stderr.contains('\u{1b}'),
+            "{command}: a raw escape was printed: {stderr:?}"
+        );
+        assert!(
+            stderr.contains("field `bad\\u{1b}[2J`: unknown field"),
+            "{command}: {stderr}"
+        );
+        assert!(
+            stderr.contains("unknown dependency `x\\u{1b}[31m`"),
+            "{command}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn validate_prints_depth_and_critical_path() {
     let output = run_taskfleet(&["validate", &example("etl-fan-out.yaml")]);
     assert!(output.status.success());

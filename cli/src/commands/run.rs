@@ -82,7 +82,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!(
+                "error: {}",
+                taskfleet_common::text::printable_lines(&format!("{error:#}"))
+            );
             return Ok(ExitCode::from(EXIT_FAILED));
         }
     };

@@ -40,7 +40,11 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let answer = match client.submit(source, args.idempotency_key.as_deref()).await {
         Ok(answer) => answer,
         Err(ClientError::Invalid(body)) => {
-            eprintln!("{}: {}", args.file.display(), body.error);
+            eprintln!(
+                "{}: {}",
+                args.file.display(),
+                taskfleet_common::text::printable_lines(&body.error)
+            );
             return Ok(ExitCode::from(EXIT_INVALID));
         }
         Err(error) => return Err(error.into()),

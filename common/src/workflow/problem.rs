@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::text::printable;
+
 /// One thing wrong with a workflow.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
@@ -31,13 +33,16 @@ impl Problem {
     }
 }
 
+/// Shown with control characters escaped: problems quote what the file said, and are printed
+/// to terminals.
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.task, self.field.is_empty()) {
-            (Some(task), false) => write!(f, "task `{task}`, field `{}`: {}", self.field, self.message),
-            (Some(task), true) => write!(f, "task `{task}`: {}", self.message),
-            (None, false) => write!(f, "field `{}`: {}", self.field, self.message),
-            (None, true) => write!(f, "{}", self.message),
+        let (field, message) = (printable(&self.field), printable(&self.message));
+        match (&self.task, field.is_empty()) {
+            (Some(task), false) => write!(f, "task `{}`, field `{field}`: {message}", printable(task)),
+            (Some(task), true) => write!(f, "task `{}`: {message}", printable(task)),
+            (None, false) => write!(f, "field `{field}`: {message}"),
+            (None, true) => write!(f, "{message}"),
         }
     }
 }
