@@ -208,6 +208,14 @@ fn validate_prints_depth_and_critical_path() {
     assert!(stdout.contains("tasks:          7"), "{stdout}");
     assert!(stdout.contains("depth:          4"), "{stdout}");
     assert!(stdout.contains("critical path:  7.0s (extract -> shard-"), "{stdout}");
+    // Tasks with runtimes per worker count with their fastest.
+    let output = run_taskfleet(&["validate", &example("topcuoglu.yaml")]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("critical path:  41.0s (n1 -> n2 -> n9 -> n10)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("without an estimate"), "{stdout}");
 }
 
 fn example(name: &str) -> String {

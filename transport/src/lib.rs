@@ -9,7 +9,6 @@
 
 mod amqp;
 pub mod conformance;
-mod dead_letter;
 mod memory;
 pub mod queues;
 
@@ -18,8 +17,8 @@ use bytes::Bytes;
 
 pub use amqp::baseline::raw_round_trips as amqp_raw_round_trips;
 pub use amqp::{AmqpConfig, AmqpTransport, DEFAULT_AMQP_URL};
-pub use dead_letter::{hex_sha256, DeadLetter, Truncated, MAX_REASON_BYTES, TRUNCATED_KEEP_BYTES};
 pub use memory::MemoryTransport;
+pub use taskfleet_common::wire::{hex_sha256, DeadLetter, Truncated, MAX_REASON_BYTES, TRUNCATED_KEEP_BYTES};
 
 /// The largest message a transport carries unless configured otherwise: 128 MiB, RabbitMQ 3's
 /// default `max_message_size` (RabbitMQ 4's is 16 MiB; set `AmqpConfig::max_message_bytes`).

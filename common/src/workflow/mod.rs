@@ -80,6 +80,14 @@ pub struct TaskSpec {
     pub pool: Arc<str>,
 }
 
+impl TaskSpec {
+    /// The runtime the task declares: its `estimate`, else its fastest `estimate_by_worker`.
+    pub fn declared_estimate(&self) -> Option<Duration> {
+        self.estimate
+            .or_else(|| self.estimate_by_worker.as_ref()?.values().min().copied())
+    }
+}
+
 /// A dependency edge: the parent's index and the cost of moving its output to another worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dep {
@@ -199,12 +207,16 @@ impl WorkflowSpec {
         self.tasks.iter().position(|task| task.id == id)
     }
 
-    /// Summary figures for `taskfleet validate`: depth and the critical path by `estimate`.
+    /// Summary figures for `taskfleet validate`: depth and the critical path by `estimate`
+    /// (for a task with only `estimate_by_worker`, its fastest).
     pub fn summary(&self) -> WorkflowSummary {
         let estimates: Vec<u64> = self
             .tasks
             .iter()
-            .map(|task| task.estimate.map_or(0, |estimate| estimate.as_millis() as u64))
+            .map(|task| {
+                task.declared_estimate()
+                    .map_or(0, |estimate| estimate.as_millis() as u64)
+            })
             .collect();
         let critical = self.dag.critical_path(&estimates);
         WorkflowSummary {
@@ -218,7 +230,11 @@ impl WorkflowSpec {
                 .map(|&idx| self.tasks[idx as usize].id.clone())
                 .collect(),
             critical_path_length: Duration::from_millis(critical.length),
-            n_without_estimate: self.tasks.iter().filter(|task| task.estimate.is_none()).count(),
+            n_without_estimate: self
+                .tasks
+                .iter()
+                .filter(|task| task.declared_estimate().is_none())
+                .count(),
         }
     }
 }

@@ -229,7 +229,7 @@ impl Acker for AmqpAcker {
             // consumer's prefetch slot forever, and come back after every restart.
             Err(TransportError::Rejected { reason: refusal }) => {
                 let size = letter.payload.len();
-                let sha256 = crate::dead_letter::hex_sha256(&letter.payload);
+                let sha256 = crate::hex_sha256(&letter.payload);
                 error!(source = %self.source, size, %sha256, %reason, %refusal, "Dropping a message the dead-letter queue refused.");
             }
             Err(error) => return Err(error),

@@ -4,6 +4,8 @@
 //! version this build does not speak, is a [`WireError`]; consumers dead-letter it with the
 //! error as the reason instead of crashing or retrying it forever.
 
+mod dead_letter;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -12,6 +14,8 @@ use serde_json::value::RawValue;
 use crate::state::AttemptOutcome;
 use crate::time::Millis;
 use crate::workflow::{Action, PriorityClass};
+
+pub use dead_letter::{hex_sha256, DeadLetter, Truncated, MAX_REASON_BYTES, TRUNCATED_KEEP_BYTES};
 
 /// The wire version this build writes and reads.
 pub const WIRE_VERSION: u32 = 1;
