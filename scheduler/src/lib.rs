@@ -1,19 +1,13 @@
-//! The taskfleet scheduler: accepts workflows, persists them, resolves dependencies, applies
-//! a scheduling policy with admission control, and publishes ready tasks to worker queues.
+//! The taskfleet scheduler service: accepts workflows, persists them, runs the engine of
+//! `taskfleet-engine` against a store and a transport, and serves the HTTP API.
 //!
-//! [`engine`] and [`policy`] are the sans-I/O core; [`store`] persists state; [`service`] is
-//! the async loop that joins them to a transport.
+//! [`store`] persists state; [`service`] is the async loop that joins the engine to a store
+//! and a transport; [`server`] is the whole service (API, submit queue, restore);
+//! [`submit`] and [`status`] are what the API and the submit queue share.
 
 pub mod api;
-pub mod engine;
-pub mod eta;
-pub mod fleet;
-pub mod placement;
-pub mod policy;
-pub mod predict;
 pub mod server;
 pub mod service;
-pub mod sim;
 pub mod status;
 pub mod store;
 pub mod submit;

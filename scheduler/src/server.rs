@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::api::{router, ApiState};
-use crate::engine::EngineConfig;
 use crate::service::{Capacity, Scheduler, SchedulerConfig, SchedulerHandle};
 use crate::store::Store;
 use crate::submit::{submit_workflow, SubmitError};
+use taskfleet_engine::engine::EngineConfig;
 
 /// How the scheduler service runs.
 #[derive(Clone, Debug)]

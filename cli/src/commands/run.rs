@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use clap::Args;
 use taskfleet_common::workflow::DEFAULT_MAX_TASKS;
-use taskfleet_scheduler::policy::PolicyKind;
-use taskfleet_scheduler::store::WorkflowState;
+use taskfleet_engine::policy::PolicyKind;
+use taskfleet_engine::records::WorkflowState;
 use tokio_util::sync::CancellationToken;
 
 use super::{load_workflow, LoadError};

@@ -12,8 +12,8 @@ use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::Table;
 use taskfleet_common::units::{format_duration, parse_duration};
 use taskfleet_common::workflow::ValidateOptions;
-use taskfleet_scheduler::policy::{PolicyConfig, PolicyKind};
-use taskfleet_scheduler::sim::{gantt, parse_fleet, SimReport, SimWorkflow, Simulator, DEFAULT_SIGMA};
+use taskfleet_engine::policy::{PolicyConfig, PolicyKind};
+use taskfleet_engine::sim::{gantt, parse_fleet, SimReport, SimWorkflow, Simulator, DEFAULT_SIGMA};
 
 use super::{load_workflow, write_stdout, LoadError};
 use crate::EXIT_INVALID;

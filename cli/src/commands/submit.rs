@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Args;
 use taskfleet_common::api::WorkflowStatus;
 use taskfleet_common::state::TaskState;
+use taskfleet_engine::records::WorkflowState;
 use taskfleet_scheduler::service::WorkflowProgress;
-use taskfleet_scheduler::store::WorkflowState;
 
 use super::ServerArg;
 use crate::client::{ApiClient, ClientError};

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Args;
 use taskfleet_common::units::parse_duration;
 use taskfleet_common::wire::{is_valid_worker_name, MAX_WORKER_SLOTS, WORKER_NAME_RULE};
-use taskfleet_scheduler::fleet::{MAX_SPEED, MIN_SPEED};
+use taskfleet_engine::fleet::{MAX_SPEED, MIN_SPEED};
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_worker::{HandlerRegistry, Worker, WorkerConfig};
 

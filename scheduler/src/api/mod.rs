@@ -27,11 +27,11 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 
-use crate::eta::slots_by_speed;
 use crate::service::{now, SchedulerHandle};
 use crate::status::{workflow_status_page, Forecasts, TaskWindow};
 use crate::store::Store;
 use crate::submit::{submit_workflow, SubmitError};
+use taskfleet_engine::eta::slots_by_speed;
 
 /// What the handlers share.
 #[derive(Clone)]

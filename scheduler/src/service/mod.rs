@@ -31,10 +31,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use self::outbox::Outbox;
-use crate::engine::{Dispatch, Engine, EngineConfig, Report};
-use crate::fleet::Fleet;
-use crate::placement::WorkerModel;
 use crate::store::{coalesce, Store, StoreUpdate, TaskRecord, WorkflowState};
+use taskfleet_engine::engine::{Dispatch, Engine, EngineConfig, Report};
+use taskfleet_engine::fleet::Fleet;
+use taskfleet_engine::placement::WorkerModel;
 
 /// The clock the service reads; the engine itself never does.
 pub fn now() -> Millis {
@@ -206,8 +206,9 @@ impl Scheduler {
                     .iter()
                     .map(|worker| (worker.pools.iter().map(|pool| &**pool).collect(), worker.slots as usize))
                     .collect();
-                let groups =
-                    crate::fleet::shared_slot_groups(local.iter().map(|(pools, slots)| (pools.as_slice(), *slots)));
+                let groups = taskfleet_engine::fleet::shared_slot_groups(
+                    local.iter().map(|(pools, slots)| (pools.as_slice(), *slots)),
+                );
                 engine.set_shared_slots(&groups);
                 engine.set_workers(&config.local_workers, now());
                 None
@@ -244,11 +245,11 @@ impl Scheduler {
     /// earlier run.
     pub fn restore_predictor(
         &mut self,
-        stats: Vec<(String, crate::predict::LogStats)>,
-        feature_models: Vec<(String, crate::predict::FeatureModel)>,
+        stats: Vec<(String, taskfleet_engine::predict::LogStats)>,
+        feature_models: Vec<(String, taskfleet_engine::predict::FeatureModel)>,
     ) {
         let prior = self.config.engine.policy_config.default_estimate;
-        let predictor = crate::predict::Predictor::restore(prior, stats).with_feature_models(feature_models);
+        let predictor = taskfleet_engine::predict::Predictor::restore(prior, stats).with_feature_models(feature_models);
         self.engine.set_predictor(predictor);
     }
 

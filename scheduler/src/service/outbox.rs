@@ -9,7 +9,7 @@ use std::task::Poll;
 
 use taskfleet_transport::{Outgoing, Transport, TransportError};
 
-use crate::policy::TaskRef;
+use taskfleet_engine::policy::TaskRef;
 
 /// A message waiting to be published, with the attempt it carries.
 #[derive(Clone)]

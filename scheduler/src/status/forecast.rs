@@ -20,11 +20,11 @@ use taskfleet_common::workflow::ValidateOptions;
 use taskfleet_common::{Millis, WorkflowSpec};
 
 use super::format_time;
-use crate::eta::{monte_carlo_eta, Slots, TaskProgress};
-use crate::policy::PolicyConfig;
-use crate::predict::Predictor;
 use crate::store::{AttemptRecord, Store, StoreError, TaskRecord, WorkflowRecord, WorkflowState};
 use crate::submit::parse_off_runtime;
+use taskfleet_engine::eta::{monte_carlo_eta, Slots, TaskProgress};
+use taskfleet_engine::policy::PolicyConfig;
+use taskfleet_engine::predict::Predictor;
 
 /// The shortest time a predicted end is reused.
 const MIN_ETA_AGE: Duration = Duration::from_secs(2);

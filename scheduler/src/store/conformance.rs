@@ -52,7 +52,7 @@ pub async fn run_all(store: &dyn Store, prefix: &str) {
 
 /// Runtime statistics are stored per signature, the latest replacing the earlier.
 pub async fn runtime_stats_round_trip(store: &dyn Store, prefix: &str) {
-    use crate::predict::LogStats;
+    use taskfleet_engine::predict::LogStats;
     let signature = format!("{prefix}|handler|noop");
     let first = LogStats {
         n: 1,
@@ -89,7 +89,7 @@ pub async fn runtime_stats_round_trip(store: &dyn Store, prefix: &str) {
 
 /// Feature regressions are stored per key, the latest replacing the earlier, exactly.
 pub async fn feature_models_round_trip(store: &dyn Store, prefix: &str) {
-    use crate::predict::FeatureModel;
+    use taskfleet_engine::predict::FeatureModel;
     let key = format!("{prefix}|handler|noop|features:rows");
     let mut model = FeatureModel::new(vec!["rows".to_string()]);
     for (x, y) in [(1.0, 0.1), (2.0, 0.3), (3.5, 0.45)] {

@@ -32,7 +32,7 @@ use rusqlite::params;
 use taskfleet_common::state::TaskState;
 
 use super::{AttemptRecord, Store, StoreError, StoreUpdate, TaskPage, TaskRecord, WorkflowRecord};
-use crate::predict::{FeatureModel, LogStats};
+use taskfleet_engine::predict::{FeatureModel, LogStats};
 
 /// Work for the store thread.
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
-use taskfleet_scheduler::engine::{Engine, EngineConfig};
+use taskfleet_engine::engine::{Engine, EngineConfig};
 use taskfleet_scheduler::service::now;
 use taskfleet_scheduler::store::{SqliteStore, Store, WorkflowRecord, WorkflowState};
 use taskfleet_transport::queues::QueueNames;

@@ -37,7 +37,7 @@ pub struct BenchArgs {
     pub fleet_concurrency: usize,
     /// The scheduler's policy in the fleet benchmark.
     #[arg(long, default_value = "fcfs")]
-    pub fleet_policy: taskfleet_scheduler::policy::PolicyKind,
+    pub fleet_policy: taskfleet_engine::policy::PolicyKind,
     /// Single-task workflows timed one after the other for the idle latency.
     #[arg(long, default_value_t = 200)]
     pub single_task_runs: usize,

@@ -9,9 +9,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use taskfleet_common::workflow::{parse_workflow_value, ValidateOptions};
 use taskfleet_common::{Millis, PriorityClass};
-use taskfleet_scheduler::placement::{runtime_on, Choice, ParentAt, Placer, TaskShape, WorkerModel};
-use taskfleet_scheduler::policy::{PolicyConfig, PolicyKind, ReadyTask, TaskRef};
-use taskfleet_scheduler::sim::{FleetSpec, SimWorker, SimWorkflow, Simulator};
+use taskfleet_engine::placement::{runtime_on, Choice, ParentAt, Placer, TaskShape, WorkerModel};
+use taskfleet_engine::policy::{PolicyConfig, PolicyKind, ReadyTask, TaskRef};
+use taskfleet_engine::sim::{FleetSpec, SimWorker, SimWorkflow, Simulator};
 
 use super::layered_dag_json;
 

@@ -27,7 +27,7 @@ use taskfleet_common::{Millis, WorkflowSpec};
 use crate::placement::{ParentAt, Placer, WorkerModel, NO_WORKER};
 use crate::policy::{Placement, Policy, PolicyConfig, PolicyKind, ReadyTask, TaskRef};
 use crate::predict::Predictor;
-use crate::store::{AttemptRecord, StoreUpdate, TaskRecord, WorkflowState};
+use crate::records::{AttemptRecord, StoreUpdate, TaskRecord, WorkflowState};
 pub use reports::Report;
 use run::WorkflowRun;
 

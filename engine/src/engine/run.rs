@@ -7,7 +7,7 @@ use std::sync::Arc;
 use taskfleet_common::state::TaskState;
 use taskfleet_common::{Millis, WorkflowSpec};
 
-use crate::store::{TaskRecord, WorkflowState};
+use crate::records::{TaskRecord, WorkflowState};
 
 /// Per-task runtime counters, kept small: a million tasks cost a few dozen MB.
 #[derive(Clone, Copy, Debug)]

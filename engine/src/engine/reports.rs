@@ -17,7 +17,7 @@ use taskfleet_common::wire::AttemptStarted;
 
 use super::{run_at, Engine, Ignored};
 use crate::policy::TaskRef;
-use crate::store::StoreUpdate;
+use crate::records::StoreUpdate;
 
 /// What a worker's report that it runs an attempt meant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
