@@ -16,6 +16,33 @@ use crate::placement::WorkerModel;
 pub const MIN_SPEED: f64 = 0.001;
 pub const MAX_SPEED: f64 = 1000.0;
 
+/// What the engine is told of the fleet, in one piece (see `Engine::set_fleet`): the slots
+/// offered to each pool, the groups of pools that draw on the same workers (with those
+/// workers' slots counted once), and the workers themselves for placement-aware policies.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FleetView {
+    pub capacity: HashMap<String, usize>,
+    pub shared_slots: Vec<(Vec<String>, usize)>,
+    pub workers: Vec<WorkerModel>,
+}
+
+impl FleetView {
+    /// A fleet of fixed `capacity` per pool, served by `workers` (workers in the scheduler's
+    /// own process): pools share the slots of the workers they have in common.
+    pub fn fixed(capacity: HashMap<String, usize>, workers: Vec<WorkerModel>) -> FleetView {
+        let shared_slots = shared_slot_groups(
+            workers
+                .iter()
+                .map(|worker| (worker.pools.as_slice(), worker.slots as usize)),
+        );
+        FleetView {
+            capacity,
+            shared_slots,
+            workers,
+        }
+    }
+}
+
 /// Workers known from heartbeats.
 #[derive(Debug)]
 pub struct Fleet {
@@ -97,6 +124,15 @@ impl Fleet {
         lost
     }
 
+    /// What the engine is to know of this fleet.
+    pub fn view(&self) -> FleetView {
+        FleetView {
+            capacity: self.capacity(),
+            shared_slots: self.shared_slots(),
+            workers: self.models(),
+        }
+    }
+
     /// Slots offered per pool by workers that take new tasks.
     pub fn capacity(&self) -> HashMap<String, usize> {
         let mut capacity: HashMap<String, usize> = HashMap::new();
@@ -109,7 +145,7 @@ impl Fleet {
     }
 
     /// Groups of pools served by common workers (taking new tasks), each with the slots of its
-    /// workers counted once (see `Engine::set_shared_slots`).
+    /// workers counted once.
     pub fn shared_slots(&self) -> Vec<(Vec<String>, usize)> {
         shared_slot_groups(
             self.workers

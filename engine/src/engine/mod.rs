@@ -24,6 +24,7 @@ use taskfleet_common::state::{transition, AttemptOutcome, TaskEvent, TaskState};
 use taskfleet_common::wire::{TaskMessage, TaskResult, WireAction, WIRE_VERSION};
 use taskfleet_common::{Millis, WorkflowSpec};
 
+use crate::fleet::FleetView;
 use crate::placement::{ParentAt, Placer, WorkerModel, NO_WORKER};
 use crate::policy::{Placement, Policy, PolicyConfig, PolicyKind, ReadyTask, TaskRef};
 use crate::predict::Predictor;
@@ -186,9 +187,17 @@ impl Engine {
         }
     }
 
-    /// Tells placement-aware policies which workers there are (from heartbeats, or the
-    /// simulated fleet); other policies ignore it.
-    pub fn set_workers(&mut self, workers: &[WorkerModel], now: Millis) {
+    /// Tells the engine what the fleet offers now (from heartbeats, the workers of this
+    /// process, or the simulated fleet): each pool's slots, the pools sharing workers, and
+    /// the workers, which placement-aware policies place tasks on.
+    pub fn set_fleet(&mut self, fleet: &FleetView, now: Millis) {
+        self.set_capacities(&fleet.capacity);
+        self.set_shared_slots(&fleet.shared_slots);
+        self.set_workers(&fleet.workers, now);
+    }
+
+    /// Tells placement-aware policies which workers there are; other policies ignore it.
+    fn set_workers(&mut self, workers: &[WorkerModel], now: Millis) {
         if let Some(placer) = self.placer.as_mut() {
             placer.set_workers(workers, now.0);
         }
@@ -210,13 +219,13 @@ impl Engine {
     }
 
     /// Sets how many slots the fleet offers `pool`.
-    pub fn set_capacity(&mut self, pool: &str, slots: usize) {
+    pub(crate) fn set_capacity(&mut self, pool: &str, slots: usize) {
         self.pool(pool).capacity = slots;
     }
 
     /// Sets the slots of every pool at once; pools not named get none. Pools share no slots
     /// until [`Engine::set_shared_slots`] says so.
-    pub fn set_capacities(&mut self, capacity: &HashMap<String, usize>) {
+    fn set_capacities(&mut self, capacity: &HashMap<String, usize>) {
         self.shared_slots.clear();
         for pool in self.pools.values_mut() {
             pool.capacity = 0;
@@ -231,7 +240,7 @@ impl Engine {
     /// the workers serving any of them, each worker counted once. Dispatches to a group's pools
     /// together stay within those slots (plus the prefetch margin), so a worker serving two
     /// pools is not counted twice. Call after [`Engine::set_capacities`].
-    pub fn set_shared_slots(&mut self, groups: &[(Vec<String>, usize)]) {
+    fn set_shared_slots(&mut self, groups: &[(Vec<String>, usize)]) {
         for (pools, slots) in groups.iter().filter(|(pools, _)| pools.len() > 1) {
             let group = self.shared_slots.len();
             self.shared_slots.push(*slots);

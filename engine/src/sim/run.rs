@@ -11,6 +11,7 @@ use taskfleet_common::Millis;
 use super::placement::{place, runtime_ms, Scratch};
 use super::{SimError, Simulator};
 use crate::engine::{Engine, EngineConfig};
+use crate::fleet::FleetView;
 use crate::placement::{ParentAt, WorkerModel};
 use crate::policy::PolicyKind;
 
@@ -75,9 +76,14 @@ pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f6
             .sum();
         capacity.insert(pool.to_string(), slots);
     }
-    engine.set_capacities(&capacity);
+    // The simulated fleet runs each worker's tasks itself, so pools need not share slots in
+    // the engine.
+    let mut fleet = FleetView {
+        capacity,
+        ..FleetView::default()
+    };
     if engine.places_tasks() {
-        let models: Vec<WorkerModel> = sim
+        fleet.workers = sim
             .fleet
             .workers
             .iter()
@@ -89,8 +95,8 @@ pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f6
                 speed: worker.speed,
             })
             .collect();
-        engine.set_workers(&models, Millis(0));
     }
+    engine.set_fleet(&fleet, Millis(0));
     let n_workers = sim.fleet.workers.len();
     let mut state = State {
         sim,

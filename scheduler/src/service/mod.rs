@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 use self::outbox::Outbox;
 use crate::store::{coalesce, Store, StoreUpdate, TaskRecord, WorkflowState};
 use taskfleet_engine::engine::{Dispatch, Engine, EngineConfig, Report};
-use taskfleet_engine::fleet::Fleet;
+use taskfleet_engine::fleet::{Fleet, FleetView};
 use taskfleet_engine::placement::WorkerModel;
 
 /// The clock the service reads; the engine itself never does.
@@ -200,17 +200,7 @@ impl Scheduler {
         let mut engine = Engine::new(config.engine.clone());
         let fleet = match &config.capacity {
             Capacity::Fixed(slots) => {
-                engine.set_capacities(slots);
-                let local: Vec<(Vec<&str>, usize)> = config
-                    .local_workers
-                    .iter()
-                    .map(|worker| (worker.pools.iter().map(|pool| &**pool).collect(), worker.slots as usize))
-                    .collect();
-                let groups = taskfleet_engine::fleet::shared_slot_groups(
-                    local.iter().map(|(pools, slots)| (pools.as_slice(), *slots)),
-                );
-                engine.set_shared_slots(&groups);
-                engine.set_workers(&config.local_workers, now());
+                engine.set_fleet(&FleetView::fixed(slots.clone(), config.local_workers.clone()), now());
                 None
             }
             Capacity::Heartbeats { lease_timeout } => Some(Fleet::new(*lease_timeout)),
@@ -551,9 +541,7 @@ impl Scheduler {
                 if let Some(fleet) = self.fleet.as_mut() {
                     if fleet.on_heartbeat(&heartbeat, now()) {
                         info!(worker = %heartbeat.worker, slots = heartbeat.slots, draining = heartbeat.draining, "Fleet changed.");
-                        self.engine.set_capacities(&fleet.capacity());
-                        self.engine.set_shared_slots(&fleet.shared_slots());
-                        self.engine.set_workers(&fleet.models(), now());
+                        self.engine.set_fleet(&fleet.view(), now());
                     }
                     self.fleet_view.send_replace(fleet.workers());
                 }
@@ -593,9 +581,7 @@ impl Scheduler {
                 debug!(worker = %worker, "Worker left the fleet.");
             }
         }
-        self.engine.set_capacities(&fleet.capacity());
-        self.engine.set_shared_slots(&fleet.shared_slots());
-        self.engine.set_workers(&fleet.models(), now);
+        self.engine.set_fleet(&fleet.view(), now);
         self.fleet_view.send_replace(fleet.workers());
     }
 
