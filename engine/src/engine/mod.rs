@@ -109,7 +109,7 @@ struct Pool {
 pub struct Engine {
     config: EngineConfig,
     workflows: Vec<Option<Box<WorkflowRun>>>,
-    slots_by_id: HashMap<Arc<str>, u32>,
+    workflow_by_id: HashMap<Arc<str>, u32>,
     pools: HashMap<Arc<str>, Pool>,
     /// Retrying tasks by due time, with the attempt they are due after.
     retries: BinaryHeap<Reverse<(Millis, TaskRef, u32)>>,
@@ -162,7 +162,7 @@ impl Engine {
         Engine {
             config,
             workflows: Vec::new(),
-            slots_by_id: HashMap::new(),
+            workflow_by_id: HashMap::new(),
             pools: HashMap::new(),
             retries: BinaryHeap::new(),
             next_workflow_seq: 0,
@@ -263,7 +263,7 @@ impl Engine {
         let mut n_lost = 0;
         for task in tasks {
             self.running_on.remove(&task);
-            let Some(run) = run_at(&mut self.workflows, task.workflow_slot) else {
+            let Some(run) = run_at(&mut self.workflows, task.workflow_idx) else {
                 continue;
             };
             let state = run.tasks[task.task_idx as usize].state;
@@ -300,7 +300,7 @@ impl Engine {
         self.next_workflow_seq += 1;
         // Slots are never reused, so a stale reference (a retry timer, a late event) can never
         // land on another workflow.
-        let slot = self.workflows.len() as u32;
+        let workflow_idx = self.workflows.len() as u32;
         let mut run = match stored {
             None => WorkflowRun::fresh(id.clone(), spec, seq),
             Some(records) => WorkflowRun::restored(id.clone(), spec, seq, records),
@@ -334,36 +334,36 @@ impl Engine {
             self.retries.push(Reverse((
                 due,
                 TaskRef {
-                    workflow_slot: slot,
+                    workflow_idx: workflow_idx,
                     task_idx,
                 },
                 attempt,
             )));
         }
         self.workflows.push(Some(Box::new(run)));
-        self.slots_by_id.insert(id, slot);
-        self.place_workflow(slot, now);
-        self.assess_criticality(slot);
+        self.workflow_by_id.insert(id, workflow_idx);
+        self.place_workflow(workflow_idx, now);
+        self.assess_criticality(workflow_idx);
         for task_idx in failed {
-            self.propagate_failure(slot, task_idx);
+            self.propagate_failure(workflow_idx, task_idx);
         }
-        self.announce_workflow(slot);
+        self.announce_workflow(workflow_idx);
         let deadline = now.plus(self.config.adoption_grace);
         for &(task_idx, attempt) in &waiting_for_adoption {
             let task = TaskRef {
-                workflow_slot: slot,
+                workflow_idx: workflow_idx,
                 task_idx,
             };
             self.adoptable.insert(task, attempt);
             self.adoption_deadlines.push(Reverse((deadline, task)));
         }
-        let run = self.workflows[slot as usize].as_ref().expect("just added");
+        let run = self.workflows[workflow_idx as usize].as_ref().expect("just added");
         let adoptable = &self.adoptable;
         let ready: Vec<u32> = (0..run.tasks.len() as u32)
             .filter(|&idx| run.tasks[idx as usize].state == TaskState::Ready)
             .filter(|&idx| {
                 !adoptable.contains_key(&TaskRef {
-                    workflow_slot: slot,
+                    workflow_idx: workflow_idx,
                     task_idx: idx,
                 })
             })
@@ -371,24 +371,24 @@ impl Engine {
         for task_idx in ready {
             self.push_ready(
                 TaskRef {
-                    workflow_slot: slot,
+                    workflow_idx: workflow_idx,
                     task_idx,
                 },
                 now,
             );
         }
-        self.check_finished(slot, now);
+        self.check_finished(workflow_idx, now);
     }
 
     /// Records how an attempt ended, if it is the task's current attempt (fencing): a late
     /// result of an attempt that was already given up on is ignored, so each task's outcome is
     /// recorded once even when it ran twice.
     pub fn on_finished(&mut self, result: TaskResult, now: Millis) -> Result<(), Ignored> {
-        let (slot, task_idx) = self.locate(&result.workflow_id, result.task_idx)?;
+        let (workflow_idx, task_idx) = self.locate(&result.workflow_id, result.task_idx)?;
         // The result of an attempt that survived a restart, before its worker's heartbeat.
         self.adopt(&result.worker, &result.workflow_id, result.task_idx, result.attempt);
         let jitter = self.next_jitter();
-        let run = self.workflows[slot as usize].as_mut().expect("located");
+        let run = self.workflows[workflow_idx as usize].as_mut().expect("located");
         let task = run.tasks[task_idx as usize];
         if task.attempt != result.attempt || !task.state.is_in_flight() {
             return Err(Ignored::StaleAttempt {
@@ -401,7 +401,7 @@ impl Engine {
         let slots = spec_task.resources.slots as usize;
         let retry_policy = spec_task.retry;
         let task_ref = TaskRef {
-            workflow_slot: slot,
+            workflow_idx: workflow_idx,
             task_idx,
         };
         if let Some(worker) = self.running_on.remove(&task_ref) {
@@ -454,7 +454,7 @@ impl Engine {
             self.retries.push(Reverse((
                 due,
                 TaskRef {
-                    workflow_slot: slot,
+                    workflow_idx: workflow_idx,
                     task_idx,
                 },
                 result.attempt,
@@ -489,15 +489,15 @@ impl Engine {
             record: task_record,
         });
         match next {
-            TaskState::Succeeded => self.unlock_children(slot, task_idx, now),
-            TaskState::Failed | TaskState::TimedOut | TaskState::Cancelled => self.propagate_failure(slot, task_idx),
+            TaskState::Succeeded => self.unlock_children(workflow_idx, task_idx, now),
+            TaskState::Failed | TaskState::TimedOut | TaskState::Cancelled => self.propagate_failure(workflow_idx, task_idx),
             _ => {}
         }
         if next.is_terminal() {
-            self.release_parent_outputs(slot, task_idx);
-            self.task_done(slot, task_idx);
+            self.release_parent_outputs(workflow_idx, task_idx);
+            self.task_done(workflow_idx, task_idx);
         }
-        self.check_finished(slot, now);
+        self.check_finished(workflow_idx, now);
         Ok(())
     }
 
@@ -511,8 +511,8 @@ impl Engine {
         reason: String,
         now: Millis,
     ) -> Result<(), Ignored> {
-        let run = run_at(&mut self.workflows, task.workflow_slot)
-            .ok_or_else(|| Ignored::UnknownWorkflow(format!("#{}", task.workflow_slot)))?;
+        let run = run_at(&mut self.workflows, task.workflow_idx)
+            .ok_or_else(|| Ignored::UnknownWorkflow(format!("#{}", task.workflow_idx)))?;
         let spec_task = run
             .spec
             .tasks
@@ -548,7 +548,7 @@ impl Engine {
                 break;
             }
             self.retries.pop();
-            let Some(run) = run_at(&mut self.workflows, task.workflow_slot) else {
+            let Some(run) = run_at(&mut self.workflows, task.workflow_idx) else {
                 continue;
             };
             let runtime = run.tasks[task.task_idx as usize];
@@ -573,7 +573,7 @@ impl Engine {
     }
 
     pub(super) fn task_state_at(&self, task: TaskRef) -> Option<TaskState> {
-        let run = self.workflows.get(task.workflow_slot as usize)?.as_ref()?;
+        let run = self.workflows.get(task.workflow_idx as usize)?.as_ref()?;
         run.tasks.get(task.task_idx as usize).map(|runtime| runtime.state)
     }
 
@@ -624,7 +624,7 @@ impl Engine {
                     open.remove(at);
                     continue;
                 };
-                let run = run_at(&mut self.workflows, task.workflow_slot).expect("a ready task's workflow");
+                let run = run_at(&mut self.workflows, task.workflow_idx).expect("a ready task's workflow");
                 let slots = run.spec.tasks[task.task_idx as usize].resources.slots as usize;
                 pool.in_flight += slots;
                 if let Some(group) = pool.group {
@@ -644,8 +644,8 @@ impl Engine {
     /// Cancels a workflow: tasks not yet out end `cancelled` now; attempts that are out are
     /// returned, to be stopped on their workers (they end `cancelled` when they report back).
     pub fn cancel_workflow(&mut self, workflow_id: &str, now: Millis) -> Option<Vec<(TaskRef, u32)>> {
-        let slot = *self.slots_by_id.get(workflow_id)?;
-        let run = self.workflows[slot as usize].as_mut()?;
+        let workflow_idx = *self.workflow_by_id.get(workflow_id)?;
+        let run = self.workflows[workflow_idx as usize].as_mut()?;
         run.cancelled = true;
         let mut in_flight = Vec::new();
         for task_idx in 0..run.tasks.len() as u32 {
@@ -653,7 +653,7 @@ impl Engine {
             if task.state.is_in_flight() {
                 in_flight.push((
                     TaskRef {
-                        workflow_slot: slot,
+                        workflow_idx: workflow_idx,
                         task_idx,
                     },
                     task.attempt,
@@ -673,7 +673,7 @@ impl Engine {
                 }
             }
         }
-        self.check_finished(slot, now);
+        self.check_finished(workflow_idx, now);
         Some(in_flight)
     }
 
@@ -702,14 +702,14 @@ impl Engine {
 
     /// Forgets a workflow, freeing its memory.
     pub fn remove_workflow(&mut self, workflow_id: &str) {
-        if let Some(slot) = self.slots_by_id.remove(workflow_id) {
-            self.workflows[slot as usize] = None;
+        if let Some(workflow_idx) = self.workflow_by_id.remove(workflow_id) {
+            self.workflows[workflow_idx as usize] = None;
             for pool in self.pools.values_mut() {
-                pool.policy.on_workflow_removed(slot);
+                pool.policy.on_workflow_removed(workflow_idx);
             }
-            self.running_on.retain(|task, _| task.workflow_slot != slot);
+            self.running_on.retain(|task, _| task.workflow_idx != workflow_idx);
             for tasks in self.by_worker.values_mut() {
-                tasks.retain(|task| task.workflow_slot != slot);
+                tasks.retain(|task| task.workflow_idx != workflow_idx);
             }
         }
     }
@@ -720,22 +720,22 @@ impl Engine {
     }
 
     fn run(&self, workflow_id: &str) -> Option<&WorkflowRun> {
-        let slot = *self.slots_by_id.get(workflow_id)?;
-        self.workflows[slot as usize].as_deref()
+        let workflow_idx = *self.workflow_by_id.get(workflow_id)?;
+        self.workflows[workflow_idx as usize].as_deref()
     }
 
     fn locate(&self, workflow_id: &str, task_idx: u32) -> Result<(u32, u32), Ignored> {
-        let slot = *self
-            .slots_by_id
+        let workflow_idx = *self
+            .workflow_by_id
             .get(workflow_id)
             .ok_or_else(|| Ignored::UnknownWorkflow(workflow_id.to_string()))?;
-        let run = self.workflows[slot as usize]
+        let run = self.workflows[workflow_idx as usize]
             .as_ref()
             .ok_or_else(|| Ignored::UnknownWorkflow(workflow_id.to_string()))?;
         if task_idx as usize >= run.tasks.len() {
             return Err(Ignored::UnknownTask(task_idx));
         }
-        Ok((slot, task_idx))
+        Ok((workflow_idx, task_idx))
     }
 
     fn pool(&mut self, name: &str) -> &mut Pool {
@@ -757,7 +757,7 @@ impl Engine {
     fn push_ready(&mut self, task: TaskRef, now: Millis) {
         let ready_seq = self.next_ready_seq;
         self.next_ready_seq += 1;
-        let run = self.workflows[task.workflow_slot as usize]
+        let run = self.workflows[task.workflow_idx as usize]
             .as_ref()
             .expect("ready task has a workflow");
         let spec = &run.spec.tasks[task.task_idx as usize];
@@ -791,8 +791,8 @@ impl Engine {
     }
 
     /// A task succeeded: children whose last parent this was become ready.
-    fn unlock_children(&mut self, slot: u32, task_idx: u32, now: Millis) {
-        let run = self.workflows[slot as usize].as_mut().expect("live workflow");
+    fn unlock_children(&mut self, workflow_idx: u32, task_idx: u32, now: Millis) {
+        let run = self.workflows[workflow_idx as usize].as_mut().expect("live workflow");
         let spec = run.spec.clone();
         let mut newly_ready = std::mem::take(&mut self.scratch);
         for &child in spec.dag.children(task_idx) {
@@ -810,7 +810,7 @@ impl Engine {
         for &child in &newly_ready {
             self.push_ready(
                 TaskRef {
-                    workflow_slot: slot,
+                    workflow_idx: workflow_idx,
                     task_idx: child,
                 },
                 now,
@@ -822,8 +822,8 @@ impl Engine {
 
     /// A task ended without success: every pending descendant becomes `upstream_failed`.
     /// Each descendant is visited once; independent branches are untouched.
-    fn propagate_failure(&mut self, slot: u32, task_idx: u32) {
-        let run = self.workflows[slot as usize].as_mut().expect("live workflow");
+    fn propagate_failure(&mut self, workflow_idx: u32, task_idx: u32) {
+        let run = self.workflows[workflow_idx as usize].as_mut().expect("live workflow");
         let spec = run.spec.clone();
         let mut stack: Vec<u32> = spec.dag.children(task_idx).to_vec();
         while let Some(child) = stack.pop() {
@@ -847,7 +847,7 @@ impl Engine {
             for pool in self.pools.values_mut() {
                 pool.policy.on_task_done(
                     TaskRef {
-                        workflow_slot: slot,
+                        workflow_idx: workflow_idx,
                         task_idx: child,
                     },
                     estimate,
@@ -857,8 +857,8 @@ impl Engine {
     }
 
     /// Tells every pool's policy about a workflow and the estimated work it has left.
-    fn announce_workflow(&mut self, slot: u32) {
-        let run = self.workflows[slot as usize].as_ref().expect("live workflow");
+    fn announce_workflow(&mut self, workflow_idx: u32) {
+        let run = self.workflows[workflow_idx as usize].as_ref().expect("live workflow");
         let spec = run.spec.clone();
         let mut remaining_ms = 0u64;
         for (task, runtime) in spec.tasks.iter().zip(&run.tasks) {
@@ -874,18 +874,18 @@ impl Engine {
             self.pool(pool);
         }
         for pool in self.pools.values_mut() {
-            pool.policy.on_workflow_added(slot, seq, remaining_ms);
+            pool.policy.on_workflow_added(workflow_idx, seq, remaining_ms);
         }
     }
 
     /// Tells every pool's policy that a task ended for good.
-    fn task_done(&mut self, slot: u32, task_idx: u32) {
-        let run = self.workflows[slot as usize].as_ref().expect("live workflow");
+    fn task_done(&mut self, workflow_idx: u32, task_idx: u32) {
+        let run = self.workflows[workflow_idx as usize].as_ref().expect("live workflow");
         let estimate = estimate_ms(&run.spec.tasks[task_idx as usize], &self.config, &self.predictor);
         for pool in self.pools.values_mut() {
             pool.policy.on_task_done(
                 TaskRef {
-                    workflow_slot: slot,
+                    workflow_idx: workflow_idx,
                     task_idx,
                 },
                 estimate,
@@ -894,13 +894,13 @@ impl Engine {
     }
 
     /// A task ended: parents whose children have all ended drop their outputs.
-    fn release_parent_outputs(&mut self, slot: u32, task_idx: u32) {
-        let run = self.workflows[slot as usize].as_mut().expect("live workflow");
+    fn release_parent_outputs(&mut self, workflow_idx: u32, task_idx: u32) {
+        let run = self.workflows[workflow_idx as usize].as_mut().expect("live workflow");
         release_outputs_of_parents(run, task_idx);
     }
 
-    fn check_finished(&mut self, slot: u32, now: Millis) {
-        let run = self.workflows[slot as usize].as_mut().expect("live workflow");
+    fn check_finished(&mut self, workflow_idx: u32, now: Millis) {
+        let run = self.workflows[workflow_idx as usize].as_mut().expect("live workflow");
         if run.state.is_terminal() {
             return;
         }
@@ -936,9 +936,9 @@ fn estimate_ms(task: &taskfleet_common::TaskSpec, config: &EngineConfig, predict
     estimate.as_millis() as u64
 }
 
-/// The live workflow in `slot`, borrowing only the workflows (not the whole engine).
-fn run_at(workflows: &mut [Option<Box<WorkflowRun>>], slot: u32) -> Option<&mut WorkflowRun> {
-    workflows.get_mut(slot as usize).and_then(Option::as_deref_mut)
+/// The live workflow at `workflow_idx`, borrowing only the workflows (not the whole engine).
+fn run_at(workflows: &mut [Option<Box<WorkflowRun>>], workflow_idx: u32) -> Option<&mut WorkflowRun> {
+    workflows.get_mut(workflow_idx as usize).and_then(Option::as_deref_mut)
 }
 
 fn release_outputs_of_parents(run: &mut WorkflowRun, task_idx: u32) {
@@ -957,7 +957,7 @@ fn release_outputs_of_parents(run: &mut WorkflowRun, task_idx: u32) {
 fn pop_ready(policy: &mut dyn Policy, workflows: &[Option<Box<WorkflowRun>>], now: Millis) -> Option<TaskRef> {
     while let Some(task) = policy.pop(now) {
         let ready = workflows
-            .get(task.workflow_slot as usize)
+            .get(task.workflow_idx as usize)
             .and_then(Option::as_deref)
             .is_some_and(|run| run.tasks[task.task_idx as usize].state == TaskState::Ready);
         if ready {

@@ -96,7 +96,7 @@ impl Engine {
                     .collect();
                 for task in orphans {
                     if let Some(placement) =
-                        run_at(&mut self.workflows, task.workflow_slot).and_then(|run| run.placement.as_mut())
+                        run_at(&mut self.workflows, task.workflow_idx).and_then(|run| run.placement.as_mut())
                     {
                         placement.worker[task.task_idx as usize] = NO_WORKER;
                     }
@@ -164,7 +164,7 @@ impl Engine {
 
     /// Sends a ready task to the worker it is planned on.
     fn send_planned(&mut self, task: TaskRef, worker: u32, now: Millis) -> Dispatch {
-        let end = run_at(&mut self.workflows, task.workflow_slot)
+        let end = run_at(&mut self.workflows, task.workflow_idx)
             .and_then(|run| run.placement.as_ref())
             .map_or(now.0, |placement| placement.end[task.task_idx as usize]);
         self.send(task, worker, end, now)
@@ -175,7 +175,7 @@ impl Engine {
     /// worker has room — else the worker where it would complete earliest, at once.
     fn place_task(&mut self, task: TaskRef, online: bool, now: Millis) -> Placed {
         let placer = self.placer.as_mut().expect("placement-aware policy");
-        let run = run_at(&mut self.workflows, task.workflow_slot).expect("a ready task's workflow");
+        let run = run_at(&mut self.workflows, task.workflow_idx).expect("a ready task's workflow");
         let idx = task.task_idx as usize;
         let spec = run.spec.clone();
         let spec_task = &spec.tasks[idx];
@@ -219,7 +219,7 @@ impl Engine {
     /// Sends a ready task to `worker`, where it is expected to end at `end`.
     fn send(&mut self, task: TaskRef, worker: u32, end: u64, now: Millis) -> Dispatch {
         let placer = self.placer.as_mut().expect("placement-aware policy");
-        let run = run_at(&mut self.workflows, task.workflow_slot).expect("a ready task's workflow");
+        let run = run_at(&mut self.workflows, task.workflow_idx).expect("a ready task's workflow");
         let idx = task.task_idx as usize;
         placer.hold(worker);
         let placement = run.placement.as_mut().expect("placed workflows have a placement");
@@ -244,11 +244,11 @@ impl Engine {
     /// how often each task lies on the chain that decides its end, for the policies
     /// ([`crate::policy::ReadyTask::criticality`]). At most [`CRITICALITY_SAMPLES`] samples, fewer for large
     /// workflows (the sampling is bounded like the ETA's), seeded for repeatable runs.
-    pub(super) fn assess_criticality(&mut self, slot: u32) {
+    pub(super) fn assess_criticality(&mut self, workflow_idx: u32) {
         if !self.config.predictive {
             return;
         }
-        let run = self.workflows[slot as usize].as_mut().expect("live workflow");
+        let run = self.workflows[workflow_idx as usize].as_mut().expect("live workflow");
         let progress: Vec<TaskProgress> = run
             .tasks
             .iter()
@@ -290,11 +290,11 @@ impl Engine {
 
     /// Under a placement-aware policy, gives a new workflow its placement record and, under a
     /// planned one, its plan over the current fleet.
-    pub(super) fn place_workflow(&mut self, slot: u32, now: Millis) {
+    pub(super) fn place_workflow(&mut self, workflow_idx: u32, now: Millis) {
         let Some(placer) = self.placer.as_mut() else {
             return;
         };
-        let run = self.workflows[slot as usize].as_mut().expect("live workflow");
+        let run = self.workflows[workflow_idx as usize].as_mut().expect("live workflow");
         let n = run.tasks.len();
         let mut placement = RunPlacement {
             worker: vec![NO_WORKER; n],
@@ -310,7 +310,7 @@ impl Engine {
             for (idx, _) in done.iter().enumerate().filter(|(_, &done)| !done) {
                 if plan.worker[idx] != NO_WORKER {
                     let task = TaskRef {
-                        workflow_slot: slot,
+                        workflow_idx: workflow_idx,
                         task_idx: idx as u32,
                     };
                     self.plan_order
@@ -325,7 +325,7 @@ impl Engine {
             placement.end = plan.end;
             placement.priority = plan.priority;
             if placement.incomplete {
-                self.incomplete_plans.push(slot);
+                self.incomplete_plans.push(workflow_idx);
             }
         }
         run.placement = Some(Box::new(placement));
@@ -346,8 +346,8 @@ impl Engine {
         }
         self.incomplete_generation = placer.generation();
         let slots = std::mem::take(&mut self.incomplete_plans);
-        for slot in slots {
-            let Some(run) = run_at(&mut self.workflows, slot) else {
+        for workflow_idx in slots {
+            let Some(run) = run_at(&mut self.workflows, workflow_idx) else {
                 continue;
             };
             let (estimates, done) = plan_inputs(run, &self.config, &self.predictor);
@@ -356,7 +356,7 @@ impl Engine {
             placement.incomplete = false;
             for (idx, _) in done.iter().enumerate().filter(|(_, &done)| !done) {
                 let task = TaskRef {
-                    workflow_slot: slot,
+                    workflow_idx: workflow_idx,
                     task_idx: idx as u32,
                 };
                 // Out of the old plan, into the new one.
@@ -377,7 +377,7 @@ impl Engine {
                 placement.incomplete |= plan.worker[idx] == NO_WORKER;
             }
             if placement.incomplete {
-                self.incomplete_plans.push(slot);
+                self.incomplete_plans.push(workflow_idx);
             }
         }
     }

@@ -38,11 +38,11 @@ impl Engine {
     /// worker moves there (see the module documentation); any other attempt is ignored, and
     /// [`Engine::on_running`] says whether to stop it.
     pub fn on_started(&mut self, event: &AttemptStarted) -> Result<Report, Ignored> {
-        let (slot, task_idx) = self.locate(&event.workflow_id, event.task_idx)?;
-        let run = self.workflows[slot as usize].as_mut().expect("located");
+        let (workflow_idx, task_idx) = self.locate(&event.workflow_id, event.task_idx)?;
+        let run = self.workflows[workflow_idx as usize].as_mut().expect("located");
         let task = run.tasks[task_idx as usize];
         let task_ref = TaskRef {
-            workflow_slot: slot,
+            workflow_idx: workflow_idx,
             task_idx,
         };
         let current = task.attempt == event.attempt;
@@ -75,7 +75,7 @@ impl Engine {
                 })
             }
         };
-        let workflow_id = self.workflows[slot as usize].as_ref().expect("located").id.clone();
+        let workflow_id = self.workflows[workflow_idx as usize].as_ref().expect("located").id.clone();
         self.updates.push(StoreUpdate::AttemptStarted {
             workflow_id,
             task_idx,
@@ -96,12 +96,12 @@ impl Engine {
         task_idx: u32,
         attempt: u32,
     ) -> Result<Report, Ignored> {
-        let (slot, task_idx) = self.locate(workflow_id, task_idx)?;
+        let (workflow_idx, task_idx) = self.locate(workflow_id, task_idx)?;
         let task = TaskRef {
-            workflow_slot: slot,
+            workflow_idx: workflow_idx,
             task_idx,
         };
-        let runtime = self.workflows[slot as usize].as_ref().expect("located").tasks[task_idx as usize];
+        let runtime = self.workflows[workflow_idx as usize].as_ref().expect("located").tasks[task_idx as usize];
         if runtime.attempt != attempt {
             return Ok(Report::Superseded);
         }
@@ -125,14 +125,14 @@ impl Engine {
     /// attempt back, running on `worker` under its lease, instead of running twice. Returns
     /// whether it did.
     pub fn adopt(&mut self, worker: &str, workflow_id: &str, task_idx: u32, attempt: u32) -> bool {
-        let Ok((slot, task_idx)) = self.locate(workflow_id, task_idx) else {
+        let Ok((workflow_idx, task_idx)) = self.locate(workflow_id, task_idx) else {
             return false;
         };
         let task = TaskRef {
-            workflow_slot: slot,
+            workflow_idx: workflow_idx,
             task_idx,
         };
-        let Some(run) = run_at(&mut self.workflows, slot) else {
+        let Some(run) = run_at(&mut self.workflows, workflow_idx) else {
             return false;
         };
         let runtime = run.tasks[task_idx as usize];

@@ -30,10 +30,10 @@ pub use rr::RoundRobin;
 pub use sjf::ShortestJobFirst;
 pub use srpt::ShortestRemainingWork;
 
-/// A task as the engine knows it: its workflow's slot and its index in the workflow.
+/// A task as the engine knows it: the index of its workflow in the engine and its index in the workflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TaskRef {
-    pub workflow_slot: u32,
+    pub workflow_idx: u32,
     pub task_idx: u32,
 }
 
@@ -75,11 +75,11 @@ pub trait Policy: Send + Sync {
         self.len() == 0
     }
     /// A workflow arrived, with the estimated work of its unfinished tasks.
-    fn on_workflow_added(&mut self, _workflow_slot: u32, _workflow_seq: u64, _remaining_work_ms: u64) {}
+    fn on_workflow_added(&mut self, _workflow_idx: u32, _workflow_seq: u64, _remaining_work_ms: u64) {}
     /// A task of the workflow ended for good (whatever its outcome).
     fn on_task_done(&mut self, _task: TaskRef, _estimate_ms: u64) {}
     /// The engine forgot the workflow.
-    fn on_workflow_removed(&mut self, _workflow_slot: u32) {}
+    fn on_workflow_removed(&mut self, _workflow_idx: u32) {}
 }
 
 /// Knobs shared by the policies.

@@ -16,7 +16,7 @@ use super::{Policy, ReadyTask, TaskRef};
 pub struct RoundRobin {
     quantum_ms: u64,
     workflows: HashMap<u32, Workflow>,
-    /// Workflows with ready tasks, by (quanta used, submit order, slot).
+    /// Workflows with ready tasks, by (quanta used, submit order, workflow index).
     order: BTreeSet<(u64, u64, u32)>,
     n_ready: usize,
 }
@@ -39,15 +39,15 @@ impl RoundRobin {
         }
     }
 
-    fn key(&self, slot: u32, workflow: &Workflow) -> (u64, u64, u32) {
-        (workflow.used_ms / self.quantum_ms, workflow.seq, slot)
+    fn key(&self, workflow_idx: u32, workflow: &Workflow) -> (u64, u64, u32) {
+        (workflow.used_ms / self.quantum_ms, workflow.seq, workflow_idx)
     }
 
     /// The slot-time used by the least served workflow still holding ready tasks.
     fn least_used(&self) -> u64 {
         self.order
             .first()
-            .and_then(|(_, _, slot)| self.workflows.get(slot))
+            .and_then(|(_, _, workflow_idx)| self.workflows.get(workflow_idx))
             .map_or(0, |workflow| workflow.used_ms)
     }
 }
@@ -58,11 +58,11 @@ impl Policy for RoundRobin {
     }
 
     fn push(&mut self, task: ReadyTask) {
-        let slot = task.task.workflow_slot;
-        if !self.workflows.contains_key(&slot) {
+        let workflow_idx = task.task.workflow_idx;
+        if !self.workflows.contains_key(&workflow_idx) {
             let used_ms = self.least_used();
             self.workflows.insert(
-                slot,
+                workflow_idx,
                 Workflow {
                     seq: task.workflow_seq,
                     used_ms,
@@ -71,11 +71,11 @@ impl Policy for RoundRobin {
             );
         }
         let charge = task.estimate_ms.max(1) * u64::from(task.slots.max(1));
-        let workflow = self.workflows.get_mut(&slot).expect("just ensured");
+        let workflow = self.workflows.get_mut(&workflow_idx).expect("just ensured");
         let newly_ready = workflow.ready.is_empty();
         workflow.ready.push_back((task.task, charge));
         if newly_ready {
-            let key = self.key(slot, &self.workflows[&slot]);
+            let key = self.key(workflow_idx, &self.workflows[&workflow_idx]);
             self.order.insert(key);
         }
         self.n_ready += 1;
@@ -84,12 +84,12 @@ impl Policy for RoundRobin {
     fn pop(&mut self, _now: Millis) -> Option<TaskRef> {
         let key = *self.order.first()?;
         self.order.remove(&key);
-        let slot = key.2;
-        let workflow = self.workflows.get_mut(&slot).expect("ordered workflows are known");
+        let workflow_idx = key.2;
+        let workflow = self.workflows.get_mut(&workflow_idx).expect("ordered workflows are known");
         let (task, charge) = workflow.ready.pop_front().expect("ordered workflows have ready tasks");
         workflow.used_ms += charge;
         if !workflow.ready.is_empty() {
-            let key = self.key(slot, &self.workflows[&slot]);
+            let key = self.key(workflow_idx, &self.workflows[&workflow_idx]);
             self.order.insert(key);
         }
         self.n_ready -= 1;
@@ -100,11 +100,11 @@ impl Policy for RoundRobin {
         self.n_ready
     }
 
-    fn on_workflow_added(&mut self, workflow_slot: u32, workflow_seq: u64, _remaining_work_ms: u64) {
-        if !self.workflows.contains_key(&workflow_slot) {
+    fn on_workflow_added(&mut self, workflow_idx: u32, workflow_seq: u64, _remaining_work_ms: u64) {
+        if !self.workflows.contains_key(&workflow_idx) {
             let used_ms = self.least_used();
             self.workflows.insert(
-                workflow_slot,
+                workflow_idx,
                 Workflow {
                     seq: workflow_seq,
                     used_ms,
@@ -114,10 +114,10 @@ impl Policy for RoundRobin {
         }
     }
 
-    fn on_workflow_removed(&mut self, workflow_slot: u32) {
-        if let Some(workflow) = self.workflows.remove(&workflow_slot) {
+    fn on_workflow_removed(&mut self, workflow_idx: u32) {
+        if let Some(workflow) = self.workflows.remove(&workflow_idx) {
             if !workflow.ready.is_empty() {
-                let key = self.key(workflow_slot, &workflow);
+                let key = self.key(workflow_idx, &workflow);
                 self.order.remove(&key);
                 self.n_ready -= workflow.ready.len();
             }

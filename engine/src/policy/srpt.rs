@@ -13,7 +13,7 @@ use super::{Policy, ReadyTask, TaskRef};
 #[derive(Default)]
 pub struct ShortestRemainingWork {
     workflows: HashMap<u32, Workflow>,
-    /// Workflows with ready tasks, by (remaining work, submit order, slot).
+    /// Workflows with ready tasks, by (remaining work, submit order, workflow index).
     order: BTreeSet<(u64, u64, u32)>,
     n_ready: usize,
 }
@@ -26,8 +26,8 @@ struct Workflow {
 }
 
 impl ShortestRemainingWork {
-    fn key(slot: u32, workflow: &Workflow) -> (u64, u64, u32) {
-        (workflow.remaining_ms, workflow.seq, slot)
+    fn key(workflow_idx: u32, workflow: &Workflow) -> (u64, u64, u32) {
+        (workflow.remaining_ms, workflow.seq, workflow_idx)
     }
 }
 
@@ -37,24 +37,24 @@ impl Policy for ShortestRemainingWork {
     }
 
     fn push(&mut self, task: ReadyTask) {
-        let slot = task.task.workflow_slot;
-        let workflow = self.workflows.entry(slot).or_insert_with(|| Workflow {
+        let workflow_idx = task.task.workflow_idx;
+        let workflow = self.workflows.entry(workflow_idx).or_insert_with(|| Workflow {
             seq: task.workflow_seq,
             ..Workflow::default()
         });
         if workflow.ready.is_empty() {
-            self.order.insert(Self::key(slot, workflow));
+            self.order.insert(Self::key(workflow_idx, workflow));
         }
         workflow.ready.push_back(task.task);
         self.n_ready += 1;
     }
 
     fn pop(&mut self, _now: Millis) -> Option<TaskRef> {
-        let &(remaining, seq, slot) = self.order.first()?;
-        let workflow = self.workflows.get_mut(&slot).expect("ordered workflows are known");
+        let &(remaining, seq, workflow_idx) = self.order.first()?;
+        let workflow = self.workflows.get_mut(&workflow_idx).expect("ordered workflows are known");
         let task = workflow.ready.pop_front().expect("ordered workflows have ready tasks");
         if workflow.ready.is_empty() {
-            self.order.remove(&(remaining, seq, slot));
+            self.order.remove(&(remaining, seq, workflow_idx));
         }
         self.n_ready -= 1;
         Some(task)
@@ -64,37 +64,37 @@ impl Policy for ShortestRemainingWork {
         self.n_ready
     }
 
-    fn on_workflow_added(&mut self, workflow_slot: u32, workflow_seq: u64, remaining_work_ms: u64) {
-        let workflow = self.workflows.entry(workflow_slot).or_default();
+    fn on_workflow_added(&mut self, workflow_idx: u32, workflow_seq: u64, remaining_work_ms: u64) {
+        let workflow = self.workflows.entry(workflow_idx).or_default();
         let was_ordered = !workflow.ready.is_empty();
         if was_ordered {
-            self.order.remove(&Self::key(workflow_slot, workflow));
+            self.order.remove(&Self::key(workflow_idx, workflow));
         }
         workflow.seq = workflow_seq;
         workflow.remaining_ms = remaining_work_ms;
         if was_ordered {
-            self.order.insert(Self::key(workflow_slot, workflow));
+            self.order.insert(Self::key(workflow_idx, workflow));
         }
     }
 
     fn on_task_done(&mut self, task: TaskRef, estimate_ms: u64) {
-        let Some(workflow) = self.workflows.get_mut(&task.workflow_slot) else {
+        let Some(workflow) = self.workflows.get_mut(&task.workflow_idx) else {
             return;
         };
         let ordered = !workflow.ready.is_empty();
         if ordered {
-            self.order.remove(&Self::key(task.workflow_slot, workflow));
+            self.order.remove(&Self::key(task.workflow_idx, workflow));
         }
         workflow.remaining_ms = workflow.remaining_ms.saturating_sub(estimate_ms);
         if ordered {
-            self.order.insert(Self::key(task.workflow_slot, workflow));
+            self.order.insert(Self::key(task.workflow_idx, workflow));
         }
     }
 
-    fn on_workflow_removed(&mut self, workflow_slot: u32) {
-        if let Some(workflow) = self.workflows.remove(&workflow_slot) {
+    fn on_workflow_removed(&mut self, workflow_idx: u32) {
+        if let Some(workflow) = self.workflows.remove(&workflow_idx) {
             if !workflow.ready.is_empty() {
-                self.order.remove(&Self::key(workflow_slot, &workflow));
+                self.order.remove(&Self::key(workflow_idx, &workflow));
                 self.n_ready -= workflow.ready.len();
             }
         }

@@ -7,14 +7,14 @@ use taskfleet_common::{Millis, PriorityClass};
 use super::*;
 
 /// `(name, workflow_seq, class, weight, estimate_ms)`; ready order is list order, one
-/// millisecond apart; each workflow's slot is its `workflow_seq`.
+/// millisecond apart; each workflow's index is its `workflow_seq`.
 type Fixture<'a> = &'a [(&'a str, u64, PriorityClass, f64, u64)];
 
 fn ready(fixture: Fixture<'_>, idx: usize) -> ReadyTask {
     let (_, workflow_seq, class, weight, estimate_ms) = fixture[idx];
     ReadyTask {
         task: TaskRef {
-            workflow_slot: workflow_seq as u32,
+            workflow_idx: workflow_seq as u32,
             task_idx: idx as u32,
         },
         workflow_seq,
@@ -142,7 +142,7 @@ fn srpt_serves_the_workflow_with_least_work_left_and_follows_progress() {
     // The big workflow finishes most of its work elsewhere: 1 s left, less than small's 3 s.
     policy.on_task_done(
         TaskRef {
-            workflow_slot: 1,
+            workflow_idx: 1,
             task_idx: 99,
         },
         9_000,
@@ -198,7 +198,7 @@ fn rr_lets_a_late_workflow_start_level_with_the_least_served() {
     // A workflow arriving now starts at the early one's usage, so they alternate from here.
     policy.push(ReadyTask {
         task: TaskRef {
-            workflow_slot: 2,
+            workflow_idx: 2,
             task_idx: 0,
         },
         workflow_seq: 2,
@@ -206,7 +206,7 @@ fn rr_lets_a_late_workflow_start_level_with_the_least_served() {
     });
     policy.push(ReadyTask {
         task: TaskRef {
-            workflow_slot: 2,
+            workflow_idx: 2,
             task_idx: 1,
         },
         workflow_seq: 2,
@@ -214,7 +214,7 @@ fn rr_lets_a_late_workflow_start_level_with_the_least_served() {
         ..ready(early, 0)
     });
     let order: Vec<u32> = std::iter::from_fn(|| policy.pop(Millis(0)))
-        .map(|task| task.workflow_slot)
+        .map(|task| task.workflow_idx)
         .collect();
     assert_eq!(order, [1, 2, 2]);
 }

@@ -52,8 +52,8 @@ struct State<'a> {
     checking: Vec<bool>,
     /// Each worker's index by name.
     by_name: HashMap<&'a str, usize>,
-    /// The workflow of each engine slot (slots are given in submit order).
-    slot_workflow: Vec<usize>,
+    /// The simulated workflow at each of the engine's workflow indices (given in submit order).
+    sim_workflow_at: Vec<usize>,
     left: Vec<usize>,
     scratch: Scratch,
 }
@@ -123,7 +123,7 @@ pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f6
             .enumerate()
             .map(|(idx, worker)| (worker.name.as_str(), idx))
             .collect(),
-        slot_workflow: Vec::with_capacity(sim.workflows.len()),
+        sim_workflow_at: Vec::with_capacity(sim.workflows.len()),
         left: sim.workflows.iter().map(|workflow| workflow.spec.tasks.len()).collect(),
         scratch: Scratch::new(n_workers),
     };
@@ -150,7 +150,7 @@ pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f6
         // and makes runs repeatable.
         dispatches.sort_by(|a, b| a.message.pool.cmp(&b.message.pool));
         for dispatch in dispatches {
-            let workflow = state.slot_workflow[dispatch.task.workflow_slot as usize];
+            let workflow = state.sim_workflow_at[dispatch.task.workflow_idx as usize];
             let item = Waiting {
                 global: sim.first_task[workflow] + dispatch.task.task_idx as usize,
                 attempt: dispatch.message.attempt,
@@ -187,7 +187,7 @@ pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f6
 
 impl State<'_> {
     fn submit(&mut self, workflow: usize, now: u64) {
-        self.slot_workflow.push(workflow);
+        self.sim_workflow_at.push(workflow);
         let id: Arc<str> = Arc::from(self.sim.names[workflow].as_str());
         let spec = self.sim.workflows[workflow].spec.clone();
         self.engine.add_workflow(id, spec, None, Millis(now));

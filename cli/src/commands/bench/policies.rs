@@ -23,7 +23,7 @@ pub(super) fn bench_policies(n_ready: usize, n_workflows: usize) {
             let workflow = (idx % n_workflows) as u32;
             ReadyTask {
                 task: TaskRef {
-                    workflow_slot: workflow,
+                    workflow_idx: workflow,
                     task_idx: idx as u32,
                 },
                 workflow_seq: u64::from(workflow),

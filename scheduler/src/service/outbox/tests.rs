@@ -54,7 +54,7 @@ impl Transport for Picky {
 
 fn task(task_idx: u32) -> TaskRef {
     TaskRef {
-        workflow_slot: 0,
+        workflow_idx: 0,
         task_idx,
     }
 }
