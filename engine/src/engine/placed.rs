@@ -12,16 +12,15 @@ use taskfleet_common::state::TaskState;
 use taskfleet_common::Millis;
 
 use super::run::{RunPlacement, WorkflowRun};
-use super::{
-    estimate_ms, mark_dispatched, pop_ready, run_at, Dispatch, Engine, EngineConfig, CRITICALITY_SAMPLES, ROOM_PER_SLOT,
-};
+use super::state::Plans;
+use super::{estimate_ms, pop_ready, Dispatch, Engine, EngineConfig, CRITICALITY_SAMPLES, ROOM_PER_SLOT};
 use crate::eta::{monte_carlo_eta, slots_by_speed, TaskProgress};
 use crate::placement::{self, ParentAt, TaskShape, NO_WORKER};
 use crate::policy::{Placement, TaskRef};
 use crate::predict::Predictor;
 
 /// What became of a task the engine tried to place.
-enum Placed {
+enum PlaceOutcome {
     Sent(Box<Dispatch>),
     /// Kept for its planned worker: until its turn in that worker's plan, or until the worker
     /// holds less than it may.
@@ -37,11 +36,11 @@ impl Engine {
         let online = self.config.policy.placement() == Placement::Online;
         let mut dispatches = Vec::new();
         let mut deferred = Vec::new();
-        let pool_names: Vec<Arc<str>> = self.pools.keys().cloned().collect();
+        let pool_names: Vec<Arc<str>> = self.admission.pools.keys().cloned().collect();
         for pool_name in pool_names {
             loop {
-                let placer = self.placer.as_ref().expect("placement-aware policy");
-                let pool = self.pools.get_mut(&pool_name).expect("known pool");
+                let placer = &self.plans.as_ref().expect("placement-aware policy").placer;
+                let pool = self.admission.pools.get_mut(&pool_name).expect("known pool");
                 if pool.capacity == 0 || (online && !placer.has_room(&pool_name)) {
                     break;
                 }
@@ -49,9 +48,9 @@ impl Engine {
                     break;
                 };
                 match self.place_task(task, online, now) {
-                    Placed::Sent(dispatch) => dispatches.push(*dispatch),
-                    Placed::Waiting => {}
-                    Placed::NoWorker => {
+                    PlaceOutcome::Sent(dispatch) => dispatches.push(*dispatch),
+                    PlaceOutcome::Waiting => {}
+                    PlaceOutcome::NoWorker => {
                         // No worker of the pool can take it now: it waits for one.
                         deferred.push(task);
                         break;
@@ -77,34 +76,37 @@ impl Engine {
     /// Only workers whose plan may have moved are looked at: one of their tasks ended or became
     /// ready, or tasks were planned on them; every one when the fleet changed.
     fn follow_plans(&mut self, now: Millis, dispatches: &mut Vec<Dispatch>, deferred: &mut Vec<TaskRef>) {
-        let mut workers = std::mem::take(&mut self.plan_dirty);
-        let generation = self.placer.as_ref().map_or(0, |placer| placer.generation());
-        if generation != self.plan_generation {
-            self.plan_generation = generation;
-            workers.extend(self.plan_order.keys().chain(self.parked.keys()).copied());
+        let plans = plans_of(&mut self.plans);
+        let mut workers = std::mem::take(&mut plans.dirty);
+        let generation = plans.placer.generation();
+        if generation != plans.generation {
+            plans.generation = generation;
+            workers.extend(plans.order.keys().chain(plans.parked.keys()).copied());
         }
         workers.sort_unstable();
         workers.dedup();
         for worker in workers {
-            let placer = self.placer.as_ref().expect("placement-aware policy");
-            if !placer.is_alive(worker) {
-                let planned = self.plan_order.remove(&worker).unwrap_or_default();
-                let parked = self.parked.remove(&worker).unwrap_or_default();
+            let plans = plans_of(&mut self.plans);
+            if !plans.placer.is_alive(worker) {
+                let planned = plans.order.remove(&worker).unwrap_or_default();
+                let parked = plans.parked.remove(&worker).unwrap_or_default();
                 let orphans = planned.into_iter().map(|(_, task)| task);
                 let orphans: Vec<TaskRef> = orphans
                     .chain(parked.into_iter().map(|(_, Reverse(task))| task))
                     .collect();
                 for task in orphans {
-                    if let Some(placement) =
-                        run_at(&mut self.workflows, task.workflow_idx).and_then(|run| run.placement.as_mut())
+                    if let Some(placement) = self
+                        .workflows
+                        .get_mut(task.workflow_idx)
+                        .and_then(|run| run.placement.as_mut())
                     {
                         placement.worker[task.task_idx as usize] = NO_WORKER;
                     }
                     if self.sendable(task) {
                         match self.place_task(task, false, now) {
-                            Placed::Sent(dispatch) => dispatches.push(*dispatch),
-                            Placed::Waiting => {}
-                            Placed::NoWorker => deferred.push(task),
+                            PlaceOutcome::Sent(dispatch) => dispatches.push(*dispatch),
+                            PlaceOutcome::Waiting => {}
+                            PlaceOutcome::NoWorker => deferred.push(task),
                         }
                     }
                 }
@@ -112,7 +114,8 @@ impl Engine {
             }
             // Tasks of the plan that were sent once and came back (retries) go first.
             while self.has_room(worker) {
-                let Some((_, Reverse(task))) = self.parked.get_mut(&worker).and_then(BinaryHeap::pop) else {
+                let parked = plans_of(&mut self.plans).parked.get_mut(&worker);
+                let Some((_, Reverse(task))) = parked.and_then(BinaryHeap::pop) else {
                     break;
                 };
                 if self.sendable(task) {
@@ -120,12 +123,13 @@ impl Engine {
                 }
             }
             while self.has_room(worker) {
-                let Some(&(start, task)) = self.plan_order.get(&worker).and_then(|order| order.first()) else {
+                let order = plans_of(&mut self.plans).order.get(&worker);
+                let Some(&(start, task)) = order.and_then(|order| order.first()) else {
                     break;
                 };
-                match self.task_state_at(task) {
+                match self.workflows.task_state(task) {
                     Some(TaskState::Pending | TaskState::Retrying) => break,
-                    Some(TaskState::Ready) if self.adoptable.contains_key(&task) => break,
+                    Some(TaskState::Ready) if self.leases.adoptable.contains_key(&task) => break,
                     Some(TaskState::Ready) => {
                         self.unplan(worker, start, task);
                         dispatches.push(self.send_planned(task, worker, now));
@@ -134,37 +138,41 @@ impl Engine {
                     _ => self.unplan(worker, start, task),
                 }
             }
-            if self.parked.get(&worker).is_some_and(BinaryHeap::is_empty) {
-                self.parked.remove(&worker);
+            let plans = plans_of(&mut self.plans);
+            if plans.parked.get(&worker).is_some_and(BinaryHeap::is_empty) {
+                plans.parked.remove(&worker);
             }
         }
     }
 
     /// Whether a task is ready to be sent (and not waiting to be adopted).
     fn sendable(&self, task: TaskRef) -> bool {
-        self.task_state_at(task) == Some(TaskState::Ready) && !self.adoptable.contains_key(&task)
+        self.workflows.is_ready(task) && !self.leases.adoptable.contains_key(&task)
     }
 
     /// Whether worker `worker` holds less than it may.
     fn has_room(&self, worker: u32) -> bool {
-        self.placer
+        self.plans
             .as_ref()
-            .is_some_and(|placer| placer.has_room_on(worker, ROOM_PER_SLOT))
+            .is_some_and(|plans| plans.placer.has_room_on(worker, ROOM_PER_SLOT))
     }
 
     /// Removes a task from its worker's plan.
     fn unplan(&mut self, worker: u32, start: u64, task: TaskRef) {
-        if let Some(order) = self.plan_order.get_mut(&worker) {
+        let plans = plans_of(&mut self.plans);
+        if let Some(order) = plans.order.get_mut(&worker) {
             order.remove(&(start, task));
             if order.is_empty() {
-                self.plan_order.remove(&worker);
+                plans.order.remove(&worker);
             }
         }
     }
 
     /// Sends a ready task to the worker it is planned on.
     fn send_planned(&mut self, task: TaskRef, worker: u32, now: Millis) -> Dispatch {
-        let end = run_at(&mut self.workflows, task.workflow_idx)
+        let end = self
+            .workflows
+            .get(task.workflow_idx)
             .and_then(|run| run.placement.as_ref())
             .map_or(now.0, |placement| placement.end[task.task_idx as usize]);
         self.send(task, worker, end, now)
@@ -173,28 +181,28 @@ impl Engine {
     /// Chooses where a ready task goes: its planned worker (`heft`, `cpop`) while that one is
     /// alive — in its turn there, or, for a task that already had its turn (a retry), once the
     /// worker has room — else the worker where it would complete earliest, at once.
-    fn place_task(&mut self, task: TaskRef, online: bool, now: Millis) -> Placed {
-        let placer = self.placer.as_mut().expect("placement-aware policy");
-        let run = run_at(&mut self.workflows, task.workflow_idx).expect("a ready task's workflow");
+    fn place_task(&mut self, task: TaskRef, online: bool, now: Millis) -> PlaceOutcome {
+        let plans = plans_of(&mut self.plans);
+        let run = self.workflows.live(task.workflow_idx);
         let idx = task.task_idx as usize;
         let spec = run.spec.clone();
         let spec_task = &spec.tasks[idx];
         let slots = spec_task.resources.slots;
         let placement = run.placement.as_mut().expect("placed workflows have a placement");
         let planned = placement.worker[idx];
-        if !online && planned != NO_WORKER && placer.can_run(planned, &spec_task.pool, slots) {
-            let in_plan = self
-                .plan_order
+        if !online && planned != NO_WORKER && plans.placer.can_run(planned, &spec_task.pool, slots) {
+            let in_plan = plans
+                .order
                 .get(&planned)
                 .is_some_and(|order| order.contains(&(placement.start[idx], task)));
             if !in_plan {
                 let rank = placement.priority[idx].max(0.0).to_bits();
-                self.parked.entry(planned).or_default().push((rank, Reverse(task)));
+                plans.parked.entry(planned).or_default().push((rank, Reverse(task)));
             }
             // `follow_plans` sends it in its turn.
-            return Placed::Waiting;
+            return PlaceOutcome::Waiting;
         }
-        let mut parents = std::mem::take(&mut self.parents);
+        let mut parents = std::mem::take(&mut plans.parents);
         parents.clear();
         parents.extend(spec_task.deps.iter().map(|dep| ParentAt {
             worker: placement.worker[dep.task as usize],
@@ -207,32 +215,31 @@ impl Engine {
             estimate_ms: estimate_ms(spec_task, &self.config, &self.predictor),
             by_worker: spec_task.estimate_by_worker.as_ref(),
         };
-        let choice = placer.choose(now.0, shape, &parents);
-        self.parents = parents;
+        let choice = plans.placer.choose(now.0, shape, &parents);
+        plans.parents = parents;
         let Some(choice) = choice else {
-            return Placed::NoWorker;
+            return PlaceOutcome::NoWorker;
         };
-        placer.reserve(choice, slots);
-        Placed::Sent(Box::new(self.send(task, choice.worker, choice.end, now)))
+        plans.placer.reserve(choice, slots);
+        PlaceOutcome::Sent(Box::new(self.send(task, choice.worker, choice.end, now)))
     }
 
     /// Sends a ready task to `worker`, where it is expected to end at `end`.
     fn send(&mut self, task: TaskRef, worker: u32, end: u64, now: Millis) -> Dispatch {
-        let placer = self.placer.as_mut().expect("placement-aware policy");
-        let run = run_at(&mut self.workflows, task.workflow_idx).expect("a ready task's workflow");
+        let placer = &mut plans_of(&mut self.plans).placer;
+        let run = self.workflows.live(task.workflow_idx);
         let idx = task.task_idx as usize;
         placer.hold(worker);
         let placement = run.placement.as_mut().expect("placed workflows have a placement");
         placement.worker[idx] = worker;
         placement.end[idx] = end;
         let spec_task = &run.spec.tasks[idx];
-        if let Some(pool) = self.pools.get_mut(&spec_task.pool) {
+        if let Some(pool) = self.admission.pools.get_mut(&spec_task.pool) {
             pool.in_flight += spec_task.resources.slots as usize;
         }
-        let message = mark_dispatched(run, task.task_idx, now, &mut self.updates);
+        let message = run.dispatch_attempt(task.task_idx, now, &mut self.updates);
         let name = placer.worker(worker).name.clone();
-        self.by_worker.entry(name.clone()).or_default().insert(task);
-        self.running_on.insert(task, name.clone());
+        self.leases.run_on(task, &name);
         Dispatch {
             task,
             message,
@@ -248,7 +255,7 @@ impl Engine {
         if !self.config.predictive {
             return;
         }
-        let run = self.workflows[workflow_idx as usize].as_mut().expect("live workflow");
+        let run = self.workflows.live(workflow_idx);
         let progress: Vec<TaskProgress> = run
             .tasks
             .iter()
@@ -260,10 +267,11 @@ impl Engine {
             .collect();
         // The fleet's slots: with their speeds where placement knows them, else the
         // capacity offered (or, before any worker is known, a slot per task).
-        let capacity: usize = self.pools.values().map(|pool| pool.capacity).sum();
+        let capacity: usize = self.admission.pools.values().map(|pool| pool.capacity).sum();
         let slots = match self
-            .placer
+            .plans
             .as_ref()
+            .map(|plans| &plans.placer)
             .filter(|placer| placer.alive_slots().next().is_some())
         {
             Some(placer) => slots_by_speed(placer.alive_slots()),
@@ -291,10 +299,10 @@ impl Engine {
     /// Under a placement-aware policy, gives a new workflow its placement record and, under a
     /// planned one, its plan over the current fleet.
     pub(super) fn place_workflow(&mut self, workflow_idx: u32, now: Millis) {
-        let Some(placer) = self.placer.as_mut() else {
+        let Some(plans) = self.plans.as_mut() else {
             return;
         };
-        let run = self.workflows[workflow_idx as usize].as_mut().expect("live workflow");
+        let run = self.workflows.live(workflow_idx);
         let n = run.tasks.len();
         let mut placement = RunPlacement {
             worker: vec![NO_WORKER; n],
@@ -305,19 +313,17 @@ impl Engine {
         };
         if let Placement::Planned(kind) = self.config.policy.placement() {
             let (estimates, done) = plan_inputs(run, &self.config, &self.predictor);
-            let plan = placement::plan(placer, now.0, &run.spec, &estimates, &done, kind);
+            let plan = placement::plan(&mut plans.placer, now.0, &run.spec, &estimates, &done, kind);
             placement.incomplete = plan.worker.iter().zip(&done).any(|(&w, &done)| w == NO_WORKER && !done);
             for (idx, _) in done.iter().enumerate().filter(|(_, &done)| !done) {
                 if plan.worker[idx] != NO_WORKER {
-                    let task = TaskRef {
-                        workflow_idx: workflow_idx,
-                        task_idx: idx as u32,
-                    };
-                    self.plan_order
+                    let task = TaskRef::new(workflow_idx, idx as u32);
+                    plans
+                        .order
                         .entry(plan.worker[idx])
                         .or_default()
                         .insert((plan.start[idx], task));
-                    self.plan_dirty.push(plan.worker[idx]);
+                    plans.dirty.push(plan.worker[idx]);
                 }
             }
             placement.worker = plan.worker;
@@ -325,7 +331,7 @@ impl Engine {
             placement.end = plan.end;
             placement.priority = plan.priority;
             if placement.incomplete {
-                self.incomplete_plans.push(workflow_idx);
+                plans.incomplete.push(workflow_idx);
             }
         }
         run.placement = Some(Box::new(placement));
@@ -337,38 +343,36 @@ impl Engine {
         let Placement::Planned(kind) = self.config.policy.placement() else {
             return;
         };
-        let Some(placer) = self.placer.as_mut() else {
+        let Some(plans) = self.plans.as_mut() else {
             return;
         };
         // Planning again only helps once the fleet has changed since the last try.
-        if self.incomplete_plans.is_empty() || placer.generation() == self.incomplete_generation {
+        if plans.incomplete.is_empty() || plans.placer.generation() == plans.incomplete_generation {
             return;
         }
-        self.incomplete_generation = placer.generation();
-        let slots = std::mem::take(&mut self.incomplete_plans);
-        for workflow_idx in slots {
-            let Some(run) = run_at(&mut self.workflows, workflow_idx) else {
+        plans.incomplete_generation = plans.placer.generation();
+        let incomplete = std::mem::take(&mut plans.incomplete);
+        for workflow_idx in incomplete {
+            let Some(run) = self.workflows.get_mut(workflow_idx) else {
                 continue;
             };
             let (estimates, done) = plan_inputs(run, &self.config, &self.predictor);
-            let plan = placement::plan(placer, now.0, &run.spec, &estimates, &done, kind);
+            let plan = placement::plan(&mut plans.placer, now.0, &run.spec, &estimates, &done, kind);
             let placement = run.placement.as_mut().expect("placed workflows have a placement");
             placement.incomplete = false;
             for (idx, _) in done.iter().enumerate().filter(|(_, &done)| !done) {
-                let task = TaskRef {
-                    workflow_idx: workflow_idx,
-                    task_idx: idx as u32,
-                };
+                let task = TaskRef::new(workflow_idx, idx as u32);
                 // Out of the old plan, into the new one.
-                if let Some(order) = self.plan_order.get_mut(&placement.worker[idx]) {
+                if let Some(order) = plans.order.get_mut(&placement.worker[idx]) {
                     order.remove(&(placement.start[idx], task));
                 }
                 if plan.worker[idx] != NO_WORKER {
-                    self.plan_order
+                    plans
+                        .order
                         .entry(plan.worker[idx])
                         .or_default()
                         .insert((plan.start[idx], task));
-                    self.plan_dirty.push(plan.worker[idx]);
+                    plans.dirty.push(plan.worker[idx]);
                 }
                 placement.worker[idx] = plan.worker[idx];
                 placement.start[idx] = plan.start[idx];
@@ -377,10 +381,15 @@ impl Engine {
                 placement.incomplete |= plan.worker[idx] == NO_WORKER;
             }
             if placement.incomplete {
-                self.incomplete_plans.push(workflow_idx);
+                plans.incomplete.push(workflow_idx);
             }
         }
     }
+}
+
+/// The plans of a placement-aware policy, which the caller knows is in use.
+fn plans_of(plans: &mut Option<Plans>) -> &mut Plans {
+    plans.as_mut().expect("a placement-aware policy")
 }
 
 /// What planning a workflow needs: each task's runtime at speed 1, and which tasks need no

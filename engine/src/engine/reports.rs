@@ -10,13 +10,10 @@
 //! reported after a newer one was dispatched (or after the task ended) is superseded: the
 //! scheduler cancels it, so it never runs beside its successor.
 
-use std::sync::Arc;
-
 use taskfleet_common::state::{transition, TaskEvent, TaskState};
 use taskfleet_common::wire::AttemptStarted;
 
-use super::{run_at, Engine, Ignored};
-use crate::policy::TaskRef;
+use super::{Engine, Ignored};
 use crate::records::StoreUpdate;
 
 /// What a worker's report that it runs an attempt meant.
@@ -38,22 +35,15 @@ impl Engine {
     /// worker moves there (see the module documentation); any other attempt is ignored, and
     /// [`Engine::on_running`] says whether to stop it.
     pub fn on_started(&mut self, event: &AttemptStarted) -> Result<Report, Ignored> {
-        let (workflow_idx, task_idx) = self.locate(&event.workflow_id, event.task_idx)?;
-        let run = self.workflows[workflow_idx as usize].as_mut().expect("located");
-        let task = run.tasks[task_idx as usize];
-        let task_ref = TaskRef {
-            workflow_idx: workflow_idx,
-            task_idx,
-        };
-        let current = task.attempt == event.attempt;
-        let report = match task.state {
+        let task = self.workflows.locate(&event.workflow_id, event.task_idx)?;
+        let run = self.workflows.live(task.workflow_idx);
+        let runtime = run.tasks[task.task_idx as usize];
+        let current = runtime.attempt == event.attempt;
+        let report = match runtime.state {
             TaskState::Dispatched if current => {
-                run.set_state(task_idx, TaskState::Running);
-                self.updates.push(StoreUpdate::Task {
-                    workflow_id: run.id.clone(),
-                    record: run.record(task_idx),
-                });
-                self.run_on(task_ref, &event.worker);
+                run.set_state(task.task_idx, TaskState::Running);
+                self.updates.task(run, task.task_idx);
+                self.leases.run_on(task, &event.worker);
                 Report::Current
             }
             TaskState::Running | TaskState::Ready if current => {
@@ -61,8 +51,8 @@ impl Engine {
                 if report == Report::Superseded {
                     return Err(Ignored::StaleAttempt {
                         got: event.attempt,
-                        current: task.attempt,
-                        state: task.state,
+                        current: runtime.attempt,
+                        state: runtime.state,
                     });
                 }
                 report
@@ -70,15 +60,15 @@ impl Engine {
             state => {
                 return Err(Ignored::StaleAttempt {
                     got: event.attempt,
-                    current: task.attempt,
+                    current: runtime.attempt,
                     state,
                 })
             }
         };
-        let workflow_id = self.workflows[workflow_idx as usize].as_ref().expect("located").id.clone();
+        let workflow_id = self.workflows.live(task.workflow_idx).id.clone();
         self.updates.push(StoreUpdate::AttemptStarted {
             workflow_id,
-            task_idx,
+            task_idx: task.task_idx,
             attempt: event.attempt,
             worker: event.worker.clone(),
             at: event.at,
@@ -96,23 +86,17 @@ impl Engine {
         task_idx: u32,
         attempt: u32,
     ) -> Result<Report, Ignored> {
-        let (workflow_idx, task_idx) = self.locate(workflow_id, task_idx)?;
-        let task = TaskRef {
-            workflow_idx: workflow_idx,
-            task_idx,
-        };
-        let runtime = self.workflows[workflow_idx as usize].as_ref().expect("located").tasks[task_idx as usize];
+        let task = self.workflows.locate(workflow_id, task_idx)?;
+        let runtime = self.workflows.live(task.workflow_idx).tasks[task.task_idx as usize];
         if runtime.attempt != attempt {
             return Ok(Report::Superseded);
         }
         match runtime.state {
             // Its `started` event is on its way.
             TaskState::Dispatched => Ok(Report::Current),
+            TaskState::Running if self.leases.runs(task, worker) => Ok(Report::Current),
             TaskState::Running => {
-                if self.running_on.get(&task).is_some_and(|known| &**known == worker) {
-                    return Ok(Report::Current);
-                }
-                self.run_on(task, worker);
+                self.leases.run_on(task, worker);
                 Ok(Report::Moved)
             }
             TaskState::Ready if self.adopt(worker, workflow_id, task_idx, attempt) => Ok(Report::Adopted),
@@ -125,17 +109,11 @@ impl Engine {
     /// attempt back, running on `worker` under its lease, instead of running twice. Returns
     /// whether it did.
     pub fn adopt(&mut self, worker: &str, workflow_id: &str, task_idx: u32, attempt: u32) -> bool {
-        let Ok((workflow_idx, task_idx)) = self.locate(workflow_id, task_idx) else {
+        let Ok(task) = self.workflows.locate(workflow_id, task_idx) else {
             return false;
         };
-        let task = TaskRef {
-            workflow_idx: workflow_idx,
-            task_idx,
-        };
-        let Some(run) = run_at(&mut self.workflows, workflow_idx) else {
-            return false;
-        };
-        let runtime = run.tasks[task_idx as usize];
+        let run = self.workflows.live(task.workflow_idx);
+        let runtime = run.tasks[task.task_idx as usize];
         // Attempt numbers grow at dispatch: a ready task's number is the attempt it lost.
         if runtime.attempt != attempt || attempt == 0 {
             return false;
@@ -143,31 +121,14 @@ impl Engine {
         let Ok(next) = transition(runtime.state, TaskEvent::Adopted) else {
             return false;
         };
-        self.adoptable.remove(&task);
-        run.set_state(task_idx, next);
-        self.updates.push(StoreUpdate::Task {
-            workflow_id: run.id.clone(),
-            record: run.record(task_idx),
-        });
-        let spec_task = &run.spec.tasks[task_idx as usize];
+        self.leases.adoptable.remove(&task);
+        run.set_state(task.task_idx, next);
+        self.updates.task(run, task.task_idx);
+        let spec_task = &run.spec.tasks[task.task_idx as usize];
         let slots = spec_task.resources.slots as usize;
         let pool = spec_task.pool.clone();
-        self.pool(&pool).in_flight += slots;
-        self.run_on(task, worker);
+        self.admission.pool(&pool, &self.config).in_flight += slots;
+        self.leases.run_on(task, worker);
         true
-    }
-
-    /// Records that `worker` runs `task` (and holds its lease), instead of any other worker.
-    fn run_on(&mut self, task: TaskRef, worker: &str) {
-        let worker: Arc<str> = match self.by_worker.get_key_value(worker) {
-            Some((known, _)) => known.clone(),
-            None => Arc::from(worker),
-        };
-        if let Some(previous) = self.running_on.insert(task, worker.clone()) {
-            if let Some(tasks) = self.by_worker.get_mut(&previous) {
-                tasks.remove(&task);
-            }
-        }
-        self.by_worker.entry(worker).or_default().insert(task);
     }
 }

@@ -7,7 +7,11 @@ use std::sync::Arc;
 use taskfleet_common::state::TaskState;
 use taskfleet_common::{Millis, WorkflowSpec};
 
-use crate::records::{TaskRecord, WorkflowState};
+use serde_json::value::RawValue;
+use taskfleet_common::wire::{TaskMessage, WireAction, WIRE_VERSION};
+
+use super::state::Updates;
+use crate::records::{StoreUpdate, TaskRecord, WorkflowState};
 
 /// Per-task runtime counters, kept small: a million tasks cost a few dozen MB.
 #[derive(Clone, Copy, Debug)]
@@ -203,4 +207,45 @@ impl WorkflowRun {
 /// Position of a state in `TaskState::ALL` (declaration order).
 pub(crate) fn state_index(state: TaskState) -> usize {
     state as usize
+}
+impl WorkflowRun {
+    /// Makes the task's next attempt, records it, and returns its message.
+    pub(crate) fn dispatch_attempt(&mut self, task_idx: u32, now: Millis, updates: &mut Updates) -> TaskMessage {
+        let attempt = self.tasks[task_idx as usize].attempt + 1;
+        self.tasks[task_idx as usize].attempt = attempt;
+        self.set_state(task_idx, TaskState::Dispatched);
+        updates.push(StoreUpdate::AttemptDispatched {
+            workflow_id: self.id.clone(),
+            task_idx,
+            attempt,
+            at: now,
+        });
+        updates.task(self, task_idx);
+        task_message(self, task_idx)
+    }
+}
+
+/// The message for the current attempt of a task, with its parents' outputs as inputs.
+fn task_message(run: &WorkflowRun, task_idx: u32) -> TaskMessage {
+    let spec = &run.spec.tasks[task_idx as usize];
+    let mut inputs = std::collections::BTreeMap::new();
+    for dep in &spec.deps {
+        if let Some(output) = &run.outputs[dep.task as usize] {
+            if let Ok(raw) = RawValue::from_string(output.to_string()) {
+                inputs.insert(run.spec.tasks[dep.task as usize].id.clone(), raw);
+            }
+        }
+    }
+    TaskMessage {
+        v: WIRE_VERSION,
+        workflow_id: run.id.to_string(),
+        task: spec.id.clone(),
+        task_idx,
+        attempt: run.tasks[task_idx as usize].attempt,
+        pool: spec.pool.to_string(),
+        priority: spec.priority,
+        action: WireAction::from(&spec.action),
+        timeout_ms: spec.timeout.map(|timeout| timeout.as_millis() as u64),
+        inputs,
+    }
 }

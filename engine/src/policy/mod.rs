@@ -37,6 +37,13 @@ pub struct TaskRef {
     pub task_idx: u32,
 }
 
+impl TaskRef {
+    /// Task `task_idx` of the workflow at `workflow_idx`.
+    pub fn new(workflow_idx: u32, task_idx: u32) -> TaskRef {
+        TaskRef { workflow_idx, task_idx }
+    }
+}
+
 /// A task in the ready set, with what policies order by.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ReadyTask {

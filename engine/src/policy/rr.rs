@@ -85,7 +85,10 @@ impl Policy for RoundRobin {
         let key = *self.order.first()?;
         self.order.remove(&key);
         let workflow_idx = key.2;
-        let workflow = self.workflows.get_mut(&workflow_idx).expect("ordered workflows are known");
+        let workflow = self
+            .workflows
+            .get_mut(&workflow_idx)
+            .expect("ordered workflows are known");
         let (task, charge) = workflow.ready.pop_front().expect("ordered workflows have ready tasks");
         workflow.used_ms += charge;
         if !workflow.ready.is_empty() {

@@ -51,7 +51,10 @@ impl Policy for ShortestRemainingWork {
 
     fn pop(&mut self, _now: Millis) -> Option<TaskRef> {
         let &(remaining, seq, workflow_idx) = self.order.first()?;
-        let workflow = self.workflows.get_mut(&workflow_idx).expect("ordered workflows are known");
+        let workflow = self
+            .workflows
+            .get_mut(&workflow_idx)
+            .expect("ordered workflows are known");
         let task = workflow.ready.pop_front().expect("ordered workflows have ready tasks");
         if workflow.ready.is_empty() {
             self.order.remove(&(remaining, seq, workflow_idx));

@@ -13,10 +13,7 @@ type Fixture<'a> = &'a [(&'a str, u64, PriorityClass, f64, u64)];
 fn ready(fixture: Fixture<'_>, idx: usize) -> ReadyTask {
     let (_, workflow_seq, class, weight, estimate_ms) = fixture[idx];
     ReadyTask {
-        task: TaskRef {
-            workflow_idx: workflow_seq as u32,
-            task_idx: idx as u32,
-        },
+        task: TaskRef::new(workflow_seq as u32, idx as u32),
         workflow_seq,
         ready_seq: idx as u64,
         ready_at: Millis(idx as u64),
@@ -140,13 +137,7 @@ fn srpt_serves_the_workflow_with_least_work_left_and_follows_progress() {
     let name = |task: Option<TaskRef>| fixture[task.unwrap().task_idx as usize].0;
     assert_eq!(name(policy.pop(Millis(0))), "small-1");
     // The big workflow finishes most of its work elsewhere: 1 s left, less than small's 3 s.
-    policy.on_task_done(
-        TaskRef {
-            workflow_idx: 1,
-            task_idx: 99,
-        },
-        9_000,
-    );
+    policy.on_task_done(TaskRef::new(1, 99), 9_000);
     assert_eq!(name(policy.pop(Millis(0))), "big-1");
     assert_eq!(name(policy.pop(Millis(0))), "big-2");
     assert_eq!(name(policy.pop(Millis(0))), "small-2");
@@ -197,18 +188,12 @@ fn rr_lets_a_late_workflow_start_level_with_the_least_served() {
     assert!(policy.pop(Millis(0)).is_some());
     // A workflow arriving now starts at the early one's usage, so they alternate from here.
     policy.push(ReadyTask {
-        task: TaskRef {
-            workflow_idx: 2,
-            task_idx: 0,
-        },
+        task: TaskRef::new(2, 0),
         workflow_seq: 2,
         ..ready(early, 0)
     });
     policy.push(ReadyTask {
-        task: TaskRef {
-            workflow_idx: 2,
-            task_idx: 1,
-        },
+        task: TaskRef::new(2, 1),
         workflow_seq: 2,
         ready_seq: 10,
         ..ready(early, 0)

@@ -22,10 +22,7 @@ pub(super) fn bench_policies(n_ready: usize, n_workflows: usize) {
         .map(|idx| {
             let workflow = (idx % n_workflows) as u32;
             ReadyTask {
-                task: TaskRef {
-                    workflow_idx: workflow,
-                    task_idx: idx as u32,
-                },
+                task: TaskRef::new(workflow, idx as u32),
                 workflow_seq: u64::from(workflow),
                 ready_seq: idx as u64,
                 ready_at: Millis(idx as u64 / 100),

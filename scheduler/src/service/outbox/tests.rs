@@ -53,10 +53,7 @@ impl Transport for Picky {
 }
 
 fn task(task_idx: u32) -> TaskRef {
-    TaskRef {
-        workflow_idx: 0,
-        task_idx,
-    }
+    TaskRef::new(0, task_idx)
 }
 
 #[tokio::test]
