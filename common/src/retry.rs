@@ -1,5 +1,6 @@
 //! Retry backoff: exponential, capped, with "equal jitter" so that a burst of failures does
-//! not come back as a burst of retries.
+//! not come back as a burst of retries; and [`Backoff`], the delays between attempts to reach
+//! a broker or store that is away.
 //!
 //! The random part is an argument (`jitter` in `[0, 1)`), which keeps the function pure.
 
@@ -25,6 +26,42 @@ pub fn backoff_delay(policy: &RetryPolicy, retry_number: u32, jitter: f64) -> Du
         .min(policy.max_backoff);
     let jitter = jitter.clamp(0.0, 1.0);
     nominal.mul_f64(0.5 + jitter / 2.0)
+}
+
+/// Delays between attempts to reconnect: doubling from 100 ms up to 5 s, back to the start
+/// once connected. Every loop that reconnects to something uses it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    /// The first delay.
+    pub const FIRST: Duration = Duration::from_millis(100);
+    /// The longest delay.
+    pub const MAX: Duration = Duration::from_secs(5);
+
+    pub fn new() -> Backoff {
+        Backoff { next: Backoff::FIRST }
+    }
+
+    /// The delay before the next attempt; each is twice the one before, up to [`Backoff::MAX`].
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Backoff::MAX);
+        delay
+    }
+
+    /// Connected: the next delay is the first again.
+    pub fn reset(&mut self) {
+        self.next = Backoff::FIRST;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
 }
 
 #[cfg(test)]
@@ -54,5 +91,14 @@ mod tests {
         assert!(retries_left(&policy(), 3));
         assert!(!retries_left(&policy(), 4));
         assert!(!retries_left(&RetryPolicy::with_retries(0), 1));
+    }
+
+    #[test]
+    fn reconnect_delays_double_up_to_the_cap_and_reset() {
+        let mut backoff = Backoff::new();
+        let delays: Vec<u64> = (0..8).map(|_| backoff.next_delay().as_millis() as u64).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Backoff::FIRST);
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use taskfleet_common::retry::Backoff;
 use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_transport::{Delivery, Transport, TransportError};
@@ -126,7 +127,7 @@ async fn submit_queue_loop(
     shutdown: CancellationToken,
 ) {
     let queue = config.queues.submit();
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new();
     while !shutdown.is_cancelled() {
         let consumer = async {
             transport
@@ -137,16 +138,16 @@ async fn submit_queue_loop(
         let mut consumer = match consumer.await {
             Ok(consumer) => consumer,
             Err(error) => {
+                let delay = backoff.next_delay();
                 warn!(%error, retry_in = ?delay, "Cannot consume the submit queue; retrying.");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
-        delay = Duration::from_millis(100);
+        backoff.reset();
         loop {
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -14,17 +14,20 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use taskfleet_common::retry::Backoff;
 use tracing::{debug, info, instrument, warn};
 
 use taskfleet_common::state::AttemptOutcome;
 use taskfleet_common::wire::{
-    decode_control, decode_task, encode, pack_worker_events, AttemptRef, AttemptStarted, ControlMessage, Heartbeat,
-    TaskMessage, WorkerEvent, MAX_TASK_MESSAGE_BYTES, WIRE_VERSION,
+    decode_task, AttemptRef, AttemptStarted, TaskMessage, WorkerEvent, MAX_TASK_MESSAGE_BYTES, WIRE_VERSION,
 };
 use taskfleet_common::PriorityClass;
 use taskfleet_transport::queues::QueueNames;
-use taskfleet_transport::{Consumer, Delivery, Outgoing, Transport, TransportError};
+use taskfleet_transport::{Consumer, Delivery, Transport, TransportError};
 
+use self::heartbeat::{control_loop, heartbeat_loop};
+use self::results::{publish, publish_batches};
 use crate::execution::{execute, now};
 use crate::handler::HandlerRegistry;
 use crate::process::ProcessConfig;
@@ -122,8 +125,7 @@ impl Worker {
 
     /// Runs until `shutdown` is cancelled, then lets running attempts finish (for at most the
     /// drain timeout, after which they are cancelled and requeued) and returns. A transport
-    /// closed on purpose stops it the same way; any other transport failure is an error,
-    /// returned once running attempts were drained.
+    /// closed on purpose stops it the same way.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Worker {
             config,
@@ -136,17 +138,6 @@ impl Worker {
         if config.pools.is_empty() {
             bail!("a worker needs at least one pool");
         }
-        // The worker's own queue (tasks a placement-aware policy sent to it) first, then the
-        // pools' queues, most urgent class first, so scanning in order takes high before normal
-        // before low.
-        let task_queues: Vec<String> = std::iter::once(config.queues.worker(&config.name))
-            .chain(PriorityClass::ALL.iter().flat_map(|class| {
-                config
-                    .pools
-                    .iter()
-                    .map(|pool| config.queues.tasks(pool, class.as_str()))
-            }))
-            .collect();
         let (events, pending_events) = mpsc::unbounded_channel();
         tokio::spawn(publish_batches(
             transport.clone(),
@@ -175,71 +166,11 @@ impl Worker {
             ));
             background.spawn(control_loop(shared.clone(), config.queues.control(), stopped.clone()));
         }
-
-        let prefetch = u16::try_from(config.concurrency).unwrap_or(u16::MAX);
-        let slots = Arc::new(Semaphore::new(config.concurrency));
-        let tracker = TaskTracker::new();
-        let mut consumers: Option<Vec<Box<dyn Consumer>>> = None;
-        let mut delay = RECONNECT_FIRST;
         info!(worker = %config.name, pools = ?config.pools, concurrency = config.concurrency, "Worker started.");
-        loop {
-            let Some(current) = consumers.as_mut() else {
-                match connect(&shared, &config, &task_queues, prefetch).await {
-                    Ok(connected) => {
-                        info!(worker = %config.name, "Worker consuming its task queues.");
-                        consumers = Some(connected);
-                        delay = RECONNECT_FIRST;
-                    }
-                    Err(TransportError::Closed) => break,
-                    Err(error) => {
-                        warn!(%error, retry_in = ?delay, "Cannot reach the transport; retrying.");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(delay) => {}
-                        }
-                        delay = (delay * 2).min(RECONNECT_MAX);
-                    }
-                }
-                continue;
-            };
-            let permit = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            };
-            let delivery = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                delivery = next_delivery(current) => delivery,
-            };
-            match delivery {
-                Ok(delivery) => {
-                    tracker.spawn(handle_delivery(shared.clone(), delivery, permit));
-                }
-                Err(TransportError::Closed) => {
-                    info!("The transport was closed; stopping.");
-                    break;
-                }
-                Err(error) => {
-                    warn!(%error, "Lost the task queues; reconnecting.");
-                    consumers = None;
-                }
-            }
-        }
-
-        // Stop taking work; the consumers stay open so running attempts can still be settled.
-        tracker.close();
-        if !tracker.is_empty() {
-            info!(running = tracker.len(), "Waiting for running tasks to finish.");
-        }
-        if tokio::time::timeout(config.drain_timeout, tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!(running = tracker.len(), drain_timeout = ?config.drain_timeout, "Cancelling tasks still running after the drain timeout.");
-            shared.abort.cancel();
-            tracker.wait().await;
-        }
+        let running = TaskTracker::new();
+        // The consumers stay open while draining, so running attempts can still be settled.
+        let consumers = take_work(&shared, &config, &running, &shutdown).await;
+        drain(&shared, &running, config.drain_timeout).await;
         drop(consumers);
         stopped.cancel();
         background.close();
@@ -249,9 +180,92 @@ impl Worker {
     }
 }
 
-/// First and longest wait between attempts to reach the transport.
-const RECONNECT_FIRST: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// Takes deliveries while a slot is free and runs each as an attempt on `running`, until
+/// shutdown or until the transport is closed on purpose; reconnects with backoff when it is
+/// lost. Returns the consumers it ends with.
+async fn take_work(
+    shared: &Arc<Shared>,
+    config: &WorkerConfig,
+    running: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Option<Vec<Box<dyn Consumer>>> {
+    let task_queues = task_queues(config);
+    let prefetch = u16::try_from(config.concurrency).unwrap_or(u16::MAX);
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    let mut consumers: Option<Vec<Box<dyn Consumer>>> = None;
+    let mut backoff = Backoff::new();
+    loop {
+        let Some(current) = consumers.as_mut() else {
+            match connect(shared, config, &task_queues, prefetch).await {
+                Ok(connected) => {
+                    info!(worker = %config.name, "Worker consuming its task queues.");
+                    consumers = Some(connected);
+                    backoff.reset();
+                }
+                Err(TransportError::Closed) => return None,
+                Err(error) => {
+                    let delay = backoff.next_delay();
+                    warn!(%error, retry_in = ?delay, "Cannot reach the transport; retrying.");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+            continue;
+        };
+        let permit = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return consumers,
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let delivery = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return consumers,
+            delivery = next_delivery(current) => delivery,
+        };
+        match delivery {
+            Ok(delivery) => {
+                running.spawn(handle_delivery(shared.clone(), delivery, permit));
+            }
+            Err(TransportError::Closed) => {
+                info!("The transport was closed; stopping.");
+                return consumers;
+            }
+            Err(error) => {
+                warn!(%error, "Lost the task queues; reconnecting.");
+                consumers = None;
+            }
+        }
+    }
+}
+
+/// The worker's own queue (tasks a placement-aware policy sent to it) first, then the pools'
+/// queues, most urgent class first, so scanning in order takes high before normal before low.
+fn task_queues(config: &WorkerConfig) -> Vec<String> {
+    std::iter::once(config.queues.worker(&config.name))
+        .chain(PriorityClass::ALL.iter().flat_map(|class| {
+            config
+                .pools
+                .iter()
+                .map(|pool| config.queues.tasks(pool, class.as_str()))
+        }))
+        .collect()
+}
+
+/// Lets the running attempts finish, for at most `timeout`; then cancels them (they are
+/// requeued, as stopped by the shutdown) and waits for them to settle.
+async fn drain(shared: &Shared, running: &TaskTracker, timeout: Duration) {
+    running.close();
+    if !running.is_empty() {
+        info!(running = running.len(), "Waiting for running tasks to finish.");
+    }
+    if tokio::time::timeout(timeout, running.wait()).await.is_err() {
+        warn!(running = running.len(), drain_timeout = ?timeout, "Cancelling tasks still running after the drain timeout.");
+        shared.abort.cancel();
+        running.wait().await;
+    }
+}
 
 /// Declares the worker's queues and consumes its task queues, most urgent class first.
 async fn connect(
@@ -267,98 +281,6 @@ async fn connect(
     // One prefetch for all the task queues: the worker holds no more deliveries than it has
     // slots, whichever queues they come from.
     shared.transport.consume_group(task_queues, prefetch).await
-}
-
-/// Broadcasts a heartbeat every `interval` (and at once when shutdown starts, flagged
-/// draining) until `stopped`.
-async fn heartbeat_loop(
-    shared: Arc<Shared>,
-    config: WorkerConfig,
-    interval: Duration,
-    shutdown: CancellationToken,
-    stopped: CancellationToken,
-) {
-    let topic = config.queues.heartbeats();
-    let mut ticks = tokio::time::interval(interval);
-    let mut announced_drain = false;
-    loop {
-        tokio::select! {
-            _ = stopped.cancelled() => {
-                // Say goodbye, so the scheduler stops counting this worker's slots at once.
-                let goodbye = Heartbeat {
-                    v: WIRE_VERSION,
-                    worker: config.name.clone(),
-                    pools: config.pools.clone(),
-                    slots: 0,
-                    speed: config.speed,
-                    running: Vec::new(),
-                    draining: true,
-                    gone: true,
-                    at: now(),
-                };
-                if let Err(error) = shared.transport.broadcast(&topic, encode(&goodbye).into()).await {
-                    debug!(%error, "Failed to broadcast the last heartbeat.");
-                }
-                return;
-            }
-            _ = ticks.tick() => {}
-            _ = shutdown.cancelled(), if !announced_drain => announced_drain = true,
-        }
-        let running: Vec<AttemptRef> = shared.running.lock().expect("running lock").keys().cloned().collect();
-        let heartbeat = Heartbeat {
-            v: WIRE_VERSION,
-            worker: config.name.clone(),
-            pools: config.pools.clone(),
-            slots: u32::try_from(config.concurrency).unwrap_or(u32::MAX),
-            speed: config.speed,
-            running,
-            draining: shutdown.is_cancelled(),
-            gone: false,
-            at: now(),
-        };
-        if let Err(error) = shared.transport.broadcast(&topic, encode(&heartbeat).into()).await {
-            debug!(%error, "Failed to broadcast a heartbeat.");
-        }
-    }
-}
-
-/// Follows the control topic and stops attempts the scheduler cancels, until `stopped`.
-async fn control_loop(shared: Arc<Shared>, topic: String, stopped: CancellationToken) {
-    let mut delay = RECONNECT_FIRST;
-    while !stopped.is_cancelled() {
-        let mut consumer = match shared.transport.subscribe(&topic).await {
-            Ok(consumer) => consumer,
-            Err(error) => {
-                debug!(%error, "Cannot subscribe to control messages; retrying.");
-                tokio::select! {
-                    _ = stopped.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(RECONNECT_MAX);
-                continue;
-            }
-        };
-        delay = RECONNECT_FIRST;
-        loop {
-            let delivery = tokio::select! {
-                _ = stopped.cancelled() => return,
-                delivery = consumer.recv() => delivery,
-            };
-            let Ok(delivery) = delivery else { break };
-            match decode_control(&delivery.payload) {
-                Ok(ControlMessage::Cancel { attempt, .. }) => {
-                    if let Some(token) = shared.running.lock().expect("running lock").get(&attempt) {
-                        info!(workflow_id = %attempt.workflow_id, task_idx = attempt.task_idx, attempt = attempt.attempt, "Cancelling a running task.");
-                        token.cancel();
-                    }
-                }
-                Err(error) => warn!(%error, "Ignoring an unusable control message."),
-            }
-            if let Err(error) = delivery.ack().await {
-                debug!(%error, "Failed to ack a control message.");
-            }
-        }
-    }
 }
 
 /// The next delivery, taking the first consumer's (the most urgent class) when several have
@@ -462,71 +384,6 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
     }
 }
 
-/// Publishes an event to the results queue and waits for its confirm. Events of all running
-/// attempts go out together: while one batch is being confirmed the next one gathers.
-async fn publish(shared: &Shared, event: &WorkerEvent) -> Result<(), TransportError> {
-    let (confirmed, confirmation) = oneshot::channel();
-    shared
-        .events
-        .send((Bytes::from(encode(event)), confirmed))
-        .map_err(|_| TransportError::Closed)?;
-    confirmation.await.unwrap_or(Err(TransportError::Closed))
-}
-
-/// Most events published in one batch.
-const MAX_EVENT_BATCH: usize = 256;
-/// Most bytes of events packed into one results message (a single larger event goes alone).
-const MAX_PACKED_BYTES: usize = 1 << 20;
-
-/// Publishes queued events in batches until every sender is gone, telling each event's
-/// attempt how its publish went.
-async fn publish_batches(
-    transport: Arc<dyn Transport>,
-    queue: String,
-    mut pending: mpsc::UnboundedReceiver<(Bytes, oneshot::Sender<Result<(), TransportError>>)>,
-) {
-    while let Some(first) = pending.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_EVENT_BATCH {
-            match pending.try_recv() {
-                Ok(event) => batch.push(event),
-                Err(_) => break,
-            }
-        }
-        // The events go together, packed into as few messages as their size allows.
-        let mut messages = Vec::new();
-        let mut start = 0;
-        while start < batch.len() {
-            let mut end = start + 1;
-            let mut size = batch[start].0.len();
-            while end < batch.len() && size + batch[end].0.len() < MAX_PACKED_BYTES {
-                size += batch[end].0.len();
-                end += 1;
-            }
-            let payload = match end - start {
-                1 => batch[start].0.clone(),
-                _ => Bytes::from(pack_worker_events(
-                    batch[start..end].iter().map(|(payload, _)| &payload[..]),
-                )),
-            };
-            messages.push(Outgoing::new(queue.clone(), payload));
-            start = end;
-        }
-        let outcome = transport.publish(messages).await;
-        for (_, confirmed) in batch {
-            let result = match &outcome {
-                Ok(()) => Ok(()),
-                Err(TransportError::Closed) => Err(TransportError::Closed),
-                Err(TransportError::Rejected { reason }) => Err(TransportError::Rejected { reason: reason.clone() }),
-                Err(TransportError::Unavailable { reason }) => {
-                    Err(TransportError::Unavailable { reason: reason.clone() })
-                }
-            };
-            let _ = confirmed.send(result);
-        }
-    }
-}
-
 /// Requeues `delivery` after [`REQUEUE_DELAY`], or at once when the worker is aborting.
 async fn requeue_later(shared: &Shared, delivery: Delivery) {
     tokio::select! {
@@ -542,5 +399,7 @@ async fn requeue(delivery: Delivery) {
     }
 }
 
+mod heartbeat;
+mod results;
 #[cfg(test)]
 mod tests;

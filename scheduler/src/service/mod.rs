@@ -11,6 +11,9 @@
 //! are dispatched again. When the transport fails, the loop keeps its state, reconnects with
 //! backoff, and publishes again what was not confirmed.
 
+mod dispatch;
+mod events;
+mod handle;
 mod outbox;
 
 use std::collections::HashMap;
@@ -20,19 +23,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use bytes::Bytes;
 use taskfleet_common::api::WorkerStatus;
-use taskfleet_common::state::TaskState;
-use taskfleet_common::units::format_bytes;
-use taskfleet_common::wire::{self, AttemptRef, ControlMessage, TaskMessage, WorkerEvent, WIRE_VERSION};
-use taskfleet_common::{Millis, WorkflowSpec};
+use taskfleet_common::retry::Backoff;
+use taskfleet_common::Millis;
 use taskfleet_transport::queues::QueueNames;
-use taskfleet_transport::{Consumer, Delivery, Outgoing, Transport, TransportError};
+use taskfleet_transport::{Consumer, Delivery, Transport, TransportError};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use self::handle::Command;
+pub use self::handle::{Progress, SchedulerHandle, SchedulerStopped, WorkflowProgress};
 use self::outbox::Outbox;
-use crate::store::{coalesce, Store, StoreUpdate, TaskRecord, WorkflowState};
-use taskfleet_engine::engine::{Dispatch, Engine, EngineConfig, Report};
+use crate::store::{coalesce, Store, StoreUpdate};
+use taskfleet_engine::engine::{Engine, EngineConfig};
 use taskfleet_engine::fleet::{Fleet, FleetView};
 use taskfleet_engine::placement::WorkerModel;
 
@@ -81,98 +84,29 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// A workflow's progress, as the service last saw it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WorkflowProgress {
-    pub state: WorkflowState,
-    /// Tasks in each state, in `TaskState::ALL` order.
-    pub counts: [usize; TaskState::ALL.len()],
-}
-
-/// Progress of every workflow the service holds, by workflow id.
-pub type Progress = HashMap<Arc<str>, WorkflowProgress>;
-
-enum Command {
-    Add {
-        id: Arc<str>,
-        spec: Arc<WorkflowSpec>,
-        stored: Option<Vec<TaskRecord>>,
-    },
-    Cancel {
-        id: Arc<str>,
-    },
-}
-
-/// Talks to a running scheduler service.
-#[derive(Clone)]
-pub struct SchedulerHandle {
-    commands: mpsc::UnboundedSender<Command>,
-    progress: watch::Receiver<Progress>,
-    fleet: watch::Receiver<Vec<WorkerStatus>>,
-    connected: watch::Receiver<bool>,
-}
-
-impl SchedulerHandle {
-    /// Hands a workflow (already persisted) to the service; `stored` holds its task records
-    /// when it is resumed.
-    pub fn add_workflow(
-        &self,
-        id: Arc<str>,
-        spec: Arc<WorkflowSpec>,
-        stored: Option<Vec<TaskRecord>>,
-    ) -> anyhow::Result<()> {
-        self.commands
-            .send(Command::Add { id, spec, stored })
-            .map_err(|_| anyhow::anyhow!("scheduler has stopped"))
-    }
-
-    /// Cancels a workflow: waiting tasks end at once, running ones are stopped on their workers.
-    pub fn cancel(&self, id: Arc<str>) -> anyhow::Result<()> {
-        self.commands
-            .send(Command::Cancel { id })
-            .map_err(|_| anyhow::anyhow!("scheduler has stopped"))
-    }
-
-    /// Progress updates, one per loop turn that changed something.
-    pub fn progress(&self) -> watch::Receiver<Progress> {
-        self.progress.clone()
-    }
-
-    /// The live fleet, from heartbeats.
-    pub fn fleet(&self) -> Vec<WorkerStatus> {
-        self.fleet.borrow().clone()
-    }
-
-    /// Whether the service is connected to its transport.
-    pub fn is_connected(&self) -> bool {
-        *self.connected.borrow()
-    }
-}
-
 /// The consumers of one connection to the transport.
 struct Link {
     results: Box<dyn Consumer>,
     heartbeats: Option<Box<dyn Consumer>>,
 }
 
-/// Reconnection delays: doubling from 100 ms up to 5 s.
-struct Backoff {
-    next: Duration,
+/// What the loop does after a step.
+enum Next {
+    Go,
+    /// The transport failed: connect again (with backoff) before going on.
+    Reconnect,
+    Stop,
 }
 
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-
-    fn take(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(Backoff::MAX);
-        delay
-    }
-
-    fn reset(&mut self) {
-        self.next = Backoff::FIRST;
-    }
+/// The loop's own state between turns.
+struct LoopState {
+    /// The consumers of the current connection, if connected.
+    link: Option<Link>,
+    backoff: Backoff,
+    outbox: Outbox,
+    /// Worker events handled but not yet acked.
+    batch: Vec<Delivery>,
+    lease_ticks: tokio::time::Interval,
 }
 
 /// The scheduler service.
@@ -247,172 +181,186 @@ impl Scheduler {
     /// backoff; a store failure stops the service with an error (restarting it rebuilds
     /// everything from the store).
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut link: Option<Link> = None;
-        let mut backoff = Backoff { next: Backoff::FIRST };
-        let mut outbox = Outbox::default();
-        let mut batch: Vec<Delivery> = Vec::with_capacity(self.config.batch_size);
         let lease_check = self
             .fleet
             .as_ref()
             .map_or(Duration::from_secs(3600), |fleet| fleet.lease_timeout() / 4);
-        let mut lease_ticks = tokio::time::interval(lease_check.max(Duration::from_millis(50)));
+        let mut state = LoopState {
+            link: None,
+            backoff: Backoff::new(),
+            outbox: Outbox::default(),
+            batch: Vec::with_capacity(self.config.batch_size),
+            lease_ticks: tokio::time::interval(lease_check.max(Duration::from_millis(50))),
+        };
         info!(policy = %self.config.engine.policy, "Scheduler started.");
         loop {
-            if link.is_none() {
-                match self.connect().await {
-                    Ok(connected) => {
-                        info!("Scheduler connected to the transport.");
-                        link = Some(connected);
-                        outbox.reconnected();
-                        backoff.reset();
-                        self.connected.send_replace(true);
-                    }
-                    Err(error) => {
-                        let delay = backoff.take();
-                        warn!(%error, retry_in = ?delay, "Cannot reach the transport; retrying.");
-                        self.connected.send_replace(false);
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(delay) => {}
-                            command = self.commands.recv() => match command {
-                                Some(command) => self.handle(command),
-                                None => break,
-                            },
-                        }
-                        continue;
+            let next = match state.link {
+                None => self.reconnect(&mut state, &shutdown).await,
+                Some(_) => {
+                    let now = now();
+                    match self.turn(&mut state, now).await? {
+                        Next::Go => self.wait(&mut state, &shutdown, now).await,
+                        other => other,
                     }
                 }
-            }
-            // Commands first: workflows handed over at start-up are known before any heartbeat
-            // speaks of their attempts.
-            while let Ok(command) = self.commands.try_recv() {
-                self.handle(command);
-            }
-            let now = now();
-            self.engine.on_timers(now);
-            let dispatches = self.engine.dispatch(now);
-            self.enqueue(dispatches, &mut outbox, now);
-            let updates = self.engine.take_updates();
-            let changed = !updates.is_empty();
-            let finished: Vec<Arc<str>> = updates
-                .iter()
-                .filter_map(|update| match update {
-                    StoreUpdate::WorkflowFinished { workflow_id, .. } => Some(workflow_id.clone()),
-                    _ => None,
-                })
-                .collect();
-            self.persist(updates).await?;
-            if let Err(error) = self.send(&mut outbox).await {
-                warn!(%error, n_messages = outbox.n_waiting(), "Failed to publish; reconnecting.");
-                link = None;
-                continue;
-            }
-            // What is persisted can be told at once; the acks follow.
-            if changed {
-                self.publish_progress();
-            }
-            // Acks are sent together, not one round of the loop each.
-            let acks = futures_util::future::join_all(batch.drain(..).map(Delivery::ack)).await;
-            if let Some(Err(error)) = acks.into_iter().find(Result::is_err) {
-                debug!(%error, "Failed to ack worker events; they will come again and be ignored.");
-            }
-            if self.config.forget_finished {
-                for id in finished {
-                    self.engine.remove_workflow(&id);
-                    self.workflows.retain(|known| *known != id);
-                }
-            }
-            let Some(current) = link.as_mut() else { continue };
-            let timer = self
-                .engine
-                .next_timer()
-                .map(|due| Duration::from_millis(due.0.saturating_sub(now.0)));
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                command = self.commands.recv() => match command {
-                    Some(command) => self.handle(command),
-                    None => break,
-                },
-                delivery = current.results.recv() => match delivery {
-                    Ok(delivery) => {
-                        batch.push(delivery);
-                        while batch.len() < self.config.batch_size {
-                            match current.results.try_recv() {
-                                Some(Ok(delivery)) => batch.push(delivery),
-                                _ => break,
-                            }
-                        }
-                        self.handle_events(&mut batch).await;
-                    }
-                    Err(error) => {
-                        warn!(%error, "Lost the results queue; reconnecting.");
-                        link = None;
-                    }
-                },
-                sent = outbox.confirmed() => match sent {
-                    Ok(()) => self.fail_refused(&mut outbox),
-                    Err(error) => {
-                        warn!(%error, n_messages = outbox.n_waiting(), "Failed to publish tasks; reconnecting.");
-                        link = None;
-                    }
-                },
-                heartbeat = recv_optional(&mut current.heartbeats) => match heartbeat {
-                    Ok(delivery) => self.handle_heartbeat(delivery).await,
-                    Err(error) => {
-                        warn!(%error, "Lost the heartbeats topic; reconnecting.");
-                        link = None;
-                    }
-                },
-                _ = lease_ticks.tick(), if self.fleet.is_some() => self.expire_leases(),
-                _ = tokio::time::sleep(timer.unwrap_or(Duration::from_secs(3600))), if timer.is_some() => {}
-            }
-            while let Ok(command) = self.commands.try_recv() {
-                self.handle(command);
+            };
+            match next {
+                Next::Go => {}
+                Next::Reconnect => state.link = None,
+                Next::Stop => break,
             }
         }
         info!("Scheduler stopped.");
         Ok(())
     }
 
-    /// Encodes the dispatched tasks into the outbox. A message too large for the transport
-    /// is never queued: its attempt fails at once with the reason, so one task with huge
-    /// inputs cannot hold up the messages behind it.
-    fn enqueue(&mut self, dispatches: Vec<Dispatch>, outbox: &mut Outbox, now: Millis) {
-        let limit = self.transport.max_message_bytes().min(wire::MAX_TASK_MESSAGE_BYTES);
-        for dispatch in dispatches {
-            let payload = wire::encode(&dispatch.message);
-            if payload.len() > limit {
-                let reason = too_large(&dispatch.message, payload.len(), limit);
-                warn!(workflow_id = %dispatch.message.workflow_id, task = %dispatch.message.task, attempt = dispatch.message.attempt, %reason, "Failing a task whose message is too large to send.");
-                if let Err(ignored) = self
-                    .engine
-                    .on_undeliverable(dispatch.task, dispatch.message.attempt, reason, now)
-                {
-                    debug!(%ignored, "Undeliverable attempt ignored.");
-                }
-                continue;
+    /// Connects to the transport, or waits out the backoff (still taking commands).
+    async fn reconnect(&mut self, state: &mut LoopState, shutdown: &CancellationToken) -> Next {
+        match self.connect().await {
+            Ok(connected) => {
+                info!("Scheduler connected to the transport.");
+                state.link = Some(connected);
+                state.outbox.reconnected();
+                state.backoff.reset();
+                self.connected.send_replace(true);
+                Next::Go
             }
-            let queue = match &dispatch.worker {
-                Some(worker) => self.config.queues.worker(worker),
-                None => self
-                    .config
-                    .queues
-                    .tasks(&dispatch.message.pool, dispatch.message.priority.as_str()),
-            };
-            outbox.push(Outgoing::new(queue, payload), dispatch.task, dispatch.message.attempt);
+            Err(error) => {
+                let delay = state.backoff.next_delay();
+                warn!(%error, retry_in = ?delay, "Cannot reach the transport; retrying.");
+                self.connected.send_replace(false);
+                tokio::select! {
+                    _ = shutdown.cancelled() => Next::Stop,
+                    _ = tokio::time::sleep(delay) => Next::Go,
+                    command = self.commands.recv() => match command {
+                        Some(command) => {
+                            self.handle(command);
+                            Next::Go
+                        }
+                        None => Next::Stop,
+                    },
+                }
+            }
         }
     }
 
-    /// Fails the attempts whose messages the transport refused (see [`Outbox`]).
-    fn fail_refused(&mut self, outbox: &mut Outbox) {
-        let now = now();
-        for (task, attempt, reason) in outbox.take_refused() {
-            warn!(task_idx = task.task_idx, attempt, %reason, "The transport refused a task message; failing the task.");
-            let reason = format!("the task's message could not be sent: {reason}");
-            if let Err(ignored) = self.engine.on_undeliverable(task, attempt, reason, now) {
-                debug!(%ignored, "Refused attempt ignored.");
+    /// One turn: timers, dispatch, persist, publish, progress, acks, forget. Every change is
+    /// persisted before the messages it implies are published, and the batch of worker
+    /// events is acked only once its effects are persisted.
+    async fn turn(&mut self, state: &mut LoopState, now: Millis) -> anyhow::Result<Next> {
+        // Commands first: workflows handed over at start-up are known before any heartbeat
+        // speaks of their attempts.
+        while let Ok(command) = self.commands.try_recv() {
+            self.handle(command);
+        }
+        self.engine.on_timers(now);
+        let dispatches = self.engine.dispatch(now);
+        self.enqueue(dispatches, &mut state.outbox, now);
+        let updates = self.engine.take_updates();
+        let changed = !updates.is_empty();
+        let finished: Vec<Arc<str>> = updates
+            .iter()
+            .filter_map(|update| match update {
+                StoreUpdate::WorkflowFinished { workflow_id, .. } => Some(workflow_id.clone()),
+                _ => None,
+            })
+            .collect();
+        self.persist(updates).await?;
+        if let Err(error) = self.send(&mut state.outbox).await {
+            warn!(%error, n_messages = state.outbox.n_waiting(), "Failed to publish; reconnecting.");
+            return Ok(Next::Reconnect);
+        }
+        // What is persisted can be told at once; the acks follow.
+        if changed {
+            self.publish_progress();
+        }
+        // Acks are sent together, not one round of the loop each.
+        let acks = futures_util::future::join_all(state.batch.drain(..).map(Delivery::ack)).await;
+        if let Some(Err(error)) = acks.into_iter().find(Result::is_err) {
+            debug!(%error, "Failed to ack worker events; they will come again and be ignored.");
+        }
+        if self.config.forget_finished {
+            for id in finished {
+                self.engine.remove_workflow(&id);
+                self.workflows.retain(|known| *known != id);
             }
         }
+        Ok(Next::Go)
+    }
+
+    /// Waits for the next thing to do: a command, worker events, a confirmed batch, a
+    /// heartbeat, a lease check or a timer.
+    async fn wait(&mut self, state: &mut LoopState, shutdown: &CancellationToken, now: Millis) -> Next {
+        let LoopState {
+            link,
+            outbox,
+            batch,
+            lease_ticks,
+            ..
+        } = state;
+        let Some(current) = link.as_mut() else {
+            return Next::Reconnect;
+        };
+        let timer = self
+            .engine
+            .next_timer()
+            .map(|due| Duration::from_millis(due.0.saturating_sub(now.0)));
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => Next::Stop,
+            command = self.commands.recv() => match command {
+                Some(command) => {
+                    self.handle(command);
+                    Next::Go
+                }
+                None => Next::Stop,
+            },
+            delivery = current.results.recv() => match delivery {
+                Ok(delivery) => {
+                    batch.push(delivery);
+                    while batch.len() < self.config.batch_size {
+                        match current.results.try_recv() {
+                            Some(Ok(delivery)) => batch.push(delivery),
+                            _ => break,
+                        }
+                    }
+                    self.handle_events(batch).await;
+                    Next::Go
+                }
+                Err(error) => {
+                    warn!(%error, "Lost the results queue; reconnecting.");
+                    Next::Reconnect
+                }
+            },
+            sent = outbox.confirmed() => match sent {
+                Ok(()) => {
+                    self.fail_refused(outbox);
+                    Next::Go
+                }
+                Err(error) => {
+                    warn!(%error, n_messages = outbox.n_waiting(), "Failed to publish tasks; reconnecting.");
+                    Next::Reconnect
+                }
+            },
+            heartbeat = recv_optional(&mut current.heartbeats) => match heartbeat {
+                Ok(delivery) => {
+                    self.handle_heartbeat(delivery).await;
+                    Next::Go
+                }
+                Err(error) => {
+                    warn!(%error, "Lost the heartbeats topic; reconnecting.");
+                    Next::Reconnect
+                }
+            },
+            _ = lease_ticks.tick(), if self.fleet.is_some() => {
+                self.expire_leases();
+                Next::Go
+            }
+            _ = tokio::time::sleep(timer.unwrap_or(Duration::from_secs(3600))), if timer.is_some() => Next::Go,
+        };
+        while let Ok(command) = self.commands.try_recv() {
+            self.handle(command);
+        }
+        next
     }
 
     async fn connect(&self) -> Result<Link, TransportError> {
@@ -427,20 +375,6 @@ impl Scheduler {
             None => None,
         };
         Ok(Link { results, heartbeats })
-    }
-
-    /// Starts publishing the waiting tasks if no batch is on its way, and broadcasts waiting
-    /// control messages; on failure everything stays queued for the next connection.
-    async fn send(&mut self, outbox: &mut Outbox) -> Result<(), TransportError> {
-        outbox.start(&self.transport).await?;
-        self.fail_refused(outbox);
-        while let Some(message) = self.control.first() {
-            self.transport
-                .broadcast(&self.config.queues.control(), message.clone())
-                .await?;
-            self.control.remove(0);
-        }
-        Ok(())
     }
 
     fn handle(&mut self, command: Command) {
@@ -467,124 +401,6 @@ impl Scheduler {
         }
     }
 
-    /// Feeds a batch of worker events to the engine; unusable ones are dead-lettered and
-    /// removed from the batch.
-    async fn handle_events(&mut self, batch: &mut Vec<Delivery>) {
-        let now = now();
-        let mut kept = Vec::with_capacity(batch.len());
-        for delivery in batch.drain(..) {
-            if let Some(reason) = delivery.oversized(wire::MAX_EVENTS_MESSAGE_BYTES, "results message") {
-                warn!(%reason, "Dead-lettering an oversized results message unread.");
-                if let Err(error) = delivery.dead_letter(&reason).await {
-                    warn!(%error, "Failed to dead-letter a results message; it will be delivered again.");
-                }
-                continue;
-            }
-            let events = match wire::decode_worker_events(&delivery.payload) {
-                Ok(events) => events,
-                Err(error) => {
-                    warn!(%error, "Dead-lettering an unusable worker event.");
-                    if let Err(error) = delivery.dead_letter(&error.to_string()).await {
-                        warn!(%error, "Failed to dead-letter a worker event; it will be delivered again.");
-                    }
-                    continue;
-                }
-            };
-            for event in events {
-                match event {
-                    WorkerEvent::Started(started) => match self.engine.on_started(&started) {
-                        Ok(report) => log_report(
-                            report,
-                            &started.worker,
-                            &started.workflow_id,
-                            started.task_idx,
-                            started.attempt,
-                        ),
-                        Err(ignored) => {
-                            // A superseded attempt started (its message was delivered again
-                            // after a newer attempt went out): it must not run beside it.
-                            info!(%ignored, worker = %started.worker, workflow_id = %started.workflow_id, task_idx = started.task_idx, attempt = started.attempt, "Stopping an attempt that started after it was superseded.");
-                            self.cancel_attempt(&started.workflow_id, started.task_idx, started.attempt);
-                        }
-                    },
-                    WorkerEvent::Finished(result) => {
-                        if let Err(ignored) = self.engine.on_finished(result, now) {
-                            debug!(%ignored, "Worker event ignored.");
-                        }
-                    }
-                }
-            }
-            kept.push(delivery);
-        }
-        *batch = kept;
-    }
-
-    async fn handle_heartbeat(&mut self, delivery: Delivery) {
-        match wire::decode_heartbeat(&delivery.payload) {
-            Ok(heartbeat) => {
-                for attempt in &heartbeat.running {
-                    let report = self.engine.on_running(
-                        &heartbeat.worker,
-                        &attempt.workflow_id,
-                        attempt.task_idx,
-                        attempt.attempt,
-                    );
-                    let (workflow_id, task_idx, attempt) = (&attempt.workflow_id, attempt.task_idx, attempt.attempt);
-                    match report {
-                        Ok(Report::Superseded) | Err(_) => {
-                            info!(worker = %heartbeat.worker, %workflow_id, task_idx, attempt, "Stopping an attempt that was superseded.");
-                            self.cancel_attempt(workflow_id, task_idx, attempt);
-                        }
-                        Ok(report) => log_report(report, &heartbeat.worker, workflow_id, task_idx, attempt),
-                    }
-                }
-                if let Some(fleet) = self.fleet.as_mut() {
-                    if fleet.on_heartbeat(&heartbeat, now()) {
-                        info!(worker = %heartbeat.worker, slots = heartbeat.slots, draining = heartbeat.draining, "Fleet changed.");
-                        self.engine.set_fleet(&fleet.view(), now());
-                    }
-                    self.fleet_view.send_replace(fleet.workers());
-                }
-            }
-            Err(error) => warn!(%error, "Ignoring an unusable heartbeat."),
-        }
-        if let Err(error) = delivery.ack().await {
-            debug!(%error, "Failed to ack a heartbeat.");
-        }
-    }
-
-    /// Tells the workers to stop an attempt, if one of them runs it.
-    fn cancel_attempt(&mut self, workflow_id: &str, task_idx: u32, attempt: u32) {
-        let message = ControlMessage::Cancel {
-            v: WIRE_VERSION,
-            attempt: AttemptRef {
-                workflow_id: workflow_id.to_string(),
-                task_idx,
-                attempt,
-            },
-        };
-        self.control.push(Bytes::from(wire::encode(&message)));
-    }
-
-    fn expire_leases(&mut self) {
-        let Some(fleet) = self.fleet.as_mut() else { return };
-        let now = now();
-        let lost = fleet.expire(now);
-        if lost.is_empty() {
-            return;
-        }
-        for worker in &lost {
-            let n_attempts = self.engine.on_worker_lost(worker, now);
-            if n_attempts > 0 {
-                warn!(worker = %worker, n_attempts, "Worker lost its lease; its attempts will run again.");
-            } else {
-                debug!(worker = %worker, "Worker left the fleet.");
-            }
-        }
-        self.engine.set_fleet(&fleet.view(), now);
-        self.fleet_view.send_replace(fleet.workers());
-    }
-
     async fn persist(&self, updates: Vec<StoreUpdate>) -> anyhow::Result<()> {
         if updates.is_empty() {
             return Ok(());
@@ -607,33 +423,6 @@ impl Scheduler {
             .collect();
         self.progress.send_replace(progress);
     }
-}
-
-/// Logs what a worker's report of a running attempt changed.
-fn log_report(report: Report, worker: &str, workflow_id: &str, task_idx: u32, attempt: u32) {
-    match report {
-        Report::Current | Report::Superseded => {}
-        Report::Adopted => {
-            info!(%worker, %workflow_id, task_idx, attempt, "Adopted an attempt that survived the loss of its lease or a restart.");
-        }
-        Report::Moved => {
-            info!(%worker, %workflow_id, task_idx, attempt, "An attempt delivered again runs on another worker; its lease moved there.");
-        }
-    }
-}
-
-/// Why a task message of `size` bytes cannot be sent, for the task's error.
-fn too_large(message: &TaskMessage, size: usize, limit: usize) -> String {
-    let inputs: usize = message.inputs.values().map(|input| input.get().len()).sum();
-    let format = |bytes: usize| format_bytes(bytes as u64);
-    format!(
-        "the task's message would be {} (of which {} are the outputs of {} parents), more than the {} a task message may be; \
-         pass large data between tasks through files or storage, and keep outputs small",
-        format(size),
-        format(inputs),
-        message.inputs.len(),
-        format(limit)
-    )
 }
 
 /// Receives from the consumer if there is one; never resolves otherwise.

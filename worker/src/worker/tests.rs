@@ -10,8 +10,8 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use taskfleet_common::wire::{decode_heartbeat, decode_worker_events, TaskResult, WireAction};
-use taskfleet_transport::{DeadLetter, MemoryTransport};
+use taskfleet_common::wire::{decode_heartbeat, decode_worker_events, encode, ControlMessage, TaskResult, WireAction};
+use taskfleet_transport::{DeadLetter, MemoryTransport, Outgoing};
 
 use super::*;
 
