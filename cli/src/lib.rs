@@ -52,6 +52,22 @@ pub enum Command {
     Simulate(commands::simulate::SimulateArgs),
 }
 
+impl Cli {
+    /// Parses the command line (exiting with usage on an error), with each service setting's
+    /// default shown in its help, taken from the settings' own defaults.
+    pub fn parse_documented() -> Cli {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let command = Cli::command()
+            .mut_subcommand("scheduler", |command| {
+                settings::document_defaults(command, &settings::SchedulerSettings::default())
+            })
+            .mut_subcommand("worker", |command| {
+                settings::document_defaults(command, &settings::WorkerSettings::default())
+            });
+        Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|error| error.exit())
+    }
+}
+
 /// Exit code for a workflow that failed.
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code for invalid input or usage.

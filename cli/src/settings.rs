@@ -1,64 +1,84 @@
-//! Configuration of the long-running commands (`taskfleet scheduler`, `taskfleet worker`):
-//! defaults, then a TOML file (`--config` or `TASKFLEET_CONFIG`), then environment variables
-//! (`TASKFLEET_*`), then command-line flags, each overriding the one before. `--dump-config`
-//! prints the effective result as TOML.
+//! Configuration of the long-running commands (`taskfleet scheduler`, `taskfleet worker`), as
+//! one typed value per service: defaults, then a TOML file (`--config` or `TASKFLEET_CONFIG`),
+//! then environment variables (`TASKFLEET_*`), then command-line flags, each overriding the
+//! one before. Every value is parsed into its type where it is read (a bad duration in the
+//! file, the environment or a flag is an error naming it), and the whole is checked once
+//! ([`SchedulerSettings::check`], [`WorkerSettings::check`]). Each field's default is declared
+//! once, in `Default`; the help text shows it from there ([`document_defaults`]).
+//! `--dump-config` prints the effective result as TOML.
 
+use std::fmt;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::str::FromStr;
 
 use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use taskfleet_common::units::{ByteSize, HumanDuration};
+use taskfleet_common::wire::{is_valid_worker_name, MAX_WORKER_SLOTS, WORKER_NAME_RULE};
+use taskfleet_engine::fleet::{MAX_SPEED, MIN_SPEED};
+use taskfleet_engine::policy::PolicyKind;
 use taskfleet_transport::DEFAULT_AMQP_URL;
 
 /// The scheduler service's settings (see `taskfleet scheduler --help` for each).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct SchedulerSettings {
-    /// Broker URL (`amqp://user:password@host:port/vhost`).
-    pub broker: String,
-    /// Store URL: `sqlite://PATH` (or a plain path), `sqlite::memory:` for a throwaway store.
-    pub db: String,
+    pub broker: BrokerUrl,
+    pub db: StoreUrl,
     /// Address of the HTTP API.
-    pub listen: String,
-    /// Prefix of every queue and exchange name.
-    pub prefix: String,
-    /// Scheduling policy: `fcfs`, `priority`, `sjf`, `srpt` or `rr`.
-    pub policy: String,
+    pub listen: SocketAddr,
+    pub prefix: Prefix,
+    pub policy: PolicyKind,
     /// `priority`: a waiting task moves up a class after this long (and again after each period).
-    pub aging: String,
+    pub aging: HumanDuration,
     /// `rr`: the slot-time each workflow gets per turn.
-    pub quantum: String,
+    pub quantum: HumanDuration,
     /// Runtime assumed for tasks without an `estimate` (`sjf`, `srpt`, `rr`).
-    pub default_estimate: String,
+    pub default_estimate: HumanDuration,
     /// Policies use runtimes learned from finished attempts instead of declared estimates.
     pub predictive: bool,
     /// A worker silent for this long loses its running attempts, which run again elsewhere.
-    pub lease_timeout: String,
+    pub lease_timeout: HumanDuration,
     /// Tasks released beyond the fleet's free slots.
     pub prefetch_margin: usize,
     /// Most tasks a workflow may have.
     pub max_tasks: usize,
-    /// Largest workflow accepted through the API.
-    pub max_body: String,
+    /// Largest workflow accepted through the API or the submit queue.
+    pub max_body: ByteSize,
 }
 
 impl Default for SchedulerSettings {
     fn default() -> Self {
         SchedulerSettings {
-            broker: DEFAULT_AMQP_URL.to_string(),
-            db: "sqlite://taskfleet.sqlite".to_string(),
-            listen: "127.0.0.1:8080".to_string(),
-            prefix: "taskfleet".to_string(),
-            policy: "priority".to_string(),
-            aging: "60s".to_string(),
-            quantum: "60s".to_string(),
-            default_estimate: "1s".to_string(),
+            broker: BrokerUrl::default(),
+            db: StoreUrl("sqlite://taskfleet.sqlite".to_string()),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            prefix: Prefix::default(),
+            policy: PolicyKind::Priority,
+            aging: HumanDuration(std::time::Duration::from_secs(60)),
+            quantum: HumanDuration(std::time::Duration::from_secs(60)),
+            default_estimate: HumanDuration(std::time::Duration::from_secs(1)),
             predictive: false,
-            lease_timeout: "10s".to_string(),
+            lease_timeout: HumanDuration(std::time::Duration::from_secs(10)),
             prefetch_margin: 16,
             max_tasks: taskfleet_common::workflow::DEFAULT_MAX_TASKS,
-            max_body: "64Mi".to_string(),
+            max_body: ByteSize(64 << 20),
         }
+    }
+}
+
+impl SchedulerSettings {
+    /// Checks what types alone cannot.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.lease_timeout.0.is_zero(),
+            "lease-timeout must be longer than zero"
+        );
+        anyhow::ensure!(self.max_tasks > 0, "max-tasks must be at least 1");
+        anyhow::ensure!(self.max_body.0 > 0, "max-body must be at least 1 byte");
+        Ok(())
     }
 }
 
@@ -66,8 +86,8 @@ impl Default for SchedulerSettings {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct WorkerSettings {
-    pub broker: String,
-    pub prefix: String,
+    pub broker: BrokerUrl,
+    pub prefix: Prefix,
     /// Pools whose tasks this worker runs.
     pub pools: Vec<String>,
     /// Tasks run at once.
@@ -77,10 +97,10 @@ pub struct WorkerSettings {
     /// Name in heartbeats and results; empty means `<hostname>-<pid>`.
     pub name: String,
     /// Time between SIGTERM and SIGKILL when a task is stopped.
-    pub kill_grace: String,
+    pub kill_grace: HumanDuration,
     /// How long running tasks may take to finish after SIGTERM.
-    pub drain_timeout: String,
-    pub heartbeat_interval: String,
+    pub drain_timeout: HumanDuration,
+    pub heartbeat_interval: HumanDuration,
     /// Working directory of task processes; empty inherits the worker's.
     pub work_dir: String,
 }
@@ -88,19 +108,139 @@ pub struct WorkerSettings {
 impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
-            broker: DEFAULT_AMQP_URL.to_string(),
-            prefix: "taskfleet".to_string(),
+            broker: BrokerUrl::default(),
+            prefix: Prefix::default(),
             pools: vec!["default".to_string()],
             concurrency: std::thread::available_parallelism().map_or(2, usize::from),
             speed: 1.0,
             name: String::new(),
-            kill_grace: "5s".to_string(),
-            drain_timeout: "30s".to_string(),
-            heartbeat_interval: "1s".to_string(),
+            kill_grace: HumanDuration(std::time::Duration::from_secs(5)),
+            drain_timeout: HumanDuration(std::time::Duration::from_secs(30)),
+            heartbeat_interval: HumanDuration(std::time::Duration::from_secs(1)),
             work_dir: String::new(),
         }
     }
 }
+
+impl WorkerSettings {
+    /// Checks what types alone cannot.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=MAX_WORKER_SLOTS as usize).contains(&self.concurrency),
+            "concurrency must be from 1 to {MAX_WORKER_SLOTS}, not {}",
+            self.concurrency
+        );
+        anyhow::ensure!(
+            is_valid_worker_name(&self.name),
+            "invalid worker name {:?}: {WORKER_NAME_RULE}",
+            self.name
+        );
+        anyhow::ensure!(
+            self.speed.is_finite() && self.speed > 0.0,
+            "speed must be a positive number, not {}",
+            self.speed
+        );
+        anyhow::ensure!(
+            (MIN_SPEED..=MAX_SPEED).contains(&self.speed),
+            "speed must be from {MIN_SPEED} to {MAX_SPEED}, not {}",
+            self.speed
+        );
+        anyhow::ensure!(!self.pools.is_empty(), "a worker needs at least one pool");
+        anyhow::ensure!(
+            !self.heartbeat_interval.0.is_zero(),
+            "heartbeat-interval must be longer than zero"
+        );
+        Ok(())
+    }
+}
+
+/// Declares a settings value read from text, checked by `check` when it is parsed.
+macro_rules! text_setting {
+    ($(#[$doc:meta])* $name:ident, $default:expr, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub struct $name(pub String);
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name($default.to_string())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+
+            fn from_str(text: &str) -> Result<Self, String> {
+                let check: fn(&str) -> Result<(), String> = $check;
+                check(text).map(|()| $name(text.to_string()))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+text_setting!(
+    /// The broker's URL: `amqp://user:password@host:port/vhost` (or `amqps://`).
+    BrokerUrl,
+    DEFAULT_AMQP_URL,
+    |url| {
+        if url.starts_with("amqp://") || url.starts_with("amqps://") {
+            Ok(())
+        } else {
+            Err(format!("unsupported broker URL `{url}`: use amqp://user:password@host:port/vhost"))
+        }
+    }
+);
+
+text_setting!(
+    /// Where the scheduler keeps its state: `sqlite://PATH` (or a plain path), or
+    /// `sqlite::memory:` for a throwaway store.
+    StoreUrl,
+    "sqlite://taskfleet.sqlite",
+    |url| {
+        if url.is_empty() {
+            return Err("the store must not be empty: use sqlite://PATH".to_string());
+        }
+        match url.split_once("://") {
+            None | Some(("sqlite", _)) => Ok(()),
+            Some(_) => Err(format!("unsupported store `{url}`: this build stores state in SQLite (use sqlite://PATH)")),
+        }
+    }
+);
+
+text_setting!(
+    /// The prefix of every queue and exchange name: 1 to 64 of `A-Z a-z 0-9 _ . -`.
+    Prefix,
+    "taskfleet",
+    |prefix| {
+        let valid = (1..=64).contains(&prefix.len())
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if valid {
+            Ok(())
+        } else {
+            Err(format!("invalid prefix `{prefix}`: 1 to 64 of A-Z a-z 0-9 _ . -"))
+        }
+    }
+);
 
 /// Defaults overridden by the TOML file at `path`, if any.
 pub fn load<T: Default + DeserializeOwned>(path: Option<&Path>) -> anyhow::Result<T> {
@@ -121,6 +261,32 @@ pub fn set<T>(target: &mut T, value: Option<T>) {
     }
 }
 
+/// Adds `[default: …]`, taken from `defaults`, to the help of each argument of `command`
+/// named like a settings key, so that no default is written twice.
+pub fn document_defaults(command: clap::Command, defaults: &impl Serialize) -> clap::Command {
+    let Ok(toml::Value::Table(table)) = toml::Value::try_from(defaults) else {
+        return command;
+    };
+    let ids: Vec<String> = command.get_arguments().map(|arg| arg.get_id().to_string()).collect();
+    ids.into_iter().fold(command, |command, id| {
+        let key = id.replace('_', "-");
+        let shown = match table.get(&key) {
+            Some(toml::Value::String(text)) if !text.is_empty() => text.clone(),
+            Some(toml::Value::Array(items)) => items
+                .iter()
+                .map(|item| item.as_str().map_or_else(|| item.to_string(), str::to_string))
+                .collect::<Vec<_>>()
+                .join(","),
+            Some(toml::Value::String(_)) | Some(toml::Value::Boolean(_)) | None => return command,
+            Some(other) => other.to_string(),
+        };
+        command.mut_arg(&id, |arg| {
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            arg.help(format!("{help} [default: {shown}]"))
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,13 +297,13 @@ mod tests {
         let path = dir.path().join("scheduler.toml");
         std::fs::write(&path, "listen = \"0.0.0.0:9000\"\nlease-timeout = \"30s\"\n").unwrap();
         let mut settings: SchedulerSettings = load(Some(&path)).unwrap();
-        assert_eq!(settings.listen, "0.0.0.0:9000");
-        assert_eq!(settings.lease_timeout, "30s");
-        assert_eq!(settings.prefix, "taskfleet", "unset keys keep their defaults");
-        set(&mut settings.listen, Some("127.0.0.1:1".to_string()));
+        assert_eq!(settings.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(settings.lease_timeout.to_string(), "30s");
+        assert_eq!(settings.prefix.0, "taskfleet", "unset keys keep their defaults");
+        set(&mut settings.listen, Some("127.0.0.1:1".parse().unwrap()));
         set(&mut settings.prefix, None);
         assert_eq!(
-            (settings.listen.as_str(), settings.prefix.as_str()),
+            (settings.listen.to_string().as_str(), settings.prefix.0.as_str()),
             ("127.0.0.1:1", "taskfleet")
         );
         let dumped: SchedulerSettings = toml::from_str(&dump(&settings).unwrap()).unwrap();
@@ -146,5 +312,62 @@ mod tests {
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let error = format!("{:#}", load::<SchedulerSettings>(Some(&path)).unwrap_err());
         assert!(error.contains("unknown field `lisen`"), "{error}");
+    }
+
+    #[test]
+    fn every_value_is_checked_where_it_is_read() {
+        let bad = |text: &str| format!("{:#}", toml::from_str::<SchedulerSettings>(text).unwrap_err());
+        assert!(bad("lease-timeout = \"soon\"").contains("invalid duration `soon`"));
+        assert!(bad("policy = \"lottery\"").contains("unknown policy `lottery`"));
+        assert!(bad("max-body = \"lots\"").contains("invalid size `lots`"));
+        assert!(bad("broker = \"kafka://x\"").contains("unsupported broker URL `kafka://x`"));
+        assert!(bad("db = \"postgres://x\"").contains("unsupported store `postgres://x`"));
+        assert!(bad("prefix = \"a b\"").contains("invalid prefix `a b`"));
+        assert!(bad("listen = \"nowhere\"").contains("invalid socket address"));
+        // Numbers are taken as seconds and bytes.
+        let settings: SchedulerSettings = toml::from_str("lease-timeout = 30\nmax-body = 1024").unwrap();
+        assert_eq!(
+            (settings.lease_timeout.to_string(), settings.max_body.to_string()),
+            ("30s".into(), "1Ki".into())
+        );
+        let zero: SchedulerSettings = toml::from_str("lease-timeout = \"0s\"").unwrap();
+        assert!(zero
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("lease-timeout must be longer than zero"));
+        let worker = WorkerSettings {
+            name: "w1".into(),
+            ..WorkerSettings::default()
+        };
+        worker.check().unwrap();
+    }
+
+    #[test]
+    fn help_shows_the_defaults_declared_once() {
+        #[derive(clap::Parser)]
+        struct Args {
+            /// How long.
+            #[arg(long)]
+            lease_timeout: Option<HumanDuration>,
+            /// Which.
+            #[arg(long)]
+            policy: Option<PolicyKind>,
+            /// Whether.
+            #[arg(long)]
+            predictive: bool,
+        }
+        let command = document_defaults(<Args as clap::CommandFactory>::command(), &SchedulerSettings::default());
+        let help = |id: &str| {
+            command
+                .get_arguments()
+                .find(|arg| arg.get_id() == id)
+                .and_then(|arg| arg.get_help())
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        };
+        assert_eq!(help("lease_timeout"), "How long [default: 10s]");
+        assert_eq!(help("policy"), "Which [default: priority]");
+        assert_eq!(help("predictive"), "Whether", "flags show no default");
     }
 }

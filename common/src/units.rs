@@ -1,13 +1,29 @@
-//! Parsing of the human units used in workflow files: durations (`250ms`, `45s`, `1h30m`, or a
-//! number of seconds) and sizes (`512Mi`, `2Gi`, `1G`, or a number of bytes).
+//! Parsing of the human units used in workflow files and settings: durations (`250ms`, `45s`,
+//! `1h30m`, or a number of seconds) and sizes (`512Mi`, `2Gi`, `1G`, or a number of bytes);
+//! [`HumanDuration`] and [`ByteSize`] carry them in typed settings, read and written as text.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A duration or size that does not parse; the message says why, for people.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnitError(String);
+
+impl UnitError {
+    fn new(message: impl Into<String>) -> UnitError {
+        UnitError(message.into())
+    }
+}
+
 /// Parses a duration such as `250ms`, `45s`, `5m`, `1h30m`, `1.5s` or `90` (seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("empty duration".to_string());
+        return Err(UnitError::new("empty duration"));
     }
     if let Ok(seconds) = text.parse::<f64>() {
         return seconds_to_duration(seconds);
@@ -19,11 +35,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         if number_len == 0 {
-            return Err(format!("invalid duration `{text}`: expected a number before `{rest}`"));
+            return Err(UnitError::new(format!(
+                "invalid duration `{text}`: expected a number before `{rest}`"
+            )));
         }
-        let number: f64 = rest[..number_len]
-            .parse()
-            .map_err(|_| format!("invalid duration `{text}`: `{}` is not a number", &rest[..number_len]))?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| {
+            UnitError::new(format!(
+                "invalid duration `{text}`: `{}` is not a number",
+                &rest[..number_len]
+            ))
+        })?;
         rest = &rest[number_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -37,14 +58,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => 3600.0,
             "d" => 86400.0,
             "" => {
-                return Err(format!(
+                return Err(UnitError::new(format!(
                     "invalid duration `{text}`: missing unit after `{number}` (use ms, s, m, h or d)"
-                ))
+                )))
             }
             other => {
-                return Err(format!(
+                return Err(UnitError::new(format!(
                     "invalid duration `{text}`: unknown unit `{other}` (use ms, s, m, h or d)"
-                ))
+                )))
             }
         };
         total += number * seconds_per_unit;
@@ -52,30 +73,37 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     seconds_to_duration(total)
 }
 
-fn seconds_to_duration(seconds: f64) -> Result<Duration, String> {
+fn seconds_to_duration(seconds: f64) -> Result<Duration, UnitError> {
     if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!(
+        return Err(UnitError::new(format!(
             "invalid duration `{seconds}`: must be a non-negative number of seconds"
-        ));
+        )));
     }
     if seconds > 1e9 {
-        return Err(format!("invalid duration: {seconds} seconds is too long"));
+        return Err(UnitError::new(format!(
+            "invalid duration: {seconds} seconds is too long"
+        )));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
 
 /// Parses a size such as `512Mi`, `2Gi`, `1.5G`, `100k` or `1048576` (bytes).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     let text = text.trim();
     let number_len = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     if number_len == 0 {
-        return Err(format!("invalid size `{text}`: expected a number such as 512Mi"));
+        return Err(UnitError::new(format!(
+            "invalid size `{text}`: expected a number such as 512Mi"
+        )));
     }
-    let number: f64 = text[..number_len]
-        .parse()
-        .map_err(|_| format!("invalid size `{text}`: `{}` is not a number", &text[..number_len]))?;
+    let number: f64 = text[..number_len].parse().map_err(|_| {
+        UnitError::new(format!(
+            "invalid size `{text}`: `{}` is not a number",
+            &text[..number_len]
+        ))
+    })?;
     let multiplier: f64 = match text[number_len..].trim() {
         "" | "B" => 1.0,
         "k" | "K" | "KB" => 1e3,
@@ -87,14 +115,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "Gi" | "GiB" => 1024.0 * 1024.0 * 1024.0,
         "Ti" | "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
         other => {
-            return Err(format!(
+            return Err(UnitError::new(format!(
                 "invalid size `{text}`: unknown unit `{other}` (use Ki, Mi, Gi, Ti, K, M, G, T or bytes)"
-            ))
+            )))
         }
     };
     let bytes = number * multiplier;
     if !bytes.is_finite() || bytes > u64::MAX as f64 {
-        return Err(format!("invalid size `{text}`: too large"));
+        return Err(UnitError::new(format!("invalid size `{text}`: too large")));
     }
     Ok(bytes.round() as u64)
 }
@@ -130,6 +158,113 @@ pub fn format_bytes(bytes: u64) -> String {
     format!("{text} {}", UNITS[unit])
 }
 
+/// A duration exactly, in the largest units that lose nothing: `250ms`, `45s`, `1m30s`,
+/// `2h`, `1500ms`. What [`parse_duration`] reads back as the same duration.
+pub fn format_duration_exact(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms == 0 {
+        return "0s".to_string();
+    }
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let mut seconds = ms / 1000;
+    let mut out = String::new();
+    for (unit, length) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if seconds >= length {
+            out.push_str(&format!("{}{unit}", seconds / length));
+            seconds %= length;
+        }
+    }
+    out
+}
+
+/// A duration in settings: written and read as text such as `30s` or `1m30s`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = UnitError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        parse_duration(text).map(HumanDuration)
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_duration_exact(self.0))
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_text_or_number(deserializer)
+    }
+}
+
+/// A size in settings: written and read as text such as `64Mi` or `1G`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = UnitError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        parse_size(text).map(ByteSize)
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (unit, length) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+            if self.0 >= length && self.0 % length == 0 {
+                return write!(f, "{}{unit}", self.0 / length);
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_text_or_number(deserializer)
+    }
+}
+
+/// Reads a value given as text (`"30s"`) or as a bare number (`30`), through its `FromStr`.
+fn deserialize_text_or_number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = UnitError>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Text(String),
+        Whole(u64),
+        Number(f64),
+    }
+    let text = match Given::deserialize(deserializer)? {
+        Given::Text(text) => text,
+        Given::Whole(number) => number.to_string(),
+        Given::Number(number) => number.to_string(),
+    };
+    text.parse().map_err(serde::de::Error::custom)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,13 +279,32 @@ mod tests {
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("0.25"), Ok(Duration::from_millis(250)));
         assert_eq!(
-            parse_duration("5x").unwrap_err(),
+            parse_duration("5x").unwrap_err().to_string(),
             "invalid duration `5x`: unknown unit `x` (use ms, s, m, h or d)"
         );
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-3").is_err());
         assert!(parse_duration("m5").is_err());
-        assert!(parse_duration("1h30").unwrap_err().contains("missing unit"));
+        assert!(parse_duration("1h30").unwrap_err().to_string().contains("missing unit"));
+    }
+
+    #[test]
+    fn settings_values_round_trip_as_text() {
+        for text in ["250ms", "45s", "1m30s", "2h", "1d1h", "1500ms", "0s"] {
+            let duration: HumanDuration = text.parse().unwrap();
+            assert_eq!(duration.to_string(), text);
+        }
+        assert_eq!("90".parse::<HumanDuration>().unwrap().to_string(), "1m30s");
+        for text in ["64Mi", "1Gi", "1000", "3Ki"] {
+            let size: ByteSize = text.parse().unwrap();
+            assert_eq!(size.to_string(), text);
+        }
+        assert_eq!("1G".parse::<ByteSize>().unwrap().to_string(), "1000000000");
+        assert!("lots"
+            .parse::<ByteSize>()
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid size `lots`"));
     }
 
     #[test]
@@ -167,7 +321,10 @@ mod tests {
         assert_eq!(parse_size("2Gi"), Ok(2 * 1024 * 1024 * 1024));
         assert_eq!(parse_size("1G"), Ok(1_000_000_000));
         assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("12 parsecs").unwrap_err().contains("unknown unit `parsecs`"));
+        assert!(parse_size("12 parsecs")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown unit `parsecs`"));
         assert!(parse_size("Mi").is_err());
     }
 

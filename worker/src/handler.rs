@@ -129,8 +129,8 @@ async fn noop(_ctx: HandlerContext) -> Result<Value, HandlerError> {
 /// Sleeps for `args.duration` (`"2s"` or a number of seconds), or until cancelled.
 async fn sleep(ctx: HandlerContext) -> Result<Value, HandlerError> {
     let duration = match ctx.args.get("duration") {
-        Some(Value::String(text)) => parse_duration(text),
-        Some(Value::Number(number)) => parse_duration(&number.to_string()),
+        Some(Value::String(text)) => parse_duration(text).map_err(|error| error.to_string()),
+        Some(Value::Number(number)) => parse_duration(&number.to_string()).map_err(|error| error.to_string()),
         _ => Err("sleep needs `args.duration`, such as \"2s\" or a number of seconds".to_string()),
     }
     .map_err(HandlerError::Permanent)?;

@@ -15,6 +15,9 @@ use std::path::Path;
 
 use taskfleet_common::workflow::{parse_workflow, ValidateOptions, BUILTIN_HANDLERS};
 use taskfleet_common::WorkflowSpec;
+use taskfleet_engine::policy::PolicyKind;
+
+use crate::settings::{BrokerUrl, StoreUrl};
 
 /// Reads and validates a workflow file; on problems, prints each to stderr.
 pub(crate) fn load_workflow(path: &Path, options: &ValidateOptions) -> Result<(String, WorkflowSpec), LoadError> {
@@ -57,13 +60,12 @@ pub(crate) fn write_stdout(text: &str) -> std::io::Result<()> {
 }
 
 /// Opens the store named by a URL: `sqlite://PATH`, `sqlite::memory:`, or a plain path.
-pub(crate) fn open_store(url: &str) -> anyhow::Result<std::sync::Arc<dyn taskfleet_scheduler::store::Store>> {
+pub(crate) fn open_store(url: &StoreUrl) -> anyhow::Result<std::sync::Arc<dyn taskfleet_scheduler::store::Store>> {
     use anyhow::Context as _;
     use taskfleet_scheduler::store::SqliteStore;
+    let url = url.0.as_str();
     let store = if url == "sqlite::memory:" {
         SqliteStore::in_memory().context("opening an in-memory store")?
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        anyhow::bail!("unsupported store `{url}`: this build stores state in SQLite (use sqlite://PATH)");
     } else {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         SqliteStore::open(std::path::Path::new(path)).with_context(|| format!("opening the store {path}"))?
@@ -72,17 +74,20 @@ pub(crate) fn open_store(url: &str) -> anyhow::Result<std::sync::Arc<dyn taskfle
 }
 
 /// The transport to the broker at `url`. It connects on first use and the services retry
-/// with backoff while the broker is unreachable (a fleet often starts before its broker), so
-/// only a malformed URL fails here.
+/// with backoff while the broker is unreachable (a fleet often starts before its broker).
 pub(crate) fn broker(
-    url: &str,
+    url: &BrokerUrl,
     names: &taskfleet_transport::queues::QueueNames,
-) -> anyhow::Result<std::sync::Arc<dyn taskfleet_transport::Transport>> {
+) -> std::sync::Arc<dyn taskfleet_transport::Transport> {
     use taskfleet_transport::{AmqpConfig, AmqpTransport};
-    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-        anyhow::bail!("unsupported broker URL `{url}`: use amqp://user:password@host:port/vhost");
-    }
-    Ok(std::sync::Arc::new(AmqpTransport::new(AmqpConfig::new(url), names)))
+    std::sync::Arc::new(AmqpTransport::new(AmqpConfig::new(url.0.clone()), names))
+}
+
+/// The help of a `--policy` flag, listing every policy there is.
+pub(crate) fn policy_help() -> String {
+    let names: Vec<&str> = PolicyKind::ALL.iter().map(|kind| kind.as_str()).collect();
+    let (last, rest) = names.split_last().expect("there are policies");
+    format!("Scheduling policy: {} or {last}", rest.join(", "))
 }
 
 /// A token cancelled on SIGINT (Ctrl-C) or SIGTERM.

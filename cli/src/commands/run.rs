@@ -23,8 +23,7 @@ pub struct RunArgs {
     /// Local workers, one task at a time each [default: number of CPUs].
     #[arg(long, short = 'w', value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
-    /// Scheduling policy: fcfs, priority, sjf, srpt, rr, mct, heft or cpop.
-    #[arg(long, default_value_t = PolicyKind::Fcfs)]
+    #[arg(long, default_value_t = PolicyKind::Fcfs, help = super::policy_help())]
     pub policy: PolicyKind,
     /// SQLite database keeping the run's state; running the same file again resumes it.
     #[arg(long)]

@@ -6,45 +6,42 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use clap::Args;
-use taskfleet_common::units::parse_duration;
-use taskfleet_common::wire::{is_valid_worker_name, MAX_WORKER_SLOTS, WORKER_NAME_RULE};
-use taskfleet_engine::fleet::{MAX_SPEED, MIN_SPEED};
+use taskfleet_common::units::HumanDuration;
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_worker::{HandlerRegistry, Worker, WorkerConfig};
 
 use super::{broker, shutdown_on_signal};
-use crate::settings::{self, set, WorkerSettings};
+use crate::settings::{self, set, BrokerUrl, Prefix, WorkerSettings};
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Broker URL [default: amqp://guest:guest@127.0.0.1:5672/%2f].
+    /// Broker URL (amqp://user:password@host:port/vhost).
     #[arg(long, env = "TASKFLEET_BROKER")]
-    pub broker: Option<String>,
-    /// Prefix of queue and exchange names [default: taskfleet].
+    pub broker: Option<BrokerUrl>,
+    /// Prefix of queue and exchange names.
     #[arg(long, env = "TASKFLEET_PREFIX")]
-    pub prefix: Option<String>,
-    /// Pools to serve; repeat or separate with commas [default: default].
+    pub prefix: Option<Prefix>,
+    /// Pools to serve; repeat or separate with commas.
     #[arg(long = "pool", env = "TASKFLEET_POOLS", value_delimiter = ',')]
     pub pools: Vec<String>,
-    /// Tasks run at once [default: number of CPUs].
+    /// Tasks run at once (the number of CPUs unless set).
     #[arg(long, env = "TASKFLEET_CONCURRENCY")]
     pub concurrency: Option<usize>,
     /// Relative speed, for placement-aware policies: a task estimated at 10s is expected to
-    /// take 5s on a worker of speed 2 [default: 1].
+    /// take 5s on a worker of speed 2.
     #[arg(long, env = "TASKFLEET_SPEED")]
     pub speed: Option<f64>,
-    /// Name in heartbeats and results [default: <hostname>-<pid>].
+    /// Name in heartbeats and results (`<hostname>-<pid>` unless set).
     #[arg(long, env = "TASKFLEET_WORKER_NAME")]
     pub name: Option<String>,
-    /// How long running tasks may take to finish after SIGTERM [default: 30s].
+    /// How long running tasks may take to finish after SIGTERM.
     #[arg(long, env = "TASKFLEET_DRAIN_TIMEOUT")]
-    pub drain_timeout: Option<String>,
-    /// Time between heartbeats [default: 1s].
+    pub drain_timeout: Option<HumanDuration>,
+    /// Time between heartbeats.
     #[arg(long, env = "TASKFLEET_HEARTBEAT_INTERVAL")]
-    pub heartbeat_interval: Option<String>,
-    /// Working directory of task processes [default: the worker's].
+    pub heartbeat_interval: Option<HumanDuration>,
+    /// Working directory of task processes (the worker's unless set).
     #[arg(long, env = "TASKFLEET_WORK_DIR")]
     pub work_dir: Option<String>,
     /// TOML file with any of these settings (kebab-case keys).
@@ -55,67 +52,57 @@ pub struct WorkerArgs {
     pub dump_config: bool,
 }
 
+impl WorkerArgs {
+    /// The settings: defaults, then the file, then these flags and variables; checked.
+    pub fn settings(self) -> anyhow::Result<WorkerSettings> {
+        let mut settings: WorkerSettings = settings::load(self.config.as_deref())?;
+        set(&mut settings.broker, self.broker);
+        set(&mut settings.prefix, self.prefix);
+        if !self.pools.is_empty() {
+            settings.pools = self.pools;
+        }
+        set(&mut settings.concurrency, self.concurrency);
+        set(&mut settings.speed, self.speed);
+        set(&mut settings.name, self.name);
+        set(&mut settings.drain_timeout, self.drain_timeout);
+        set(&mut settings.heartbeat_interval, self.heartbeat_interval);
+        set(&mut settings.work_dir, self.work_dir);
+        if settings.name.is_empty() {
+            let host = nix::unistd::gethostname()
+                .ok()
+                .and_then(|name| name.into_string().ok())
+                .unwrap_or_else(|| "worker".into());
+            settings.name = format!("{host}-{}", std::process::id());
+        }
+        settings.check()?;
+        Ok(settings)
+    }
+}
+
+/// What the worker runs with.
+fn worker_config(settings: &WorkerSettings) -> WorkerConfig {
+    WorkerConfig {
+        pools: settings.pools.clone(),
+        concurrency: settings.concurrency,
+        speed: settings.speed,
+        queues: QueueNames::new(settings.prefix.0.clone()),
+        kill_grace: settings.kill_grace.0,
+        drain_timeout: settings.drain_timeout.0,
+        heartbeat_interval: Some(settings.heartbeat_interval.0),
+        work_dir: (!settings.work_dir.is_empty()).then(|| PathBuf::from(&settings.work_dir)),
+        ..WorkerConfig::new(settings.name.clone())
+    }
+}
+
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let mut settings: WorkerSettings = settings::load(args.config.as_deref())?;
-    set(&mut settings.broker, args.broker);
-    set(&mut settings.prefix, args.prefix);
-    if !args.pools.is_empty() {
-        settings.pools = args.pools;
-    }
-    set(&mut settings.concurrency, args.concurrency);
-    set(&mut settings.speed, args.speed);
-    set(&mut settings.name, args.name);
-    set(&mut settings.drain_timeout, args.drain_timeout);
-    set(&mut settings.heartbeat_interval, args.heartbeat_interval);
-    set(&mut settings.work_dir, args.work_dir);
-    if settings.name.is_empty() {
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|name| name.into_string().ok())
-            .unwrap_or_else(|| "worker".into());
-        settings.name = format!("{host}-{}", std::process::id());
-    }
-    if args.dump_config {
+    let dump = args.dump_config;
+    let settings = args.settings()?;
+    if dump {
         super::write_stdout(&settings::dump(&settings)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let duration = |text: &str, what: &str| {
-        parse_duration(text)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("invalid {what}"))
-    };
-    let queues = QueueNames::new(settings.prefix.clone());
-    let mut config = WorkerConfig::new(settings.name.clone());
-    config.pools = settings.pools.clone();
-    config.concurrency = settings.concurrency;
-    config.speed = settings.speed;
-    config.queues = queues.clone();
-    config.kill_grace = duration(&settings.kill_grace, "kill-grace")?;
-    config.drain_timeout = duration(&settings.drain_timeout, "drain-timeout")?;
-    config.heartbeat_interval = Some(duration(&settings.heartbeat_interval, "heartbeat-interval")?);
-    config.work_dir = (!settings.work_dir.is_empty()).then(|| PathBuf::from(&settings.work_dir));
-    anyhow::ensure!(
-        (1..=MAX_WORKER_SLOTS as usize).contains(&config.concurrency),
-        "concurrency must be from 1 to {MAX_WORKER_SLOTS}, not {}",
-        config.concurrency
-    );
-    anyhow::ensure!(
-        is_valid_worker_name(&config.name),
-        "invalid worker name {:?}: {WORKER_NAME_RULE}",
-        config.name
-    );
-    anyhow::ensure!(
-        config.speed.is_finite() && config.speed > 0.0,
-        "speed must be a positive number, not {}",
-        config.speed
-    );
-    anyhow::ensure!(
-        (MIN_SPEED..=MAX_SPEED).contains(&config.speed),
-        "speed must be from {MIN_SPEED} to {MAX_SPEED}, not {}",
-        config.speed
-    );
-
-    let transport = broker(&settings.broker, &queues)?;
+    let config = worker_config(&settings);
+    let transport = broker(&settings.broker, &config.queues);
     eprintln!(
         "taskfleet worker {}: serving pools {} with {} slots",
         config.name,

@@ -615,8 +615,8 @@ impl Checker<'_> {
             Value::Number(number) => number
                 .as_f64()
                 .ok_or_else(|| "invalid duration".to_string())
-                .and_then(|seconds| parse_duration(&seconds.to_string())),
-            Value::String(text) => parse_duration(text),
+                .and_then(|seconds| parse_duration(&seconds.to_string()).map_err(|error| error.to_string())),
+            Value::String(text) => parse_duration(text).map_err(|error| error.to_string()),
             _ => Err(format!("must be a duration such as 45s or 1h30m (got {value})")),
         };
         match parsed {
@@ -699,7 +699,7 @@ impl Checker<'_> {
                 Value::Number(number) => number
                     .as_u64()
                     .ok_or_else(|| "must be a whole number of bytes".to_string()),
-                Value::String(text) => parse_size(text),
+                Value::String(text) => parse_size(text).map_err(|error| error.to_string()),
                 _ => Err("must be a size such as 512Mi".to_string()),
             };
             match parsed {

@@ -216,7 +216,7 @@ fn worker_entry(problems: &mut Vec<String>, prefix: &str, entry: Value) -> Optio
     });
     let memory = map.remove("memory").and_then(|value| {
         let parsed = match &value {
-            Value::String(text) => parse_size(text),
+            Value::String(text) => parse_size(text).map_err(|error| error.to_string()),
             Value::Number(number) => number
                 .as_u64()
                 .ok_or_else(|| "must be a whole number of bytes".to_string()),
