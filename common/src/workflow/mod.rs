@@ -3,6 +3,7 @@
 //! [`parse_workflow`] turns YAML or JSON text into a [`WorkflowSpec`] or the full list of
 //! [`Problem`]s; nothing runs until a workflow has passed it.
 
+pub mod builtins;
 mod parse;
 mod problem;
 
@@ -15,8 +16,7 @@ pub use problem::{InvalidWorkflow, Problem};
 
 use crate::dag::Dag;
 
-/// Handlers every worker has built in.
-pub const BUILTIN_HANDLERS: &[&str] = &["noop", "sleep", "fail"];
+pub use builtins::BUILTIN_HANDLERS;
 
 /// Default cap on the number of tasks in one workflow.
 pub const DEFAULT_MAX_TASKS: usize = 1_000_000;

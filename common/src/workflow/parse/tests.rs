@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::workflow::Dep;
 
 #[track_caller]
 fn check_ok(text: &str) -> WorkflowSpec {

@@ -1,0 +1,54 @@
+//! [`Fields`]: the fields of one mapping of a workflow file, each taken by name exactly once by
+//! the code that checks it. What is left once the checks are done is unknown, and the names
+//! that were taken are the ones expected: the list in an "unknown field" problem is made by
+//! the same code that reads the fields, so the two cannot disagree.
+
+use serde_json::{Map, Value};
+
+use super::Checker;
+
+/// The fields of a mapping being checked.
+pub(super) struct Fields {
+    map: Map<String, Value>,
+    known: Vec<&'static str>,
+}
+
+impl Fields {
+    pub(super) fn new(map: Map<String, Value>) -> Fields {
+        Fields { map, known: Vec::new() }
+    }
+
+    /// The field `name`, if given; `name` is a field this mapping knows.
+    pub(super) fn take(&mut self, name: &'static str) -> Option<Value> {
+        self.known.push(name);
+        self.map.remove(name)
+    }
+
+    /// Reports every field that was given but not taken, with the closest known name, as a
+    /// problem of `task` under the dotted path `prefix`.
+    pub(super) fn finish(self, checker: &mut Checker<'_>, task: Option<&str>, prefix: &str) {
+        for key in self.map.keys() {
+            let field = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            let closest = self
+                .known
+                .iter()
+                .map(|candidate| (strsim::damerau_levenshtein(key, candidate), candidate))
+                .filter(|&(distance, _)| distance <= 2)
+                .min_by_key(|&(distance, _)| distance)
+                .map(|(_, candidate)| candidate);
+            let hint = match closest {
+                Some(candidate) => format!(" (did you mean `{candidate}`?)"),
+                None => String::new(),
+            };
+            checker.problem(
+                task,
+                &field,
+                format!("unknown field{hint}; expected one of: {}", self.known.join(", ")),
+            );
+        }
+    }
+}
