@@ -12,7 +12,6 @@ use taskfleet_common::Millis;
 use super::run::WorkflowRun;
 use super::state::wake_planned_worker;
 use super::{estimate_ms, Engine, Ignored};
-use crate::placement::NO_WORKER;
 use crate::policy::TaskRef;
 use crate::records::{AttemptRecord, StoreUpdate};
 
@@ -87,15 +86,13 @@ impl Engine {
         let (Some(plans), Some(placement)) = (self.plans.as_mut(), run.placement.as_mut()) else {
             return;
         };
-        if placement.worker[idx] != NO_WORKER {
-            plans
-                .placer
-                .release(placement.worker[idx], slots, placement.end[idx], now.0);
+        if let Some(worker) = placement.worker[idx] {
+            plans.placer.release(worker, slots, placement.end[idx], now.0);
             // It has room again: its next planned task may go.
-            plans.dirty.push(placement.worker[idx]);
+            plans.dirty.push(worker);
         }
         if let Some(actual) = plans.placer.find_named(&result.worker) {
-            placement.worker[idx] = actual;
+            placement.worker[idx] = Some(actual);
         }
         placement.end[idx] = result.finished_at.0;
     }

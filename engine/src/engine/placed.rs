@@ -15,7 +15,7 @@ use super::run::{RunPlacement, WorkflowRun};
 use super::state::Plans;
 use super::{estimate_ms, pop_ready, Dispatch, Engine, EngineConfig, CRITICALITY_SAMPLES, ROOM_PER_SLOT};
 use crate::eta::{monte_carlo_eta, slots_by_speed, TaskProgress};
-use crate::placement::{self, ParentAt, TaskShape, NO_WORKER};
+use crate::placement::{self, ParentAt, TaskShape, WorkerId};
 use crate::policy::{Placement, TaskRef};
 use crate::predict::Predictor;
 
@@ -100,7 +100,7 @@ impl Engine {
                         .get_mut(task.workflow_idx)
                         .and_then(|run| run.placement.as_mut())
                     {
-                        placement.worker[task.task_idx as usize] = NO_WORKER;
+                        placement.worker[task.task_idx as usize] = None;
                     }
                     if self.sendable(task) {
                         match self.place_task(task, false, now) {
@@ -151,14 +151,14 @@ impl Engine {
     }
 
     /// Whether worker `worker` holds less than it may.
-    fn has_room(&self, worker: u32) -> bool {
+    fn has_room(&self, worker: WorkerId) -> bool {
         self.plans
             .as_ref()
             .is_some_and(|plans| plans.placer.has_room_on(worker, ROOM_PER_SLOT))
     }
 
     /// Removes a task from its worker's plan.
-    fn unplan(&mut self, worker: u32, start: u64, task: TaskRef) {
+    fn unplan(&mut self, worker: WorkerId, start: u64, task: TaskRef) {
         let plans = plans_of(&mut self.plans);
         if let Some(order) = plans.order.get_mut(&worker) {
             order.remove(&(start, task));
@@ -169,7 +169,7 @@ impl Engine {
     }
 
     /// Sends a ready task to the worker it is planned on.
-    fn send_planned(&mut self, task: TaskRef, worker: u32, now: Millis) -> Dispatch {
+    fn send_planned(&mut self, task: TaskRef, worker: WorkerId, now: Millis) -> Dispatch {
         let end = self
             .workflows
             .get(task.workflow_idx)
@@ -189,8 +189,8 @@ impl Engine {
         let spec_task = &spec.tasks[idx];
         let slots = spec_task.resources.slots;
         let placement = run.placement.as_mut().expect("placed workflows have a placement");
-        let planned = placement.worker[idx];
-        if !online && planned != NO_WORKER && plans.placer.can_run(planned, &spec_task.pool, slots) {
+        let planned = placement.worker[idx].filter(|&planned| plans.placer.can_run(planned, &spec_task.pool, slots));
+        if let (false, Some(planned)) = (online, planned) {
             let in_plan = plans
                 .order
                 .get(&planned)
@@ -225,13 +225,13 @@ impl Engine {
     }
 
     /// Sends a ready task to `worker`, where it is expected to end at `end`.
-    fn send(&mut self, task: TaskRef, worker: u32, end: u64, now: Millis) -> Dispatch {
+    fn send(&mut self, task: TaskRef, worker: WorkerId, end: u64, now: Millis) -> Dispatch {
         let placer = &mut plans_of(&mut self.plans).placer;
         let run = self.workflows.live(task.workflow_idx);
         let idx = task.task_idx as usize;
         placer.hold(worker);
         let placement = run.placement.as_mut().expect("placed workflows have a placement");
-        placement.worker[idx] = worker;
+        placement.worker[idx] = Some(worker);
         placement.end[idx] = end;
         let spec_task = &run.spec.tasks[idx];
         if let Some(pool) = self.admission.pools.get_mut(&spec_task.pool) {
@@ -305,7 +305,7 @@ impl Engine {
         let run = self.workflows.live(workflow_idx);
         let n = run.tasks.len();
         let mut placement = RunPlacement {
-            worker: vec![NO_WORKER; n],
+            worker: vec![None; n],
             start: vec![now.0; n],
             end: vec![now.0; n],
             priority: vec![0.0; n],
@@ -314,16 +314,16 @@ impl Engine {
         if let Placement::Planned(kind) = self.config.policy.placement() {
             let (estimates, done) = plan_inputs(run, &self.config, &self.predictor);
             let plan = placement::plan(&mut plans.placer, now.0, &run.spec, &estimates, &done, kind);
-            placement.incomplete = plan.worker.iter().zip(&done).any(|(&w, &done)| w == NO_WORKER && !done);
+            placement.incomplete = plan
+                .worker
+                .iter()
+                .zip(&done)
+                .any(|(worker, &done)| worker.is_none() && !done);
             for (idx, _) in done.iter().enumerate().filter(|(_, &done)| !done) {
-                if plan.worker[idx] != NO_WORKER {
+                if let Some(worker) = plan.worker[idx] {
                     let task = TaskRef::new(workflow_idx, idx as u32);
-                    plans
-                        .order
-                        .entry(plan.worker[idx])
-                        .or_default()
-                        .insert((plan.start[idx], task));
-                    plans.dirty.push(plan.worker[idx]);
+                    plans.order.entry(worker).or_default().insert((plan.start[idx], task));
+                    plans.dirty.push(worker);
                 }
             }
             placement.worker = plan.worker;
@@ -363,22 +363,18 @@ impl Engine {
             for (idx, _) in done.iter().enumerate().filter(|(_, &done)| !done) {
                 let task = TaskRef::new(workflow_idx, idx as u32);
                 // Out of the old plan, into the new one.
-                if let Some(order) = plans.order.get_mut(&placement.worker[idx]) {
+                if let Some(order) = placement.worker[idx].and_then(|worker| plans.order.get_mut(&worker)) {
                     order.remove(&(placement.start[idx], task));
                 }
-                if plan.worker[idx] != NO_WORKER {
-                    plans
-                        .order
-                        .entry(plan.worker[idx])
-                        .or_default()
-                        .insert((plan.start[idx], task));
-                    plans.dirty.push(plan.worker[idx]);
+                if let Some(worker) = plan.worker[idx] {
+                    plans.order.entry(worker).or_default().insert((plan.start[idx], task));
+                    plans.dirty.push(worker);
                 }
                 placement.worker[idx] = plan.worker[idx];
                 placement.start[idx] = plan.start[idx];
                 placement.end[idx] = plan.end[idx];
                 placement.priority[idx] = plan.priority[idx];
-                placement.incomplete |= plan.worker[idx] == NO_WORKER;
+                placement.incomplete |= plan.worker[idx].is_none();
             }
             if placement.incomplete {
                 plans.incomplete.push(workflow_idx);

@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use taskfleet_common::wire::{TaskMessage, WireAction, WIRE_VERSION};
 
 use super::state::Updates;
+use crate::placement::WorkerId;
 use crate::records::{StoreUpdate, TaskRecord, WorkflowState};
 
 /// Per-task runtime counters, kept small: a million tasks cost a few dozen MB.
@@ -50,8 +51,8 @@ pub(crate) struct WorkflowRun {
 
 /// Where a workflow's tasks are placed (placement-aware policies).
 pub(crate) struct RunPlacement {
-    /// The planned, chosen or actual worker of each task (`NO_WORKER`: none yet).
-    pub(crate) worker: Vec<u32>,
+    /// The planned, chosen or actual worker of each task (`None`: none yet).
+    pub(crate) worker: Vec<Option<WorkerId>>,
     /// When each task is planned to start (`heft`, `cpop`).
     pub(crate) start: Vec<u64>,
     /// When each task is expected to end there, then when it ended.

@@ -11,7 +11,7 @@ use taskfleet_common::Millis;
 
 use super::run::WorkflowRun;
 use super::{EngineConfig, Ignored};
-use crate::placement::{ParentAt, Placer, NO_WORKER};
+use crate::placement::{ParentAt, Placer, WorkerId};
 use crate::policy::{Policy, TaskRef};
 use crate::records::StoreUpdate;
 
@@ -227,14 +227,14 @@ pub(super) struct Plans {
     pub(super) incomplete_generation: u64,
     /// Per worker, the planned tasks not yet sent to it, by planned start (`heft`, `cpop`):
     /// the worker takes them in this order.
-    pub(super) order: HashMap<u32, BTreeSet<(u64, TaskRef)>>,
+    pub(super) order: HashMap<WorkerId, BTreeSet<(u64, TaskRef)>>,
     /// Workers whose plan may move on (a task of theirs ended or became ready), and the fleet
     /// model's generation when every plan was last looked at.
-    pub(super) dirty: Vec<u32>,
+    pub(super) dirty: Vec<WorkerId>,
     pub(super) generation: u64,
     /// Per worker, planned tasks that already had their turn and are ready again (retries),
     /// waiting for room there, highest plan priority first.
-    pub(super) parked: HashMap<u32, BinaryHeap<(u64, Reverse<TaskRef>)>>,
+    pub(super) parked: HashMap<WorkerId, BinaryHeap<(u64, Reverse<TaskRef>)>>,
     /// Reused buffer for a task's parents.
     pub(super) parents: Vec<ParentAt>,
 }
@@ -260,8 +260,7 @@ pub(super) fn wake_planned_worker(plans: &mut Option<Plans>, run: &WorkflowRun, 
     let (Some(plans), Some(placement)) = (plans.as_mut(), run.placement.as_ref()) else {
         return;
     };
-    let worker = placement.worker[task_idx as usize];
-    if worker != NO_WORKER {
+    if let Some(worker) = placement.worker[task_idx as usize] {
         plans.dirty.push(worker);
     }
 }

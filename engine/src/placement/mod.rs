@@ -19,16 +19,35 @@
 //!
 //! [`plan`] lays out a whole workflow ahead of time (HEFT or CPOP) with the same rule.
 
+mod data;
 mod plan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use data::DataReady;
 pub use plan::{plan, Plan, PlanKind, INSERTION_MAX_WORKERS};
 
-/// Marks a task with no worker.
-pub const NO_WORKER: u32 = u32::MAX;
+/// A worker of the fleet model: its place in the model, which never changes while the model
+/// lives (a worker that leaves keeps its id, marked gone). `Option<WorkerId>` is a task's
+/// worker, or none yet, in the space of a `u32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkerId(NonZeroU32);
+
+impl WorkerId {
+    /// The worker at `index` in the model.
+    pub fn new(index: usize) -> WorkerId {
+        let index = u32::try_from(index).ok().and_then(|index| index.checked_add(1));
+        WorkerId(index.and_then(NonZeroU32::new).expect("fewer than 2^32 - 1 workers"))
+    }
+
+    /// Its place in the model.
+    pub fn index(self) -> usize {
+        (self.0.get() - 1) as usize
+    }
+}
 
 /// A worker as placement sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,22 +75,50 @@ impl WorkerModel {
     }
 }
 
+/// What a task's runtime on a worker depends on: the worker's names and speed. Implemented by
+/// the live fleet's workers ([`WorkerModel`]) and the simulated ones, so both follow
+/// [`runtime_on`].
+pub trait Rated {
+    /// The worker's own name.
+    fn name(&self) -> &str;
+    /// The name of its family of identical workers (its own name if it has none).
+    fn base(&self) -> &str;
+    /// Relative speed: a task with estimate `e` runs `e / speed` here.
+    fn speed(&self) -> f64;
+}
+
+impl Rated for WorkerModel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn speed(&self) -> f64 {
+        self.speed
+    }
+}
+
 /// A task's runtime on `worker` in milliseconds: its `estimate_by_worker` entry for the worker
-/// (by name, else by base name), else `estimate_ms / speed`.
-pub fn runtime_on(estimate_ms: u64, by_worker: Option<&BTreeMap<String, Duration>>, worker: &WorkerModel) -> u64 {
+/// (by name, else by base name), else `estimate_ms / speed`, rounded to the millisecond. The
+/// one runtime rule of the live scheduler, its plans and the simulator.
+pub fn runtime_on(estimate_ms: u64, by_worker: Option<&BTreeMap<String, Duration>>, worker: &impl Rated) -> u64 {
     if let Some(by_worker) = by_worker {
-        if let Some(estimate) = by_worker.get(&*worker.name).or_else(|| by_worker.get(&*worker.base)) {
+        if let Some(estimate) = by_worker.get(worker.name()).or_else(|| by_worker.get(worker.base())) {
             return estimate.as_millis() as u64;
         }
     }
-    (estimate_ms as f64 / worker.speed).round() as u64
+    (estimate_ms as f64 / worker.speed()).round() as u64
 }
 
 /// A parent of the task being placed: the worker it ran (or will run) on, when it ends there,
 /// and the cost of moving its output to another worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ParentAt {
-    pub worker: u32,
+    /// `None`: it ran nowhere the model knows, so its output arrives from elsewhere everywhere.
+    pub worker: Option<WorkerId>,
     pub end: u64,
     pub transfer_ms: u64,
 }
@@ -89,7 +136,7 @@ pub struct TaskShape<'a> {
 /// Where and when a task is expected to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Choice {
-    pub worker: u32,
+    pub worker: WorkerId,
     pub start: u64,
     pub end: u64,
 }
@@ -97,7 +144,7 @@ pub struct Choice {
 /// One worker of the model. Workers are never removed (their ids stay valid); a worker that
 /// left is marked gone and is no longer chosen.
 #[derive(Clone, Debug)]
-struct Placed {
+struct PlacedWorker {
     model: WorkerModel,
     alive: bool,
     /// When each slot is expected to be free, ascending.
@@ -106,7 +153,7 @@ struct Placed {
     held: u32,
 }
 
-impl Placed {
+impl PlacedWorker {
     /// The time at which `slots` lanes are free.
     fn free_at(&self, slots: u32) -> u64 {
         self.lanes[slots as usize - 1]
@@ -127,14 +174,14 @@ struct PoolGroups {
 #[derive(Clone, Debug)]
 struct SpeedGroup {
     speed: f64,
-    by_free: BTreeSet<(u64, u32)>,
+    by_free: BTreeSet<(u64, WorkerId)>,
 }
 
 /// The fleet model. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct Placer {
-    workers: Vec<Placed>,
-    by_name: HashMap<Arc<str>, Vec<u32>>,
+    workers: Vec<PlacedWorker>,
+    by_name: HashMap<Arc<str>, Vec<WorkerId>>,
     pools: HashMap<Arc<str>, PoolGroups>,
     /// How many tasks per slot a worker may hold (running and queued) before it is skipped;
     /// `None`: no limit (planned placement decides ahead of time).
@@ -150,95 +197,8 @@ struct Scratch {
     data: DataReady,
     /// Per worker: the stamp of the decision for which it is evaluated on its own.
     special_mark: Vec<u64>,
-    special: Vec<u32>,
+    special: Vec<WorkerId>,
     stamp: u64,
-}
-
-/// When a task's inputs are on each worker, for one task at a time; reused, so that it
-/// allocates nothing once warm. Shared by [`Placer`] and the simulator's placement.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct DataReady {
-    parents: Vec<ParentAt>,
-    /// Per worker: the stamp of the computation for which `ready_at` holds.
-    mark: Vec<u64>,
-    ready_at: Vec<u64>,
-    /// The workers holding some parent's output, as of the last computation.
-    parent_workers: Vec<u32>,
-    stamp: u64,
-}
-
-impl DataReady {
-    /// Room for workers `0..n_workers`.
-    pub(crate) fn resize(&mut self, n_workers: usize) {
-        self.mark.resize(n_workers, 0);
-        self.ready_at.resize(n_workers, 0);
-    }
-
-    /// Computes when the parents' outputs are on each worker: returns the time for a worker
-    /// that ran none of them (every parent's end plus its transfer) and keeps, for each worker
-    /// that ran some ([`DataReady::parent_workers`]), its own time ([`DataReady::local`]).
-    /// Parents on workers beyond [`DataReady::resize`]'s range arrive from elsewhere
-    /// everywhere. O(parents log parents).
-    pub(crate) fn compute(&mut self, parents: &[ParentAt]) -> u64 {
-        self.stamp += 1;
-        self.parent_workers.clear();
-        self.parents.clear();
-        let mut outside = 0u64;
-        for parent in parents {
-            if (parent.worker as usize) < self.mark.len() {
-                self.parents.push(*parent);
-            } else {
-                outside = outside.max(parent.end.saturating_add(parent.transfer_ms));
-            }
-        }
-        self.parents.sort_unstable_by_key(|parent| parent.worker);
-        // Per group of parents on one worker: the latest end there, and the latest arrival
-        // elsewhere. A worker's time is its own latest end and the latest arrival of others.
-        let mut best_remote = (0u64, u32::MAX);
-        let mut second_remote = 0u64;
-        let mut start = 0;
-        while start < self.parents.len() {
-            let worker = self.parents[start].worker;
-            let mut local = 0;
-            let mut remote = 0;
-            let mut end = start;
-            while end < self.parents.len() && self.parents[end].worker == worker {
-                local = local.max(self.parents[end].end);
-                remote = remote.max(self.parents[end].end.saturating_add(self.parents[end].transfer_ms));
-                end += 1;
-            }
-            self.parent_workers.push(worker);
-            self.mark[worker as usize] = self.stamp;
-            self.ready_at[worker as usize] = local;
-            if remote > best_remote.0 {
-                second_remote = best_remote.0;
-                best_remote = (remote, worker);
-            } else {
-                second_remote = second_remote.max(remote);
-            }
-            start = end;
-        }
-        for &worker in &self.parent_workers {
-            let others = if best_remote.1 == worker {
-                second_remote
-            } else {
-                best_remote.0
-            };
-            let own = &mut self.ready_at[worker as usize];
-            *own = (*own).max(others).max(outside);
-        }
-        best_remote.0.max(outside)
-    }
-
-    /// The workers holding some parent's output, as of the last computation.
-    pub(crate) fn parent_workers(&self) -> &[u32] {
-        &self.parent_workers
-    }
-
-    /// When the inputs are on `worker`, if it holds some of them (as of the last computation).
-    pub(crate) fn local(&self, worker: u32) -> Option<u64> {
-        (self.mark.get(worker as usize) == Some(&self.stamp)).then(|| self.ready_at[worker as usize])
-    }
 }
 
 impl Placer {
@@ -268,26 +228,26 @@ impl Placer {
         let mut changed = false;
         for model in workers {
             match self.find_named(&model.name) {
-                Some(id) if self.workers[id as usize].model == *model => {
-                    seen[id as usize] = true;
-                    if !self.workers[id as usize].alive {
-                        self.workers[id as usize].alive = true;
-                        self.workers[id as usize].lanes = vec![now; model.slots.max(1) as usize];
-                        self.workers[id as usize].held = 0;
+                Some(id) if self.workers[id.index()].model == *model => {
+                    seen[id.index()] = true;
+                    if !self.workers[id.index()].alive {
+                        self.workers[id.index()].alive = true;
+                        self.workers[id.index()].lanes = vec![now; model.slots.max(1) as usize];
+                        self.workers[id.index()].held = 0;
                         changed = true;
                     }
                 }
                 Some(id) => {
-                    seen[id as usize] = true;
-                    let placed = &mut self.workers[id as usize];
+                    seen[id.index()] = true;
+                    let placed = &mut self.workers[id.index()];
                     placed.model = model.clone();
                     placed.alive = true;
                     placed.lanes = vec![now; model.slots.max(1) as usize];
                     changed = true;
                 }
                 None => {
-                    let id = self.workers.len() as u32;
-                    self.workers.push(Placed {
+                    let id = WorkerId::new(self.workers.len());
+                    self.workers.push(PlacedWorker {
                         model: model.clone(),
                         alive: true,
                         lanes: vec![now; model.slots.max(1) as usize],
@@ -316,34 +276,34 @@ impl Placer {
     /// Marks a worker gone (it missed its lease); it is no longer chosen.
     pub fn worker_gone(&mut self, name: &str) {
         if let Some(id) = self.find_named(name) {
-            if self.workers[id as usize].alive {
-                self.workers[id as usize].alive = false;
+            if self.workers[id.index()].alive {
+                self.workers[id.index()].alive = false;
                 self.rebuild_groups();
             }
         }
     }
 
     /// The id of the worker named exactly `name`.
-    pub fn find_named(&self, name: &str) -> Option<u32> {
+    pub fn find_named(&self, name: &str) -> Option<WorkerId> {
         self.by_name
             .get(name)?
             .iter()
             .copied()
-            .find(|&id| &*self.workers[id as usize].model.name == name)
+            .find(|&id| &*self.workers[id.index()].model.name == name)
     }
 
     /// The worker with id `id`.
-    pub fn worker(&self, id: u32) -> &WorkerModel {
-        &self.workers[id as usize].model
+    pub fn worker(&self, id: WorkerId) -> &WorkerModel {
+        &self.workers[id.index()].model
     }
 
     /// When each lane of worker `id` is expected to be free, earliest first.
-    pub fn lane_frees(&self, id: u32) -> Vec<u64> {
-        self.workers[id as usize].lanes.clone()
+    pub fn lane_frees(&self, id: WorkerId) -> Vec<u64> {
+        self.workers[id.index()].lanes.clone()
     }
 
     /// A lane of worker `id` that was to be free at `from` is now busy until `to`.
-    pub(crate) fn extend_lane(&mut self, id: u32, from: u64, to: u64) {
+    pub(crate) fn extend_lane(&mut self, id: WorkerId, from: u64, to: u64) {
         self.update_lanes(id, |placed| {
             if let Some(lane) = placed.lanes.iter_mut().find(|lane| **lane == from) {
                 *lane = to;
@@ -352,23 +312,23 @@ impl Placer {
     }
 
     /// When `slots` lanes of worker `id` are expected to be free.
-    pub fn lane_free(&self, id: u32, slots: u32) -> u64 {
-        self.workers[id as usize].free_at(slots)
+    pub fn lane_free(&self, id: WorkerId, slots: u32) -> u64 {
+        self.workers[id.index()].free_at(slots)
     }
 
     /// Whether worker `id` is alive.
-    pub fn is_alive(&self, id: u32) -> bool {
-        self.workers[id as usize].alive
+    pub fn is_alive(&self, id: WorkerId) -> bool {
+        self.workers[id.index()].alive
     }
 
     /// Whether worker `id` holds fewer than `room_per_slot` tasks per slot.
-    pub fn has_room_on(&self, id: u32, room_per_slot: u32) -> bool {
-        self.workers[id as usize].has_room(Some(room_per_slot))
+    pub fn has_room_on(&self, id: WorkerId, room_per_slot: u32) -> bool {
+        self.workers[id.index()].has_room(Some(room_per_slot))
     }
 
     /// Whether worker `id` is alive and can run a task of `pool` needing `slots`.
-    pub fn can_run(&self, id: u32, pool: &str, slots: u32) -> bool {
-        let placed = &self.workers[id as usize];
+    pub fn can_run(&self, id: WorkerId, pool: &str, slots: u32) -> bool {
+        let placed = &self.workers[id.index()];
         placed.alive && placed.model.slots >= slots && placed.model.pools.iter().any(|p| &**p == pool)
     }
 
@@ -388,12 +348,12 @@ impl Placer {
     }
 
     /// The alive workers serving `pool`, by id.
-    pub(crate) fn pool_workers<'a>(&'a self, pool: &'a str) -> impl Iterator<Item = u32> + 'a {
+    pub(crate) fn pool_workers<'a>(&'a self, pool: &'a str) -> impl Iterator<Item = WorkerId> + 'a {
         self.workers
             .iter()
             .enumerate()
             .filter(move |(_, placed)| placed.alive && placed.model.pools.iter().any(|p| &**p == pool))
-            .map(|(id, _)| id as u32)
+            .map(|(id, _)| WorkerId::new(id))
     }
 
     /// `(speed, slots)` of every alive worker.
@@ -409,7 +369,7 @@ impl Placer {
         let mut sum = 0.0;
         let mut n = 0usize;
         for id in self.pool_workers(pool) {
-            sum += 1.0 / self.workers[id as usize].model.speed;
+            sum += 1.0 / self.workers[id.index()].model.speed;
             n += 1;
         }
         (n > 0).then(|| sum / n as f64)
@@ -436,7 +396,7 @@ impl Placer {
         now: u64,
         task: TaskShape<'_>,
         parents: &[ParentAt],
-        only: Option<u32>,
+        only: Option<WorkerId>,
     ) -> Option<Choice> {
         let remote_ready = self.scratch.data.compute(parents);
         self.scratch.stamp += 1;
@@ -447,37 +407,38 @@ impl Placer {
             Some(id) => special.push(id),
             None => {
                 for &id in self.scratch.data.parent_workers() {
-                    if self.scratch.special_mark[id as usize] != stamp {
-                        self.scratch.special_mark[id as usize] = stamp;
+                    if self.scratch.special_mark[id.index()] != stamp {
+                        self.scratch.special_mark[id.index()] = stamp;
                         special.push(id);
                     }
                 }
                 for name in task.by_worker.into_iter().flat_map(|by_worker| by_worker.keys()) {
                     for &id in self.by_name.get(name.as_str()).into_iter().flatten() {
-                        if self.scratch.special_mark[id as usize] != stamp {
-                            self.scratch.special_mark[id as usize] = stamp;
+                        if self.scratch.special_mark[id.index()] != stamp {
+                            self.scratch.special_mark[id.index()] = stamp;
                             special.push(id);
                         }
                     }
                 }
             }
         }
-        let mut best: Option<(u64, f64, u32, Choice)> = None;
-        let consider = |best: &mut Option<(u64, f64, u32, Choice)>, id: u32, placed: &Placed, ready: u64| {
-            let start = now.max(ready).max(placed.free_at(task.slots));
-            let end = start.saturating_add(runtime_on(task.estimate_ms, task.by_worker, &placed.model));
-            let better = match best {
-                None => true,
-                Some((best_end, best_speed, best_id, _)) => {
-                    (end, -placed.model.speed, id) < (*best_end, -*best_speed, *best_id)
+        let mut best: Option<(u64, f64, WorkerId, Choice)> = None;
+        let consider =
+            |best: &mut Option<(u64, f64, WorkerId, Choice)>, id: WorkerId, placed: &PlacedWorker, ready: u64| {
+                let start = now.max(ready).max(placed.free_at(task.slots));
+                let end = start.saturating_add(runtime_on(task.estimate_ms, task.by_worker, &placed.model));
+                let better = match best {
+                    None => true,
+                    Some((best_end, best_speed, best_id, _)) => {
+                        (end, -placed.model.speed, id) < (*best_end, -*best_speed, *best_id)
+                    }
+                };
+                if better {
+                    *best = Some((end, placed.model.speed, id, Choice { worker: id, start, end }));
                 }
             };
-            if better {
-                *best = Some((end, placed.model.speed, id, Choice { worker: id, start, end }));
-            }
-        };
         for &id in &special {
-            let placed = &self.workers[id as usize];
+            let placed = &self.workers[id.index()];
             if placed.alive
                 && placed.model.slots >= task.slots
                 && placed.has_room(self.room_per_slot)
@@ -496,10 +457,10 @@ impl Placer {
                         if best.is_some_and(|(end, _, _, _)| bound > end) {
                             break;
                         }
-                        if self.scratch.special_mark[id as usize] == stamp {
+                        if self.scratch.special_mark[id.index()] == stamp {
                             continue;
                         }
-                        let placed = &self.workers[id as usize];
+                        let placed = &self.workers[id.index()];
                         if placed.model.slots < task.slots {
                             continue;
                         }
@@ -525,13 +486,13 @@ impl Placer {
     }
 
     /// A task was sent to worker `id` (counts against its room).
-    pub fn hold(&mut self, id: u32) {
+    pub fn hold(&mut self, id: WorkerId) {
         self.update_lanes(id, |placed| placed.held += 1);
     }
 
     /// A task sent to worker `id` ended at `now`. Lanes it reserved until `expected_end` and
     /// that nothing else was reserved on since are free from `now`.
-    pub fn release(&mut self, id: u32, slots: u32, expected_end: u64, now: u64) {
+    pub fn release(&mut self, id: WorkerId, slots: u32, expected_end: u64, now: u64) {
         self.update_lanes(id, |placed| {
             placed.held = placed.held.saturating_sub(1);
             let lanes = &mut placed.lanes;
@@ -546,9 +507,9 @@ impl Placer {
     }
 
     /// Changes a worker's lanes or load and keeps its place in its groups.
-    fn update_lanes(&mut self, id: u32, change: impl FnOnce(&mut Placed)) {
+    fn update_lanes(&mut self, id: WorkerId, change: impl FnOnce(&mut PlacedWorker)) {
         self.rebuild_worker(id, true);
-        let placed = &mut self.workers[id as usize];
+        let placed = &mut self.workers[id.index()];
         change(placed);
         placed.lanes.sort_unstable();
         self.rebuild_worker(id, false);
@@ -556,8 +517,8 @@ impl Placer {
 
     /// Removes worker `id` from its groups (`remove`), or puts it back if it is alive and has
     /// room.
-    fn rebuild_worker(&mut self, id: u32, remove: bool) {
-        let placed = &self.workers[id as usize];
+    fn rebuild_worker(&mut self, id: WorkerId, remove: bool) {
+        let placed = &self.workers[id.index()];
         let key = (placed.lanes[0], id);
         let insert = !remove && placed.alive && placed.has_room(self.room_per_slot);
         for pool in &placed.model.pools {
@@ -599,7 +560,7 @@ impl Placer {
                     }
                 };
                 if placed.has_room(self.room_per_slot) {
-                    group.by_free.insert((placed.lanes[0], id as u32));
+                    group.by_free.insert((placed.lanes[0], WorkerId::new(id)));
                 }
             }
         }

@@ -26,7 +26,7 @@ use std::collections::{BinaryHeap, HashMap};
 
 use taskfleet_common::{TaskSpec, WorkflowSpec};
 
-use super::{runtime_on, Choice, DataReady, ParentAt, Placer, TaskShape, NO_WORKER};
+use super::{runtime_on, Choice, DataReady, ParentAt, Placer, TaskShape, WorkerId};
 
 /// Pools with more workers than this are planned by appending rather than by insertion.
 pub const INSERTION_MAX_WORKERS: usize = 64;
@@ -44,8 +44,8 @@ pub enum PlanKind {
 /// Where and when each task of a workflow is planned to run.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
-    /// The planned worker ([`NO_WORKER`]: the task was done already, or no worker can run it).
-    pub worker: Vec<u32>,
+    /// The planned worker (`None`: the task was done already, or no worker can run it).
+    pub worker: Vec<Option<WorkerId>>,
     pub start: Vec<u64>,
     pub end: Vec<u64>,
     /// The priority the tasks were placed by, in milliseconds (higher first).
@@ -128,7 +128,7 @@ pub fn plan(
         }
     }
     let mut result = Plan {
-        worker: vec![NO_WORKER; n],
+        worker: vec![None; n],
         start: vec![now; n],
         end: vec![now; n],
         priority,
@@ -174,7 +174,7 @@ pub fn plan(
         };
         match chosen {
             Some(choice) => {
-                result.worker[idx] = choice.worker;
+                result.worker[idx] = Some(choice.worker);
                 result.start[idx] = choice.start;
                 result.end[idx] = choice.end;
             }
@@ -209,9 +209,9 @@ pub fn plan(
 /// the planned intervals in start order, above a first block up to the time the slot was
 /// free when planning began.
 struct Gaps {
-    lanes: HashMap<u32, Vec<Vec<(u64, u64)>>>,
+    lanes: HashMap<WorkerId, Vec<Vec<(u64, u64)>>>,
     /// The alive workers of each pool, or `None` for a pool too large for insertion.
-    pools: HashMap<String, Option<Vec<u32>>>,
+    pools: HashMap<String, Option<Vec<WorkerId>>>,
     data: DataReady,
 }
 
@@ -236,21 +236,21 @@ impl Gaps {
         task: &TaskSpec,
         estimate_ms: u64,
         parents: &[ParentAt],
-        only: Option<u32>,
+        only: Option<WorkerId>,
     ) -> Option<Choice> {
         let pool = &*task.pool;
         if !self.pools.contains_key(pool) {
-            let workers: Vec<u32> = placer.pool_workers(pool).collect();
+            let workers: Vec<WorkerId> = placer.pool_workers(pool).collect();
             let small = workers.len() <= INSERTION_MAX_WORKERS;
             self.pools.insert(pool.to_string(), small.then_some(workers));
         }
-        let candidates: Vec<u32> = match (only, &self.pools[pool]) {
+        let candidates: Vec<WorkerId> = match (only, &self.pools[pool]) {
             (_, None) => return None,
             (Some(worker), Some(_)) => vec![worker],
             (None, Some(workers)) => workers.clone(),
         };
         let remote = self.data.compute(parents);
-        let mut best: Option<(u64, f64, u32, u64, usize)> = None;
+        let mut best: Option<(u64, f64, WorkerId, u64, usize)> = None;
         for worker in candidates {
             let model = placer.worker(worker);
             let runtime = runtime_on(estimate_ms, task.estimate_by_worker.as_ref(), model);
@@ -378,9 +378,9 @@ fn critical_path(spec: &WorkflowSpec, priority: &[f64]) -> Vec<u32> {
 
 /// The worker that runs the whole critical path fastest (it must serve every pool on the path
 /// with enough slots); ties go to the faster worker, then the lower id.
-fn path_worker(placer: &Placer, spec: &WorkflowSpec, estimates: &[u64], path: &[u32]) -> Option<u32> {
+fn path_worker(placer: &Placer, spec: &WorkflowSpec, estimates: &[u64], path: &[u32]) -> Option<WorkerId> {
     let first = spec.tasks.get(*path.first()? as usize)?;
-    let mut best: Option<(u64, f64, u32)> = None;
+    let mut best: Option<(u64, f64, WorkerId)> = None;
     for id in placer.pool_workers(&first.pool) {
         let mut total = 0u64;
         let mut fits = true;

@@ -10,6 +10,11 @@ use super::*;
 
 const TOPCUOGLU: &str = include_str!("../../../examples/topcuoglu.yaml");
 
+/// Worker `index` of the model.
+fn w(index: usize) -> WorkerId {
+    WorkerId::new(index)
+}
+
 fn spec(yaml: &str) -> WorkflowSpec {
     parse_workflow(yaml, &ValidateOptions::default()).unwrap_or_else(|invalid| panic!("{invalid}"))
 }
@@ -59,7 +64,7 @@ fn heft_reproduces_the_papers_schedule() {
     for (task, worker, start) in schedule {
         assert_eq!(
             (plan.worker[task], plan.start[task]),
-            (worker, start * 1000),
+            (Some(w(worker)), start * 1000),
             "n{}",
             task + 1
         );
@@ -74,7 +79,7 @@ fn cpop_reproduces_the_papers_schedule_length() {
     // The critical path n1 -> n2 -> n9 -> n10 (priority 108) runs on p2, its fastest worker.
     assert_eq!(plan.critical_path, vec![0, 1, 8, 9]);
     for &task in &plan.critical_path {
-        assert_eq!(plan.worker[task as usize], 1);
+        assert_eq!(plan.worker[task as usize], Some(w(1)));
     }
     assert_eq!(plan.makespan, 86_000);
 }
@@ -120,7 +125,8 @@ fn a_plan_respects_dependencies_transfers_and_lanes() {
             for (idx, task) in spec.tasks.iter().enumerate() {
                 let worker = plan.worker[idx];
                 assert!(plan.start[idx] >= 100);
-                let runtime = runtime_on(estimates[idx], None, &workers[worker as usize]);
+                let on = worker.expect("every task is planned").index();
+                let runtime = runtime_on(estimates[idx], None, &workers[on]);
                 assert_eq!(plan.end[idx] - plan.start[idx], runtime, "{kind:?} task {idx}");
                 for dep in &task.deps {
                     let parent = dep.task as usize;
@@ -133,10 +139,10 @@ fn a_plan_respects_dependencies_transfers_and_lanes() {
                 }
             }
             // No worker runs more tasks at once than it has slots.
-            for (w, model) in workers.iter().enumerate() {
+            for (index, model) in workers.iter().enumerate() {
                 let mut points: Vec<(u64, i64)> = Vec::new();
                 for idx in 0..n {
-                    if plan.worker[idx] == w as u32 && plan.end[idx] > plan.start[idx] {
+                    if plan.worker[idx] == Some(w(index)) && plan.end[idx] > plan.start[idx] {
                         points.push((plan.start[idx], 1));
                         points.push((plan.end[idx], -1));
                     }
@@ -145,7 +151,10 @@ fn a_plan_respects_dependencies_transfers_and_lanes() {
                 let mut running = 0;
                 for (_, delta) in points {
                     running += delta;
-                    assert!(running <= i64::from(model.slots), "{kind:?}: worker {w} over its slots");
+                    assert!(
+                        running <= i64::from(model.slots),
+                        "{kind:?}: worker {index} over its slots"
+                    );
                 }
             }
         }
@@ -160,7 +169,7 @@ fn choose_waits_for_a_fast_busy_worker_when_that_finishes_first() {
     ];
     let mut placer = Placer::with_workers(Some(2), &workers);
     let busy = placer.choose(0, shape(4000), &[]).unwrap();
-    assert_eq!((busy.worker, busy.end), (0, 1000));
+    assert_eq!((busy.worker, busy.end), (w(0), 1000));
     placer.reserve(busy, 1);
     placer.hold(busy.worker);
     // 8 s of work: 1 s wait + 2 s on `fast` beats 8 s on `slow`.
@@ -168,14 +177,14 @@ fn choose_waits_for_a_fast_busy_worker_when_that_finishes_first() {
     assert_eq!(
         next,
         Choice {
-            worker: 0,
+            worker: w(0),
             start: 1000,
             end: 3000
         }
     );
     // 1 s of work: 1 s on `slow` now beats 1 s + 0.25 s on `fast`.
     let small = placer.choose(0, shape(1000), &[]).unwrap();
-    assert_eq!(small.worker, 1);
+    assert_eq!(small.worker, w(1));
 }
 
 #[test]
@@ -191,10 +200,10 @@ fn workers_without_room_are_skipped_until_a_task_ends() {
     assert!(placer.choose(0, shape(1000), &[]).is_none());
     assert!(!placer.has_room("default"));
     // The first task ends early, at 500: the second (reserved until 2000) still holds the lane.
-    placer.release(0, 1, 1000, 500);
+    placer.release(w(0), 1, 1000, 500);
     let choice = placer.choose(600, shape(1000), &[]).unwrap();
     assert_eq!(choice.start, 2000);
-    placer.release(0, 1, 2000, 700);
+    placer.release(w(0), 1, 2000, 700);
     assert_eq!(placer.choose(800, shape(1000), &[]).unwrap().start, 800);
 }
 
@@ -206,35 +215,40 @@ fn gone_workers_are_not_chosen_and_come_back_fresh() {
     ];
     let mut placer = Placer::with_workers(Some(2), &workers);
     placer.worker_gone("a");
-    assert_eq!(placer.choose(0, shape(1000), &[]).unwrap().worker, 1);
+    assert_eq!(placer.choose(0, shape(1000), &[]).unwrap().worker, w(1));
     placer.set_workers(&workers, 5000);
     assert_eq!(
         placer.choose(5000, shape(1000), &[]).unwrap(),
         Choice {
-            worker: 0,
+            worker: w(0),
             start: 5000,
             end: 5500
         }
     );
     placer.set_workers(&workers[1..], 6000);
-    assert_eq!(placer.choose(6000, shape(1000), &[]).unwrap().worker, 1);
-    assert!(!placer.can_run(0, "default", 1));
+    assert_eq!(placer.choose(6000, shape(1000), &[]).unwrap().worker, w(1));
+    assert!(!placer.can_run(w(0), "default", 1));
 }
 
 /// Every worker's completion time, computed the slow way.
 fn brute_force(placer: &Placer, lanes: &[Vec<u64>], now: u64, task: TaskShape<'_>, parents: &[ParentAt]) -> u64 {
     let mut best = u64::MAX;
-    for id in 0..placer.len() as u32 {
+    for index in 0..placer.len() {
+        let id = w(index);
         let model = placer.worker(id);
         if model.slots < task.slots {
             continue;
         }
         let mut ready = now;
         for parent in parents {
-            let transfer = if parent.worker == id { 0 } else { parent.transfer_ms };
+            let transfer = if parent.worker == Some(id) {
+                0
+            } else {
+                parent.transfer_ms
+            };
             ready = ready.max(parent.end + transfer);
         }
-        let mut sorted = lanes[id as usize].clone();
+        let mut sorted = lanes[index].clone();
         sorted.sort_unstable();
         let start = ready.max(sorted[task.slots as usize - 1]);
         best = best.min(start + runtime_on(task.estimate_ms, task.by_worker, model));
@@ -263,7 +277,7 @@ fn choose_finds_the_earliest_completion_of_a_full_scan() {
             };
             if let Some(choice) = placer.choose(rng.gen_range(0..500), task, &[]) {
                 placer.reserve(choice, slots);
-                let worker_lanes = &mut lanes[choice.worker as usize];
+                let worker_lanes = &mut lanes[choice.worker.index()];
                 worker_lanes.sort_unstable();
                 for lane in worker_lanes.iter_mut().take(slots as usize) {
                     *lane = choice.end;
@@ -279,7 +293,7 @@ fn choose_finds_the_earliest_completion_of_a_full_scan() {
         }
         let parents: Vec<ParentAt> = (0..rng.gen_range(0..4))
             .map(|_| ParentAt {
-                worker: rng.gen_range(0..n as u32),
+                worker: Some(w(rng.gen_range(0..n))),
                 end: rng.gen_range(0..3000),
                 transfer_ms: rng.gen_range(0..2000),
             })
@@ -312,11 +326,11 @@ fn heft_inserts_into_an_idle_gap_before_a_later_planned_task() {
     let estimates = [1000, 1000, 3000];
     let plan = plan(&mut placer, 0, &spec, &estimates, &[false; 3], PlanKind::Heft);
     let at = |task: usize| (plan.worker[task], plan.start[task], plan.end[task]);
-    assert_eq!(at(0), (0, 0, 1000));
-    assert_eq!(at(1), (1, 6000, 7000));
-    assert_eq!(at(2), (1, 0, 3000), "t4 goes into p2's gap, before t3");
+    assert_eq!(at(0), (Some(w(0)), 0, 1000));
+    assert_eq!(at(1), (Some(w(1)), 6000, 7000));
+    assert_eq!(at(2), (Some(w(1)), 0, 3000), "t4 goes into p2's gap, before t3");
     assert_eq!(plan.makespan, 7000);
     // The model still sees p2 busy until 7 s (its last planned task), p1 until 1 s.
-    assert_eq!(placer.lane_frees(1), vec![7000]);
-    assert_eq!(placer.lane_frees(0), vec![1000]);
+    assert_eq!(placer.lane_frees(w(1)), vec![7000]);
+    assert_eq!(placer.lane_frees(w(0)), vec![1000]);
 }

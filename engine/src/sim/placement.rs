@@ -10,17 +10,27 @@ use std::time::Duration;
 use taskfleet_common::TaskSpec;
 
 use super::fleet::SimWorker;
-use crate::placement::{DataReady, ParentAt};
+use crate::placement::{runtime_on, DataReady, ParentAt, Rated, WorkerId};
 
-/// A task's runtime on `worker` in milliseconds, before any stochastic noise.
+/// A task's runtime on `worker` in milliseconds, before any stochastic noise: the live
+/// scheduler's rule ([`runtime_on`]) with the task's estimate, or the prior.
 pub fn runtime_ms(task: &TaskSpec, worker: &SimWorker, default_estimate: Duration) -> u64 {
-    if let Some(by_worker) = &task.estimate_by_worker {
-        if let Some(estimate) = by_worker.get(&worker.name).or_else(|| by_worker.get(&worker.base)) {
-            return estimate.as_millis() as u64;
-        }
+    let estimate_ms = task.estimate.unwrap_or(default_estimate).as_millis() as u64;
+    runtime_on(estimate_ms, task.estimate_by_worker.as_ref(), worker)
+}
+
+impl Rated for SimWorker {
+    fn name(&self) -> &str {
+        &self.name
     }
-    let estimate = task.estimate.unwrap_or(default_estimate).as_millis() as u64;
-    (estimate as f64 / worker.speed).round() as u64
+
+    fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn speed(&self) -> f64 {
+        self.speed
+    }
 }
 
 /// The workers serving a pool, fastest first (ties: fleet order), with each one's rank in
@@ -112,7 +122,7 @@ pub(super) fn place(
     scratch.stamp += 1;
     let stamp = scratch.stamp;
     scratch.special.clear();
-    let parent_workers = scratch.data.parent_workers().iter().map(|&worker| worker as usize);
+    let parent_workers = scratch.data.parent_workers().iter().map(|&worker| worker.index());
     for worker in parent_workers.chain(scratch.named.iter().copied()) {
         if scratch.special_mark[worker] != stamp {
             scratch.special_mark[worker] = stamp;
@@ -130,7 +140,7 @@ pub(super) fn place(
     };
     for &worker in &scratch.special {
         if pool.rank[worker] != u32::MAX && free[worker] >= slots {
-            let ready = scratch.data.local(worker as u32).unwrap_or(remote_ready);
+            let ready = scratch.data.local(WorkerId::new(worker)).unwrap_or(remote_ready);
             consider(worker, ready);
         }
     }

@@ -12,11 +12,16 @@ use super::placement::{place, runtime_ms, Scratch};
 use super::{SimError, Simulator};
 use crate::engine::{Engine, EngineConfig};
 use crate::fleet::FleetView;
-use crate::placement::{ParentAt, WorkerModel};
+use crate::placement::{runtime_on, ParentAt, WorkerId, WorkerModel};
 use crate::policy::PolicyKind;
 
 /// Marks a task that has not been placed.
 pub(super) const UNPLACED: u32 = u32::MAX;
+
+/// The fleet model's id of a worker of the trace (`None` for a task not placed yet).
+fn placed_on(worker: u32) -> Option<WorkerId> {
+    (worker != UNPLACED).then(|| WorkerId::new(worker as usize))
+}
 
 /// What happened to every task (by global index: a workflow's first task plus its index).
 pub(super) struct Trace {
@@ -289,7 +294,7 @@ impl State<'_> {
         for dep in &task.deps {
             let parent = first + dep.task as usize;
             parents.push(ParentAt {
-                worker: self.trace.worker[parent],
+                worker: placed_on(self.trace.worker[parent]),
                 end: self.trace.end[parent],
                 transfer_ms: u64::from(dep.transfer_ms),
             });
@@ -300,15 +305,16 @@ impl State<'_> {
         let workers = &self.sim.fleet.workers;
         let default_estimate = self.sim.policy_config.default_estimate;
         let factor = self.factors.map(|factors| factors[item.global]);
-        // The same as `runtime_ms`, with the estimate read once rather than per worker.
-        let by_speed = named.is_empty();
-        let estimate_ms = task.estimate.unwrap_or(default_estimate).as_millis() as u64 as f64;
+        // The runtime rule, with the estimate read once rather than per worker, and no worker
+        // names looked up when no worker of the fleet is named by the task.
+        let by_worker = if named.is_empty() {
+            None
+        } else {
+            task.estimate_by_worker.as_ref()
+        };
+        let estimate_ms = task.estimate.unwrap_or(default_estimate).as_millis() as u64;
         let runtime = |worker: usize| {
-            let base = if by_speed {
-                (estimate_ms / workers[worker].speed).round() as u64
-            } else {
-                runtime_ms(task, &workers[worker], default_estimate)
-            };
+            let base = runtime_on(estimate_ms, by_worker, &workers[worker]);
             match factor {
                 Some(factor) => (base as f64 * factor).round() as u64,
                 None => base,

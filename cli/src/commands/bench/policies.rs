@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use taskfleet_common::workflow::{parse_workflow_value, ValidateOptions};
 use taskfleet_common::{Millis, PriorityClass};
-use taskfleet_engine::placement::{runtime_on, Choice, ParentAt, Placer, TaskShape, WorkerModel};
+use taskfleet_engine::placement::{runtime_on, Choice, ParentAt, Placer, TaskShape, WorkerId, WorkerModel};
 use taskfleet_engine::policy::{PolicyConfig, PolicyKind, ReadyTask, TaskRef};
 use taskfleet_engine::sim::{FleetSpec, SimWorker, SimWorkflow, Simulator};
 
@@ -85,14 +85,14 @@ pub(super) fn bench_placement(n_tasks: usize, n_workers: usize) -> anyhow::Resul
         .collect();
     let decide = |scan: bool| {
         let mut placer = Placer::with_workers(None, &workers);
-        let mut at: Vec<(u32, u64)> = Vec::with_capacity(n_tasks);
+        let mut at: Vec<(WorkerId, u64)> = Vec::with_capacity(n_tasks);
         let started = Instant::now();
         for (idx, &(estimate_ms, parents)) in tasks.iter().enumerate() {
             let parents: Vec<ParentAt> = parents
                 .iter()
                 .filter(|&&parent| parent < idx)
                 .map(|&parent| ParentAt {
-                    worker: at[parent].0,
+                    worker: Some(at[parent].0),
                     end: at[parent].1,
                     transfer_ms: 500,
                 })
@@ -157,24 +157,21 @@ pub(super) fn bench_placement(n_tasks: usize, n_workers: usize) -> anyhow::Resul
 /// The earliest completion over every worker, computed worker by worker.
 fn full_scan(workers: &[WorkerModel], placer: &Placer, now: u64, task: TaskShape<'_>, parents: &[ParentAt]) -> Choice {
     let mut best: Option<Choice> = None;
-    for (id, worker) in workers.iter().enumerate() {
+    for (index, worker) in workers.iter().enumerate() {
+        let id = WorkerId::new(index);
         let mut ready = now;
         for parent in parents {
-            let transfer = if parent.worker == id as u32 {
+            let transfer = if parent.worker == Some(id) {
                 0
             } else {
                 parent.transfer_ms
             };
             ready = ready.max(parent.end + transfer);
         }
-        let start = ready.max(placer.lane_free(id as u32, task.slots));
+        let start = ready.max(placer.lane_free(id, task.slots));
         let end = start + runtime_on(task.estimate_ms, None, worker);
         if best.is_none_or(|best| end < best.end) {
-            best = Some(Choice {
-                worker: id as u32,
-                start,
-                end,
-            });
+            best = Some(Choice { worker: id, start, end });
         }
     }
     best.expect("a fleet")

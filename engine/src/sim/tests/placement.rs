@@ -4,7 +4,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::placement::ParentAt;
+use crate::placement::{ParentAt, WorkerId};
 use crate::sim::fleet::SimWorker;
 use crate::sim::placement::{place, Placement, PoolWorkers, Scratch};
 
@@ -24,7 +24,14 @@ fn brute_force(
         }
         let ready = parents
             .iter()
-            .map(|p| p.end + if p.worker as usize == worker { 0 } else { p.transfer_ms })
+            .map(|p| {
+                p.end
+                    + if p.worker.map(WorkerId::index) == Some(worker) {
+                        0
+                    } else {
+                        p.transfer_ms
+                    }
+            })
             .max()
             .unwrap_or(0);
         let start = now.max(ready);
@@ -74,7 +81,7 @@ fn placement_matches_a_brute_force_scan() {
         for _ in 0..3 {
             let parents: Vec<ParentAt> = (0..rng.gen_range(0..6))
                 .map(|_| ParentAt {
-                    worker: rng.gen_range(0..n_workers as u32),
+                    worker: Some(WorkerId::new(rng.gen_range(0..n_workers))),
                     end: rng.gen_range(0..2_000),
                     transfer_ms: if rng.gen_bool(0.5) { rng.gen_range(0..3_000) } else { 0 },
                 })
