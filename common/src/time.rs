@@ -19,6 +19,11 @@ impl Millis {
         Millis(self.0.saturating_add(ms))
     }
 
+    /// This instant moved forward by `ms` milliseconds, saturating at the end of time.
+    pub fn plus_ms(self, ms: u64) -> Millis {
+        Millis(self.0.saturating_add(ms))
+    }
+
     /// Time elapsed from `earlier` to `self`, zero if `earlier` is later.
     pub fn since(self, earlier: Millis) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))

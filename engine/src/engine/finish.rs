@@ -87,14 +87,14 @@ impl Engine {
             return;
         };
         if let Some(worker) = placement.worker[idx] {
-            plans.placer.release(worker, slots, placement.end[idx], now.0);
+            plans.placer.release(worker, slots, placement.end[idx], now);
             // It has room again: its next planned task may go.
             plans.dirty.push(worker);
         }
         if let Some(actual) = plans.placer.find_named(&result.worker) {
             placement.worker[idx] = Some(actual);
         }
-        placement.end[idx] = result.finished_at.0;
+        placement.end[idx] = result.finished_at;
     }
 
     /// A succeeded attempt teaches the predictor how long such tasks take.

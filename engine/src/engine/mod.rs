@@ -145,7 +145,7 @@ impl Engine {
     /// Tells placement-aware policies which workers there are; other policies ignore it.
     fn set_workers(&mut self, workers: &[WorkerModel], now: Millis) {
         if let Some(plans) = self.plans.as_mut() {
-            plans.placer.set_workers(workers, now.0);
+            plans.placer.set_workers(workers, now);
         }
     }
 

@@ -158,7 +158,7 @@ impl Engine {
     }
 
     /// Removes a task from its worker's plan.
-    fn unplan(&mut self, worker: WorkerId, start: u64, task: TaskRef) {
+    fn unplan(&mut self, worker: WorkerId, start: Millis, task: TaskRef) {
         let plans = plans_of(&mut self.plans);
         if let Some(order) = plans.order.get_mut(&worker) {
             order.remove(&(start, task));
@@ -174,7 +174,7 @@ impl Engine {
             .workflows
             .get(task.workflow_idx)
             .and_then(|run| run.placement.as_ref())
-            .map_or(now.0, |placement| placement.end[task.task_idx as usize]);
+            .map_or(now, |placement| placement.end[task.task_idx as usize]);
         self.send(task, worker, end, now)
     }
 
@@ -215,7 +215,7 @@ impl Engine {
             estimate_ms: estimate_ms(spec_task, &self.config, &self.predictor),
             by_worker: spec_task.estimate_by_worker.as_ref(),
         };
-        let choice = plans.placer.choose(now.0, shape, &parents);
+        let choice = plans.placer.choose(now, shape, &parents);
         plans.parents = parents;
         let Some(choice) = choice else {
             return PlaceOutcome::NoWorker;
@@ -225,7 +225,7 @@ impl Engine {
     }
 
     /// Sends a ready task to `worker`, where it is expected to end at `end`.
-    fn send(&mut self, task: TaskRef, worker: WorkerId, end: u64, now: Millis) -> Dispatch {
+    fn send(&mut self, task: TaskRef, worker: WorkerId, end: Millis, now: Millis) -> Dispatch {
         let placer = &mut plans_of(&mut self.plans).placer;
         let run = self.workflows.live(task.workflow_idx);
         let idx = task.task_idx as usize;
@@ -306,14 +306,14 @@ impl Engine {
         let n = run.tasks.len();
         let mut placement = RunPlacement {
             worker: vec![None; n],
-            start: vec![now.0; n],
-            end: vec![now.0; n],
+            start: vec![now; n],
+            end: vec![now; n],
             priority: vec![0.0; n],
             incomplete: false,
         };
         if let Placement::Planned(kind) = self.config.policy.placement() {
             let (estimates, done) = plan_inputs(run, &self.config, &self.predictor);
-            let plan = placement::plan(&mut plans.placer, now.0, &run.spec, &estimates, &done, kind);
+            let plan = placement::plan(&mut plans.placer, now, &run.spec, &estimates, &done, kind);
             placement.incomplete = plan
                 .worker
                 .iter()
@@ -357,7 +357,7 @@ impl Engine {
                 continue;
             };
             let (estimates, done) = plan_inputs(run, &self.config, &self.predictor);
-            let plan = placement::plan(&mut plans.placer, now.0, &run.spec, &estimates, &done, kind);
+            let plan = placement::plan(&mut plans.placer, now, &run.spec, &estimates, &done, kind);
             let placement = run.placement.as_mut().expect("placed workflows have a placement");
             placement.incomplete = false;
             for (idx, _) in done.iter().enumerate().filter(|(_, &done)| !done) {

@@ -54,9 +54,9 @@ pub(crate) struct RunPlacement {
     /// The planned, chosen or actual worker of each task (`None`: none yet).
     pub(crate) worker: Vec<Option<WorkerId>>,
     /// When each task is planned to start (`heft`, `cpop`).
-    pub(crate) start: Vec<u64>,
+    pub(crate) start: Vec<Millis>,
     /// When each task is expected to end there, then when it ended.
-    pub(crate) end: Vec<u64>,
+    pub(crate) end: Vec<Millis>,
     /// Plan priorities (`heft`, `cpop`); zero otherwise.
     pub(crate) priority: Vec<f64>,
     /// The plan found no worker for some task: it is made again once workers are known.

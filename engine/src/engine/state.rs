@@ -227,7 +227,7 @@ pub(super) struct Plans {
     pub(super) incomplete_generation: u64,
     /// Per worker, the planned tasks not yet sent to it, by planned start (`heft`, `cpop`):
     /// the worker takes them in this order.
-    pub(super) order: HashMap<WorkerId, BTreeSet<(u64, TaskRef)>>,
+    pub(super) order: HashMap<WorkerId, BTreeSet<(Millis, TaskRef)>>,
     /// Workers whose plan may move on (a task of theirs ended or became ready), and the fleet
     /// model's generation when every plan was last looked at.
     pub(super) dirty: Vec<WorkerId>,

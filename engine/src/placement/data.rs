@@ -1,6 +1,8 @@
 //! [`DataReady`]: when a task's inputs are on each worker, given where its parents ran and
 //! what moving their outputs costs. Shared by the placer and the simulator's placement.
 
+use taskfleet_common::Millis;
+
 use super::{ParentAt, WorkerId};
 
 /// When a task's inputs are on each worker, for one task at a time; reused, so that it
@@ -10,7 +12,7 @@ pub(crate) struct DataReady {
     parents: Vec<ParentAt>,
     /// Per worker: the stamp of the computation for which `ready_at` holds.
     mark: Vec<u64>,
-    ready_at: Vec<u64>,
+    ready_at: Vec<Millis>,
     /// The workers holding some parent's output, as of the last computation.
     parent_workers: Vec<WorkerId>,
     stamp: u64,
@@ -20,7 +22,7 @@ impl DataReady {
     /// Room for workers `0..n_workers`.
     pub(crate) fn resize(&mut self, n_workers: usize) {
         self.mark.resize(n_workers, 0);
-        self.ready_at.resize(n_workers, 0);
+        self.ready_at.resize(n_workers, Millis(0));
     }
 
     /// Computes when the parents' outputs are on each worker: returns the time for a worker
@@ -28,33 +30,33 @@ impl DataReady {
     /// that ran some ([`DataReady::parent_workers`]), its own time ([`DataReady::local`]).
     /// Parents on workers beyond [`DataReady::resize`]'s range arrive from elsewhere
     /// everywhere. O(parents log parents).
-    pub(crate) fn compute(&mut self, parents: &[ParentAt]) -> u64 {
+    pub(crate) fn compute(&mut self, parents: &[ParentAt]) -> Millis {
         self.stamp += 1;
         self.parent_workers.clear();
         self.parents.clear();
-        let mut outside = 0u64;
+        let mut outside = Millis(0);
         for parent in parents {
             match parent.worker {
                 Some(worker) if worker.index() < self.mark.len() => self.parents.push(*parent),
-                _ => outside = outside.max(parent.end.saturating_add(parent.transfer_ms)),
+                _ => outside = outside.max(parent.end.plus_ms(parent.transfer_ms)),
             }
         }
         self.parents.sort_unstable_by_key(|parent| parent.worker);
         // Per group of parents on one worker: the latest end there, and the latest arrival
         // elsewhere. A worker's time is its own latest end and the latest arrival of others.
-        let mut best_remote: (u64, Option<WorkerId>) = (0, None);
-        let mut second_remote = 0u64;
+        let mut best_remote: (Millis, Option<WorkerId>) = (Millis(0), None);
+        let mut second_remote = Millis(0);
         let mut start = 0;
         while start < self.parents.len() {
             let worker = self.parents[start]
                 .worker
                 .expect("parents kept here ran on a known worker");
-            let mut local = 0;
-            let mut remote = 0;
+            let mut local = Millis(0);
+            let mut remote = Millis(0);
             let mut end = start;
             while end < self.parents.len() && self.parents[end].worker == Some(worker) {
                 local = local.max(self.parents[end].end);
-                remote = remote.max(self.parents[end].end.saturating_add(self.parents[end].transfer_ms));
+                remote = remote.max(self.parents[end].end.plus_ms(self.parents[end].transfer_ms));
                 end += 1;
             }
             self.parent_workers.push(worker);
@@ -86,7 +88,7 @@ impl DataReady {
     }
 
     /// When the inputs are on `worker`, if it holds some of them (as of the last computation).
-    pub(crate) fn local(&self, worker: WorkerId) -> Option<u64> {
+    pub(crate) fn local(&self, worker: WorkerId) -> Option<Millis> {
         (self.mark.get(worker.index()) == Some(&self.stamp)).then(|| self.ready_at[worker.index()])
     }
 }

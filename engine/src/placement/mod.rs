@@ -27,6 +27,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use taskfleet_common::Millis;
+
 pub(crate) use data::DataReady;
 pub use plan::{plan, Plan, PlanKind, INSERTION_MAX_WORKERS};
 
@@ -119,7 +121,7 @@ pub fn runtime_on(estimate_ms: u64, by_worker: Option<&BTreeMap<String, Duration
 pub struct ParentAt {
     /// `None`: it ran nowhere the model knows, so its output arrives from elsewhere everywhere.
     pub worker: Option<WorkerId>,
-    pub end: u64,
+    pub end: Millis,
     pub transfer_ms: u64,
 }
 
@@ -137,8 +139,8 @@ pub struct TaskShape<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Choice {
     pub worker: WorkerId,
-    pub start: u64,
-    pub end: u64,
+    pub start: Millis,
+    pub end: Millis,
 }
 
 /// One worker of the model. Workers are never removed (their ids stay valid); a worker that
@@ -148,14 +150,14 @@ struct PlacedWorker {
     model: WorkerModel,
     alive: bool,
     /// When each slot is expected to be free, ascending.
-    lanes: Vec<u64>,
+    lanes: Vec<Millis>,
     /// Tasks sent to the worker and not finished.
     held: u32,
 }
 
 impl PlacedWorker {
     /// The time at which `slots` lanes are free.
-    fn free_at(&self, slots: u32) -> u64 {
+    fn free_at(&self, slots: u32) -> Millis {
         self.lanes[slots as usize - 1]
     }
 
@@ -174,7 +176,7 @@ struct PoolGroups {
 #[derive(Clone, Debug)]
 struct SpeedGroup {
     speed: f64,
-    by_free: BTreeSet<(u64, WorkerId)>,
+    by_free: BTreeSet<(Millis, WorkerId)>,
 }
 
 /// The fleet model. See the module documentation.
@@ -217,13 +219,13 @@ impl Placer {
     /// A model of `workers`, all free at time 0.
     pub fn with_workers(room_per_slot: Option<u32>, workers: &[WorkerModel]) -> Placer {
         let mut placer = Placer::new(room_per_slot);
-        placer.set_workers(workers, 0);
+        placer.set_workers(workers, Millis(0));
         placer
     }
 
     /// Makes the model's fleet `workers`: new ones are free from `now`, known ones keep their
     /// lanes (unless their slots changed), and the others are gone. Cheap when nothing changed.
-    pub fn set_workers(&mut self, workers: &[WorkerModel], now: u64) {
+    pub fn set_workers(&mut self, workers: &[WorkerModel], now: Millis) {
         let mut seen = vec![false; self.workers.len()];
         let mut changed = false;
         for model in workers {
@@ -298,12 +300,12 @@ impl Placer {
     }
 
     /// When each lane of worker `id` is expected to be free, earliest first.
-    pub fn lane_frees(&self, id: WorkerId) -> Vec<u64> {
+    pub fn lane_frees(&self, id: WorkerId) -> Vec<Millis> {
         self.workers[id.index()].lanes.clone()
     }
 
     /// A lane of worker `id` that was to be free at `from` is now busy until `to`.
-    pub(crate) fn extend_lane(&mut self, id: WorkerId, from: u64, to: u64) {
+    pub(crate) fn extend_lane(&mut self, id: WorkerId, from: Millis, to: Millis) {
         self.update_lanes(id, |placed| {
             if let Some(lane) = placed.lanes.iter_mut().find(|lane| **lane == from) {
                 *lane = to;
@@ -312,7 +314,7 @@ impl Placer {
     }
 
     /// When `slots` lanes of worker `id` are expected to be free.
-    pub fn lane_free(&self, id: WorkerId, slots: u32) -> u64 {
+    pub fn lane_free(&self, id: WorkerId, slots: u32) -> Millis {
         self.workers[id.index()].free_at(slots)
     }
 
@@ -386,14 +388,14 @@ impl Placer {
     /// among the alive workers of its pool with `slots` slots and room. Ties go to the faster
     /// worker, then to the lower id. `parents` are where the task's inputs are. `None` if no
     /// such worker exists.
-    pub fn choose(&mut self, now: u64, task: TaskShape<'_>, parents: &[ParentAt]) -> Option<Choice> {
+    pub fn choose(&mut self, now: Millis, task: TaskShape<'_>, parents: &[ParentAt]) -> Option<Choice> {
         self.choose_among(now, task, parents, None)
     }
 
     /// Like [`Placer::choose`], restricted to worker `only` when it is given.
     pub(crate) fn choose_among(
         &mut self,
-        now: u64,
+        now: Millis,
         task: TaskShape<'_>,
         parents: &[ParentAt],
         only: Option<WorkerId>,
@@ -422,11 +424,11 @@ impl Placer {
                 }
             }
         }
-        let mut best: Option<(u64, f64, WorkerId, Choice)> = None;
+        let mut best: Option<(Millis, f64, WorkerId, Choice)> = None;
         let consider =
-            |best: &mut Option<(u64, f64, WorkerId, Choice)>, id: WorkerId, placed: &PlacedWorker, ready: u64| {
+            |best: &mut Option<(Millis, f64, WorkerId, Choice)>, id: WorkerId, placed: &PlacedWorker, ready: Millis| {
                 let start = now.max(ready).max(placed.free_at(task.slots));
-                let end = start.saturating_add(runtime_on(task.estimate_ms, task.by_worker, &placed.model));
+                let end = start.plus_ms(runtime_on(task.estimate_ms, task.by_worker, &placed.model));
                 let better = match best {
                     None => true,
                     Some((best_end, best_speed, best_id, _)) => {
@@ -453,7 +455,7 @@ impl Placer {
                 for group in &groups.groups {
                     let runtime = (task.estimate_ms as f64 / group.speed).round() as u64;
                     for &(earliest, id) in &group.by_free {
-                        let bound = now.max(remote_ready).max(earliest).saturating_add(runtime);
+                        let bound = now.max(remote_ready).max(earliest).plus_ms(runtime);
                         if best.is_some_and(|(end, _, _, _)| bound > end) {
                             break;
                         }
@@ -492,7 +494,7 @@ impl Placer {
 
     /// A task sent to worker `id` ended at `now`. Lanes it reserved until `expected_end` and
     /// that nothing else was reserved on since are free from `now`.
-    pub fn release(&mut self, id: WorkerId, slots: u32, expected_end: u64, now: u64) {
+    pub fn release(&mut self, id: WorkerId, slots: u32, expected_end: Millis, now: Millis) {
         self.update_lanes(id, |placed| {
             placed.held = placed.held.saturating_sub(1);
             let lanes = &mut placed.lanes;

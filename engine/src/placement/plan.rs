@@ -24,6 +24,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+use taskfleet_common::Millis;
 use taskfleet_common::{TaskSpec, WorkflowSpec};
 
 use super::{runtime_on, Choice, DataReady, ParentAt, Placer, TaskShape, WorkerId};
@@ -46,14 +47,14 @@ pub enum PlanKind {
 pub struct Plan {
     /// The planned worker (`None`: the task was done already, or no worker can run it).
     pub worker: Vec<Option<WorkerId>>,
-    pub start: Vec<u64>,
-    pub end: Vec<u64>,
+    pub start: Vec<Millis>,
+    pub end: Vec<Millis>,
     /// The priority the tasks were placed by, in milliseconds (higher first).
     pub priority: Vec<f64>,
     /// The tasks of the critical path (CPOP), in path order.
     pub critical_path: Vec<u32>,
     /// When the last planned task ends.
-    pub makespan: u64,
+    pub makespan: Millis,
 }
 
 /// Plans `spec` from `now` on the placer's fleet, reserving the lanes it uses. `estimates`
@@ -61,7 +62,7 @@ pub struct Plan {
 /// and their outputs count as available everywhere.
 pub fn plan(
     placer: &mut Placer,
-    now: u64,
+    now: Millis,
     spec: &WorkflowSpec,
     estimates: &[u64],
     done: &[bool],
@@ -182,11 +183,11 @@ pub fn plan(
                 // No worker can run it: it is placed when it is dispatched, if one appears.
                 let ready = parents
                     .iter()
-                    .map(|p| p.end.saturating_add(p.transfer_ms))
+                    .map(|p| p.end.plus_ms(p.transfer_ms))
                     .max()
                     .unwrap_or(now);
                 result.start[idx] = ready.max(now);
-                result.end[idx] = result.start[idx].saturating_add(estimates[idx]);
+                result.end[idx] = result.start[idx].plus_ms(estimates[idx]);
             }
         }
         result.makespan = result.makespan.max(result.end[idx]);
@@ -209,7 +210,7 @@ pub fn plan(
 /// the planned intervals in start order, above a first block up to the time the slot was
 /// free when planning began.
 struct Gaps {
-    lanes: HashMap<WorkerId, Vec<Vec<(u64, u64)>>>,
+    lanes: HashMap<WorkerId, Vec<Vec<(Millis, Millis)>>>,
     /// The alive workers of each pool, or `None` for a pool too large for insertion.
     pools: HashMap<String, Option<Vec<WorkerId>>>,
     data: DataReady,
@@ -232,7 +233,7 @@ impl Gaps {
     fn insert(
         &mut self,
         placer: &mut Placer,
-        now: u64,
+        now: Millis,
         task: &TaskSpec,
         estimate_ms: u64,
         parents: &[ParentAt],
@@ -250,7 +251,7 @@ impl Gaps {
             (None, Some(workers)) => workers.clone(),
         };
         let remote = self.data.compute(parents);
-        let mut best: Option<(u64, f64, WorkerId, u64, usize)> = None;
+        let mut best: Option<(Millis, f64, WorkerId, Millis, usize)> = None;
         for worker in candidates {
             let model = placer.worker(worker);
             let runtime = runtime_on(estimate_ms, task.estimate_by_worker.as_ref(), model);
@@ -260,11 +261,11 @@ impl Gaps {
                 placer
                     .lane_frees(worker)
                     .into_iter()
-                    .map(|free| vec![(0, free)])
+                    .map(|free| vec![(Millis(0), free)])
                     .collect()
             });
             let (start, lane) = earliest_gap(lanes, ready, runtime);
-            let end = start.saturating_add(runtime);
+            let end = start.plus_ms(runtime);
             if best.is_none_or(|(best_end, best_speed, best_id, _, _)| {
                 (end, -speed, worker) < (best_end, -best_speed, best_id)
             }) {
@@ -274,7 +275,7 @@ impl Gaps {
         let (end, _, worker, start, lane) = best?;
         let intervals = self.lanes.get_mut(&worker).expect("evaluated");
         let lane = &mut intervals[lane];
-        let last_end = lane.last().map_or(0, |&(_, end)| end);
+        let last_end = lane.last().map_or(Millis(0), |&(_, end)| end);
         let at = lane.partition_point(|&(s, _)| s <= start);
         lane.insert(at, (start, end));
         if end > last_end {
@@ -287,7 +288,7 @@ impl Gaps {
     /// `placer` appended `choice` to the `slots` slots of its worker that were free first.
     fn appended(&mut self, choice: Choice, slots: u32) {
         if let Some(lanes) = self.lanes.get_mut(&choice.worker) {
-            lanes.sort_by_key(|lane| lane.last().map_or(0, |&(_, end)| end));
+            lanes.sort_by_key(|lane| lane.last().map_or(Millis(0), |&(_, end)| end));
             for lane in lanes.iter_mut().take(slots as usize) {
                 lane.push((choice.start, choice.end));
             }
@@ -297,12 +298,12 @@ impl Gaps {
 
 /// The earliest start at or after `ready` at which a slot is idle for `duration`, and which
 /// slot: the first gap that fits on each slot, the earliest over slots (lowest slot on ties).
-fn earliest_gap(lanes: &[Vec<(u64, u64)>], ready: u64, duration: u64) -> (u64, usize) {
-    let mut best = (u64::MAX, 0);
+fn earliest_gap(lanes: &[Vec<(Millis, Millis)>], ready: Millis, duration: u64) -> (Millis, usize) {
+    let mut best = (Millis(u64::MAX), 0);
     for (idx, intervals) in lanes.iter().enumerate() {
         let mut cursor = ready;
         for &(start, end) in intervals {
-            if cursor.saturating_add(duration) <= start {
+            if cursor.plus_ms(duration) <= start {
                 break;
             }
             cursor = cursor.max(end);

@@ -4,7 +4,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
-use taskfleet_common::WorkflowSpec;
+use taskfleet_common::{Millis, WorkflowSpec};
 
 use super::*;
 
@@ -40,8 +40,8 @@ fn shape(estimate_ms: u64) -> TaskShape<'static> {
 fn heft_reproduces_the_papers_schedule() {
     let spec = spec(TOPCUOGLU);
     let mut placer = three_processors();
-    let plan = plan(&mut placer, 0, &spec, &[0; 10], &[false; 10], PlanKind::Heft);
-    assert_eq!(plan.makespan, 80_000);
+    let plan = plan(&mut placer, Millis(0), &spec, &[0; 10], &[false; 10], PlanKind::Heft);
+    assert_eq!(plan.makespan, Millis(80_000));
     // Upward ranks of the paper's Table: n1 108, n2 77, n3 80, n4 80, n5 69, n6 63.333,
     // n7 42.667, n8 35.667, n9 44.333, n10 14.667.
     let expected = [108.0, 77.0, 80.0, 80.0, 69.0, 63.333, 42.667, 35.667, 44.333, 14.667];
@@ -64,7 +64,7 @@ fn heft_reproduces_the_papers_schedule() {
     for (task, worker, start) in schedule {
         assert_eq!(
             (plan.worker[task], plan.start[task]),
-            (Some(w(worker)), start * 1000),
+            (Some(w(worker)), Millis(start * 1000)),
             "n{}",
             task + 1
         );
@@ -75,13 +75,13 @@ fn heft_reproduces_the_papers_schedule() {
 fn cpop_reproduces_the_papers_schedule_length() {
     let spec = spec(TOPCUOGLU);
     let mut placer = three_processors();
-    let plan = plan(&mut placer, 0, &spec, &[0; 10], &[false; 10], PlanKind::Cpop);
+    let plan = plan(&mut placer, Millis(0), &spec, &[0; 10], &[false; 10], PlanKind::Cpop);
     // The critical path n1 -> n2 -> n9 -> n10 (priority 108) runs on p2, its fastest worker.
     assert_eq!(plan.critical_path, vec![0, 1, 8, 9]);
     for &task in &plan.critical_path {
         assert_eq!(plan.worker[task as usize], Some(w(1)));
     }
-    assert_eq!(plan.makespan, 86_000);
+    assert_eq!(plan.makespan, Millis(86_000));
 }
 
 #[test]
@@ -121,13 +121,13 @@ fn a_plan_respects_dependencies_transfers_and_lanes() {
             .collect();
         for kind in [PlanKind::Heft, PlanKind::Cpop] {
             let mut placer = Placer::with_workers(None, &workers);
-            let plan = plan(&mut placer, 100, &spec, &estimates, &vec![false; n], kind);
+            let plan = plan(&mut placer, Millis(100), &spec, &estimates, &vec![false; n], kind);
             for (idx, task) in spec.tasks.iter().enumerate() {
                 let worker = plan.worker[idx];
-                assert!(plan.start[idx] >= 100);
+                assert!(plan.start[idx] >= Millis(100));
                 let on = worker.expect("every task is planned").index();
                 let runtime = runtime_on(estimates[idx], None, &workers[on]);
-                assert_eq!(plan.end[idx] - plan.start[idx], runtime, "{kind:?} task {idx}");
+                assert_eq!(plan.end[idx].0 - plan.start[idx].0, runtime, "{kind:?} task {idx}");
                 for dep in &task.deps {
                     let parent = dep.task as usize;
                     let transfer = if plan.worker[parent] == worker {
@@ -135,12 +135,15 @@ fn a_plan_respects_dependencies_transfers_and_lanes() {
                     } else {
                         u64::from(dep.transfer_ms)
                     };
-                    assert!(plan.start[idx] >= plan.end[parent] + transfer, "{kind:?} task {idx}");
+                    assert!(
+                        plan.start[idx] >= plan.end[parent].plus_ms(transfer),
+                        "{kind:?} task {idx}"
+                    );
                 }
             }
             // No worker runs more tasks at once than it has slots.
             for (index, model) in workers.iter().enumerate() {
-                let mut points: Vec<(u64, i64)> = Vec::new();
+                let mut points: Vec<(Millis, i64)> = Vec::new();
                 for idx in 0..n {
                     if plan.worker[idx] == Some(w(index)) && plan.end[idx] > plan.start[idx] {
                         points.push((plan.start[idx], 1));
@@ -168,22 +171,22 @@ fn choose_waits_for_a_fast_busy_worker_when_that_finishes_first() {
         WorkerModel::new("slow", &["default"], 1, 1.0),
     ];
     let mut placer = Placer::with_workers(Some(2), &workers);
-    let busy = placer.choose(0, shape(4000), &[]).unwrap();
-    assert_eq!((busy.worker, busy.end), (w(0), 1000));
+    let busy = placer.choose(Millis(0), shape(4000), &[]).unwrap();
+    assert_eq!((busy.worker, busy.end), (w(0), Millis(1000)));
     placer.reserve(busy, 1);
     placer.hold(busy.worker);
     // 8 s of work: 1 s wait + 2 s on `fast` beats 8 s on `slow`.
-    let next = placer.choose(0, shape(8000), &[]).unwrap();
+    let next = placer.choose(Millis(0), shape(8000), &[]).unwrap();
     assert_eq!(
         next,
         Choice {
             worker: w(0),
-            start: 1000,
-            end: 3000
+            start: Millis(1000),
+            end: Millis(3000)
         }
     );
     // 1 s of work: 1 s on `slow` now beats 1 s + 0.25 s on `fast`.
-    let small = placer.choose(0, shape(1000), &[]).unwrap();
+    let small = placer.choose(Millis(0), shape(1000), &[]).unwrap();
     assert_eq!(small.worker, w(1));
 }
 
@@ -191,20 +194,20 @@ fn choose_waits_for_a_fast_busy_worker_when_that_finishes_first() {
 fn workers_without_room_are_skipped_until_a_task_ends() {
     let workers = [WorkerModel::new("only", &["default"], 1, 1.0)];
     let mut placer = Placer::with_workers(Some(2), &workers);
-    for expected_start in [0, 1000] {
-        let choice = placer.choose(0, shape(1000), &[]).unwrap();
+    for expected_start in [Millis(0), Millis(1000)] {
+        let choice = placer.choose(Millis(0), shape(1000), &[]).unwrap();
         assert_eq!(choice.start, expected_start);
         placer.reserve(choice, 1);
         placer.hold(choice.worker);
     }
-    assert!(placer.choose(0, shape(1000), &[]).is_none());
+    assert!(placer.choose(Millis(0), shape(1000), &[]).is_none());
     assert!(!placer.has_room("default"));
     // The first task ends early, at 500: the second (reserved until 2000) still holds the lane.
-    placer.release(w(0), 1, 1000, 500);
-    let choice = placer.choose(600, shape(1000), &[]).unwrap();
-    assert_eq!(choice.start, 2000);
-    placer.release(w(0), 1, 2000, 700);
-    assert_eq!(placer.choose(800, shape(1000), &[]).unwrap().start, 800);
+    placer.release(w(0), 1, Millis(1000), Millis(500));
+    let choice = placer.choose(Millis(600), shape(1000), &[]).unwrap();
+    assert_eq!(choice.start, Millis(2000));
+    placer.release(w(0), 1, Millis(2000), Millis(700));
+    assert_eq!(placer.choose(Millis(800), shape(1000), &[]).unwrap().start, Millis(800));
 }
 
 #[test]
@@ -215,18 +218,18 @@ fn gone_workers_are_not_chosen_and_come_back_fresh() {
     ];
     let mut placer = Placer::with_workers(Some(2), &workers);
     placer.worker_gone("a");
-    assert_eq!(placer.choose(0, shape(1000), &[]).unwrap().worker, w(1));
-    placer.set_workers(&workers, 5000);
+    assert_eq!(placer.choose(Millis(0), shape(1000), &[]).unwrap().worker, w(1));
+    placer.set_workers(&workers, Millis(5000));
     assert_eq!(
-        placer.choose(5000, shape(1000), &[]).unwrap(),
+        placer.choose(Millis(5000), shape(1000), &[]).unwrap(),
         Choice {
             worker: w(0),
-            start: 5000,
-            end: 5500
+            start: Millis(5000),
+            end: Millis(5500)
         }
     );
-    placer.set_workers(&workers[1..], 6000);
-    assert_eq!(placer.choose(6000, shape(1000), &[]).unwrap().worker, w(1));
+    placer.set_workers(&workers[1..], Millis(6000));
+    assert_eq!(placer.choose(Millis(6000), shape(1000), &[]).unwrap().worker, w(1));
     assert!(!placer.can_run(w(0), "default", 1));
 }
 
@@ -246,7 +249,7 @@ fn brute_force(placer: &Placer, lanes: &[Vec<u64>], now: u64, task: TaskShape<'_
             } else {
                 parent.transfer_ms
             };
-            ready = ready.max(parent.end + transfer);
+            ready = ready.max(parent.end.0 + transfer);
         }
         let mut sorted = lanes[index].clone();
         sorted.sort_unstable();
@@ -275,12 +278,12 @@ fn choose_finds_the_earliest_completion_of_a_full_scan() {
                 slots,
                 ..shape(rng.gen_range(1..3000))
             };
-            if let Some(choice) = placer.choose(rng.gen_range(0..500), task, &[]) {
+            if let Some(choice) = placer.choose(Millis(rng.gen_range(0..500)), task, &[]) {
                 placer.reserve(choice, slots);
                 let worker_lanes = &mut lanes[choice.worker.index()];
                 worker_lanes.sort_unstable();
                 for lane in worker_lanes.iter_mut().take(slots as usize) {
-                    *lane = choice.end;
+                    *lane = choice.end.0;
                 }
             }
         }
@@ -294,7 +297,7 @@ fn choose_finds_the_earliest_completion_of_a_full_scan() {
         let parents: Vec<ParentAt> = (0..rng.gen_range(0..4))
             .map(|_| ParentAt {
                 worker: Some(w(rng.gen_range(0..n))),
-                end: rng.gen_range(0..3000),
+                end: Millis(rng.gen_range(0..3000)),
                 transfer_ms: rng.gen_range(0..2000),
             })
             .collect();
@@ -306,7 +309,7 @@ fn choose_finds_the_earliest_completion_of_a_full_scan() {
         };
         let now = rng.gen_range(0..1000);
         let expected = brute_force(&placer, &lanes, now, task, &parents);
-        let got = placer.choose(now, task, &parents).map(|choice| choice.end);
+        let got = placer.choose(Millis(now), task, &parents).map(|choice| choice.end.0);
         assert_eq!(got, (expected != u64::MAX).then_some(expected));
     }
 }
@@ -324,13 +327,17 @@ fn heft_inserts_into_an_idle_gap_before_a_later_planned_task() {
         .collect();
     let mut placer = Placer::with_workers(None, &workers);
     let estimates = [1000, 1000, 3000];
-    let plan = plan(&mut placer, 0, &spec, &estimates, &[false; 3], PlanKind::Heft);
+    let plan = plan(&mut placer, Millis(0), &spec, &estimates, &[false; 3], PlanKind::Heft);
     let at = |task: usize| (plan.worker[task], plan.start[task], plan.end[task]);
-    assert_eq!(at(0), (Some(w(0)), 0, 1000));
-    assert_eq!(at(1), (Some(w(1)), 6000, 7000));
-    assert_eq!(at(2), (Some(w(1)), 0, 3000), "t4 goes into p2's gap, before t3");
-    assert_eq!(plan.makespan, 7000);
+    assert_eq!(at(0), (Some(w(0)), Millis(0), Millis(1000)));
+    assert_eq!(at(1), (Some(w(1)), Millis(6000), Millis(7000)));
+    assert_eq!(
+        at(2),
+        (Some(w(1)), Millis(0), Millis(3000)),
+        "t4 goes into p2's gap, before t3"
+    );
+    assert_eq!(plan.makespan, Millis(7000));
     // The model still sees p2 busy until 7 s (its last planned task), p1 until 1 s.
-    assert_eq!(placer.lane_frees(w(1)), vec![7000]);
-    assert_eq!(placer.lane_frees(w(0)), vec![1000]);
+    assert_eq!(placer.lane_frees(w(1)), vec![Millis(7000)]);
+    assert_eq!(placer.lane_frees(w(0)), vec![Millis(1000)]);
 }

@@ -141,7 +141,7 @@ pub(super) fn place(
     for &worker in &scratch.special {
         if pool.rank[worker] != u32::MAX && free[worker] >= slots {
             let ready = scratch.data.local(WorkerId::new(worker)).unwrap_or(remote_ready);
-            consider(worker, ready);
+            consider(worker, ready.0);
         }
     }
     let first_free = pool
@@ -149,7 +149,7 @@ pub(super) fn place(
         .iter()
         .find(|&&worker| free[worker] >= slots && scratch.special_mark[worker] != stamp);
     if let Some(&worker) = first_free {
-        consider(worker, remote_ready);
+        consider(worker, remote_ready.0);
     }
     best.map(|(_, _, placement)| placement)
 }

@@ -295,7 +295,7 @@ impl State<'_> {
             let parent = first + dep.task as usize;
             parents.push(ParentAt {
                 worker: placed_on(self.trace.worker[parent]),
-                end: self.trace.end[parent],
+                end: Millis(self.trace.end[parent]),
                 transfer_ms: u64::from(dep.transfer_ms),
             });
         }

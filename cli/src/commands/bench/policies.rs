@@ -85,7 +85,7 @@ pub(super) fn bench_placement(n_tasks: usize, n_workers: usize) -> anyhow::Resul
         .collect();
     let decide = |scan: bool| {
         let mut placer = Placer::with_workers(None, &workers);
-        let mut at: Vec<(WorkerId, u64)> = Vec::with_capacity(n_tasks);
+        let mut at: Vec<(WorkerId, Millis)> = Vec::with_capacity(n_tasks);
         let started = Instant::now();
         for (idx, &(estimate_ms, parents)) in tasks.iter().enumerate() {
             let parents: Vec<ParentAt> = parents
@@ -97,7 +97,7 @@ pub(super) fn bench_placement(n_tasks: usize, n_workers: usize) -> anyhow::Resul
                     transfer_ms: 500,
                 })
                 .collect();
-            let now = idx as u64 * 10;
+            let now = Millis(idx as u64 * 10);
             let shape = TaskShape {
                 pool: "default",
                 slots: 1,
@@ -155,7 +155,13 @@ pub(super) fn bench_placement(n_tasks: usize, n_workers: usize) -> anyhow::Resul
 }
 
 /// The earliest completion over every worker, computed worker by worker.
-fn full_scan(workers: &[WorkerModel], placer: &Placer, now: u64, task: TaskShape<'_>, parents: &[ParentAt]) -> Choice {
+fn full_scan(
+    workers: &[WorkerModel],
+    placer: &Placer,
+    now: Millis,
+    task: TaskShape<'_>,
+    parents: &[ParentAt],
+) -> Choice {
     let mut best: Option<Choice> = None;
     for (index, worker) in workers.iter().enumerate() {
         let id = WorkerId::new(index);
@@ -166,10 +172,10 @@ fn full_scan(workers: &[WorkerModel], placer: &Placer, now: u64, task: TaskShape
             } else {
                 parent.transfer_ms
             };
-            ready = ready.max(parent.end + transfer);
+            ready = ready.max(parent.end.plus_ms(transfer));
         }
         let start = ready.max(placer.lane_free(id, task.slots));
-        let end = start + runtime_on(task.estimate_ms, None, worker);
+        let end = start.plus_ms(runtime_on(task.estimate_ms, None, worker));
         if best.is_none_or(|best| end < best.end) {
             best = Some(Choice { worker: id, start, end });
         }

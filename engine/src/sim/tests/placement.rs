@@ -4,6 +4,8 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use taskfleet_common::Millis;
+
 use crate::placement::{ParentAt, WorkerId};
 use crate::sim::fleet::SimWorker;
 use crate::sim::placement::{place, Placement, PoolWorkers, Scratch};
@@ -25,7 +27,7 @@ fn brute_force(
         let ready = parents
             .iter()
             .map(|p| {
-                p.end
+                p.end.0
                     + if p.worker.map(WorkerId::index) == Some(worker) {
                         0
                     } else {
@@ -82,7 +84,7 @@ fn placement_matches_a_brute_force_scan() {
             let parents: Vec<ParentAt> = (0..rng.gen_range(0..6))
                 .map(|_| ParentAt {
                     worker: Some(WorkerId::new(rng.gen_range(0..n_workers))),
-                    end: rng.gen_range(0..2_000),
+                    end: Millis(rng.gen_range(0..2_000)),
                     transfer_ms: if rng.gen_bool(0.5) { rng.gen_range(0..3_000) } else { 0 },
                 })
                 .collect();

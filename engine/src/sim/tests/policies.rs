@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use taskfleet_common::Millis;
+
 use super::{fleet, workflow};
 use crate::policy::{PolicyConfig, PolicyKind};
 use crate::sim::{SimReport, SimWorkflow, Simulator};
@@ -240,7 +242,7 @@ fn heft_runs_never_end_later_than_their_plans() {
             let mut placer = Placer::with_workers(None, &models);
             let planned = plan(
                 &mut placer,
-                0,
+                Millis(0),
                 &dag.spec,
                 &estimates,
                 &vec![false; estimates.len()],
@@ -251,10 +253,10 @@ fn heft_runs_never_end_later_than_their_plans() {
             // Each worker takes its tasks in planned order as soon as they are ready: with
             // the declared runtimes, no task starts later than planned.
             assert!(
-                report.makespan * 1000.0 <= planned.makespan as f64,
+                report.makespan * 1000.0 <= planned.makespan.0 as f64,
                 "seed {seed}, {policy}: ran {} s, planned {} ms",
                 report.makespan,
-                planned.makespan
+                planned.makespan.0
             );
         }
     }
