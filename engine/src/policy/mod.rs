@@ -8,11 +8,9 @@
 //! scheduler, the simulator and the tests use the very same implementations;
 //! `docs/policies.md` describes each.
 
-mod fcfs;
+mod keyed;
 mod priority;
-mod ranked;
 mod rr;
-mod sjf;
 mod srpt;
 
 use std::fmt;
@@ -23,11 +21,9 @@ use taskfleet_common::{Millis, PriorityClass};
 
 use crate::placement::PlanKind;
 
-pub use fcfs::Fcfs;
+pub use keyed::Keyed;
 pub use priority::Priority;
-pub use ranked::Ranked;
 pub use rr::RoundRobin;
-pub use sjf::ShortestJobFirst;
 pub use srpt::ShortestRemainingWork;
 
 /// A task as the engine knows it: the index of its workflow in the engine and its index in the workflow.
@@ -186,14 +182,14 @@ impl PolicyKind {
     /// A new, empty instance of the policy.
     pub fn build(self, config: &PolicyConfig) -> Box<dyn Policy> {
         match self {
-            PolicyKind::Fcfs => Box::new(Fcfs::default()),
+            PolicyKind::Fcfs => Box::new(Keyed::fcfs("fcfs")),
             PolicyKind::Priority => Box::new(Priority::new(config.aging)),
-            PolicyKind::Sjf => Box::new(ShortestJobFirst::default()),
+            PolicyKind::Sjf => Box::new(Keyed::sjf()),
             PolicyKind::Srpt => Box::new(ShortestRemainingWork::default()),
             PolicyKind::Rr => Box::new(RoundRobin::new(config.quantum)),
-            PolicyKind::Mct => Box::new(Fcfs::named("mct")),
-            PolicyKind::Heft => Box::new(Ranked::new("heft")),
-            PolicyKind::Cpop => Box::new(Ranked::new("cpop")),
+            PolicyKind::Mct => Box::new(Keyed::fcfs("mct")),
+            PolicyKind::Heft => Box::new(Keyed::ranked("heft")),
+            PolicyKind::Cpop => Box::new(Keyed::ranked("cpop")),
         }
     }
 }
