@@ -242,6 +242,38 @@ text_setting!(
     }
 );
 
+/// What every service's command line has: where the broker is, the names on it, the
+/// configuration file, and `--dump-config`.
+#[derive(Debug, clap::Args)]
+pub struct ServiceArgs {
+    /// Broker URL (amqp://user:password@host:port/vhost).
+    #[arg(long, env = "TASKFLEET_BROKER")]
+    pub broker: Option<BrokerUrl>,
+    /// Prefix of queue and exchange names.
+    #[arg(long, env = "TASKFLEET_PREFIX")]
+    pub prefix: Option<Prefix>,
+    /// TOML file with any of these settings (kebab-case keys).
+    #[arg(long, env = "TASKFLEET_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    pub dump_config: bool,
+}
+
+impl ServiceArgs {
+    /// The settings of the file (or the defaults), with the broker and prefix given here.
+    pub fn load<T: Default + DeserializeOwned>(
+        self,
+        broker: impl FnOnce(&mut T) -> &mut BrokerUrl,
+        prefix: impl FnOnce(&mut T) -> &mut Prefix,
+    ) -> anyhow::Result<T> {
+        let mut settings: T = load(self.config.as_deref())?;
+        set(broker(&mut settings), self.broker);
+        set(prefix(&mut settings), self.prefix);
+        Ok(settings)
+    }
+}
+
 /// Defaults overridden by the TOML file at `path`, if any.
 pub fn load<T: Default + DeserializeOwned>(path: Option<&Path>) -> anyhow::Result<T> {
     let Some(path) = path else { return Ok(T::default()) };

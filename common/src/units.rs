@@ -179,17 +179,35 @@ pub fn format_duration_exact(duration: Duration) -> String {
     out
 }
 
+/// A settings value read by `$parse` (from text, or in a file also a bare number) and written
+/// as its text (`Display`).
+macro_rules! text_value {
+    ($type:ident, $parse:ident) => {
+        impl FromStr for $type {
+            type Err = UnitError;
+
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                $parse(text).map($type)
+            }
+        }
+
+        impl Serialize for $type {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $type {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserialize_text_or_number(deserializer)
+            }
+        }
+    };
+}
+
 /// A duration in settings: written and read as text such as `30s` or `1m30s`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HumanDuration(pub Duration);
-
-impl FromStr for HumanDuration {
-    type Err = UnitError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        parse_duration(text).map(HumanDuration)
-    }
-}
 
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -197,29 +215,11 @@ impl fmt::Display for HumanDuration {
     }
 }
 
-impl Serialize for HumanDuration {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserialize_text_or_number(deserializer)
-    }
-}
+text_value!(HumanDuration, parse_duration);
 
 /// A size in settings: written and read as text such as `64Mi` or `1G`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ByteSize(pub u64);
-
-impl FromStr for ByteSize {
-    type Err = UnitError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        parse_size(text).map(ByteSize)
-    }
-}
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -232,17 +232,7 @@ impl fmt::Display for ByteSize {
     }
 }
 
-impl Serialize for ByteSize {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserialize_text_or_number(deserializer)
-    }
-}
+text_value!(ByteSize, parse_size);
 
 /// Reads a value given as text (`"30s"`) or as a bare number (`30`), through its `FromStr`.
 fn deserialize_text_or_number<'de, D, T>(deserializer: D) -> Result<T, D::Error>

@@ -2,7 +2,6 @@
 //! broker, and the store.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -16,22 +15,18 @@ use taskfleet_transport::queues::QueueNames;
 use tokio::net::TcpListener;
 
 use super::{broker, open_store, shutdown_on_signal};
-use crate::settings::{self, set, BrokerUrl, Prefix, SchedulerSettings, StoreUrl};
+use crate::settings::{self, set, SchedulerSettings, ServiceArgs, StoreUrl};
 
 #[derive(Debug, Args)]
 pub struct SchedulerArgs {
-    /// Broker URL (amqp://user:password@host:port/vhost).
-    #[arg(long, env = "TASKFLEET_BROKER")]
-    pub broker: Option<BrokerUrl>,
+    #[command(flatten)]
+    pub service: ServiceArgs,
     /// Store: sqlite://PATH (or a path), or sqlite::memory:.
     #[arg(long, env = "TASKFLEET_DB")]
     pub db: Option<StoreUrl>,
     /// Address of the HTTP API (IP:port).
     #[arg(long, env = "TASKFLEET_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Prefix of queue and exchange names.
-    #[arg(long, env = "TASKFLEET_PREFIX")]
-    pub prefix: Option<Prefix>,
     #[arg(long, env = "TASKFLEET_POLICY", help = super::policy_help())]
     pub policy: Option<PolicyKind>,
     /// A worker silent this long loses its running tasks, which run again elsewhere.
@@ -43,22 +38,17 @@ pub struct SchedulerArgs {
     /// Tasks released beyond the fleet's free slots.
     #[arg(long, env = "TASKFLEET_PREFETCH_MARGIN")]
     pub prefetch_margin: Option<usize>,
-    /// TOML file with any of these settings (kebab-case keys).
-    #[arg(long, env = "TASKFLEET_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Print the effective configuration and exit.
-    #[arg(long)]
-    pub dump_config: bool,
 }
 
 impl SchedulerArgs {
     /// The settings: defaults, then the file, then these flags and variables; checked.
     pub fn settings(self) -> anyhow::Result<SchedulerSettings> {
-        let mut settings: SchedulerSettings = settings::load(self.config.as_deref())?;
-        set(&mut settings.broker, self.broker);
+        let mut settings: SchedulerSettings = self.service.load(
+            |settings: &mut SchedulerSettings| &mut settings.broker,
+            |settings| &mut settings.prefix,
+        )?;
         set(&mut settings.db, self.db);
         set(&mut settings.listen, self.listen);
-        set(&mut settings.prefix, self.prefix);
         set(&mut settings.policy, self.policy);
         set(&mut settings.lease_timeout, self.lease_timeout);
         set(&mut settings.prefetch_margin, self.prefetch_margin);
@@ -93,7 +83,7 @@ fn server_config(settings: &SchedulerSettings) -> ServerConfig {
 }
 
 pub async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
-    let dump = args.dump_config;
+    let dump = args.service.dump_config;
     let settings = args.settings()?;
     if dump {
         super::write_stdout(&settings::dump(&settings)?)?;

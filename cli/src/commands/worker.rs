@@ -12,16 +12,12 @@ use taskfleet_transport::queues::QueueNames;
 use taskfleet_worker::{HandlerRegistry, Worker, WorkerConfig};
 
 use super::{broker, shutdown_on_signal};
-use crate::settings::{self, set, BrokerUrl, Prefix, WorkerSettings};
+use crate::settings::{self, set, ServiceArgs, WorkerSettings};
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Broker URL (amqp://user:password@host:port/vhost).
-    #[arg(long, env = "TASKFLEET_BROKER")]
-    pub broker: Option<BrokerUrl>,
-    /// Prefix of queue and exchange names.
-    #[arg(long, env = "TASKFLEET_PREFIX")]
-    pub prefix: Option<Prefix>,
+    #[command(flatten)]
+    pub service: ServiceArgs,
     /// Pools to serve; repeat or separate with commas.
     #[arg(long = "pool", env = "TASKFLEET_POOLS", value_delimiter = ',')]
     pub pools: Vec<String>,
@@ -44,20 +40,15 @@ pub struct WorkerArgs {
     /// Working directory of task processes (the worker's unless set).
     #[arg(long, env = "TASKFLEET_WORK_DIR")]
     pub work_dir: Option<String>,
-    /// TOML file with any of these settings (kebab-case keys).
-    #[arg(long, env = "TASKFLEET_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Print the effective configuration and exit.
-    #[arg(long)]
-    pub dump_config: bool,
 }
 
 impl WorkerArgs {
     /// The settings: defaults, then the file, then these flags and variables; checked.
     pub fn settings(self) -> anyhow::Result<WorkerSettings> {
-        let mut settings: WorkerSettings = settings::load(self.config.as_deref())?;
-        set(&mut settings.broker, self.broker);
-        set(&mut settings.prefix, self.prefix);
+        let mut settings: WorkerSettings = self.service.load(
+            |settings: &mut WorkerSettings| &mut settings.broker,
+            |settings| &mut settings.prefix,
+        )?;
         if !self.pools.is_empty() {
             settings.pools = self.pools;
         }
@@ -95,7 +86,7 @@ fn worker_config(settings: &WorkerSettings) -> WorkerConfig {
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let dump = args.dump_config;
+    let dump = args.service.dump_config;
     let settings = args.settings()?;
     if dump {
         super::write_stdout(&settings::dump(&settings)?)?;

@@ -70,12 +70,10 @@ impl Loader<'_> {
         match event {
             Event::Scalar(text, style, anchor, tag) => {
                 let value = scalar(text, style, tag.as_ref()).map_err(|message| at(mark, message))?;
-                self.anchor(anchor, &value);
-                Ok(value)
+                Ok(self.anchored(anchor, value))
             }
             Event::SequenceStart(anchor, tag) => {
-                check_collection_tag(tag.as_ref(), "seq").map_err(|message| at(mark, message))?;
-                let depth = deeper(depth, mark)?;
+                let depth = collection(tag.as_ref(), "seq", depth, mark)?;
                 let mut items = Vec::new();
                 loop {
                     let (event, mark) = self.next()?;
@@ -84,28 +82,17 @@ impl Loader<'_> {
                     }
                     items.push(self.node(event, mark, depth)?);
                 }
-                let value = Value::Array(items);
-                self.anchor(anchor, &value);
-                Ok(value)
+                Ok(self.anchored(anchor, Value::Array(items)))
             }
             Event::MappingStart(anchor, tag) => {
-                check_collection_tag(tag.as_ref(), "map").map_err(|message| at(mark, message))?;
-                let depth = deeper(depth, mark)?;
+                let depth = collection(tag.as_ref(), "map", depth, mark)?;
                 let mut map = Map::new();
                 loop {
                     let (event, key_mark) = self.next()?;
                     if event == Event::MappingEnd {
                         break;
                     }
-                    let key = match self.node(event, key_mark, depth)? {
-                        Value::String(key) => key,
-                        Value::Null => String::new(),
-                        Value::Bool(flag) => flag.to_string(),
-                        Value::Number(number) => number.to_string(),
-                        Value::Array(_) | Value::Object(_) => {
-                            return Err(at(key_mark, "a key must be text, not a list or a mapping"));
-                        }
-                    };
+                    let key = self.key(event, key_mark, depth)?;
                     if map.contains_key(&key) {
                         return Err(at(key_mark, format!("key `{}` is given twice", printable(&key))));
                     }
@@ -113,9 +100,7 @@ impl Loader<'_> {
                     let value = self.node(event, mark, depth)?;
                     map.insert(key, value);
                 }
-                let value = Value::Object(map);
-                self.anchor(anchor, &value);
-                Ok(value)
+                Ok(self.anchored(anchor, Value::Object(map)))
             }
             Event::Alias(anchor) => {
                 let Some((value, weight)) = self.anchors.get(&anchor) else {
@@ -139,11 +124,31 @@ impl Loader<'_> {
         }
     }
 
-    fn anchor(&mut self, anchor: usize, value: &Value) {
-        if anchor != 0 {
-            self.anchors.insert(anchor, (value.clone(), weight(value)));
+    /// A mapping key: text, or a scalar taken as text.
+    fn key(&mut self, event: Event, mark: Marker, depth: usize) -> Result<String, DocumentError> {
+        match self.node(event, mark, depth)? {
+            Value::String(key) => Ok(key),
+            Value::Null => Ok(String::new()),
+            Value::Bool(flag) => Ok(flag.to_string()),
+            Value::Number(number) => Ok(number.to_string()),
+            Value::Array(_) | Value::Object(_) => Err(at(mark, "a key must be text, not a list or a mapping")),
         }
     }
+
+    /// `value`, kept under `anchor` (if it has one) for the aliases that follow.
+    fn anchored(&mut self, anchor: usize, value: Value) -> Value {
+        if anchor != 0 {
+            self.anchors.insert(anchor, (value.clone(), weight(&value)));
+        }
+        value
+    }
+}
+
+/// Starts a collection of `kind` (`seq`, `map`): checks its tag, and that it is not too deep;
+/// returns the depth of its items.
+fn collection(tag: Option<&Tag>, kind: &str, depth: usize, mark: Marker) -> Result<usize, DocumentError> {
+    check_collection_tag(tag, kind).map_err(|message| at(mark, message))?;
+    deeper(depth, mark)
 }
 
 fn deeper(depth: usize, mark: Marker) -> Result<usize, DocumentError> {

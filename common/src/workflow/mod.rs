@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use parse::{parse_workflow, parse_workflow_value};
-pub use problem::{InvalidWorkflow, Problem};
+pub use problem::{write_problems, InvalidWorkflow, Problem};
 
 use crate::dag::Dag;
 

@@ -55,11 +55,17 @@ pub struct InvalidWorkflow {
 
 impl fmt::Display for InvalidWorkflow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.problems.len();
-        write!(f, "invalid workflow ({n} problem{})", if n == 1 { "" } else { "s" })?;
-        for problem in &self.problems {
-            write!(f, "\n  - {problem}")?;
-        }
-        Ok(())
+        write_problems(f, "workflow", &self.problems)
     }
+}
+
+/// Writes `invalid WHAT (N problems)` and one indented line per problem: how every file
+/// taskfleet reads reports its problems.
+pub fn write_problems(f: &mut fmt::Formatter<'_>, what: &str, problems: &[impl fmt::Display]) -> fmt::Result {
+    let n = problems.len();
+    write!(f, "invalid {what} ({n} problem{})", if n == 1 { "" } else { "s" })?;
+    for problem in problems {
+        write!(f, "\n  - {problem}")?;
+    }
+    Ok(())
 }

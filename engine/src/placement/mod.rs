@@ -30,6 +30,7 @@ use std::time::Duration;
 use taskfleet_common::Millis;
 
 pub(crate) use data::DataReady;
+pub(crate) use model::rated_by_fields;
 pub use model::{runtime_on, ParentAt, Rated, WorkerId, WorkerModel};
 pub use plan::{plan, Plan, PlanKind, INSERTION_MAX_WORKERS};
 

@@ -65,19 +65,27 @@ pub trait Rated {
     fn speed(&self) -> f64;
 }
 
-impl Rated for WorkerModel {
-    fn name(&self) -> &str {
-        &self.name
-    }
+/// Implements [`Rated`] for a worker type with `name`, `base` and `speed` fields.
+macro_rules! rated_by_fields {
+    ($type:ty) => {
+        impl $crate::placement::Rated for $type {
+            fn name(&self) -> &str {
+                &self.name
+            }
 
-    fn base(&self) -> &str {
-        &self.base
-    }
+            fn base(&self) -> &str {
+                &self.base
+            }
 
-    fn speed(&self) -> f64 {
-        self.speed
-    }
+            fn speed(&self) -> f64 {
+                self.speed
+            }
+        }
+    };
 }
+pub(crate) use rated_by_fields;
+
+rated_by_fields!(WorkerModel);
 
 /// A task's runtime on `worker` in milliseconds: its `estimate_by_worker` entry for the worker
 /// (by name, else by base name), else `estimate_ms / speed`, rounded to the millisecond. The

@@ -78,12 +78,7 @@ pub struct InvalidFleet {
 
 impl fmt::Display for InvalidFleet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.problems.len();
-        write!(f, "invalid fleet ({n} problem{})", if n == 1 { "" } else { "s" })?;
-        for problem in &self.problems {
-            write!(f, "\n  - {problem}")?;
-        }
-        Ok(())
+        taskfleet_common::workflow::write_problems(f, "fleet", &self.problems)
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use taskfleet_common::TaskSpec;
 
 use super::fleet::SimWorker;
-use crate::placement::{runtime_on, DataReady, ParentAt, Rated, WorkerId};
+use crate::placement::{rated_by_fields, runtime_on, DataReady, ParentAt, WorkerId};
 
 /// A task's runtime on `worker` in milliseconds, before any stochastic noise: the live
 /// scheduler's rule ([`runtime_on`]) with the task's estimate, or the prior.
@@ -19,19 +19,7 @@ pub fn runtime_ms(task: &TaskSpec, worker: &SimWorker, default_estimate: Duratio
     runtime_on(estimate_ms, task.estimate_by_worker.as_ref(), worker)
 }
 
-impl Rated for SimWorker {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn base(&self) -> &str {
-        &self.base
-    }
-
-    fn speed(&self) -> f64 {
-        self.speed
-    }
-}
+rated_by_fields!(SimWorker);
 
 /// The workers serving a pool, fastest first (ties: fleet order), with each one's rank in
 /// that order (`u32::MAX` for workers not serving the pool).

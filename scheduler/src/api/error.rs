@@ -32,67 +32,23 @@ pub enum ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (code, body) = match self {
-            ApiError::BadRequest(message) => (
-                StatusCode::BAD_REQUEST,
-                ErrorBody {
-                    error: message,
-                    problems: vec![],
-                },
-            ),
-            ApiError::NotFound(message) => (
-                StatusCode::NOT_FOUND,
-                ErrorBody {
-                    error: message,
-                    problems: vec![],
-                },
-            ),
-            ApiError::Conflict(message) => (
-                StatusCode::CONFLICT,
-                ErrorBody {
-                    error: message,
-                    problems: vec![],
-                },
-            ),
+        let (code, error, problems) = match self {
+            ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message, vec![]),
+            ApiError::NotFound(message) => (StatusCode::NOT_FOUND, message, vec![]),
+            ApiError::Conflict(message) => (StatusCode::CONFLICT, message, vec![]),
             ApiError::Invalid(invalid) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorBody {
-                    error: invalid.to_string(),
-                    problems: invalid.problems.iter().map(ProblemBody::from).collect(),
-                },
+                invalid.to_string(),
+                invalid.problems.iter().map(ProblemBody::from).collect(),
             ),
-            ApiError::Unprocessable(message) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorBody {
-                    error: message,
-                    problems: vec![],
-                },
-            ),
-            ApiError::TooLarge(message) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorBody {
-                    error: message,
-                    problems: vec![],
-                },
-            ),
-            ApiError::Unavailable(message) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorBody {
-                    error: message,
-                    problems: vec![],
-                },
-            ),
+            ApiError::Unprocessable(message) => (StatusCode::UNPROCESSABLE_ENTITY, message, vec![]),
+            ApiError::TooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, message, vec![]),
+            ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message, vec![]),
             ApiError::Internal(cause) => {
                 error!(error = %format!("{cause:#}"), "Request failed.");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorBody {
-                        error: "internal error".into(),
-                        problems: vec![],
-                    },
-                )
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_string(), vec![])
             }
         };
-        (code, Json(body)).into_response()
+        (code, Json(ErrorBody { error, problems })).into_response()
     }
 }

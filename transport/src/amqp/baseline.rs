@@ -99,6 +99,23 @@ fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
 }
 
+/// Consumes `queue` on `channel` with at most `in_flight` unacked deliveries.
+async fn consume(
+    channel: &Channel,
+    queue: &str,
+    tag: &str,
+    in_flight: usize,
+) -> Result<lapin::Consumer, TransportError> {
+    channel
+        .basic_qos(in_flight.min(u16::MAX as usize) as u16, BasicQosOptions::default())
+        .await
+        .map_err(fail)?;
+    channel
+        .basic_consume(queue, tag, BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .map_err(fail)
+}
+
 async fn send_and_receive(
     channel: &Channel,
     requests: &str,
@@ -107,19 +124,7 @@ async fn send_and_receive(
     in_flight: usize,
     payload: &[u8],
 ) -> Result<Duration, TransportError> {
-    channel
-        .basic_qos(in_flight.min(u16::MAX as usize) as u16, BasicQosOptions::default())
-        .await
-        .map_err(fail)?;
-    let mut incoming = channel
-        .basic_consume(
-            replies,
-            "baseline-sender",
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(fail)?;
+    let mut incoming = consume(channel, replies, "baseline-sender", in_flight).await?;
     let started = Instant::now();
     let mut confirms = VecDeque::new();
     let (mut n_sent, mut n_received, mut n_unacked) = (0, 0, 0);
@@ -159,19 +164,7 @@ async fn respond(
     n_messages: usize,
     in_flight: usize,
 ) -> Result<(), TransportError> {
-    channel
-        .basic_qos(in_flight.min(u16::MAX as usize) as u16, BasicQosOptions::default())
-        .await
-        .map_err(fail)?;
-    let mut incoming = channel
-        .basic_consume(
-            &requests,
-            "baseline-responder",
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(fail)?;
+    let mut incoming = consume(&channel, &requests, "baseline-responder", in_flight).await?;
     let mut n_done = 0;
     while n_done < n_messages {
         let first = incoming.next().await.ok_or(TransportError::Closed)?.map_err(fail)?;

@@ -140,6 +140,15 @@ impl Inner {
         )
     }
 
+    /// A channel of its own on the current connection, to `what` (for errors).
+    async fn open_channel(&self, what: &str) -> Result<lapin::Channel, TransportError> {
+        let link = self.link().await?;
+        link.connection
+            .create_channel()
+            .await
+            .map_err(|error| from_lapin(&error, format!("could not open a channel to {what}")))
+    }
+
     async fn publish(&self, messages: Vec<Outgoing>) -> Result<(), TransportError> {
         if messages.is_empty() {
             return Ok(());
@@ -189,24 +198,14 @@ impl Transport for AmqpTransport {
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, TransportError> {
-        let link = self.inner.link().await?;
-        let channel = link
-            .connection
-            .create_channel()
-            .await
-            .map_err(|error| from_lapin(&error, format!("could not open a channel to consume `{queue}`")))?;
+        let channel = self.inner.open_channel(&format!("consume `{queue}`")).await?;
         let consumer = AmqpConsumer::start(channel, queue, prefetch, queue, self.inner.clone()).await?;
         Ok(Box::new(consumer))
     }
 
     async fn consume_group(&self, queues: &[String], prefetch: u16) -> Result<Vec<Box<dyn Consumer>>, TransportError> {
-        let link = self.inner.link().await?;
         let what = queues.join(", ");
-        let channel = link
-            .connection
-            .create_channel()
-            .await
-            .map_err(|error| from_lapin(&error, format!("could not open a channel to consume `{what}`")))?;
+        let channel = self.inner.open_channel(&format!("consume `{what}`")).await?;
         let channel = ConsumerChannel::open(channel, prefetch, &what, self.inner.clone()).await?;
         let mut consumers: Vec<Box<dyn Consumer>> = Vec::with_capacity(queues.len());
         for queue in queues {
@@ -268,12 +267,7 @@ impl Transport for AmqpTransport {
     }
 
     async fn subscribe(&self, topic: &str) -> Result<Box<dyn Consumer>, TransportError> {
-        let link = self.inner.link().await?;
-        let channel = link
-            .connection
-            .create_channel()
-            .await
-            .map_err(|error| from_lapin(&error, format!("could not open a channel to subscribe to `{topic}`")))?;
+        let channel = self.inner.open_channel(&format!("subscribe to `{topic}`")).await?;
         declare_topic(&channel, topic).await?;
         self.inner.declared().topics.insert(topic.to_string());
         let queue = declare_subscription(&channel, topic).await?;
