@@ -18,7 +18,7 @@ use taskfleet_engine::placement::WorkerModel;
 use taskfleet_engine::policy::PolicyKind;
 use taskfleet_scheduler::service::{now, Capacity, Scheduler, SchedulerConfig, WorkflowProgress};
 use taskfleet_scheduler::status::workflow_status;
-use taskfleet_scheduler::store::{SqliteStore, Store, WorkflowRecord, WorkflowState};
+use taskfleet_scheduler::store::{MemoryStore, SqliteStore, Store, WorkflowRecord, WorkflowState};
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_transport::{MemoryTransport, Transport};
 use taskfleet_worker::{HandlerRegistry, Worker, WorkerConfig};
@@ -88,7 +88,7 @@ pub async fn run_workflow(
         Some(path) => {
             Arc::new(SqliteStore::open(path).with_context(|| format!("opening database {}", path.display()))?)
         }
-        None => Arc::new(SqliteStore::in_memory().context("opening an in-memory database")?),
+        None => Arc::new(MemoryStore::new()),
     };
     let hash = spec_hash(source);
     let (workflow_id, stored) = match store.running_workflows(Some(&hash)).await?.pop() {

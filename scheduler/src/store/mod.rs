@@ -1,12 +1,14 @@
 //! The scheduler's source of truth: workflows, tasks, attempts, results and outputs.
 //!
-//! [`Store`] is the interface the scheduler loop talks to; [`SqliteStore`] implements it for
-//! the embedded mode (a file, or memory). Writes arrive as batches of the engine's
+//! [`Store`] is the interface the scheduler loop talks to; [`SqliteStore`] implements it in
+//! a file (or an in-memory database), [`MemoryStore`] in this process's memory for runs that
+//! keep nothing. Writes arrive as batches of the engine's
 //! [`StoreUpdate`]s applied in one transaction, so the scheduler pays one commit per batch,
 //! not per task.
 
 mod coalesce;
 pub mod conformance;
+mod memory;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -15,6 +17,7 @@ use taskfleet_common::{Millis, WorkflowSpec};
 use taskfleet_engine::predict::{FeatureModel, LogStats};
 
 pub use coalesce::coalesce;
+pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 /// The engine's records, which the store persists.
 pub use taskfleet_engine::records::{AttemptRecord, StoreUpdate, TaskRecord, WorkflowState};
