@@ -16,55 +16,91 @@ use taskfleet_common::Millis;
 
 use super::{Policy, ReadyTask, TaskRef};
 
-/// What a keyed policy orders ready tasks by: smallest first.
-type Key = (u64, u64, u64);
-
-/// A policy ordering ready tasks by a key. See the module documentation.
-pub struct Keyed {
-    name: &'static str,
-    key: fn(&ReadyTask) -> Key,
-    heap: BinaryHeap<Reverse<(Key, TaskRef)>>,
+/// What a keyed policy orders ready tasks by: its key, smallest first. Each order is a type,
+/// so the key is computed inline and takes only the room it needs in the heap.
+pub trait Order: Send + Sync + 'static {
+    type Key: Ord + Copy + Send + Sync;
+    fn key(task: &ReadyTask) -> Self::Key;
 }
 
-impl Keyed {
-    /// First come, first served, reported under `name` (`fcfs`, or `mct`).
-    pub fn fcfs(name: &'static str) -> Keyed {
-        Keyed::by(name, |task| (task.workflow_seq, task.ready_seq, 0))
-    }
+/// First come, first served: workflow submit order, then readiness.
+pub struct FirstCome;
 
-    /// Shortest estimated runtime first.
-    pub fn sjf() -> Keyed {
-        Keyed::by("sjf", |task| (task.estimate_ms, task.workflow_seq, task.ready_seq))
+impl Order for FirstCome {
+    type Key = (u64, u64);
+    fn key(task: &ReadyTask) -> Self::Key {
+        (task.workflow_seq, task.ready_seq)
     }
+}
 
-    /// Highest plan rank first, reported under `name` (`heft`, `cpop`).
-    pub fn ranked(name: &'static str) -> Keyed {
+/// Shortest estimated runtime first, ties first come first served.
+pub struct ShortestFirst;
+
+impl Order for ShortestFirst {
+    type Key = (u64, u64, u64);
+    fn key(task: &ReadyTask) -> Self::Key {
+        (task.estimate_ms, task.workflow_seq, task.ready_seq)
+    }
+}
+
+/// Highest plan rank first, ties first come first served.
+pub struct HighestRank;
+
+impl Order for HighestRank {
+    type Key = (u64, u64, u64);
+    fn key(task: &ReadyTask) -> Self::Key {
         // Ranks are non-negative, so their bit patterns order like the numbers.
-        Keyed::by(name, |task| {
-            (
-                u64::MAX - task.rank.max(0.0).to_bits(),
-                task.workflow_seq,
-                task.ready_seq,
-            )
-        })
+        (
+            u64::MAX - task.rank.max(0.0).to_bits(),
+            task.workflow_seq,
+            task.ready_seq,
+        )
     }
+}
 
-    fn by(name: &'static str, key: fn(&ReadyTask) -> Key) -> Keyed {
+/// A policy ordering ready tasks by the key of `O`. See the module documentation.
+pub struct Keyed<O: Order> {
+    name: &'static str,
+    heap: BinaryHeap<Reverse<(O::Key, TaskRef)>>,
+}
+
+impl Keyed<FirstCome> {
+    /// First come, first served, reported under `name` (`fcfs`, or `mct`).
+    pub fn fcfs(name: &'static str) -> Self {
+        Keyed::named(name)
+    }
+}
+
+impl Keyed<ShortestFirst> {
+    /// Shortest estimated runtime first.
+    pub fn sjf() -> Self {
+        Keyed::named("sjf")
+    }
+}
+
+impl Keyed<HighestRank> {
+    /// Highest plan rank first, reported under `name` (`heft`, `cpop`).
+    pub fn ranked(name: &'static str) -> Self {
+        Keyed::named(name)
+    }
+}
+
+impl<O: Order> Keyed<O> {
+    fn named(name: &'static str) -> Self {
         Keyed {
             name,
-            key,
             heap: BinaryHeap::new(),
         }
     }
 }
 
-impl Policy for Keyed {
+impl<O: Order> Policy for Keyed<O> {
     fn name(&self) -> &'static str {
         self.name
     }
 
     fn push(&mut self, task: ReadyTask) {
-        self.heap.push(Reverse(((self.key)(&task), task.task)));
+        self.heap.push(Reverse((O::key(&task), task.task)));
     }
 
     fn pop(&mut self, _now: Millis) -> Option<TaskRef> {

@@ -21,7 +21,7 @@ use taskfleet_common::{Millis, PriorityClass};
 
 use crate::placement::PlanKind;
 
-pub use keyed::Keyed;
+pub use keyed::{FirstCome, HighestRank, Keyed, Order, ShortestFirst};
 pub use priority::Priority;
 pub use rr::RoundRobin;
 pub use srpt::ShortestRemainingWork;

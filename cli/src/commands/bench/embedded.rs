@@ -5,7 +5,8 @@
 //!   alone (the baseline), full validation, persisting every task in SQLite, and building the
 //!   engine's state; report peak memory.
 //! - throughput: raw in-memory transport round trips (publish, consume, ack, reply) as the
-//!   baseline, then `noop` tasks end to end through scheduler, SQLite store and workers.
+//!   baseline, then `noop` tasks end to end through scheduler, store and workers, once with
+//!   the SQLite store (`--db`) and once with the memory store (a run that keeps nothing).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -119,25 +120,27 @@ pub(super) async fn bench_throughput(n_tasks: usize, workers: usize, db: &std::p
     source.push_str("]}");
     let spec =
         Arc::new(parse_workflow(&source, &ValidateOptions::default()).map_err(|invalid| anyhow::anyhow!("{invalid}"))?);
-    let options = EmbeddedOptions {
-        workers,
-        db: Some(db.to_path_buf()),
-        ..EmbeddedOptions::default()
-    };
-    let started = Instant::now();
-    let outcome = run_workflow(&source, spec, &options, |_| {}, CancellationToken::new()).await?;
-    let elapsed = started.elapsed();
-    anyhow::ensure!(
-        outcome.state == WorkflowState::Succeeded,
-        "the benchmark workflow ended {:?}",
-        outcome.state
-    );
-    println!(
-        "  taskfleet run, SQLite store on       {:>10.0} tasks/s ({} in {})",
-        n_tasks as f64 / elapsed.as_secs_f64(),
-        n_tasks,
-        millis(elapsed)
-    );
+    for (store, db) in [("SQLite store on", Some(db.to_path_buf())), ("memory store", None)] {
+        let options = EmbeddedOptions {
+            workers,
+            db,
+            ..EmbeddedOptions::default()
+        };
+        let started = Instant::now();
+        let outcome = run_workflow(&source, spec.clone(), &options, |_| {}, CancellationToken::new()).await?;
+        let elapsed = started.elapsed();
+        anyhow::ensure!(
+            outcome.state == WorkflowState::Succeeded,
+            "the benchmark workflow ended {:?}",
+            outcome.state
+        );
+        println!(
+            "  taskfleet run, {store:<21} {:>10.0} tasks/s ({} in {})",
+            n_tasks as f64 / elapsed.as_secs_f64(),
+            n_tasks,
+            millis(elapsed)
+        );
+    }
     Ok(())
 }
 

@@ -1,9 +1,11 @@
 //! `taskfleet bench`: measures this machine, each figure next to a baseline measured in the
-//! same run. The embedded benchmarks always run; the fleet benchmark runs with `--broker`.
+//! same run. The embedded and whole-process benchmarks always run; the fleet benchmark runs
+//! with `--broker`.
 
 mod embedded;
 mod fleet;
 mod policies;
+mod process;
 
 use std::process::ExitCode;
 
@@ -23,6 +25,12 @@ pub struct BenchArgs {
     /// Local workers for the embedded throughput benchmark [default: number of CPUs].
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Tasks in the layered DAG that `taskfleet run` runs as a whole process (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    pub process_tasks: usize,
+    /// Local workers of the whole-process benchmark.
+    #[arg(long, default_value_t = 4)]
+    pub process_workers: usize,
     /// Broker URL: also benchmark the fleet (scheduler and workers over RabbitMQ).
     #[arg(long)]
     pub broker: Option<String>,
@@ -62,6 +70,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
         embedded::bench_throughput(args.noop_tasks, workers, &scratch.path().join("noop.sqlite")).await?;
+    }
+    if args.process_tasks > 0 {
+        process::bench_process(args.process_tasks, args.process_workers, scratch.path())?;
     }
     if args.policy_tasks > 0 {
         policies::bench_policies(args.policy_tasks, 100);
