@@ -1,5 +1,7 @@
-//! The `taskfleet` command line: one binary for running, validating and benchmarking
-//! workflows. Data goes to stdout; progress, logs and errors go to stderr.
+//! The `taskfleet` command line: one binary for the whole system — the scheduler service and
+//! its workers over a broker, the client commands that talk to them, and the embedded run,
+//! validation, simulation and benchmarks on one machine. Data goes to stdout; progress, logs
+//! and errors go to stderr.
 //!
 //! Exit codes: 0 when the workflow succeeded (or the command did its job), 1 when the
 //! workflow failed, 2 for invalid input, usage, or a request the scheduler refused.
@@ -16,9 +18,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-/// A distributed task scheduler: workflows of tasks, run on one machine or a worker fleet.
+/// A distributed task scheduler: workflows (DAGs of tasks) run on one machine, or by a
+/// scheduler and a fleet of workers over RabbitMQ.
 #[derive(Debug, Parser)]
-#[command(name = "taskfleet", version, about)]
+#[command(name = "taskfleet", version, long_about = None, after_help = OVERVIEW)]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug); `TASKFLEET_LOG` takes a full filter.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -26,6 +29,20 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// Shown after the command list of `taskfleet --help`: the two ways to run.
+const OVERVIEW: &str = "\
+On one machine:
+  taskfleet run workflow.yaml --workers 4
+
+As a fleet (scheduler, store and HTTP API; any number of workers, on any machines):
+  taskfleet scheduler --broker amqp://guest:guest@HOST:5672/%2f --db sqlite://state.sqlite
+  taskfleet worker --broker amqp://guest:guest@HOST:5672/%2f --concurrency 8
+  taskfleet submit workflow.yaml --wait
+  taskfleet status ID | taskfleet cancel ID | taskfleet workers
+
+Policies: fcfs, priority, sjf, srpt, rr, mct, heft, cpop (--policy); compare them with
+`taskfleet simulate`. Every flag also reads from TASKFLEET_* variables or a --config file.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -45,7 +62,8 @@ pub enum Command {
     Cancel(commands::cancel::CancelArgs),
     /// List the live workers of the fleet.
     Workers(commands::workers::WorkersArgs),
-    /// Measure this machine: workflow loading and embedded task throughput.
+    /// Measure this machine next to baselines: workflow loading, embedded and whole-process
+    /// runs, policies, placement and (with --broker) the fleet over RabbitMQ.
     Bench(commands::bench::BenchArgs),
     /// Simulate workflows on a described fleet with the real engine and policies: makespan,
     /// flow times, utilization, fairness; compare policies; draw a Gantt chart.
@@ -123,4 +141,27 @@ pub fn init_tracing(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_overview_names_every_policy() {
+        let listed = OVERVIEW.split("Policies:").nth(1).expect("a policy line");
+        for kind in taskfleet_engine::policy::PolicyKind::ALL {
+            assert!(
+                listed.contains(kind.as_str()),
+                "{} missing from the overview",
+                kind.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
 }

@@ -245,8 +245,9 @@ impl Checker<'_> {
     }
 
     fn task(&mut self, position: usize, raw: Value, defaults: &Defaults) -> (TaskSpec, Vec<RawDep>) {
+        // The id is filled in last: until then problems name the task by `label`.
         let mut task = TaskSpec {
-            id: format!("#{position}"),
+            id: String::new(),
             deps: Vec::new(),
             action: Action::Run {
                 argv: Vec::new(),
@@ -263,6 +264,7 @@ impl Checker<'_> {
             pool: defaults.pool.clone().unwrap_or_else(|| self.intern_pool("default")),
         };
         let Value::Object(map) = raw else {
+            task.id = format!("#{position}");
             self.problem(
                 Some(&task.id),
                 "",
@@ -294,18 +296,21 @@ impl Checker<'_> {
             fields.take("retries"),
             fields.take("pool"),
         );
-        match id {
-            Some(Value::String(id)) if is_valid_name(&id, 128) => task.id = id,
-            Some(Value::String(id)) => self.problem(
-                Some(&task.id),
-                "id",
-                format!("`{id}` is not a valid id (1 to 128 of A-Z a-z 0-9 _ . -)"),
-            ),
-            Some(_) => self.problem(Some(&task.id), "id", "must be a string"),
-            None => self.problem(Some(&task.id), "id", "missing (every task needs an id)"),
-        }
-        let label = task.id.clone();
-        let label = Some(label.as_str());
+        let id = match id {
+            Some(Value::String(id)) if is_valid_name(&id, 128) => id,
+            other => {
+                // A task without a usable id is named by its position.
+                let position = format!("#{position}");
+                let problem = match other {
+                    Some(Value::String(id)) => format!("`{id}` is not a valid id (1 to 128 of A-Z a-z 0-9 _ . -)"),
+                    Some(_) => "must be a string".to_string(),
+                    None => "missing (every task needs an id)".to_string(),
+                };
+                self.problem(Some(&position), "id", problem);
+                position
+            }
+        };
+        let label = Some(id.as_str());
         let deps = match deps {
             Some(value) => self.deps(label, value),
             None => Vec::new(),
@@ -401,6 +406,7 @@ impl Checker<'_> {
             self.problem(label, "description", "must be a string");
         }
         fields.finish(self, label, "");
+        task.id = id;
         (task, deps)
     }
 

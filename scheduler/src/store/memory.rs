@@ -32,8 +32,33 @@ struct Stored {
     record: WorkflowRecord,
     tasks: Vec<TaskRecord>,
     ids: Vec<String>,
-    /// By (task index, attempt number).
-    attempts: BTreeMap<(u32, u32), AttemptRecord>,
+    /// Each task's attempts, by task index, in attempt order.
+    attempts: Vec<Vec<AttemptRecord>>,
+}
+
+impl Stored {
+    fn attempt(&self, task_idx: u32, attempt: u32) -> Option<&AttemptRecord> {
+        let attempts = self.attempts.get(task_idx as usize)?;
+        let at = attempts.binary_search_by_key(&attempt, |record| record.attempt).ok()?;
+        attempts.get(at)
+    }
+
+    fn attempt_mut(&mut self, task_idx: u32, attempt: u32) -> Option<&mut AttemptRecord> {
+        let attempts = self.attempts.get_mut(task_idx as usize)?;
+        let at = attempts.binary_search_by_key(&attempt, |record| record.attempt).ok()?;
+        attempts.get_mut(at)
+    }
+
+    /// Stores an attempt, in place of the one with its number if there is one.
+    fn put_attempt(&mut self, record: AttemptRecord) {
+        let Some(attempts) = self.attempts.get_mut(record.task_idx as usize) else {
+            return;
+        };
+        match attempts.binary_search_by_key(&record.attempt, |known| known.attempt) {
+            Ok(at) => attempts[at] = record,
+            Err(at) => attempts.insert(at, record),
+        }
+    }
 }
 
 impl MemoryStore {
@@ -80,7 +105,7 @@ impl Inner {
                     ..
                 } => {
                     let stored = self.workflows.get(&**workflow_id);
-                    let exists = stored.is_some_and(|stored| stored.attempts.contains_key(&(*task_idx, *attempt)))
+                    let exists = stored.is_some_and(|stored| stored.attempt(*task_idx, *attempt).is_some())
                         || created.contains(&(&**workflow_id, *task_idx, *attempt));
                     if !exists {
                         let what = format!("attempt {attempt} of task {task_idx} of workflow '{workflow_id}'");
@@ -120,9 +145,7 @@ impl Inner {
                 at,
             } => {
                 if let Some(stored) = self.workflows.get_mut(&*workflow_id) {
-                    stored
-                        .attempts
-                        .insert((task_idx, attempt), new_attempt(task_idx, attempt, at));
+                    stored.put_attempt(new_attempt(task_idx, attempt, at));
                 }
             }
             StoreUpdate::AttemptStarted {
@@ -133,26 +156,21 @@ impl Inner {
                 at,
             } => {
                 let stored = self.workflows.get_mut(&*workflow_id);
-                if let Some(record) = stored.and_then(|stored| stored.attempts.get_mut(&(task_idx, attempt))) {
+                if let Some(record) = stored.and_then(|stored| stored.attempt_mut(task_idx, attempt)) {
                     record.worker = Some(worker);
                     record.started_at = Some(at);
                 }
             }
             StoreUpdate::AttemptFinished { workflow_id, record } => {
                 if let Some(stored) = self.workflows.get_mut(&*workflow_id) {
-                    let key = (record.task_idx, record.attempt);
                     // A finish keeps the stored dispatch time of an attempt it completes.
                     let dispatched_at = stored
-                        .attempts
-                        .get(&key)
+                        .attempt(record.task_idx, record.attempt)
                         .map_or(record.dispatched_at, |known| known.dispatched_at);
-                    stored.attempts.insert(
-                        key,
-                        AttemptRecord {
-                            dispatched_at,
-                            ..record
-                        },
-                    );
+                    stored.put_attempt(AttemptRecord {
+                        dispatched_at,
+                        ..record
+                    });
                 }
             }
             StoreUpdate::WorkflowFinished { workflow_id, state, at } => {
@@ -227,7 +245,7 @@ impl Store for MemoryStore {
                 record: record.clone(),
                 tasks,
                 ids: spec.tasks.iter().map(|task| task.id.clone()).collect(),
-                attempts: BTreeMap::new(),
+                attempts: vec![Vec::new(); spec.tasks.len()],
             },
         );
         Ok(())
@@ -282,7 +300,7 @@ impl Store for MemoryStore {
             .inner()
             .workflows
             .get(workflow_id)
-            .map(|stored| stored.attempts.values().cloned().collect())
+            .map(|stored| stored.attempts.iter().flatten().cloned().collect())
             .unwrap_or_default())
     }
 
@@ -293,15 +311,10 @@ impl Store for MemoryStore {
         };
         let start = (from as usize).min(stored.tasks.len());
         let end = start.saturating_add(limit as usize).min(stored.tasks.len());
-        let to = u32::try_from(end).unwrap_or(u32::MAX);
         Ok(TaskPage {
             records: stored.tasks[start..end].to_vec(),
             ids: stored.ids[start..end].to_vec(),
-            attempts: stored
-                .attempts
-                .range((from, 0)..(to, 0))
-                .map(|(_, attempt)| attempt.clone())
-                .collect(),
+            attempts: stored.attempts[start..end].iter().flatten().cloned().collect(),
         })
     }
 

@@ -25,10 +25,12 @@ impl Checker<'_> {
         };
         let mut deps = Vec::with_capacity(items.len());
         for (position, item) in items.into_iter().enumerate() {
-            let field = format!("deps[{position}]");
+            // Named only when there is something to say about it.
+            let field = || format!("deps[{position}]");
             match item {
                 Value::String(id) => deps.push(RawDep { id, transfer_ms: 0 }),
                 Value::Object(map) => {
+                    let field = field();
                     let mut fields = Fields::new(map);
                     let (id, transfer) = (fields.take("task"), fields.take("transfer"));
                     let id = match id {
@@ -48,7 +50,7 @@ impl Checker<'_> {
                     let transfer_ms = u32::try_from(transfer.as_millis()).unwrap_or(u32::MAX);
                     deps.push(RawDep { id, transfer_ms });
                 }
-                _ => self.problem(task, &field, "must be a task id or `{task: ID, transfer: DURATION}`"),
+                _ => self.problem(task, &field(), "must be a task id or `{task: ID, transfer: DURATION}`"),
             }
         }
         deps

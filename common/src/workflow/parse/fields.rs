@@ -7,34 +7,48 @@ use serde_json::{Map, Value};
 
 use super::Checker;
 
+/// The most fields a mapping of a workflow file has (a task has 16).
+const MAX_FIELDS: usize = 24;
+
 /// The fields of a mapping being checked.
 pub(super) struct Fields {
     map: Map<String, Value>,
-    known: Vec<&'static str>,
+    /// The names taken so far, in a fixed array: a workflow has a mapping per task, and this
+    /// costs no allocation per task.
+    known: [&'static str; MAX_FIELDS],
+    n_known: usize,
 }
 
 impl Fields {
     pub(super) fn new(map: Map<String, Value>) -> Fields {
-        Fields { map, known: Vec::new() }
+        Fields {
+            map,
+            known: [""; MAX_FIELDS],
+            n_known: 0,
+        }
     }
 
     /// The field `name`, if given; `name` is a field this mapping knows.
     pub(super) fn take(&mut self, name: &'static str) -> Option<Value> {
-        self.known.push(name);
+        debug_assert!(self.n_known < MAX_FIELDS, "a mapping of more than {MAX_FIELDS} fields");
+        if let Some(slot) = self.known.get_mut(self.n_known) {
+            *slot = name;
+            self.n_known += 1;
+        }
         self.map.remove(name)
     }
 
     /// Reports every field that was given but not taken, with the closest known name, as a
     /// problem of `task` under the dotted path `prefix`.
     pub(super) fn finish(self, checker: &mut Checker<'_>, task: Option<&str>, prefix: &str) {
+        let known = &self.known[..self.n_known];
         for key in self.map.keys() {
             let field = if prefix.is_empty() {
                 key.clone()
             } else {
                 format!("{prefix}.{key}")
             };
-            let closest = self
-                .known
+            let closest = known
                 .iter()
                 .map(|candidate| (strsim::damerau_levenshtein(key, candidate), candidate))
                 .filter(|&(distance, _)| distance <= 2)
@@ -47,7 +61,7 @@ impl Fields {
             checker.problem(
                 task,
                 &field,
-                format!("unknown field{hint}; expected one of: {}", self.known.join(", ")),
+                format!("unknown field{hint}; expected one of: {}", known.join(", ")),
             );
         }
     }
