@@ -76,6 +76,26 @@ pub struct AttemptRecord {
     pub stderr_tail: String,
 }
 
+impl AttemptRecord {
+    /// An attempt dispatched `at`, and nothing more known of it yet.
+    pub fn dispatched(task_idx: u32, attempt: u32, at: Millis) -> AttemptRecord {
+        AttemptRecord {
+            task_idx,
+            attempt,
+            dispatched_at: at,
+            worker: None,
+            started_at: None,
+            finished_at: None,
+            outcome: None,
+            exit_code: None,
+            signal: None,
+            error: None,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+        }
+    }
+}
+
 /// One change to stored state. The scheduler applies a batch of them per transaction.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StoreUpdate {

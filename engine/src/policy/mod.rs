@@ -8,6 +8,7 @@
 //! scheduler, the simulator and the tests use the very same implementations;
 //! `docs/policies.md` describes each.
 
+mod by_workflow;
 mod keyed;
 mod priority;
 mod rr;

@@ -5,50 +5,46 @@
 //! weights. A workflow that arrives late starts level with the least served one, not at zero,
 //! so it gets its fair share without starving the others. O(log w) per operation.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use taskfleet_common::Millis;
 
+use super::by_workflow::{ByWorkflow, Rank};
 use super::{Policy, ReadyTask, TaskRef};
 
 /// Weighted round robin by quantum, all weights equal.
 pub struct RoundRobin {
     quantum_ms: u64,
-    workflows: HashMap<u32, Workflow>,
-    /// Workflows with ready tasks, by (quanta used, submit order, workflow index).
-    order: BTreeSet<(u64, u64, u32)>,
-    n_ready: usize,
+    /// Ready tasks with their charge (estimate × slots), per workflow.
+    queues: ByWorkflow<(TaskRef, u64), Used>,
 }
 
-#[derive(Default)]
-struct Workflow {
-    seq: u64,
+/// The slot-time a workflow has used; it ranks by the quanta that makes.
+struct Used {
     used_ms: u64,
-    /// Ready tasks with their charge (estimate × slots).
-    ready: VecDeque<(TaskRef, u64)>,
+    quantum_ms: u64,
+}
+
+impl Rank for Used {
+    fn rank(&self) -> u64 {
+        self.used_ms / self.quantum_ms
+    }
 }
 
 impl RoundRobin {
     pub fn new(quantum: Duration) -> RoundRobin {
         RoundRobin {
             quantum_ms: (quantum.as_millis() as u64).max(1),
-            workflows: HashMap::new(),
-            order: BTreeSet::new(),
-            n_ready: 0,
+            queues: ByWorkflow::default(),
         }
     }
 
-    fn key(&self, workflow_idx: u32, workflow: &Workflow) -> (u64, u64, u32) {
-        (workflow.used_ms / self.quantum_ms, workflow.seq, workflow_idx)
-    }
-
-    /// The slot-time used by the least served workflow still holding ready tasks.
-    fn least_used(&self) -> u64 {
-        self.order
-            .first()
-            .and_then(|(_, _, workflow_idx)| self.workflows.get(workflow_idx))
-            .map_or(0, |workflow| workflow.used_ms)
+    /// What a workflow not known yet starts with: level with the least served one holding
+    /// ready tasks.
+    fn newcomer(&self) -> Used {
+        let used_ms = self.queues.first().map_or(0, |least| least.state.used_ms);
+        let quantum_ms = self.quantum_ms;
+        Used { used_ms, quantum_ms }
     }
 }
 
@@ -59,71 +55,32 @@ impl Policy for RoundRobin {
 
     fn push(&mut self, task: ReadyTask) {
         let workflow_idx = task.task.workflow_idx;
-        if !self.workflows.contains_key(&workflow_idx) {
-            let used_ms = self.least_used();
-            self.workflows.insert(
-                workflow_idx,
-                Workflow {
-                    seq: task.workflow_seq,
-                    used_ms,
-                    ready: VecDeque::new(),
-                },
-            );
-        }
+        // As cheap to work out as to ask whether the workflow is new.
+        let newcomer = self.newcomer();
         let charge = task.estimate_ms.max(1) * u64::from(task.slots.max(1));
-        let workflow = self.workflows.get_mut(&workflow_idx).expect("just ensured");
-        let newly_ready = workflow.ready.is_empty();
-        workflow.ready.push_back((task.task, charge));
-        if newly_ready {
-            let key = self.key(workflow_idx, &self.workflows[&workflow_idx]);
-            self.order.insert(key);
-        }
-        self.n_ready += 1;
+        let workflow_seq = task.workflow_seq;
+        self.queues
+            .push(workflow_idx, (task.task, charge), || (workflow_seq, newcomer));
     }
 
     fn pop(&mut self, _now: Millis) -> Option<TaskRef> {
-        let key = *self.order.first()?;
-        self.order.remove(&key);
-        let workflow_idx = key.2;
-        let workflow = self
-            .workflows
-            .get_mut(&workflow_idx)
-            .expect("ordered workflows are known");
-        let (task, charge) = workflow.ready.pop_front().expect("ordered workflows have ready tasks");
-        workflow.used_ms += charge;
-        if !workflow.ready.is_empty() {
-            let key = self.key(workflow_idx, &self.workflows[&workflow_idx]);
-            self.order.insert(key);
-        }
-        self.n_ready -= 1;
+        let (workflow_idx, (task, charge)) = self.queues.pop()?;
+        self.queues.update(workflow_idx, |queue| queue.state.used_ms += charge);
         Some(task)
     }
 
     fn len(&self) -> usize {
-        self.n_ready
+        self.queues.len()
     }
 
     fn on_workflow_added(&mut self, workflow_idx: u32, workflow_seq: u64, _remaining_work_ms: u64) {
-        if !self.workflows.contains_key(&workflow_idx) {
-            let used_ms = self.least_used();
-            self.workflows.insert(
-                workflow_idx,
-                Workflow {
-                    seq: workflow_seq,
-                    used_ms,
-                    ready: VecDeque::new(),
-                },
-            );
+        if !self.queues.contains(workflow_idx) {
+            let newcomer = self.newcomer();
+            self.queues.upsert(workflow_idx, workflow_seq, newcomer);
         }
     }
 
     fn on_workflow_removed(&mut self, workflow_idx: u32) {
-        if let Some(workflow) = self.workflows.remove(&workflow_idx) {
-            if !workflow.ready.is_empty() {
-                let key = self.key(workflow_idx, &workflow);
-                self.order.remove(&key);
-                self.n_ready -= workflow.ready.len();
-            }
-        }
+        self.queues.remove(workflow_idx);
     }
 }

@@ -144,20 +144,7 @@ pub fn task(task_idx: u32, state: TaskState, attempt: u32, n_failures: u32) -> T
 
 /// An attempt dispatched at `dispatched_at` and nothing more.
 pub fn attempt(task_idx: u32, attempt: u32, dispatched_at: u64) -> AttemptRecord {
-    AttemptRecord {
-        task_idx,
-        attempt,
-        dispatched_at: Millis(dispatched_at),
-        worker: None,
-        started_at: None,
-        finished_at: None,
-        outcome: None,
-        exit_code: None,
-        signal: None,
-        error: None,
-        stdout_tail: String::new(),
-        stderr_tail: String::new(),
-    }
+    AttemptRecord::dispatched(task_idx, attempt, Millis(dispatched_at))
 }
 
 /// The stored tasks of a [`DIAMOND`] workflow nothing has happened to.

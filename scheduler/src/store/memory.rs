@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use taskfleet_common::state::TaskState;
-use taskfleet_common::{Millis, WorkflowSpec};
+use taskfleet_common::WorkflowSpec;
 use taskfleet_engine::predict::{FeatureModel, LogStats};
 
 use super::{AttemptRecord, Store, StoreError, StoreUpdate, TaskPage, TaskRecord, WorkflowRecord};
@@ -68,6 +68,11 @@ impl MemoryStore {
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What `read` makes of a workflow's records; nothing (empty) for an unknown workflow.
+    fn read<T: Default>(&self, workflow_id: &str, read: impl FnOnce(&Stored) -> T) -> T {
+        self.inner().workflows.get(workflow_id).map(read).unwrap_or_default()
     }
 }
 
@@ -145,7 +150,7 @@ impl Inner {
                 at,
             } => {
                 if let Some(stored) = self.workflows.get_mut(&*workflow_id) {
-                    stored.put_attempt(new_attempt(task_idx, attempt, at));
+                    stored.put_attempt(AttemptRecord::dispatched(task_idx, attempt, at));
                 }
             }
             StoreUpdate::AttemptStarted {
@@ -186,23 +191,6 @@ impl Inner {
                 self.feature_models.insert(key, model);
             }
         }
-    }
-}
-
-fn new_attempt(task_idx: u32, attempt: u32, dispatched_at: Millis) -> AttemptRecord {
-    AttemptRecord {
-        task_idx,
-        attempt,
-        dispatched_at,
-        worker: None,
-        started_at: None,
-        finished_at: None,
-        outcome: None,
-        exit_code: None,
-        signal: None,
-        error: None,
-        stdout_tail: String::new(),
-        stderr_tail: String::new(),
     }
 }
 
@@ -278,30 +266,17 @@ impl Store for MemoryStore {
     }
 
     async fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>, StoreError> {
-        Ok(self
-            .inner()
-            .workflows
-            .get(workflow_id)
-            .map(|stored| stored.tasks.clone())
-            .unwrap_or_default())
+        Ok(self.read(workflow_id, |stored| stored.tasks.clone()))
     }
 
     async fn task_ids(&self, workflow_id: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .inner()
-            .workflows
-            .get(workflow_id)
-            .map(|stored| stored.ids.clone())
-            .unwrap_or_default())
+        Ok(self.read(workflow_id, |stored| stored.ids.clone()))
     }
 
     async fn attempts(&self, workflow_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
-        Ok(self
-            .inner()
-            .workflows
-            .get(workflow_id)
-            .map(|stored| stored.attempts.iter().flatten().cloned().collect())
-            .unwrap_or_default())
+        Ok(self.read(workflow_id, |stored| {
+            stored.attempts.iter().flatten().cloned().collect()
+        }))
     }
 
     async fn task_page(&self, workflow_id: &str, from: u32, limit: u32) -> Result<TaskPage, StoreError> {
