@@ -31,21 +31,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let mut total = 0f64;
     let mut rest = text;
     while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if number_len == 0 {
-            return Err(UnitError::new(format!(
-                "invalid duration `{text}`: expected a number before `{rest}`"
-            )));
-        }
-        let number: f64 = rest[..number_len].parse().map_err(|_| {
-            UnitError::new(format!(
-                "invalid duration `{text}`: `{}` is not a number",
-                &rest[..number_len]
-            ))
-        })?;
-        rest = &rest[number_len..];
+        let (number, after) = leading_number(
+            rest,
+            || format!("invalid duration `{text}`: expected a number before `{rest}`"),
+            |bad| format!("invalid duration `{text}`: `{bad}` is not a number"),
+        )?;
+        rest = after;
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
@@ -73,6 +64,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     seconds_to_duration(total)
 }
 
+/// Splits the number (digits and dots) off the start of `text`: the number and what follows.
+/// The errors are worded by the caller: `missing` when no digit starts the text, `not_a_number`
+/// with the digits when they do not make a number (`1.2.3`).
+fn leading_number(
+    text: &str,
+    missing: impl FnOnce() -> String,
+    not_a_number: impl FnOnce(&str) -> String,
+) -> Result<(f64, &str), UnitError> {
+    let len = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    if len == 0 {
+        return Err(UnitError::new(missing()));
+    }
+    let (digits, rest) = text.split_at(len);
+    let number = digits.parse().map_err(|_| UnitError::new(not_a_number(digits)))?;
+    Ok((number, rest))
+}
+
 fn seconds_to_duration(seconds: f64) -> Result<Duration, UnitError> {
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(UnitError::new(format!(
@@ -90,21 +100,12 @@ fn seconds_to_duration(seconds: f64) -> Result<Duration, UnitError> {
 /// Parses a size such as `512Mi`, `2Gi`, `1.5G`, `100k` or `1048576` (bytes).
 pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     let text = text.trim();
-    let number_len = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    if number_len == 0 {
-        return Err(UnitError::new(format!(
-            "invalid size `{text}`: expected a number such as 512Mi"
-        )));
-    }
-    let number: f64 = text[..number_len].parse().map_err(|_| {
-        UnitError::new(format!(
-            "invalid size `{text}`: `{}` is not a number",
-            &text[..number_len]
-        ))
-    })?;
-    let multiplier: f64 = match text[number_len..].trim() {
+    let (number, unit) = leading_number(
+        text,
+        || format!("invalid size `{text}`: expected a number such as 512Mi"),
+        |bad| format!("invalid size `{text}`: `{bad}` is not a number"),
+    )?;
+    let multiplier: f64 = match unit.trim() {
         "" | "B" => 1.0,
         "k" | "K" | "KB" => 1e3,
         "M" | "MB" => 1e6,

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use taskfleet_common::retry::Backoff;
 use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
 use taskfleet_transport::queues::QueueNames;
-use taskfleet_transport::{Delivery, Transport, TransportError};
+use taskfleet_transport::{consume_until, Delivery, Transport, TransportError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -127,46 +126,14 @@ async fn submit_queue_loop(
     shutdown: CancellationToken,
 ) {
     let queue = config.queues.submit();
-    let mut backoff = Backoff::new();
-    while !shutdown.is_cancelled() {
-        let consumer = async {
-            transport
-                .declare(&[queue.clone(), config.queues.dead_letters()])
-                .await?;
-            transport.consume(&queue, 16).await
-        };
-        let mut consumer = match consumer.await {
-            Ok(consumer) => consumer,
-            Err(error) => {
-                let delay = backoff.next_delay();
-                warn!(%error, retry_in = ?delay, "Cannot consume the submit queue; retrying.");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                continue;
-            }
-        };
-        backoff.reset();
-        loop {
-            let delivery = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                delivery = consumer.recv() => delivery,
-            };
-            match delivery {
-                Ok(delivery) => {
-                    if !accept_submission(&store, &handle, &config, delivery).await {
-                        return;
-                    }
-                }
-                Err(TransportError::Closed) => return,
-                Err(error) => {
-                    warn!(%error, "Lost the submit queue; reconnecting.");
-                    break;
-                }
-            }
-        }
-    }
+    let open = || async {
+        transport
+            .declare(&[queue.clone(), config.queues.dead_letters()])
+            .await?;
+        transport.consume(&queue, 16).await
+    };
+    let accept = |delivery| accept_submission(&store, &handle, &config, delivery);
+    consume_until("consume the submit queue", &shutdown, open, accept).await;
 }
 
 /// Handles one submitted workflow; returns false when the scheduler has stopped.

@@ -11,6 +11,7 @@ mod amqp;
 pub mod conformance;
 mod memory;
 pub mod queues;
+mod reconnect;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use bytes::Bytes;
 pub use amqp::baseline::raw_round_trips as amqp_raw_round_trips;
 pub use amqp::{AmqpConfig, AmqpTransport, DEFAULT_AMQP_URL};
 pub use memory::MemoryTransport;
+pub use reconnect::{consume_until, until_connected};
 pub use taskfleet_common::wire::{hex_sha256, DeadLetter, Truncated, MAX_REASON_BYTES, TRUNCATED_KEEP_BYTES};
 
 /// The largest message a transport carries unless configured otherwise: 128 MiB, RabbitMQ 3's

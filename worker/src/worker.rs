@@ -15,7 +15,6 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use taskfleet_common::retry::Backoff;
 use tracing::{debug, info, instrument, warn};
 
 use taskfleet_common::state::AttemptOutcome;
@@ -24,7 +23,7 @@ use taskfleet_common::wire::{
 };
 use taskfleet_common::PriorityClass;
 use taskfleet_transport::queues::QueueNames;
-use taskfleet_transport::{Consumer, Delivery, Transport, TransportError};
+use taskfleet_transport::{until_connected, Consumer, Delivery, Transport, TransportError};
 
 use self::heartbeat::{control_loop, heartbeat_loop};
 use self::results::{publish, publish_batches};
@@ -193,25 +192,11 @@ async fn take_work(
     let prefetch = u16::try_from(config.concurrency).unwrap_or(u16::MAX);
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let mut consumers: Option<Vec<Box<dyn Consumer>>> = None;
-    let mut backoff = Backoff::new();
     loop {
         let Some(current) = consumers.as_mut() else {
-            match connect(shared, config, &task_queues, prefetch).await {
-                Ok(connected) => {
-                    info!(worker = %config.name, "Worker consuming its task queues.");
-                    consumers = Some(connected);
-                    backoff.reset();
-                }
-                Err(TransportError::Closed) => return None,
-                Err(error) => {
-                    let delay = backoff.next_delay();
-                    warn!(%error, retry_in = ?delay, "Cannot reach the transport; retrying.");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return None,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
+            let reach = || connect(shared, config, &task_queues, prefetch);
+            consumers = Some(until_connected("reach the transport", shutdown, reach).await?);
+            info!(worker = %config.name, "Worker consuming its task queues.");
             continue;
         };
         let permit = tokio::select! {

@@ -198,17 +198,7 @@ impl Store for SqliteStore {
     async fn runtime_stats(&self) -> Result<Vec<(String, LogStats)>, StoreError> {
         self.run(move |conn| {
             let sql = "SELECT signature, n, mean, m2 FROM runtime_stats ORDER BY signature";
-            let decode = |row: &rusqlite::Row<'_>| {
-                let read = |error| codec::classify(error, "read runtime statistics");
-                let n: i64 = row.get(1).map_err(read)?;
-                let stats = LogStats {
-                    n: u64::try_from(n).unwrap_or(0),
-                    mean: row.get(2).map_err(read)?,
-                    m2: row.get(3).map_err(read)?,
-                };
-                Ok((row.get(0).map_err(read)?, stats))
-            };
-            query_all(conn, sql, [], "read runtime statistics", decode)
+            query_all(conn, sql, [], "read runtime statistics", codec::runtime_stats_from_row)
         })
         .await
     }
@@ -216,16 +206,7 @@ impl Store for SqliteStore {
     async fn feature_models(&self) -> Result<Vec<(String, FeatureModel)>, StoreError> {
         self.run(move |conn| {
             let sql = "SELECT key, model FROM feature_models ORDER BY key";
-            let decode = |row: &rusqlite::Row<'_>| {
-                let read = |error| codec::classify(error, "read feature models");
-                let key: String = row.get(0).map_err(read)?;
-                let text: String = row.get(1).map_err(read)?;
-                let model = serde_json::from_str(&text).map_err(|error| StoreError::Corrupt {
-                    reason: format!("feature model `{key}`: {error}"),
-                })?;
-                Ok((key, model))
-            };
-            query_all(conn, sql, [], "read feature models", decode)
+            query_all(conn, sql, [], "read feature models", codec::feature_model_from_row)
         })
         .await
     }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use taskfleet_common::retry::Backoff;
 use taskfleet_common::wire::{decode_control, encode, AttemptRef, ControlMessage, Heartbeat, WIRE_VERSION};
+use taskfleet_transport::{consume_until, Delivery};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -68,38 +68,21 @@ pub(super) async fn heartbeat_loop(
 
 /// Follows the control topic and stops attempts the scheduler cancels, until `stopped`.
 pub(super) async fn control_loop(shared: Arc<Shared>, topic: String, stopped: CancellationToken) {
-    let mut backoff = Backoff::new();
-    while !stopped.is_cancelled() {
-        let mut consumer = match shared.transport.subscribe(&topic).await {
-            Ok(consumer) => consumer,
-            Err(error) => {
-                debug!(%error, "Cannot subscribe to control messages; retrying.");
-                tokio::select! {
-                    _ = stopped.cancelled() => return,
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+    let subscribe = || shared.transport.subscribe(&topic);
+    let follow = |delivery: Delivery| async {
+        match decode_control(&delivery.payload) {
+            Ok(ControlMessage::Cancel { attempt, .. }) => {
+                if let Some(token) = shared.running.lock().expect("running lock").get(&attempt) {
+                    info!(workflow_id = %attempt.workflow_id, task_idx = attempt.task_idx, attempt = attempt.attempt, "Cancelling a running task.");
+                    token.cancel();
                 }
-                continue;
             }
-        };
-        backoff.reset();
-        loop {
-            let delivery = tokio::select! {
-                _ = stopped.cancelled() => return,
-                delivery = consumer.recv() => delivery,
-            };
-            let Ok(delivery) = delivery else { break };
-            match decode_control(&delivery.payload) {
-                Ok(ControlMessage::Cancel { attempt, .. }) => {
-                    if let Some(token) = shared.running.lock().expect("running lock").get(&attempt) {
-                        info!(workflow_id = %attempt.workflow_id, task_idx = attempt.task_idx, attempt = attempt.attempt, "Cancelling a running task.");
-                        token.cancel();
-                    }
-                }
-                Err(error) => warn!(%error, "Ignoring an unusable control message."),
-            }
-            if let Err(error) = delivery.ack().await {
-                debug!(%error, "Failed to ack a control message.");
-            }
+            Err(error) => warn!(%error, "Ignoring an unusable control message."),
         }
-    }
+        if let Err(error) = delivery.ack().await {
+            debug!(%error, "Failed to ack a control message.");
+        }
+        true
+    };
+    consume_until("subscribe to control messages", &stopped, subscribe, follow).await;
 }

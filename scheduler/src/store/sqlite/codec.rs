@@ -6,6 +6,7 @@ use rusqlite::ffi::ErrorCode;
 use rusqlite::Row;
 use taskfleet_common::state::{AttemptOutcome, TaskState};
 use taskfleet_common::Millis;
+use taskfleet_engine::predict::{FeatureModel, LogStats};
 
 use crate::store::{AttemptRecord, StoreError, TaskRecord, WorkflowRecord, WorkflowState};
 
@@ -199,6 +200,29 @@ pub(super) fn attempt_from_row(row: &Row<'_>, workflow_id: &str) -> Result<Attem
         stdout_tail: cols.get(10, "stdout_tail")?,
         stderr_tail: cols.get(11, "stderr_tail")?,
     })
+}
+
+/// A row of `SELECT signature, n, mean, m2 FROM runtime_stats`.
+pub(super) fn runtime_stats_from_row(row: &Row<'_>) -> Result<(String, LogStats), StoreError> {
+    let read = |error| classify(error, "read runtime statistics");
+    let n: i64 = row.get(1).map_err(read)?;
+    let stats = LogStats {
+        n: u64::try_from(n).unwrap_or(0),
+        mean: row.get(2).map_err(read)?,
+        m2: row.get(3).map_err(read)?,
+    };
+    Ok((row.get(0).map_err(read)?, stats))
+}
+
+/// A row of `SELECT key, model FROM feature_models`.
+pub(super) fn feature_model_from_row(row: &Row<'_>) -> Result<(String, FeatureModel), StoreError> {
+    let read = |error| classify(error, "read feature models");
+    let key: String = row.get(0).map_err(read)?;
+    let text: String = row.get(1).map_err(read)?;
+    let model = serde_json::from_str(&text).map_err(|error| StoreError::Corrupt {
+        reason: format!("feature model `{key}`: {error}"),
+    })?;
+    Ok((key, model))
 }
 
 /// A stored value as shown in an error message.
