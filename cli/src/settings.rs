@@ -262,15 +262,30 @@ pub struct ServiceArgs {
 
 impl ServiceArgs {
     /// The settings of the file (or the defaults), with the broker and prefix given here.
-    pub fn load<T: Default + DeserializeOwned>(
-        self,
-        broker: impl FnOnce(&mut T) -> &mut BrokerUrl,
-        prefix: impl FnOnce(&mut T) -> &mut Prefix,
-    ) -> anyhow::Result<T> {
+    pub fn load<T: Service>(self) -> anyhow::Result<T> {
         let mut settings: T = load(self.config.as_deref())?;
-        set(broker(&mut settings), self.broker);
-        set(prefix(&mut settings), self.prefix);
+        let (broker, prefix) = settings.connection();
+        set(broker, self.broker);
+        set(prefix, self.prefix);
         Ok(settings)
+    }
+}
+
+/// The settings of a service that talks to the broker.
+pub trait Service: Default + DeserializeOwned {
+    /// The broker and the prefix of its queue names.
+    fn connection(&mut self) -> (&mut BrokerUrl, &mut Prefix);
+}
+
+impl Service for SchedulerSettings {
+    fn connection(&mut self) -> (&mut BrokerUrl, &mut Prefix) {
+        (&mut self.broker, &mut self.prefix)
+    }
+}
+
+impl Service for WorkerSettings {
+    fn connection(&mut self) -> (&mut BrokerUrl, &mut Prefix) {
+        (&mut self.broker, &mut self.prefix)
     }
 }
 

@@ -49,6 +49,15 @@ pub(crate) enum LoadError {
     Invalid,
 }
 
+/// The settings to run with, or `None` once printed when `--dump-config` asked only for them.
+pub(crate) fn unless_dumped<T: serde::Serialize>(dump: bool, settings: T) -> anyhow::Result<Option<T>> {
+    if !dump {
+        return Ok(Some(settings));
+    }
+    write_stdout(&crate::settings::dump(&settings)?)?;
+    Ok(None)
+}
+
 /// Writes data to stdout; a reader that went away (`| head`) is not an error.
 pub(crate) fn write_stdout(text: &str) -> std::io::Result<()> {
     use std::io::Write as _;

@@ -15,7 +15,7 @@ use taskfleet_transport::queues::QueueNames;
 use tokio::net::TcpListener;
 
 use super::{broker, open_store, shutdown_on_signal};
-use crate::settings::{self, set, SchedulerSettings, ServiceArgs, StoreUrl};
+use crate::settings::{set, SchedulerSettings, ServiceArgs, StoreUrl};
 
 #[derive(Debug, Args)]
 pub struct SchedulerArgs {
@@ -43,10 +43,7 @@ pub struct SchedulerArgs {
 impl SchedulerArgs {
     /// The settings: defaults, then the file, then these flags and variables; checked.
     pub fn settings(self) -> anyhow::Result<SchedulerSettings> {
-        let mut settings: SchedulerSettings = self.service.load(
-            |settings: &mut SchedulerSettings| &mut settings.broker,
-            |settings| &mut settings.prefix,
-        )?;
+        let mut settings: SchedulerSettings = self.service.load()?;
         set(&mut settings.db, self.db);
         set(&mut settings.listen, self.listen);
         set(&mut settings.policy, self.policy);
@@ -84,11 +81,9 @@ fn server_config(settings: &SchedulerSettings) -> ServerConfig {
 
 pub async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     let dump = args.service.dump_config;
-    let settings = args.settings()?;
-    if dump {
-        super::write_stdout(&settings::dump(&settings)?)?;
+    let Some(settings) = super::unless_dumped(dump, args.settings()?)? else {
         return Ok(ExitCode::SUCCESS);
-    }
+    };
     let config = server_config(&settings);
     let store = open_store(&settings.db)?;
     let listener = TcpListener::bind(settings.listen)

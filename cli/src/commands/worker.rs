@@ -12,7 +12,7 @@ use taskfleet_transport::queues::QueueNames;
 use taskfleet_worker::{HandlerRegistry, Worker, WorkerConfig};
 
 use super::{broker, shutdown_on_signal};
-use crate::settings::{self, set, ServiceArgs, WorkerSettings};
+use crate::settings::{set, ServiceArgs, WorkerSettings};
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
@@ -45,10 +45,7 @@ pub struct WorkerArgs {
 impl WorkerArgs {
     /// The settings: defaults, then the file, then these flags and variables; checked.
     pub fn settings(self) -> anyhow::Result<WorkerSettings> {
-        let mut settings: WorkerSettings = self.service.load(
-            |settings: &mut WorkerSettings| &mut settings.broker,
-            |settings| &mut settings.prefix,
-        )?;
+        let mut settings: WorkerSettings = self.service.load()?;
         if !self.pools.is_empty() {
             settings.pools = self.pools;
         }
@@ -87,11 +84,9 @@ fn worker_config(settings: &WorkerSettings) -> WorkerConfig {
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let dump = args.service.dump_config;
-    let settings = args.settings()?;
-    if dump {
-        super::write_stdout(&settings::dump(&settings)?)?;
+    let Some(settings) = super::unless_dumped(dump, args.settings()?)? else {
         return Ok(ExitCode::SUCCESS);
-    }
+    };
     let config = worker_config(&settings);
     let transport = broker(&settings.broker, &config.queues);
     eprintln!(

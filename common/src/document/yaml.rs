@@ -65,6 +65,12 @@ impl Loader<'_> {
         self.parser.next_token().map_err(|error| scan_error(&error))
     }
 
+    /// The next event of a collection, or `None` at its `end`.
+    fn next_before(&mut self, end: &Event) -> Result<Option<(Event, Marker)>, DocumentError> {
+        let (event, mark) = self.next()?;
+        Ok((event != *end).then_some((event, mark)))
+    }
+
     /// The node that starts with `event`, `depth` levels down.
     fn node(&mut self, event: Event, mark: Marker, depth: usize) -> Result<Value, DocumentError> {
         match event {
@@ -75,11 +81,7 @@ impl Loader<'_> {
             Event::SequenceStart(anchor, tag) => {
                 let depth = collection(tag.as_ref(), "seq", depth, mark)?;
                 let mut items = Vec::new();
-                loop {
-                    let (event, mark) = self.next()?;
-                    if event == Event::SequenceEnd {
-                        break;
-                    }
+                while let Some((event, mark)) = self.next_before(&Event::SequenceEnd)? {
                     items.push(self.node(event, mark, depth)?);
                 }
                 Ok(self.anchored(anchor, Value::Array(items)))
@@ -87,11 +89,7 @@ impl Loader<'_> {
             Event::MappingStart(anchor, tag) => {
                 let depth = collection(tag.as_ref(), "map", depth, mark)?;
                 let mut map = Map::new();
-                loop {
-                    let (event, key_mark) = self.next()?;
-                    if event == Event::MappingEnd {
-                        break;
-                    }
+                while let Some((event, key_mark)) = self.next_before(&Event::MappingEnd)? {
                     let key = self.key(event, key_mark, depth)?;
                     if map.contains_key(&key) {
                         return Err(at(key_mark, format!("key `{}` is given twice", printable(&key))));

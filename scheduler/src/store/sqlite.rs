@@ -237,25 +237,14 @@ impl Store for SqliteStore {
                 let id: String = row.get(6).map_err(|error| codec::classify(error, "read a task id"))?;
                 Ok((record, id))
             };
-            let rows = query_all(
-                conn,
-                &sql,
-                params![&workflow_id, from, end],
-                "read a page of tasks",
-                decode,
-            )?;
+            let page = params![&workflow_id, from, end];
+            let rows = query_all(conn, &sql, page, "read a page of tasks", decode)?;
             let sql = format!(
                 "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE workflow_id = ?1 \
                  AND task_idx >= ?2 AND task_idx < ?3 ORDER BY task_idx, attempt"
             );
             let decode = |row: &rusqlite::Row<'_>| codec::attempt_from_row(row, &workflow_id);
-            let attempts = query_all(
-                conn,
-                &sql,
-                params![&workflow_id, from, end],
-                "read a page of attempts",
-                decode,
-            )?;
+            let attempts = query_all(conn, &sql, page, "read a page of attempts", decode)?;
             let (records, ids) = rows.into_iter().unzip();
             Ok(TaskPage { records, ids, attempts })
         })

@@ -22,10 +22,14 @@ use super::embedded::{bytes_of_a_task_message, layered_dag_json, millis};
 
 /// What the fleet benchmark runs.
 pub(super) struct FleetBench {
+    /// The RabbitMQ broker (`amqp://…`).
     pub(super) url: String,
+    /// Tasks of the independent and the layered workflow.
     pub(super) n_tasks: usize,
+    /// Worker processes' worth of workers, each `concurrency` slots.
     pub(super) n_workers: usize,
     pub(super) concurrency: usize,
+    /// Single-task workflows timed one after another for the latency figures.
     pub(super) n_single: usize,
     /// The scheduler's policy (`mct`, `heft` and `cpop` send tasks to workers' own queues).
     pub(super) policy: PolicyKind,
