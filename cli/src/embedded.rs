@@ -21,6 +21,7 @@ use taskfleet_scheduler::status::workflow_status;
 use taskfleet_scheduler::store::{MemoryStore, SqliteStore, Store, WorkflowRecord, WorkflowState};
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_transport::{MemoryTransport, Transport};
+use taskfleet_worker::limits::Enforcer;
 use taskfleet_worker::{HandlerRegistry, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -43,6 +44,9 @@ pub struct EmbeddedOptions {
     pub kill_grace: Duration,
     /// Policies use runtimes learned from earlier runs (in the database) instead of estimates.
     pub predictive: bool,
+    /// How tasks are put under their limits; `None` starts programs directly (and a task that
+    /// asks for a limit fails).
+    pub enforcer: Option<Arc<Enforcer>>,
 }
 
 impl Default for EmbeddedOptions {
@@ -56,6 +60,7 @@ impl Default for EmbeddedOptions {
             prefetch_margin: 64,
             kill_grace: Duration::from_secs(5),
             predictive: false,
+            enforcer: None,
         }
     }
 }
@@ -128,6 +133,7 @@ pub async fn run_workflow(
         config.work_dir = options.work_dir.clone();
         config.kill_grace = options.kill_grace;
         config.heartbeat_interval = None;
+        config.enforcer = options.enforcer.clone();
         let worker = Worker::new(config, transport.clone(), options.handlers.clone());
         workers.push(tokio::spawn(worker.run(shutdown.clone())));
     }

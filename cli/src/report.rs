@@ -1,4 +1,5 @@
-//! The end-of-run report: per task its final state, attempts, times, worker and exit code (and,
+//! The end-of-run report: per task its final state, attempts, times, worker, exit code, why it
+//! failed and what it used (and,
 //! while a workflow runs, what its unfinished tasks are expected to take), as a table for
 //! people (stdout); `--json` prints the [`WorkflowStatus`] itself.
 
@@ -9,7 +10,7 @@ use comfy_table::Table;
 use taskfleet_common::api::WorkflowStatus;
 use taskfleet_common::state::TaskState;
 use taskfleet_common::text::printable;
-use taskfleet_common::units::format_duration;
+use taskfleet_common::units::{format_bytes, format_duration};
 
 /// Most task rows in the table; the JSON report always lists every task.
 const MAX_TABLE_ROWS: usize = 50;
@@ -19,7 +20,7 @@ pub fn render_table(status: &WorkflowStatus) -> String {
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
     table.set_header([
-        "TASK", "STATE", "ATTEMPTS", "STARTED", "DURATION", "WORKER", "EXIT", "ERROR",
+        "TASK", "STATE", "ATTEMPTS", "STARTED", "DURATION", "WORKER", "EXIT", "REASON", "PEAK MEM", "CPU", "ERROR",
     ]);
     let show_all = status.tasks.len() <= MAX_TABLE_ROWS;
     let shown = status
@@ -47,6 +48,11 @@ pub fn render_table(status: &WorkflowStatus) -> String {
             },
             printable(task.worker.as_deref().unwrap_or_default()).into_owned(),
             task.exit_code.map(|code| code.to_string()).unwrap_or_default(),
+            task.reason.clone().unwrap_or_default(),
+            task.peak_memory_bytes.map(format_bytes).unwrap_or_default(),
+            task.cpu_time_ms
+                .map(|ms| format_duration(Duration::from_millis(ms)))
+                .unwrap_or_default(),
             task.error.as_deref().map(first_line).unwrap_or_default(),
         ]);
     }

@@ -20,6 +20,8 @@ use taskfleet_common::wire::{is_valid_worker_name, MAX_WORKER_SLOTS, WORKER_NAME
 use taskfleet_engine::fleet::{MAX_SPEED, MIN_SPEED};
 use taskfleet_engine::policy::PolicyKind;
 use taskfleet_transport::DEFAULT_AMQP_URL;
+pub use taskfleet_worker::limits::Mode as LimitsMode;
+use taskfleet_worker::DEFAULT_ENV_ALLOW;
 
 /// The scheduler service's settings (see `taskfleet scheduler --help` for each).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -103,6 +105,13 @@ pub struct WorkerSettings {
     pub heartbeat_interval: HumanDuration,
     /// Working directory of task processes; empty inherits the worker's.
     pub work_dir: String,
+    /// How task limits are enforced: `auto` (cgroups where the host allows, else rlimits),
+    /// `rlimit`, or `off` (a task that asks for a limit fails without running).
+    pub limits: LimitsMode,
+    /// Where the cgroup hierarchies are mounted.
+    pub cgroup_root: String,
+    /// The worker's environment variables a task sees, besides its own `env` and `TASKFLEET_*`.
+    pub env_allow: Vec<String>,
 }
 
 impl Default for WorkerSettings {
@@ -118,6 +127,9 @@ impl Default for WorkerSettings {
             drain_timeout: HumanDuration(std::time::Duration::from_secs(30)),
             heartbeat_interval: HumanDuration(std::time::Duration::from_secs(1)),
             work_dir: String::new(),
+            limits: LimitsMode::default(),
+            cgroup_root: DEFAULT_CGROUP_ROOT.to_string(),
+            env_allow: DEFAULT_ENV_ALLOW.iter().map(|name| name.to_string()).collect(),
         }
     }
 }
@@ -150,9 +162,13 @@ impl WorkerSettings {
             !self.heartbeat_interval.0.is_zero(),
             "heartbeat-interval must be longer than zero"
         );
+        anyhow::ensure!(!self.cgroup_root.is_empty(), "cgroup-root must name a directory");
         Ok(())
     }
 }
+
+/// Where cgroup hierarchies are mounted on Linux.
+pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// Declares a settings value read from text, checked by `check` when it is parsed.
 macro_rules! text_setting {

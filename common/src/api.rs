@@ -63,6 +63,17 @@ pub struct TaskStatus {
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How the latest attempt ended, when it did not succeed: `failed`, `failed_permanent`,
+    /// `timed_out`, `cancelled`, `memory_limit_exceeded`, `cpu_limit_exceeded` or
+    /// `pids_limit_exceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The most memory the latest attempt's processes used at once, in bytes, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    /// CPU time the latest attempt's processes used, in milliseconds, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_time_ms: Option<u64>,
     /// The JSON the task produced, if it succeeded with an output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Box<RawValue>>,

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod dag;
 pub mod document;
+pub mod limits;
 pub mod retry;
 pub mod state;
 pub mod text;

@@ -12,6 +12,7 @@
 //! [`transition`] is the only way states change; an event that makes no sense in the current
 //! state is an error the caller logs and ignores (for example a late result of an old attempt).
 
+use crate::limits::Limit;
 use serde::{Deserialize, Serialize};
 
 /// Where a task is in its life.
@@ -107,6 +108,44 @@ pub enum AttemptOutcome {
     },
     TimedOut,
     Cancelled,
+    /// The worker stopped the attempt because it crossed one of its limits; retried like a
+    /// failure.
+    LimitExceeded(Limit),
+}
+
+impl AttemptOutcome {
+    /// The outcome as stored and shown: `succeeded`, `failed`, `failed_permanent`, `timed_out`,
+    /// `cancelled`, or the limit's reason (`memory_limit_exceeded`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed { retryable: true } => "failed",
+            AttemptOutcome::Failed { retryable: false } => "failed_permanent",
+            AttemptOutcome::TimedOut => "timed_out",
+            AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::LimitExceeded(limit) => limit.reason(),
+        }
+    }
+
+    /// Reads an [`AttemptOutcome::as_str`] back.
+    pub fn parse(text: &str) -> Option<AttemptOutcome> {
+        Some(match text {
+            "succeeded" => AttemptOutcome::Succeeded,
+            "failed" => AttemptOutcome::Failed { retryable: true },
+            "failed_permanent" => AttemptOutcome::Failed { retryable: false },
+            "timed_out" => AttemptOutcome::TimedOut,
+            "cancelled" => AttemptOutcome::Cancelled,
+            other => AttemptOutcome::LimitExceeded(Limit::from_reason(other)?),
+        })
+    }
+
+    /// Whether another attempt may end otherwise: failures that may pass, timeouts, limits.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            AttemptOutcome::Failed { retryable: true } | AttemptOutcome::TimedOut | AttemptOutcome::LimitExceeded(_)
+        )
+    }
 }
 
 /// Something that happens to a task.
@@ -156,8 +195,8 @@ pub fn transition(state: TaskState, event: TaskEvent) -> Result<TaskState, Inval
         (S::Dispatched | S::Running, E::Finished { outcome, retries_left }) => match outcome {
             AttemptOutcome::Succeeded => S::Succeeded,
             AttemptOutcome::Cancelled => S::Cancelled,
-            AttemptOutcome::Failed { retryable: true } | AttemptOutcome::TimedOut if retries_left => S::Retrying,
-            AttemptOutcome::Failed { .. } => S::Failed,
+            outcome if outcome.is_retryable() && retries_left => S::Retrying,
+            AttemptOutcome::Failed { .. } | AttemptOutcome::LimitExceeded(_) => S::Failed,
             AttemptOutcome::TimedOut => S::TimedOut,
         },
         (S::Dispatched | S::Running, E::LeaseLost) => S::Ready,

@@ -74,6 +74,10 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     pub stdout_tail: String,
     pub stderr_tail: String,
+    /// The most memory the attempt's processes used at once, in bytes, when measured.
+    pub peak_memory_bytes: Option<u64>,
+    /// CPU time the attempt's processes used, in milliseconds, when measured.
+    pub cpu_time_ms: Option<u64>,
 }
 
 impl AttemptRecord {
@@ -92,6 +96,8 @@ impl AttemptRecord {
             error: None,
             stdout_tail: String::new(),
             stderr_tail: String::new(),
+            peak_memory_bytes: None,
+            cpu_time_ms: None,
         }
     }
 }

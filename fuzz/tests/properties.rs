@@ -92,6 +92,7 @@ fn task_message() -> impl Strategy<Value = TaskMessage> {
             },
             timeout_ms,
             inputs: BTreeMap::new(),
+            limits: Default::default(),
         })
 }
 

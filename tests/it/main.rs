@@ -4,6 +4,8 @@
 //!   processes, real SQLite files), including the examples.
 //! - `resume`: killing `taskfleet run` with SIGKILL and running it again.
 //! - `embedded`: the embedded mode as a library, with handlers registered from Rust.
+//! - `limits`: memory, CPU-time, process and time limits on real processes under this
+//!   machine's cgroups (and rlimits without them), whole-tree kills and the sweep after a crash.
 //! - `fleet`: `taskfleet scheduler` and `taskfleet worker` processes over the real RabbitMQ.
 //! - `amqp`: the RabbitMQ transport against a real broker (`AMQP_ADDR`), cut and reconnected.
 //! - `simulate`: `taskfleet simulate` on the examples: JSON report, `--compare`, `--gantt`.
@@ -11,6 +13,7 @@
 mod amqp;
 mod embedded;
 mod fleet;
+mod limits;
 mod resume;
 mod run;
 mod simulate;

@@ -30,6 +30,10 @@ pub struct Execution {
     pub stdout_tail: String,
     /// Last bytes of standard error (lossy UTF-8).
     pub stderr_tail: String,
+    /// The most memory the attempt's processes used at once, when measured.
+    pub peak_memory_bytes: Option<u64>,
+    /// CPU time the attempt's processes used, in milliseconds, when measured.
+    pub cpu_time_ms: Option<u64>,
     pub started_at: Millis,
     pub finished_at: Millis,
 }
@@ -45,6 +49,8 @@ impl Execution {
             error: None,
             stdout_tail: String::new(),
             stderr_tail: String::new(),
+            peak_memory_bytes: None,
+            cpu_time_ms: None,
             started_at,
             finished_at: now(),
         }
@@ -60,6 +66,8 @@ impl Execution {
             error: Some(error.into()),
             stdout_tail: String::new(),
             stderr_tail: String::new(),
+            peak_memory_bytes: None,
+            cpu_time_ms: None,
             started_at,
             finished_at: now(),
         }
@@ -86,6 +94,8 @@ impl Execution {
             error: self.error,
             stdout_tail: self.stdout_tail,
             stderr_tail: self.stderr_tail,
+            peak_memory_bytes: self.peak_memory_bytes,
+            cpu_time_ms: self.cpu_time_ms,
             started_at: self.started_at,
             finished_at: self.finished_at,
         }

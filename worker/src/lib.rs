@@ -6,10 +6,11 @@
 
 mod execution;
 mod handler;
+pub mod limits;
 mod process;
 mod worker;
 
 pub use execution::{execute, Execution};
 pub use handler::{run_handler, Handler, HandlerContext, HandlerError, HandlerRegistry};
-pub use process::{run_process, ProcessConfig};
+pub use process::{run_process, ProcessConfig, DEFAULT_ENV_ALLOW};
 pub use worker::{Worker, WorkerConfig};

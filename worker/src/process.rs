@@ -1,12 +1,15 @@
-//! Executes a `run` task as a child process, never through a shell: its own process group,
-//! per-attempt temp dir with `inputs.json` / `output.json`, bounded output tails, and a
-//! wall-clock limit enforced with SIGTERM, a grace period and SIGKILL to the whole group.
+//! Executes a `run` task as a child process, never through a shell: its own process group and
+//! (where the host allows) its own cgroup, started through the launcher under its limits;
+//! per-attempt temp dir with `inputs.json` / `output.json`; an environment of only the task's
+//! variables and the worker's allowed ones; bounded output tails; a wall-clock limit enforced
+//! with SIGTERM, a grace period and SIGKILL to the whole tree; and what the attempt used.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -16,18 +19,29 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+use taskfleet_common::limits::Limit;
 use taskfleet_common::state::AttemptOutcome;
 use taskfleet_common::time::Millis;
+use taskfleet_common::units::{format_bytes, format_duration};
 use taskfleet_common::wire::{TaskMessage, WireAction, MAX_OUTPUT_BYTES};
 
 use crate::execution::{check_output, now, timed_out, timeout_of, too_large, Execution};
+use crate::limits::cgroup::{Accounting, AttemptCgroup};
+use crate::limits::launch::{self, Failure, EXEC_FAILED, SETUP_FAILED};
+use crate::limits::{Enforcer, Prepared};
+
+/// The worker's variables a task sees unless the worker is told otherwise.
+pub const DEFAULT_ENV_ALLOW: [&str; 3] = ["PATH", "HOME", "LANG"];
+
+/// How often the CPU time of an attempt with a CPU-time limit is read.
+const CPU_WATCH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How long readers may still take to drain the pipes after the process group is gone (a
 /// process that left the group can hold them open forever).
 const PIPE_DRAIN: Duration = Duration::from_millis(500);
 
 /// How child processes are run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProcessConfig {
     /// Time between SIGTERM and SIGKILL when a process is stopped.
     pub kill_grace: Duration,
@@ -35,6 +49,11 @@ pub struct ProcessConfig {
     pub tail_bytes: usize,
     /// Working directory of tasks; `None` inherits the worker's.
     pub work_dir: Option<PathBuf>,
+    /// How tasks are put under their limits; `None` starts programs directly, and a task that
+    /// asks for limits fails without running.
+    pub enforcer: Option<Arc<Enforcer>>,
+    /// The worker's environment variables a task sees (besides its own and `TASKFLEET_*`).
+    pub env_allow: Vec<String>,
 }
 
 impl Default for ProcessConfig {
@@ -43,6 +62,8 @@ impl Default for ProcessConfig {
             kill_grace: Duration::from_secs(5),
             tail_bytes: 16 * 1024,
             work_dir: None,
+            enforcer: None,
+            env_allow: DEFAULT_ENV_ALLOW.iter().map(|name| name.to_string()).collect(),
         }
     }
 }
@@ -53,6 +74,8 @@ enum Ending {
     Exited,
     TimedOut,
     Cancelled,
+    /// The worker stopped it when its CPU time reached the limit.
+    CpuTimeUsed,
 }
 
 /// Runs the `run` action of `task` as a child process and reports how it ended. Cancelling
@@ -81,6 +104,7 @@ pub async fn run_process(task: &TaskMessage, config: &ProcessConfig, cancel: &Ca
     let files = Files {
         inputs: dir.path().join("inputs.json"),
         output: dir.path().join("output.json"),
+        launch_report: dir.path().join("launch-report.json"),
     };
     let mut execution = match write_inputs(&files.inputs, task).await {
         Ok(()) => run_in(task, argv, env, &files, config, cancel, started_at).await,
@@ -101,6 +125,20 @@ async fn write_inputs(path: &Path, task: &TaskMessage) -> io::Result<()> {
 struct Files {
     inputs: PathBuf,
     output: PathBuf,
+    /// Where the launcher says why it could not start the program.
+    launch_report: PathBuf,
+}
+
+/// Sets up the limits of `task`'s attempt as `config` enforces them.
+fn prepare(task: &TaskMessage, config: &ProcessConfig, files: &Files) -> Result<Prepared, String> {
+    match &config.enforcer {
+        Some(enforcer) => enforcer.prepare(&task.limits, files.launch_report.clone()),
+        None if task.limits.is_none() => Ok(Prepared::direct()),
+        None => Err(format!(
+            "the task asks for limits ({}) but this worker cannot enforce them (it has no launcher)",
+            task.limits.names().join(", ")
+        )),
+    }
 }
 
 /// Runs `argv` (not empty) with `files` set up.
@@ -114,9 +152,29 @@ async fn run_in(
     started_at: Millis,
 ) -> Execution {
     let program = argv[0].as_str();
-    let mut command = Command::new(program);
+    let Prepared {
+        launch: launcher,
+        cgroup,
+        cpu_time_ms,
+    } = match prepare(task, config, files) {
+        Ok(prepared) => prepared,
+        Err(error) => return Execution::failed(true, error, started_at),
+    };
+    let mut command = match &launcher {
+        Some((launcher, plan)) => Command::from(launch::command(launcher, plan, argv)),
+        None => {
+            let mut command = Command::new(program);
+            command.args(&argv[1..]);
+            command
+        }
+    };
+    command.env_clear();
+    for name in &config.env_allow {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
     command
-        .args(&argv[1..])
         .envs(env)
         .env("TASKFLEET_OUTPUT", &files.output)
         .env("TASKFLEET_INPUTS", &files.inputs)
@@ -152,7 +210,8 @@ async fn run_in(
     let stderr = child.stderr.take();
     let (status, ending) = {
         let reading = async { tokio::join!(stdout_tail.fill(stdout), stderr_tail.fill(stderr)) };
-        let supervising = supervise(&mut child, pgid, timeout_of(task), config.kill_grace, cancel);
+        let watch = cgroup.as_ref().zip(cpu_time_ms);
+        let supervising = supervise(&mut child, pgid, timeout_of(task), watch, config.kill_grace, cancel);
         tokio::pin!(reading, supervising);
         let mut read_all = false;
         let ended = loop {
@@ -161,31 +220,58 @@ async fn run_in(
                 _ = &mut reading, if !read_all => read_all = true,
             }
         };
-        // Whatever the task left running in its group goes with it.
+        // Whatever the task left running goes with it: its group, and all of its cgroup.
         signal_group(pgid, Signal::SIGKILL);
+        if let Some(cgroup) = &cgroup {
+            cgroup.kill_all();
+        }
         if !read_all {
             let _ = tokio::time::timeout(PIPE_DRAIN, &mut reading).await;
         }
         ended
     };
     group.disarm();
+    let accounting = cgroup.as_ref().map(AttemptCgroup::accounting).unwrap_or_default();
+    if let Some(cgroup) = cgroup {
+        // Removing waits for the killed processes to be gone.
+        let _ = tokio::task::spawn_blocking(move || drop(cgroup)).await;
+    }
 
     let mut execution = match status {
         Err(error) => Execution::failed(true, format!("could not wait for `{program}`: {error}"), started_at),
-        Ok(status) => judge(task, status, ending, &files.output)
+        Ok(status) if launcher.is_some() && matches!(status.code(), Some(SETUP_FAILED | EXEC_FAILED)) => {
+            match Failure::read(&files.launch_report) {
+                Some(failure) if failure.stage == "exec" => {
+                    spawn_failure(program, config.work_dir.as_deref(), &failure.io_error(), started_at)
+                }
+                Some(failure) => Execution::failed(
+                    true,
+                    format!("could not put the task under its limits: {}", failure.message),
+                    started_at,
+                ),
+                None => judge(task, status, ending, &accounting, &files.output)
+                    .await
+                    .into_execution(started_at, status),
+            }
+        }
+        Ok(status) => judge(task, status, ending, &accounting, &files.output)
             .await
             .into_execution(started_at, status),
     };
     execution.stdout_tail = stdout_tail.into_string();
     execution.stderr_tail = stderr_tail.into_string();
+    execution.peak_memory_bytes = accounting.peak_memory_bytes;
+    execution.cpu_time_ms = accounting.cpu_time_ms;
     execution
 }
 
-/// Waits for the child to exit, stopping its group on timeout or cancellation.
+/// Waits for the child to exit, stopping its group on timeout, cancellation, or once the
+/// cgroup of `watch` used its CPU time.
 async fn supervise(
     child: &mut Child,
     pgid: Pid,
     timeout: Option<Duration>,
+    watch: Option<(&AttemptCgroup, u64)>,
     grace: Duration,
     cancel: &CancellationToken,
 ) -> (io::Result<ExitStatus>, Ending) {
@@ -195,17 +281,39 @@ async fn supervise(
             None => std::future::pending().await,
         }
     };
+    let cpu_used = async {
+        let Some((cgroup, limit_ms)) = watch else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(CPU_WATCH_INTERVAL).await;
+            if cgroup.cpu_time_ms().is_some_and(|used| used >= limit_ms) {
+                return;
+            }
+        }
+    };
     let ending = tokio::select! {
         biased;
         status = child.wait() => return (status, Ending::Exited),
         _ = cancel.cancelled() => Ending::Cancelled,
         _ = deadline => Ending::TimedOut,
+        _ = cpu_used => {
+            // CPU time is used up: there is no grace to give.
+            signal_group(pgid, Signal::SIGKILL);
+            if let Some((cgroup, _)) = watch {
+                cgroup.kill_all();
+            }
+            return (child.wait().await, Ending::CpuTimeUsed);
+        }
     };
     signal_group(pgid, Signal::SIGTERM);
     if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
         return (status, ending);
     }
     signal_group(pgid, Signal::SIGKILL);
+    if let Some((cgroup, _)) = watch {
+        cgroup.kill_all();
+    }
     (child.wait().await, ending)
 }
 
@@ -228,19 +336,37 @@ impl Verdict {
     }
 }
 
-async fn judge(task: &TaskMessage, status: ExitStatus, ending: Ending, output: &Path) -> Verdict {
+async fn judge(task: &TaskMessage, status: ExitStatus, ending: Ending, used: &Accounting, output: &Path) -> Verdict {
     let fail = |outcome, error: String| Verdict {
         outcome,
         output: None,
         error: Some(error),
     };
+    let limit_fail = |limit: Limit, how: String| fail(AttemptOutcome::LimitExceeded(limit), how);
+    let failed = ending != Ending::Exited || !status.success();
     match ending {
-        Ending::TimedOut => {
-            let limit = timeout_of(task).unwrap_or_default();
-            return fail(AttemptOutcome::TimedOut, timed_out(limit));
-        }
         Ending::Cancelled => return fail(AttemptOutcome::Cancelled, "cancelled".to_string()),
-        Ending::Exited => {}
+        Ending::CpuTimeUsed => return limit_fail(Limit::Cpu, cpu_time_used(task, used)),
+        Ending::TimedOut | Ending::Exited => {}
+    }
+    // A limit the tree ran into explains its failure better than the signal or the timeout.
+    if failed {
+        match used.limit_hit() {
+            Some(Limit::Memory) => return limit_fail(Limit::Memory, memory_used(task, used)),
+            Some(Limit::Pids) => {
+                let pids = task.limits.pids.unwrap_or_default();
+                let how = format!("the task tried to run more than {pids} processes at once (its pids limit)");
+                return limit_fail(Limit::Pids, how);
+            }
+            Some(Limit::Cpu) | None => {}
+        }
+        if status.signal() == Some(Signal::SIGXCPU as i32) && task.limits.cpu_time_ms.is_some() {
+            return limit_fail(Limit::Cpu, cpu_time_used(task, used));
+        }
+    }
+    if ending == Ending::TimedOut {
+        let limit = timeout_of(task).unwrap_or_default();
+        return fail(AttemptOutcome::TimedOut, timed_out(limit));
     }
     if let Some(code) = status.code() {
         if code != 0 {
@@ -260,6 +386,32 @@ async fn judge(task: &TaskMessage, status: ExitStatus, ending: Ending, output: &
             error: None,
         },
         Err(error) => fail(AttemptOutcome::Failed { retryable: false }, error),
+    }
+}
+
+fn memory_used(task: &TaskMessage, used: &Accounting) -> String {
+    let limit = format_bytes(task.limits.memory_bytes.unwrap_or_default());
+    match used.peak_memory_bytes {
+        Some(peak) => format!(
+            "killed when it ran out of memory: its limit is {limit} (peak {})",
+            format_bytes(peak)
+        ),
+        None => format!("killed when it ran out of memory: its limit is {limit}"),
+    }
+}
+
+fn cpu_time_used(task: &TaskMessage, used: &Accounting) -> String {
+    let limit = Duration::from_millis(task.limits.cpu_time_ms.unwrap_or_default());
+    match used.cpu_time_ms {
+        Some(ms) => format!(
+            "stopped when it used its CPU time: its limit is {} (used {})",
+            format_duration(limit),
+            format_duration(Duration::from_millis(ms))
+        ),
+        None => format!(
+            "stopped when it used its CPU time: its limit is {}",
+            format_duration(limit)
+        ),
     }
 }
 

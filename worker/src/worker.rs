@@ -29,6 +29,7 @@ use self::heartbeat::{control_loop, heartbeat_loop};
 use self::results::{publish, publish_batches};
 use crate::execution::{execute, now};
 use crate::handler::HandlerRegistry;
+use crate::limits::Enforcer;
 use crate::process::ProcessConfig;
 
 /// How long an attempt runs before the worker reports that it started.
@@ -61,6 +62,10 @@ pub struct WorkerConfig {
     /// How often the worker broadcasts a heartbeat; `None` for workers in the scheduler's own
     /// process, whose capacity the scheduler already knows.
     pub heartbeat_interval: Option<Duration>,
+    /// How tasks are put under their limits (see [`ProcessConfig::enforcer`]).
+    pub enforcer: Option<Arc<Enforcer>>,
+    /// The worker's environment variables tasks see.
+    pub env_allow: Vec<String>,
 }
 
 impl WorkerConfig {
@@ -78,6 +83,8 @@ impl WorkerConfig {
             work_dir: process.work_dir,
             drain_timeout: Duration::from_secs(30),
             heartbeat_interval: Some(Duration::from_secs(1)),
+            enforcer: process.enforcer,
+            env_allow: process.env_allow,
         }
     }
 
@@ -87,6 +94,8 @@ impl WorkerConfig {
             kill_grace: self.kill_grace,
             tail_bytes: self.tail_bytes,
             work_dir: self.work_dir.clone(),
+            enforcer: self.enforcer.clone(),
+            env_allow: self.env_allow.clone(),
         }
     }
 }

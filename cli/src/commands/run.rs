@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{load_workflow, LoadError};
 use crate::embedded::{run_workflow, EmbeddedOptions};
 use crate::progress::ProgressDisplay;
+use crate::settings::{LimitsMode, DEFAULT_CGROUP_ROOT};
 use crate::{EXIT_FAILED, EXIT_INVALID};
 
 #[derive(Debug, Args)]
@@ -37,6 +38,12 @@ pub struct RunArgs {
     /// Most tasks a workflow may have.
     #[arg(long, default_value_t = DEFAULT_MAX_TASKS)]
     pub max_tasks: usize,
+    /// How task limits are enforced: auto (cgroups where allowed, else rlimits), rlimit or off.
+    #[arg(long, env = "TASKFLEET_LIMITS", default_value_t = LimitsMode::Auto)]
+    pub limits: LimitsMode,
+    /// Where the cgroup hierarchies are mounted.
+    #[arg(long, env = "TASKFLEET_CGROUP_ROOT", default_value = DEFAULT_CGROUP_ROOT)]
+    pub cgroup_root: String,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -49,6 +56,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         policy: args.policy,
         db: args.db.clone(),
         predictive: args.predictive,
+        enforcer: Some(super::worker::enforcer(args.limits, &args.cgroup_root)?),
         ..EmbeddedOptions::default()
     };
     if let Some(workers) = args.workers {

@@ -2,17 +2,19 @@
 //! pools from the broker, runs tasks under their limits, and reports results. SIGTERM drains:
 //! running tasks finish and are acked, nothing new is taken.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::Args;
 use taskfleet_common::units::HumanDuration;
 use taskfleet_transport::queues::QueueNames;
+use taskfleet_worker::limits::Enforcer;
 use taskfleet_worker::{HandlerRegistry, Worker, WorkerConfig};
 
 use super::{broker, shutdown_on_signal};
-use crate::settings::{set, ServiceArgs, WorkerSettings};
+use crate::settings::{set, LimitsMode, ServiceArgs, WorkerSettings};
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
@@ -40,6 +42,18 @@ pub struct WorkerArgs {
     /// Working directory of task processes (the worker's unless set).
     #[arg(long, env = "TASKFLEET_WORK_DIR")]
     pub work_dir: Option<String>,
+    /// How task limits are enforced: auto (cgroups where allowed, else rlimits), rlimit or off.
+    #[arg(long, env = "TASKFLEET_LIMITS")]
+    pub limits: Option<LimitsMode>,
+    /// Where the cgroup hierarchies are mounted.
+    #[arg(long, env = "TASKFLEET_CGROUP_ROOT")]
+    pub cgroup_root: Option<String>,
+    /// The worker's environment variables tasks see; repeat or separate with commas.
+    #[arg(long = "env-allow", env = "TASKFLEET_ENV_ALLOW", value_delimiter = ',')]
+    pub env_allow: Vec<String>,
+    /// Print what this worker can enforce on tasks (memory, CPU, processes) and how, then exit.
+    #[arg(long)]
+    pub check: bool,
 }
 
 impl WorkerArgs {
@@ -55,6 +69,11 @@ impl WorkerArgs {
         set(&mut settings.drain_timeout, self.drain_timeout);
         set(&mut settings.heartbeat_interval, self.heartbeat_interval);
         set(&mut settings.work_dir, self.work_dir);
+        set(&mut settings.limits, self.limits);
+        set(&mut settings.cgroup_root, self.cgroup_root);
+        if !self.env_allow.is_empty() {
+            settings.env_allow = self.env_allow;
+        }
         if settings.name.is_empty() {
             let host = nix::unistd::gethostname()
                 .ok()
@@ -67,8 +86,15 @@ impl WorkerArgs {
     }
 }
 
+/// How the worker puts tasks under their limits (found once, at start-up).
+pub(crate) fn enforcer(mode: LimitsMode, cgroup_root: &str) -> anyhow::Result<Arc<Enforcer>> {
+    let enforcer = Enforcer::for_this_binary(mode, Path::new(cgroup_root))
+        .context("cannot find the taskfleet binary, which starts tasks under their limits")?;
+    Ok(Arc::new(enforcer))
+}
+
 /// What the worker runs with.
-fn worker_config(settings: &WorkerSettings) -> WorkerConfig {
+fn worker_config(settings: &WorkerSettings, enforcer: Arc<Enforcer>) -> WorkerConfig {
     WorkerConfig {
         pools: settings.pools.clone(),
         concurrency: settings.concurrency,
@@ -78,16 +104,25 @@ fn worker_config(settings: &WorkerSettings) -> WorkerConfig {
         drain_timeout: settings.drain_timeout.0,
         heartbeat_interval: Some(settings.heartbeat_interval.0),
         work_dir: (!settings.work_dir.is_empty()).then(|| PathBuf::from(&settings.work_dir)),
+        enforcer: Some(enforcer),
+        env_allow: settings.env_allow.clone(),
         ..WorkerConfig::new(settings.name.clone())
     }
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let dump = args.service.dump_config;
+    let (dump, check) = (args.service.dump_config, args.check);
     let Some(settings) = super::unless_dumped(dump, args.settings()?)? else {
         return Ok(ExitCode::SUCCESS);
     };
-    let config = worker_config(&settings);
+    let enforcer = enforcer(settings.limits, &settings.cgroup_root)?;
+    let report = enforcer.report();
+    if check {
+        super::write_stdout(&report.to_string())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    tracing::info!(mechanism = %report.mechanism, "Task limits.");
+    let config = worker_config(&settings, enforcer);
     let transport = broker(&settings.broker, &config.queues);
     eprintln!(
         "taskfleet worker {}: serving pools {} with {} slots",

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::limits::Limits;
 use crate::state::AttemptOutcome;
 use crate::time::Millis;
 use crate::workflow::{Action, PriorityClass};
@@ -56,6 +57,9 @@ pub struct TaskMessage {
     /// Wall-clock limit of this attempt, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// What the worker enforces on this attempt's process tree besides the timeout.
+    #[serde(default, skip_serializing_if = "Limits::is_none")]
+    pub limits: Limits,
     /// Outputs of the task's dependencies, by task id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, Box<RawValue>>,
@@ -145,6 +149,12 @@ pub struct TaskResult {
     /// Last bytes of standard error.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stderr_tail: String,
+    /// The most memory the attempt's processes used at once, in bytes, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    /// CPU time the attempt's processes used, in milliseconds, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_time_ms: Option<u64>,
     pub started_at: Millis,
     pub finished_at: Millis,
 }
@@ -262,6 +272,8 @@ impl TaskResult {
             error: None,
             stdout_tail: String::new(),
             stderr_tail: String::new(),
+            peak_memory_bytes: None,
+            cpu_time_ms: None,
             started_at,
             finished_at,
         }

@@ -15,6 +15,7 @@ fn task() -> TaskMessage {
         },
         timeout_ms: Some(1000),
         inputs: [("up".to_string(), RawValue::from_string("{\"rows\":3}".into()).unwrap())].into(),
+        limits: Default::default(),
     }
 }
 
@@ -149,6 +150,8 @@ fn worker_events_round_trip() {
         stderr_tail: String::new(),
         started_at: Millis(5),
         finished_at: Millis(9),
+        cpu_time_ms: None,
+        peak_memory_bytes: None,
     });
     let WorkerEvent::Finished(back) = decode_worker_event(&encode(&event)).unwrap() else {
         panic!("not finished")

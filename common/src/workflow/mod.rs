@@ -15,6 +15,7 @@ pub use parse::{parse_workflow, parse_workflow_value};
 pub use problem::{write_problems, InvalidWorkflow, Problem};
 
 use crate::dag::Dag;
+pub use crate::limits::Limits;
 
 pub use builtins::BUILTIN_HANDLERS;
 
@@ -74,6 +75,8 @@ pub struct TaskSpec {
     pub resources: Resources,
     /// Wall-clock limit of one attempt.
     pub timeout: Option<Duration>,
+    /// What the worker enforces on one attempt (memory defaults to `resources.memory`).
+    pub limits: Limits,
     /// Retry policy.
     pub retry: RetryPolicy,
     /// Worker pool the task runs in.

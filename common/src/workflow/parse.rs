@@ -17,12 +17,13 @@ use self::deps::RawDep;
 use self::fields::Fields;
 use self::values::{encoded_len, is_valid_name};
 use super::{
-    builtins, Action, InvalidWorkflow, PriorityClass, Problem, Resources, RetryPolicy, TaskSpec, ValidateOptions,
-    WorkflowSpec,
+    builtins, Action, InvalidWorkflow, Limits, PriorityClass, Problem, Resources, RetryPolicy, TaskSpec,
+    ValidateOptions, WorkflowSpec,
 };
 use crate::dag::Dag;
 use crate::document::load_document;
 use crate::text::{has_control, printable};
+use crate::units::format_bytes;
 use crate::wire::MAX_ACTION_BYTES;
 
 /// Most problems listed for one workflow; the rest are counted.
@@ -172,6 +173,7 @@ struct Defaults {
     timeout: Option<Duration>,
     pool: Option<Arc<str>>,
     resources: Resources,
+    limits: Limits,
     env: BTreeMap<String, String>,
 }
 
@@ -237,6 +239,9 @@ impl Checker<'_> {
         if let Some(value) = fields.take("resources") {
             defaults.resources = self.resources(None, "defaults.resources", value, Resources::default());
         }
+        if let Some(value) = fields.take("limits") {
+            defaults.limits = self.limits(None, "defaults.limits", value, Limits::default());
+        }
         if let Some(value) = fields.take("env") {
             defaults.env = self.env(None, "defaults.env", value);
         }
@@ -260,6 +265,7 @@ impl Checker<'_> {
             features: BTreeMap::new(),
             resources: defaults.resources,
             timeout: defaults.timeout,
+            limits: defaults.limits,
             retry: defaults.retry,
             pool: defaults.pool.clone().unwrap_or_else(|| self.intern_pool("default")),
         };
@@ -289,9 +295,10 @@ impl Checker<'_> {
             fields.take("estimate"),
             fields.take("estimate_by_worker"),
         );
-        let (features, resources, timeout, retries, pool) = (
+        let (features, resources, limits, timeout, retries, pool) = (
             fields.take("features"),
             fields.take("resources"),
+            fields.take("limits"),
             fields.take("timeout"),
             fields.take("retries"),
             fields.take("pool"),
@@ -390,6 +397,23 @@ impl Checker<'_> {
         }
         if let Some(value) = resources {
             task.resources = self.resources(label, "resources", value, task.resources);
+        }
+        if let Some(value) = limits {
+            task.limits = self.limits(label, "limits", value, task.limits);
+        }
+        // The memory a task asks for is also the most it may use, unless it says otherwise.
+        match task.limits.memory_bytes {
+            None if task.resources.memory > 0 => task.limits.memory_bytes = Some(task.resources.memory),
+            Some(limit) if limit < task.resources.memory => self.problem(
+                label,
+                "limits.memory",
+                format!(
+                    "{} is less than the {} the task asks for in resources.memory",
+                    format_bytes(limit),
+                    format_bytes(task.resources.memory)
+                ),
+            ),
+            _ => {}
         }
         if let Some(value) = timeout {
             task.timeout = self.duration(label, "timeout", value, true);

@@ -120,7 +120,10 @@ impl Engine {
         let idx = task.task_idx as usize;
         let retry_policy = run.spec.tasks[idx].retry;
         let runtime = run.tasks[idx];
-        let failed = matches!(result.outcome, AttemptOutcome::Failed { .. } | AttemptOutcome::TimedOut);
+        let failed = matches!(
+            result.outcome,
+            AttemptOutcome::Failed { .. } | AttemptOutcome::TimedOut | AttemptOutcome::LimitExceeded(_)
+        );
         let n_failures = runtime.n_failures + u32::from(failed);
         run.tasks[idx].n_failures = n_failures;
         let event = TaskEvent::Finished {
@@ -164,6 +167,8 @@ impl Engine {
                 error: result.error,
                 stdout_tail: result.stdout_tail,
                 stderr_tail: result.stderr_tail,
+                peak_memory_bytes: result.peak_memory_bytes,
+                cpu_time_ms: result.cpu_time_ms,
             },
         });
         self.updates.push(StoreUpdate::Task {

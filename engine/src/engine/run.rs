@@ -248,5 +248,6 @@ fn task_message(run: &WorkflowRun, task_idx: u32) -> TaskMessage {
         action: WireAction::from(&spec.action),
         timeout_ms: spec.timeout.map(|timeout| timeout.as_millis() as u64),
         inputs,
+        limits: spec.limits,
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
 use taskfleet_common::api::{TaskStatus, WorkflowStatus};
+use taskfleet_common::state::AttemptOutcome;
 use taskfleet_common::Millis;
 
 pub use self::forecast::Forecasts;
@@ -84,6 +85,9 @@ fn status_of(workflow: &WorkflowRecord, page: &TaskPage) -> WorkflowStatus {
             worker: None,
             exit_code: None,
             error: None,
+            reason: None,
+            peak_memory_bytes: None,
+            cpu_time_ms: None,
             output: record
                 .output
                 .as_ref()
@@ -115,6 +119,12 @@ fn status_of(workflow: &WorkflowRecord, page: &TaskPage) -> WorkflowStatus {
         }
         task.exit_code = attempt.exit_code;
         task.error.clone_from(&attempt.error);
+        task.reason = attempt
+            .outcome
+            .filter(|outcome| *outcome != AttemptOutcome::Succeeded)
+            .map(|outcome| outcome.as_str().to_string());
+        task.peak_memory_bytes = attempt.peak_memory_bytes;
+        task.cpu_time_ms = attempt.cpu_time_ms;
     }
     for (task, &(started, finished)) in tasks.iter_mut().zip(&times) {
         task.started_at = started.map(format_time);

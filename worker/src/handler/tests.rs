@@ -32,6 +32,7 @@ fn task(name: &str, args: Value) -> TaskMessage {
         },
         timeout_ms: None,
         inputs: BTreeMap::new(),
+        limits: Default::default(),
     }
 }
 

@@ -32,6 +32,7 @@ fn task(argv: &[&str]) -> TaskMessage {
         },
         timeout_ms: None,
         inputs: BTreeMap::new(),
+        limits: Default::default(),
     }
 }
 

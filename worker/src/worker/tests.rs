@@ -32,6 +32,7 @@ fn task(id: &str, priority: PriorityClass, action: WireAction) -> TaskMessage {
         action,
         timeout_ms: None,
         inputs: BTreeMap::new(),
+        limits: Default::default(),
     }
 }
 

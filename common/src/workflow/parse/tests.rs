@@ -154,7 +154,7 @@ fn unknown_fields_list_the_expected_ones() {
         "name: w\nschedule: daily\ntasks:\n  - {id: a, handler: noop, dep: [b]}\n",
         &[
             "field `schedule`: unknown field; expected one of: name, description, defaults, tasks",
-            "task `a`, field `dep`: unknown field (did you mean `deps`?); expected one of: id, description, deps, run, handler, args, env, priority, weight, estimate, estimate_by_worker, features, resources, timeout, retries, pool",
+            "task `a`, field `dep`: unknown field (did you mean `deps`?); expected one of: id, description, deps, run, handler, args, env, priority, weight, estimate, estimate_by_worker, features, resources, limits, timeout, retries, pool",
         ],
     );
 }
@@ -266,7 +266,7 @@ fn closest_field_is_suggested_and_backoff_cap_follows_backoff() {
         &[
             "task `a`, field `run`: a task needs one of `run` (a command) or `handler` (a built-in)",
             "task `a`, field `description`: must be a string",
-            "task `a`, field `rn`: unknown field (did you mean `run`?); expected one of: id, description, deps, run, handler, args, env, priority, weight, estimate, estimate_by_worker, features, resources, timeout, retries, pool",
+            "task `a`, field `rn`: unknown field (did you mean `run`?); expected one of: id, description, deps, run, handler, args, env, priority, weight, estimate, estimate_by_worker, features, resources, limits, timeout, retries, pool",
         ],
     );
     let spec = check_ok("name: w\ntasks:\n  - {id: a, handler: noop, retries: {max: 3, backoff: 10m}}\n");

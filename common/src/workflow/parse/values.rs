@@ -11,7 +11,10 @@ use serde_json::Value;
 use super::fields::Fields;
 use super::Checker;
 use crate::units::{parse_duration, parse_size};
-use crate::workflow::{Action, PriorityClass, Resources, RetryPolicy, TaskSpec};
+
+/// The smallest memory limit a task may ask for.
+const MIN_MEMORY_LIMIT: u64 = 1024 * 1024;
+use crate::workflow::{Action, Limits, PriorityClass, Resources, RetryPolicy, TaskSpec};
 
 impl Checker<'_> {
     pub(super) fn argv(&mut self, task: Option<&str>, value: Value) -> Vec<String> {
@@ -164,6 +167,75 @@ impl Checker<'_> {
         }
     }
 
+    /// A size: a whole number of bytes or text such as `512Mi`.
+    pub(super) fn size(&mut self, task: Option<&str>, field: &str, value: Value) -> Option<u64> {
+        let parsed = match &value {
+            Value::Number(number) => number
+                .as_u64()
+                .ok_or_else(|| "must be a whole number of bytes".to_string()),
+            Value::String(text) => parse_size(text).map_err(|error| error.to_string()),
+            _ => Err("must be a size such as 512Mi".to_string()),
+        };
+        parsed.map_err(|message| self.problem(task, field, message)).ok()
+    }
+
+    /// `limits: {memory: 64Mi, cpu: 2, cpu_time: 30s, pids: 100}`, each over `limits`.
+    pub(super) fn limits(&mut self, task: Option<&str>, field: &str, value: Value, mut limits: Limits) -> Limits {
+        let Value::Object(map) = value else {
+            self.problem(
+                task,
+                field,
+                "must be a mapping such as {memory: 512Mi, cpu_time: 30s, pids: 100}",
+            );
+            return limits;
+        };
+        let mut fields = Fields::new(map);
+        let (memory, cpu, cpu_time, pids) = (
+            fields.take("memory"),
+            fields.take("cpu"),
+            fields.take("cpu_time"),
+            fields.take("pids"),
+        );
+        if let Some(value) = memory {
+            match self.size(task, &format!("{field}.memory"), value) {
+                Some(bytes) if bytes < MIN_MEMORY_LIMIT => self.problem(
+                    task,
+                    &format!("{field}.memory"),
+                    format!("must be at least {MIN_MEMORY_LIMIT} bytes (1Mi): no program starts in less"),
+                ),
+                Some(bytes) => limits.memory_bytes = Some(bytes),
+                None => {}
+            }
+        }
+        if let Some(value) = cpu {
+            match value.as_f64() {
+                Some(cores) if cores.is_finite() && (0.01..=4096.0).contains(&cores) => limits.cpu = Some(cores),
+                _ => self.problem(
+                    task,
+                    &format!("{field}.cpu"),
+                    "must be a number of cores from 0.01 to 4096",
+                ),
+            }
+        }
+        if let Some(value) = cpu_time {
+            if let Some(time) = self.duration(task, &format!("{field}.cpu_time"), value, true) {
+                limits.cpu_time_ms = Some(u64::try_from(time.as_millis()).unwrap_or(u64::MAX).max(1));
+            }
+        }
+        if let Some(value) = pids {
+            match value.as_u64() {
+                Some(pids) if (1..=u64::from(u32::MAX)).contains(&pids) => limits.pids = Some(pids as u32),
+                _ => self.problem(
+                    task,
+                    &format!("{field}.pids"),
+                    "must be a whole number of processes, at least 1",
+                ),
+            }
+        }
+        fields.finish(self, task, field);
+        limits
+    }
+
     pub(super) fn resources(
         &mut self,
         task: Option<&str>,
@@ -184,16 +256,8 @@ impl Checker<'_> {
             }
         }
         if let Some(value) = memory {
-            let parsed = match &value {
-                Value::Number(number) => number
-                    .as_u64()
-                    .ok_or_else(|| "must be a whole number of bytes".to_string()),
-                Value::String(text) => parse_size(text).map_err(|error| error.to_string()),
-                _ => Err("must be a size such as 512Mi".to_string()),
-            };
-            match parsed {
-                Ok(bytes) => resources.memory = bytes,
-                Err(message) => self.problem(task, &format!("{field}.memory"), message),
+            if let Some(bytes) = self.size(task, &format!("{field}.memory"), value) {
+                resources.memory = bytes;
             }
         }
         if let Some(value) = slots {

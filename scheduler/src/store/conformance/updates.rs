@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use taskfleet_common::limits::Limit;
 use taskfleet_common::state::{AttemptOutcome, TaskState};
 use taskfleet_common::Millis;
 
@@ -118,6 +119,9 @@ pub async fn every_outcome_round_trips(store: &dyn Store, prefix: &str) {
         Some(AttemptOutcome::TimedOut),
         Some(AttemptOutcome::Cancelled),
         None,
+        Some(AttemptOutcome::LimitExceeded(Limit::Memory)),
+        Some(AttemptOutcome::LimitExceeded(Limit::Cpu)),
+        Some(AttemptOutcome::LimitExceeded(Limit::Pids)),
     ];
     let mut records: Vec<AttemptRecord> = (1..)
         .zip(outcomes)
@@ -136,6 +140,10 @@ pub async fn every_outcome_round_trips(store: &dyn Store, prefix: &str) {
     records[4].dispatched_at = Millis(i64::MAX as u64);
     records[5].worker = None;
     records[5].started_at = None;
+    records[6].peak_memory_bytes = Some(64 * 1024 * 1024);
+    records[6].cpu_time_ms = Some(118);
+    records[7].peak_memory_bytes = Some(i64::MAX as u64);
+    records[7].cpu_time_ms = Some(0);
     let updates = records.iter().map(|record| finished(&id, record)).collect();
     apply(store, updates, "finish attempts").await;
     assert_eq!(

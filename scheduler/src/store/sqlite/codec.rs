@@ -37,30 +37,22 @@ pub(super) fn classify(error: rusqlite::Error, context: &str) -> StoreError {
 
 /// An instant as stored: SQLite integers are signed, so instants past the year 292 million
 /// are stored as the latest one representable.
+/// A count (bytes, milliseconds) as SQLite's signed integer.
+pub(super) fn sql_count(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
 pub(super) fn millis_to_sql(at: Millis) -> i64 {
     i64::try_from(at.0).unwrap_or(i64::MAX)
 }
 
 /// How an attempt outcome is stored.
 pub(super) fn outcome_to_sql(outcome: AttemptOutcome) -> &'static str {
-    match outcome {
-        AttemptOutcome::Succeeded => "succeeded",
-        AttemptOutcome::Failed { retryable: true } => "failed",
-        AttemptOutcome::Failed { retryable: false } => "failed_permanent",
-        AttemptOutcome::TimedOut => "timed_out",
-        AttemptOutcome::Cancelled => "cancelled",
-    }
+    outcome.as_str()
 }
 
 fn outcome_from_sql(text: &str) -> Option<AttemptOutcome> {
-    Some(match text {
-        "succeeded" => AttemptOutcome::Succeeded,
-        "failed" => AttemptOutcome::Failed { retryable: true },
-        "failed_permanent" => AttemptOutcome::Failed { retryable: false },
-        "timed_out" => AttemptOutcome::TimedOut,
-        "cancelled" => AttemptOutcome::Cancelled,
-        _ => return None,
-    })
+    AttemptOutcome::parse(text)
 }
 
 /// Reads the columns of one row, naming the row in errors (the name is only built on error).
@@ -96,11 +88,16 @@ impl Cols<'_, '_> {
     }
 
     fn millis(&self, idx: usize, column: &str) -> Result<Option<Millis>, StoreError> {
+        Ok(self.count(idx, column)?.map(Millis))
+    }
+
+    /// A count that is never negative, or `NULL`.
+    fn count(&self, idx: usize, column: &str) -> Result<Option<u64>, StoreError> {
         let Some(value) = self.get::<Option<i64>>(idx, column)? else {
             return Ok(None);
         };
-        let value = u64::try_from(value).map_err(|_| self.corrupt(column, format_args!("before 1970: {value}")))?;
-        Ok(Some(Millis(value)))
+        let value = u64::try_from(value).map_err(|_| self.corrupt(column, format_args!("negative: {value}")))?;
+        Ok(Some(value))
     }
 
     fn required_millis(&self, idx: usize, column: &str) -> Result<Millis, StoreError> {
@@ -166,7 +163,8 @@ pub(super) fn task_from_row(row: &Row<'_>, workflow_id: &str) -> Result<TaskReco
 
 /// Columns read by [`attempt_from_row`].
 pub(super) const ATTEMPT_COLUMNS: &str = "task_idx, attempt, dispatched_at, worker, started_at, \
-     finished_at, outcome, exit_code, signal, error, stdout_tail, stderr_tail";
+     finished_at, outcome, exit_code, signal, error, stdout_tail, stderr_tail, peak_memory_bytes, \
+     cpu_time_ms";
 
 pub(super) fn attempt_from_row(row: &Row<'_>, workflow_id: &str) -> Result<AttemptRecord, StoreError> {
     let number = |idx| row.get_ref(idx).ok().and_then(|value| value.as_i64().ok());
@@ -199,6 +197,8 @@ pub(super) fn attempt_from_row(row: &Row<'_>, workflow_id: &str) -> Result<Attem
         error: cols.get(9, "error")?,
         stdout_tail: cols.get(10, "stdout_tail")?,
         stderr_tail: cols.get(11, "stderr_tail")?,
+        peak_memory_bytes: cols.count(12, "peak_memory_bytes")?,
+        cpu_time_ms: cols.count(13, "cpu_time_ms")?,
     })
 }
 

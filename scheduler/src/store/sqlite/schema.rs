@@ -73,6 +73,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY NOT NULL,
         model TEXT NOT NULL
     ) WITHOUT ROWID;",
+    // 5: what each attempt used, as its worker measured it.
+    "ALTER TABLE attempts ADD COLUMN peak_memory_bytes INTEGER;
+    ALTER TABLE attempts ADD COLUMN cpu_time_ms INTEGER;",
 ];
 
 /// Applies the connection settings and brings the schema up to date.

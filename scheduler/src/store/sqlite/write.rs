@@ -8,7 +8,7 @@ use rusqlite::ffi::ErrorCode;
 use rusqlite::{params, CachedStatement, Connection, TransactionBehavior};
 use taskfleet_common::WorkflowSpec;
 
-use super::codec::{classify, millis_to_sql, outcome_to_sql};
+use super::codec::{classify, millis_to_sql, outcome_to_sql, sql_count};
 use crate::store::{AttemptRecord, StoreError, StoreUpdate, TaskRecord, WorkflowRecord};
 
 /// The task rows of a new workflow, packed so that moving them to the store thread costs a
@@ -112,13 +112,15 @@ const START_ATTEMPT: &str = "UPDATE attempts SET worker = ?4, started_at = ?5 \
 /// A finish keeps the stored dispatch time of an attempt it completes.
 const FINISH_ATTEMPT: &str = "INSERT INTO attempts (workflow_id, task_idx, attempt, \
      dispatched_at, worker, started_at, finished_at, outcome, exit_code, signal, error, \
-     stdout_tail, stderr_tail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+     stdout_tail, stderr_tail, peak_memory_bytes, cpu_time_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
      ON CONFLICT (workflow_id, task_idx, attempt) DO UPDATE SET \
      worker = excluded.worker, \
      started_at = excluded.started_at, finished_at = excluded.finished_at, \
      outcome = excluded.outcome, exit_code = excluded.exit_code, signal = excluded.signal, \
      error = excluded.error, stdout_tail = excluded.stdout_tail, \
-     stderr_tail = excluded.stderr_tail";
+     stderr_tail = excluded.stderr_tail, peak_memory_bytes = excluded.peak_memory_bytes, \
+     cpu_time_ms = excluded.cpu_time_ms";
 const SAVE_RUNTIME_STATS: &str =
     "INSERT OR REPLACE INTO runtime_stats (signature, n, mean, m2) VALUES (?1, ?2, ?3, ?4)";
 const SAVE_FEATURE_MODEL: &str = "INSERT OR REPLACE INTO feature_models (key, model) VALUES (?1, ?2)";
@@ -238,6 +240,8 @@ fn apply_one(statements: &mut Statements<'_>, update: &StoreUpdate) -> Result<()
                 error,
                 stdout_tail,
                 stderr_tail,
+                peak_memory_bytes,
+                cpu_time_ms,
             } = record;
             let values = params![
                 &**workflow_id,
@@ -253,6 +257,8 @@ fn apply_one(statements: &mut Statements<'_>, update: &StoreUpdate) -> Result<()
                 error,
                 stdout_tail,
                 stderr_tail,
+                peak_memory_bytes.map(sql_count),
+                cpu_time_ms.map(sql_count),
             ];
             match statements.finish_attempt.execute(values) {
                 Err(error) if is_constraint(&error) => {
