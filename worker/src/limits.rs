@@ -1,7 +1,9 @@
 //! Enforcing a task's limits on its whole process tree: a cgroup per attempt where the host
 //! lets the worker make them (cgroup v1, v2, or the hybrid of both), rlimits where it does not.
-//! Either way the task's program is started by the [launcher](launch), which places itself
-//! under the limits before it executes the program.
+//! No code of a task ever runs outside its limits: on cgroup v1 the worker thread that forks
+//! the task enters the attempt's cgroup first, so the child is born in it; otherwise the task's
+//! program is started by the [launcher](launch), which joins the cgroup and sets its rlimits
+//! before it executes the program.
 
 pub mod cgroup;
 pub mod launch;
@@ -199,8 +201,14 @@ impl Enforcer {
             processes: limits.pids.filter(|_| !has(|c| c.pids)).map(u64::from),
             report,
         };
+        // A v1 cgroup is entered by the thread that forks the task: no launcher is needed
+        // unless rlimits must be set in the child, or a v2 cgroup must be joined by it.
+        let needs_launcher = plan.address_space.is_some()
+            || plan.cpu_seconds.is_some()
+            || plan.processes.is_some()
+            || (cgroup.is_some() && !has(|c| c.thread_placement));
         Ok(Prepared {
-            launch: Some((self.launcher.clone(), plan)),
+            launch: needs_launcher.then(|| (self.launcher.clone(), plan)),
             cgroup,
             cpu_time_ms: limits.cpu_time_ms.filter(|_| has(|c| c.cpu_time)),
         })

@@ -189,7 +189,11 @@ async fn run_in(
     if let Some(work_dir) = &config.work_dir {
         command.current_dir(work_dir);
     }
-    let mut child = match command.spawn() {
+    let spawned = match (&cgroup, &launcher) {
+        (Some(cgroup), None) => cgroup.spawn_inside(&mut command),
+        _ => command.spawn(),
+    };
+    let mut child = match spawned {
         Ok(child) => child,
         Err(error) => return spawn_failure(program, config.work_dir.as_deref(), &error, started_at),
     };
@@ -232,9 +236,11 @@ async fn run_in(
     };
     group.disarm();
     let accounting = cgroup.as_ref().map(AttemptCgroup::accounting).unwrap_or_default();
-    if let Some(cgroup) = cgroup {
+    match cgroup {
+        Some(cgroup) if cgroup.is_empty() => drop(cgroup),
         // Removing waits for the killed processes to be gone.
-        let _ = tokio::task::spawn_blocking(move || drop(cgroup)).await;
+        Some(cgroup) => drop(tokio::task::spawn_blocking(move || drop(cgroup)).await),
+        None => {}
     }
 
     let mut execution = match status {

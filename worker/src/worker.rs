@@ -27,7 +27,7 @@ use taskfleet_transport::{until_connected, Consumer, Delivery, Transport, Transp
 
 use self::heartbeat::{control_loop, heartbeat_loop};
 use self::results::{publish, publish_batches};
-use crate::execution::{execute, now};
+use crate::execution::{execute, now, Execution};
 use crate::handler::HandlerRegistry;
 use crate::limits::Enforcer;
 use crate::process::ProcessConfig;
@@ -117,6 +117,9 @@ struct Shared {
     abort: CancellationToken,
     /// The attempts running now, with the token that stops each (a cancellation).
     running: Mutex<HashMap<AttemptRef, CancellationToken>>,
+    /// Attempts the scheduler cancelled, kept so that one still waiting in this worker's
+    /// buffer (or delivered later) never starts.
+    cancelled: Mutex<Cancelled>,
     /// Events on their way to the results queue, published in batches by [`publish_batches`].
     events: mpsc::UnboundedSender<(Bytes, oneshot::Sender<Result<(), TransportError>>)>,
 }
@@ -159,6 +162,7 @@ impl Worker {
             process: config.process_config(),
             abort: CancellationToken::new(),
             running: Mutex::new(HashMap::new()),
+            cancelled: Mutex::new(Cancelled::default()),
             events,
         });
         // Heartbeats and cancellations run beside the main loop until the drain is over.
@@ -331,6 +335,15 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
         .lock()
         .expect("running lock")
         .insert(attempt.clone(), cancel.clone());
+    // Checked after the attempt is listed as running: a cancel arriving meanwhile either finds
+    // it there or is found here (the control loop records a cancel before it looks).
+    if shared.cancelled.lock().expect("cancelled lock").contains(&attempt) {
+        shared.running.lock().expect("running lock").remove(&attempt);
+        info!("Not starting a task that was cancelled while it waited.");
+        let execution = Execution::ended(AttemptOutcome::Cancelled, "cancelled before it started", started_at);
+        settle(shared, &task, execution, delivery).await;
+        return;
+    }
     let execution = execute(&task, &shared.handlers, &shared.process, &cancel);
     tokio::pin!(execution);
     // A task that ends quickly reports only its result (which carries its start); a longer one
@@ -363,8 +376,13 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
         return;
     }
     debug!(outcome = ?execution.outcome, error = execution.error.as_deref(), "Task finished.");
+    settle(shared, &task, execution, delivery).await;
+}
 
-    let finished = WorkerEvent::Finished(execution.into_result(&task, &shared.name));
+/// Publishes how the attempt ended, then acks its delivery (or requeues it, later, when the
+/// result cannot be published).
+async fn settle(shared: &Shared, task: &TaskMessage, execution: Execution, delivery: Delivery) {
+    let finished = WorkerEvent::Finished(execution.into_result(task, &shared.name));
     match publish(shared, &finished).await {
         Ok(()) => {
             if let Err(error) = delivery.ack().await {
@@ -375,6 +393,33 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
             warn!(%error, task = %task.task, attempt = task.attempt, "Failed to publish result.");
             requeue_later(shared, delivery).await;
         }
+    }
+}
+
+/// The attempts cancelled lately, the oldest forgotten first.
+#[derive(Default)]
+pub(crate) struct Cancelled {
+    set: std::collections::HashSet<AttemptRef>,
+    order: std::collections::VecDeque<AttemptRef>,
+}
+
+impl Cancelled {
+    /// Cancels kept: far more than a worker holds in its buffer.
+    const CAPACITY: usize = 10_000;
+
+    pub(crate) fn insert(&mut self, attempt: AttemptRef) {
+        if self.set.insert(attempt.clone()) {
+            self.order.push_back(attempt);
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.set.remove(&oldest);
+            }
+        }
+    }
+
+    pub(crate) fn contains(&self, attempt: &AttemptRef) -> bool {
+        self.set.contains(attempt)
     }
 }
 

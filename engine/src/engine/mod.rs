@@ -84,6 +84,8 @@ pub enum Ignored {
     UnknownTask(u32),
     #[error("attempt {got} is not the current attempt {current} (task is {state})")]
     StaleAttempt { got: u32, current: u32, state: TaskState },
+    #[error("the workflow was cancelled")]
+    Cancelled,
 }
 
 /// A task message to publish, with where it goes.

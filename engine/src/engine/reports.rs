@@ -26,7 +26,8 @@ pub enum Report {
     /// The current attempt, which the task had lost (a lapsed lease, or a scheduler restart)
     /// and had not dispatched again: the task takes it back instead of running it twice.
     Adopted,
-    /// Not the task's current attempt, or the task has ended: the worker should stop it.
+    /// Not the task's current attempt, the task has ended, or its workflow was cancelled: the
+    /// worker should stop it.
     Superseded,
 }
 
@@ -37,6 +38,11 @@ impl Engine {
     pub fn on_started(&mut self, event: &AttemptStarted) -> Result<Report, Ignored> {
         let task = self.workflows.locate(&event.workflow_id, event.task_idx)?;
         let run = self.workflows.live(task.workflow_idx);
+        if run.cancelled {
+            // Cancellation is final: an attempt that starts anyway (its worker had not heard
+            // of the cancel) is stopped, and ends `cancelled` when it reports back.
+            return Err(Ignored::Cancelled);
+        }
         let runtime = run.tasks[task.task_idx as usize];
         let current = runtime.attempt == event.attempt;
         let report = match runtime.state {
@@ -87,8 +93,9 @@ impl Engine {
         attempt: u32,
     ) -> Result<Report, Ignored> {
         let task = self.workflows.locate(workflow_id, task_idx)?;
-        let runtime = self.workflows.live(task.workflow_idx).tasks[task.task_idx as usize];
-        if runtime.attempt != attempt {
+        let run = self.workflows.live(task.workflow_idx);
+        let runtime = run.tasks[task.task_idx as usize];
+        if runtime.attempt != attempt || run.cancelled {
             return Ok(Report::Superseded);
         }
         match runtime.state {

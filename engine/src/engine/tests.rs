@@ -337,6 +337,23 @@ fn cancel_ends_waiting_tasks_and_reports_running_ones() {
     assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Cancelled));
 }
 
+#[test]
+fn an_attempt_of_a_cancelled_workflow_that_starts_anyway_is_to_be_stopped() {
+    let spec = spec(DIAMOND);
+    let mut engine = engine(PolicyKind::Fcfs, 1, 0);
+    engine.add_workflow("wf".into(), spec.clone(), None, Millis(0));
+    let first = engine.dispatch(Millis(0));
+    engine.cancel_workflow("wf", Millis(1)).unwrap();
+    // Its worker had not heard of the cancel when it took the task.
+    assert_eq!(engine.on_started(&started(&first[0], "w1")), Err(Ignored::Cancelled));
+    let report = engine.on_running("w1", "wf", first[0].message.task_idx, first[0].message.attempt);
+    assert_eq!(report, Ok(Report::Superseded), "every heartbeat repeats the cancel");
+    engine
+        .on_finished(result(&first[0], AttemptOutcome::Cancelled, None), Millis(2))
+        .unwrap();
+    assert_eq!(engine.workflow_state("wf"), Some(WorkflowState::Cancelled));
+}
+
 /// A random layered DAG of `n_tasks` tasks with up to three parents each, as JSON.
 fn random_dag(n_tasks: usize, rng: &mut StdRng) -> serde_json::Value {
     let tasks: Vec<serde_json::Value> = (0..n_tasks)

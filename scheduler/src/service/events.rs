@@ -46,8 +46,9 @@ impl Scheduler {
                         ),
                         Err(ignored) => {
                             // A superseded attempt started (its message was delivered again
-                            // after a newer attempt went out): it must not run beside it.
-                            info!(%ignored, worker = %started.worker, workflow_id = %started.workflow_id, task_idx = started.task_idx, attempt = started.attempt, "Stopping an attempt that started after it was superseded.");
+                            // after a newer attempt went out), or one of a cancelled workflow:
+                            // it must not run.
+                            info!(%ignored, worker = %started.worker, workflow_id = %started.workflow_id, task_idx = started.task_idx, attempt = started.attempt, "Stopping an attempt that must not run.");
                             self.cancel_attempt(&started.workflow_id, started.task_idx, started.attempt);
                         }
                     },

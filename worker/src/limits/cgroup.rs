@@ -58,6 +58,8 @@ impl Controller {
 pub(crate) struct Hierarchy {
     /// The worker's own directory in it, parent of its attempts' cgroups.
     pub(crate) base: PathBuf,
+    /// The cgroup the worker process is in, where a thread that forked a task returns.
+    pub(crate) home: PathBuf,
     /// `None` for the v2 hierarchy, else the v1 controllers mounted here.
     pub(crate) v1: Option<Vec<Controller>>,
     /// The v2 controllers enabled for the attempts' cgroups (`memory`, `pids`, `cpu`).
@@ -92,6 +94,9 @@ pub struct Capabilities {
     pub cpu_time: bool,
     /// Killing a whole tree at once: `cgroup.kill` or the v1 freezer.
     pub atomic_kill: bool,
+    /// Every hierarchy is v1, where one thread of the worker can enter an attempt's cgroup
+    /// and fork the task there (no launcher needed).
+    pub thread_placement: bool,
 }
 
 impl Cgroups {
@@ -121,17 +126,21 @@ impl Cgroups {
                 let Some(own_path) = v1_own_path(&own, controllers[0].v1_name()) else {
                     continue;
                 };
-                let base = mount.join(own_path.trim_start_matches('/')).join("taskfleet");
-                if let Some(base) = make_base(&base, &owner) {
+                let home = mount.join(own_path.trim_start_matches('/'));
+                if let Some(base) = make_base(&home.join("taskfleet"), &owner) {
                     hierarchies.push(Hierarchy {
                         base,
+                        home,
                         v1: Some(controllers),
                         v2_controllers: Vec::new(),
                     });
                 }
             }
+            // The v2 hierarchy of a hybrid host only kills trees; the v1 freezer does that too
+            // and, unlike v2, lets one thread of the worker enter a cgroup to fork a task there.
+            let has_freezer = hierarchies.iter().any(|h: &Hierarchy| h.has_v1(Controller::Freezer));
             let unified = root.join("unified");
-            if unified.join("cgroup.procs").is_file() {
+            if !has_freezer && unified.join("cgroup.procs").is_file() {
                 if let Some(hierarchy) = v2_hierarchy(&unified, &own, &owner) {
                     hierarchies.push(hierarchy);
                 }
@@ -151,6 +160,7 @@ impl Cgroups {
             atomic_kill: any(&|h| {
                 h.has_v1(Controller::Freezer) || (h.v1.is_none() && h.base.join("cgroup.kill").exists())
             }),
+            thread_placement: self.hierarchies.iter().all(|h| h.v1.is_some()),
         }
     }
 
@@ -253,6 +263,27 @@ impl AttemptCgroup {
         self.dirs.iter().map(|(dir, _)| dir.join("cgroup.procs")).collect()
     }
 
+    /// Starts `command` from a thread that entered this cgroup first (cgroup v1 only), so the
+    /// child is in it from its first instruction; the thread goes back home afterwards.
+    pub(crate) fn spawn_inside(&self, command: &mut tokio::process::Command) -> io::Result<tokio::process::Child> {
+        let tid = nix::unistd::gettid().to_string();
+        let mut entered = Vec::new();
+        let result = (|| {
+            for (dir, hierarchy) in &self.dirs {
+                write(dir, "tasks", &tid)?;
+                entered.push(hierarchy);
+            }
+            command.spawn()
+        })();
+        for hierarchy in entered {
+            if let Err(error) = write(&hierarchy.home, "tasks", &tid) {
+                // A thread left behind would keep the cgroup from being removed; say so loudly.
+                warn!(%error, "A worker thread could not leave a task's cgroup.");
+            }
+        }
+        result
+    }
+
     fn set_limits(&self, limits: &Limits) -> io::Result<()> {
         for (dir, hierarchy) in &self.dirs {
             if let Some(bytes) = limits.memory_bytes {
@@ -330,8 +361,18 @@ impl AttemptCgroup {
         accounting
     }
 
+    /// Whether no process is left in the attempt's cgroup.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.dirs
+            .first()
+            .is_none_or(|(dir, _)| read(dir, "cgroup.procs").is_some_and(|procs| procs.trim().is_empty()))
+    }
+
     /// Kills every process of the attempt, including those that left its process group.
     pub(crate) fn kill_all(&self) {
+        if self.is_empty() {
+            return;
+        }
         // cgroup v2 kills the whole tree in one write, even processes forking meanwhile.
         for (dir, hierarchy) in &self.dirs {
             if hierarchy.v1.is_none() && fs::write(dir.join("cgroup.kill"), "1").is_ok() {
@@ -416,6 +457,7 @@ fn v2_hierarchy(mount: &Path, own: &str, owner: &str) -> Option<Hierarchy> {
     }
     Some(Hierarchy {
         base,
+        home: own_dir,
         v1: None,
         v2_controllers: enabled,
     })
@@ -497,7 +539,12 @@ fn kill_procs(dir: &Path) -> usize {
     let Some(procs) = read(dir, "cgroup.procs") else {
         return 0;
     };
-    let pids: Vec<i32> = procs.lines().filter_map(|line| line.trim().parse().ok()).collect();
+    let me = std::process::id() as i32;
+    let pids: Vec<i32> = procs
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .filter(|&pid| pid != me)
+        .collect();
     for &pid in &pids {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }

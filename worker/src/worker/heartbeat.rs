@@ -72,6 +72,8 @@ pub(super) async fn control_loop(shared: Arc<Shared>, topic: String, stopped: Ca
     let follow = |delivery: Delivery| async {
         match decode_control(&delivery.payload) {
             Ok(ControlMessage::Cancel { attempt, .. }) => {
+                // Recorded first, so an attempt about to start sees it (see `run_attempt`).
+                shared.cancelled.lock().expect("cancelled lock").insert(attempt.clone());
                 if let Some(token) = shared.running.lock().expect("running lock").get(&attempt) {
                     info!(workflow_id = %attempt.workflow_id, task_idx = attempt.task_idx, attempt = attempt.attempt, "Cancelling a running task.");
                     token.cancel();

@@ -622,3 +622,56 @@ async fn a_cancel_from_the_scheduler_stops_the_running_attempt() {
         "a cancelled task is acked, not requeued"
     );
 }
+
+#[tokio::test]
+async fn a_task_cancelled_while_it_waits_in_the_worker_never_starts() {
+    let mut harness = Harness::new().await;
+    let config = WorkerConfig {
+        heartbeat_interval: Some(Duration::from_millis(50)),
+        concurrency: 1,
+        ..harness.config()
+    };
+    harness.start(config);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let blocker = task(
+        "blocker",
+        PriorityClass::Normal,
+        handler("sleep", json!({"duration": "400ms"})),
+    );
+    let mut waiting = task(
+        "waiting",
+        PriorityClass::Normal,
+        WireAction::Run {
+            argv: vec!["touch".into(), marker.to_string_lossy().into_owned()],
+            env: BTreeMap::new(),
+        },
+    );
+    waiting.task_idx = 1;
+    harness.publish(&blocker).await;
+    harness.started().await;
+    // The second task is delivered while the only slot is busy; then it is cancelled.
+    harness.publish(&waiting).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let message = ControlMessage::Cancel {
+        v: WIRE_VERSION,
+        attempt: AttemptRef {
+            workflow_id: waiting.workflow_id.clone(),
+            task_idx: waiting.task_idx,
+            attempt: waiting.attempt,
+        },
+    };
+    harness
+        .transport
+        .broadcast(&harness.names.control(), encode(&message).into())
+        .await
+        .unwrap();
+    assert_eq!(harness.finished().await.task, "blocker");
+    let result = harness.finished().await;
+    assert_eq!(result.task, "waiting");
+    assert_eq!(result.outcome, AttemptOutcome::Cancelled);
+    assert_eq!(result.error.as_deref(), Some("cancelled before it started"));
+    assert!(!marker.exists(), "a cancelled task never starts");
+    harness.stop().await;
+    assert_eq!(harness.queue_len(PriorityClass::Normal).await, 0, "it is acked");
+}

@@ -6,6 +6,7 @@ mod embedded;
 mod fleet;
 mod policies;
 mod process;
+mod spawn;
 
 use std::process::ExitCode;
 
@@ -58,6 +59,9 @@ pub struct BenchArgs {
     /// Workers in the placement benchmark.
     #[arg(long, default_value_t = 1_000)]
     pub placement_workers: usize,
+    /// Attempts of `true` in the worker-overhead benchmark, limits on and off (0 skips it).
+    #[arg(long, default_value_t = 500)]
+    pub spawn_tasks: usize,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -73,6 +77,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if args.process_tasks > 0 {
         process::bench_process(args.process_tasks, args.process_workers, scratch.path())?;
+    }
+    if args.spawn_tasks > 0 {
+        spawn::bench_spawn(
+            args.spawn_tasks,
+            std::path::Path::new(crate::settings::DEFAULT_CGROUP_ROOT),
+        )
+        .await?;
     }
     if args.policy_tasks > 0 {
         policies::bench_policies(args.policy_tasks, 100);
