@@ -21,7 +21,7 @@ use taskfleet_scheduler::status::workflow_status;
 use taskfleet_scheduler::store::{MemoryStore, SqliteStore, Store, WorkflowRecord, WorkflowState};
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_transport::{MemoryTransport, Transport};
-use taskfleet_worker::limits::Enforcer;
+use taskfleet_worker::limits::{Enforcer, RunAs};
 use taskfleet_worker::{HandlerRegistry, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -47,6 +47,8 @@ pub struct EmbeddedOptions {
     /// How tasks are put under their limits; `None` starts programs directly (and a task that
     /// asks for a limit fails).
     pub enforcer: Option<Arc<Enforcer>>,
+    /// The user tasks run as, if not the process's own.
+    pub run_as: Option<RunAs>,
 }
 
 impl Default for EmbeddedOptions {
@@ -61,6 +63,7 @@ impl Default for EmbeddedOptions {
             kill_grace: Duration::from_secs(5),
             predictive: false,
             enforcer: None,
+            run_as: None,
         }
     }
 }
@@ -134,6 +137,7 @@ pub async fn run_workflow(
         config.kill_grace = options.kill_grace;
         config.heartbeat_interval = None;
         config.enforcer = options.enforcer.clone();
+        config.run_as = options.run_as.clone();
         let worker = Worker::new(config, transport.clone(), options.handlers.clone());
         workers.push(tokio::spawn(worker.run(shutdown.clone())));
     }

@@ -112,6 +112,9 @@ pub struct WorkerSettings {
     pub cgroup_root: String,
     /// The worker's environment variables a task sees, besides its own `env` and `TASKFLEET_*`.
     pub env_allow: Vec<String>,
+    /// The unprivileged user a root worker runs tasks as, each in a fresh working directory
+    /// (unless `work-dir` is set); empty runs them as the worker's own user.
+    pub run_as: String,
 }
 
 impl Default for WorkerSettings {
@@ -130,6 +133,7 @@ impl Default for WorkerSettings {
             limits: LimitsMode::default(),
             cgroup_root: DEFAULT_CGROUP_ROOT.to_string(),
             env_allow: DEFAULT_ENV_ALLOW.iter().map(|name| name.to_string()).collect(),
+            run_as: String::new(),
         }
     }
 }

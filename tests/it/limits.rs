@@ -278,3 +278,30 @@ tasks:
         processes_with("sleep 4134").is_empty()
     });
 }
+
+#[test]
+fn a_root_worker_runs_tasks_as_an_unprivileged_user_without_its_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(
+        dir.path(),
+        "user.yaml",
+        r#"
+name: user
+tasks:
+  - id: whoami
+    run: ["sh", "-c", "test -z \"$BROKER_PASSWORD\" && echo \"{\\\"uid\\\": $(id -u)}\" > \"$TASKFLEET_OUTPUT\""]
+    limits: {pids: 50, memory: 256Mi}
+"#,
+    );
+    for mode in ["auto", "rlimit"] {
+        let output = taskfleet()
+            .args(["run", &file, "--json", "--run-as", "nobody", "--limits", mode])
+            .env("BROKER_PASSWORD", "hunter2")
+            .output()
+            .unwrap();
+        let report = json_report(&output);
+        assert!(output.status.success(), "{mode}: {report:#}");
+        let uid = &task_report(&report, "whoami")["output"]["uid"];
+        assert_eq!(uid, 65534, "{mode}: the task ran as nobody: {report:#}");
+    }
+}

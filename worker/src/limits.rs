@@ -167,8 +167,9 @@ impl Enforcer {
         Report { mechanism, lines }
     }
 
-    /// Sets up the limits of one attempt: its cgroup, if any, and what the launcher does.
-    pub(crate) fn prepare(&self, limits: &Limits, report: PathBuf) -> Result<Prepared, String> {
+    /// Sets up the limits of one attempt: its cgroup, if any, and what the launcher does
+    /// (which includes becoming `user`, where the launcher runs).
+    pub(crate) fn prepare(&self, limits: &Limits, user: Option<&RunAs>, report: PathBuf) -> Result<Prepared, String> {
         if self.mode == Mode::Off {
             if limits.is_none() {
                 return Ok(Prepared::direct());
@@ -199,6 +200,7 @@ impl Enforcer {
                 .filter(|_| !has(|c| c.cpu_time))
                 .map(|ms| ms.div_ceil(1000)),
             processes: limits.pids.filter(|_| !has(|c| c.pids)).map(u64::from),
+            user: user.map(|user| (user.uid, user.gid)),
             report,
         };
         // A v1 cgroup is entered by the thread that forks the task: no launcher is needed
@@ -211,6 +213,34 @@ impl Enforcer {
             launch: needs_launcher.then(|| (self.launcher.clone(), plan)),
             cgroup,
             cpu_time_ms: limits.cpu_time_ms.filter(|_| has(|c| c.cpu_time)),
+        })
+    }
+}
+
+/// The unprivileged user a root worker runs tasks as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl RunAs {
+    /// The user named `name`, for a worker running as root.
+    pub fn lookup(name: &str) -> Result<RunAs, String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(format!("only a worker running as root can run tasks as `{name}`"));
+        }
+        let user = nix::unistd::User::from_name(name)
+            .map_err(|error| format!("cannot look up user `{name}`: {error}"))?
+            .ok_or_else(|| format!("there is no user `{name}` on this host"))?;
+        if user.uid.is_root() {
+            return Err(format!("`{name}` is root: name an unprivileged user"));
+        }
+        Ok(RunAs {
+            name: name.to_string(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
         })
     }
 }

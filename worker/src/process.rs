@@ -28,7 +28,7 @@ use taskfleet_common::wire::{TaskMessage, WireAction, MAX_OUTPUT_BYTES};
 use crate::execution::{check_output, now, timed_out, timeout_of, too_large, Execution};
 use crate::limits::cgroup::{Accounting, AttemptCgroup};
 use crate::limits::launch::{self, Failure, EXEC_FAILED, SETUP_FAILED};
-use crate::limits::{Enforcer, Prepared};
+use crate::limits::{Enforcer, Prepared, RunAs};
 
 /// The worker's variables a task sees unless the worker is told otherwise.
 pub const DEFAULT_ENV_ALLOW: [&str; 3] = ["PATH", "HOME", "LANG"];
@@ -54,6 +54,9 @@ pub struct ProcessConfig {
     pub enforcer: Option<Arc<Enforcer>>,
     /// The worker's environment variables a task sees (besides its own and `TASKFLEET_*`).
     pub env_allow: Vec<String>,
+    /// The user tasks run as (a root worker's unprivileged user), in a fresh working directory
+    /// of their own unless `work_dir` is set; `None` runs them as the worker's user.
+    pub run_as: Option<RunAs>,
 }
 
 impl Default for ProcessConfig {
@@ -64,6 +67,7 @@ impl Default for ProcessConfig {
             work_dir: None,
             enforcer: None,
             env_allow: DEFAULT_ENV_ALLOW.iter().map(|name| name.to_string()).collect(),
+            run_as: None,
         }
     }
 }
@@ -105,7 +109,20 @@ pub async fn run_process(task: &TaskMessage, config: &ProcessConfig, cancel: &Ca
         inputs: dir.path().join("inputs.json"),
         output: dir.path().join("output.json"),
         launch_report: dir.path().join("launch-report.json"),
+        home: dir.path().join("work"),
     };
+    if let Some(user) = &config.run_as {
+        if let Err(error) = hand_over(dir.path(), &files.home, user) {
+            return Execution::failed(
+                true,
+                format!(
+                    "could not prepare a working directory for user `{}`: {error}",
+                    user.name
+                ),
+                started_at,
+            );
+        }
+    }
     let mut execution = match write_inputs(&files.inputs, task).await {
         Ok(()) => run_in(task, argv, env, &files, config, cancel, started_at).await,
         Err(error) => Execution::failed(true, format!("could not write the task's inputs: {error}"), started_at),
@@ -127,12 +144,27 @@ struct Files {
     output: PathBuf,
     /// Where the launcher says why it could not start the program.
     launch_report: PathBuf,
+    /// The fresh working directory of a task run as another user.
+    home: PathBuf,
+}
+
+/// Makes the attempt's directory and a fresh working directory in it the user's.
+fn hand_over(dir: &Path, home: &Path, user: &RunAs) -> io::Result<()> {
+    let (uid, gid) = (
+        nix::unistd::Uid::from_raw(user.uid),
+        nix::unistd::Gid::from_raw(user.gid),
+    );
+    std::fs::create_dir(home)?;
+    for path in [dir, home] {
+        nix::unistd::chown(path, Some(uid), Some(gid)).map_err(io::Error::from)?;
+    }
+    Ok(())
 }
 
 /// Sets up the limits of `task`'s attempt as `config` enforces them.
 fn prepare(task: &TaskMessage, config: &ProcessConfig, files: &Files) -> Result<Prepared, String> {
     match &config.enforcer {
-        Some(enforcer) => enforcer.prepare(&task.limits, files.launch_report.clone()),
+        Some(enforcer) => enforcer.prepare(&task.limits, config.run_as.as_ref(), files.launch_report.clone()),
         None if task.limits.is_none() => Ok(Prepared::direct()),
         None => Err(format!(
             "the task asks for limits ({}) but this worker cannot enforce them (it has no launcher)",
@@ -186,6 +218,16 @@ async fn run_in(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(user) = &config.run_as {
+        if launcher.is_none() {
+            // The standard library changes user in the child, before it executes the program.
+            command.uid(user.uid).gid(user.gid);
+        }
+        command.env("HOME", &files.home).env("USER", &user.name);
+        if config.work_dir.is_none() {
+            command.current_dir(&files.home);
+        }
+    }
     if let Some(work_dir) = &config.work_dir {
         command.current_dir(work_dir);
     }

@@ -29,7 +29,7 @@ use self::heartbeat::{control_loop, heartbeat_loop};
 use self::results::{publish, publish_batches};
 use crate::execution::{execute, now, Execution};
 use crate::handler::HandlerRegistry;
-use crate::limits::Enforcer;
+use crate::limits::{Enforcer, RunAs};
 use crate::process::ProcessConfig;
 
 /// How long an attempt runs before the worker reports that it started.
@@ -66,6 +66,8 @@ pub struct WorkerConfig {
     pub enforcer: Option<Arc<Enforcer>>,
     /// The worker's environment variables tasks see.
     pub env_allow: Vec<String>,
+    /// The user tasks run as (see [`ProcessConfig::run_as`]).
+    pub run_as: Option<RunAs>,
 }
 
 impl WorkerConfig {
@@ -85,6 +87,7 @@ impl WorkerConfig {
             heartbeat_interval: Some(Duration::from_secs(1)),
             enforcer: process.enforcer,
             env_allow: process.env_allow,
+            run_as: process.run_as,
         }
     }
 
@@ -96,6 +99,7 @@ impl WorkerConfig {
             work_dir: self.work_dir.clone(),
             enforcer: self.enforcer.clone(),
             env_allow: self.env_allow.clone(),
+            run_as: self.run_as.clone(),
         }
     }
 }

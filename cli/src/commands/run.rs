@@ -44,6 +44,9 @@ pub struct RunArgs {
     /// Where the cgroup hierarchies are mounted.
     #[arg(long, env = "TASKFLEET_CGROUP_ROOT", default_value = DEFAULT_CGROUP_ROOT)]
     pub cgroup_root: String,
+    /// Run tasks as this unprivileged user (when run as root).
+    #[arg(long, env = "TASKFLEET_RUN_AS")]
+    pub run_as: Option<String>,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -57,6 +60,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         db: args.db.clone(),
         predictive: args.predictive,
         enforcer: Some(super::worker::enforcer(args.limits, &args.cgroup_root)?),
+        run_as: super::worker::run_as(args.run_as.as_deref().unwrap_or_default())?,
         ..EmbeddedOptions::default()
     };
     if let Some(workers) = args.workers {

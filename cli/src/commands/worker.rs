@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Args;
 use taskfleet_common::units::HumanDuration;
 use taskfleet_transport::queues::QueueNames;
-use taskfleet_worker::limits::Enforcer;
+use taskfleet_worker::limits::{Enforcer, RunAs};
 use taskfleet_worker::{HandlerRegistry, Worker, WorkerConfig};
 
 use super::{broker, shutdown_on_signal};
@@ -51,6 +51,10 @@ pub struct WorkerArgs {
     /// The worker's environment variables tasks see; repeat or separate with commas.
     #[arg(long = "env-allow", env = "TASKFLEET_ENV_ALLOW", value_delimiter = ',')]
     pub env_allow: Vec<String>,
+    /// Run tasks as this unprivileged user (the worker must run as root), each in a fresh
+    /// working directory unless --work-dir is set.
+    #[arg(long, env = "TASKFLEET_RUN_AS")]
+    pub run_as: Option<String>,
     /// Print what this worker can enforce on tasks (memory, CPU, processes) and how, then exit.
     #[arg(long)]
     pub check: bool,
@@ -74,6 +78,7 @@ impl WorkerArgs {
         if !self.env_allow.is_empty() {
             settings.env_allow = self.env_allow;
         }
+        set(&mut settings.run_as, self.run_as);
         if settings.name.is_empty() {
             let host = nix::unistd::gethostname()
                 .ok()
@@ -93,9 +98,17 @@ pub(crate) fn enforcer(mode: LimitsMode, cgroup_root: &str) -> anyhow::Result<Ar
     Ok(Arc::new(enforcer))
 }
 
+/// The user tasks run as, when one is named.
+pub(crate) fn run_as(name: &str) -> anyhow::Result<Option<RunAs>> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    RunAs::lookup(name).map(Some).map_err(anyhow::Error::msg)
+}
+
 /// What the worker runs with.
-fn worker_config(settings: &WorkerSettings, enforcer: Arc<Enforcer>) -> WorkerConfig {
-    WorkerConfig {
+fn worker_config(settings: &WorkerSettings, enforcer: Arc<Enforcer>) -> anyhow::Result<WorkerConfig> {
+    Ok(WorkerConfig {
         pools: settings.pools.clone(),
         concurrency: settings.concurrency,
         speed: settings.speed,
@@ -106,8 +119,9 @@ fn worker_config(settings: &WorkerSettings, enforcer: Arc<Enforcer>) -> WorkerCo
         work_dir: (!settings.work_dir.is_empty()).then(|| PathBuf::from(&settings.work_dir)),
         enforcer: Some(enforcer),
         env_allow: settings.env_allow.clone(),
+        run_as: run_as(&settings.run_as)?,
         ..WorkerConfig::new(settings.name.clone())
-    }
+    })
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
@@ -122,7 +136,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     tracing::info!(mechanism = %report.mechanism, "Task limits.");
-    let config = worker_config(&settings, enforcer);
+    let config = worker_config(&settings, enforcer)?;
     let transport = broker(&settings.broker, &config.queues);
     eprintln!(
         "taskfleet worker {}: serving pools {} with {} slots",

@@ -1,7 +1,7 @@
 //! The launcher: the worker's own binary, run as `taskfleet __launch PLAN -- PROGRAM ARGS...`,
-//! which joins the attempt's cgroups and sets its rlimits and only then executes the task's
-//! program in its place. So no code of the task ever runs outside its limits, without `unsafe`
-//! code between `fork` and `exec` in the worker.
+//! which joins the attempt's cgroups, sets its rlimits and becomes the task's user, and only
+//! then executes the task's program in its place. So no code of the task ever runs outside its
+//! limits, without `unsafe` code between `fork` and `exec` in the worker.
 
 use std::ffi::OsString;
 use std::io;
@@ -35,6 +35,9 @@ pub(crate) struct Plan {
     /// Processes of the user (`RLIMIT_NPROC`; ignored for root), where no pids cgroup does it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) processes: Option<u64>,
+    /// The user and group to become, after the cgroups are joined and the rlimits set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) user: Option<(u32, u32)>,
     /// Where to write why the program could not be started.
     pub(crate) report: PathBuf,
 }
@@ -121,6 +124,14 @@ fn set_up(plan: &Plan) -> io::Result<()> {
                 )
             })?;
         }
+    }
+    if let Some((uid, gid)) = plan.user {
+        let fail = |what: &str, errno: nix::errno::Errno| {
+            io::Error::new(io::Error::from(errno).kind(), format!("cannot {what}: {errno}"))
+        };
+        nix::unistd::setgroups(&[]).map_err(|errno| fail("drop supplementary groups", errno))?;
+        nix::unistd::setgid(nix::unistd::Gid::from_raw(gid)).map_err(|errno| fail("become the task's group", errno))?;
+        nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).map_err(|errno| fail("become the task's user", errno))?;
     }
     Ok(())
 }

@@ -377,3 +377,23 @@ fn tails_keep_the_last_bytes_and_whole_characters() {
     tail.push(b"anything");
     assert_eq!(tail.into_string(), "");
 }
+
+#[tokio::test]
+async fn a_task_run_as_another_user_gets_a_fresh_directory_of_its_own() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run a task as another user");
+        return;
+    }
+    let user = crate::limits::RunAs::lookup("nobody").expect("the nobody user");
+    let config = ProcessConfig {
+        run_as: Some(user.clone()),
+        ..ProcessConfig::default()
+    };
+    let script = r#"test "$(id -u)" != 0 && test "$(stat -c %u .)" = "$(id -u)" && touch made-here && test "$HOME" = "$(pwd)" && echo "{\"uid\": $(id -u)}" > "$TASKFLEET_OUTPUT""#;
+    let execution = tokio::time::timeout(PATIENCE, run_process(&sh(script), &config, &CancellationToken::new()))
+        .await
+        .expect("in time");
+    assert_eq!(execution.outcome, AttemptOutcome::Succeeded, "{execution:?}");
+    let output: serde_json::Value = serde_json::from_str(execution.output.unwrap().get()).unwrap();
+    assert_eq!(output["uid"], user.uid);
+}
