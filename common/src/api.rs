@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::state::TaskState;
+use crate::wire::AttemptRef;
 use crate::workflow::Problem;
 
 /// A workflow and the state of each of its tasks (`GET /v1/workflows/{id}`, and the report of
@@ -74,12 +75,23 @@ pub struct TaskStatus {
     /// CPU time the latest attempt's processes used, in milliseconds, when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_time_ms: Option<u64>,
+    /// The lease of a running attempt: the worker that holds it, and when it lapses unless
+    /// the worker's heartbeats renew it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseStatus>,
     /// The JSON the task produced, if it succeeded with an output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Box<RawValue>>,
     /// For a task of a running workflow that has not ended: how long it is expected to run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected: Option<ExpectedRuntime>,
+}
+
+/// Who holds a running attempt, and until when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    pub holder: String,
+    pub expires_at: String,
 }
 
 /// A predicted runtime, and how sure the prediction is.
@@ -126,6 +138,13 @@ pub struct WorkerStatus {
     pub draining: bool,
     pub first_seen_ms: u64,
     pub last_heartbeat_ms: u64,
+    /// When the lease on its attempts lapses unless another heartbeat renews it: its attempts
+    /// are then taken back and run elsewhere.
+    #[serde(default)]
+    pub lease_expires_ms: u64,
+    /// The attempts it runs, whose leases it holds.
+    #[serde(default)]
+    pub running: Vec<AttemptRef>,
 }
 
 fn unit_speed() -> f64 {

@@ -88,6 +88,8 @@ impl Fleet {
                 .get(&heartbeat.worker)
                 .map_or(now.0, |known| known.first_seen_ms),
             last_heartbeat_ms: now.0,
+            lease_expires_ms: now.0.saturating_add(self.lease_timeout.as_millis() as u64),
+            running: heartbeat.running.clone(),
         };
         let changed = self.workers.get(&heartbeat.worker).is_none_or(|known| {
             known.pools != info.pools

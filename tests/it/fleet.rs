@@ -255,6 +255,15 @@ fn cancelling_a_workflow_stops_its_running_processes() {
     wait_for("both tasks to run", Duration::from_secs(20), || {
         pid_of("a.pid").is_some() && pid_of("b.pid").is_some()
     });
+    // A running attempt shows its lease: the worker that holds it, renewed by its heartbeats.
+    fleet.wait_until_running_on(&id, "w1");
+    let status = fleet.status(&id);
+    let lease = &taskfleet_tests::task_report(&status, "a")["lease"];
+    assert_eq!(lease["holder"], "w1", "{status:#}");
+    assert!(
+        lease["expires_at"].as_str().is_some_and(|at| at.ends_with('Z')),
+        "{status:#}"
+    );
     let output = fleet.cli(&["cancel", &id]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let status = fleet.wait_for_end(&id, Duration::from_secs(20));

@@ -29,7 +29,15 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<ExitCode> {
     }
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
-    table.set_header(["WORKER", "POOLS", "SLOTS IN USE", "SPEED", "LAST HEARTBEAT", "STATE"]);
+    table.set_header([
+        "WORKER",
+        "POOLS",
+        "SLOTS IN USE",
+        "SPEED",
+        "LAST HEARTBEAT",
+        "LEASE LAPSES IN",
+        "STATE",
+    ]);
     let now = now().0;
     for worker in &workers {
         let ago = Duration::from_millis(now.saturating_sub(worker.last_heartbeat_ms));
@@ -39,6 +47,7 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<ExitCode> {
             format!("{}/{}", worker.in_use, worker.slots),
             format!("{}", worker.speed),
             format!("{} ago", format_duration(ago)),
+            format_duration(Duration::from_millis(worker.lease_expires_ms.saturating_sub(now))),
             if worker.draining {
                 "draining".to_string()
             } else {

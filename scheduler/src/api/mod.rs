@@ -4,9 +4,9 @@
 //! | method and path | answer |
 //! |---|---|
 //! | `POST /v1/workflows` (body: YAML or JSON; header `Idempotency-Key`) | 201 [`SubmitResponse`] (200 for a repeat: the same key and body), 422 with every problem, 422 for a key used with another body, 400 for a bad key, 413 over the size limit |
-//! | `GET /v1/workflows/{id}?limit=N&cursor=C` | 200 [`WorkflowStatus`] with counts, a page of tasks (1000 by default, at most 10,000; `next_cursor` for the next), and a predicted end while it runs; 404 |
+//! | `GET /v1/workflows/{id}?limit=N&cursor=C` | 200 [`WorkflowStatus`] with counts, a page of tasks (1000 by default, at most 10,000; `next_cursor` for the next; each with how its latest attempt ended, what it used, and the lease of a running one), and a predicted end while it runs; 404 |
 //! | `POST /v1/workflows/{id}/cancel` | 202 [`CancelResponse`], 404, 409 when it already ended |
-//! | `GET /v1/workers` | 200 list of [`WorkerStatus`] |
+//! | `GET /v1/workers` | 200 list of [`WorkerStatus`], with the attempts each runs and when its lease on them lapses |
 //! | `GET /healthz`, `GET /readyz` | 200 while alive; 200 only while connected to the broker |
 
 mod error;
@@ -28,7 +28,7 @@ use tower_http::trace::TraceLayer;
 pub use error::ApiError;
 
 use crate::service::{now, SchedulerHandle};
-use crate::status::{workflow_status_page, Forecasts, TaskWindow};
+use crate::status::{add_leases, workflow_status_page, Forecasts, TaskWindow};
 use crate::store::Store;
 use crate::submit::{submit_workflow, SubmitError};
 use taskfleet_engine::eta::slots_by_speed;
@@ -153,6 +153,7 @@ async fn status(
         Err(error) => return Err(ApiError::Internal(error.into())),
     };
     let fleet = state.scheduler.fleet();
+    add_leases(&mut status, &fleet);
     let slots = slots_by_speed(
         fleet
             .iter()

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
-use taskfleet_common::api::{TaskStatus, WorkflowStatus};
+use taskfleet_common::api::{LeaseStatus, TaskStatus, WorkerStatus, WorkflowStatus};
 use taskfleet_common::state::AttemptOutcome;
 use taskfleet_common::Millis;
 
@@ -66,6 +66,23 @@ pub async fn workflow_status_page(
     Ok(Some((status, workflow)))
 }
 
+/// Adds to each running task of `status` the lease its worker holds, from the fleet's last
+/// heartbeats.
+pub fn add_leases(status: &mut WorkflowStatus, fleet: &[WorkerStatus]) {
+    for task in &mut status.tasks {
+        if !task.state.is_in_flight() {
+            continue;
+        }
+        let Some(holder) = task.worker.as_deref() else { continue };
+        if let Some(worker) = fleet.iter().find(|worker| worker.name == holder) {
+            task.lease = Some(LeaseStatus {
+                holder: worker.name.clone(),
+                expires_at: format_time(Millis(worker.lease_expires_ms)),
+            });
+        }
+    }
+}
+
 fn status_of(workflow: &WorkflowRecord, page: &TaskPage) -> WorkflowStatus {
     let TaskPage { records, ids, attempts } = page;
     let first_idx = records.first().map_or(0, |record| record.task_idx);
@@ -88,6 +105,7 @@ fn status_of(workflow: &WorkflowRecord, page: &TaskPage) -> WorkflowStatus {
             reason: None,
             peak_memory_bytes: None,
             cpu_time_ms: None,
+            lease: None,
             output: record
                 .output
                 .as_ref()
