@@ -115,6 +115,14 @@ pub struct WorkerSettings {
     /// The unprivileged user a root worker runs tasks as, each in a fresh working directory
     /// (unless `work-dir` is set); empty runs them as the worker's own user.
     pub run_as: String,
+    /// CPUs offered to tasks; 0 means what the machine has.
+    pub cpus: f64,
+    /// Memory offered to tasks; 0 means what the machine (or the worker's cgroup) has.
+    pub memory: ByteSize,
+    /// GPUs offered to tasks; unset means what `nvidia-smi` reports.
+    pub gpus: Option<u32>,
+    /// Custom resources offered (`licenses = 2`).
+    pub resources: std::collections::BTreeMap<String, f64>,
 }
 
 impl Default for WorkerSettings {
@@ -134,6 +142,10 @@ impl Default for WorkerSettings {
             cgroup_root: DEFAULT_CGROUP_ROOT.to_string(),
             env_allow: DEFAULT_ENV_ALLOW.iter().map(|name| name.to_string()).collect(),
             run_as: String::new(),
+            cpus: 0.0,
+            memory: ByteSize(0),
+            gpus: None,
+            resources: Default::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::resources::ResourceSet;
 use crate::state::TaskState;
 use crate::wire::AttemptRef;
 use crate::workflow::Problem;
@@ -145,6 +146,11 @@ pub struct WorkerStatus {
     /// The attempts it runs, whose leases it holds.
     #[serde(default)]
     pub running: Vec<AttemptRef>,
+    /// What it offers in all, and what its attempts asked for, when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<ResourceSet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources_in_use: Option<ResourceSet>,
 }
 
 fn unit_speed() -> f64 {

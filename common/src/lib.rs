@@ -8,6 +8,7 @@ pub mod api;
 pub mod dag;
 pub mod document;
 pub mod limits;
+pub mod resources;
 pub mod retry;
 pub mod state;
 pub mod text;

@@ -93,6 +93,7 @@ fn task_message() -> impl Strategy<Value = TaskMessage> {
             timeout_ms,
             inputs: BTreeMap::new(),
             limits: Default::default(),
+            resources: Default::default(),
         })
 }
 
@@ -137,6 +138,8 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
             draining,
             gone: false,
             at: Millis(5),
+            capacity: Default::default(),
+            in_use: Default::default(),
         },
     )
 }

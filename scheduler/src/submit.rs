@@ -1,5 +1,5 @@
-//! Accepting a workflow: validate it, persist it (once per idempotency key), and hand it to
-//! the running scheduler. The HTTP API and the broker's submit queue both go through here.
+//! Accepting a workflow: validate it, refuse a task no worker of the fleet could ever run,
+//! persist it (once per idempotency key), and hand it to the running scheduler. The HTTP API and the broker's submit queue both go through here.
 //!
 //! Parsing and validation run on the blocking pool, a few at a time ([`MAX_PARSING`]), never
 //! on the async runtime: a large or hostile submission costs time proportional to its size
@@ -13,6 +13,7 @@ use taskfleet_common::api::SubmitResponse;
 use taskfleet_common::text::printable;
 use taskfleet_common::workflow::{parse_workflow, InvalidWorkflow, ValidateOptions};
 use taskfleet_common::WorkflowSpec;
+use taskfleet_engine::fleet::impossible_requests;
 use tokio::sync::Semaphore;
 
 use crate::service::{now, SchedulerHandle};
@@ -95,6 +96,11 @@ pub async fn submit_workflow(
         }
     }
     let (source, spec) = parse_off_runtime(source, options.clone()).await?;
+    // A task no worker could ever run is refused now rather than left waiting forever.
+    let problems = impossible_requests(&spec, &scheduler.fleet());
+    if !problems.is_empty() {
+        return Err(InvalidWorkflow { problems }.into());
+    }
     let record = WorkflowRecord {
         source,
         idempotency_key: idempotency_key.clone(),

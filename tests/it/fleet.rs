@@ -590,3 +590,36 @@ fn a_second_scheduler_on_the_same_store_refuses_to_start() {
     assert!(stderr.contains("is in use by process"), "{stderr}");
     assert!(stderr.contains("taskfleet scheduler"), "{stderr}");
 }
+
+#[test]
+fn workers_announce_what_they_offer_and_an_impossible_request_is_refused_at_submit() {
+    let mut fleet = Fleet::start(&amqp_url(), &[]);
+    fleet.add_worker("small", &["--cpus", "2", "--memory", "1Gi", "--resource", "licenses=1"]);
+    fleet.wait_for_workers(1);
+    let output = fleet.cli(&["workers", "--json"]);
+    let workers: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let capacity = &workers[0]["capacity"];
+    assert_eq!(capacity["cpu"], 2.0, "{workers:#}");
+    assert_eq!(capacity["memory_bytes"], 1u64 << 30, "{workers:#}");
+    assert_eq!(capacity["custom"]["licenses"], 1.0, "{workers:#}");
+
+    let too_big = fleet.workflow(
+        "big.yaml",
+        "name: big\ntasks:\n  - {id: fits, handler: noop, resources: {cpu: 2, memory: 512Mi, licenses: 1}}\n  - {id: huge, handler: noop, resources: {memory: 4Gi}}\n",
+    );
+    let output = fleet.cli(&["submit", too_big.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "refused as invalid");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("task `huge`, field `resources`: no worker of pool `default` could ever run it")
+            && said.contains("memory: asks for 4 GiB, 3 GiB more than the 1 GiB offered"),
+        "{said}"
+    );
+    assert!(!said.contains("`fits`"), "{said}");
+    let fine = fleet.workflow(
+        "fine.yaml",
+        "name: fine\ntasks:\n  - {id: fits, handler: noop, resources: {cpu: 2, memory: 512Mi, licenses: 1}}\n",
+    );
+    let id = fleet.submit(&fine);
+    assert_eq!(fleet.wait_for_end(&id, Duration::from_secs(20))["state"], "succeeded");
+}

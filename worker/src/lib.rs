@@ -4,6 +4,7 @@
 //! [`Worker`] is the loop; [`run_process`] and [`run_handler`] (joined by [`execute`]) execute
 //! one attempt each and can be used on their own.
 
+pub mod capacity;
 mod execution;
 mod handler;
 pub mod limits;

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use tracing::{debug, info, instrument, warn};
 
+use taskfleet_common::resources::ResourceSet;
 use taskfleet_common::state::AttemptOutcome;
 use taskfleet_common::wire::{
     decode_task, AttemptRef, AttemptStarted, TaskMessage, WorkerEvent, MAX_TASK_MESSAGE_BYTES, WIRE_VERSION,
@@ -68,6 +69,9 @@ pub struct WorkerConfig {
     pub env_allow: Vec<String>,
     /// The user tasks run as (see [`ProcessConfig::run_as`]).
     pub run_as: Option<RunAs>,
+    /// What the worker offers (announced in heartbeats with what its attempts asked for);
+    /// `None` announces slots only.
+    pub capacity: Option<ResourceSet>,
 }
 
 impl WorkerConfig {
@@ -88,6 +92,7 @@ impl WorkerConfig {
             enforcer: process.enforcer,
             env_allow: process.env_allow,
             run_as: process.run_as,
+            capacity: None,
         }
     }
 
@@ -124,6 +129,8 @@ struct Shared {
     /// Attempts the scheduler cancelled, kept so that one still waiting in this worker's
     /// buffer (or delivered later) never starts.
     cancelled: Mutex<Cancelled>,
+    /// What the running attempts asked for, together.
+    in_use: Mutex<ResourceSet>,
     /// Events on their way to the results queue, published in batches by [`publish_batches`].
     events: mpsc::UnboundedSender<(Bytes, oneshot::Sender<Result<(), TransportError>>)>,
 }
@@ -167,6 +174,7 @@ impl Worker {
             abort: CancellationToken::new(),
             running: Mutex::new(HashMap::new()),
             cancelled: Mutex::new(Cancelled::default()),
+            in_use: Mutex::new(ResourceSet::default()),
             events,
         });
         // Heartbeats and cancellations run beside the main loop until the drain is over.
@@ -348,6 +356,7 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
         settle(shared, &task, execution, delivery).await;
         return;
     }
+    shared.in_use.lock().expect("in-use lock").add(&task.resources);
     let execution = execute(&task, &shared.handlers, &shared.process, &cancel);
     tokio::pin!(execution);
     // A task that ends quickly reports only its result (which carries its start); a longer one
@@ -373,6 +382,7 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
         }
     };
     shared.running.lock().expect("running lock").remove(&attempt);
+    shared.in_use.lock().expect("in-use lock").sub(&task.resources);
     if execution.outcome == AttemptOutcome::Cancelled && shared.abort.is_cancelled() {
         // Stopped by this worker's shutdown, not by anyone's decision about the task.
         info!("Requeueing a task stopped by the shutdown.");

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use taskfleet_common::units::HumanDuration;
+use taskfleet_common::resources::ResourceSet;
+use taskfleet_common::units::{ByteSize, HumanDuration};
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_worker::limits::{Enforcer, RunAs};
 use taskfleet_worker::{HandlerRegistry, Worker, WorkerConfig};
@@ -55,6 +56,18 @@ pub struct WorkerArgs {
     /// working directory unless --work-dir is set.
     #[arg(long, env = "TASKFLEET_RUN_AS")]
     pub run_as: Option<String>,
+    /// CPUs offered to tasks (what the machine has unless set).
+    #[arg(long, env = "TASKFLEET_CPUS")]
+    pub cpus: Option<f64>,
+    /// Memory offered to tasks, e.g. 16Gi (what the machine or the worker's cgroup has unless set).
+    #[arg(long, env = "TASKFLEET_MEMORY")]
+    pub memory: Option<ByteSize>,
+    /// GPUs offered to tasks (what nvidia-smi reports unless set).
+    #[arg(long, env = "TASKFLEET_GPUS")]
+    pub gpus: Option<u32>,
+    /// A custom resource offered to tasks, NAME=AMOUNT (e.g. licenses=2); repeat for more.
+    #[arg(long = "resource", value_name = "NAME=AMOUNT", value_parser = parse_resource)]
+    pub resources: Vec<(String, f64)>,
     /// Print what this worker can enforce on tasks (memory, CPU, processes) and how, then exit.
     #[arg(long)]
     pub check: bool,
@@ -79,6 +92,12 @@ impl WorkerArgs {
             settings.env_allow = self.env_allow;
         }
         set(&mut settings.run_as, self.run_as);
+        set(&mut settings.cpus, self.cpus);
+        set(&mut settings.memory, self.memory);
+        if self.gpus.is_some() {
+            settings.gpus = self.gpus;
+        }
+        settings.resources.extend(self.resources);
         if settings.name.is_empty() {
             let host = nix::unistd::gethostname()
                 .ok()
@@ -96,6 +115,39 @@ pub(crate) fn enforcer(mode: LimitsMode, cgroup_root: &str) -> anyhow::Result<Ar
     let enforcer = Enforcer::for_this_binary(mode, Path::new(cgroup_root))
         .context("cannot find the taskfleet binary, which starts tasks under their limits")?;
     Ok(Arc::new(enforcer))
+}
+
+/// `NAME=AMOUNT`, a custom resource a worker offers.
+fn parse_resource(text: &str) -> Result<(String, f64), String> {
+    let (name, amount) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=AMOUNT (e.g. licenses=2)"))?;
+    let amount: f64 = amount
+        .parse()
+        .map_err(|_| format!("`{amount}` is not an amount (in `{text}`)"))?;
+    if name.is_empty() || !amount.is_finite() || amount < 0.0 {
+        return Err(format!("`{text}` needs a name and a non-negative amount"));
+    }
+    Ok((name.to_string(), amount))
+}
+
+/// What the worker offers: the machine's resources unless the settings say otherwise.
+fn capacity(settings: &WorkerSettings) -> ResourceSet {
+    let detected = taskfleet_worker::capacity::detect();
+    ResourceSet {
+        cpu: if settings.cpus > 0.0 {
+            settings.cpus
+        } else {
+            detected.cpu
+        },
+        memory_bytes: if settings.memory.0 > 0 {
+            settings.memory.0
+        } else {
+            detected.memory_bytes
+        },
+        gpu: settings.gpus.unwrap_or(detected.gpu),
+        custom: settings.resources.clone(),
+    }
 }
 
 /// The user tasks run as, when one is named.
@@ -120,6 +172,7 @@ fn worker_config(settings: &WorkerSettings, enforcer: Arc<Enforcer>) -> anyhow::
         enforcer: Some(enforcer),
         env_allow: settings.env_allow.clone(),
         run_as: run_as(&settings.run_as)?,
+        capacity: Some(capacity(settings)),
         ..WorkerConfig::new(settings.name.clone())
     })
 }
@@ -139,10 +192,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let config = worker_config(&settings, enforcer)?;
     let transport = broker(&settings.broker, &config.queues);
     eprintln!(
-        "taskfleet worker {}: serving pools {} with {} slots",
+        "taskfleet worker {}: serving pools {} with {} slots, offering {}",
         config.name,
         config.pools.join(","),
-        config.concurrency
+        config.concurrency,
+        config.capacity.as_ref().map(ResourceSet::describe).unwrap_or_default()
     );
     let worker = Worker::new(
         config,

@@ -36,6 +36,7 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<ExitCode> {
         "SPEED",
         "LAST HEARTBEAT",
         "LEASE LAPSES IN",
+        "OFFERS",
         "STATE",
     ]);
     let now = now().0;
@@ -48,6 +49,11 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<ExitCode> {
             format!("{}", worker.speed),
             format!("{} ago", format_duration(ago)),
             format_duration(Duration::from_millis(worker.lease_expires_ms.saturating_sub(now))),
+            worker
+                .capacity
+                .as_ref()
+                .map(|capacity| capacity.describe())
+                .unwrap_or_default(),
             if worker.draining {
                 "draining".to_string()
             } else {

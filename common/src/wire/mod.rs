@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::limits::Limits;
+use crate::resources::ResourceSet;
 use crate::state::AttemptOutcome;
 use crate::time::Millis;
 use crate::workflow::{Action, PriorityClass};
@@ -60,6 +61,9 @@ pub struct TaskMessage {
     /// What the worker enforces on this attempt's process tree besides the timeout.
     #[serde(default, skip_serializing_if = "Limits::is_none")]
     pub limits: Limits,
+    /// What the task asks its worker for (CPUs, memory, GPUs, custom resources).
+    #[serde(default)]
+    pub resources: ResourceSet,
     /// Outputs of the task's dependencies, by task id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, Box<RawValue>>,
@@ -181,6 +185,12 @@ pub struct Heartbeat {
     /// Set on the last heartbeat of a worker that stopped cleanly.
     #[serde(default)]
     pub gone: bool,
+    /// What the worker offers in all: detected from its machine, or as it was told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<ResourceSet>,
+    /// What the attempts it runs asked for, together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_use: Option<ResourceSet>,
     pub at: Millis,
 }
 

@@ -16,6 +16,7 @@ fn task() -> TaskMessage {
         timeout_ms: Some(1000),
         inputs: [("up".to_string(), RawValue::from_string("{\"rows\":3}".into()).unwrap())].into(),
         limits: Default::default(),
+        resources: Default::default(),
     }
 }
 
@@ -64,6 +65,8 @@ fn heartbeats_and_control_round_trip() {
         draining: false,
         gone: false,
         at: Millis(9),
+        capacity: Default::default(),
+        in_use: Default::default(),
     };
     assert_eq!(decode_heartbeat(&encode(&heartbeat)).unwrap(), heartbeat);
     let mut odd = heartbeat.clone();

@@ -16,6 +16,7 @@ pub use problem::{write_problems, InvalidWorkflow, Problem};
 
 use crate::dag::Dag;
 pub use crate::limits::Limits;
+use crate::resources::ResourceSet;
 
 pub use builtins::BUILTIN_HANDLERS;
 
@@ -151,14 +152,18 @@ impl PriorityClass {
 }
 
 /// Resources a task asks for.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Resources {
     /// CPU cores (fractions allowed).
     pub cpu: f64,
     /// Memory in bytes, 0 when unspecified.
     pub memory: u64,
+    /// Whole GPUs.
+    pub gpu: u32,
     /// Worker slots taken while running.
     pub slots: u32,
+    /// Named resources of the pool (`licenses: 2`), by name.
+    pub custom: BTreeMap<String, f64>,
 }
 
 impl Default for Resources {
@@ -166,7 +171,21 @@ impl Default for Resources {
         Resources {
             cpu: 1.0,
             memory: 0,
+            gpu: 0,
             slots: 1,
+            custom: BTreeMap::new(),
+        }
+    }
+}
+
+impl Resources {
+    /// What the task asks a worker for (slots aside).
+    pub fn request(&self) -> ResourceSet {
+        ResourceSet {
+            cpu: self.cpu,
+            memory_bytes: self.memory,
+            gpu: self.gpu,
+            custom: self.custom.clone(),
         }
     }
 }

@@ -263,7 +263,7 @@ impl Checker<'_> {
             estimate: None,
             estimate_by_worker: None,
             features: BTreeMap::new(),
-            resources: defaults.resources,
+            resources: defaults.resources.clone(),
             timeout: defaults.timeout,
             limits: defaults.limits,
             retry: defaults.retry,
@@ -396,7 +396,7 @@ impl Checker<'_> {
             task.estimate_by_worker = self.estimate_by_worker(label, value);
         }
         if let Some(value) = resources {
-            task.resources = self.resources(label, "resources", value, task.resources);
+            task.resources = self.resources(label, "resources", value, std::mem::take(&mut task.resources));
         }
         if let Some(value) = limits {
             task.limits = self.limits(label, "limits", value, task.limits);

@@ -249,5 +249,6 @@ fn task_message(run: &WorkflowRun, task_idx: u32) -> TaskMessage {
         timeout_ms: spec.timeout.map(|timeout| timeout.as_millis() as u64),
         inputs,
         limits: spec.limits,
+        resources: spec.resources.request(),
     }
 }

@@ -33,6 +33,7 @@ fn task(argv: &[&str]) -> TaskMessage {
         timeout_ms: None,
         inputs: BTreeMap::new(),
         limits: Default::default(),
+        resources: Default::default(),
     }
 }
 

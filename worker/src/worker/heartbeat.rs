@@ -39,6 +39,8 @@ pub(super) async fn heartbeat_loop(
                     draining: true,
                     gone: true,
                     at: now(),
+                    capacity: Default::default(),
+                    in_use: Default::default(),
                 };
                 if let Err(error) = shared.transport.broadcast(&topic, encode(&goodbye).into()).await {
                     debug!(%error, "Failed to broadcast the last heartbeat.");
@@ -59,6 +61,11 @@ pub(super) async fn heartbeat_loop(
             draining: shutdown.is_cancelled(),
             gone: false,
             at: now(),
+            capacity: config.capacity.clone(),
+            in_use: config
+                .capacity
+                .is_some()
+                .then(|| shared.in_use.lock().expect("in-use lock").clone()),
         };
         if let Err(error) = shared.transport.broadcast(&topic, encode(&heartbeat).into()).await {
             debug!(%error, "Failed to broadcast a heartbeat.");

@@ -33,6 +33,7 @@ fn task(id: &str, priority: PriorityClass, action: WireAction) -> TaskMessage {
         timeout_ms: None,
         inputs: BTreeMap::new(),
         limits: Default::default(),
+        resources: Default::default(),
     }
 }
 

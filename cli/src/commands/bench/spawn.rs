@@ -89,6 +89,7 @@ fn task(limits: Limits) -> TaskMessage {
         timeout_ms: None,
         limits,
         inputs: Default::default(),
+        resources: Default::default(),
     }
 }
 

@@ -38,6 +38,22 @@ impl Fields {
         self.map.remove(name)
     }
 
+    /// Takes every field not taken yet whose name is not within two edits of a known one (a
+    /// likely typo, left for [`Fields::finish`] to report): the open-ended part of a mapping.
+    pub(super) fn take_others(&mut self) -> Vec<(String, Value)> {
+        let known = &self.known[..self.n_known];
+        let names: Vec<String> = self
+            .map
+            .keys()
+            .filter(|key| known.iter().all(|name| strsim::damerau_levenshtein(key, name) > 2))
+            .cloned()
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|name| self.map.remove(&name).map(|value| (name, value)))
+            .collect()
+    }
+
     /// Reports every field that was given but not taken, with the closest known name, as a
     /// problem of `task` under the dotted path `prefix`.
     pub(super) fn finish(self, checker: &mut Checker<'_>, task: Option<&str>, prefix: &str) {

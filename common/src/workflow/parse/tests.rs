@@ -78,7 +78,8 @@ tasks:
         Resources {
             cpu: 1.5,
             memory: 512 << 20,
-            slots: 1
+            slots: 1,
+            ..Resources::default()
         }
     );
     assert_eq!(transform.timeout, Some(Duration::from_secs(300)));
@@ -335,5 +336,23 @@ fn a_task_carries_at_most_one_mebibyte_to_run() {
             .to_string()
             .contains("field `args`: what the task runs takes 21"),
         "{invalid}"
+    );
+}
+
+#[test]
+fn gpus_and_custom_resources_are_requested_and_typos_still_caught() {
+    let spec =
+        check_ok("name: r\ntasks:\n  - {id: a, handler: noop, resources: {gpu: 2, licenses: 3, scratch_gb: 0.5}}\n");
+    let resources = &spec.tasks[0].resources;
+    assert_eq!(resources.gpu, 2);
+    assert_eq!(resources.custom.get("licenses"), Some(&3.0));
+    assert_eq!(resources.request().custom.get("scratch_gb"), Some(&0.5));
+    check_problems(
+        "name: r\ntasks:\n  - {id: a, handler: noop, resources: {memroy: 1Gi, licenses: many, gpu: 1.5}}\n",
+        &[
+            "task `a`, field `resources.gpu`: must be a whole number of GPUs from 0 to 1024",
+            "task `a`, field `resources.licenses`: a custom resource is a non-negative number (cpu, memory, gpu and slots are the others)",
+            "task `a`, field `resources.memroy`: unknown field (did you mean `memory`?); expected one of: cpu, memory, gpu, slots",
+        ],
     );
 }

@@ -248,7 +248,12 @@ impl Checker<'_> {
             return resources;
         };
         let mut fields = Fields::new(map);
-        let (cpu, memory, slots) = (fields.take("cpu"), fields.take("memory"), fields.take("slots"));
+        let (cpu, memory, gpu, slots) = (
+            fields.take("cpu"),
+            fields.take("memory"),
+            fields.take("gpu"),
+            fields.take("slots"),
+        );
         if let Some(value) = cpu {
             match value.as_f64() {
                 Some(cpu) if cpu.is_finite() && cpu > 0.0 => resources.cpu = cpu,
@@ -260,10 +265,42 @@ impl Checker<'_> {
                 resources.memory = bytes;
             }
         }
+        if let Some(value) = gpu {
+            match value.as_u64() {
+                Some(gpu) if gpu <= 1024 => resources.gpu = gpu as u32,
+                _ => self.problem(
+                    task,
+                    &format!("{field}.gpu"),
+                    "must be a whole number of GPUs from 0 to 1024",
+                ),
+            }
+        }
         if let Some(value) = slots {
             match value.as_u64() {
                 Some(slots) if (1..=1024).contains(&slots) => resources.slots = slots as u32,
                 _ => self.problem(task, &format!("{field}.slots"), "must be a whole number from 1 to 1024"),
+            }
+        }
+        // Any other name is a custom resource of the pool (`licenses: 2`).
+        for (name, value) in fields.take_others() {
+            let path = format!("{field}.{name}");
+            if !is_valid_name(&name, 64) {
+                self.problem(
+                    task,
+                    &path,
+                    "a custom resource is named by 1 to 64 of A-Z a-z 0-9 _ . -",
+                );
+                continue;
+            }
+            match value.as_f64() {
+                Some(amount) if amount.is_finite() && amount >= 0.0 => {
+                    resources.custom.insert(name, amount);
+                }
+                _ => self.problem(
+                    task,
+                    &path,
+                    "a custom resource is a non-negative number (cpu, memory, gpu and slots are the others)",
+                ),
             }
         }
         fields.finish(self, task, field);

@@ -12,6 +12,9 @@ use taskfleet_common::Millis;
 
 use crate::placement::WorkerModel;
 
+mod requests;
+pub use requests::impossible_requests;
+
 /// Slowest and fastest relative speed the scheduler takes from a worker.
 pub const MIN_SPEED: f64 = 0.001;
 pub const MAX_SPEED: f64 = 1000.0;
@@ -90,6 +93,8 @@ impl Fleet {
             last_heartbeat_ms: now.0,
             lease_expires_ms: now.0.saturating_add(self.lease_timeout.as_millis() as u64),
             running: heartbeat.running.clone(),
+            capacity: heartbeat.capacity.clone(),
+            resources_in_use: heartbeat.in_use.clone(),
         };
         let changed = self.workers.get(&heartbeat.worker).is_none_or(|known| {
             known.pools != info.pools
@@ -251,6 +256,8 @@ mod tests {
             draining,
             gone: false,
             at: Millis(0),
+            capacity: Default::default(),
+            in_use: Default::default(),
         }
     }
 
