@@ -42,21 +42,13 @@ impl Execution {
     /// A successful execution with `output`.
     pub(crate) fn succeeded(output: Option<Box<RawValue>>, started_at: Millis) -> Execution {
         Execution {
-            outcome: AttemptOutcome::Succeeded,
-            exit_code: None,
-            signal: None,
             output,
             error: None,
-            stdout_tail: String::new(),
-            stderr_tail: String::new(),
-            peak_memory_bytes: None,
-            cpu_time_ms: None,
-            started_at,
-            finished_at: now(),
+            ..Execution::ended(AttemptOutcome::Succeeded, String::new(), started_at)
         }
     }
 
-    /// An execution that ended with `outcome` because of `error`.
+    /// An execution that ended with `outcome` because of `error`, nothing captured or measured.
     pub(crate) fn ended(outcome: AttemptOutcome, error: impl Into<String>, started_at: Millis) -> Execution {
         Execution {
             outcome,
