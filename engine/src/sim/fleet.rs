@@ -8,8 +8,9 @@
 //!
 //! Defaults: `pools: [default]`, `slots: 1`, `speed: 1.0`, `count: 1`. The text (YAML or JSON)
 //! is read into a JSON value and checked by hand, so every problem names its field and all of
-//! them are reported at once. `cpu` and `memory` are checked and kept but do not (yet) change
-//! where tasks go.
+//! them are reported at once. A worker with `cpu` or `memory` runs only the tasks whose
+//! `resources` fit in what is left of them (a task larger than every worker of its pool is
+//! refused up front); without them, only its slots count.
 
 use std::collections::HashSet;
 use std::fmt;

@@ -131,6 +131,14 @@ impl Simulator {
                         "needs {} slots but the workers serving pool `{}` have at most {max}",
                         task.resources.slots, task.pool
                     ),
+                    Some(_) if !fits_some_worker(&pool_workers, &fleet, task) => {
+                        let mut asks = format!("{} CPUs", task.resources.cpu);
+                        if task.resources.memory > 0 {
+                            let memory = taskfleet_common::units::format_bytes(task.resources.memory);
+                            asks.push_str(&format!(" and {memory} of memory"));
+                        }
+                        format!("asks for {asks}, more than any worker serving pool `{}` has", task.pool)
+                    }
                     Some(_) => continue,
                 };
                 n_problems += 1;
@@ -243,3 +251,12 @@ fn unique_names(workflows: &[SimWorkflow]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether one worker of `task`'s pool has the CPUs and memory `task` asks for, when idle.
+fn fits_some_worker(pool_workers: &HashMap<Arc<str>, PoolWorkers>, fleet: &FleetSpec, task: &TaskSpec) -> bool {
+    pool_workers.get(&*task.pool).is_some_and(|pool| {
+        pool.by_speed
+            .iter()
+            .any(|&worker| placement::Room::of(&fleet.workers[worker]).fits(task))
+    })
+}

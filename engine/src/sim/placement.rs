@@ -12,6 +12,44 @@ use taskfleet_common::TaskSpec;
 use super::fleet::SimWorker;
 use crate::placement::{rated_by_fields, runtime_on, DataReady, ParentAt, WorkerId};
 
+/// What is left of a simulated worker's CPUs and memory, for the fleet files that declare them;
+/// a resource the file leaves out is not counted.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Room {
+    pub(super) cpu: Option<f64>,
+    pub(super) memory: Option<u64>,
+}
+
+impl Room {
+    /// All of `worker`'s room.
+    pub(super) fn of(worker: &SimWorker) -> Room {
+        Room {
+            cpu: worker.cpu,
+            memory: worker.memory,
+        }
+    }
+
+    /// Whether `task`'s request fits in what is left.
+    pub(super) fn fits(&self, task: &TaskSpec) -> bool {
+        self.cpu.is_none_or(|cpu| task.resources.cpu <= cpu + 1e-9)
+            && self.memory.is_none_or(|memory| task.resources.memory <= memory)
+    }
+
+    /// Takes (`sign` 1) or gives back (`sign` -1) what `task` asks for.
+    pub(super) fn take(&mut self, task: &TaskSpec, sign: i8) {
+        if let Some(cpu) = &mut self.cpu {
+            *cpu += -f64::from(sign) * task.resources.cpu;
+        }
+        if let Some(memory) = &mut self.memory {
+            *memory = if sign > 0 {
+                memory.saturating_sub(task.resources.memory)
+            } else {
+                memory.saturating_add(task.resources.memory)
+            };
+        }
+    }
+}
+
 /// A task's runtime on `worker` in milliseconds, before any stochastic noise: the live
 /// scheduler's rule ([`runtime_on`]) with the task's estimate, or the prior.
 pub fn runtime_ms(task: &TaskSpec, worker: &SimWorker, default_estimate: Duration) -> u64 {
@@ -101,8 +139,7 @@ impl Scratch {
 pub(super) fn place(
     now: u64,
     pool: &PoolWorkers,
-    free: &[u32],
-    slots: u32,
+    fits: impl Fn(usize) -> bool,
     scratch: &mut Scratch,
     runtime: impl Fn(usize) -> u64,
 ) -> Option<Placement> {
@@ -127,7 +164,7 @@ pub(super) fn place(
         }
     };
     for &worker in &scratch.special {
-        if pool.rank[worker] != u32::MAX && free[worker] >= slots {
+        if pool.rank[worker] != u32::MAX && fits(worker) {
             let ready = scratch.data.local(WorkerId::new(worker)).unwrap_or(remote_ready);
             consider(worker, ready.0);
         }
@@ -135,7 +172,7 @@ pub(super) fn place(
     let first_free = pool
         .by_speed
         .iter()
-        .find(|&&worker| free[worker] >= slots && scratch.special_mark[worker] != stamp);
+        .find(|&&worker| scratch.special_mark[worker] != stamp && fits(worker));
     if let Some(&worker) = first_free {
         consider(worker, remote_ready.0);
     }

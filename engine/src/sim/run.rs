@@ -8,7 +8,7 @@ use std::sync::Arc;
 use taskfleet_common::wire::{AttemptStarted, TaskResult, WIRE_VERSION};
 use taskfleet_common::Millis;
 
-use super::placement::{place, runtime_ms, Scratch};
+use super::placement::{place, runtime_ms, Room, Scratch};
 use super::{SimError, Simulator};
 use crate::engine::{Engine, EngineConfig};
 use crate::fleet::FleetView;
@@ -47,6 +47,8 @@ struct State<'a> {
     attempt: Vec<u32>,
     free: Vec<u32>,
     free_total: u64,
+    /// What is left of each worker's CPUs and memory (where the fleet file declares them).
+    room: Vec<Room>,
     /// Task ends, earliest first (ties by global index).
     events: BinaryHeap<Reverse<(u64, usize)>>,
     waiting: Vec<Waiting>,
@@ -116,6 +118,7 @@ pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f6
         attempt: vec![0; sim.n_tasks],
         free: sim.fleet.workers.iter().map(|worker| worker.slots).collect(),
         free_total: sim.fleet.total_slots(),
+        room: sim.fleet.workers.iter().map(Room::of).collect(),
         events: BinaryHeap::new(),
         waiting: Vec::new(),
         queues: vec![VecDeque::new(); n_workers],
@@ -208,6 +211,7 @@ impl State<'_> {
         let task = &self.sim.workflows[workflow].spec.tasks[task_idx];
         self.free[worker] += task.resources.slots;
         self.free_total += u64::from(task.resources.slots);
+        self.room[worker].take(task, -1);
         self.check(worker);
         let result = TaskResult::succeeded(
             self.sim.names[workflow].clone(),
@@ -244,7 +248,7 @@ impl State<'_> {
             while let Some(&item) = self.queues[worker].front() {
                 let (workflow, task_idx) = self.locate(item.global);
                 let task = &self.sim.workflows[workflow].spec.tasks[task_idx];
-                if self.free[worker] < task.resources.slots {
+                if self.free[worker] < task.resources.slots || !self.room[worker].fits(task) {
                     break;
                 }
                 self.queues[worker].pop_front();
@@ -321,7 +325,9 @@ impl State<'_> {
             }
         };
         let slots = task.resources.slots;
-        let Some(placement) = place(now, pool, &self.free, slots, &mut self.scratch, runtime) else {
+        let (free, room) = (&self.free, &self.room);
+        let fits = |worker: usize| free[worker] >= slots && room[worker].fits(task);
+        let Some(placement) = place(now, pool, fits, &mut self.scratch, runtime) else {
             return false;
         };
         self.start(item, placement.worker, placement.start, placement.end);
@@ -331,9 +337,11 @@ impl State<'_> {
     /// Runs a dispatched task on `worker` from `start` to `end` (its slots are taken now).
     fn start(&mut self, item: Waiting, worker: usize, start: u64, end: u64) {
         let (workflow, task_idx) = self.locate(item.global);
-        let slots = self.sim.workflows[workflow].spec.tasks[task_idx].resources.slots;
+        let task = &self.sim.workflows[workflow].spec.tasks[task_idx];
+        let slots = task.resources.slots;
         self.free[worker] -= slots;
         self.free_total -= u64::from(slots);
+        self.room[worker].take(task, 1);
         self.trace.worker[item.global] = worker as u32;
         self.trace.start[item.global] = start;
         self.trace.end[item.global] = end;

@@ -193,3 +193,32 @@ fn the_gantt_chart_is_svg_with_a_row_per_worker_and_labels() {
         "background, rows, bars, legend"
     );
 }
+
+#[test]
+fn a_worker_runs_no_more_than_its_cpus_and_memory_hold() {
+    let fleet_spec = crate::sim::parse_fleet(
+        "workers:\n  - {name: w, slots: 4, cpu: 2, memory: 8Gi}\n  - {name: roomy, pools: [big], slots: 1, cpu: 16, memory: 64Gi}\n",
+    )
+    .unwrap();
+    // Four one-CPU tasks of 1 s: four slots, but two CPUs, so two at a time.
+    let yaml = "name: cpus\ntasks:\n  - {id: a, handler: noop, estimate: 1s}\n  - {id: b, handler: noop, estimate: 1s}\n  - {id: c, handler: noop, estimate: 1s}\n  - {id: d, handler: noop, estimate: 1s}\n";
+    let report = simulate(fleet_spec.clone(), vec![workflow(yaml, 0)], PolicyKind::Fcfs);
+    assert_eq!(report.makespan, 2.0);
+    // Memory counts the same way: two 3 GiB tasks at a time in 8 GiB, a 6 GiB one alone.
+    let yaml = "name: memory\ntasks:\n  - {id: a, handler: noop, estimate: 1s, resources: {cpu: 0.5, memory: 3Gi}}\n  - {id: b, handler: noop, estimate: 1s, resources: {cpu: 0.5, memory: 3Gi}}\n  - {id: c, handler: noop, estimate: 1s, resources: {cpu: 0.5, memory: 6Gi}}\n";
+    let report = simulate(fleet_spec.clone(), vec![workflow(yaml, 0)], PolicyKind::Fcfs);
+    assert_eq!(report.makespan, 2.0);
+    assert_eq!(placed(&report, "c").1, 1.0, "c waits for the memory of a and b");
+    // A task larger than every worker of its pool is refused up front.
+    let yaml = "name: huge\ntasks:\n  - {id: huge, handler: noop, resources: {cpu: 4}}\n  - {id: fine, handler: noop, pool: big, resources: {cpu: 4}}\n";
+    let error = Simulator::new(fleet_spec, vec![workflow(yaml, 0)], PolicyConfig::default())
+        .err()
+        .unwrap();
+    assert_eq!(
+        error,
+        SimError::Unrunnable(vec![
+            "workflow `huge`, task `huge`: asks for 4 CPUs, more than any worker serving pool `default` has"
+                .to_string()
+        ])
+    );
+}

@@ -92,7 +92,7 @@ fn placement_matches_a_brute_force_scan() {
             let (buffer, named_buffer) = scratch.inputs();
             buffer.extend_from_slice(&parents);
             named_buffer.extend_from_slice(&named);
-            let got = place(now, &pool, &free, slots, &mut scratch, runtime);
+            let got = place(now, &pool, |worker| free[worker] >= slots, &mut scratch, runtime);
             assert_eq!(
                 got, expected,
                 "case {case}: parents {parents:?}, free {free:?}, named {named:?}"
