@@ -26,6 +26,7 @@ use taskfleet_common::PriorityClass;
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_transport::{until_connected, Consumer, Delivery, Transport, TransportError};
 
+use self::gate::Gate;
 use self::heartbeat::{control_loop, heartbeat_loop};
 use self::results::{publish, publish_batches};
 use crate::execution::{execute, now, Execution};
@@ -131,6 +132,8 @@ struct Shared {
     cancelled: Mutex<Cancelled>,
     /// What the running attempts asked for, together.
     in_use: Mutex<ResourceSet>,
+    /// Admission by memory, GPUs and custom resources, when the worker announces a capacity.
+    gate: Option<Arc<Gate>>,
     /// Events on their way to the results queue, published in batches by [`publish_batches`].
     events: mpsc::UnboundedSender<(Bytes, oneshot::Sender<Result<(), TransportError>>)>,
 }
@@ -175,6 +178,7 @@ impl Worker {
             running: Mutex::new(HashMap::new()),
             cancelled: Mutex::new(Cancelled::default()),
             in_use: Mutex::new(ResourceSet::default()),
+            gate: config.capacity.as_ref().map(|capacity| Arc::new(Gate::new(capacity))),
             events,
         });
         // Heartbeats and cancellations run beside the main loop until the drain is over.
@@ -356,6 +360,34 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
         settle(shared, &task, execution, delivery).await;
         return;
     }
+    // Memory, GPUs and custom resources must fit what the running attempts leave.
+    let admitted = match &shared.gate {
+        None => None,
+        Some(gate) => {
+            let admitted = tokio::select! {
+                admitted = gate.admit(&task.resources) => admitted,
+                _ = cancel.cancelled() => {
+                    shared.running.lock().expect("running lock").remove(&attempt);
+                    if shared.abort.is_cancelled() {
+                        requeue(delivery).await;
+                    } else {
+                        let execution = Execution::ended(AttemptOutcome::Cancelled, "cancelled before it started", started_at);
+                        settle(shared, &task, execution, delivery).await;
+                    }
+                    return;
+                }
+            };
+            match admitted {
+                Ok(admitted) => Some(admitted),
+                Err(shortfall) => {
+                    shared.running.lock().expect("running lock").remove(&attempt);
+                    warn!(%shortfall, "This worker can never run the task; handing it back for another.");
+                    requeue_later(shared, delivery).await;
+                    return;
+                }
+            }
+        }
+    };
     shared.in_use.lock().expect("in-use lock").add(&task.resources);
     let execution = execute(&task, &shared.handlers, &shared.process, &cancel);
     tokio::pin!(execution);
@@ -383,6 +415,7 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
     };
     shared.running.lock().expect("running lock").remove(&attempt);
     shared.in_use.lock().expect("in-use lock").sub(&task.resources);
+    drop(admitted);
     if execution.outcome == AttemptOutcome::Cancelled && shared.abort.is_cancelled() {
         // Stopped by this worker's shutdown, not by anyone's decision about the task.
         info!("Requeueing a task stopped by the shutdown.");
@@ -452,6 +485,7 @@ async fn requeue(delivery: Delivery) {
     }
 }
 
+mod gate;
 mod heartbeat;
 mod results;
 #[cfg(test)]

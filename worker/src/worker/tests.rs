@@ -676,3 +676,51 @@ async fn a_task_cancelled_while_it_waits_in_the_worker_never_starts() {
     harness.stop().await;
     assert_eq!(harness.queue_len(PriorityClass::Normal).await, 0, "it is acked");
 }
+
+#[tokio::test]
+async fn tasks_share_the_workers_memory_and_one_too_large_is_handed_back() {
+    let mut harness = Harness::new().await;
+    let config = WorkerConfig {
+        concurrency: 3,
+        capacity: Some(ResourceSet {
+            cpu: 2.0,
+            memory_bytes: 1 << 30,
+            ..ResourceSet::default()
+        }),
+        ..harness.config()
+    };
+    harness.start(config);
+    let with_memory = |id: &str, idx: u32, mib: u64| {
+        let mut task = task(
+            id,
+            PriorityClass::Normal,
+            handler("sleep", json!({"duration": "300ms"})),
+        );
+        task.task_idx = idx;
+        task.resources.memory_bytes = mib << 20;
+        task
+    };
+    // Two tasks of 768 MiB in 1 GiB: one after the other, although slots are free.
+    let started = Instant::now();
+    harness.publish(&with_memory("first", 0, 768)).await;
+    harness.publish(&with_memory("second", 1, 768)).await;
+    let mut ends = Vec::new();
+    while ends.len() < 2 {
+        if let WorkerEvent::Finished(result) = harness.next_event().await {
+            assert_eq!(result.outcome, AttemptOutcome::Succeeded);
+            ends.push((result.task.clone(), result.started_at, result.finished_at));
+        }
+    }
+    let (first, second) = (&ends[0], &ends[1]);
+    assert!(second.1 >= first.2, "the second started once the first ended: {ends:?}");
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    // More memory than the worker has in all: it never runs here, and goes back to the queue.
+    harness.publish(&with_memory("huge", 2, 2048)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    harness.stop().await;
+    assert_eq!(
+        harness.queue_len(PriorityClass::Normal).await,
+        1,
+        "handed back, not run"
+    );
+}
