@@ -76,6 +76,10 @@ pub struct TaskStatus {
     /// CPU time the latest attempt's processes used, in milliseconds, when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_time_ms: Option<u64>,
+    /// Why a task that is out or ready cannot start: no worker of its pool offers what it asks
+    /// for (the last big enough one left).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     /// The lease of a running attempt: the worker that holds it, and when it lapses unless
     /// the worker's heartbeats renew it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

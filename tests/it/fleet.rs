@@ -623,3 +623,30 @@ fn workers_announce_what_they_offer_and_an_impossible_request_is_refused_at_subm
     let id = fleet.submit(&fine);
     assert_eq!(fleet.wait_for_end(&id, Duration::from_secs(20))["state"], "succeeded");
 }
+
+#[test]
+fn a_task_left_without_a_big_enough_worker_says_why_it_waits() {
+    let mut fleet = Fleet::start(&amqp_url(), &["--lease-timeout", "2s"]);
+    fleet.add_worker("big", &["--memory", "4Gi"]);
+    fleet.add_worker("small", &["--memory", "1Gi"]);
+    fleet.wait_for_workers(2);
+    let workflow = fleet.workflow(
+        "large.yaml",
+        "name: large\ntasks:\n  - {id: large, run: [sleep, '6'], resources: {memory: 2Gi}, retries: 3}\n",
+    );
+    let id = fleet.submit(&workflow);
+    fleet.wait_until_running_on(&id, "big");
+    fleet.kill_worker("big");
+    let mut status = serde_json::Value::Null;
+    wait_for("the task to say why it waits", Duration::from_secs(20), || {
+        status = fleet.status(&id);
+        taskfleet_tests::task_report(&status, "large")["waiting"]
+            .as_str()
+            .is_some_and(|why| why.contains("the closest, small, falls short: memory: asks for 2 GiB"))
+    });
+    let large = taskfleet_tests::task_report(&status, "large");
+    assert_ne!(
+        large["state"], "running",
+        "it never runs on the small worker: {status:#}"
+    );
+}

@@ -18,7 +18,7 @@ pub fn impossible_requests(spec: &WorkflowSpec, fleet: &[WorkerStatus]) -> Vec<P
         let verdict = match &last {
             Some((pool, seen, verdict)) if *pool == &*task.pool && *seen == request => verdict.clone(),
             _ => {
-                let verdict = judge(&task.pool, &request, fleet);
+                let verdict = why_no_worker_fits(&task.pool, &request, fleet);
                 last = Some((&task.pool, request, verdict.clone()));
                 verdict
             }
@@ -34,8 +34,9 @@ pub fn impossible_requests(spec: &WorkflowSpec, fleet: &[WorkerStatus]) -> Vec<P
     problems
 }
 
-/// Why no worker of `pool` could run `request`, if none could.
-fn judge(pool: &str, request: &ResourceSet, fleet: &[WorkerStatus]) -> Option<String> {
+/// Why no worker of `pool` could run `request`, if none of those that announce a capacity
+/// could (`None` too when none announces one).
+pub fn why_no_worker_fits(pool: &str, request: &ResourceSet, fleet: &[WorkerStatus]) -> Option<String> {
     let offers: Vec<(&str, &ResourceSet)> = fleet
         .iter()
         .filter(|worker| worker.pools.iter().any(|served| served == pool))

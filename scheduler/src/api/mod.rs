@@ -162,7 +162,14 @@ async fn status(
     );
     state
         .forecasts
-        .add_to(state.store.as_ref(), &workflow, &mut status, from, &slots, now())
+        .add_to(
+            state.store.as_ref(),
+            &workflow,
+            &mut status,
+            from,
+            (&slots, &fleet),
+            now(),
+        )
         .await
         .map_err(|error| ApiError::Internal(error.into()))?;
     Ok(Json(status))

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use taskfleet_common::api::{EtaStatus, ExpectedRuntime, WorkflowStatus};
+use taskfleet_common::api::{EtaStatus, ExpectedRuntime, WorkerStatus, WorkflowStatus};
+use taskfleet_common::state::TaskState;
 use taskfleet_common::workflow::ValidateOptions;
 use taskfleet_common::{Millis, WorkflowSpec};
 
@@ -23,6 +24,7 @@ use super::format_time;
 use crate::store::{AttemptRecord, Store, StoreError, TaskRecord, WorkflowRecord, WorkflowState};
 use crate::submit::parse_off_runtime;
 use taskfleet_engine::eta::{monte_carlo_eta, Slots, TaskProgress};
+use taskfleet_engine::fleet::why_no_worker_fits;
 use taskfleet_engine::policy::PolicyConfig;
 use taskfleet_engine::predict::Predictor;
 
@@ -59,14 +61,15 @@ impl Forecasts {
 
     /// Adds the predicted end and the listed tasks' expected runtimes to the status of a
     /// running workflow (`workflow`, whose listed tasks start at index `from`), on a fleet of
-    /// `slots`. A workflow whose source no longer parses gets none.
+    /// `slots`, and why a task that is out or ready cannot start on the `fleet`. A workflow
+    /// whose source no longer parses gets none.
     pub async fn add_to(
         &self,
         store: &dyn Store,
         workflow: &WorkflowRecord,
         status: &mut WorkflowStatus,
         from: u32,
-        slots: &Slots,
+        (slots, fleet): (&Slots, &[WorkerStatus]),
         now: Millis,
     ) -> Result<(), StoreError> {
         if workflow.state != WorkflowState::Running {
@@ -79,6 +82,9 @@ impl Forecasts {
         status.eta = self.eta(store, workflow, &spec, &predictor, slots, now).await?;
         let listed = spec.tasks.iter().skip(from as usize);
         for (task, spec_task) in status.tasks.iter_mut().zip(listed) {
+            if matches!(task.state, TaskState::Ready | TaskState::Dispatched) {
+                task.waiting = why_no_worker_fits(&spec_task.pool, &spec_task.resources.request(), fleet);
+            }
             if !task.state.is_terminal() {
                 let prediction = predictor.predict(spec_task);
                 task.expected = Some(ExpectedRuntime {
