@@ -1,8 +1,8 @@
 //! A cgroup per attempt, on cgroup v1 controllers, a cgroup v2 hierarchy, or both (hybrid
 //! hosts: v1 controllers for the limits, the v2 hierarchy for `cgroup.kill`).
 //!
-//! Every worker process owns one directory per hierarchy, `<its own cgroup>/taskfleet/<pid>-<start
-//! time>`, and puts each attempt in a child of it. A directory whose owner is no longer running
+//! Every worker process owns one directory per hierarchy, `<its own cgroup>/taskfleet/<pid
+//! namespace>-<pid>-<start time>`, and puts each attempt in a child of it. A directory whose owner is no longer running
 //! (a worker killed with SIGKILL) is swept when the next worker starts: what still runs in it is
 //! killed and the directory removed.
 
@@ -314,11 +314,19 @@ fn make_base(top: &Path, owner: &str) -> Option<PathBuf> {
     }
 }
 
-/// This process's directory name: its pid and start time, so a reused pid is not mistaken
-/// for it.
+/// This process's directory name: its pid namespace, pid and start time (`4026531836-42-9001`),
+/// so a reused pid is not mistaken for it, and a worker of another pid namespace (another
+/// container sharing the host's cgroups) is never judged by a pid that means nothing here.
 fn owner_name() -> Option<String> {
     let pid = std::process::id();
-    Some(format!("{pid}-{}", start_time(pid)?))
+    Some(format!("{}-{pid}-{}", pid_namespace()?, start_time(pid)?))
+}
+
+/// The inode of this process's pid namespace (`pid:[4026531836]` as a number).
+fn pid_namespace() -> Option<u64> {
+    let link = fs::read_link("/proc/self/ns/pid").ok()?;
+    let link = link.to_str()?;
+    link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
 }
 
 fn start_time(pid: u32) -> Option<u64> {
@@ -328,14 +336,17 @@ fn start_time(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether the worker that named its directory `name` still runs.
+/// Whether the worker that named its directory `name` may still run: it does, or it is of
+/// another pid namespace (or not named by taskfleet), where this process cannot tell.
 fn owner_is_running(name: &str) -> bool {
-    let Some((pid, started)) = name.split_once('-') else {
+    let mut parts = name.splitn(3, '-').map(str::parse::<u64>);
+    let (Some(Ok(namespace)), Some(Ok(pid)), Some(Ok(started))) = (parts.next(), parts.next(), parts.next()) else {
         return true;
     };
-    let (Ok(pid), Ok(started)) = (pid.parse::<u32>(), started.parse::<u64>()) else {
+    if pid_namespace() != Some(namespace) {
         return true;
-    };
+    }
+    let Ok(pid) = u32::try_from(pid) else { return true };
     start_time(pid) == Some(started)
 }
 

@@ -20,11 +20,18 @@ fn keyed_files_and_proc_lines_are_read() {
 fn a_running_owner_is_told_from_a_gone_one() {
     let me = owner_name().unwrap();
     assert!(owner_is_running(&me));
-    let (pid, started) = me.split_once('-').unwrap();
-    assert!(!owner_is_running(&format!(
-        "{pid}-{}",
-        started.parse::<u64>().unwrap() + 1
-    )));
+    let (namespace, rest) = me.split_once('-').unwrap();
+    let (pid, started) = rest.split_once('-').unwrap();
+    let started: u64 = started.parse().unwrap();
+    assert!(!owner_is_running(&format!("{namespace}-{pid}-{}", started + 1)));
+    assert!(
+        owner_is_running(&format!(
+            "{}-{pid}-{}",
+            namespace.parse::<u64>().unwrap() + 1,
+            started + 1
+        )),
+        "a worker of another pid namespace is never judged from here"
+    );
     assert!(
         owner_is_running("not-ours"),
         "a name taskfleet did not make is left alone"
