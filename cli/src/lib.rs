@@ -53,7 +53,7 @@ pub enum Command {
     /// Run the scheduler service: HTTP API, scheduling loop over the broker, store.
     Scheduler(commands::scheduler::SchedulerArgs),
     /// Run a worker of the fleet: consume tasks from the broker and execute them.
-    Worker(commands::worker::WorkerArgs),
+    Worker(Box<commands::worker::WorkerArgs>),
     /// Submit a workflow to a running scheduler (optionally following it to its end).
     Submit(commands::submit::SubmitArgs),
     /// Show a workflow's state and its tasks.
@@ -105,7 +105,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Run(args) => commands::run::run(args).await,
             Command::Validate(args) => commands::validate::run(args),
             Command::Scheduler(args) => commands::scheduler::run(args).await,
-            Command::Worker(args) => commands::worker::run(args).await,
+            Command::Worker(args) => commands::worker::run(*args).await,
             Command::Submit(args) => commands::submit::run(args).await,
             Command::Status(args) => commands::status::run(args).await,
             Command::Cancel(args) => commands::cancel::run(args).await,

@@ -121,6 +121,8 @@ pub struct WorkerSettings {
     pub memory: ByteSize,
     /// GPUs offered to tasks; unset means what `nvidia-smi` reports.
     pub gpus: Option<u32>,
+    /// Labels tasks select (`arch = "arm64"`).
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Custom resources offered (`licenses = 2`).
     pub resources: std::collections::BTreeMap<String, f64>,
 }
@@ -145,6 +147,7 @@ impl Default for WorkerSettings {
             cpus: 0.0,
             memory: ByteSize(0),
             gpus: None,
+            labels: Default::default(),
             resources: Default::default(),
         }
     }

@@ -155,6 +155,9 @@ pub struct WorkerStatus {
     pub capacity: Option<ResourceSet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources_in_use: Option<ResourceSet>,
+    /// Its labels, which tasks select.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 fn unit_speed() -> f64 {

@@ -94,6 +94,7 @@ fn task_message() -> impl Strategy<Value = TaskMessage> {
             inputs: BTreeMap::new(),
             limits: Default::default(),
             resources: Default::default(),
+            selector: Default::default(),
         })
 }
 
@@ -140,6 +141,7 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
             at: Millis(5),
             capacity: Default::default(),
             in_use: Default::default(),
+            labels: Default::default(),
         },
     )
 }

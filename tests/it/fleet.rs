@@ -650,3 +650,32 @@ fn a_task_left_without_a_big_enough_worker_says_why_it_waits() {
         "it never runs on the small worker: {status:#}"
     );
 }
+
+#[test]
+fn tasks_run_only_on_workers_with_the_labels_they_select() {
+    let mut fleet = Fleet::start(&amqp_url(), &[]);
+    fleet.add_worker("arm", &["--label", "arch=arm64", "--concurrency", "2"]);
+    fleet.add_worker("x86", &["--label", "arch=x86_64", "--concurrency", "2"]);
+    fleet.wait_for_workers(2);
+    let tasks: String = (0..6)
+        .map(|i| format!("  - {{id: t{i}, run: [sleep, '0.2'], selector: {{arch: arm64}}}}\n"))
+        .collect();
+    let workflow = fleet.workflow("arm.yaml", &format!("name: arm\ntasks:\n{tasks}"));
+    let id = fleet.submit(&workflow);
+    let status = fleet.wait_for_end(&id, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    for task in status["tasks"].as_array().unwrap() {
+        assert_eq!(task["worker"], "arm", "{status:#}");
+    }
+    let nowhere = fleet.workflow(
+        "riscv.yaml",
+        "name: riscv\ntasks:\n  - {id: r, handler: noop, selector: {arch: riscv64}}\n",
+    );
+    let output = fleet.cli(&["submit", nowhere.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("task `r`, field `selector`: no worker of pool `default` has the labels arch=riscv64 it selects"),
+        "{said}"
+    );
+}

@@ -73,6 +73,9 @@ pub struct WorkerConfig {
     /// What the worker offers (announced in heartbeats with what its attempts asked for);
     /// `None` announces slots only.
     pub capacity: Option<ResourceSet>,
+    /// Its labels, which tasks select (`arch: arm64`); a task whose selector they do not
+    /// match is handed back for another worker.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl WorkerConfig {
@@ -94,6 +97,7 @@ impl WorkerConfig {
             env_allow: process.env_allow,
             run_as: process.run_as,
             capacity: None,
+            labels: Default::default(),
         }
     }
 
@@ -134,6 +138,8 @@ struct Shared {
     in_use: Mutex<ResourceSet>,
     /// Admission by memory, GPUs and custom resources, when the worker announces a capacity.
     gate: Option<Arc<Gate>>,
+    /// The worker's labels.
+    labels: std::collections::BTreeMap<String, String>,
     /// Events on their way to the results queue, published in batches by [`publish_batches`].
     events: mpsc::UnboundedSender<(Bytes, oneshot::Sender<Result<(), TransportError>>)>,
 }
@@ -179,6 +185,7 @@ impl Worker {
             cancelled: Mutex::new(Cancelled::default()),
             in_use: Mutex::new(ResourceSet::default()),
             gate: config.capacity.as_ref().map(|capacity| Arc::new(Gate::new(capacity))),
+            labels: config.labels.clone(),
             events,
         });
         // Heartbeats and cancellations run beside the main loop until the drain is over.
@@ -358,6 +365,17 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
         info!("Not starting a task that was cancelled while it waited.");
         let execution = Execution::ended(AttemptOutcome::Cancelled, "cancelled before it started", started_at);
         settle(shared, &task, execution, delivery).await;
+        return;
+    }
+    // A task for workers with other labels goes back for one of them.
+    if let Some((label, wanted)) = task
+        .selector
+        .iter()
+        .find(|(label, wanted)| shared.labels.get(*label) != Some(*wanted))
+    {
+        shared.running.lock().expect("running lock").remove(&attempt);
+        warn!(%label, %wanted, "The task selects workers with a label this one lacks; handing it back for another.");
+        requeue_later(shared, delivery).await;
         return;
     }
     // Memory, GPUs and custom resources must fit what the running attempts leave.

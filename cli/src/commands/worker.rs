@@ -65,6 +65,9 @@ pub struct WorkerArgs {
     /// GPUs offered to tasks (what nvidia-smi reports unless set).
     #[arg(long, env = "TASKFLEET_GPUS")]
     pub gpus: Option<u32>,
+    /// A label tasks may select, NAME=VALUE (e.g. arch=arm64); repeat for more.
+    #[arg(long = "label", value_name = "NAME=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     /// A custom resource offered to tasks, NAME=AMOUNT (e.g. licenses=2); repeat for more.
     #[arg(long = "resource", value_name = "NAME=AMOUNT", value_parser = parse_resource)]
     pub resources: Vec<(String, f64)>,
@@ -98,6 +101,7 @@ impl WorkerArgs {
             settings.gpus = self.gpus;
         }
         settings.resources.extend(self.resources);
+        settings.labels.extend(self.labels);
         if settings.name.is_empty() {
             let host = nix::unistd::gethostname()
                 .ok()
@@ -115,6 +119,14 @@ pub(crate) fn enforcer(mode: LimitsMode, cgroup_root: &str) -> anyhow::Result<Ar
     let enforcer = Enforcer::for_this_binary(mode, Path::new(cgroup_root))
         .context("cannot find the taskfleet binary, which starts tasks under their limits")?;
     Ok(Arc::new(enforcer))
+}
+
+/// `NAME=VALUE`, a label of the worker.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() && !value.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("`{text}` is not NAME=VALUE (e.g. arch=arm64)")),
+    }
 }
 
 /// `NAME=AMOUNT`, a custom resource a worker offers.
@@ -173,6 +185,7 @@ fn worker_config(settings: &WorkerSettings, enforcer: Arc<Enforcer>) -> anyhow::
         env_allow: settings.env_allow.clone(),
         run_as: run_as(&settings.run_as)?,
         capacity: Some(capacity(settings)),
+        labels: settings.labels.clone(),
         ..WorkerConfig::new(settings.name.clone())
     })
 }

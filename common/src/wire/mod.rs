@@ -64,6 +64,9 @@ pub struct TaskMessage {
     /// What the task asks its worker for (CPUs, memory, GPUs, custom resources).
     #[serde(default)]
     pub resources: ResourceSet,
+    /// Labels the worker must carry to run it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: BTreeMap<String, String>,
     /// Outputs of the task's dependencies, by task id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, Box<RawValue>>,
@@ -191,6 +194,9 @@ pub struct Heartbeat {
     /// What the attempts it runs asked for, together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_use: Option<ResourceSet>,
+    /// Its labels, which tasks select (`arch: arm64`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     pub at: Millis,
 }
 

@@ -17,6 +17,7 @@ fn task() -> TaskMessage {
         inputs: [("up".to_string(), RawValue::from_string("{\"rows\":3}".into()).unwrap())].into(),
         limits: Default::default(),
         resources: Default::default(),
+        selector: Default::default(),
     }
 }
 
@@ -67,6 +68,7 @@ fn heartbeats_and_control_round_trip() {
         at: Millis(9),
         capacity: Default::default(),
         in_use: Default::default(),
+        labels: Default::default(),
     };
     assert_eq!(decode_heartbeat(&encode(&heartbeat)).unwrap(), heartbeat);
     let mut odd = heartbeat.clone();

@@ -82,6 +82,8 @@ pub struct TaskSpec {
     pub retry: RetryPolicy,
     /// Worker pool the task runs in.
     pub pool: Arc<str>,
+    /// Labels a worker must carry to run the task (`{arch: arm64}`).
+    pub selector: BTreeMap<String, String>,
 }
 
 impl TaskSpec {

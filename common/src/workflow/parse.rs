@@ -268,6 +268,7 @@ impl Checker<'_> {
             limits: defaults.limits,
             retry: defaults.retry,
             pool: defaults.pool.clone().unwrap_or_else(|| self.intern_pool("default")),
+            selector: BTreeMap::new(),
         };
         let Value::Object(map) = raw else {
             task.id = format!("#{position}");
@@ -295,13 +296,14 @@ impl Checker<'_> {
             fields.take("estimate"),
             fields.take("estimate_by_worker"),
         );
-        let (features, resources, limits, timeout, retries, pool) = (
+        let (features, resources, limits, timeout, retries, pool, selector) = (
             fields.take("features"),
             fields.take("resources"),
             fields.take("limits"),
             fields.take("timeout"),
             fields.take("retries"),
             fields.take("pool"),
+            fields.take("selector"),
         );
         let id = match id {
             Some(Value::String(id)) if is_valid_name(&id, 128) => id,
@@ -425,6 +427,9 @@ impl Checker<'_> {
             if let Some(pool) = self.pool(label, "pool", value) {
                 task.pool = pool;
             }
+        }
+        if let Some(value) = selector {
+            task.selector = self.selector(label, value);
         }
         if description.is_some_and(|description| !description.is_string()) {
             self.problem(label, "description", "must be a string");

@@ -250,5 +250,6 @@ fn task_message(run: &WorkflowRun, task_idx: u32) -> TaskMessage {
         inputs,
         limits: spec.limits,
         resources: spec.resources.request(),
+        selector: spec.selector.clone(),
     }
 }

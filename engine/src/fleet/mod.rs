@@ -95,6 +95,7 @@ impl Fleet {
             running: heartbeat.running.clone(),
             capacity: heartbeat.capacity.clone(),
             resources_in_use: heartbeat.in_use.clone(),
+            labels: heartbeat.labels.clone(),
         };
         let changed = self.workers.get(&heartbeat.worker).is_none_or(|known| {
             known.pools != info.pools
@@ -258,6 +259,7 @@ mod tests {
             at: Millis(0),
             capacity: Default::default(),
             in_use: Default::default(),
+            labels: Default::default(),
         }
     }
 

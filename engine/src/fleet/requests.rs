@@ -1,32 +1,49 @@
 //! Requests no worker could ever meet: checked when a workflow is submitted, against the
 //! capacities the fleet's workers announce.
 
+use std::collections::BTreeMap;
+
 use taskfleet_common::api::WorkerStatus;
 use taskfleet_common::resources::{ResourceSet, Shortfall};
 use taskfleet_common::workflow::Problem;
 use taskfleet_common::WorkflowSpec;
+
+/// The words of a verdict about labels.
+const LABELS_MISSING: &str = "has the labels";
 
 /// A problem for each task whose request is larger than what any worker of its pool offers
 /// in all (so it would wait forever). Pools without a worker that announces its capacity are
 /// not judged: their workers may still come.
 pub fn impossible_requests(spec: &WorkflowSpec, fleet: &[WorkerStatus]) -> Vec<Problem> {
     let mut problems = Vec::new();
-    // Tasks of a workflow mostly share their pool and request: judge each new pair once.
-    let mut last: Option<(&str, ResourceSet, Option<String>)> = None;
+    // Tasks of a workflow mostly share their pool, request and selector: judge each new
+    // combination once.
+    type Seen<'s> = (&'s str, ResourceSet, &'s BTreeMap<String, String>, Option<String>);
+    let mut last: Option<Seen<'_>> = None;
     for task in &spec.tasks {
         let request = task.resources.request();
         let verdict = match &last {
-            Some((pool, seen, verdict)) if *pool == &*task.pool && *seen == request => verdict.clone(),
+            Some((pool, seen, selector, verdict))
+                if *pool == &*task.pool && *seen == request && **selector == task.selector =>
+            {
+                verdict.clone()
+            }
             _ => {
-                let verdict = why_no_worker_fits(&task.pool, &request, fleet);
-                last = Some((&task.pool, request, verdict.clone()));
+                let verdict = why_no_worker_fits(&task.pool, &request, &task.selector, fleet);
+                last = Some((&task.pool, request, &task.selector, verdict.clone()));
                 verdict
             }
         };
         if let Some(message) = verdict {
+            // The labels are judged first; a message about them names the selector.
+            let field = if message.contains(LABELS_MISSING) {
+                "selector"
+            } else {
+                "resources"
+            };
             problems.push(Problem {
                 task: Some(task.id.clone()),
-                field: "resources".to_string(),
+                field: field.to_string(),
                 message,
             });
         }
@@ -34,12 +51,40 @@ pub fn impossible_requests(spec: &WorkflowSpec, fleet: &[WorkerStatus]) -> Vec<P
     problems
 }
 
-/// Why no worker of `pool` could run `request`, if none of those that announce a capacity
-/// could (`None` too when none announces one).
-pub fn why_no_worker_fits(pool: &str, request: &ResourceSet, fleet: &[WorkerStatus]) -> Option<String> {
-    let offers: Vec<(&str, &ResourceSet)> = fleet
+/// Why no worker of `pool` could run a task of `request` and `selector`, if none could: no
+/// worker of the pool carries the labels, or none of those that announce a capacity has room
+/// (`None` when the pool has no worker yet, or none that announces a capacity).
+pub fn why_no_worker_fits(
+    pool: &str,
+    request: &ResourceSet,
+    selector: &BTreeMap<String, String>,
+    fleet: &[WorkerStatus],
+) -> Option<String> {
+    let in_pool: Vec<&WorkerStatus> = fleet
         .iter()
         .filter(|worker| worker.pools.iter().any(|served| served == pool))
+        .collect();
+    let selected: Vec<&WorkerStatus> = in_pool
+        .iter()
+        .copied()
+        .filter(|worker| {
+            selector
+                .iter()
+                .all(|(label, value)| worker.labels.get(label) == Some(value))
+        })
+        .collect();
+    if !in_pool.is_empty() && selected.is_empty() {
+        let wanted: Vec<String> = selector
+            .iter()
+            .map(|(label, value)| format!("{label}={value}"))
+            .collect();
+        return Some(format!(
+            "no worker of pool `{pool}` {LABELS_MISSING} {} it selects",
+            wanted.join(", ")
+        ));
+    }
+    let offers: Vec<(&str, &ResourceSet)> = selected
+        .iter()
         .filter_map(|worker| Some((worker.name.as_str(), worker.capacity.as_ref()?)))
         .collect();
     if offers.is_empty() {
@@ -82,6 +127,7 @@ mod tests {
                 ..ResourceSet::default()
             }),
             resources_in_use: None,
+            labels: Default::default(),
         }
     }
 
@@ -106,6 +152,26 @@ mod tests {
                 "task `also`, field `resources`: no worker of pool `default` could ever run it; the closest, big, falls short: memory: asks for 64 GiB, 32 GiB more than the 32 GiB offered",
             ],
             "a pool with no announced worker is not judged"
+        );
+    }
+
+    #[test]
+    fn a_selector_no_worker_of_the_pool_matches_is_named() {
+        let spec = spec(
+            "name: arm\ntasks:\n  - {id: arm, handler: noop, selector: {arch: arm64}}\n  - {id: any, handler: noop}\n  - {id: big-arm, handler: noop, selector: {arch: x86_64}, resources: {memory: 64Gi}}\n",
+        );
+        let mut x86 = worker("x86", "default", 8.0, 32);
+        x86.labels.insert("arch".into(), "x86_64".into());
+        let problems: Vec<String> = impossible_requests(&spec, &[x86])
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                "task `arm`, field `selector`: no worker of pool `default` has the labels arch=arm64 it selects",
+                "task `big-arm`, field `resources`: no worker of pool `default` could ever run it; the closest, x86, falls short: memory: asks for 64 GiB, 32 GiB more than the 32 GiB offered",
+            ]
         );
     }
 

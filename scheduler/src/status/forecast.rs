@@ -83,7 +83,8 @@ impl Forecasts {
         let listed = spec.tasks.iter().skip(from as usize);
         for (task, spec_task) in status.tasks.iter_mut().zip(listed) {
             if matches!(task.state, TaskState::Ready | TaskState::Dispatched) {
-                task.waiting = why_no_worker_fits(&spec_task.pool, &spec_task.resources.request(), fleet);
+                let request = spec_task.resources.request();
+                task.waiting = why_no_worker_fits(&spec_task.pool, &request, &spec_task.selector, fleet);
             }
             if !task.state.is_terminal() {
                 let prediction = predictor.predict(spec_task);

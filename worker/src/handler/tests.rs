@@ -34,6 +34,7 @@ fn task(name: &str, args: Value) -> TaskMessage {
         inputs: BTreeMap::new(),
         limits: Default::default(),
         resources: Default::default(),
+        selector: Default::default(),
     }
 }
 

@@ -34,6 +34,7 @@ fn task(argv: &[&str]) -> TaskMessage {
         inputs: BTreeMap::new(),
         limits: Default::default(),
         resources: Default::default(),
+        selector: Default::default(),
     }
 }
 

@@ -41,6 +41,7 @@ pub(super) async fn heartbeat_loop(
                     at: now(),
                     capacity: Default::default(),
                     in_use: Default::default(),
+                    labels: Default::default(),
                 };
                 if let Err(error) = shared.transport.broadcast(&topic, encode(&goodbye).into()).await {
                     debug!(%error, "Failed to broadcast the last heartbeat.");
@@ -66,6 +67,7 @@ pub(super) async fn heartbeat_loop(
                 .capacity
                 .is_some()
                 .then(|| shared.in_use.lock().expect("in-use lock").clone()),
+            labels: config.labels.clone(),
         };
         if let Err(error) = shared.transport.broadcast(&topic, encode(&heartbeat).into()).await {
             debug!(%error, "Failed to broadcast a heartbeat.");

@@ -34,6 +34,7 @@ fn task(id: &str, priority: PriorityClass, action: WireAction) -> TaskMessage {
         inputs: BTreeMap::new(),
         limits: Default::default(),
         resources: Default::default(),
+        selector: Default::default(),
     }
 }
 

@@ -90,6 +90,7 @@ fn task(limits: Limits) -> TaskMessage {
         limits,
         inputs: Default::default(),
         resources: Default::default(),
+        selector: Default::default(),
     }
 }
 

@@ -155,7 +155,7 @@ fn unknown_fields_list_the_expected_ones() {
         "name: w\nschedule: daily\ntasks:\n  - {id: a, handler: noop, dep: [b]}\n",
         &[
             "field `schedule`: unknown field; expected one of: name, description, defaults, tasks",
-            "task `a`, field `dep`: unknown field (did you mean `deps`?); expected one of: id, description, deps, run, handler, args, env, priority, weight, estimate, estimate_by_worker, features, resources, limits, timeout, retries, pool",
+            "task `a`, field `dep`: unknown field (did you mean `deps`?); expected one of: id, description, deps, run, handler, args, env, priority, weight, estimate, estimate_by_worker, features, resources, limits, timeout, retries, pool, selector",
         ],
     );
 }
@@ -267,7 +267,7 @@ fn closest_field_is_suggested_and_backoff_cap_follows_backoff() {
         &[
             "task `a`, field `run`: a task needs one of `run` (a command) or `handler` (a built-in)",
             "task `a`, field `description`: must be a string",
-            "task `a`, field `rn`: unknown field (did you mean `run`?); expected one of: id, description, deps, run, handler, args, env, priority, weight, estimate, estimate_by_worker, features, resources, limits, timeout, retries, pool",
+            "task `a`, field `rn`: unknown field (did you mean `run`?); expected one of: id, description, deps, run, handler, args, env, priority, weight, estimate, estimate_by_worker, features, resources, limits, timeout, retries, pool, selector",
         ],
     );
     let spec = check_ok("name: w\ntasks:\n  - {id: a, handler: noop, retries: {max: 3, backoff: 10m}}\n");
@@ -353,6 +353,21 @@ fn gpus_and_custom_resources_are_requested_and_typos_still_caught() {
             "task `a`, field `resources.gpu`: must be a whole number of GPUs from 0 to 1024",
             "task `a`, field `resources.licenses`: a custom resource is a non-negative number (cpu, memory, gpu and slots are the others)",
             "task `a`, field `resources.memroy`: unknown field (did you mean `memory`?); expected one of: cpu, memory, gpu, slots",
+        ],
+    );
+}
+
+#[test]
+fn a_selector_names_labels_and_their_values() {
+    let spec = check_ok("name: s\ntasks:\n  - {id: a, handler: noop, selector: {arch: arm64, gen: 3}}\n");
+    let selector = &spec.tasks[0].selector;
+    assert_eq!(selector.get("arch").map(String::as_str), Some("arm64"));
+    assert_eq!(selector.get("gen").map(String::as_str), Some("3"));
+    check_problems(
+        "name: s\ntasks:\n  - {id: a, handler: noop, selector: {'bad label': x, zone: ''}}\n",
+        &[
+            "task `a`, field `selector.bad label`: a label is named by 1 to 64 of A-Z a-z 0-9 _ . -",
+            "task `a`, field `selector.zone`: must be a string, number or boolean of at most 256 characters",
         ],
     );
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::fields::Fields;
 use super::Checker;
+use crate::text::has_control;
 use crate::units::{parse_duration, parse_size};
 
 /// The smallest memory limit a task may ask for.
@@ -75,6 +76,37 @@ impl Checker<'_> {
             }
         }
         env
+    }
+
+    /// `selector: {arch: arm64, zone: a}`: labels named like pools, values as text.
+    pub(super) fn selector(&mut self, task: Option<&str>, value: Value) -> BTreeMap<String, String> {
+        let mut selector = BTreeMap::new();
+        let Value::Object(map) = value else {
+            self.problem(
+                task,
+                "selector",
+                "must be a mapping of labels to values, such as {arch: arm64}",
+            );
+            return selector;
+        };
+        for (key, value) in map {
+            let field = format!("selector.{key}");
+            if !is_valid_name(&key, 64) {
+                self.problem(task, &field, "a label is named by 1 to 64 of A-Z a-z 0-9 _ . -");
+                continue;
+            }
+            match scalar_to_string(value) {
+                Some(text) if !text.is_empty() && text.len() <= 256 && !has_control(&text) => {
+                    selector.insert(key, text);
+                }
+                _ => self.problem(
+                    task,
+                    &field,
+                    "must be a string, number or boolean of at most 256 characters",
+                ),
+            }
+        }
+        selector
     }
 
     pub(super) fn priority(&mut self, task: Option<&str>, field: &str, value: Value) -> Option<PriorityClass> {
