@@ -26,6 +26,7 @@ use taskfleet_common::PriorityClass;
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_transport::{until_connected, Consumer, Delivery, Transport, TransportError};
 
+use self::cancelled::Cancelled;
 use self::gate::Gate;
 use self::heartbeat::{control_loop, heartbeat_loop};
 use self::results::{publish, publish_batches};
@@ -461,33 +462,6 @@ async fn settle(shared: &Shared, task: &TaskMessage, execution: Execution, deliv
     }
 }
 
-/// The attempts cancelled lately, the oldest forgotten first.
-#[derive(Default)]
-pub(crate) struct Cancelled {
-    set: std::collections::HashSet<AttemptRef>,
-    order: std::collections::VecDeque<AttemptRef>,
-}
-
-impl Cancelled {
-    /// Cancels kept: far more than a worker holds in its buffer.
-    const CAPACITY: usize = 10_000;
-
-    pub(crate) fn insert(&mut self, attempt: AttemptRef) {
-        if self.set.insert(attempt.clone()) {
-            self.order.push_back(attempt);
-        }
-        while self.order.len() > Self::CAPACITY {
-            if let Some(oldest) = self.order.pop_front() {
-                self.set.remove(&oldest);
-            }
-        }
-    }
-
-    pub(crate) fn contains(&self, attempt: &AttemptRef) -> bool {
-        self.set.contains(attempt)
-    }
-}
-
 /// Requeues `delivery` after [`REQUEUE_DELAY`], or at once when the worker is aborting.
 async fn requeue_later(shared: &Shared, delivery: Delivery) {
     tokio::select! {
@@ -503,6 +477,7 @@ async fn requeue(delivery: Delivery) {
     }
 }
 
+mod cancelled;
 mod gate;
 mod heartbeat;
 mod results;
