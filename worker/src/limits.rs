@@ -107,7 +107,6 @@ impl Enforcer {
     /// the start-up log.
     pub fn report(&self) -> Report {
         let caps = self.cgroups.as_ref().map(|cgroups| cgroups.capabilities());
-        let caps = caps.as_ref();
         let by = |cgroup: bool, cgroup_how: &'static str, rlimit_how: &'static str| -> &'static str {
             match self.mode {
                 Mode::Off => "not enforced (limits are off)",
@@ -188,7 +187,7 @@ impl Enforcer {
             ),
             None => None,
         };
-        let has = |check: fn(&Capabilities) -> bool| caps.as_ref().is_some_and(check);
+        let has = |check: fn(&Capabilities) -> bool| caps.is_some_and(check);
         if limits.cpu.is_some() && !has(|c| c.cpu_quota) {
             return Err("the task asks for a CPU quota (limits.cpu) but this worker has no cpu cgroup".to_string());
         }

@@ -13,7 +13,7 @@ use taskfleet_common::Millis;
 use crate::placement::WorkerModel;
 
 mod requests;
-pub use requests::{impossible_requests, why_no_worker_fits};
+pub use requests::{impossible_requests, why_no_worker_fits, Unmet};
 
 /// Slowest and fastest relative speed the scheduler takes from a worker.
 pub const MIN_SPEED: f64 = 0.001;

@@ -8,8 +8,13 @@ use taskfleet_common::resources::{ResourceSet, Shortfall};
 use taskfleet_common::workflow::Problem;
 use taskfleet_common::WorkflowSpec;
 
-/// The words of a verdict about labels.
-const LABELS_MISSING: &str = "has the labels";
+/// Why no worker of a pool could run a task, and the field of the task it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unmet {
+    /// `selector` (no worker carries the labels) or `resources` (none has room).
+    pub field: &'static str,
+    pub message: String,
+}
 
 /// A problem for each task whose request is larger than what any worker of its pool offers
 /// in all (so it would wait forever). Pools without a worker that announces its capacity are
@@ -18,7 +23,7 @@ pub fn impossible_requests(spec: &WorkflowSpec, fleet: &[WorkerStatus]) -> Vec<P
     let mut problems = Vec::new();
     // Tasks of a workflow mostly share their pool, request and selector: judge each new
     // combination once.
-    type Seen<'s> = (&'s str, ResourceSet, &'s BTreeMap<String, String>, Option<String>);
+    type Seen<'s> = (&'s str, ResourceSet, &'s BTreeMap<String, String>, Option<Unmet>);
     let mut last: Option<Seen<'_>> = None;
     for task in &spec.tasks {
         let request = task.resources.request();
@@ -34,17 +39,11 @@ pub fn impossible_requests(spec: &WorkflowSpec, fleet: &[WorkerStatus]) -> Vec<P
                 verdict
             }
         };
-        if let Some(message) = verdict {
-            // The labels are judged first; a message about them names the selector.
-            let field = if message.contains(LABELS_MISSING) {
-                "selector"
-            } else {
-                "resources"
-            };
+        if let Some(unmet) = verdict {
             problems.push(Problem {
                 task: Some(task.id.clone()),
-                field: field.to_string(),
-                message,
+                field: unmet.field.to_string(),
+                message: unmet.message,
             });
         }
     }
@@ -59,7 +58,7 @@ pub fn why_no_worker_fits(
     request: &ResourceSet,
     selector: &BTreeMap<String, String>,
     fleet: &[WorkerStatus],
-) -> Option<String> {
+) -> Option<Unmet> {
     let in_pool: Vec<&WorkerStatus> = fleet
         .iter()
         .filter(|worker| worker.pools.iter().any(|served| served == pool))
@@ -78,10 +77,13 @@ pub fn why_no_worker_fits(
             .iter()
             .map(|(label, value)| format!("{label}={value}"))
             .collect();
-        return Some(format!(
-            "no worker of pool `{pool}` {LABELS_MISSING} {} it selects",
-            wanted.join(", ")
-        ));
+        return Some(Unmet {
+            field: "selector",
+            message: format!(
+                "no worker of pool `{pool}` has the labels {} it selects",
+                wanted.join(", ")
+            ),
+        });
     }
     let offers: Vec<(&str, &ResourceSet)> = selected
         .iter()
@@ -99,9 +101,10 @@ pub fn why_no_worker_fits(
         }
     }
     let (_, name, shortfall) = closest?;
-    Some(format!(
-        "no worker of pool `{pool}` could ever run it; the closest, {name}, falls short: {shortfall}"
-    ))
+    Some(Unmet {
+        field: "resources",
+        message: format!("no worker of pool `{pool}` could ever run it; the closest, {name}, falls short: {shortfall}"),
+    })
 }
 
 #[cfg(test)]

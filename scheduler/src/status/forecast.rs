@@ -84,7 +84,8 @@ impl Forecasts {
         for (task, spec_task) in status.tasks.iter_mut().zip(listed) {
             if matches!(task.state, TaskState::Ready | TaskState::Dispatched) {
                 let request = spec_task.resources.request();
-                task.waiting = why_no_worker_fits(&spec_task.pool, &request, &spec_task.selector, fleet);
+                task.waiting = why_no_worker_fits(&spec_task.pool, &request, &spec_task.selector, fleet)
+                    .map(|unmet| unmet.message);
             }
             if !task.state.is_terminal() {
                 let prediction = predictor.predict(spec_task);

@@ -87,6 +87,8 @@ impl Hierarchy {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Cgroups {
     pub(crate) hierarchies: Vec<Hierarchy>,
+    /// What they can enforce, found once (every attempt asks).
+    capabilities: Capabilities,
 }
 
 /// What the worker can do with cgroups here, for `taskfleet worker --check` and the start-up log.
@@ -150,22 +152,19 @@ impl Cgroups {
                 }
             }
         }
-        (!hierarchies.is_empty()).then_some(Cgroups { hierarchies })
+        if hierarchies.is_empty() {
+            return None;
+        }
+        let capabilities = capabilities_of(&hierarchies);
+        Some(Cgroups {
+            hierarchies,
+            capabilities,
+        })
     }
 
     /// What these hierarchies can enforce.
-    pub fn capabilities(&self) -> Capabilities {
-        let any = |check: &dyn Fn(&Hierarchy) -> bool| self.hierarchies.iter().any(check);
-        Capabilities {
-            memory: any(&|h| h.has_v1(Controller::Memory) || h.has_v2("memory")),
-            pids: any(&|h| h.has_v1(Controller::Pids) || h.has_v2("pids")),
-            cpu_quota: any(&|h| h.has_v1(Controller::Cpu) || h.has_v2("cpu")),
-            cpu_time: any(&|h| h.has_v1(Controller::CpuAcct) || h.v1.is_none()),
-            atomic_kill: any(&|h| {
-                h.has_v1(Controller::Freezer) || (h.v1.is_none() && h.base.join("cgroup.kill").exists())
-            }),
-            thread_placement: self.hierarchies.iter().all(|h| h.v1.is_some()),
-        }
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
     }
 
     /// The directories this worker owns, one per hierarchy.
@@ -227,6 +226,19 @@ impl Drop for Cgroups {
         for hierarchy in &self.hierarchies {
             let _ = fs::remove_dir(&hierarchy.base);
         }
+    }
+}
+
+/// What `hierarchies` can enforce.
+fn capabilities_of(hierarchies: &[Hierarchy]) -> Capabilities {
+    let any = |check: &dyn Fn(&Hierarchy) -> bool| hierarchies.iter().any(check);
+    Capabilities {
+        memory: any(&|h| h.has_v1(Controller::Memory) || h.has_v2("memory")),
+        pids: any(&|h| h.has_v1(Controller::Pids) || h.has_v2("pids")),
+        cpu_quota: any(&|h| h.has_v1(Controller::Cpu) || h.has_v2("cpu")),
+        cpu_time: any(&|h| h.has_v1(Controller::CpuAcct) || h.v1.is_none()),
+        atomic_kill: any(&|h| h.has_v1(Controller::Freezer) || (h.v1.is_none() && h.base.join("cgroup.kill").exists())),
+        thread_placement: hierarchies.iter().all(|h| h.v1.is_some()),
     }
 }
 
