@@ -104,9 +104,12 @@ impl ResourceSet {
         }
     }
 
-    /// The amounts for people: `4 CPUs, 16 GiB, 1 GPU, licenses 2`.
+    /// The amounts for people: `4 CPUs, 16 GiB, 1 GPU, licenses 2` (no memory when none).
     pub fn describe(&self) -> String {
-        let mut parts = vec![format!("{} CPUs", self.cpu), format_bytes(self.memory_bytes)];
+        let mut parts = vec![format!("{} CPUs", self.cpu)];
+        if self.memory_bytes > 0 {
+            parts.push(format_bytes(self.memory_bytes));
+        }
         if self.gpu > 0 {
             parts.push(format!("{} GPUs", self.gpu));
         }

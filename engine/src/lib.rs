@@ -14,6 +14,7 @@
 pub mod engine;
 pub mod eta;
 pub mod fleet;
+pub mod packing;
 pub mod placement;
 pub mod policy;
 pub mod predict;

@@ -46,6 +46,8 @@ impl Default for ValidateOptions {
 pub struct WorkflowSpec {
     /// The workflow's name, as given in the file.
     pub name: String,
+    /// Who the workflow runs for, for capacity reserved per tenant (`tenant: acme`).
+    pub tenant: Option<String>,
     /// Tasks in file order; a task's index here is its identity inside the workflow.
     pub tasks: Vec<TaskSpec>,
     /// The dependency graph over task indices (validated acyclic).
@@ -84,6 +86,9 @@ pub struct TaskSpec {
     pub pool: Arc<str>,
     /// Labels a worker must carry to run the task (`{arch: arm64}`).
     pub selector: BTreeMap<String, String>,
+    /// Labels the task would rather have (`{zone: a}`): among the workers where it fits, one
+    /// carrying more of them is chosen.
+    pub prefer: BTreeMap<String, String>,
 }
 
 impl TaskSpec {

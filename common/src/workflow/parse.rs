@@ -55,12 +55,24 @@ pub fn parse_workflow_value(value: Value, options: &ValidateOptions) -> Result<W
         )));
     };
     let mut root = Fields::new(root);
-    let (name, description, defaults, tasks) = (
+    let (name, description, tenant, defaults, tasks) = (
         root.take("name"),
         root.take("description"),
+        root.take("tenant"),
         root.take("defaults"),
         root.take("tasks"),
     );
+    let tenant = match tenant {
+        None => None,
+        Some(Value::String(tenant)) if is_valid_name(&tenant, 128) => Some(tenant),
+        Some(_) => {
+            checker.push(Problem::workflow(
+                "tenant",
+                "must be a name of 1 to 128 of A-Z a-z 0-9 _ . -",
+            ));
+            None
+        }
+    };
     let name = match name {
         Some(Value::String(name)) if has_control(&name) => {
             checker.push(Problem::workflow(
@@ -153,7 +165,12 @@ pub fn parse_workflow_value(value: Value, options: &ValidateOptions) -> Result<W
         }
     };
     match (checker.finish(), dag) {
-        (None, Some(dag)) => Ok(WorkflowSpec { name, tasks, dag }),
+        (None, Some(dag)) => Ok(WorkflowSpec {
+            name,
+            tenant,
+            tasks,
+            dag,
+        }),
         (Some(invalid), _) => Err(invalid),
         (None, None) => unreachable!("a cyclic graph always adds a problem"),
     }
@@ -269,6 +286,7 @@ impl Checker<'_> {
             retry: defaults.retry,
             pool: defaults.pool.clone().unwrap_or_else(|| self.intern_pool("default")),
             selector: BTreeMap::new(),
+            prefer: BTreeMap::new(),
         };
         let Value::Object(map) = raw else {
             task.id = format!("#{position}");
@@ -296,7 +314,7 @@ impl Checker<'_> {
             fields.take("estimate"),
             fields.take("estimate_by_worker"),
         );
-        let (features, resources, limits, timeout, retries, pool, selector) = (
+        let (features, resources, limits, timeout, retries, pool, selector, prefer) = (
             fields.take("features"),
             fields.take("resources"),
             fields.take("limits"),
@@ -304,6 +322,7 @@ impl Checker<'_> {
             fields.take("retries"),
             fields.take("pool"),
             fields.take("selector"),
+            fields.take("prefer"),
         );
         let id = match id {
             Some(Value::String(id)) if is_valid_name(&id, 128) => id,
@@ -429,7 +448,10 @@ impl Checker<'_> {
             }
         }
         if let Some(value) = selector {
-            task.selector = self.selector(label, value);
+            task.selector = self.selector(label, "selector", value);
+        }
+        if let Some(value) = prefer {
+            task.prefer = self.selector(label, "prefer", value);
         }
         if description.is_some_and(|description| !description.is_string()) {
             self.problem(label, "description", "must be a string");

@@ -78,6 +78,7 @@ impl Engine {
     /// The attempt of `task` ended: its lease, its slots and its place on a worker are free.
     fn release_attempt(&mut self, task: TaskRef, result: &TaskResult, now: Millis) {
         self.leases.end(task);
+        self.bins.release(task);
         let run = self.workflows.live(task.workflow_idx);
         let idx = task.task_idx as usize;
         let spec_task = &run.spec.tasks[idx];
@@ -200,8 +201,10 @@ impl Engine {
         if let Some(plans) = self.plans.as_mut() {
             plans.placer.worker_gone(worker);
         }
+        self.bins.worker_gone(worker);
         let mut n_lost = 0;
         for task in self.leases.lose_worker(worker) {
+            self.bins.release(task);
             let Some(run) = self.workflows.get_mut(task.workflow_idx) else {
                 continue;
             };

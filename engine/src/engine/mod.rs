@@ -27,6 +27,7 @@ use taskfleet_common::{Millis, WorkflowSpec};
 use self::run::WorkflowRun;
 use self::state::{wake_planned_worker, Admission, Leases, Plans, Timers, Updates, Workflows};
 use crate::fleet::FleetView;
+use crate::packing::{self, Ask, Bins, PackingKind, Reservation};
 use crate::placement::{Placer, WorkerModel};
 use crate::policy::{Placement, Policy, PolicyConfig, PolicyKind, ReadyTask, TaskRef};
 use crate::predict::Predictor;
@@ -39,6 +40,10 @@ const CRITICALITY_SAMPLES: usize = 32;
 /// Under a placement-aware policy, how many tasks per slot a worker may hold (running or
 /// queued at it) before the engine stops sending it more.
 const ROOM_PER_SLOT: u32 = 2;
+
+/// How many tasks that ask for resources a pool may pass over in one dispatch round, for want
+/// of a worker with room for them, while looking for later tasks that fit (backfilling).
+const BACKFILL_WINDOW: usize = 64;
 
 /// How the engine behaves.
 #[derive(Clone, Debug)]
@@ -59,6 +64,10 @@ pub struct EngineConfig {
     pub margin_capped_by_slots: bool,
     /// Seed of the retry jitter.
     pub jitter_seed: u64,
+    /// How tasks that ask for resources choose among the workers where they fit.
+    pub packing: PackingKind,
+    /// Capacity kept for priority classes or tenants.
+    pub reservations: Vec<Reservation>,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +80,8 @@ impl Default for EngineConfig {
             prefetch_margin: 16,
             margin_capped_by_slots: true,
             jitter_seed: 0x5eed,
+            packing: PackingKind::default(),
+            reservations: Vec::new(),
         }
     }
 }
@@ -106,6 +117,8 @@ pub struct Engine {
     leases: Leases,
     /// The fleet model and plans of a placement-aware policy; `None` for the others.
     plans: Option<Plans>,
+    /// What each worker offers and holds, for the tasks that ask for resources.
+    bins: Bins,
     /// Runtimes learned from finished attempts.
     predictor: Predictor,
     updates: Updates,
@@ -122,6 +135,7 @@ impl Engine {
             Placement::Planned(_) => Some(Plans::new(Placer::new(None))),
         };
         Engine {
+            bins: Bins::new(config.packing, &config.reservations),
             jitter_state: config.jitter_seed,
             predictor: Predictor::new(config.policy_config.default_estimate),
             config,
@@ -144,8 +158,9 @@ impl Engine {
         self.set_workers(&fleet.workers, now);
     }
 
-    /// Tells placement-aware policies which workers there are; other policies ignore it.
+    /// Tells placement which workers there are.
     fn set_workers(&mut self, workers: &[WorkerModel], now: Millis) {
+        self.bins.set_workers(workers);
         if let Some(plans) = self.plans.as_mut() {
             plans.placer.set_workers(workers, now);
         }
@@ -283,6 +298,8 @@ impl Engine {
         let margin_for = |slots: usize| if capped { margin.min(slots) } else { margin };
         let admission = &mut self.admission;
         let mut dispatches = Vec::new();
+        let mut deferred = Vec::new();
+        let mut passed_over: HashMap<Arc<str>, usize> = HashMap::new();
         let mut group_used = vec![0usize; admission.shared_slots.len()];
         for pool in admission.pools.values() {
             if let Some(group) = pool.group {
@@ -314,6 +331,33 @@ impl Engine {
                     open.remove(at);
                     continue;
                 };
+                // A task that asks for resources goes to a worker where they fit now, or waits.
+                let mut worker = None;
+                let spec = self.workflows.live(task.workflow_idx).spec.clone();
+                let spec_task = &spec.tasks[task.task_idx as usize];
+                let asks = packing::asks(spec_task);
+                if asks && self.bins.serves(&spec_task.pool) {
+                    let ask = Ask::of(spec_task, spec.tenant.as_deref());
+                    match self.bins.choose(&ask) {
+                        Ok(placed) => {
+                            self.bins.hold(task, &placed.worker, placed.lent, &ask);
+                            self.leases.run_on(task, &placed.worker);
+                            worker = Some(placed.worker);
+                        }
+                        Err(_) => {
+                            deferred.push(task);
+                            let passed = passed_over.entry(open[at].clone()).or_default();
+                            *passed += 1;
+                            if *passed >= BACKFILL_WINDOW {
+                                open.remove(at);
+                            }
+                            continue;
+                        }
+                    }
+                }
+                if asks {
+                    admission.asked_at.remove(&task);
+                }
                 let run = self.workflows.live(task.workflow_idx);
                 let slots = run.spec.tasks[task.task_idx as usize].resources.slots as usize;
                 pool.in_flight += slots;
@@ -323,11 +367,12 @@ impl Engine {
                 dispatches.push(Dispatch {
                     task,
                     message: run.dispatch_attempt(task.task_idx, now, &mut self.updates),
-                    worker: None,
+                    worker,
                 });
                 at += 1;
             }
         }
+        self.wait_for_room(deferred, now);
         dispatches
     }
 
@@ -384,7 +429,58 @@ impl Engine {
                 pool.policy.on_workflow_removed(workflow_idx);
             }
             self.leases.forget_workflow(workflow_idx);
+            self.bins.forget_workflow(workflow_idx);
+            self.admission.asked_at.retain(|task, _| task.workflow_idx != workflow_idx);
         }
+    }
+
+    /// Tasks that ask for resources and found no worker with room go back to their pools'
+    /// policies, in their old places; reservations hear which of their owners' tasks wait.
+    fn wait_for_room(&mut self, deferred: Vec<TaskRef>, now: Millis) {
+        if self.bins.has_reservations() {
+            let specs: Vec<(Arc<WorkflowSpec>, usize)> = deferred
+                .iter()
+                .filter_map(|task| Some((self.workflows.get(task.workflow_idx)?.spec.clone(), task.task_idx as usize)))
+                .collect();
+            self.bins
+                .set_waiting(specs.iter().map(|(spec, idx)| Ask::of(&spec.tasks[*idx], spec.tenant.as_deref())));
+        }
+        for task in deferred {
+            self.push_ready(task, now);
+        }
+    }
+
+    /// `worker` runs `task`: it holds the task's lease, and what the task takes there.
+    fn runs_on(&mut self, task: TaskRef, worker: &str) {
+        self.leases.run_on(task, worker);
+        if self.bins.holder(task) == Some(worker) {
+            return;
+        }
+        self.bins.release(task);
+        let Some(run) = self.workflows.get(task.workflow_idx) else {
+            return;
+        };
+        let spec_task = &run.spec.tasks[task.task_idx as usize];
+        if packing::asks(spec_task) {
+            let ask = Ask::of(spec_task, run.spec.tenant.as_deref());
+            self.bins.hold(task, worker, false, &ask);
+        } else {
+            self.bins.started(task, worker, spec_task.resources.slots);
+        }
+    }
+
+    /// Whether the current attempt of a task runs on capacity reserved for others and lent
+    /// to it (the first to make way when they need it).
+    pub fn is_lent(&self, workflow_id: &str, task_idx: u32) -> bool {
+        self.workflows
+            .index_of(workflow_id)
+            .is_some_and(|workflow_idx| self.bins.is_lent(TaskRef::new(workflow_idx, task_idx)))
+    }
+
+    /// What worker `name` has in use as placement counts it: slots, and the resources of the
+    /// tasks that ask.
+    pub fn worker_use(&self, name: &str) -> Option<(u32, taskfleet_common::resources::ResourceSet)> {
+        self.bins.used(name).map(|(slots, used)| (slots, used.clone()))
     }
 
     /// Slots taken by dispatched attempts, over all pools.
@@ -394,18 +490,28 @@ impl Engine {
 
     /// A task became ready: its pool's policy holds it until it is dispatched.
     fn push_ready(&mut self, task: TaskRef, now: Millis) {
-        let ready_seq = self.admission.next_ready_seq;
-        self.admission.next_ready_seq += 1;
         let run = self
             .workflows
             .get(task.workflow_idx)
             .expect("a ready task has a workflow");
         let spec = &run.spec.tasks[task.task_idx as usize];
+        // A task that asks for resources keeps its place while it waits for room.
+        let (ready_seq, ready_at) = match self.admission.asked_at.get(&task) {
+            Some(&kept) => kept,
+            None => {
+                let seq = self.admission.next_ready_seq;
+                self.admission.next_ready_seq += 1;
+                if packing::asks(spec) {
+                    self.admission.asked_at.insert(task, (seq, now));
+                }
+                (seq, now)
+            }
+        };
         let ready = ReadyTask {
             task,
             workflow_seq: run.seq,
             ready_seq,
-            ready_at: now,
+            ready_at,
             class: spec.priority,
             weight: spec.weight,
             estimate_ms: estimate_ms(spec, &self.config, &self.predictor),
@@ -472,3 +578,6 @@ fn pop_ready(policy: &mut dyn Policy, workflows: &Workflows, now: Millis) -> Opt
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod packing_tests;

@@ -13,9 +13,12 @@ use taskfleet_common::Millis;
 
 use super::run::{RunPlacement, WorkflowRun};
 use super::state::Plans;
-use super::{estimate_ms, pop_ready, Dispatch, Engine, EngineConfig, CRITICALITY_SAMPLES, ROOM_PER_SLOT};
+use super::{
+    estimate_ms, pop_ready, Dispatch, Engine, EngineConfig, BACKFILL_WINDOW, CRITICALITY_SAMPLES, ROOM_PER_SLOT,
+};
+use crate::packing::{self, Ask};
 use crate::eta::{monte_carlo_eta, slots_by_speed, TaskProgress};
-use crate::placement::{self, ParentAt, TaskShape, WorkerId};
+use crate::placement::{self, ParentAt, TaskShape, WorkerId, WorkerModel};
 use crate::policy::{Placement, TaskRef};
 use crate::predict::Predictor;
 
@@ -38,6 +41,7 @@ impl Engine {
         let mut deferred = Vec::new();
         let pool_names: Vec<Arc<str>> = self.admission.pools.keys().cloned().collect();
         for pool_name in pool_names {
+            let mut passed_over = 0;
             loop {
                 let placer = &self.plans.as_ref().expect("placement-aware policy").placer;
                 let pool = self.admission.pools.get_mut(&pool_name).expect("known pool");
@@ -51,9 +55,13 @@ impl Engine {
                     PlaceOutcome::Sent(dispatch) => dispatches.push(*dispatch),
                     PlaceOutcome::Waiting => {}
                     PlaceOutcome::NoWorker => {
-                        // No worker of the pool can take it now: it waits for one.
+                        // No worker of the pool can take it now: it waits for one. Later
+                        // tasks may still fit where one that asks for resources did not.
                         deferred.push(task);
-                        break;
+                        passed_over += 1;
+                        if !self.asks(task) || passed_over >= BACKFILL_WINDOW {
+                            break;
+                        }
                     }
                 }
             }
@@ -61,10 +69,28 @@ impl Engine {
         if !online {
             self.follow_plans(now, &mut dispatches, &mut deferred);
         }
-        for task in deferred {
-            self.push_ready(task, now);
-        }
+        self.wait_for_room(deferred, now);
         dispatches
+    }
+
+    /// Whether `task` asks for resources.
+    fn asks(&self, task: TaskRef) -> bool {
+        self.workflows
+            .get(task.workflow_idx)
+            .is_some_and(|run| packing::asks(&run.spec.tasks[task.task_idx as usize]))
+    }
+
+    /// Whether `task`, if it asks for resources, fits on `worker` now.
+    fn fits_now_on(&self, task: TaskRef, worker: WorkerId) -> bool {
+        let (Some(run), Some(plans)) = (self.workflows.get(task.workflow_idx), self.plans.as_ref()) else {
+            return false;
+        };
+        let spec_task = &run.spec.tasks[task.task_idx as usize];
+        !packing::asks(spec_task)
+            || self
+                .bins
+                .fits_on(&plans.placer.worker(worker).name, &Ask::of(spec_task, run.spec.tenant.as_deref()))
+                .is_some()
     }
 
     /// Each worker takes its planned tasks in planned order, each once it is ready, while the
@@ -115,9 +141,13 @@ impl Engine {
             // Tasks of the plan that were sent once and came back (retries) go first.
             while self.has_room(worker) {
                 let parked = plans_of(&mut self.plans).parked.get_mut(&worker);
-                let Some((_, Reverse(task))) = parked.and_then(BinaryHeap::pop) else {
+                let Some(&(_, Reverse(task))) = parked.as_ref().and_then(|parked| parked.peek()) else {
                     break;
                 };
+                if self.sendable(task) && !self.fits_now_on(task, worker) {
+                    break; // Its request waits for room there.
+                }
+                plans_of(&mut self.plans).parked.get_mut(&worker).map(BinaryHeap::pop);
                 if self.sendable(task) {
                     dispatches.push(self.send_planned(task, worker, now));
                 }
@@ -130,6 +160,7 @@ impl Engine {
                 match self.workflows.task_state(task) {
                     Some(TaskState::Pending | TaskState::Retrying) => break,
                     Some(TaskState::Ready) if self.leases.adoptable.contains_key(&task) => break,
+                    Some(TaskState::Ready) if !self.fits_now_on(task, worker) => break,
                     Some(TaskState::Ready) => {
                         self.unplan(worker, start, task);
                         dispatches.push(self.send_planned(task, worker, now));
@@ -189,7 +220,13 @@ impl Engine {
         let spec_task = &spec.tasks[idx];
         let slots = spec_task.resources.slots;
         let placement = run.placement.as_mut().expect("placed workflows have a placement");
-        let planned = placement.worker[idx].filter(|&planned| plans.placer.can_run(planned, &spec_task.pool, slots));
+        let asks = packing::asks(spec_task);
+        let ask = Ask::of(spec_task, spec.tenant.as_deref());
+        let bins = &self.bins;
+        let planned = placement.worker[idx].filter(|&planned| {
+            plans.placer.can_run(planned, &spec_task.pool, slots)
+                && (!asks || bins.could_fit_on(&plans.placer.worker(planned).name, &ask))
+        });
         if let (false, Some(planned)) = (online, planned) {
             let in_plan = plans
                 .order
@@ -209,8 +246,11 @@ impl Engine {
             end: placement.end[dep.task as usize],
             transfer_ms: u64::from(dep.transfer_ms),
         }));
+        // A task that asks for resources goes only where they fit now.
+        let fits_now = |worker: &WorkerModel| bins.fits_on(&worker.name, &ask).is_some();
         let shape = TaskShape {
             pool: &spec_task.pool,
+            fits: asks.then_some(&fits_now as &dyn Fn(&WorkerModel) -> bool),
             slots,
             estimate_ms: estimate_ms(spec_task, &self.config, &self.predictor),
             by_worker: spec_task.estimate_by_worker.as_ref(),
@@ -236,6 +276,14 @@ impl Engine {
         let spec_task = &run.spec.tasks[idx];
         if let Some(pool) = self.admission.pools.get_mut(&spec_task.pool) {
             pool.in_flight += spec_task.resources.slots as usize;
+        }
+        let asks = packing::asks(spec_task);
+        if asks {
+            let ask = Ask::of(spec_task, run.spec.tenant.as_deref());
+            let name = &placer.worker(worker).name;
+            let lent = self.bins.fits_on(name, &ask).unwrap_or(false);
+            self.bins.hold(task, name, lent, &ask);
+            self.admission.asked_at.remove(&task);
         }
         let message = run.dispatch_attempt(task.task_idx, now, &mut self.updates);
         let name = placer.worker(worker).name.clone();

@@ -49,7 +49,7 @@ impl Engine {
             TaskState::Dispatched if current => {
                 run.set_state(task.task_idx, TaskState::Running);
                 self.updates.task(run, task.task_idx);
-                self.leases.run_on(task, &event.worker);
+                self.runs_on(task, &event.worker);
                 Report::Current
             }
             TaskState::Running | TaskState::Ready if current => {
@@ -103,7 +103,7 @@ impl Engine {
             TaskState::Dispatched => Ok(Report::Current),
             TaskState::Running if self.leases.runs(task, worker) => Ok(Report::Current),
             TaskState::Running => {
-                self.leases.run_on(task, worker);
+                self.runs_on(task, worker);
                 Ok(Report::Moved)
             }
             TaskState::Ready if self.adopt(worker, workflow_id, task_idx, attempt) => Ok(Report::Adopted),
@@ -135,7 +135,7 @@ impl Engine {
         let slots = spec_task.resources.slots as usize;
         let pool = spec_task.pool.clone();
         self.admission.pool(&pool, &self.config).in_flight += slots;
-        self.leases.run_on(task, worker);
+        self.runs_on(task, worker);
         true
     }
 }

@@ -108,6 +108,9 @@ pub(super) struct Admission {
     pub(super) shared_slots: Vec<usize>,
     /// Order in which tasks became ready, for the policies' ties.
     pub(super) next_ready_seq: u64,
+    /// Ready tasks that ask for resources: their place in the ready order and when they
+    /// became ready, kept while they wait for a worker with room.
+    pub(super) asked_at: HashMap<TaskRef, (u64, Millis)>,
 }
 
 impl Admission {

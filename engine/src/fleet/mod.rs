@@ -102,6 +102,8 @@ impl Fleet {
                 || known.slots != info.slots
                 || known.draining != info.draining
                 || known.speed != info.speed
+                || known.capacity != info.capacity
+                || known.labels != info.labels
         });
         self.workers.insert(heartbeat.worker.clone(), info);
         changed
@@ -170,7 +172,12 @@ impl Fleet {
             .filter(|worker| !worker.draining && worker.slots > 0)
             .map(|worker| {
                 let pools: Vec<&str> = worker.pools.iter().map(String::as_str).collect();
-                WorkerModel::new(&worker.name, &pools, worker.slots, worker.speed)
+                let model = WorkerModel::new(&worker.name, &pools, worker.slots, worker.speed)
+                    .with_labels(worker.labels.clone());
+                match &worker.capacity {
+                    Some(capacity) => model.with_capacity(capacity.clone()),
+                    None => model,
+                }
             })
             .collect()
     }

@@ -35,13 +35,28 @@ pub use model::{runtime_on, ParentAt, Rated, WorkerId, WorkerModel};
 pub use plan::{plan, Plan, PlanKind, INSERTION_MAX_WORKERS};
 
 /// What is being placed.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct TaskShape<'a> {
     pub pool: &'a str,
     pub slots: u32,
     /// Runtime at speed 1 (declared, predicted, or the prior).
     pub estimate_ms: u64,
     pub by_worker: Option<&'a BTreeMap<String, Duration>>,
+    /// Only workers this accepts may take it (those where its request fits now, for a task
+    /// that asks for resources); `None`: any.
+    pub fits: Option<&'a dyn Fn(&WorkerModel) -> bool>,
+}
+
+impl std::fmt::Debug for TaskShape<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskShape")
+            .field("pool", &self.pool)
+            .field("slots", &self.slots)
+            .field("estimate_ms", &self.estimate_ms)
+            .field("by_worker", &self.by_worker)
+            .field("fits", &self.fits.is_some())
+            .finish()
+    }
 }
 
 /// Where and when a task is expected to run.
@@ -334,6 +349,7 @@ impl Placer {
             }
         }
         let mut best: Option<(Millis, f64, WorkerId, Choice)> = None;
+        let accepts = |placed: &PlacedWorker| task.fits.is_none_or(|fits| fits(&placed.model));
         let consider =
             |best: &mut Option<(Millis, f64, WorkerId, Choice)>, id: WorkerId, placed: &PlacedWorker, ready: Millis| {
                 let start = now.max(ready).max(placed.free_at(task.slots));
@@ -354,6 +370,7 @@ impl Placer {
                 && placed.model.slots >= task.slots
                 && placed.has_room(self.room_per_slot)
                 && placed.model.pools.iter().any(|p| &**p == task.pool)
+                && accepts(placed)
             {
                 let ready = self.scratch.data.local(id).unwrap_or(remote_ready);
                 consider(&mut best, id, placed, ready);
@@ -372,7 +389,7 @@ impl Placer {
                             continue;
                         }
                         let placed = &self.workers[id.index()];
-                        if placed.model.slots < task.slots {
+                        if placed.model.slots < task.slots || !accepts(placed) {
                             continue;
                         }
                         consider(&mut best, id, placed, remote_ready);

@@ -6,6 +6,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use taskfleet_common::resources::ResourceSet;
 use taskfleet_common::Millis;
 
 /// A worker of the fleet model: its place in the model, which never changes while the model
@@ -38,10 +39,15 @@ pub struct WorkerModel {
     pub slots: u32,
     /// Relative speed: a task with estimate `e` runs `e / speed` here.
     pub speed: f64,
+    /// The CPUs, memory, GPUs and custom resources it offers, when it announces them; without
+    /// them only its slots count.
+    pub capacity: Option<ResourceSet>,
+    /// Its labels (`arch: arm64`), which tasks select or prefer.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl WorkerModel {
-    /// A worker whose base name is its name.
+    /// A worker whose base name is its name, announcing no capacity nor labels.
     pub fn new(name: &str, pools: &[&str], slots: u32, speed: f64) -> WorkerModel {
         WorkerModel {
             name: Arc::from(name),
@@ -49,7 +55,21 @@ impl WorkerModel {
             pools: pools.iter().map(|pool| Arc::from(*pool)).collect(),
             slots,
             speed,
+            capacity: None,
+            labels: BTreeMap::new(),
         }
+    }
+
+    /// The same worker, offering `capacity`.
+    pub fn with_capacity(mut self, capacity: ResourceSet) -> WorkerModel {
+        self.capacity = Some(capacity);
+        self
+    }
+
+    /// The same worker, carrying `labels`.
+    pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> WorkerModel {
+        self.labels = labels;
+        self
     }
 }
 

@@ -27,7 +27,8 @@ use std::collections::{BinaryHeap, HashMap};
 use taskfleet_common::Millis;
 use taskfleet_common::{TaskSpec, WorkflowSpec};
 
-use super::{runtime_on, Choice, DataReady, ParentAt, Placer, TaskShape, WorkerId};
+use super::{runtime_on, Choice, DataReady, ParentAt, Placer, TaskShape, WorkerId, WorkerModel};
+use crate::packing;
 
 /// Pools with more workers than this are planned by appending rather than by insertion.
 pub const INSERTION_MAX_WORKERS: usize = 64;
@@ -151,15 +152,22 @@ pub fn plan(
                 });
             }
         }
+        // A task that asks for resources is planned only on workers that could ever hold them.
+        let asks = packing::asks(spec_task);
+        let could_take = |worker: &WorkerModel| packing::could_take(worker, spec_task);
         let shape = TaskShape {
             pool: &spec_task.pool,
+            fits: asks.then_some(&could_take as &dyn Fn(&WorkerModel) -> bool),
             slots: spec_task.resources.slots,
             estimate_ms: estimates[idx],
             by_worker: spec_task.estimate_by_worker.as_ref(),
         };
-        let only = cp_worker
-            .filter(|&worker| on_path[idx] && placer.can_run(worker, &spec_task.pool, spec_task.resources.slots));
-        let inserted = (spec_task.resources.slots == 1)
+        let only = cp_worker.filter(|&worker| {
+            on_path[idx]
+                && placer.can_run(worker, &spec_task.pool, spec_task.resources.slots)
+                && (!asks || could_take(placer.worker(worker)))
+        });
+        let inserted = (spec_task.resources.slots == 1 && !asks)
             .then(|| gaps.insert(placer, now, spec_task, estimates[idx], &parents, only))
             .flatten();
         let chosen = match inserted {

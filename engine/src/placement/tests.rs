@@ -30,6 +30,7 @@ fn three_processors() -> Placer {
 fn shape(estimate_ms: u64) -> TaskShape<'static> {
     TaskShape {
         pool: "default",
+        fits: None,
         slots: 1,
         estimate_ms,
         by_worker: None,
@@ -276,6 +277,7 @@ fn choose_finds_the_earliest_completion_of_a_full_scan() {
             let slots = rng.gen_range(1..3);
             let task = TaskShape {
                 slots,
+                fits: None,
                 ..shape(rng.gen_range(1..3000))
             };
             if let Some(choice) = placer.choose(Millis(rng.gen_range(0..500)), task, &[]) {
@@ -304,6 +306,7 @@ fn choose_finds_the_earliest_completion_of_a_full_scan() {
         let slots = rng.gen_range(1..3);
         let task = TaskShape {
             slots,
+            fits: None,
             by_worker: (!by_worker.is_empty()).then_some(&by_worker),
             ..shape(rng.gen_range(1..3000))
         };

@@ -4,22 +4,36 @@
 //! workers:
 //!   - {name: big, pools: [default], slots: 1, speed: 2.0, cpu: 16, memory: 64Gi}
 //!   - {name: small, slots: 1, count: 8}   # eight identical workers: small-1 .. small-8
+//!   - {name: gpu, slots: 4, gpu: 2, resources: {licenses: 2}, labels: {zone: b}}
 //! ```
 //!
 //! Defaults: `pools: [default]`, `slots: 1`, `speed: 1.0`, `count: 1`. The text (YAML or JSON)
 //! is read into a JSON value and checked by hand, so every problem names its field and all of
-//! them are reported at once. A worker with `cpu` or `memory` runs only the tasks whose
-//! `resources` fit in what is left of them (a task larger than every worker of its pool is
-//! refused up front); without them, only its slots count.
+//! them are reported at once. A worker with `cpu`, `memory`, `gpu` or custom `resources` is
+//! offered to the tasks that ask for resources as the live scheduler does
+//! ([`crate::packing`]): such a task goes where its request fits in what is left (a task larger
+//! than every worker of its pool is refused up front); without them, only its slots count.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use serde_json::{Map, Value};
+use taskfleet_common::resources::ResourceSet;
 use taskfleet_common::units::parse_size;
 
 const ROOT_FIELDS: &[&str] = &["name", "description", "workers"];
-const WORKER_FIELDS: &[&str] = &["name", "pools", "slots", "speed", "cpu", "memory", "count"];
+const WORKER_FIELDS: &[&str] = &[
+    "name",
+    "pools",
+    "slots",
+    "speed",
+    "cpu",
+    "memory",
+    "gpu",
+    "resources",
+    "labels",
+    "count",
+];
 /// Most workers one entry may stand for.
 const MAX_COUNT: u64 = 100_000;
 /// Most slots one worker may offer.
@@ -46,6 +60,11 @@ pub struct SimWorker {
     pub cpu: Option<f64>,
     /// Memory in bytes.
     pub memory: Option<u64>,
+    pub gpu: Option<u32>,
+    /// Custom resources it offers (`licenses: 2`).
+    pub custom: BTreeMap<String, f64>,
+    /// Labels tasks select or prefer.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl SimWorker {
@@ -59,7 +78,22 @@ impl SimWorker {
             speed,
             cpu: None,
             memory: None,
+            gpu: None,
+            custom: BTreeMap::new(),
+            labels: BTreeMap::new(),
         }
+    }
+
+    /// What it offers tasks that ask for resources, when the file declares any: a resource
+    /// left out is not counted (unlimited), a custom one left out is not offered.
+    pub fn capacity(&self) -> Option<ResourceSet> {
+        let declared = self.cpu.is_some() || self.memory.is_some() || self.gpu.is_some() || !self.custom.is_empty();
+        declared.then(|| ResourceSet {
+            cpu: self.cpu.unwrap_or(f64::INFINITY),
+            memory_bytes: self.memory.unwrap_or(u64::MAX),
+            gpu: self.gpu.unwrap_or(u32::MAX),
+            custom: self.custom.clone(),
+        })
     }
 }
 
@@ -222,6 +256,61 @@ fn worker_entry(problems: &mut Vec<String>, prefix: &str, entry: Value) -> Optio
             .map_err(|message| problems.push(problem(&field("memory"), message)))
             .ok()
     });
+    let gpu = map.remove("gpu").and_then(|value| match value.as_u64() {
+        Some(gpu) if gpu <= u64::from(u32::MAX) => Some(gpu as u32),
+        _ => {
+            problems.push(problem(&field("gpu"), format!("must be a whole number (got {value})")));
+            None
+        }
+    });
+    let mut custom = BTreeMap::new();
+    match map.remove("resources") {
+        None => {}
+        Some(Value::Object(resources)) => {
+            for (name, value) in resources {
+                match value.as_f64() {
+                    Some(amount) if amount.is_finite() && amount >= 0.0 && is_valid_name(&name) => {
+                        custom.insert(name, amount);
+                    }
+                    _ => problems.push(problem(
+                        &field(&format!("resources.{name}")),
+                        format!("must be a number of at least 0 (got {value})"),
+                    )),
+                }
+            }
+        }
+        Some(other) => problems.push(problem(
+            &field("resources"),
+            format!("must be a mapping of custom resources to amounts, such as {{licenses: 2}} (got {other})"),
+        )),
+    }
+    let mut labels = BTreeMap::new();
+    match map.remove("labels") {
+        None => {}
+        Some(Value::Object(given)) => {
+            for (label, value) in given {
+                let text = match value {
+                    Value::String(text) => Some(text),
+                    Value::Number(number) => Some(number.to_string()),
+                    Value::Bool(flag) => Some(flag.to_string()),
+                    _ => None,
+                };
+                match text {
+                    Some(text) if is_valid_name(&label) => {
+                        labels.insert(label, text);
+                    }
+                    _ => problems.push(problem(
+                        &field(&format!("labels.{label}")),
+                        "must be a string, number or boolean",
+                    )),
+                }
+            }
+        }
+        Some(other) => problems.push(problem(
+            &field("labels"),
+            format!("must be a mapping of labels to values, such as {{zone: a}} (got {other})"),
+        )),
+    }
     unknown_fields(problems, prefix, &map, WORKER_FIELDS);
     if problems.len() > n_before {
         return None;
@@ -234,6 +323,9 @@ fn worker_entry(problems: &mut Vec<String>, prefix: &str, entry: Value) -> Optio
         speed,
         cpu,
         memory,
+        gpu,
+        custom,
+        labels,
     };
     Some((worker, count))
 }

@@ -132,12 +132,18 @@ impl Simulator {
                         task.resources.slots, task.pool
                     ),
                     Some(_) if !fits_some_worker(&pool_workers, &fleet, task) => {
-                        let mut asks = format!("{} CPUs", task.resources.cpu);
-                        if task.resources.memory > 0 {
-                            let memory = taskfleet_common::units::format_bytes(task.resources.memory);
-                            asks.push_str(&format!(" and {memory} of memory"));
-                        }
-                        format!("asks for {asks}, more than any worker serving pool `{}` has", task.pool)
+                        let asks = task.resources.request().describe();
+                        let labels = if task.selector.is_empty() {
+                            String::new()
+                        } else {
+                            let wanted: Vec<String> =
+                                task.selector.iter().map(|(label, value)| format!("{label}={value}")).collect();
+                            format!(" with labels {}", wanted.join(", "))
+                        };
+                        format!(
+                            "asks for {asks}{labels}, more than any worker serving pool `{}` has",
+                            task.pool
+                        )
                     }
                     Some(_) => continue,
                 };
@@ -252,11 +258,17 @@ fn unique_names(workflows: &[SimWorkflow]) -> Vec<String> {
 #[cfg(test)]
 mod tests;
 
-/// Whether one worker of `task`'s pool has the CPUs and memory `task` asks for, when idle.
+/// Whether one worker of `task`'s pool carries the labels `task` selects and has the
+/// resources it asks for, when idle.
 fn fits_some_worker(pool_workers: &HashMap<Arc<str>, PoolWorkers>, fleet: &FleetSpec, task: &TaskSpec) -> bool {
     pool_workers.get(&*task.pool).is_some_and(|pool| {
-        pool.by_speed
-            .iter()
-            .any(|&worker| placement::Room::of(&fleet.workers[worker]).fits(task))
+        pool.by_speed.iter().any(|&worker| {
+            let worker = &fleet.workers[worker];
+            let labelled = task
+                .selector
+                .iter()
+                .all(|(label, value)| worker.labels.get(label) == Some(value));
+            labelled && placement::Room::of(worker).could_ever_fit(task)
+        })
     })
 }

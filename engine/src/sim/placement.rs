@@ -7,45 +7,59 @@
 
 use std::time::Duration;
 
+use taskfleet_common::resources::ResourceSet;
 use taskfleet_common::TaskSpec;
 
 use super::fleet::SimWorker;
+use crate::packing;
 use crate::placement::{rated_by_fields, runtime_on, DataReady, ParentAt, WorkerId};
 
-/// What is left of a simulated worker's CPUs and memory, for the fleet files that declare them;
-/// a resource the file leaves out is not counted.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// What a simulated worker offers and what the tasks that ask for resources hold of it, for
+/// the fleet files that declare capacity. Best-effort tasks count only their slots, as in the
+/// live scheduler ([`crate::packing`]).
+#[derive(Clone, Debug, PartialEq)]
 pub(super) struct Room {
-    pub(super) cpu: Option<f64>,
-    pub(super) memory: Option<u64>,
+    capacity: Option<ResourceSet>,
+    used: ResourceSet,
 }
 
 impl Room {
     /// All of `worker`'s room.
     pub(super) fn of(worker: &SimWorker) -> Room {
         Room {
-            cpu: worker.cpu,
-            memory: worker.memory,
+            capacity: worker.capacity(),
+            used: ResourceSet::default(),
         }
     }
 
     /// Whether `task`'s request fits in what is left.
     pub(super) fn fits(&self, task: &TaskSpec) -> bool {
-        self.cpu.is_none_or(|cpu| task.resources.cpu <= cpu + 1e-9)
-            && self.memory.is_none_or(|memory| task.resources.memory <= memory)
+        !packing::asks(task)
+            || self
+                .capacity
+                .as_ref()
+                .is_none_or(|capacity| packing::fits(&task.resources, capacity, &self.used))
+    }
+
+    /// Whether `task`'s request would fit in all of it.
+    pub(super) fn could_ever_fit(&self, task: &TaskSpec) -> bool {
+        !packing::asks(task)
+            || self
+                .capacity
+                .as_ref()
+                .is_none_or(|capacity| packing::fits(&task.resources, capacity, &ResourceSet::default()))
     }
 
     /// Takes (`sign` 1) or gives back (`sign` -1) what `task` asks for.
     pub(super) fn take(&mut self, task: &TaskSpec, sign: i8) {
-        if let Some(cpu) = &mut self.cpu {
-            *cpu += -f64::from(sign) * task.resources.cpu;
+        if !packing::asks(task) || self.capacity.is_none() {
+            return;
         }
-        if let Some(memory) = &mut self.memory {
-            *memory = if sign > 0 {
-                memory.saturating_sub(task.resources.memory)
-            } else {
-                memory.saturating_add(task.resources.memory)
-            };
+        let request = task.resources.request();
+        if sign > 0 {
+            self.used.add(&request);
+        } else {
+            self.used.sub(&request);
         }
     }
 }

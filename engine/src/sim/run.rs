@@ -89,20 +89,20 @@ pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f6
         capacity,
         ..FleetView::default()
     };
-    if engine.places_tasks() {
-        fleet.workers = sim
-            .fleet
-            .workers
-            .iter()
-            .map(|worker| WorkerModel {
-                name: Arc::from(worker.name.as_str()),
-                base: Arc::from(worker.base.as_str()),
-                pools: worker.pools.iter().map(|pool| Arc::from(pool.as_str())).collect(),
-                slots: worker.slots,
-                speed: worker.speed,
-            })
-            .collect();
-    }
+    fleet.workers = sim
+        .fleet
+        .workers
+        .iter()
+        .map(|worker| WorkerModel {
+            name: Arc::from(worker.name.as_str()),
+            base: Arc::from(worker.base.as_str()),
+            pools: worker.pools.iter().map(|pool| Arc::from(pool.as_str())).collect(),
+            slots: worker.slots,
+            speed: worker.speed,
+            capacity: worker.capacity(),
+            labels: worker.labels.clone(),
+        })
+        .collect();
     engine.set_fleet(&fleet, Millis(0));
     let n_workers = sim.fleet.workers.len();
     let mut state = State {

@@ -79,18 +79,19 @@ impl Checker<'_> {
     }
 
     /// `selector: {arch: arm64, zone: a}`: labels named like pools, values as text.
-    pub(super) fn selector(&mut self, task: Option<&str>, value: Value) -> BTreeMap<String, String> {
+    /// Labels a task selects (`selector`) or prefers (`prefer`), by the field's name.
+    pub(super) fn selector(&mut self, task: Option<&str>, name: &str, value: Value) -> BTreeMap<String, String> {
         let mut selector = BTreeMap::new();
         let Value::Object(map) = value else {
             self.problem(
                 task,
-                "selector",
+                name,
                 "must be a mapping of labels to values, such as {arch: arm64}",
             );
             return selector;
         };
         for (key, value) in map {
-            let field = format!("selector.{key}");
+            let field = format!("{name}.{key}");
             if !is_valid_name(&key, 64) {
                 self.problem(task, &field, "a label is named by 1 to 64 of A-Z a-z 0-9 _ . -");
                 continue;

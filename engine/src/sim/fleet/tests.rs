@@ -61,7 +61,7 @@ fn each_mistake_names_its_field() {
         ),
         (
             "workers: [{name: a, sped: 2}]",
-            "field `workers[0].sped`: unknown field; expected one of: name, pools, slots, speed, cpu, memory, count",
+            "field `workers[0].sped`: unknown field; expected one of: name, pools, slots, speed, cpu, memory, gpu, resources, labels, count",
         ),
         (
             "workers: [{name: a}, {name: a}]",

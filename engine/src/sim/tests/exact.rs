@@ -200,10 +200,16 @@ fn a_worker_runs_no_more_than_its_cpus_and_memory_hold() {
         "workers:\n  - {name: w, slots: 4, cpu: 2, memory: 8Gi}\n  - {name: roomy, pools: [big], slots: 1, cpu: 16, memory: 64Gi}\n",
     )
     .unwrap();
-    // Four one-CPU tasks of 1 s: four slots, but two CPUs, so two at a time.
-    let yaml = "name: cpus\ntasks:\n  - {id: a, handler: noop, estimate: 1s}\n  - {id: b, handler: noop, estimate: 1s}\n  - {id: c, handler: noop, estimate: 1s}\n  - {id: d, handler: noop, estimate: 1s}\n";
-    let report = simulate(fleet_spec.clone(), vec![workflow(yaml, 0)], PolicyKind::Fcfs);
+    // Four tasks of 1 s asking for one CPU and 1 GiB each: four slots, but two CPUs, so two
+    // at a time.
+    let task = |id: &str| format!("  - {{id: {id}, handler: noop, estimate: 1s, resources: {{cpu: 1, memory: 1Gi}}}}\n");
+    let yaml = format!("name: cpus\ntasks:\n{}{}{}{}", task("a"), task("b"), task("c"), task("d"));
+    let report = simulate(fleet_spec.clone(), vec![workflow(&yaml, 0)], PolicyKind::Fcfs);
     assert_eq!(report.makespan, 2.0);
+    // Tasks that ask for nothing are best effort: they count only their slots.
+    let yaml = "name: slots\ntasks:\n  - {id: a, handler: noop, estimate: 1s}\n  - {id: b, handler: noop, estimate: 1s}\n  - {id: c, handler: noop, estimate: 1s}\n  - {id: d, handler: noop, estimate: 1s}\n";
+    let report = simulate(fleet_spec.clone(), vec![workflow(yaml, 0)], PolicyKind::Fcfs);
+    assert_eq!(report.makespan, 1.0);
     // Memory counts the same way: two 3 GiB tasks at a time in 8 GiB, a 6 GiB one alone.
     let yaml = "name: memory\ntasks:\n  - {id: a, handler: noop, estimate: 1s, resources: {cpu: 0.5, memory: 3Gi}}\n  - {id: b, handler: noop, estimate: 1s, resources: {cpu: 0.5, memory: 3Gi}}\n  - {id: c, handler: noop, estimate: 1s, resources: {cpu: 0.5, memory: 6Gi}}\n";
     let report = simulate(fleet_spec.clone(), vec![workflow(yaml, 0)], PolicyKind::Fcfs);
