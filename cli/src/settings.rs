@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use taskfleet_common::units::{ByteSize, HumanDuration};
 use taskfleet_common::wire::{is_valid_worker_name, MAX_WORKER_SLOTS, WORKER_NAME_RULE};
 use taskfleet_engine::fleet::{MAX_SPEED, MIN_SPEED};
+use taskfleet_engine::packing::{PackingKind, Reservation};
 use taskfleet_engine::policy::PolicyKind;
 use taskfleet_transport::DEFAULT_AMQP_URL;
 pub use taskfleet_worker::limits::Mode as LimitsMode;
@@ -45,6 +46,10 @@ pub struct SchedulerSettings {
     pub lease_timeout: HumanDuration,
     /// Tasks released beyond the fleet's free slots.
     pub prefetch_margin: usize,
+    /// How a task that asks for resources chooses among the workers where it fits.
+    pub packing: PackingKind,
+    /// Capacity kept for a priority class or tenant (`high:gpu=25%`), lent while idle.
+    pub reserve: Vec<Reservation>,
     /// Most tasks a workflow may have.
     pub max_tasks: usize,
     /// Largest workflow accepted through the API or the submit queue.
@@ -65,6 +70,8 @@ impl Default for SchedulerSettings {
             predictive: false,
             lease_timeout: HumanDuration(std::time::Duration::from_secs(10)),
             prefetch_margin: 16,
+            packing: PackingKind::default(),
+            reserve: Vec::new(),
             max_tasks: taskfleet_common::workflow::DEFAULT_MAX_TASKS,
             max_body: ByteSize(64 << 20),
         }

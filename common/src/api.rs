@@ -84,6 +84,10 @@ pub struct TaskStatus {
     /// the worker's heartbeats renew it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseStatus>,
+    /// Its attempt runs on capacity reserved for others (a priority class or tenant), lent
+    /// while they had nothing waiting: the first to make way when they need it back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lent: bool,
     /// The JSON the task produced, if it succeeded with an output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Box<RawValue>>,

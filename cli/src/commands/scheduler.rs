@@ -9,6 +9,7 @@ use clap::Args;
 use taskfleet_common::units::HumanDuration;
 use taskfleet_common::workflow::ValidateOptions;
 use taskfleet_engine::engine::EngineConfig;
+use taskfleet_engine::packing::{PackingKind, Reservation};
 use taskfleet_engine::policy::{PolicyConfig, PolicyKind};
 use taskfleet_scheduler::server::{self, ServerConfig};
 use taskfleet_transport::queues::QueueNames;
@@ -38,6 +39,15 @@ pub struct SchedulerArgs {
     /// Tasks released beyond the fleet's free slots.
     #[arg(long, env = "TASKFLEET_PREFETCH_MARGIN")]
     pub prefetch_margin: Option<usize>,
+    /// How a task that asks for resources chooses among the workers where it fits:
+    /// first-fit, best-fit (the tightest) or spread (the emptiest).
+    #[arg(long, env = "TASKFLEET_PACKING")]
+    pub packing: Option<PackingKind>,
+    /// Reserve capacity for a priority class or tenant, lent to others while idle:
+    /// OWNER:RESOURCE=AMOUNT[@POOL], e.g. high:gpu=25% or tenant=acme:memory=64Gi@batch
+    /// (repeatable).
+    #[arg(long = "reserve", env = "TASKFLEET_RESERVE", value_delimiter = ',')]
+    pub reserve: Vec<Reservation>,
 }
 
 impl SchedulerArgs {
@@ -49,6 +59,10 @@ impl SchedulerArgs {
         set(&mut settings.policy, self.policy);
         set(&mut settings.lease_timeout, self.lease_timeout);
         set(&mut settings.prefetch_margin, self.prefetch_margin);
+        set(&mut settings.packing, self.packing);
+        if !self.reserve.is_empty() {
+            settings.reserve = self.reserve;
+        }
         settings.predictive |= self.predictive;
         settings.check()?;
         Ok(settings)
@@ -68,6 +82,8 @@ fn server_config(settings: &SchedulerSettings) -> ServerConfig {
             },
             predictive: settings.predictive,
             prefetch_margin: settings.prefetch_margin,
+            packing: settings.packing,
+            reservations: settings.reserve.clone(),
             ..EngineConfig::default()
         },
         lease_timeout: settings.lease_timeout.0,

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+use taskfleet_engine::packing::{PackingKind, Reservation};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -58,6 +59,13 @@ pub struct SimulateArgs {
     /// each policy's gap to it.
     #[arg(long)]
     pub optimal: bool,
+    /// How tasks that ask for resources choose among the workers where they fit, as the
+    /// scheduler's --packing.
+    #[arg(long, default_value = "best-fit")]
+    pub packing: PackingKind,
+    /// Capacity reserved for a class or tenant, as the scheduler's --reserve (repeatable).
+    #[arg(long = "reserve", value_delimiter = ',')]
+    pub reserve: Vec<Reservation>,
 }
 
 /// What `taskfleet simulate` can run: a policy, or the exact solver.
@@ -131,7 +139,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         ..PolicyConfig::default()
     };
     let simulator = match Simulator::new(fleet, workflows, policy_config) {
-        Ok(simulator) => simulator,
+        Ok(simulator) => simulator.with_packing(args.packing, args.reserve.clone()),
         Err(error) => {
             eprintln!("error: {error}");
             return Ok(ExitCode::from(EXIT_INVALID));

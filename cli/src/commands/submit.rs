@@ -95,5 +95,7 @@ fn progress_of(status: &WorkflowStatus) -> WorkflowProgress {
     WorkflowProgress {
         state: WorkflowState::parse(&status.state).unwrap_or(WorkflowState::Running),
         counts,
+        // The progress display shows counts only.
+        lent: Vec::new(),
     }
 }

@@ -430,7 +430,9 @@ impl Engine {
             }
             self.leases.forget_workflow(workflow_idx);
             self.bins.forget_workflow(workflow_idx);
-            self.admission.asked_at.retain(|task, _| task.workflow_idx != workflow_idx);
+            self.admission
+                .asked_at
+                .retain(|task, _| task.workflow_idx != workflow_idx);
         }
     }
 
@@ -440,10 +442,18 @@ impl Engine {
         if self.bins.has_reservations() {
             let specs: Vec<(Arc<WorkflowSpec>, usize)> = deferred
                 .iter()
-                .filter_map(|task| Some((self.workflows.get(task.workflow_idx)?.spec.clone(), task.task_idx as usize)))
+                .filter_map(|task| {
+                    Some((
+                        self.workflows.get(task.workflow_idx)?.spec.clone(),
+                        task.task_idx as usize,
+                    ))
+                })
                 .collect();
-            self.bins
-                .set_waiting(specs.iter().map(|(spec, idx)| Ask::of(&spec.tasks[*idx], spec.tenant.as_deref())));
+            self.bins.set_waiting(
+                specs
+                    .iter()
+                    .map(|(spec, idx)| Ask::of(&spec.tasks[*idx], spec.tenant.as_deref())),
+            );
         }
         for task in deferred {
             self.push_ready(task, now);
@@ -466,6 +476,14 @@ impl Engine {
             self.bins.hold(task, worker, false, &ask);
         } else {
             self.bins.started(task, worker, spec_task.resources.slots);
+        }
+    }
+
+    /// The tasks of a workflow whose attempts run on capacity lent to them, by index.
+    pub fn lent_tasks(&self, workflow_id: &str) -> Vec<u32> {
+        match self.workflows.index_of(workflow_id) {
+            Some(workflow_idx) => self.bins.lent_tasks(workflow_idx),
+            None => Vec::new(),
         }
     }
 

@@ -45,7 +45,12 @@ fn engine_with(config: EngineConfig, workers: &[WorkerModel]) -> Engine {
 fn sent(dispatches: &[Dispatch]) -> Vec<(String, Option<String>)> {
     dispatches
         .iter()
-        .map(|dispatch| (dispatch.message.task.clone(), dispatch.worker.as_deref().map(str::to_string)))
+        .map(|dispatch| {
+            (
+                dispatch.message.task.clone(),
+                dispatch.worker.as_deref().map(str::to_string),
+            )
+        })
         .collect()
 }
 
@@ -133,9 +138,18 @@ fn a_lost_worker_frees_what_its_attempts_held_and_they_go_elsewhere() {
         },
         &workers,
     );
-    engine.add_workflow("wf".into(), spec(&tasks(&[("t", ", resources: {memory: 10Gi}")])), None, Millis(0));
+    engine.add_workflow(
+        "wf".into(),
+        spec(&tasks(&[("t", ", resources: {memory: 10Gi}")])),
+        None,
+        Millis(0),
+    );
     assert_eq!(sent(&engine.dispatch(Millis(0))), [on("t", "a")]);
-    assert_eq!(engine.on_worker_lost("a", Millis(5)), 1, "its lease goes with the worker");
+    assert_eq!(
+        engine.on_worker_lost("a", Millis(5)),
+        1,
+        "its lease goes with the worker"
+    );
     assert_eq!(engine.worker_use("a").unwrap().1.memory_bytes, 0);
     let again = engine.dispatch(Millis(5));
     assert_eq!(sent(&again), [on("t", "b")]);
@@ -209,7 +223,10 @@ fn mct_places_a_task_that_asks_only_where_it_fits_even_if_slower() {
         ("small", ", estimate: 4s, resources: {memory: 1Gi}"),
     ]);
     engine.add_workflow("wf".into(), spec(&yaml), None, Millis(0));
-    assert_eq!(sent(&engine.dispatch(Millis(0))), [on("big", "slow"), on("small", "fast")]);
+    assert_eq!(
+        sent(&engine.dispatch(Millis(0))),
+        [on("big", "slow"), on("small", "fast")]
+    );
 }
 
 #[test]

@@ -16,8 +16,8 @@ use super::state::Plans;
 use super::{
     estimate_ms, pop_ready, Dispatch, Engine, EngineConfig, BACKFILL_WINDOW, CRITICALITY_SAMPLES, ROOM_PER_SLOT,
 };
-use crate::packing::{self, Ask};
 use crate::eta::{monte_carlo_eta, slots_by_speed, TaskProgress};
+use crate::packing::{self, Ask};
 use crate::placement::{self, ParentAt, TaskShape, WorkerId, WorkerModel};
 use crate::policy::{Placement, TaskRef};
 use crate::predict::Predictor;
@@ -89,7 +89,10 @@ impl Engine {
         !packing::asks(spec_task)
             || self
                 .bins
-                .fits_on(&plans.placer.worker(worker).name, &Ask::of(spec_task, run.spec.tenant.as_deref()))
+                .fits_on(
+                    &plans.placer.worker(worker).name,
+                    &Ask::of(spec_task, run.spec.tenant.as_deref()),
+                )
                 .is_some()
     }
 

@@ -201,6 +201,21 @@ impl PackingKind {
     }
 }
 
+/// Written and read by name, as on the command line (`"best-fit"`).
+impl serde::Serialize for PackingKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PackingKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for PackingKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -585,6 +600,21 @@ impl Bins {
     /// way when the owner needs it back).
     pub fn is_lent(&self, task: TaskRef) -> bool {
         self.holds.get(&task).is_some_and(|hold| hold.lent)
+    }
+
+    /// The tasks of a workflow on lent capacity, by index, in order.
+    pub fn lent_tasks(&self, workflow_idx: u32) -> Vec<u32> {
+        if self.reserved.is_empty() {
+            return Vec::new();
+        }
+        let mut tasks: Vec<u32> = self
+            .holds
+            .iter()
+            .filter(|(task, hold)| hold.lent && task.workflow_idx == workflow_idx)
+            .map(|(task, _)| task.task_idx)
+            .collect();
+        tasks.sort_unstable();
+        tasks
     }
 
     /// Tells the reservations how many of their owners' tasks wait for room now (from the

@@ -51,15 +51,16 @@ impl FromStr for Reservation {
     /// `OWNER:RESOURCE=AMOUNT[@POOL]`, where OWNER is a priority class or `tenant=NAME`, and
     /// AMOUNT a number, a size (`64Gi`) or a share (`25%`).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let usage = || format!("`{text}`: a reservation reads OWNER:RESOURCE=AMOUNT[@POOL], e.g. high:gpu=25% or tenant=acme:memory=64Gi@batch");
+        let usage = || {
+            format!("`{text}`: a reservation reads OWNER:RESOURCE=AMOUNT[@POOL], e.g. high:gpu=25% or tenant=acme:memory=64Gi@batch")
+        };
         let (owner, rest) = text.split_once(':').ok_or_else(usage)?;
         let owner = match owner.strip_prefix("tenant=") {
             Some(tenant) if !tenant.is_empty() => Owner::Tenant(tenant.to_string()),
             Some(_) => return Err(usage()),
-            None => Owner::Class(
-                PriorityClass::parse(owner)
-                    .ok_or_else(|| format!("`{text}`: `{owner}` is neither a priority class (high, normal, low) nor tenant=NAME"))?,
-            ),
+            None => Owner::Class(PriorityClass::parse(owner).ok_or_else(|| {
+                format!("`{text}`: `{owner}` is neither a priority class (high, normal, low) nor tenant=NAME")
+            })?),
         };
         let (rest, pool) = match rest.split_once('@') {
             Some((rest, pool)) if !pool.is_empty() => (rest, Some(pool.to_string())),
@@ -82,7 +83,11 @@ impl FromStr for Reservation {
         } else {
             match amount.parse::<f64>() {
                 Ok(units) if units > 0.0 && units.is_finite() => Amount::Units(units),
-                _ => return Err(format!("`{text}`: the amount must be a positive number or a share like 25%")),
+                _ => {
+                    return Err(format!(
+                        "`{text}`: the amount must be a positive number or a share like 25%"
+                    ))
+                }
             }
         };
         Ok(Reservation {
@@ -109,6 +114,21 @@ impl fmt::Display for Reservation {
             write!(f, "@{pool}")?;
         }
         Ok(())
+    }
+}
+
+/// Written and read as on the command line (`"high:gpu=25%"`).
+impl serde::Serialize for Reservation {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Reservation {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -149,7 +169,12 @@ impl Reserved {
     /// Counts what the alive `workers` in its scope offer.
     pub(super) fn set_total<'a>(&mut self, workers: impl Iterator<Item = &'a WorkerModel>) {
         self.total = workers
-            .filter(|worker| self.spec.pool.as_ref().is_none_or(|pool| worker.pools.iter().any(|p| &**p == pool)))
+            .filter(|worker| {
+                self.spec
+                    .pool
+                    .as_ref()
+                    .is_none_or(|pool| worker.pools.iter().any(|p| &**p == pool))
+            })
             .filter_map(|worker| worker.capacity.as_ref())
             .map(|capacity| match self.spec.resource.as_str() {
                 "cpu" => capacity.cpu,

@@ -56,9 +56,15 @@ fn a_task_goes_only_where_every_part_of_its_request_fits() {
     let mut bins = Bins::new(PackingKind::FirstFit, &[]);
     bins.set_workers(&[worker("a-small", 4, 2.0, 4, 0), worker("b-big", 4, 16.0, 64, 1)]);
     let big = resources(4.0, 32, 0);
-    assert_eq!(&*bins.choose(&ask(&big, PriorityClass::Normal)).unwrap().worker, "b-big");
+    assert_eq!(
+        &*bins.choose(&ask(&big, PriorityClass::Normal)).unwrap().worker,
+        "b-big"
+    );
     let gpu = resources(1.0, 1, 1);
-    assert_eq!(&*place(&mut bins, 1, &ask(&gpu, PriorityClass::Normal)).unwrap().worker, "b-big");
+    assert_eq!(
+        &*place(&mut bins, 1, &ask(&gpu, PriorityClass::Normal)).unwrap().worker,
+        "b-big"
+    );
     // The only GPU is held: another GPU task waits until it is released.
     assert_eq!(bins.choose(&ask(&gpu, PriorityClass::Normal)), Err(Unplaced::NoRoom));
     bins.release(task(1));
@@ -67,17 +73,30 @@ fn a_task_goes_only_where_every_part_of_its_request_fits() {
 
 #[test]
 fn first_fit_takes_the_first_by_name_and_best_fit_the_tightest() {
-    let fleet = [worker("a", 8, 16.0, 64, 0), worker("b", 8, 4.0, 8, 0), worker("c", 8, 8.0, 16, 0)];
+    let fleet = [
+        worker("a", 8, 16.0, 64, 0),
+        worker("b", 8, 4.0, 8, 0),
+        worker("c", 8, 8.0, 16, 0),
+    ];
     let request = resources(2.0, 4, 0);
     let mut first = Bins::new(PackingKind::FirstFit, &[]);
     first.set_workers(&fleet);
-    assert_eq!(&*first.choose(&ask(&request, PriorityClass::Normal)).unwrap().worker, "a");
+    assert_eq!(
+        &*first.choose(&ask(&request, PriorityClass::Normal)).unwrap().worker,
+        "a"
+    );
     let mut best = Bins::new(PackingKind::BestFit, &[]);
     best.set_workers(&fleet);
-    assert_eq!(&*best.choose(&ask(&request, PriorityClass::Normal)).unwrap().worker, "b");
+    assert_eq!(
+        &*best.choose(&ask(&request, PriorityClass::Normal)).unwrap().worker,
+        "b"
+    );
     let mut spread = Bins::new(PackingKind::Spread, &[]);
     spread.set_workers(&fleet);
-    assert_eq!(&*spread.choose(&ask(&request, PriorityClass::Normal)).unwrap().worker, "a");
+    assert_eq!(
+        &*spread.choose(&ask(&request, PriorityClass::Normal)).unwrap().worker,
+        "a"
+    );
 }
 
 #[test]
@@ -90,7 +109,11 @@ fn best_fit_packs_small_tasks_so_that_a_large_one_still_finds_an_empty_worker() 
         bins.set_workers(&fleet);
         place(&mut bins, 0, &ask(&small, PriorityClass::Normal)).unwrap();
         place(&mut bins, 1, &ask(&small, PriorityClass::Normal)).unwrap();
-        assert_eq!(bins.choose(&ask(&large, PriorityClass::Normal)).is_ok(), large_fits, "{packing}");
+        assert_eq!(
+            bins.choose(&ask(&large, PriorityClass::Normal)).is_ok(),
+            large_fits,
+            "{packing}"
+        );
     }
 }
 
@@ -100,15 +123,28 @@ fn slots_custom_resources_and_labels_count_and_preferred_labels_come_first() {
         worker("a", 1, 8.0, 8, 0).with_labels(BTreeMap::from([("zone".to_string(), "a".to_string())])),
         worker("b", 2, 8.0, 8, 0).with_labels(BTreeMap::from([("zone".to_string(), "b".to_string())])),
     ];
-    fleet[1].capacity.as_mut().unwrap().custom.insert("licenses".to_string(), 1.0);
+    fleet[1]
+        .capacity
+        .as_mut()
+        .unwrap()
+        .custom
+        .insert("licenses".to_string(), 1.0);
     let mut bins = Bins::new(PackingKind::FirstFit, &[]);
     bins.set_workers(&fleet);
     let licensed = Resources {
         custom: BTreeMap::from([("licenses".to_string(), 1.0)]),
         ..resources(1.0, 1, 0)
     };
-    assert_eq!(&*place(&mut bins, 0, &ask(&licensed, PriorityClass::Normal)).unwrap().worker, "b");
-    assert_eq!(bins.choose(&ask(&licensed, PriorityClass::Normal)), Err(Unplaced::NoRoom));
+    assert_eq!(
+        &*place(&mut bins, 0, &ask(&licensed, PriorityClass::Normal))
+            .unwrap()
+            .worker,
+        "b"
+    );
+    assert_eq!(
+        bins.choose(&ask(&licensed, PriorityClass::Normal)),
+        Err(Unplaced::NoRoom)
+    );
     let plain = resources(1.0, 1, 0);
     let zone_b = BTreeMap::from([("zone".to_string(), "b".to_string())]);
     let prefers_b = Ask {
@@ -159,7 +195,10 @@ fn reserved_capacity_is_lent_while_idle_and_goes_to_its_owner_once_it_waits() {
 #[test]
 fn a_tenant_reservation_concerns_its_pool_and_tenant_only() {
     let reservation: Reservation = "tenant=acme:memory=8Gi@default".parse().unwrap();
-    assert_eq!(reservation.to_string(), format!("tenant=acme:memory={}@default", 8 * GI));
+    assert_eq!(
+        reservation.to_string(),
+        format!("tenant=acme:memory={}@default", 8 * GI)
+    );
     let mut bins = Bins::new(PackingKind::FirstFit, &[reservation]);
     bins.set_workers(&[worker("a", 8, 8.0, 16, 0)]);
     let half = resources(1.0, 8, 0);

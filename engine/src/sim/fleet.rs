@@ -12,7 +12,8 @@
 //! them are reported at once. A worker with `cpu`, `memory`, `gpu` or custom `resources` is
 //! offered to the tasks that ask for resources as the live scheduler does
 //! ([`crate::packing`]): such a task goes where its request fits in what is left (a task larger
-//! than every worker of its pool is refused up front); without them, only its slots count.
+//! than every worker of its pool is refused up front). CPUs and memory a worker leaves out are
+//! not counted; GPUs and custom resources it leaves out it does not have.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -84,16 +85,15 @@ impl SimWorker {
         }
     }
 
-    /// What it offers tasks that ask for resources, when the file declares any: a resource
-    /// left out is not counted (unlimited), a custom one left out is not offered.
-    pub fn capacity(&self) -> Option<ResourceSet> {
-        let declared = self.cpu.is_some() || self.memory.is_some() || self.gpu.is_some() || !self.custom.is_empty();
-        declared.then(|| ResourceSet {
+    /// What it offers tasks that ask for resources: CPUs and memory the file leaves out are
+    /// not counted (unlimited); GPUs and custom resources it leaves out are not offered.
+    pub fn capacity(&self) -> ResourceSet {
+        ResourceSet {
             cpu: self.cpu.unwrap_or(f64::INFINITY),
             memory_bytes: self.memory.unwrap_or(u64::MAX),
-            gpu: self.gpu.unwrap_or(u32::MAX),
+            gpu: self.gpu.unwrap_or(0),
             custom: self.custom.clone(),
-        })
+        }
     }
 }
 

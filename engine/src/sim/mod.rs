@@ -21,6 +21,7 @@ pub mod placement;
 pub mod report;
 mod run;
 
+use crate::packing::{PackingKind, Reservation};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +76,9 @@ pub struct Simulator {
     pool_workers: HashMap<Arc<str>, PoolWorkers>,
     /// The workers each name in `estimate_by_worker` can mean (a full name, or an entry's).
     by_name: HashMap<String, Vec<usize>>,
+    /// How tasks that ask for resources are packed, and what is reserved, as in the scheduler.
+    packing: PackingKind,
+    reservations: Vec<Reservation>,
 }
 
 impl Simulator {
@@ -136,8 +140,11 @@ impl Simulator {
                         let labels = if task.selector.is_empty() {
                             String::new()
                         } else {
-                            let wanted: Vec<String> =
-                                task.selector.iter().map(|(label, value)| format!("{label}={value}")).collect();
+                            let wanted: Vec<String> = task
+                                .selector
+                                .iter()
+                                .map(|(label, value)| format!("{label}={value}"))
+                                .collect();
                             format!(" with labels {}", wanted.join(", "))
                         };
                         format!(
@@ -168,7 +175,17 @@ impl Simulator {
             policy_config,
             pool_workers,
             by_name,
+            packing: PackingKind::default(),
+            reservations: Vec::new(),
         })
+    }
+
+    /// Packs the tasks that ask for resources by `packing`, with `reservations` kept, as the
+    /// scheduler started with the same settings would.
+    pub fn with_packing(mut self, packing: PackingKind, reservations: Vec<Reservation>) -> Simulator {
+        self.packing = packing;
+        self.reservations = reservations;
+        self
     }
 
     /// Simulates the workflows under `policy` with the declared runtimes.

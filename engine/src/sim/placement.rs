@@ -27,7 +27,7 @@ impl Room {
     /// All of `worker`'s room.
     pub(super) fn of(worker: &SimWorker) -> Room {
         Room {
-            capacity: worker.capacity(),
+            capacity: Some(worker.capacity()),
             used: ResourceSet::default(),
         }
     }

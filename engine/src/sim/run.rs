@@ -71,6 +71,8 @@ pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f6
         policy,
         policy_config: sim.policy_config,
         prefetch_margin: 0,
+        packing: sim.packing,
+        reservations: sim.reservations.clone(),
         ..EngineConfig::default()
     };
     let mut engine = Engine::new(config);
@@ -99,7 +101,7 @@ pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f6
             pools: worker.pools.iter().map(|pool| Arc::from(pool.as_str())).collect(),
             slots: worker.slots,
             speed: worker.speed,
-            capacity: worker.capacity(),
+            capacity: Some(worker.capacity()),
             labels: worker.labels.clone(),
         })
         .collect();

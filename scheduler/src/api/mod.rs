@@ -154,6 +154,16 @@ async fn status(
     };
     let fleet = state.scheduler.fleet();
     add_leases(&mut status, &fleet);
+    if let Some(progress) = state.scheduler.progress().borrow().get(id.as_str()) {
+        for &task_idx in &progress.lent {
+            if let Some(task) = task_idx
+                .checked_sub(from)
+                .and_then(|offset| status.tasks.get_mut(offset as usize))
+            {
+                task.lent = task.state.is_in_flight();
+            }
+        }
+    }
     let slots = slots_by_speed(
         fleet
             .iter()

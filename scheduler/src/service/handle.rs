@@ -23,6 +23,8 @@ pub struct WorkflowProgress {
     pub state: WorkflowState,
     /// Tasks in each state, in `TaskState::ALL` order.
     pub counts: [usize; TaskState::ALL.len()],
+    /// Tasks whose attempt runs on capacity reserved for others and lent to it, by index.
+    pub lent: Vec<u32>,
 }
 
 /// Progress of every workflow the service holds, by workflow id.

@@ -418,7 +418,8 @@ impl Scheduler {
             .filter_map(|id| {
                 let state = self.engine.workflow_state(id)?;
                 let counts = self.engine.task_counts(id)?;
-                Some((id.clone(), WorkflowProgress { state, counts }))
+                let lent = self.engine.lent_tasks(id);
+                Some((id.clone(), WorkflowProgress { state, counts, lent }))
             })
             .collect();
         self.progress.send_replace(progress);

@@ -106,6 +106,7 @@ fn status_of(workflow: &WorkflowRecord, page: &TaskPage) -> WorkflowStatus {
             peak_memory_bytes: None,
             cpu_time_ms: None,
             lease: None,
+            lent: false,
             waiting: None,
             output: record
                 .output

@@ -99,6 +99,7 @@ pub(super) fn bench_placement(n_tasks: usize, n_workers: usize) -> anyhow::Resul
                 .collect();
             let now = Millis(idx as u64 * 10);
             let shape = TaskShape {
+                fits: None,
                 pool: "default",
                 slots: 1,
                 estimate_ms,

@@ -1,6 +1,7 @@
 //! Small simulations whose every figure is computed by hand.
 
 use super::{fleet, workflow};
+use crate::packing::PackingKind;
 use crate::policy::{PolicyConfig, PolicyKind};
 use crate::sim::report::jain_index;
 use crate::sim::{gantt, SimError, SimReport, SimWorkflow, Simulator, DEFAULT_SIGMA};
@@ -202,8 +203,15 @@ fn a_worker_runs_no_more_than_its_cpus_and_memory_hold() {
     .unwrap();
     // Four tasks of 1 s asking for one CPU and 1 GiB each: four slots, but two CPUs, so two
     // at a time.
-    let task = |id: &str| format!("  - {{id: {id}, handler: noop, estimate: 1s, resources: {{cpu: 1, memory: 1Gi}}}}\n");
-    let yaml = format!("name: cpus\ntasks:\n{}{}{}{}", task("a"), task("b"), task("c"), task("d"));
+    let task =
+        |id: &str| format!("  - {{id: {id}, handler: noop, estimate: 1s, resources: {{cpu: 1, memory: 1Gi}}}}\n");
+    let yaml = format!(
+        "name: cpus\ntasks:\n{}{}{}{}",
+        task("a"),
+        task("b"),
+        task("c"),
+        task("d")
+    );
     let report = simulate(fleet_spec.clone(), vec![workflow(&yaml, 0)], PolicyKind::Fcfs);
     assert_eq!(report.makespan, 2.0);
     // Tasks that ask for nothing are best effort: they count only their slots.
@@ -227,4 +235,49 @@ fn a_worker_runs_no_more_than_its_cpus_and_memory_hold() {
                 .to_string()
         ])
     );
+}
+
+#[test]
+fn gpus_custom_resources_and_labels_of_the_fleet_file_place_tasks_as_the_scheduler_does() {
+    let fleet_spec = crate::sim::parse_fleet(
+        "workers:\n  - {name: cpu, slots: 4}\n  - {name: gpu, slots: 4, gpu: 1, resources: {licenses: 1}, labels: {zone: b}}\n",
+    )
+    .unwrap();
+    let yaml = "name: g\ntasks:\n  - {id: train1, handler: noop, estimate: 1s, resources: {gpu: 1}}\n  - {id: train2, handler: noop, estimate: 1s, resources: {gpu: 1}}\n  - {id: zoned, handler: noop, estimate: 1s, selector: {zone: b}}\n  - {id: licensed, handler: noop, estimate: 1s, resources: {licenses: 1}}\n";
+    let report = simulate(fleet_spec.clone(), vec![workflow(yaml, 0)], PolicyKind::Fcfs);
+    // One GPU: the two training tasks run one after the other, both on `gpu`.
+    assert_eq!(placed(&report, "train1"), ("gpu".to_string(), 0.0, 1.0));
+    assert_eq!(placed(&report, "train2"), ("gpu".to_string(), 1.0, 2.0));
+    assert_eq!(placed(&report, "zoned").0, "gpu");
+    assert_eq!(placed(&report, "licensed"), ("gpu".to_string(), 0.0, 1.0));
+    // A selector no worker meets is refused up front.
+    let yaml = "name: arm\ntasks:\n  - {id: a, handler: noop, selector: {arch: arm64}}\n";
+    let error = Simulator::new(fleet_spec, vec![workflow(yaml, 0)], PolicyConfig::default())
+        .err()
+        .unwrap();
+    assert_eq!(
+        error,
+        SimError::Unrunnable(vec![
+            "workflow `arm`, task `a`: asks for 1 CPUs with labels arch=arm64, more than any worker serving pool `default` has"
+                .to_string()
+        ])
+    );
+}
+
+#[test]
+fn a_simulated_reservation_keeps_capacity_for_its_owner() {
+    let fleet_spec = crate::sim::parse_fleet("workers:\n  - {name: gpu, slots: 4, gpu: 2}\n").unwrap();
+    let low = "name: low\ntasks:\n  - {id: l1, handler: noop, estimate: 4s, priority: low, resources: {gpu: 1}}\n  - {id: l2, handler: noop, estimate: 8s, priority: low, resources: {gpu: 1}}\n  - {id: l3, handler: noop, estimate: 4s, priority: low, resources: {gpu: 1}}\n";
+    let high = "name: high\ntasks:\n  - {id: h, handler: noop, estimate: 1s, priority: high, resources: {gpu: 1}}\n";
+    let workflows = vec![workflow(low, 0), workflow(high, 1)];
+    let simulator = Simulator::new(fleet_spec, workflows, PolicyConfig::default()).unwrap();
+    // Without a reservation, the GPU l1 frees at 4 s goes to l3, first come; h waits for l2.
+    let report = simulator.run(PolicyKind::Fcfs).unwrap();
+    assert_eq!((placed(&report, "l3").1, placed(&report, "h").1), (4.0, 8.0));
+    // With one GPU kept for `high`, l2 borrows it while high has nothing waiting; once h
+    // waits, the next GPU to come back is its own.
+    let reserved = simulator.with_packing(PackingKind::BestFit, vec!["high:gpu=1".parse().unwrap()]);
+    let report = reserved.run(PolicyKind::Fcfs).unwrap();
+    assert_eq!(placed(&report, "l2").1, 0.0);
+    assert_eq!((placed(&report, "h").1, placed(&report, "l3").1), (4.0, 5.0));
 }
