@@ -333,11 +333,11 @@ impl Engine {
                 };
                 // A task that asks for resources goes to a worker where they fit now, or waits.
                 let mut worker = None;
-                let spec = self.workflows.live(task.workflow_idx).spec.clone();
-                let spec_task = &spec.tasks[task.task_idx as usize];
-                let asks = packing::asks(spec_task);
-                if asks && self.bins.serves(&spec_task.pool) {
-                    let ask = Ask::of(spec_task, spec.tenant.as_deref());
+                let run = self.workflows.live(task.workflow_idx);
+                let asks = packing::asks(&run.spec.tasks[task.task_idx as usize]);
+                if asks && self.bins.serves(&run.spec.tasks[task.task_idx as usize].pool) {
+                    let spec = run.spec.clone();
+                    let ask = Ask::of(&spec.tasks[task.task_idx as usize], spec.tenant.as_deref());
                     match self.bins.choose(&ask) {
                         Ok(placed) => {
                             self.bins.hold(task, &placed.worker, placed.lent, &ask);
