@@ -23,49 +23,15 @@ mod data;
 mod model;
 mod plan;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use taskfleet_common::Millis;
 
 pub(crate) use data::DataReady;
 pub(crate) use model::rated_by_fields;
-pub use model::{runtime_on, ParentAt, Rated, WorkerId, WorkerModel};
+pub use model::{runtime_on, Choice, ParentAt, Rated, TaskShape, WorkerId, WorkerModel};
 pub use plan::{plan, Plan, PlanKind, INSERTION_MAX_WORKERS};
-
-/// What is being placed.
-#[derive(Clone, Copy)]
-pub struct TaskShape<'a> {
-    pub pool: &'a str,
-    pub slots: u32,
-    /// Runtime at speed 1 (declared, predicted, or the prior).
-    pub estimate_ms: u64,
-    pub by_worker: Option<&'a BTreeMap<String, Duration>>,
-    /// Only workers this accepts may take it (those where its request fits now, for a task
-    /// that asks for resources); `None`: any.
-    pub fits: Option<&'a dyn Fn(&WorkerModel) -> bool>,
-}
-
-impl std::fmt::Debug for TaskShape<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskShape")
-            .field("pool", &self.pool)
-            .field("slots", &self.slots)
-            .field("estimate_ms", &self.estimate_ms)
-            .field("by_worker", &self.by_worker)
-            .field("fits", &self.fits.is_some())
-            .finish()
-    }
-}
-
-/// Where and when a task is expected to run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Choice {
-    pub worker: WorkerId,
-    pub start: Millis,
-    pub end: Millis,
-}
 
 /// One worker of the model. Workers are never removed (their ids stay valid); a worker that
 /// left is marked gone and is no longer chosen.

@@ -128,3 +128,36 @@ pub struct ParentAt {
     pub end: Millis,
     pub transfer_ms: u64,
 }
+
+/// What is being placed.
+#[derive(Clone, Copy)]
+pub struct TaskShape<'a> {
+    pub pool: &'a str,
+    pub slots: u32,
+    /// Runtime at speed 1 (declared, predicted, or the prior).
+    pub estimate_ms: u64,
+    pub by_worker: Option<&'a BTreeMap<String, Duration>>,
+    /// Only workers this accepts may take it (those where its request fits now, for a task
+    /// that asks for resources); `None`: any.
+    pub fits: Option<&'a dyn Fn(&WorkerModel) -> bool>,
+}
+
+impl std::fmt::Debug for TaskShape<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskShape")
+            .field("pool", &self.pool)
+            .field("slots", &self.slots)
+            .field("estimate_ms", &self.estimate_ms)
+            .field("by_worker", &self.by_worker)
+            .field("fits", &self.fits.is_some())
+            .finish()
+    }
+}
+
+/// Where and when a task is expected to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub worker: WorkerId,
+    pub start: Millis,
+    pub end: Millis,
+}
