@@ -7,7 +7,7 @@
 //! - `limits`: memory, CPU-time, process and time limits on real processes under this
 //!   machine's cgroups (and rlimits without them), whole-tree kills and the sweep after a crash.
 //! - `fleet`: `taskfleet scheduler` and `taskfleet worker` processes over the real RabbitMQ.
-//! - `packing`: request-based placement and reservations in that fleet.
+//! - `packing`: request-based placement, reservations and lapsed leases in that fleet.
 //! - `amqp`: the RabbitMQ transport against a real broker (`AMQP_ADDR`), cut and reconnected.
 //! - `simulate`: `taskfleet simulate` on the examples: JSON report, `--compare`, `--gantt`.
 

@@ -103,3 +103,47 @@ fn reserved_capacity_is_lent_while_idle_and_its_owner_goes_first_once_it_waits()
     assert!(h_started >= l1_finished, "h waited for a license: {high_status:#}");
     assert!(h_started < l3_started, "h {h_started} went before l3 {l3_started}");
 }
+
+/// The processes whose command line is exactly `argv`.
+fn processes_running(argv: &[&str]) -> usize {
+    let wanted: Vec<u8> = argv.iter().flat_map(|arg| arg.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .expect("list /proc")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|entry| std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| cmdline == wanted))
+        .count()
+}
+
+#[test]
+fn a_worker_silent_past_its_lease_loses_the_task_and_stops_the_stale_process_when_it_wakes() {
+    use nix::sys::signal::Signal;
+    let mut fleet = Fleet::start(&amqp_url(), &["--lease-timeout", "2s"]);
+    fleet.add_worker("paused", &["--memory", "2Gi"]);
+    fleet.wait_for_workers(1);
+    // A duration no other test uses, to find the task's processes by their command line.
+    let argv = ["sleep", "9.137"];
+    let workflow = fleet.workflow(
+        "long.yaml",
+        &format!(
+            "name: long\ntasks:\n  - {{id: long, run: [{}, '{}'], resources: {{memory: 1Gi}}, retries: 2}}\n",
+            argv[0], argv[1]
+        ),
+    );
+    let id = fleet.submit(&workflow);
+    fleet.wait_until_running_on(&id, "paused");
+    fleet.signal_worker("paused", Signal::SIGSTOP);
+    fleet.add_worker("other", &["--memory", "2Gi"]);
+    // The lease lapses: the task runs again on the other worker, beside the stale process.
+    fleet.wait_until_running_on(&id, "other");
+    assert_eq!(processes_running(&argv), 2);
+    fleet.signal_worker("paused", Signal::SIGCONT);
+    // Its next heartbeat tells it the attempt is no longer its own: it stops it at once.
+    wait_for("the stale process to stop", Duration::from_secs(10), || {
+        processes_running(&argv) == 1
+    });
+    let status = fleet.wait_for_end(&id, Duration::from_secs(30));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    assert_eq!(task_report(&status, "long")["worker"], "other", "{status:#}");
+    assert_eq!(fleet.recorded_successes(&id), 1);
+}

@@ -117,6 +117,14 @@ impl Fleet {
         });
     }
 
+    /// Sends `signal` to a worker's process alone (SIGSTOP pauses it as a partition would: it
+    /// neither heartbeats nor hears anything; SIGCONT lets it go on).
+    pub fn signal_worker(&self, name: &str, signal: nix::sys::signal::Signal) {
+        let child = self.workers.get(name).expect("a worker of that name");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the worker");
+    }
+
     /// Kills a worker with SIGKILL: it gets no chance to finish or hand anything back.
     pub fn kill_worker(&mut self, name: &str) {
         let mut child = self.workers.remove(name).expect("a worker of that name");
