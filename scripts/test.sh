@@ -3,7 +3,8 @@
 # conformance suites, and the integration tests that drive the real `taskfleet` binary.
 # Starts (or checks) every service the tests talk to before running them.
 #
-# Environment: AMQP_ADDR (default amqp://guest:guest@127.0.0.1:5672/%2f).
+# Environment: AMQP_ADDR (default amqp://guest:guest@127.0.0.1:5672/%2f), DATABASE_URL
+# (default postgres://root@127.0.0.1:5432/test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +47,30 @@ ensure_rabbitmq() {
   fi
 }
 
+# ensure_postgres: the PostgreSQL store's tests need the server (DATABASE_URL, by default
+# postgres://root@127.0.0.1:5432/test) and psql; starts the local cluster if it is down.
+ensure_postgres() {
+  if ! command -v psql >/dev/null; then
+    log "psql is not installed: apt-get install postgresql-client"
+    return 1
+  fi
+  local url=${DATABASE_URL:-postgres://root@127.0.0.1:5432/test}
+  if psql "$url" -X -q -c 'SELECT 1' >/dev/null 2>&1; then
+    log "PostgreSQL is up"
+    return 0
+  fi
+  log "starting PostgreSQL"
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+  for _ in $(seq 60); do
+    psql "$url" -X -q -c 'SELECT 1' >/dev/null 2>&1 && { log "PostgreSQL is up"; return 0; }
+    sleep 1
+  done
+  log "PostgreSQL does not accept connections at $url"
+  return 1
+}
+
 # validate_compose: checks docker-compose.yml against the Compose schema with docker-compose,
 # installed from Debian's packages if missing. An invalid file fails the run; a tool that
 # cannot be installed (no root, no apt-get, no network) only warns.
@@ -75,6 +100,7 @@ validate_compose() {
 }
 
 ensure_rabbitmq
+ensure_postgres
 
 validate_compose
 

@@ -252,17 +252,20 @@ text_setting!(
 );
 
 text_setting!(
-    /// Where the scheduler keeps its state: `sqlite://PATH` (or a plain path), or
+    /// Where the scheduler keeps its state: `sqlite://PATH` (or a plain path) on one
+    /// machine, `postgres://USER@HOST/DB` for a database schedulers can share, or
     /// `sqlite::memory:` for a throwaway store.
     StoreUrl,
     "sqlite://taskfleet.sqlite",
     |url| {
         if url.is_empty() {
-            return Err("the store must not be empty: use sqlite://PATH".to_string());
+            return Err("the store must not be empty: use sqlite://PATH or postgres://USER@HOST/DB".to_string());
         }
         match url.split_once("://") {
-            None | Some(("sqlite", _)) => Ok(()),
-            Some(_) => Err(format!("unsupported store `{url}`: this build stores state in SQLite (use sqlite://PATH)")),
+            None | Some(("sqlite" | "postgres" | "postgresql", _)) => Ok(()),
+            Some(_) => Err(format!(
+                "unsupported store `{url}`: use sqlite://PATH or postgres://USER@HOST/DB"
+            )),
         }
     }
 );
@@ -410,7 +413,7 @@ mod tests {
         assert!(bad("policy = \"lottery\"").contains("unknown policy `lottery`"));
         assert!(bad("max-body = \"lots\"").contains("invalid size `lots`"));
         assert!(bad("broker = \"kafka://x\"").contains("unsupported broker URL `kafka://x`"));
-        assert!(bad("db = \"postgres://x\"").contains("unsupported store `postgres://x`"));
+        assert!(bad("db = \"mysql://x\"").contains("unsupported store `mysql://x`"));
         assert!(bad("prefix = \"a b\"").contains("invalid prefix `a b`"));
         assert!(bad("listen = \"nowhere\"").contains("invalid socket address"));
         // Numbers are taken as seconds and bytes.

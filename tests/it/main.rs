@@ -8,6 +8,7 @@
 //!   machine's cgroups (and rlimits without them), whole-tree kills and the sweep after a crash.
 //! - `fleet`: `taskfleet scheduler` and `taskfleet worker` processes over the real RabbitMQ.
 //! - `packing`: request-based placement, reservations and lapsed leases in that fleet.
+//! - `postgres`: the scheduler on the real PostgreSQL store, through a restart.
 //! - `amqp`: the RabbitMQ transport against a real broker (`AMQP_ADDR`), cut and reconnected.
 //! - `simulate`: `taskfleet simulate` on the examples: JSON report, `--compare`, `--gantt`.
 
@@ -16,6 +17,7 @@ mod embedded;
 mod fleet;
 mod limits;
 mod packing;
+mod postgres;
 mod resume;
 mod run;
 mod simulate;

@@ -29,15 +29,20 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts a scheduler (with `extra` flags) on a free port and waits for its API.
+    /// Starts a scheduler (with `extra` flags) on a free port and waits for its API. Its store
+    /// is a SQLite file in the fleet's directory unless `extra` has a `--db`.
     pub fn start(broker: &str, extra: &[&str]) -> Fleet {
         let dir = tempfile::tempdir().expect("temp dir");
         let prefix = format!("tf-it-{:012x}", rand::random::<u64>() >> 16);
         let db = format!("sqlite://{}", dir.path().join("state.sqlite").display());
-        let mut flags: Vec<String> = ["--broker", broker, "--db", &db, "--prefix", &prefix]
+        let mut flags: Vec<String> = ["--broker", broker, "--prefix", &prefix]
             .iter()
             .map(|flag| flag.to_string())
             .collect();
+        // A SQLite file of the fleet's own, unless the caller names a store.
+        if !extra.contains(&"--db") {
+            flags.extend(["--db".to_string(), db]);
+        }
         flags.extend(extra.iter().map(|flag| flag.to_string()));
         let (scheduler, api) = start_scheduler(dir.path(), &flags, 1);
         Fleet {

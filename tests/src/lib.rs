@@ -2,6 +2,7 @@
 //! binary, writing workflow files, and waiting for conditions with a deadline.
 
 pub mod fleet;
+pub mod postgres;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};

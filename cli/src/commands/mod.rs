@@ -68,11 +68,21 @@ pub(crate) fn write_stdout(text: &str) -> std::io::Result<()> {
     }
 }
 
-/// Opens the store named by a URL: `sqlite://PATH`, `sqlite::memory:`, or a plain path.
-pub(crate) fn open_store(url: &StoreUrl) -> anyhow::Result<std::sync::Arc<dyn taskfleet_scheduler::store::Store>> {
+/// Opens the store named by a URL: `sqlite://PATH`, `sqlite::memory:`, a plain path, or
+/// `postgres://USER@HOST/DB`.
+pub(crate) async fn open_store(
+    url: &StoreUrl,
+) -> anyhow::Result<std::sync::Arc<dyn taskfleet_scheduler::store::Store>> {
     use anyhow::Context as _;
-    use taskfleet_scheduler::store::SqliteStore;
+    use taskfleet_scheduler::store::{PostgresStore, SqliteStore};
     let url = url.0.as_str();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = PostgresStore::connect(url)
+            .await
+            .context("opening the PostgreSQL store")?;
+        store.lock_exclusive().await.context("opening the PostgreSQL store")?;
+        return Ok(std::sync::Arc::new(store));
+    }
     let store = if url == "sqlite::memory:" {
         SqliteStore::in_memory().context("opening an in-memory store")?
     } else {

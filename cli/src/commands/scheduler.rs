@@ -22,7 +22,8 @@ use crate::settings::{set, SchedulerSettings, ServiceArgs, StoreUrl};
 pub struct SchedulerArgs {
     #[command(flatten)]
     pub service: ServiceArgs,
-    /// Store: sqlite://PATH (or a path), or sqlite::memory:.
+    /// Store: sqlite://PATH (or a path) on one machine, postgres://USER@HOST/DB for a
+    /// database schedulers can share, or sqlite::memory:.
     #[arg(long, env = "TASKFLEET_DB")]
     pub db: Option<StoreUrl>,
     /// Address of the HTTP API (IP:port).
@@ -101,7 +102,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let config = server_config(&settings);
-    let store = open_store(&settings.db)?;
+    let store = open_store(&settings.db).await?;
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;

@@ -7,7 +7,7 @@
 //! | `GET /v1/workflows/{id}?limit=N&cursor=C` | 200 [`WorkflowStatus`] with counts, a page of tasks (1000 by default, at most 10,000; `next_cursor` for the next; each with how its latest attempt ended, what it used, and the lease of a running one), and a predicted end while it runs; 404 |
 //! | `POST /v1/workflows/{id}/cancel` | 202 [`CancelResponse`], 404, 409 when it already ended |
 //! | `GET /v1/workers` | 200 list of [`WorkerStatus`], with the attempts each runs and when its lease on them lapses |
-//! | `GET /healthz`, `GET /readyz` | 200 while alive; 200 only while connected to the broker |
+//! | `GET /healthz`, `GET /readyz` | 200 while alive; 200 only while connected to the broker and able to write to the store |
 
 mod error;
 
@@ -223,13 +223,18 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::Value>) {
-    if state.scheduler.is_connected() {
-        (StatusCode::OK, Json(serde_json::json!({"status": "ready"})))
-    } else {
+    if !state.scheduler.is_connected() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({"status": "not connected to the broker"})),
         )
+    } else if !state.scheduler.is_store_available() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "the store is unavailable; retrying"})),
+        )
+    } else {
+        (StatusCode::OK, Json(serde_json::json!({"status": "ready"})))
     }
 }
 

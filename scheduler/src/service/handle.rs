@@ -48,6 +48,7 @@ pub struct SchedulerHandle {
     pub(super) progress: watch::Receiver<Progress>,
     pub(super) fleet: watch::Receiver<Vec<WorkerStatus>>,
     pub(super) connected: watch::Receiver<bool>,
+    pub(super) store_available: watch::Receiver<bool>,
 }
 
 impl SchedulerHandle {
@@ -82,5 +83,10 @@ impl SchedulerHandle {
     /// Whether the service is connected to its transport.
     pub fn is_connected(&self) -> bool {
         *self.connected.borrow()
+    }
+
+    /// Whether the service's last write to its store went through (it retries while not).
+    pub fn is_store_available(&self) -> bool {
+        *self.store_available.borrow()
     }
 }

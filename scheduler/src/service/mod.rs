@@ -20,7 +20,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
 use bytes::Bytes;
 use taskfleet_common::api::WorkerStatus;
 use taskfleet_common::retry::Backoff;
@@ -34,7 +33,7 @@ use tracing::{debug, info, warn};
 use self::handle::Command;
 pub use self::handle::{Progress, SchedulerHandle, SchedulerStopped, WorkflowProgress};
 use self::outbox::Outbox;
-use crate::store::{coalesce, Store, StoreUpdate};
+use crate::store::{coalesce, Store, StoreError, StoreUpdate};
 use taskfleet_engine::engine::{Engine, EngineConfig};
 use taskfleet_engine::fleet::{Fleet, FleetView};
 use taskfleet_engine::placement::WorkerModel;
@@ -107,6 +106,8 @@ struct LoopState {
     /// Worker events handled but not yet acked.
     batch: Vec<Delivery>,
     lease_ticks: tokio::time::Interval,
+    /// Cancelled when the service is to stop (also ends a wait for the store).
+    shutdown: CancellationToken,
 }
 
 /// The scheduler service.
@@ -120,6 +121,8 @@ pub struct Scheduler {
     progress: watch::Sender<Progress>,
     fleet_view: watch::Sender<Vec<WorkerStatus>>,
     connected: watch::Sender<bool>,
+    /// Whether the last write to the store went through.
+    store_available: watch::Sender<bool>,
     workflows: Vec<Arc<str>>,
     /// Control messages (cancellations) waiting to be broadcast.
     control: Vec<Bytes>,
@@ -143,6 +146,7 @@ impl Scheduler {
         let (progress_tx, progress_rx) = watch::channel(Progress::new());
         let (fleet_tx, fleet_rx) = watch::channel(Vec::new());
         let (connected_tx, connected_rx) = watch::channel(false);
+        let (store_tx, store_rx) = watch::channel(true);
         let scheduler = Scheduler {
             config,
             engine,
@@ -153,6 +157,7 @@ impl Scheduler {
             progress: progress_tx,
             fleet_view: fleet_tx,
             connected: connected_tx,
+            store_available: store_tx,
             workflows: Vec::new(),
             control: Vec::new(),
         };
@@ -161,6 +166,7 @@ impl Scheduler {
             progress: progress_rx,
             fleet: fleet_rx,
             connected: connected_rx,
+            store_available: store_rx,
         };
         (scheduler, handle)
     }
@@ -191,6 +197,7 @@ impl Scheduler {
             outbox: Outbox::default(),
             batch: Vec::with_capacity(self.config.batch_size),
             lease_ticks: tokio::time::interval(lease_check.max(Duration::from_millis(50))),
+            shutdown: shutdown.clone(),
         };
         info!(policy = %self.config.engine.policy, "Scheduler started.");
         loop {
@@ -265,7 +272,7 @@ impl Scheduler {
                 _ => None,
             })
             .collect();
-        self.persist(updates).await?;
+        self.persist(updates, &state.shutdown).await?;
         if let Err(error) = self.send(&mut state.outbox).await {
             warn!(%error, n_messages = state.outbox.n_waiting(), "Failed to publish; reconnecting.");
             return Ok(Next::Reconnect);
@@ -401,14 +408,37 @@ impl Scheduler {
         }
     }
 
-    async fn persist(&self, updates: Vec<StoreUpdate>) -> anyhow::Result<()> {
+    /// Persists a turn's updates before anything they caused is published. While the store is
+    /// unavailable (a database restarting, a dropped connection) the same batch is tried again
+    /// with backoff, and the service reports itself not ready; applying a batch twice (a
+    /// commit whose answer was lost) changes nothing. Other store errors stop the service.
+    async fn persist(&self, updates: Vec<StoreUpdate>, shutdown: &CancellationToken) -> anyhow::Result<()> {
         if updates.is_empty() {
             return Ok(());
         }
-        self.store
-            .apply(coalesce(updates))
-            .await
-            .context("persisting scheduler state")
+        let updates = coalesce(updates);
+        let mut backoff = Backoff::new();
+        loop {
+            match self.store.apply(updates.clone()).await {
+                Ok(()) => {
+                    self.store_available
+                        .send_if_modified(|available| !std::mem::replace(available, true));
+                    return Ok(());
+                }
+                Err(error @ StoreError::Unavailable { .. }) => {
+                    self.store_available.send_replace(false);
+                    let delay = backoff.next_delay();
+                    warn!(%error, retry_in = ?delay, "Cannot persist to the store; retrying.");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => {
+                            return Err(anyhow::Error::new(error).context("persisting scheduler state"));
+                        }
+                    }
+                }
+                Err(error) => return Err(anyhow::Error::new(error).context("persisting scheduler state")),
+            }
+        }
     }
 
     fn publish_progress(&self) {

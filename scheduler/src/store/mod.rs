@@ -1,14 +1,16 @@
 //! The scheduler's source of truth: workflows, tasks, attempts, results and outputs.
 //!
 //! [`Store`] is the interface the scheduler loop talks to; [`SqliteStore`] implements it in
-//! a file (or an in-memory database), [`MemoryStore`] in this process's memory for runs that
-//! keep nothing. Writes arrive as batches of the engine's
+//! a file (or an in-memory database) on one machine, [`PostgresStore`] in a PostgreSQL
+//! database that several schedulers can share, [`MemoryStore`] in this process's memory for
+//! runs that keep nothing. Writes arrive as batches of the engine's
 //! [`StoreUpdate`]s applied in one transaction, so the scheduler pays one commit per batch,
 //! not per task.
 
 mod coalesce;
 pub mod conformance;
 mod memory;
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -18,6 +20,7 @@ use taskfleet_engine::predict::{FeatureModel, LogStats};
 
 pub use coalesce::coalesce;
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 /// The engine's records, which the store persists.
 pub use taskfleet_engine::records::{AttemptRecord, StoreUpdate, TaskRecord, WorkflowState};
