@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
 use taskfleet_engine::engine::{Engine, EngineConfig};
 use taskfleet_scheduler::service::now;
-use taskfleet_scheduler::store::{SqliteStore, Store, WorkflowRecord, WorkflowState};
+use taskfleet_scheduler::store::{PostgresStore, SqliteStore, Store, WorkflowRecord, WorkflowState};
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_transport::{MemoryTransport, Outgoing, Transport};
 use tokio_util::sync::CancellationToken;
@@ -56,7 +56,7 @@ pub fn layered_dag_json(n_tasks: usize, seed: u64) -> String {
     out
 }
 
-pub(super) async fn bench_load(n_tasks: usize, db: &std::path::Path) -> anyhow::Result<()> {
+pub(super) async fn bench_load(n_tasks: usize, db: &std::path::Path, postgres: Option<&str>) -> anyhow::Result<()> {
     println!("load: {n_tasks} tasks in layers of 1000, 3 dependencies each");
     let source = layered_dag_json(n_tasks, 1);
     println!(
@@ -84,6 +84,9 @@ pub(super) async fn bench_load(n_tasks: usize, db: &std::path::Path) -> anyhow::
     store.create_workflow(&record, &spec).await?;
     let persist = started.elapsed();
     println!("  persist (SQLite)         {:>10}", millis(persist));
+    if let Some(url) = postgres {
+        bench_load_postgres(url, &spec).await?;
+    }
 
     let started = Instant::now();
     let mut engine = Engine::new(EngineConfig::default());
@@ -210,4 +213,41 @@ fn peak_memory_bytes() -> Option<u64> {
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// The load benchmark's persist step on PostgreSQL, after a baseline of single-row INSERTs in
+/// one transaction on the same server; the workflow is deleted afterwards.
+async fn bench_load_postgres(url: &str, spec: &taskfleet_common::WorkflowSpec) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client
+        .batch_execute("CREATE TEMPORARY TABLE bench_rows (workflow_id TEXT, task_idx BIGINT, task_id TEXT, state TEXT)")
+        .await?;
+    let n_rows = 20_000i64;
+    let insert = client
+        .prepare("INSERT INTO bench_rows VALUES ('bench', $1, $2, 'pending')")
+        .await?;
+    let started = Instant::now();
+    client.batch_execute("BEGIN").await?;
+    for idx in 0..n_rows {
+        let task_id = format!("t{idx}");
+        client.execute(&insert, &[&idx, &task_id]).await?;
+    }
+    client.batch_execute("COMMIT").await?;
+    let rate = n_rows as f64 / started.elapsed().as_secs_f64();
+    println!("  baseline: single-row INSERTs (PostgreSQL) {rate:>8.0} rows/s");
+    let store = PostgresStore::connect(url).await?;
+    let id = format!("bench-load-{:08x}", rand::random::<u32>());
+    let record = WorkflowRecord::running(id.clone(), spec.name.clone(), now());
+    let started = Instant::now();
+    store.create_workflow(&record, spec).await?;
+    let persist = started.elapsed();
+    println!(
+        "  persist (PostgreSQL)     {:>10} ({:.0} rows/s, {:.0}x the single-row baseline)",
+        millis(persist),
+        spec.tasks.len() as f64 / persist.as_secs_f64(),
+        spec.tasks.len() as f64 / persist.as_secs_f64() / rate
+    );
+    client.execute("DELETE FROM workflows WHERE id = $1", &[&id]).await?;
+    Ok(())
 }

@@ -11,7 +11,7 @@ use taskfleet_common::WorkflowSpec;
 use taskfleet_engine::engine::EngineConfig;
 use taskfleet_engine::policy::PolicyKind;
 use taskfleet_scheduler::service::{now, Capacity, Scheduler, SchedulerConfig, SchedulerHandle};
-use taskfleet_scheduler::store::{SqliteStore, Store, WorkflowRecord, WorkflowState};
+use taskfleet_scheduler::store::{Store, WorkflowRecord, WorkflowState};
 use taskfleet_scheduler::submit::new_workflow_id;
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_transport::{amqp_raw_round_trips, AmqpConfig, AmqpTransport, Transport};
@@ -35,7 +35,7 @@ pub(super) struct FleetBench {
     pub(super) policy: PolicyKind,
 }
 
-pub(super) async fn bench_fleet(options: &FleetBench, db: &std::path::Path) -> anyhow::Result<()> {
+pub(super) async fn bench_fleet(options: &FleetBench, store: Arc<dyn Store>, store_name: &str) -> anyhow::Result<()> {
     let FleetBench {
         url,
         n_tasks,
@@ -44,14 +44,13 @@ pub(super) async fn bench_fleet(options: &FleetBench, db: &std::path::Path) -> a
         n_single,
         policy,
     } = options;
-    println!("fleet: RabbitMQ, scheduler ({policy}) and {n_workers} workers x {concurrency} slots, SQLite store on");
+    println!("fleet: RabbitMQ, scheduler ({policy}) and {n_workers} workers x {concurrency} slots, {store_name}");
     let in_flight = 100;
     let raw = amqp_raw_round_trips(url, *n_tasks, in_flight, &bytes_of_a_task_message()).await?;
     let raw_rate = *n_tasks as f64 / raw.as_secs_f64();
     println!("  baseline: raw lapin round trips ({in_flight} in flight)   {raw_rate:>8.0} msg/s");
 
     let names = QueueNames::new(format!("taskfleet-bench-{:08x}", rand::random::<u32>()));
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(db)?);
     let shutdown = CancellationToken::new();
     let connect = |name: String| {
         let config = AmqpConfig {

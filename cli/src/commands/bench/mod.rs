@@ -8,6 +8,9 @@ mod policies;
 mod process;
 mod spawn;
 
+use std::sync::Arc;
+
+use taskfleet_scheduler::store::{PostgresStore, SqliteStore};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -59,6 +62,10 @@ pub struct BenchArgs {
     /// Workers in the placement benchmark.
     #[arg(long, default_value_t = 1_000)]
     pub placement_workers: usize,
+    /// A PostgreSQL database (postgres://USER@HOST/DB): also load the workflow into it and
+    /// run the fleet benchmark on it, beside SQLite. Its rows are deleted afterwards.
+    #[arg(long)]
+    pub postgres: Option<String>,
     /// Attempts of `true` in the worker-overhead benchmark, limits on and off (0 skips it).
     #[arg(long, default_value_t = 500)]
     pub spawn_tasks: usize,
@@ -67,7 +74,7 @@ pub struct BenchArgs {
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     if args.load_tasks > 0 {
-        embedded::bench_load(args.load_tasks, &scratch.path().join("load.sqlite")).await?;
+        embedded::bench_load(args.load_tasks, &scratch.path().join("load.sqlite"), args.postgres.as_deref()).await?;
     }
     if args.noop_tasks > 0 {
         let workers = args
@@ -100,7 +107,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             n_single: args.single_task_runs,
             policy: args.fleet_policy,
         };
-        fleet::bench_fleet(&options, &scratch.path().join("fleet.sqlite")).await?;
+        let sqlite = SqliteStore::open(&scratch.path().join("fleet.sqlite"))?;
+        fleet::bench_fleet(&options, Arc::new(sqlite), "SQLite store on a file").await?;
+        if let Some(url) = &args.postgres {
+            let postgres = PostgresStore::connect(url).await?;
+            fleet::bench_fleet(&options, Arc::new(postgres), "PostgreSQL store").await?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
