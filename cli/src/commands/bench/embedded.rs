@@ -221,7 +221,9 @@ async fn bench_load_postgres(url: &str, spec: &taskfleet_common::WorkflowSpec) -
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     client
-        .batch_execute("CREATE TEMPORARY TABLE bench_rows (workflow_id TEXT, task_idx BIGINT, task_id TEXT, state TEXT)")
+        .batch_execute(
+            "CREATE TEMPORARY TABLE bench_rows (workflow_id TEXT, task_idx BIGINT, task_id TEXT, state TEXT)",
+        )
         .await?;
     let n_rows = 20_000i64;
     let insert = client

@@ -10,8 +10,8 @@ mod spawn;
 
 use std::sync::Arc;
 
-use taskfleet_scheduler::store::{PostgresStore, SqliteStore};
 use std::process::ExitCode;
+use taskfleet_scheduler::store::{PostgresStore, SqliteStore};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -74,7 +74,12 @@ pub struct BenchArgs {
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     if args.load_tasks > 0 {
-        embedded::bench_load(args.load_tasks, &scratch.path().join("load.sqlite"), args.postgres.as_deref()).await?;
+        embedded::bench_load(
+            args.load_tasks,
+            &scratch.path().join("load.sqlite"),
+            args.postgres.as_deref(),
+        )
+        .await?;
     }
     if args.noop_tasks > 0 {
         let workers = args

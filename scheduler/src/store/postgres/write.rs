@@ -2,16 +2,17 @@
 //! update batches.
 //!
 //! Task rows go in by arrays (`INSERT … SELECT FROM unnest(…)`), many thousands per
-//! statement. A batch of updates is one transaction whose statements are all sent before the
-//! first answer is awaited: the connection pipelines them, so a batch costs about one round
-//! trip plus the commit, not one per update.
+//! statement. A batch of updates is one transaction with one array statement per kind of
+//! update (task records, dispatched, started and finished attempts, finished workflows), so
+//! it costs a few round trips and the commit, not one per update. The statements return the
+//! keys they touched, so an update naming a row that does not exist is found and named.
+
+use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::Transaction;
-use futures_util::future::join_all;
 use taskfleet_common::WorkflowSpec;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Statement;
 
 use super::codec::{classify, millis_to_sql, sql_count};
 use crate::store::{AttemptRecord, StoreError, StoreUpdate, TaskRecord, WorkflowRecord};
@@ -23,32 +24,53 @@ const INSERT_WORKFLOW: &str = "INSERT INTO workflows (id, name, spec_hash, sourc
      finished_at, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 const INSERT_TASKS: &str = "INSERT INTO tasks (workflow_id, task_idx, task_id, state) \
      SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[])";
-const UPDATE_TASK: &str = "UPDATE tasks SET state = $3, attempt = $4, n_failures = $5, \
-     retry_at = $6, output = $7 WHERE workflow_id = $1 AND task_idx = $2";
-/// A dispatch starts the attempt's row afresh, so applying it twice changes nothing.
-const INSERT_ATTEMPT: &str = "INSERT INTO attempts (workflow_id, task_idx, attempt, dispatched_at) \
-     VALUES ($1, $2, $3, $4) ON CONFLICT (workflow_id, task_idx, attempt) DO UPDATE SET \
+const UPDATE_TASKS: &str = "UPDATE tasks AS t SET state = u.state, attempt = u.attempt, \
+     n_failures = u.n_failures, retry_at = u.retry_at, output = u.output \
+     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[]) \
+     AS u (workflow_id, task_idx, state, attempt, n_failures, retry_at, output) \
+     WHERE t.workflow_id = u.workflow_id AND t.task_idx = u.task_idx \
+     RETURNING t.workflow_id, t.task_idx";
+/// A dispatch starts the attempt's row afresh, so applying it twice changes nothing; rows of
+/// tasks that do not exist are left out (and reported).
+const INSERT_ATTEMPTS: &str = "INSERT INTO attempts (workflow_id, task_idx, attempt, dispatched_at) \
+     SELECT u.workflow_id, u.task_idx, u.attempt, u.dispatched_at \
+     FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) \
+     AS u (workflow_id, task_idx, attempt, dispatched_at) \
+     JOIN tasks t ON t.workflow_id = u.workflow_id AND t.task_idx = u.task_idx \
+     ON CONFLICT (workflow_id, task_idx, attempt) DO UPDATE SET \
      dispatched_at = excluded.dispatched_at, worker = NULL, started_at = NULL, finished_at = NULL, \
      outcome = NULL, exit_code = NULL, signal = NULL, error = NULL, stdout_tail = '', \
-     stderr_tail = '', peak_memory_bytes = NULL, cpu_time_ms = NULL";
-const START_ATTEMPT: &str = "UPDATE attempts SET worker = $4, started_at = $5 \
-     WHERE workflow_id = $1 AND task_idx = $2 AND attempt = $3";
+     stderr_tail = '', peak_memory_bytes = NULL, cpu_time_ms = NULL \
+     RETURNING workflow_id, task_idx";
+const START_ATTEMPTS: &str = "UPDATE attempts AS a SET worker = u.worker, started_at = u.started_at \
+     FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[]) \
+     AS u (workflow_id, task_idx, attempt, worker, started_at) \
+     WHERE a.workflow_id = u.workflow_id AND a.task_idx = u.task_idx AND a.attempt = u.attempt \
+     RETURNING a.workflow_id, a.task_idx, a.attempt";
 /// A finish keeps the stored dispatch time of an attempt it completes.
-const FINISH_ATTEMPT: &str = "INSERT INTO attempts (workflow_id, task_idx, attempt, \
+const FINISH_ATTEMPTS: &str = "INSERT INTO attempts (workflow_id, task_idx, attempt, \
      dispatched_at, worker, started_at, finished_at, outcome, exit_code, signal, error, \
      stdout_tail, stderr_tail, peak_memory_bytes, cpu_time_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+     SELECT u.* FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], \
+     $6::bigint[], $7::bigint[], $8::text[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], \
+     $13::text[], $14::bigint[], $15::bigint[]) \
+     AS u (workflow_id, task_idx, attempt, dispatched_at, worker, started_at, finished_at, \
+     outcome, exit_code, signal, error, stdout_tail, stderr_tail, peak_memory_bytes, cpu_time_ms) \
+     JOIN tasks t ON t.workflow_id = u.workflow_id AND t.task_idx = u.task_idx \
      ON CONFLICT (workflow_id, task_idx, attempt) DO UPDATE SET \
      worker = excluded.worker, started_at = excluded.started_at, \
      finished_at = excluded.finished_at, outcome = excluded.outcome, \
      exit_code = excluded.exit_code, signal = excluded.signal, error = excluded.error, \
      stdout_tail = excluded.stdout_tail, stderr_tail = excluded.stderr_tail, \
-     peak_memory_bytes = excluded.peak_memory_bytes, cpu_time_ms = excluded.cpu_time_ms";
+     peak_memory_bytes = excluded.peak_memory_bytes, cpu_time_ms = excluded.cpu_time_ms \
+     RETURNING workflow_id, task_idx";
+const FINISH_WORKFLOWS: &str = "UPDATE workflows AS w SET state = u.state, finished_at = u.finished_at \
+     FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u (id, state, finished_at) \
+     WHERE w.id = u.id RETURNING w.id";
 const SAVE_RUNTIME_STATS: &str = "INSERT INTO runtime_stats (signature, n, mean, m2) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (signature) DO UPDATE SET n = excluded.n, mean = excluded.mean, m2 = excluded.m2";
 const SAVE_FEATURE_MODEL: &str = "INSERT INTO feature_models (key, model) VALUES ($1, $2) \
      ON CONFLICT (key) DO UPDATE SET model = excluded.model";
-const FINISH_WORKFLOW: &str = "UPDATE workflows SET state = $2, finished_at = $3 WHERE id = $1";
 
 /// Inserts the workflow row and one row per task, in one transaction.
 pub(super) async fn create_workflow(
@@ -112,205 +134,290 @@ pub(super) async fn create_workflow(
     tx.commit().await.map_err(|error| classify(error, &context))
 }
 
-/// A parameter of a statement, owned so that every statement of a batch can be sent before
-/// the first answer is read.
-type Param = Box<dyn ToSql + Sync + Send>;
-
-/// One statement of a batch: what it runs, with what, and what it must change.
-struct Call<'s> {
-    statement: &'s Statement,
-    params: Vec<Param>,
-    /// What the statement is about, if it must change a row (else the row does not exist):
-    /// `task 3 of workflow 'w'`.
-    about: Option<String>,
+/// The updates of a batch, one column per field and one list per kind, each row once (the
+/// last update of a row wins, as applying them in order would).
+#[derive(Default)]
+struct Columns<'u> {
+    tasks: Rows<(&'u str, i64), TaskRow<'u>>,
+    dispatched: Rows<(&'u str, i64, i64), i64>,
+    started: Rows<(&'u str, i64, i64), (&'u str, i64)>,
+    finished: Rows<(&'u str, i64, i64), &'u AttemptRecord>,
+    workflows: Rows<&'u str, (&'u str, i64)>,
 }
 
-/// The statements of [`apply`], prepared (once per connection) before a batch.
-struct Statements {
-    update_task: Statement,
-    insert_attempt: Statement,
-    start_attempt: Statement,
-    finish_attempt: Statement,
-    finish_workflow: Statement,
-    save_runtime_stats: Statement,
-    save_feature_model: Statement,
+type TaskRow<'u> = &'u TaskRecord;
+
+/// Rows by key, in first-seen order, the last value of each key kept.
+struct Rows<K, V> {
+    order: Vec<K>,
+    values: HashMap<K, V>,
 }
 
-/// Applies the updates in order, in one transaction: all of them or none.
+impl<K, V> Default for Rows<K, V> {
+    fn default() -> Self {
+        Rows {
+            order: Vec::new(),
+            values: HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy, V> Rows<K, V> {
+    fn put(&mut self, key: K, value: V) {
+        if self.values.insert(key, value).is_none() {
+            self.order.push(key);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (K, &V)> + '_ {
+        self.order.iter().map(|key| (*key, &self.values[key]))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+/// Applies the updates in one transaction: all of them or none.
 pub(super) async fn apply(tx: Transaction<'_>, updates: &[StoreUpdate]) -> Result<(), StoreError> {
     let sql_error = |error| classify(error, "apply updates");
-    let statements = Statements {
-        update_task: tx.prepare_cached(UPDATE_TASK).await.map_err(sql_error)?,
-        insert_attempt: tx.prepare_cached(INSERT_ATTEMPT).await.map_err(sql_error)?,
-        start_attempt: tx.prepare_cached(START_ATTEMPT).await.map_err(sql_error)?,
-        finish_attempt: tx.prepare_cached(FINISH_ATTEMPT).await.map_err(sql_error)?,
-        finish_workflow: tx.prepare_cached(FINISH_WORKFLOW).await.map_err(sql_error)?,
-        save_runtime_stats: tx.prepare_cached(SAVE_RUNTIME_STATS).await.map_err(sql_error)?,
-        save_feature_model: tx.prepare_cached(SAVE_FEATURE_MODEL).await.map_err(sql_error)?,
-    };
-    let calls = updates
-        .iter()
-        .map(|update| call(&statements, update))
-        .collect::<Result<Vec<Call<'_>>, StoreError>>()?;
-    let params: Vec<Vec<&(dyn ToSql + Sync)>> = calls
-        .iter()
-        .map(|call| {
-            call.params
-                .iter()
-                .map(|param| param.as_ref() as &(dyn ToSql + Sync))
-                .collect()
-        })
-        .collect();
-    let results = join_all(
-        calls
+    let mut columns = Columns::default();
+    let mut stats = Vec::new();
+    let mut models = Vec::new();
+    for update in updates {
+        match update {
+            StoreUpdate::Task { workflow_id, record } => {
+                columns.tasks.put((&**workflow_id, i64::from(record.task_idx)), record);
+            }
+            StoreUpdate::AttemptDispatched {
+                workflow_id,
+                task_idx,
+                attempt,
+                at,
+            } => {
+                let key = (&**workflow_id, i64::from(*task_idx), i64::from(*attempt));
+                columns.dispatched.put(key, millis_to_sql(*at));
+            }
+            StoreUpdate::AttemptStarted {
+                workflow_id,
+                task_idx,
+                attempt,
+                worker,
+                at,
+            } => {
+                let key = (&**workflow_id, i64::from(*task_idx), i64::from(*attempt));
+                columns.started.put(key, (worker.as_str(), millis_to_sql(*at)));
+            }
+            StoreUpdate::AttemptFinished { workflow_id, record } => {
+                let key = (&**workflow_id, i64::from(record.task_idx), i64::from(record.attempt));
+                columns.finished.put(key, record);
+            }
+            StoreUpdate::WorkflowFinished { workflow_id, state, at } => {
+                columns
+                    .workflows
+                    .put(&**workflow_id, (state.as_str(), millis_to_sql(*at)));
+            }
+            StoreUpdate::RuntimeStats {
+                signature,
+                stats: value,
+            } => stats.push((signature, value)),
+            StoreUpdate::FeatureModel { key, model } => {
+                let text = serde_json::to_string(model).map_err(|error| StoreError::Corrupt {
+                    reason: format!("feature model `{key}`: {error}"),
+                })?;
+                models.push((key, text));
+            }
+        }
+    }
+    if !columns.tasks.is_empty() {
+        let (mut ids, mut idx, mut state, mut attempt, mut failures, mut retry, mut output) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        for ((workflow_id, task_idx), record) in columns.tasks.iter() {
+            ids.push(workflow_id);
+            idx.push(task_idx);
+            state.push(record.state.as_str());
+            attempt.push(i64::from(record.attempt));
+            failures.push(i64::from(record.n_failures));
+            retry.push(record.retry_at.map(millis_to_sql));
+            output.push(record.output.as_deref());
+        }
+        let params: [&(dyn ToSql + Sync); 7] = [&ids, &idx, &state, &attempt, &failures, &retry, &output];
+        let touched = query_keys(&tx, UPDATE_TASKS, &params).await?;
+        expect_all(columns.tasks.iter().map(|(key, _)| key), &touched, |(w, t)| {
+            format!("task {t} of workflow '{w}'")
+        })?;
+    }
+    if !columns.dispatched.is_empty() {
+        let (mut ids, mut idx, mut attempt, mut at) = (vec![], vec![], vec![], vec![]);
+        for ((workflow_id, task_idx, number), &dispatched_at) in columns.dispatched.iter() {
+            ids.push(workflow_id);
+            idx.push(task_idx);
+            attempt.push(number);
+            at.push(dispatched_at);
+        }
+        let params: [&(dyn ToSql + Sync); 4] = [&ids, &idx, &attempt, &at];
+        let touched = query_keys(&tx, INSERT_ATTEMPTS, &params).await?;
+        expect_all(
+            columns.dispatched.iter().map(|((w, t, _), _)| (w, t)),
+            &touched,
+            |(w, t)| format!("task {t} of workflow '{w}'"),
+        )?;
+    }
+    if !columns.started.is_empty() {
+        let (mut ids, mut idx, mut attempt, mut worker, mut at) = (vec![], vec![], vec![], vec![], vec![]);
+        for ((workflow_id, task_idx, number), &(by, started_at)) in columns.started.iter() {
+            ids.push(workflow_id);
+            idx.push(task_idx);
+            attempt.push(number);
+            worker.push(by);
+            at.push(started_at);
+        }
+        let params: [&(dyn ToSql + Sync); 5] = [&ids, &idx, &attempt, &worker, &at];
+        let statement = tx.prepare_cached(START_ATTEMPTS).await.map_err(sql_error)?;
+        let rows = tx.query(&statement, &params).await.map_err(sql_error)?;
+        let touched: HashSet<(String, i64, i64)> = rows
             .iter()
-            .zip(&params)
-            .map(|(call, params)| tx.execute(call.statement, params)),
-    )
-    .await;
-    // The first failure decides: the ones after it only say the transaction was aborted.
-    for (call, result) in calls.iter().zip(results) {
-        let missing = || StoreError::Conflict {
-            reason: format!("{} does not exist", call.about.as_deref().unwrap_or("a row")),
-        };
-        match result {
-            Ok(0) if call.about.is_some() => return Err(missing()),
-            Ok(_) => {}
-            Err(error) if error.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => return Err(missing()),
-            Err(error) => return Err(sql_error(error)),
+            .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)))
+            .collect();
+        for ((w, t, a), _) in columns.started.iter() {
+            if !touched.contains(&(w.to_string(), t, a)) {
+                return Err(StoreError::Conflict {
+                    reason: format!("attempt {a} of task {t} of workflow '{w}' does not exist"),
+                });
+            }
+        }
+    }
+    if !columns.finished.is_empty() {
+        let mut c = FinishedColumns::default();
+        for ((workflow_id, task_idx, number), record) in columns.finished.iter() {
+            c.push(workflow_id, task_idx, number, record);
+        }
+        let params: [&(dyn ToSql + Sync); 15] = [
+            &c.ids,
+            &c.idx,
+            &c.attempt,
+            &c.dispatched_at,
+            &c.worker,
+            &c.started_at,
+            &c.finished_at,
+            &c.outcome,
+            &c.exit_code,
+            &c.signal,
+            &c.error,
+            &c.stdout_tail,
+            &c.stderr_tail,
+            &c.peak_memory_bytes,
+            &c.cpu_time_ms,
+        ];
+        let touched = query_keys(&tx, FINISH_ATTEMPTS, &params).await?;
+        expect_all(
+            columns.finished.iter().map(|((w, t, _), _)| (w, t)),
+            &touched,
+            |(w, t)| format!("task {t} of workflow '{w}'"),
+        )?;
+    }
+    if !columns.workflows.is_empty() {
+        let (mut ids, mut state, mut at) = (vec![], vec![], vec![]);
+        for (workflow_id, &(to, finished_at)) in columns.workflows.iter() {
+            ids.push(workflow_id);
+            state.push(to);
+            at.push(finished_at);
+        }
+        let params: [&(dyn ToSql + Sync); 3] = [&ids, &state, &at];
+        let statement = tx.prepare_cached(FINISH_WORKFLOWS).await.map_err(sql_error)?;
+        let rows = tx.query(&statement, &params).await.map_err(sql_error)?;
+        let touched: HashSet<String> = rows.iter().map(|row| row.get::<_, String>(0)).collect();
+        if let Some((missing, _)) = columns.workflows.iter().find(|(id, _)| !touched.contains(*id)) {
+            return Err(StoreError::Conflict {
+                reason: format!("workflow '{missing}' does not exist"),
+            });
+        }
+    }
+    if !stats.is_empty() {
+        let statement = tx.prepare_cached(SAVE_RUNTIME_STATS).await.map_err(sql_error)?;
+        for (signature, value) in stats {
+            tx.execute(&statement, &[signature, &sql_count(value.n), &value.mean, &value.m2])
+                .await
+                .map_err(sql_error)?;
+        }
+    }
+    if !models.is_empty() {
+        let statement = tx.prepare_cached(SAVE_FEATURE_MODEL).await.map_err(sql_error)?;
+        for (key, text) in &models {
+            tx.execute(&statement, &[key, text]).await.map_err(sql_error)?;
         }
     }
     // Dropping an uncommitted transaction (on any error above) rolls it back.
     tx.commit().await.map_err(sql_error)
 }
 
-fn call<'s>(statements: &'s Statements, update: &StoreUpdate) -> Result<Call<'s>, StoreError> {
-    let task = |workflow_id: &str, task_idx: u32| format!("task {task_idx} of workflow '{workflow_id}'");
-    Ok(match update {
-        StoreUpdate::Task { workflow_id, record } => {
-            let TaskRecord {
-                task_idx,
-                state,
-                attempt,
-                n_failures,
-                retry_at,
-                output,
-            } = record;
-            Call {
-                statement: &statements.update_task,
-                params: vec![
-                    Box::new(workflow_id.to_string()),
-                    Box::new(i64::from(*task_idx)),
-                    Box::new(state.as_str()),
-                    Box::new(i64::from(*attempt)),
-                    Box::new(i64::from(*n_failures)),
-                    Box::new(retry_at.map(millis_to_sql)),
-                    Box::new(output.clone()),
-                ],
-                about: Some(task(workflow_id, *task_idx)),
-            }
+/// Runs an array statement that returns `(workflow_id, task_idx)` of each row it touched.
+async fn query_keys(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<HashSet<(String, i64)>, StoreError> {
+    let sql_error = |error| classify(error, "apply updates");
+    let statement = tx.prepare_cached(sql).await.map_err(sql_error)?;
+    let rows = tx.query(&statement, params).await.map_err(sql_error)?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
+        .collect())
+}
+
+/// Fails with the first of `wanted` (workflow, task) that `touched` lacks, named by `name`.
+fn expect_all<'k>(
+    wanted: impl Iterator<Item = (&'k str, i64)>,
+    touched: &HashSet<(String, i64)>,
+    name: impl Fn((&str, i64)) -> String,
+) -> Result<(), StoreError> {
+    for (workflow_id, task_idx) in wanted {
+        if !touched.contains(&(workflow_id.to_string(), task_idx)) {
+            return Err(StoreError::Conflict {
+                reason: format!("{} does not exist", name((workflow_id, task_idx))),
+            });
         }
-        StoreUpdate::AttemptDispatched {
-            workflow_id,
-            task_idx,
-            attempt,
-            at,
-        } => Call {
-            statement: &statements.insert_attempt,
-            params: vec![
-                Box::new(workflow_id.to_string()),
-                Box::new(i64::from(*task_idx)),
-                Box::new(i64::from(*attempt)),
-                Box::new(millis_to_sql(*at)),
-            ],
-            about: Some(task(workflow_id, *task_idx)),
-        },
-        StoreUpdate::AttemptStarted {
-            workflow_id,
-            task_idx,
-            attempt,
-            worker,
-            at,
-        } => Call {
-            statement: &statements.start_attempt,
-            params: vec![
-                Box::new(workflow_id.to_string()),
-                Box::new(i64::from(*task_idx)),
-                Box::new(i64::from(*attempt)),
-                Box::new(worker.clone()),
-                Box::new(millis_to_sql(*at)),
-            ],
-            about: Some(format!(
-                "attempt {attempt} of task {task_idx} of workflow '{workflow_id}'"
-            )),
-        },
-        StoreUpdate::AttemptFinished { workflow_id, record } => {
-            let AttemptRecord {
-                task_idx,
-                attempt,
-                dispatched_at,
-                worker,
-                started_at,
-                finished_at,
-                outcome,
-                exit_code,
-                signal,
-                error,
-                stdout_tail,
-                stderr_tail,
-                peak_memory_bytes,
-                cpu_time_ms,
-            } = record;
-            Call {
-                statement: &statements.finish_attempt,
-                params: vec![
-                    Box::new(workflow_id.to_string()),
-                    Box::new(i64::from(*task_idx)),
-                    Box::new(i64::from(*attempt)),
-                    Box::new(millis_to_sql(*dispatched_at)),
-                    Box::new(worker.clone()),
-                    Box::new(started_at.map(millis_to_sql)),
-                    Box::new(finished_at.map(millis_to_sql)),
-                    Box::new(outcome.map(|outcome| outcome.as_str())),
-                    Box::new(exit_code.map(i64::from)),
-                    Box::new(signal.map(i64::from)),
-                    Box::new(error.clone()),
-                    Box::new(stdout_tail.clone()),
-                    Box::new(stderr_tail.clone()),
-                    Box::new(peak_memory_bytes.map(sql_count)),
-                    Box::new(cpu_time_ms.map(sql_count)),
-                ],
-                about: Some(task(workflow_id, *task_idx)),
-            }
-        }
-        StoreUpdate::WorkflowFinished { workflow_id, state, at } => Call {
-            statement: &statements.finish_workflow,
-            params: vec![
-                Box::new(workflow_id.to_string()),
-                Box::new(state.as_str()),
-                Box::new(millis_to_sql(*at)),
-            ],
-            about: Some(format!("workflow '{workflow_id}'")),
-        },
-        StoreUpdate::RuntimeStats { signature, stats } => Call {
-            statement: &statements.save_runtime_stats,
-            params: vec![
-                Box::new(signature.clone()),
-                Box::new(sql_count(stats.n)),
-                Box::new(stats.mean),
-                Box::new(stats.m2),
-            ],
-            about: None,
-        },
-        StoreUpdate::FeatureModel { key, model } => {
-            let text = serde_json::to_string(model).map_err(|error| StoreError::Corrupt {
-                reason: format!("feature model `{key}`: {error}"),
-            })?;
-            Call {
-                statement: &statements.save_feature_model,
-                params: vec![Box::new(key.clone()), Box::new(text)],
-                about: None,
-            }
-        }
-    })
+    }
+    Ok(())
+}
+
+/// The columns of the finished attempts of a batch.
+#[derive(Default)]
+struct FinishedColumns<'u> {
+    ids: Vec<&'u str>,
+    idx: Vec<i64>,
+    attempt: Vec<i64>,
+    dispatched_at: Vec<i64>,
+    worker: Vec<Option<&'u str>>,
+    started_at: Vec<Option<i64>>,
+    finished_at: Vec<Option<i64>>,
+    outcome: Vec<Option<&'static str>>,
+    exit_code: Vec<Option<i64>>,
+    signal: Vec<Option<i64>>,
+    error: Vec<Option<&'u str>>,
+    stdout_tail: Vec<&'u str>,
+    stderr_tail: Vec<&'u str>,
+    peak_memory_bytes: Vec<Option<i64>>,
+    cpu_time_ms: Vec<Option<i64>>,
+}
+
+impl<'u> FinishedColumns<'u> {
+    fn push(&mut self, workflow_id: &'u str, task_idx: i64, attempt: i64, record: &'u AttemptRecord) {
+        self.ids.push(workflow_id);
+        self.idx.push(task_idx);
+        self.attempt.push(attempt);
+        self.dispatched_at.push(millis_to_sql(record.dispatched_at));
+        self.worker.push(record.worker.as_deref());
+        self.started_at.push(record.started_at.map(millis_to_sql));
+        self.finished_at.push(record.finished_at.map(millis_to_sql));
+        self.outcome.push(record.outcome.map(|outcome| outcome.as_str()));
+        self.exit_code.push(record.exit_code.map(i64::from));
+        self.signal.push(record.signal.map(i64::from));
+        self.error.push(record.error.as_deref());
+        self.stdout_tail.push(&record.stdout_tail);
+        self.stderr_tail.push(&record.stderr_tail);
+        self.peak_memory_bytes.push(record.peak_memory_bytes.map(sql_count));
+        self.cpu_time_ms.push(record.cpu_time_ms.map(sql_count));
+    }
 }
