@@ -9,6 +9,7 @@
 
 mod coalesce;
 pub mod conformance;
+mod decode;
 mod memory;
 mod postgres;
 mod sqlite;
@@ -40,6 +41,23 @@ pub enum StoreError {
     /// Another process holds the store: retrying will not help until it stops.
     #[error("{reason}")]
     InUse { reason: String },
+}
+
+/// How many migrations of `known` a database with schema `version` has had, or why it cannot
+/// be opened (a version that is not one, or one newer than this build knows).
+fn applied_migrations(version: i64, known: usize) -> Result<usize, StoreError> {
+    let applied = usize::try_from(version).map_err(|_| StoreError::Corrupt {
+        reason: format!("database schema version {version} is not valid"),
+    })?;
+    if applied > known {
+        return Err(StoreError::Corrupt {
+            reason: format!(
+                "database schema version {applied} is newer than this build knows ({known}): \
+                 upgrade taskfleet to open it"
+            ),
+        });
+    }
+    Ok(applied)
 }
 
 /// A stored workflow.

@@ -9,7 +9,7 @@
 use tokio_postgres::Client;
 
 use super::codec::classify;
-use crate::store::StoreError;
+use crate::store::{applied_migrations, StoreError};
 
 /// Key of the advisory lock migrations take (any constant shared by every build).
 pub(super) const MIGRATION_LOCK: i64 = 0x7461_736b_666c_6565; // "taskflee"
@@ -110,17 +110,7 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         }
     };
     let known = MIGRATIONS.len();
-    let applied = usize::try_from(applied).map_err(|_| StoreError::Corrupt {
-        reason: format!("database schema version {applied} is not valid"),
-    })?;
-    if applied > known {
-        return Err(StoreError::Corrupt {
-            reason: format!(
-                "database schema version {applied} is newer than this build knows ({known}): \
-                 upgrade taskfleet to open it"
-            ),
-        });
-    }
+    let applied = applied_migrations(applied, known)?;
     for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
         let context = format!("apply schema migration {}", number + 1);
         tx.batch_execute(migration)

@@ -8,7 +8,7 @@ use taskfleet_common::state::{AttemptOutcome, TaskState};
 use taskfleet_common::Millis;
 use taskfleet_engine::predict::{FeatureModel, LogStats};
 
-use crate::store::{AttemptRecord, StoreError, TaskRecord, WorkflowRecord, WorkflowState};
+use crate::store::{decode, AttemptRecord, StoreError, TaskRecord, WorkflowRecord, WorkflowState};
 
 /// Maps a SQLite error to the store error that tells the caller what to do about it;
 /// `context` says what the store was doing ("apply updates").
@@ -75,16 +75,11 @@ impl Cols<'_, '_> {
     }
 
     fn u32(&self, idx: usize, column: &str) -> Result<u32, StoreError> {
-        let value: i64 = self.get(idx, column)?;
-        u32::try_from(value).map_err(|_| self.corrupt(column, format_args!("out of range: {value}")))
+        decode::to_u32(self.get(idx, column)?).map_err(|detail| self.corrupt(column, detail))
     }
 
     fn i32(&self, idx: usize, column: &str) -> Result<Option<i32>, StoreError> {
-        let Some(value) = self.get::<Option<i64>>(idx, column)? else {
-            return Ok(None);
-        };
-        let value = i32::try_from(value).map_err(|_| self.corrupt(column, format_args!("out of range: {value}")))?;
-        Ok(Some(value))
+        decode::to_i32(self.get(idx, column)?).map_err(|detail| self.corrupt(column, detail))
     }
 
     fn millis(&self, idx: usize, column: &str) -> Result<Option<Millis>, StoreError> {
@@ -93,11 +88,7 @@ impl Cols<'_, '_> {
 
     /// A count that is never negative, or `NULL`.
     fn count(&self, idx: usize, column: &str) -> Result<Option<u64>, StoreError> {
-        let Some(value) = self.get::<Option<i64>>(idx, column)? else {
-            return Ok(None);
-        };
-        let value = u64::try_from(value).map_err(|_| self.corrupt(column, format_args!("negative: {value}")))?;
-        Ok(Some(value))
+        decode::to_count(self.get(idx, column)?).map_err(|detail| self.corrupt(column, detail))
     }
 
     fn required_millis(&self, idx: usize, column: &str) -> Result<Millis, StoreError> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::codec::classify;
-use crate::store::StoreError;
+use crate::store::{applied_migrations, StoreError};
 
 /// How long a statement waits for a lock held by another connection before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -110,17 +110,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|error| classify(error, "begin a schema migration"))?;
         let version = user_version(&tx)?;
-        let applied = usize::try_from(version).map_err(|_| StoreError::Corrupt {
-            reason: format!("database schema version {version} is not valid"),
-        })?;
-        if applied > known {
-            return Err(StoreError::Corrupt {
-                reason: format!(
-                    "database schema version {applied} is newer than this build knows ({known}): \
-                     upgrade taskfleet to open it"
-                ),
-            });
-        }
+        let applied = applied_migrations(version, known)?;
         let Some(migration) = MIGRATIONS.get(applied) else {
             return Ok(());
         };
