@@ -1,5 +1,5 @@
-//! The end-of-run report: per task its final state, attempts, times, worker, exit code, why it
-//! failed and what it used (and,
+//! The end-of-run report: per task its final state, attempts, times, worker (marked `lent`
+//! when it runs on capacity reserved for others), exit code, why it failed and what it used (and,
 //! while a workflow runs, what its unfinished tasks are expected to take), as a table for
 //! people (stdout); `--json` prints the [`WorkflowStatus`] itself.
 
@@ -46,7 +46,15 @@ pub fn render_table(status: &WorkflowStatus) -> String {
                 ),
                 (None, None) => String::new(),
             },
-            printable(task.worker.as_deref().unwrap_or_default()).into_owned(),
+            {
+                let worker = printable(task.worker.as_deref().unwrap_or_default()).into_owned();
+                // On capacity reserved for others: the first to make way for them.
+                if task.lent {
+                    format!("{worker} (lent)")
+                } else {
+                    worker
+                }
+            },
             task.exit_code.map(|code| code.to_string()).unwrap_or_default(),
             task.reason.clone().unwrap_or_default(),
             task.peak_memory_bytes.map(format_bytes).unwrap_or_default(),
@@ -100,5 +108,34 @@ fn first_line(text: &str) -> String {
         format!("{}…", line.chars().take(59).collect::<String>())
     } else {
         line.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use taskfleet_common::api::TaskStatus;
+
+    use super::*;
+
+    #[test]
+    fn a_task_on_lent_capacity_is_marked_beside_its_worker() {
+        let task = |id: &str, lent: bool| {
+            let mut task: TaskStatus = serde_json::from_value(serde_json::json!({
+                "id": id, "state": "running", "attempts": 1, "worker": "gpu-1",
+            }))
+            .unwrap();
+            task.lent = lent;
+            task
+        };
+        let mut status: WorkflowStatus = serde_json::from_value(serde_json::json!({
+            "workflow_id": "w", "name": "w", "state": "running", "started_at": null,
+            "finished_at": null, "duration_ms": null, "counts": {}, "tasks": [],
+        }))
+        .unwrap();
+        status.tasks = vec![task("borrower", true), task("owner", false)];
+        let table = render_table(&status);
+        let line = |id: &str| table.lines().find(|line| line.contains(id)).unwrap().to_string();
+        assert!(line("borrower").contains("gpu-1 (lent)"), "{table}");
+        assert!(!line("owner").contains("(lent)"), "{table}");
     }
 }
