@@ -252,22 +252,12 @@ impl Bins {
     /// The worker where `ask` goes now, or why it waits. Nothing is taken yet: see
     /// [`Bins::hold`].
     pub fn choose(&self, ask: &Ask<'_>) -> Result<Placed, Unplaced> {
-        self.choose_where(ask, |_| true)
-    }
-
-    /// Like [`Bins::choose`], among the workers `allowed` accepts (by name).
-    pub fn choose_where(&self, ask: &Ask<'_>, allowed: impl Fn(&str) -> bool) -> Result<Placed, Unplaced> {
         let lent = self.reservations_allow(ask);
         // (more preferred labels, lower score), the worker, first in name order on ties.
         let mut best: Option<(usize, f64, usize)> = None;
         for &idx in &self.order {
             let bin = &self.bins[idx];
-            if !bin.alive
-                || !bin.serves(ask.pool)
-                || !bin.carries(ask.selector)
-                || !bin.fits_now(ask.resources)
-                || !allowed(&bin.model.name)
-            {
+            if !bin.alive || !bin.serves(ask.pool) || !bin.carries(ask.selector) || !bin.fits_now(ask.resources) {
                 continue;
             }
             if lent.is_none() {
@@ -344,12 +334,7 @@ impl Bins {
         self.release(task);
         let bin = &mut self.bins[worker];
         bin.used_slots = bin.used_slots.saturating_add(ask.resources.slots);
-        bin.used.add(&ResourceSet {
-            cpu: ask.resources.cpu,
-            memory_bytes: ask.resources.memory,
-            gpu: ask.resources.gpu,
-            custom: ask.resources.custom.clone(),
-        });
+        bin.used.add(&ask.resources.request());
         let mut counted = Vec::new();
         for (idx, reserved) in self.reserved.iter_mut().enumerate() {
             if let Some(owner) = reserved.take(ask) {
@@ -399,12 +384,7 @@ impl Bins {
         let bin = &mut self.bins[hold.worker];
         bin.used_slots = bin.used_slots.saturating_sub(hold.slots);
         if let Some(resources) = &hold.resources {
-            bin.used.sub(&ResourceSet {
-                cpu: resources.cpu,
-                memory_bytes: resources.memory,
-                gpu: resources.gpu,
-                custom: resources.custom.clone(),
-            });
+            bin.used.sub(&resources.request());
             for (idx, owner) in hold.counted {
                 self.reserved[idx].give_back(resources, owner);
             }
@@ -465,11 +445,6 @@ impl Bins {
         for task in tasks {
             self.release(task);
         }
-    }
-
-    /// The rule choosing among the workers where a task fits.
-    pub fn packing(&self) -> &'static str {
-        self.packing.name()
     }
 }
 

@@ -19,7 +19,7 @@ use crate::placement::{rated_by_fields, runtime_on, DataReady, ParentAt, WorkerI
 /// live scheduler ([`crate::packing`]).
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct Room {
-    capacity: Option<ResourceSet>,
+    capacity: ResourceSet,
     used: ResourceSet,
 }
 
@@ -27,32 +27,24 @@ impl Room {
     /// All of `worker`'s room.
     pub(super) fn of(worker: &SimWorker) -> Room {
         Room {
-            capacity: Some(worker.capacity()),
+            capacity: worker.capacity(),
             used: ResourceSet::default(),
         }
     }
 
     /// Whether `task`'s request fits in what is left.
     pub(super) fn fits(&self, task: &TaskSpec) -> bool {
-        !packing::asks(task)
-            || self
-                .capacity
-                .as_ref()
-                .is_none_or(|capacity| packing::fits(&task.resources, capacity, &self.used))
+        !packing::asks(task) || packing::fits(&task.resources, &self.capacity, &self.used)
     }
 
     /// Whether `task`'s request would fit in all of it.
     pub(super) fn could_ever_fit(&self, task: &TaskSpec) -> bool {
-        !packing::asks(task)
-            || self
-                .capacity
-                .as_ref()
-                .is_none_or(|capacity| packing::fits(&task.resources, capacity, &ResourceSet::default()))
+        !packing::asks(task) || packing::fits(&task.resources, &self.capacity, &ResourceSet::default())
     }
 
     /// Takes (`sign` 1) or gives back (`sign` -1) what `task` asks for.
     pub(super) fn take(&mut self, task: &TaskSpec, sign: i8) {
-        if !packing::asks(task) || self.capacity.is_none() {
+        if !packing::asks(task) {
             return;
         }
         let request = task.resources.request();

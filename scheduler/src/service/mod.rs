@@ -416,7 +416,8 @@ impl Scheduler {
         if updates.is_empty() {
             return Ok(());
         }
-        let updates = coalesce(updates);
+        // Shared, not copied, with each try.
+        let updates: Arc<[StoreUpdate]> = coalesce(updates).into();
         let mut backoff = Backoff::new();
         loop {
             match self.store.apply(updates.clone()).await {

@@ -56,7 +56,7 @@ async fn an_attempt_lost_before_it_reached_a_worker_is_not_counted() {
         dispatched(&id, 4, 1, 30),
         task_update(&id, task(4, TaskState::Dispatched, 1, 0)),
     ];
-    store.apply(updates).await.unwrap();
+    store.apply(updates.into()).await.unwrap();
     let status = workflow_status(&store, "wf").await.unwrap().unwrap();
     assert_eq!(status.tasks[0].attempts, 1, "{:?}", status.tasks[0]);
     assert_eq!(status.tasks[0].worker.as_deref(), Some("w1"));

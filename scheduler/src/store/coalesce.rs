@@ -85,8 +85,8 @@ mod tests {
                 .create_workflow(&crate::store::conformance::record("wf", "h", 1), &spec)
                 .await
                 .unwrap();
-            store.apply(vec![dispatched(&workflow, 0, 1, 10)]).await.unwrap();
-            store.apply(updates).await.unwrap();
+            store.apply(vec![dispatched(&workflow, 0, 1, 10)].into()).await.unwrap();
+            store.apply(updates.into()).await.unwrap();
             states.push((store.tasks("wf").await.unwrap(), store.attempts("wf").await.unwrap()));
         }
         assert_eq!(states[0], states[1]);

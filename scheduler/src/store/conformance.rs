@@ -65,17 +65,23 @@ pub async fn runtime_stats_round_trip(store: &dyn Store, prefix: &str) {
         m2: 0.125,
     };
     store
-        .apply(vec![StoreUpdate::RuntimeStats {
-            signature: signature.clone(),
-            stats: first,
-        }])
+        .apply(
+            vec![StoreUpdate::RuntimeStats {
+                signature: signature.clone(),
+                stats: first,
+            }]
+            .into(),
+        )
         .await
         .expect("save stats");
     store
-        .apply(vec![StoreUpdate::RuntimeStats {
-            signature: signature.clone(),
-            stats: second,
-        }])
+        .apply(
+            vec![StoreUpdate::RuntimeStats {
+                signature: signature.clone(),
+                stats: second,
+            }]
+            .into(),
+        )
         .await
         .expect("save stats");
     let stored = store.runtime_stats().await.expect("read stats");
@@ -95,10 +101,13 @@ pub async fn feature_models_round_trip(store: &dyn Store, prefix: &str) {
     for (x, y) in [(1.0, 0.1), (2.0, 0.3), (3.5, 0.45)] {
         model.add(&[1.0, x], y);
         store
-            .apply(vec![StoreUpdate::FeatureModel {
-                key: key.clone(),
-                model: model.clone(),
-            }])
+            .apply(
+                vec![StoreUpdate::FeatureModel {
+                    key: key.clone(),
+                    model: model.clone(),
+                }]
+                .into(),
+            )
             .await
             .expect("save a feature model");
     }
@@ -163,7 +172,7 @@ pub(crate) async fn create(store: &dyn Store, record: &WorkflowRecord) {
 }
 
 pub(crate) async fn apply(store: &dyn Store, updates: Vec<StoreUpdate>, what: &str) {
-    if let Err(error) = store.apply(updates).await {
+    if let Err(error) = store.apply(updates.into()).await {
         panic!("{what}: apply failed: {error}");
     }
 }

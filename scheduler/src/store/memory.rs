@@ -3,6 +3,7 @@
 //! store and passes the same conformance suite, without a database's cost per update.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
@@ -323,11 +324,11 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn apply(&self, updates: Vec<StoreUpdate>) -> Result<(), StoreError> {
+    async fn apply(&self, updates: Arc<[StoreUpdate]>) -> Result<(), StoreError> {
         let mut inner = self.inner();
         inner.check(&updates)?;
-        for update in updates {
-            inner.apply(update);
+        for update in updates.iter() {
+            inner.apply(update.clone());
         }
         Ok(())
     }

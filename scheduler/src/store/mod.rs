@@ -14,6 +14,8 @@ mod memory;
 mod postgres;
 mod sqlite;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use taskfleet_common::state::TaskState;
 use taskfleet_common::{Millis, WorkflowSpec};
@@ -141,5 +143,5 @@ pub trait Store: Send + Sync + 'static {
     async fn feature_models(&self) -> Result<Vec<(String, FeatureModel)>, StoreError>;
 
     /// Applies the updates atomically, in order.
-    async fn apply(&self, updates: Vec<StoreUpdate>) -> Result<(), StoreError>;
+    async fn apply(&self, updates: Arc<[StoreUpdate]>) -> Result<(), StoreError>;
 }

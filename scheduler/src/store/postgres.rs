@@ -14,6 +14,7 @@ mod write;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -323,7 +324,7 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn apply(&self, updates: Vec<StoreUpdate>) -> Result<(), StoreError> {
+    async fn apply(&self, updates: Arc<[StoreUpdate]>) -> Result<(), StoreError> {
         if updates.is_empty() {
             return Ok(());
         }

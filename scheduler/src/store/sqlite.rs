@@ -20,6 +20,7 @@ mod tests;
 
 use std::path::Path;
 use std::sync::mpsc;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::Connection;
@@ -271,7 +272,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn apply(&self, updates: Vec<StoreUpdate>) -> Result<(), StoreError> {
+    async fn apply(&self, updates: Arc<[StoreUpdate]>) -> Result<(), StoreError> {
         if updates.is_empty() {
             return Ok(());
         }

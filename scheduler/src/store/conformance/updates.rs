@@ -221,7 +221,7 @@ pub async fn failed_batch_changes_nothing(store: &dyn Store, prefix: &str) {
         let mut batch = start();
         batch.push(bad);
         batch.push(dispatched(&id, 4, 1, 140));
-        match store.apply(batch).await {
+        match store.apply(batch.into()).await {
             Err(StoreError::Conflict { .. }) => {}
             other => panic!("atomic: {what}: expected a conflict, got {other:?}"),
         }

@@ -138,14 +138,12 @@ pub(super) async fn create_workflow(
 /// last update of a row wins, as applying them in order would).
 #[derive(Default)]
 struct Columns<'u> {
-    tasks: Rows<(&'u str, i64), TaskRow<'u>>,
+    tasks: Rows<(&'u str, i64), &'u TaskRecord>,
     dispatched: Rows<(&'u str, i64, i64), i64>,
     started: Rows<(&'u str, i64, i64), (&'u str, i64)>,
     finished: Rows<(&'u str, i64, i64), &'u AttemptRecord>,
     workflows: Rows<&'u str, (&'u str, i64)>,
 }
-
-type TaskRow<'u> = &'u TaskRecord;
 
 /// Rows by key, in first-seen order, the last value of each key kept.
 struct Rows<K, V> {
@@ -169,7 +167,7 @@ impl<K: std::hash::Hash + Eq + Copy, V> Rows<K, V> {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (K, &V)> + '_ {
+    fn iter(&self) -> impl ExactSizeIterator<Item = (K, &V)> + '_ {
         self.order.iter().map(|key| (*key, &self.values[key]))
     }
 
@@ -279,8 +277,13 @@ pub(super) async fn apply(tx: Transaction<'_>, updates: &[StoreUpdate]) -> Resul
             .iter()
             .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)))
             .collect();
-        for ((w, t, a), _) in columns.started.iter() {
-            if !touched.contains(&(w.to_string(), t, a)) {
+        // The rows are unique: as many back as sent means none is missing.
+        if touched.len() < columns.started.order.len() {
+            let missing = columns
+                .started
+                .iter()
+                .find(|((w, t, a), _)| !touched.contains(&(w.to_string(), *t, *a)));
+            if let Some(((w, t, a), _)) = missing {
                 return Err(StoreError::Conflict {
                     reason: format!("attempt {a} of task {t} of workflow '{w}' does not exist"),
                 });
@@ -367,11 +370,15 @@ async fn query_keys(
 }
 
 /// Fails with the first of `wanted` (workflow, task) that `touched` lacks, named by `name`.
+/// The rows are unique, so when as many came back as were sent, none is missing.
 fn expect_all<'k>(
-    wanted: impl Iterator<Item = (&'k str, i64)>,
+    wanted: impl ExactSizeIterator<Item = (&'k str, i64)>,
     touched: &HashSet<(String, i64)>,
     name: impl Fn((&str, i64)) -> String,
 ) -> Result<(), StoreError> {
+    if touched.len() == wanted.len() {
+        return Ok(());
+    }
     for (workflow_id, task_idx) in wanted {
         if !touched.contains(&(workflow_id.to_string(), task_idx)) {
             return Err(StoreError::Conflict {

@@ -137,7 +137,7 @@ async fn unknown_stored_values_are_reported_as_corrupt() {
         attempt: 1,
         at: Millis(5),
     };
-    store.apply(vec![update]).await.expect("dispatch");
+    store.apply(vec![update].into()).await.expect("dispatch");
     assert_eq!(store.tasks("bad").await.expect("read tasks"), fresh_diamond_tasks());
 
     let conn = raw(&path);
