@@ -54,6 +54,12 @@ pub struct SchedulerSettings {
     pub max_tasks: usize,
     /// Largest workflow accepted through the API or the submit queue.
     pub max_body: ByteSize,
+    /// This scheduler's name in logs, `/readyz` and the leader's lease (default: the host
+    /// name and process id).
+    pub name: Option<String>,
+    /// With a shared (PostgreSQL) store: how long the leader's lease lasts unless renewed; a
+    /// standby takes over once it lapses.
+    pub leader_lease: HumanDuration,
 }
 
 impl Default for SchedulerSettings {
@@ -74,6 +80,8 @@ impl Default for SchedulerSettings {
             reserve: Vec::new(),
             max_tasks: taskfleet_common::workflow::DEFAULT_MAX_TASKS,
             max_body: ByteSize(64 << 20),
+            name: None,
+            leader_lease: HumanDuration(std::time::Duration::from_secs(10)),
         }
     }
 }
@@ -84,6 +92,10 @@ impl SchedulerSettings {
         anyhow::ensure!(
             !self.lease_timeout.0.is_zero(),
             "lease-timeout must be longer than zero"
+        );
+        anyhow::ensure!(
+            self.leader_lease.0 >= std::time::Duration::from_millis(300),
+            "leader-lease must be at least 300ms (it is renewed every third of it)"
         );
         anyhow::ensure!(self.max_tasks > 0, "max-tasks must be at least 1");
         anyhow::ensure!(self.max_body.0 > 0, "max-body must be at least 1 byte");

@@ -1,21 +1,30 @@
-//! The scheduler as a service: restores unfinished workflows from the store, runs the
-//! scheduling loop, serves the HTTP API, and accepts workflows published to the submit queue.
-//! `taskfleet scheduler` calls [`run`]; tests call it in-process.
+//! The scheduler as a service: serves the HTTP API and accepts workflows published to the
+//! submit queue for as long as it runs, and leads or stands by. `taskfleet scheduler` calls
+//! [`run`]; tests call it in-process.
+//!
+//! A store of one scheduler (SQLite) makes it the leader from the start. A store several
+//! schedulers share (PostgreSQL) makes it claim the leader's lease: the holder leads
+//! (`leader.rs`: restores unfinished workflows, runs the scheduling loop, renews the lease,
+//! takes the requests standbys stored) until its term ends, and the others stand by
+//! (`standby.rs`: follow the fleet, try the lease) until it lapses.
+
+mod leader;
+mod standby;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
+use taskfleet_common::workflow::ValidateOptions;
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_transport::{consume_until, Delivery, Transport, TransportError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::api::{router, ApiState};
-use crate::service::{Capacity, Scheduler, SchedulerConfig, SchedulerHandle};
+use crate::role::Instance;
 use crate::store::Store;
 use crate::submit::{submit_workflow, SubmitError};
 use taskfleet_engine::engine::EngineConfig;
@@ -31,6 +40,32 @@ pub struct ServerConfig {
     pub validate: ValidateOptions,
     /// Largest HTTP request body, in bytes.
     pub max_body_bytes: usize,
+    /// This scheduler's name, in logs and as the holder of the leader's lease (made unique
+    /// per process).
+    pub name: String,
+    /// How long the leader's lease lasts unless renewed (renewed every third of it); a
+    /// standby takes over once it lapses.
+    pub leader_lease: Duration,
+}
+
+/// The host's name and the process id.
+pub fn default_name() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_else(|| "scheduler".to_string());
+    format!("{host}:{}", std::process::id())
+}
+
+/// What the parts of the service share.
+struct Service {
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    transport: Arc<dyn Transport>,
+    shutdown: CancellationToken,
+    /// The holder of the leader's lease: the name and a suffix of this process alone, so two
+    /// schedulers given the same name never both lead.
+    holder: String,
 }
 
 /// Runs the service on `listener` until `shutdown` is cancelled.
@@ -41,105 +76,73 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let scheduler_config = SchedulerConfig {
-        queues: config.queues.clone(),
-        // Attempts that were out when the scheduler stopped wait one lease for their worker's
-        // heartbeat before they run again.
-        engine: EngineConfig {
-            adoption_grace: config.lease_timeout,
-            ..config.engine.clone()
-        },
-        capacity: Capacity::Heartbeats {
-            lease_timeout: config.lease_timeout,
-        },
-        forget_finished: true,
-        ..SchedulerConfig::default()
-    };
-    let (mut scheduler, handle) = Scheduler::new(scheduler_config, store.clone(), transport.clone());
-    scheduler.restore_predictor(store.runtime_stats().await?, store.feature_models().await?);
-    restore(store.as_ref(), &handle).await?;
-    // If the scheduling loop ends for any reason (even a panic), the whole service stops, so
-    // a supervisor restarts it instead of leaving an API in front of a dead loop.
-    let loop_shutdown = shutdown.clone();
-    let scheduler = tokio::spawn(async move {
-        let _stop_everything = loop_shutdown.clone().drop_guard();
-        scheduler.run(loop_shutdown).await
-    });
-    let submissions = tokio::spawn(submit_queue_loop(
+    let holder = format!("{}#{:06x}", config.name, rand::random::<u32>() & 0xff_ffff);
+    let service = Arc::new(Service {
+        config,
+        store,
         transport,
-        store.clone(),
-        handle.clone(),
-        config.clone(),
-        shutdown.clone(),
-    ));
+        shutdown,
+        holder,
+    });
+    // A store of one scheduler: it leads from the start, and the loop's handle exists
+    // before the API serves. A shared store: it stands by until it holds the lease.
+    let (first, current) = match service.store.shared() {
+        None => {
+            let leader = service.prepare(None).await?;
+            let current = leader.current();
+            (Some(leader), current)
+        }
+        Some(_) => (None, service.idle_standby()),
+    };
+    let (roles, instance) = Instance::with(&service.config.name, current);
+    let submissions = tokio::spawn(submit_queue_loop(service.clone(), instance.clone()));
 
     let address: SocketAddr = listener.local_addr().context("reading the listening address")?;
-    info!(%address, "Scheduler API listening.");
+    info!(%address, name = %service.config.name, "Scheduler API listening.");
     let state = ApiState {
-        store,
-        scheduler: handle,
-        validate: config.validate,
-        max_body_bytes: config.max_body_bytes,
+        store: service.store.clone(),
+        scheduler: instance,
+        validate: service.config.validate.clone(),
+        max_body_bytes: service.config.max_body_bytes,
         forecasts: Arc::default(),
     };
-    let serve_shutdown = shutdown.clone();
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
-        .await;
-    // The API stopping on its own is an error: stop everything else too.
-    shutdown.cancel();
-    let scheduled = scheduler.await.context("the scheduler loop panicked")?;
-    submissions.await.context("the submit queue loop panicked")?;
-    served.context("serving the API")?;
-    scheduled
-}
-
-/// Hands every unfinished workflow in the store back to the scheduler: finished tasks stay
-/// finished, attempts that were out are dispatched again.
-async fn restore(store: &dyn Store, handle: &SchedulerHandle) -> anyhow::Result<()> {
-    let options = ValidateOptions {
-        max_tasks: usize::MAX,
-        known_handlers: None,
+    let serve_shutdown = service.shutdown.clone();
+    let api = tokio::spawn(async move {
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
+            .await
+    });
+    let roles_ended = match first {
+        Some(leader) => service.lead(leader, &roles).await,
+        None => service.alternate(&roles).await,
     };
-    for record in store.running_workflows(None).await? {
-        let spec = match parse_workflow(&record.source, &options) {
-            Ok(spec) => spec,
-            Err(invalid) => {
-                error!(workflow_id = %record.id, %invalid, "A stored workflow no longer validates; leaving it alone.");
-                continue;
-            }
-        };
-        let tasks = store.tasks(&record.id).await?;
-        info!(workflow_id = %record.id, n_tasks = tasks.len(), "Resuming workflow.");
-        handle.add_workflow(Arc::from(record.id.as_str()), Arc::new(spec), Some(tasks))?;
-    }
-    Ok(())
+    // The API stopping, or leading failing, stops everything else too.
+    service.shutdown.cancel();
+    submissions.await.context("the submit queue loop panicked")?;
+    api.await.context("the API panicked")?.context("serving the API")?;
+    roles_ended
 }
 
 /// Accepts workflows published straight onto the broker: each is acked only once stored; an
 /// invalid one is dead-lettered with every problem as the reason.
-async fn submit_queue_loop(
-    transport: Arc<dyn Transport>,
-    store: Arc<dyn Store>,
-    handle: SchedulerHandle,
-    config: ServerConfig,
-    shutdown: CancellationToken,
-) {
-    let queue = config.queues.submit();
+async fn submit_queue_loop(service: Arc<Service>, instance: Instance) {
+    let queues = &service.config.queues;
+    let queue = queues.submit();
     let open = || async {
-        transport
-            .declare(&[queue.clone(), config.queues.dead_letters()])
+        service
+            .transport
+            .declare(&[queue.clone(), queues.dead_letters()])
             .await?;
-        transport.consume(&queue, 16).await
+        service.transport.consume(&queue, 16).await
     };
-    let accept = |delivery| accept_submission(&store, &handle, &config, delivery);
-    consume_until("consume the submit queue", &shutdown, open, accept).await;
+    let accept = |delivery| accept_submission(&service.store, &instance, &service.config, delivery);
+    consume_until("consume the submit queue", &service.shutdown, open, accept).await;
 }
 
 /// Handles one submitted workflow; returns false when the scheduler has stopped.
 async fn accept_submission(
     store: &Arc<dyn Store>,
-    handle: &SchedulerHandle,
+    instance: &Instance,
     config: &ServerConfig,
     delivery: Delivery,
 ) -> bool {
@@ -162,7 +165,7 @@ async fn accept_submission(
         }
     };
     let (source, key) = unwrap_envelope(source);
-    match submit_workflow(store.as_ref(), handle, options, source, key).await {
+    match submit_workflow(store.as_ref(), instance, options, source, key).await {
         Ok(answer) => {
             info!(workflow_id = %answer.workflow_id, "Workflow submitted through the broker.");
             settle(delivery.ack().await);

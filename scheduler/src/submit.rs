@@ -16,7 +16,8 @@ use taskfleet_common::WorkflowSpec;
 use taskfleet_engine::fleet::impossible_requests;
 use tokio::sync::Semaphore;
 
-use crate::service::{now, SchedulerHandle};
+use crate::role::Instance;
+use crate::service::now;
 use crate::store::{Store, StoreError, WorkflowRecord};
 
 /// Longest idempotency key, in bytes (as Stripe's).
@@ -79,12 +80,13 @@ pub fn check_idempotency_key(key: &str) -> Result<(), SubmitError> {
     Ok(())
 }
 
-/// Validates, persists and schedules a workflow given as YAML or JSON text. With an
+/// Validates, persists and schedules a workflow given as YAML or JSON text (on a standby,
+/// the store hands it to the leader). With an
 /// idempotency key, a repeated submission (the same key and the same text) returns the
 /// workflow the first one created; the same key with another text is [`SubmitError::KeyReused`].
 pub async fn submit_workflow(
     store: &dyn Store,
-    scheduler: &SchedulerHandle,
+    scheduler: &Instance,
     options: &ValidateOptions,
     source: String,
     idempotency_key: Option<String>,
@@ -121,9 +123,11 @@ pub async fn submit_workflow(
         }
         Err(error) => return Err(error.into()),
     }
-    scheduler
-        .add_workflow(Arc::from(record.id.as_str()), Arc::new(spec), None)
-        .map_err(|_| SubmitError::Stopped)?;
+    if let Some(leader) = scheduler.leading() {
+        leader
+            .add_workflow(Arc::from(record.id.as_str()), Arc::new(spec), None)
+            .map_err(|_| SubmitError::Stopped)?;
+    }
     Ok(SubmitResponse {
         workflow_id: record.id,
         created: true,

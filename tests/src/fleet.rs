@@ -23,6 +23,10 @@ pub struct Fleet {
     scheduler_flags: Vec<String>,
     n_scheduler_starts: usize,
     scheduler: Child,
+    /// The first scheduler's API (`api` is the one the CLI talks to).
+    scheduler_api: String,
+    /// More schedulers on the same store and queues, by name, with their APIs.
+    more_schedulers: BTreeMap<String, (Child, String)>,
     workers: BTreeMap<String, Child>,
     /// Every worker ever started, whose own queues are deleted at the end.
     worker_names: Vec<String>,
@@ -44,15 +48,17 @@ impl Fleet {
             flags.extend(["--db".to_string(), db]);
         }
         flags.extend(extra.iter().map(|flag| flag.to_string()));
-        let (scheduler, api) = start_scheduler(dir.path(), &flags, 1);
+        let (scheduler, api) = start_scheduler(dir.path(), &flags, "scheduler");
         Fleet {
             dir,
             prefix,
             broker: broker.to_string(),
-            api,
+            api: api.clone(),
             scheduler_flags: flags,
             n_scheduler_starts: 1,
             scheduler,
+            scheduler_api: api,
+            more_schedulers: BTreeMap::new(),
             workers: BTreeMap::new(),
             worker_names: Vec::new(),
         }
@@ -63,9 +69,57 @@ impl Fleet {
         let _ = self.scheduler.kill();
         let _ = self.scheduler.wait();
         self.n_scheduler_starts += 1;
-        let (scheduler, api) = start_scheduler(self.dir.path(), &self.scheduler_flags, self.n_scheduler_starts);
+        let log = format!("scheduler-{}", self.n_scheduler_starts);
+        let (scheduler, api) = start_scheduler(self.dir.path(), &self.scheduler_flags, &log);
         self.scheduler = scheduler;
-        self.api = api;
+        self.api = api.clone();
+        self.scheduler_api = api;
+    }
+
+    /// Starts another scheduler named `name` on the same store and queues (with a shared
+    /// store, a standby while another leads), logging to `<name>.log`.
+    pub fn add_scheduler(&mut self, name: &str) {
+        let mut flags = self.scheduler_flags.clone();
+        flags.extend(["--name".to_string(), name.to_string()]);
+        let started = start_scheduler(self.dir.path(), &flags, name);
+        self.more_schedulers.insert(name.to_string(), started);
+    }
+
+    /// The process of the scheduler `name` (`scheduler` for the first).
+    fn scheduler_process(&mut self, name: &str) -> &mut Child {
+        match name {
+            "scheduler" => &mut self.scheduler,
+            other => &mut self.more_schedulers.get_mut(other).expect("a scheduler of that name").0,
+        }
+    }
+
+    /// The API address of the scheduler `name` (`scheduler` for the first).
+    pub fn api_of(&self, name: &str) -> String {
+        match name {
+            "scheduler" => self.scheduler_api.clone(),
+            other => self
+                .more_schedulers
+                .get(other)
+                .expect("a scheduler of that name")
+                .1
+                .clone(),
+        }
+    }
+
+    /// Makes the CLI talk to the scheduler `name` from now on.
+    pub fn talk_to(&mut self, name: &str) {
+        self.api = self.api_of(name);
+    }
+
+    /// Sends `signal` to the scheduler `name`'s process (SIGSTOP pauses it, SIGKILL kills it).
+    pub fn signal_scheduler(&mut self, name: &str, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.scheduler_process(name).id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the scheduler");
+    }
+
+    /// `GET /readyz` of the scheduler `name`: its status code and body.
+    pub fn readyz(&self, name: &str) -> (u16, serde_json::Value) {
+        crate::http_get(&self.api_of(name), "/readyz")
     }
 
     /// Sends SIGTERM to a worker and waits (at most `timeout`) for it to exit.
@@ -219,7 +273,13 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        for child in self.workers.values_mut().chain(std::iter::once(&mut self.scheduler)) {
+        let schedulers = self.more_schedulers.values_mut().map(|(child, _)| child);
+        for child in self
+            .workers
+            .values_mut()
+            .chain(std::iter::once(&mut self.scheduler))
+            .chain(schedulers)
+        {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -230,13 +290,10 @@ impl Drop for Fleet {
     }
 }
 
-/// Starts `taskfleet scheduler FLAGS` on a free port, logging to `scheduler.log` (then
-/// `scheduler-2.log`, … on restarts); returns it with its API address once it listens.
-fn start_scheduler(dir: &Path, flags: &[String], n_start: usize) -> (Child, String) {
-    let log = match n_start {
-        1 => dir.join("scheduler.log"),
-        n => dir.join(format!("scheduler-{n}.log")),
-    };
+/// Starts `taskfleet scheduler FLAGS` on a free port, logging to `<log>.log`; returns it
+/// with its API address once it listens.
+fn start_scheduler(dir: &Path, flags: &[String], log: &str) -> (Child, String) {
+    let log = dir.join(format!("{log}.log"));
     let scheduler = taskfleet()
         .arg("scheduler")
         .args(flags)

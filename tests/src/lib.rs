@@ -87,3 +87,25 @@ pub fn process_alive(pid: i32) -> bool {
             .map(|stat| !stat.contains(") Z "))
             .unwrap_or(false)
 }
+
+/// `GET path` of the HTTP server at `address` (host:port): the status code and the JSON body
+/// (`Null` when the body is not JSON, or `0` and `Null` when nothing answers).
+pub fn http_get(address: &str, path: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return (0, serde_json::Value::Null);
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut response).is_err() {
+        return (0, serde_json::Value::Null);
+    }
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (code, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}

@@ -80,7 +80,6 @@ pub(crate) async fn open_store(
         let store = PostgresStore::connect(url)
             .await
             .context("opening the PostgreSQL store")?;
-        store.lock_exclusive().await.context("opening the PostgreSQL store")?;
         return Ok(std::sync::Arc::new(store));
     }
     let store = if url == "sqlite::memory:" {

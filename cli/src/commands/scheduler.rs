@@ -49,6 +49,14 @@ pub struct SchedulerArgs {
     /// (repeatable).
     #[arg(long = "reserve", env = "TASKFLEET_RESERVE", value_delimiter = ',')]
     pub reserve: Vec<Reservation>,
+    /// This scheduler's name in logs, /readyz and the leader's lease (default: the host
+    /// name and process id).
+    #[arg(long, env = "TASKFLEET_NAME")]
+    pub name: Option<String>,
+    /// With a PostgreSQL store shared by several schedulers: how long the leader's lease
+    /// lasts unless renewed (every third of it); a standby takes over once it lapses.
+    #[arg(long, env = "TASKFLEET_LEADER_LEASE")]
+    pub leader_lease: Option<HumanDuration>,
 }
 
 impl SchedulerArgs {
@@ -61,6 +69,10 @@ impl SchedulerArgs {
         set(&mut settings.lease_timeout, self.lease_timeout);
         set(&mut settings.prefetch_margin, self.prefetch_margin);
         set(&mut settings.packing, self.packing);
+        set(&mut settings.leader_lease, self.leader_lease);
+        if self.name.is_some() {
+            settings.name = self.name;
+        }
         if !self.reserve.is_empty() {
             settings.reserve = self.reserve;
         }
@@ -93,6 +105,8 @@ fn server_config(settings: &SchedulerSettings) -> ServerConfig {
             known_handlers: None,
         },
         max_body_bytes: usize::try_from(settings.max_body.0).unwrap_or(usize::MAX),
+        name: settings.name.clone().unwrap_or_else(server::default_name),
+        leader_lease: settings.leader_lease.0,
     }
 }
 

@@ -7,7 +7,10 @@
 //! | `GET /v1/workflows/{id}?limit=N&cursor=C` | 200 [`WorkflowStatus`] with counts, a page of tasks (1000 by default, at most 10,000; `next_cursor` for the next; each with how its latest attempt ended, what it used, and the lease of a running one), and a predicted end while it runs; 404 |
 //! | `POST /v1/workflows/{id}/cancel` | 202 [`CancelResponse`], 404, 409 when it already ended |
 //! | `GET /v1/workers` | 200 list of [`WorkerStatus`], with the attempts each runs and when its lease on them lapses |
-//! | `GET /healthz`, `GET /readyz` | 200 while alive; 200 only while connected to the broker and able to write to the store |
+//! | `GET /healthz`, `GET /readyz` | 200 while alive; 200 only while connected to the broker and able to write to the store; both say the `role` (`leader` or `standby`) |
+//!
+//! Every scheduler sharing a store serves the whole API: a standby reads from the store and
+//! stores submissions and cancellations, which the leader takes up.
 
 mod error;
 
@@ -27,7 +30,8 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 
-use crate::service::{now, SchedulerHandle};
+use crate::role::{Instance, Role};
+use crate::service::now;
 use crate::status::{add_leases, workflow_status_page, Forecasts, TaskWindow};
 use crate::store::Store;
 use crate::submit::{submit_workflow, SubmitError};
@@ -37,7 +41,8 @@ use taskfleet_engine::eta::slots_by_speed;
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
-    pub scheduler: SchedulerHandle,
+    /// This scheduler: the leader's loop, or a standby.
+    pub scheduler: Instance,
     /// How submitted workflows are validated.
     pub validate: ValidateOptions,
     /// Largest request body accepted, in bytes.
@@ -154,14 +159,12 @@ async fn status(
     };
     let fleet = state.scheduler.fleet();
     add_leases(&mut status, &fleet);
-    if let Some(progress) = state.scheduler.progress().borrow().get(id.as_str()) {
-        for &task_idx in &progress.lent {
-            if let Some(task) = task_idx
-                .checked_sub(from)
-                .and_then(|offset| status.tasks.get_mut(offset as usize))
-            {
-                task.lent = task.state.is_in_flight();
-            }
+    for task_idx in state.scheduler.lent(&id) {
+        if let Some(task) = task_idx
+            .checked_sub(from)
+            .and_then(|offset| status.tasks.get_mut(offset as usize))
+        {
+            task.lent = task.state.is_in_flight();
         }
     }
     let slots = slots_by_speed(
@@ -201,10 +204,22 @@ async fn cancel(
             record.state.as_str()
         )));
     }
-    state
-        .scheduler
-        .cancel(Arc::from(id.as_str()))
-        .map_err(|_| ApiError::Unavailable("the scheduler is stopping".into()))?;
+    // Kept in a shared store first, so that the request outlives this scheduler and reaches
+    // the leader from a standby.
+    if let Some(shared) = state.store.shared() {
+        let running = shared
+            .request_cancel(&id)
+            .await
+            .map_err(|error| ApiError::Internal(error.into()))?;
+        if !running {
+            return Err(ApiError::Conflict(format!("workflow `{id}` already ended")));
+        }
+    }
+    if let Some(leader) = state.scheduler.leading() {
+        leader
+            .cancel(Arc::from(id.as_str()))
+            .map_err(|_| ApiError::Unavailable("the scheduler is stopping".into()))?;
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(CancelResponse {
@@ -218,23 +233,35 @@ async fn workers(State(state): State<ApiState>) -> Json<Vec<WorkerStatus>> {
     Json(state.scheduler.fleet())
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+async fn healthz(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let mut body = serde_json::json!({"status": "ok"});
+    add_role(&mut body, &state.scheduler);
+    Json(body)
 }
 
 async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::Value>) {
-    if !state.scheduler.is_connected() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "not connected to the broker"})),
-        )
+    let (code, status) = if !state.scheduler.is_connected() {
+        (StatusCode::SERVICE_UNAVAILABLE, "not connected to the broker")
     } else if !state.scheduler.is_store_available() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "the store is unavailable; retrying"})),
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; retrying")
     } else {
-        (StatusCode::OK, Json(serde_json::json!({"status": "ready"})))
+        (StatusCode::OK, "ready")
+    };
+    let mut body = serde_json::json!({"status": status});
+    add_role(&mut body, &state.scheduler);
+    (code, Json(body))
+}
+
+/// Adds who this scheduler is: `name`, `role`, and the leader's `epoch` or the `leader` a
+/// standby knows of.
+fn add_role(body: &mut serde_json::Value, scheduler: &Instance) {
+    let role = scheduler.role();
+    body["name"] = scheduler.name().into();
+    body["role"] = role.as_str().into();
+    match role {
+        Role::Leader { epoch: Some(epoch) } => body["epoch"] = epoch.into(),
+        Role::Leader { epoch: None } => {}
+        Role::Standby { leader } => body["leader"] = leader.into(),
     }
 }
 

@@ -40,7 +40,7 @@ impl Api {
         tokio::spawn(scheduler.run(shutdown.clone()));
         let state = ApiState {
             store,
-            scheduler: handle,
+            scheduler: Instance::leader("api-test", handle),
             validate: ValidateOptions::default(),
             max_body_bytes,
             forecasts: Arc::default(),

@@ -15,6 +15,7 @@ mod dispatch;
 mod events;
 mod handle;
 mod outbox;
+mod term;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use tracing::{debug, info, warn};
 use self::handle::Command;
 pub use self::handle::{Progress, SchedulerHandle, SchedulerStopped, WorkflowProgress};
 use self::outbox::Outbox;
+pub use self::term::{Deposed, Term};
 use crate::store::{coalesce, Store, StoreError, StoreUpdate};
 use taskfleet_engine::engine::{Engine, EngineConfig};
 use taskfleet_engine::fleet::{Fleet, FleetView};
@@ -68,6 +70,9 @@ pub struct SchedulerConfig {
     pub local_workers: Vec<WorkerModel>,
     /// Drop finished workflows from memory (their state stays in the store).
     pub forget_finished: bool,
+    /// The leader's term, when schedulers share the store: the loop stops with [`Deposed`]
+    /// once it is over, or once the store refuses a write as fenced.
+    pub term: Option<Term>,
 }
 
 impl Default for SchedulerConfig {
@@ -79,6 +84,7 @@ impl Default for SchedulerConfig {
             capacity: Capacity::Fixed(HashMap::new()),
             local_workers: Vec::new(),
             forget_finished: false,
+            term: None,
         }
     }
 }
@@ -260,6 +266,11 @@ impl Scheduler {
         while let Ok(command) = self.commands.try_recv() {
             self.handle(command);
         }
+        if let Some(term) = &self.config.term {
+            if !term.is_current(std::time::Instant::now()) {
+                return Err(term.deposed().into());
+            }
+        }
         self.engine.on_timers(now);
         let dispatches = self.engine.dispatch(now);
         self.enqueue(dispatches, &mut state.outbox, now);
@@ -388,6 +399,11 @@ impl Scheduler {
         let now = now();
         match command {
             Command::Add { id, spec, stored } => {
+                if self.engine.workflow_state(&id).is_some() {
+                    // Handed over twice (by its submitter and by a request in the store).
+                    debug!(workflow_id = %id, "Workflow already held.");
+                    return;
+                }
                 info!(workflow_id = %id, n_tasks = spec.tasks.len(), resumed = stored.is_some(), "Workflow added.");
                 self.engine.add_workflow(id.clone(), spec, stored, now);
                 self.workflows.push(id);
@@ -437,6 +453,7 @@ impl Scheduler {
                         }
                     }
                 }
+                Err(StoreError::Fenced { reason }) => return Err(Deposed { reason }.into()),
                 Err(error) => return Err(anyhow::Error::new(error).context("persisting scheduler state")),
             }
         }

@@ -12,6 +12,7 @@ pub mod conformance;
 mod decode;
 mod memory;
 mod postgres;
+mod shared;
 mod sqlite;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use taskfleet_engine::predict::{FeatureModel, LogStats};
 pub use coalesce::coalesce;
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
+pub use shared::{Lease, Request, SharedStore};
 pub use sqlite::SqliteStore;
 /// The engine's records, which the store persists.
 pub use taskfleet_engine::records::{AttemptRecord, StoreUpdate, TaskRecord, WorkflowState};
@@ -43,6 +45,10 @@ pub enum StoreError {
     /// Another process holds the store: retrying will not help until it stops.
     #[error("{reason}")]
     InUse { reason: String },
+    /// The write was refused: this scheduler no longer holds the leadership it wrote under
+    /// (another scheduler leads now).
+    #[error("{reason}")]
+    Fenced { reason: String },
 }
 
 /// How many migrations of `known` a database with schema `version` has had, or why it cannot
@@ -144,4 +150,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies the updates atomically, in order.
     async fn apply(&self, updates: Arc<[StoreUpdate]>) -> Result<(), StoreError>;
+
+    /// What the store offers several schedulers sharing it; `None` for a store of one
+    /// scheduler (which then always leads).
+    fn shared(&self) -> Option<&dyn SharedStore> {
+        None
+    }
 }

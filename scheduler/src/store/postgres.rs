@@ -8,6 +8,7 @@
 //! connects again.
 
 mod codec;
+mod lease;
 mod schema;
 mod write;
 
@@ -37,17 +38,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A [`Store`] in PostgreSQL. See the module documentation.
 pub struct PostgresStore {
     pool: Pool,
-    /// The connection holding the scheduler's lock on the database, once taken.
-    exclusive: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
-    /// How to connect, for the lock's own connection.
+    /// The leadership this store writes under, once it has claimed the lease.
+    fence: std::sync::Mutex<Option<lease::Fence>>,
+    /// How to connect, for the connection that listens for requests.
     config: tokio_postgres::Config,
+    /// The channel on which requests for the leader are announced (one per schema).
+    channel: String,
 }
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore")
             .field("pool", &self.pool.status())
-            .field("exclusive", &self.exclusive.try_lock().map(|held| held.is_some()).ok())
+            .field("fence", &self.fence())
             .finish()
     }
 }
@@ -113,50 +116,30 @@ impl PostgresStore {
             .map_err(|error| StoreError::Unavailable {
                 reason: format!("set up the connection pool: {error}"),
             })?;
-        let store = PostgresStore {
+        let mut store = PostgresStore {
             pool,
-            exclusive: tokio::sync::Mutex::new(None),
+            fence: std::sync::Mutex::new(None),
             config,
+            channel: String::new(),
         };
         let mut client = store.client().await?;
         schema::migrate(&mut client).await?;
+        let current = client
+            .query_one("SELECT current_schema()", &[])
+            .await
+            .map_err(|error| classify(error, "read the current schema"))?;
         drop(client);
+        store.channel = channel_name(current.get(0));
         Ok(store)
     }
 
-    /// Makes this store the only scheduler's on its database (its schema): a session lock,
-    /// held on a connection of its own for as long as the store lives. Another scheduler's
-    /// store already holding it is [`StoreError::InUse`].
-    ///
-    /// This keeps a second scheduler from dispatching beside the first by mistake. The lock
-    /// goes with its connection: if PostgreSQL drops it, another scheduler may take over.
-    pub async fn lock_exclusive(&self) -> Result<(), StoreError> {
-        let mut held = self.exclusive.lock().await;
-        if held.is_some() {
-            return Ok(());
-        }
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|error| classify(error, "connect for the scheduler's lock"))?;
-        tokio::spawn(connection);
-        let row = client
-            .query_one(
-                "SELECT pg_try_advisory_lock(hashtext('taskfleet scheduler ' || current_schema()))",
-                &[],
-            )
-            .await
-            .map_err(|error| classify(error, "take the scheduler's lock"))?;
-        if !row.get::<_, bool>(0) {
-            return Err(StoreError::InUse {
-                reason: "another taskfleet scheduler uses this database (taskfleet allows one scheduler per \
-                         database until standby schedulers exist: stop it, or use another database)"
-                    .to_string(),
-            });
-        }
-        *held = Some(client);
-        Ok(())
+    /// The leadership this store's writes are fenced by.
+    fn fence(&self) -> Option<lease::Fence> {
+        self.fence_mut().clone()
+    }
+
+    fn fence_mut(&self) -> std::sync::MutexGuard<'_, Option<lease::Fence>> {
+        self.fence.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The schema version of the database.
@@ -192,6 +175,15 @@ impl PostgresStore {
     }
 }
 
+/// The notification channel of the schema `schema`: an identifier of at most 63 bytes.
+fn channel_name(schema: &str) -> String {
+    let mut name = format!("taskfleet_{schema}");
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
+}
+
 /// A URL as shown in messages: without its password.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -214,7 +206,7 @@ impl Store for PostgresStore {
             .transaction()
             .await
             .map_err(|error| classify(error, "begin creating a workflow"))?;
-        write::create_workflow(tx, record, spec).await
+        write::create_workflow(tx, record, spec, &self.channel).await
     }
 
     async fn workflow(&self, id: &str) -> Result<Option<WorkflowRecord>, StoreError> {
@@ -333,6 +325,11 @@ impl Store for PostgresStore {
             .transaction()
             .await
             .map_err(|error| classify(error, "begin applying updates"))?;
+        lease::check_fence(&tx, self.fence().as_ref()).await?;
         write::apply(tx, &updates).await
+    }
+
+    fn shared(&self) -> Option<&dyn super::SharedStore> {
+        Some(self)
     }
 }

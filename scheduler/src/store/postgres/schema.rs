@@ -68,6 +68,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         model TEXT NOT NULL
     );",
+    // 2: standby schedulers: the leader's lease (with its epoch, the fencing token), the
+    // requests standbys leave for the leader, and cancellations asked for.
+    "CREATE TABLE taskfleet_leader (
+        id INT PRIMARY KEY CHECK (id = 1),
+        holder TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL,
+        renewed_at TIMESTAMPTZ
+    );
+    INSERT INTO taskfleet_leader (id, holder, epoch, expires_at) VALUES (1, '', 0, '-infinity');
+    CREATE TABLE taskfleet_requests (
+        id BIGSERIAL PRIMARY KEY,
+        kind TEXT NOT NULL,
+        workflow_id TEXT NOT NULL
+    );
+    ALTER TABLE workflows ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT false;",
 ];
 
 /// The schema version stored in the database (0 for an empty one).

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::store::conformance;
+use crate::store::{Request, SharedStore};
 
 fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_string())
@@ -129,29 +130,129 @@ async fn a_store_survives_its_connections_being_terminated() {
     assert!(answered, "the store reconnects");
 }
 
+/// A batch that changes one task of the stored diamond `workflow_id`.
+fn one_update(workflow_id: &str) -> Arc<[StoreUpdate]> {
+    let id: Arc<str> = Arc::from(workflow_id);
+    let record = conformance::task(0, TaskState::Running, 1, 0);
+    vec![conformance::task_update(&id, record)].into()
+}
+
+async fn stored_diamond(store: &PostgresStore, id: &str) {
+    let spec = conformance::diamond();
+    store
+        .create_workflow(&conformance::record(id, "h", 1), &spec)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_scheduler_at_a_time_holds_a_database() {
-    let scratch = Scratch::new("exclusive");
-    let first = scratch.store().await;
-    first.lock_exclusive().await.unwrap();
-    let second = scratch.store().await;
-    let error = second.lock_exclusive().await.unwrap_err();
-    assert!(matches!(error, StoreError::InUse { .. }), "{error}");
+async fn one_scheduler_leads_and_a_deposed_leader_cannot_write() {
+    let scratch = Scratch::new("lease");
+    let (a, b) = (scratch.store().await, scratch.store().await);
+    stored_diamond(&a, "w").await;
+    assert_eq!(a.lease().await.unwrap(), None, "nobody led yet");
+    let ttl = Duration::from_millis(400);
+    assert_eq!(a.claim("a", ttl).await.unwrap(), Some(1));
+    assert_eq!(b.claim("b", ttl).await.unwrap(), None, "a's lease runs");
+    assert_eq!(a.claim("a", ttl).await.unwrap(), Some(1), "renewing keeps the epoch");
+    let lease = b.lease().await.unwrap().unwrap();
+    assert_eq!((lease.holder.as_str(), lease.epoch), ("a", 1));
+    assert!(lease.remaining.is_some_and(|left| left <= ttl), "{lease:?}");
+    a.apply(one_update("w")).await.unwrap();
+
+    // a pauses past its lease; b takes over with the next epoch.
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert_eq!(b.claim("b", ttl).await.unwrap(), Some(2));
+    let refused = a.apply(one_update("w")).await.unwrap_err();
+    assert!(matches!(refused, StoreError::Fenced { .. }), "{refused}");
+    assert!(refused.to_string().contains("`a` no longer leads"), "{refused}");
+    assert!(matches!(a.take_requests().await, Err(StoreError::Fenced { .. })));
+    assert_eq!(a.claim("a", ttl).await.unwrap(), None, "b leads now");
+    b.apply(one_update("w")).await.unwrap();
+
+    // A clean stop hands over at once.
+    b.resign("b").await.unwrap();
     assert!(
-        error
-            .to_string()
-            .contains("another taskfleet scheduler uses this database"),
-        "{error}"
+        matches!(b.apply(one_update("w")).await, Ok(())),
+        "a store of no leader writes unfenced"
     );
-    drop(first);
-    // The lock goes with the first store's connection.
-    let mut taken = false;
-    for _ in 0..50 {
-        if second.lock_exclusive().await.is_ok() {
-            taken = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(taken, "the lock is free once its holder is gone");
+    assert_eq!(a.claim("a", ttl).await.unwrap(), Some(3));
+    assert_eq!(b.lease().await.unwrap().unwrap().holder, "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_waits_for_the_write_in_progress() {
+    let scratch = Scratch::new("fencewait");
+    let (a, b) = (scratch.store().await, scratch.store().await);
+    stored_diamond(&a, "w").await;
+    assert_eq!(a.claim("a", Duration::from_millis(1)).await.unwrap(), Some(1));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // a's lease has lapsed but nobody took over: a holds the row while it writes.
+    let mut client = a.client().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    lease::check_fence(&tx, a.fence().as_ref()).await.unwrap();
+    let takeover = tokio::spawn(async move { b.claim("b", Duration::from_secs(5)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!takeover.is_finished(), "the takeover waits for a's transaction");
+    tx.commit().await.unwrap();
+    assert_eq!(takeover.await.unwrap().unwrap(), Some(2));
+    assert!(matches!(a.apply(one_update("w")).await, Err(StoreError::Fenced { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_and_cancellations_reach_the_leader_once() {
+    let scratch = Scratch::new("requests");
+    let (leader, standby) = (scratch.store().await, scratch.store().await);
+    leader.claim("leader", Duration::from_secs(30)).await.unwrap();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listener = {
+        let (store, wake, stop) = (scratch.store().await, wake.clone(), stop.clone());
+        tokio::spawn(async move { store.listen(wake, stop).await })
+    };
+    // The first wake-up comes once listening; the next only with a request.
+    tokio::time::timeout(Duration::from_secs(5), wake.notified())
+        .await
+        .unwrap();
+
+    stored_diamond(&standby, "w1").await;
+    tokio::time::timeout(Duration::from_secs(5), wake.notified())
+        .await
+        .expect("a stored workflow wakes the leader");
+    assert!(standby.request_cancel("w1").await.unwrap());
+    assert!(!standby.request_cancel("nope").await.unwrap(), "no such workflow runs");
+    assert_eq!(standby.cancel_requests().await.unwrap(), vec!["w1".to_string()]);
+    let taken = leader.take_requests().await.unwrap();
+    let w1 = || "w1".to_string();
+    assert_eq!(
+        taken,
+        vec![
+            Request::Submitted { workflow_id: w1() },
+            Request::Cancel { workflow_id: w1() }
+        ]
+    );
+    assert_eq!(leader.take_requests().await.unwrap(), vec![], "each is taken once");
+    assert!(matches!(standby.take_requests().await, Err(StoreError::Fenced { .. })));
+    stop.cancel();
+    listener.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_schema_version_1_is_migrated_with_its_workflows() {
+    let scratch = Scratch::new("from_v1");
+    let name = &scratch.name;
+    scratch
+        .sql(&format!(
+            "CREATE SCHEMA {name}; SET search_path = {name}; {} \
+             CREATE TABLE taskfleet_schema (version BIGINT NOT NULL); INSERT INTO taskfleet_schema VALUES (1); \
+             INSERT INTO workflows (id, name, spec_hash, source, state, submitted_at) \
+             VALUES ('old', 'old', 'h', 'name: old', 'running', 1);",
+            schema::MIGRATIONS[0]
+        ))
+        .await;
+    let store = scratch.store().await;
+    assert_eq!(store.schema_version().await.unwrap(), schema::MIGRATIONS.len() as i64);
+    assert_eq!(store.workflow("old").await.unwrap().unwrap().name, "old");
+    assert!(store.request_cancel("old").await.unwrap());
+    assert_eq!(store.claim("me", Duration::from_secs(1)).await.unwrap(), Some(1));
 }

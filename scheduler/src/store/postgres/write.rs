@@ -1,5 +1,5 @@
-//! The store's writes on PostgreSQL: creating a workflow with its task rows, and applying
-//! update batches.
+//! The store's writes on PostgreSQL: creating a workflow with its task rows (and the request
+//! that tells the leader), and applying update batches.
 //!
 //! Task rows go in by arrays (`INSERT … SELECT FROM unnest(…)`), many thousands per
 //! statement. A batch of updates is one transaction with one array statement per kind of
@@ -77,6 +77,7 @@ pub(super) async fn create_workflow(
     tx: Transaction<'_>,
     record: &WorkflowRecord,
     spec: &WorkflowSpec,
+    channel: &str,
 ) -> Result<(), StoreError> {
     let context = format!("create workflow '{}'", record.id);
     if u32::try_from(spec.tasks.len()).is_err() {
@@ -131,6 +132,8 @@ pub(super) async fn create_workflow(
             .map_err(|error| classify(error, &context))?;
         from = to;
     }
+    // The leader runs it, whichever scheduler stored it.
+    super::lease::add_request(&tx, channel, "submit", &record.id).await?;
     tx.commit().await.map_err(|error| classify(error, &context))
 }
 
