@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 use super::Service;
 use crate::role::{Current, StandbyView};
 use crate::service::{now, Term};
+use crate::store::StoreError;
 
 impl Service {
     /// Alternates between standing by and leading until the service stops; a clean stop
@@ -25,18 +26,33 @@ impl Service {
             };
             let led = match self.prepare(Some(term)).await {
                 Ok(prepared) => self.lead(prepared, roles).await,
+                // The store went away while restoring: give the term up and stand by again.
+                Err(error) if is_unavailable(&error) => {
+                    warn!(
+                        error = format!("{error:#}"),
+                        "Cannot take over as the leader; standing by again."
+                    );
+                    self.resign().await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Ok(())
+                }
                 Err(error) => Err(error.context("taking over as the leader")),
             };
             if led.is_err() || self.shutdown.is_cancelled() {
                 break led;
             }
         };
+        self.resign().await;
+        result
+    }
+
+    /// Gives the lease up, if this scheduler holds it.
+    async fn resign(&self) {
         if let Some(shared) = self.store.shared() {
             if let Err(error) = shared.resign(&self.holder).await {
                 warn!(%error, "Cannot give up the leader's lease; it lapses by itself.");
             }
         }
-        result
     }
 
     /// The standby of a process that has not yet looked at anything.
@@ -134,4 +150,11 @@ impl Service {
         });
         (view, store_tx)
     }
+}
+
+/// Whether `error` is the store being unreachable (worth waiting out), not a failure.
+fn is_unavailable(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| matches!(cause.downcast_ref::<StoreError>(), Some(StoreError::Unavailable { .. })))
 }

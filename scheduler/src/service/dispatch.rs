@@ -2,6 +2,7 @@
 //! message too large to send fails its attempt instead), publishing them with the control
 //! messages, and failing the attempts whose messages the transport refused.
 
+use bytes::Bytes;
 use taskfleet_common::units::format_bytes;
 use taskfleet_common::wire::{self, TaskMessage};
 use taskfleet_common::Millis;
@@ -54,16 +55,16 @@ impl Scheduler {
         }
     }
 
-    /// Starts publishing the waiting tasks if no batch is on its way, and broadcasts waiting
-    /// control messages; on failure everything stays queued for the next connection.
-    pub(super) async fn send(&mut self, outbox: &mut Outbox) -> Result<(), TransportError> {
+    /// Starts publishing the waiting tasks if no batch is on its way, and broadcasts the
+    /// waiting control messages; on failure everything stays queued for the next connection.
+    pub(super) async fn send(&mut self, outbox: &mut Outbox, control: &mut Vec<Bytes>) -> Result<(), TransportError> {
         outbox.start(&self.transport).await?;
         self.fail_refused(outbox);
-        while let Some(message) = self.control.first() {
+        while let Some(message) = control.first() {
             self.transport
                 .broadcast(&self.config.queues.control(), message.clone())
                 .await?;
-            self.control.remove(0);
+            control.remove(0);
         }
         Ok(())
     }

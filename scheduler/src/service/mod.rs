@@ -1,16 +1,19 @@
 //! The scheduler's async loop: joins the engine to a store and a transport.
 //!
 //! Each turn of the loop takes a batch of worker events from the results queue, feeds them to
-//! the engine, lets the engine dispatch what the fleet has room for, persists every resulting
-//! change in one store transaction, then publishes the dispatched tasks and acks the events.
-//! Persisting before publishing and acking means a crash at any point loses nothing: the store
-//! is the source of truth, and unacked events are delivered again.
+//! the engine, lets the engine dispatch what the fleet has room for, and hands every resulting
+//! change to the next store transaction; the dispatched tasks are published and the events
+//! acked once it has committed. One transaction is on its way at a time while the loop goes
+//! on, and what the loop does meanwhile goes into the next (`commit.rs`). Persisting before
+//! publishing and acking means a crash at any point loses nothing: the store is the source of
+//! truth, and unacked events are delivered again.
 //!
 //! With a fleet of remote workers, the loop also follows their heartbeats: the slots they
 //! offer bound admission, and a worker silent past the lease timeout loses its attempts, which
 //! are dispatched again. When the transport fails, the loop keeps its state, reconnects with
 //! backoff, and publishes again what was not confirmed.
 
+mod commit;
 mod dispatch;
 mod events;
 mod handle;
@@ -31,11 +34,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use self::commit::{Commit, Pending};
 use self::handle::Command;
 pub use self::handle::{Progress, SchedulerHandle, SchedulerStopped, WorkflowProgress};
 use self::outbox::Outbox;
 pub use self::term::{Deposed, Term};
-use crate::store::{coalesce, Store, StoreError, StoreUpdate};
+use crate::store::Store;
 use taskfleet_engine::engine::{Engine, EngineConfig};
 use taskfleet_engine::fleet::{Fleet, FleetView};
 use taskfleet_engine::placement::WorkerModel;
@@ -101,6 +105,8 @@ enum Next {
     /// The transport failed: connect again (with backoff) before going on.
     Reconnect,
     Stop,
+    /// Persisting failed for good (or the term is over): stop with this error.
+    Fail(anyhow::Error),
 }
 
 /// The loop's own state between turns.
@@ -109,8 +115,14 @@ struct LoopState {
     link: Option<Link>,
     backoff: Backoff,
     outbox: Outbox,
-    /// Worker events handled but not yet acked.
+    /// Worker events handled since the last turn.
     batch: Vec<Delivery>,
+    /// What the loop did since the last transaction started.
+    pending: Pending,
+    /// The transaction on its way, if any.
+    committing: Option<Commit>,
+    /// Control messages whose transaction has committed, to broadcast.
+    control: Vec<Bytes>,
     lease_ticks: tokio::time::Interval,
     /// Cancelled when the service is to stop (also ends a wait for the store).
     shutdown: CancellationToken,
@@ -128,9 +140,9 @@ pub struct Scheduler {
     fleet_view: watch::Sender<Vec<WorkerStatus>>,
     connected: watch::Sender<bool>,
     /// Whether the last write to the store went through.
-    store_available: watch::Sender<bool>,
+    store_available: Arc<watch::Sender<bool>>,
     workflows: Vec<Arc<str>>,
-    /// Control messages (cancellations) waiting to be broadcast.
+    /// Control messages (cancellations) decided since the last turn.
     control: Vec<Bytes>,
 }
 
@@ -163,7 +175,7 @@ impl Scheduler {
             progress: progress_tx,
             fleet_view: fleet_tx,
             connected: connected_tx,
-            store_available: store_tx,
+            store_available: Arc::new(store_tx),
             workflows: Vec::new(),
             control: Vec::new(),
         };
@@ -202,6 +214,9 @@ impl Scheduler {
             backoff: Backoff::new(),
             outbox: Outbox::default(),
             batch: Vec::with_capacity(self.config.batch_size),
+            pending: Pending::default(),
+            committing: None,
+            control: Vec::new(),
             lease_ticks: tokio::time::interval(lease_check.max(Duration::from_millis(50))),
             shutdown: shutdown.clone(),
         };
@@ -221,7 +236,15 @@ impl Scheduler {
                 Next::Go => {}
                 Next::Reconnect => state.link = None,
                 Next::Stop => break,
+                Next::Fail(error) => {
+                    state.shutdown.cancel();
+                    return Err(error);
+                }
             }
+        }
+        // A transaction on its way ends (or gives up, the service stopping) before the loop.
+        if let Some(commit) = state.committing.take() {
+            let _ = commit.task.await;
         }
         info!("Scheduler stopped.");
         Ok(())
@@ -257,9 +280,11 @@ impl Scheduler {
         }
     }
 
-    /// One turn: timers, dispatch, persist, publish, progress, acks, forget. Every change is
-    /// persisted before the messages it implies are published, and the batch of worker
-    /// events is acked only once its effects are persisted.
+    /// One turn: timers and dispatch, then what they and the events before them changed goes
+    /// into the next transaction, held back with the messages and acks it implies (see
+    /// `commit.rs`); it starts at once unless one is on its way. Every change is persisted
+    /// before the messages it implies are published, and worker events are acked only once
+    /// their effects are persisted.
     async fn turn(&mut self, state: &mut LoopState, now: Millis) -> anyhow::Result<Next> {
         // Commands first: workflows handed over at start-up are known before any heartbeat
         // speaks of their attempts.
@@ -273,35 +298,19 @@ impl Scheduler {
         }
         self.engine.on_timers(now);
         let dispatches = self.engine.dispatch(now);
-        self.enqueue(dispatches, &mut state.outbox, now);
-        let updates = self.engine.take_updates();
-        let changed = !updates.is_empty();
-        let finished: Vec<Arc<str>> = updates
-            .iter()
-            .filter_map(|update| match update {
-                StoreUpdate::WorkflowFinished { workflow_id, .. } => Some(workflow_id.clone()),
-                _ => None,
-            })
-            .collect();
-        self.persist(updates, &state.shutdown).await?;
-        if let Err(error) = self.send(&mut state.outbox).await {
+        self.enqueue(dispatches, &mut state.pending.held.messages, now);
+        state.pending.updates.extend(self.engine.take_updates());
+        state.pending.held.acks.append(&mut state.batch);
+        state.pending.held.control.append(&mut self.control);
+        if state.committing.is_none() {
+            if let next @ (Next::Reconnect | Next::Stop | Next::Fail(_)) = self.start_commit(state).await {
+                return Ok(next);
+            }
+        }
+        // Released messages wait for the batch before them to be confirmed.
+        if let Err(error) = self.send(&mut state.outbox, &mut state.control).await {
             warn!(%error, n_messages = state.outbox.n_waiting(), "Failed to publish; reconnecting.");
             return Ok(Next::Reconnect);
-        }
-        // What is persisted can be told at once; the acks follow.
-        if changed {
-            self.publish_progress();
-        }
-        // Acks are sent together, not one round of the loop each.
-        let acks = futures_util::future::join_all(state.batch.drain(..).map(Delivery::ack)).await;
-        if let Some(Err(error)) = acks.into_iter().find(Result::is_err) {
-            debug!(%error, "Failed to ack worker events; they will come again and be ignored.");
-        }
-        if self.config.forget_finished {
-            for id in finished {
-                self.engine.remove_workflow(&id);
-                self.workflows.retain(|known| *known != id);
-            }
         }
         Ok(Next::Go)
     }
@@ -314,6 +323,7 @@ impl Scheduler {
             outbox,
             batch,
             lease_ticks,
+            committing,
             ..
         } = state;
         let Some(current) = link.as_mut() else {
@@ -323,8 +333,13 @@ impl Scheduler {
             .engine
             .next_timer()
             .map(|due| Duration::from_millis(due.0.saturating_sub(now.0)));
+        let mut commit_done = None;
         let next = tokio::select! {
             _ = shutdown.cancelled() => Next::Stop,
+            persisted = Commit::wait(committing) => {
+                commit_done = Some(persisted);
+                Next::Go
+            }
             command = self.commands.recv() => match command {
                 Some(command) => {
                     self.handle(command);
@@ -378,7 +393,11 @@ impl Scheduler {
         while let Ok(command) = self.commands.try_recv() {
             self.handle(command);
         }
-        next
+        match commit_done {
+            Some(Ok(())) => self.committed(state).await,
+            Some(Err(error)) => Next::Fail(error),
+            None => next,
+        }
     }
 
     async fn connect(&self) -> Result<Link, TransportError> {
@@ -424,44 +443,13 @@ impl Scheduler {
         }
     }
 
-    /// Persists a turn's updates before anything they caused is published. While the store is
-    /// unavailable (a database restarting, a dropped connection) the same batch is tried again
-    /// with backoff, and the service reports itself not ready; applying a batch twice (a
-    /// commit whose answer was lost) changes nothing. Other store errors stop the service.
-    async fn persist(&self, updates: Vec<StoreUpdate>, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        if updates.is_empty() {
-            return Ok(());
-        }
-        // Shared, not copied, with each try.
-        let updates: Arc<[StoreUpdate]> = coalesce(updates).into();
-        let mut backoff = Backoff::new();
-        loop {
-            match self.store.apply(updates.clone()).await {
-                Ok(()) => {
-                    self.store_available
-                        .send_if_modified(|available| !std::mem::replace(available, true));
-                    return Ok(());
-                }
-                Err(error @ StoreError::Unavailable { .. }) => {
-                    self.store_available.send_replace(false);
-                    let delay = backoff.next_delay();
-                    warn!(%error, retry_in = ?delay, "Cannot persist to the store; retrying.");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.cancelled() => {
-                            return Err(anyhow::Error::new(error).context("persisting scheduler state"));
-                        }
-                    }
-                }
-                Err(StoreError::Fenced { reason }) => return Err(Deposed { reason }.into()),
-                Err(error) => return Err(anyhow::Error::new(error).context("persisting scheduler state")),
-            }
-        }
+    /// Tells the engine's progress now (for changes the store need not hold first).
+    fn publish_progress(&self) {
+        self.progress.send_replace(self.progress_now());
     }
 
-    fn publish_progress(&self) {
-        let progress: Progress = self
-            .workflows
+    fn progress_now(&self) -> Progress {
+        self.workflows
             .iter()
             .filter_map(|id| {
                 let state = self.engine.workflow_state(id)?;
@@ -469,8 +457,7 @@ impl Scheduler {
                 let lent = self.engine.lent_tasks(id);
                 Some((id.clone(), WorkflowProgress { state, counts, lent }))
             })
-            .collect();
-        self.progress.send_replace(progress);
+            .collect()
     }
 }
 

@@ -52,6 +52,11 @@ impl Outbox {
         self.waiting.push(Queued { message, task, attempt });
     }
 
+    /// Queues every message `other` holds behind this one's (emptying it).
+    pub(super) fn append(&mut self, other: &mut Outbox) {
+        self.waiting.append(&mut other.waiting);
+    }
+
     /// Messages not yet on their way.
     pub(super) fn n_waiting(&self) -> usize {
         self.waiting.len()

@@ -325,8 +325,7 @@ impl Store for PostgresStore {
             .transaction()
             .await
             .map_err(|error| classify(error, "begin applying updates"))?;
-        lease::check_fence(&tx, self.fence().as_ref()).await?;
-        write::apply(tx, &updates).await
+        write::apply(tx, &updates, self.fence().as_ref()).await
     }
 
     fn shared(&self) -> Option<&dyn super::SharedStore> {

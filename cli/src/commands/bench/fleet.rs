@@ -72,6 +72,15 @@ pub(super) async fn bench_fleet(options: &FleetBench, store: Arc<dyn Store>, sto
         },
         ..SchedulerConfig::default()
     };
+    // On a shared store the scheduler leads as the live one does: every write checks its lease.
+    let holder = format!("taskfleet-bench-{:08x}", rand::random::<u32>());
+    if let Some(shared) = store.shared() {
+        let epoch = shared.claim(&holder, Duration::from_secs(3600)).await?;
+        anyhow::ensure!(
+            epoch.is_some(),
+            "a scheduler leads this database: benchmark against a database of its own"
+        );
+    }
     let (scheduler, handle) = Scheduler::new(config, store.clone(), Arc::new(scheduler_transport.clone()));
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
     let mut workers = Vec::new();
@@ -122,6 +131,9 @@ pub(super) async fn bench_fleet(options: &FleetBench, store: Arc<dyn Store>, sto
         transport.close().await;
     }
     delete_topology(&scheduler_transport, &names, *n_workers).await;
+    if let Some(shared) = store.shared() {
+        shared.resign(&holder).await?;
+    }
     Ok(())
 }
 

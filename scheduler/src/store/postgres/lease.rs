@@ -36,7 +36,8 @@ const CLAIM: &str = "UPDATE taskfleet_leader SET epoch = epoch + (holder <> $1):
 const RESIGN: &str = "UPDATE taskfleet_leader SET expires_at = '-infinity' WHERE id = 1 AND holder = $1";
 const LEASE: &str = "SELECT holder, epoch, GREATEST(0, EXTRACT(EPOCH FROM expires_at - now()) * 1000)::bigint \
      FROM taskfleet_leader WHERE id = 1 AND epoch > 0";
-const CHECK_FENCE: &str = "SELECT 1 FROM taskfleet_leader WHERE id = 1 AND holder = $1 AND epoch = $2 FOR SHARE";
+pub(super) const CHECK_FENCE: &str =
+    "SELECT 1 FROM taskfleet_leader WHERE id = 1 AND holder = $1 AND epoch = $2 FOR SHARE";
 const REQUEST_CANCEL: &str =
     "UPDATE workflows SET cancel_requested = true WHERE id = $1 AND state = 'running' RETURNING id";
 const ADD_REQUEST: &str = "INSERT INTO taskfleet_requests (kind, workflow_id) VALUES ($1, $2)";
@@ -58,12 +59,17 @@ pub(super) async fn check_fence(tx: &Transaction<'_>, fence: Option<&Fence>) -> 
         .map_err(|error| classify(error, "check the leader's lease"))?;
     match held {
         Some(_) => Ok(()),
-        None => Err(StoreError::Fenced {
-            reason: format!(
-                "write refused: `{}` no longer leads (its epoch {} is over; another scheduler took over)",
-                fence.holder, fence.epoch
-            ),
-        }),
+        None => Err(fenced(fence)),
+    }
+}
+
+/// The refusal of a write under `fence`, which no longer holds the lease.
+pub(super) fn fenced(fence: &Fence) -> StoreError {
+    StoreError::Fenced {
+        reason: format!(
+            "write refused: `{}` no longer leads (its epoch {} is over; another scheduler took over)",
+            fence.holder, fence.epoch
+        ),
     }
 }
 

@@ -13,8 +13,10 @@ use deadpool_postgres::Transaction;
 use taskfleet_common::WorkflowSpec;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
 
 use super::codec::{classify, millis_to_sql, sql_count};
+use super::lease::{Fence, CHECK_FENCE};
 use crate::store::{AttemptRecord, StoreError, StoreUpdate, TaskRecord, WorkflowRecord};
 
 /// Task rows per `INSERT` statement of a new workflow.
@@ -179,8 +181,13 @@ impl<K: std::hash::Hash + Eq + Copy, V> Rows<K, V> {
     }
 }
 
-/// Applies the updates in one transaction: all of them or none.
-pub(super) async fn apply(tx: Transaction<'_>, updates: &[StoreUpdate]) -> Result<(), StoreError> {
+/// Applies the updates in one transaction, all of them or none, if `fence` (when given) still
+/// holds the leader's lease.
+pub(super) async fn apply(
+    tx: Transaction<'_>,
+    updates: &[StoreUpdate],
+    fence: Option<&Fence>,
+) -> Result<(), StoreError> {
     let sql_error = |error| classify(error, "apply updates");
     let mut columns = Columns::default();
     let mut stats = Vec::new();
@@ -230,114 +237,132 @@ pub(super) async fn apply(tx: Transaction<'_>, updates: &[StoreUpdate]) -> Resul
             }
         }
     }
-    if !columns.tasks.is_empty() {
-        let (mut ids, mut idx, mut state, mut attempt, mut failures, mut retry, mut output) =
-            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-        for ((workflow_id, task_idx), record) in columns.tasks.iter() {
-            ids.push(workflow_id);
-            idx.push(task_idx);
-            state.push(record.state.as_str());
-            attempt.push(i64::from(record.attempt));
-            failures.push(i64::from(record.n_failures));
-            retry.push(record.retry_at.map(millis_to_sql));
-            output.push(record.output.as_deref());
-        }
-        let params: [&(dyn ToSql + Sync); 7] = [&ids, &idx, &state, &attempt, &failures, &retry, &output];
-        let touched = query_keys(&tx, UPDATE_TASKS, &params).await?;
-        expect_all(columns.tasks.iter().map(|(key, _)| key), &touched, |(w, t)| {
-            format!("task {t} of workflow '{w}'")
-        })?;
+    // Each kind's columns, then its statement (prepared once per connection). The statements
+    // then go out together, pipelined, in this order: the fence first, so the lease row is
+    // locked before anything is written, and an attempt's dispatch before its start.
+    let mut t = TaskColumns::default();
+    for ((workflow_id, task_idx), record) in columns.tasks.iter() {
+        t.push(workflow_id, task_idx, record);
     }
-    if !columns.dispatched.is_empty() {
-        let (mut ids, mut idx, mut attempt, mut at) = (vec![], vec![], vec![], vec![]);
-        for ((workflow_id, task_idx, number), &dispatched_at) in columns.dispatched.iter() {
-            ids.push(workflow_id);
-            idx.push(task_idx);
-            attempt.push(number);
-            at.push(dispatched_at);
-        }
-        let params: [&(dyn ToSql + Sync); 4] = [&ids, &idx, &attempt, &at];
-        let touched = query_keys(&tx, INSERT_ATTEMPTS, &params).await?;
-        expect_all(
-            columns.dispatched.iter().map(|((w, t, _), _)| (w, t)),
-            &touched,
-            |(w, t)| format!("task {t} of workflow '{w}'"),
-        )?;
+    let mut d = AttemptKeys::default();
+    let mut dispatched_at = Vec::with_capacity(columns.dispatched.order.len());
+    for (key, &at) in columns.dispatched.iter() {
+        d.push(key);
+        dispatched_at.push(at);
     }
-    if !columns.started.is_empty() {
-        let (mut ids, mut idx, mut attempt, mut worker, mut at) = (vec![], vec![], vec![], vec![], vec![]);
-        for ((workflow_id, task_idx, number), &(by, started_at)) in columns.started.iter() {
-            ids.push(workflow_id);
-            idx.push(task_idx);
-            attempt.push(number);
-            worker.push(by);
-            at.push(started_at);
-        }
-        let params: [&(dyn ToSql + Sync); 5] = [&ids, &idx, &attempt, &worker, &at];
-        let statement = tx.prepare_cached(START_ATTEMPTS).await.map_err(sql_error)?;
-        let rows = tx.query(&statement, &params).await.map_err(sql_error)?;
-        let touched: HashSet<(String, i64, i64)> = rows
-            .iter()
-            .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)))
-            .collect();
-        // The rows are unique: as many back as sent means none is missing.
-        if touched.len() < columns.started.order.len() {
-            let missing = columns
-                .started
-                .iter()
-                .find(|((w, t, a), _)| !touched.contains(&(w.to_string(), *t, *a)));
-            if let Some(((w, t, a), _)) = missing {
-                return Err(StoreError::Conflict {
-                    reason: format!("attempt {a} of task {t} of workflow '{w}' does not exist"),
-                });
+    let mut s = AttemptKeys::default();
+    let (mut started_by, mut started_at) = (vec![], vec![]);
+    for (key, &(by, at)) in columns.started.iter() {
+        s.push(key);
+        started_by.push(by);
+        started_at.push(at);
+    }
+    let mut f = FinishedColumns::default();
+    for ((workflow_id, task_idx, number), record) in columns.finished.iter() {
+        f.push(workflow_id, task_idx, number, record);
+    }
+    let (mut w_ids, mut w_state, mut w_at) = (vec![], vec![], vec![]);
+    for (workflow_id, &(to, finished_at)) in columns.workflows.iter() {
+        w_ids.push(workflow_id);
+        w_state.push(to);
+        w_at.push(finished_at);
+    }
+    let prepare = |sql: &'static str, wanted: bool| {
+        let tx = &tx;
+        async move {
+            match wanted {
+                true => tx.prepare_cached(sql).await.map(Some).map_err(sql_error),
+                false => Ok(None),
             }
         }
-    }
-    if !columns.finished.is_empty() {
-        let mut c = FinishedColumns::default();
-        for ((workflow_id, task_idx, number), record) in columns.finished.iter() {
-            c.push(workflow_id, task_idx, number, record);
+    };
+    let fence_sql = prepare(CHECK_FENCE, fence.is_some()).await?;
+    let tasks_sql = prepare(UPDATE_TASKS, !columns.tasks.is_empty()).await?;
+    let dispatched_sql = prepare(INSERT_ATTEMPTS, !columns.dispatched.is_empty()).await?;
+    let started_sql = prepare(START_ATTEMPTS, !columns.started.is_empty()).await?;
+    let finished_sql = prepare(FINISH_ATTEMPTS, !columns.finished.is_empty()).await?;
+    let workflows_sql = prepare(FINISH_WORKFLOWS, !columns.workflows.is_empty()).await?;
+    let fence_params: Vec<&(dyn ToSql + Sync)> = match fence {
+        Some(fence) => vec![&fence.holder, &fence.epoch],
+        None => vec![],
+    };
+    let task_params: [&(dyn ToSql + Sync); 7] =
+        [&t.ids, &t.idx, &t.state, &t.attempt, &t.failures, &t.retry, &t.output];
+    let dispatched_params: [&(dyn ToSql + Sync); 4] = [&d.ids, &d.idx, &d.attempt, &dispatched_at];
+    let started_params: [&(dyn ToSql + Sync); 5] = [&s.ids, &s.idx, &s.attempt, &started_by, &started_at];
+    let finished_params: [&(dyn ToSql + Sync); 15] = [
+        &f.ids,
+        &f.idx,
+        &f.attempt,
+        &f.dispatched_at,
+        &f.worker,
+        &f.started_at,
+        &f.finished_at,
+        &f.outcome,
+        &f.exit_code,
+        &f.signal,
+        &f.error,
+        &f.stdout_tail,
+        &f.stderr_tail,
+        &f.peak_memory_bytes,
+        &f.cpu_time_ms,
+    ];
+    let workflow_params: [&(dyn ToSql + Sync); 3] = [&w_ids, &w_state, &w_at];
+    // Polled in order by `join!`, so sent in this order.
+    let (fenced, tasks, dispatched, started, finished, workflows) = tokio::join!(
+        run(&tx, fence_sql.as_ref(), &fence_params),
+        run(&tx, tasks_sql.as_ref(), &task_params),
+        run(&tx, dispatched_sql.as_ref(), &dispatched_params),
+        run(&tx, started_sql.as_ref(), &started_params),
+        run(&tx, finished_sql.as_ref(), &finished_params),
+        run(&tx, workflows_sql.as_ref(), &workflow_params),
+    );
+    if let Some(fence) = fence {
+        if fenced?.is_empty() {
+            return Err(super::lease::fenced(fence));
         }
-        let params: [&(dyn ToSql + Sync); 15] = [
-            &c.ids,
-            &c.idx,
-            &c.attempt,
-            &c.dispatched_at,
-            &c.worker,
-            &c.started_at,
-            &c.finished_at,
-            &c.outcome,
-            &c.exit_code,
-            &c.signal,
-            &c.error,
-            &c.stdout_tail,
-            &c.stderr_tail,
-            &c.peak_memory_bytes,
-            &c.cpu_time_ms,
-        ];
-        let touched = query_keys(&tx, FINISH_ATTEMPTS, &params).await?;
-        expect_all(
-            columns.finished.iter().map(|((w, t, _), _)| (w, t)),
-            &touched,
-            |(w, t)| format!("task {t} of workflow '{w}'"),
-        )?;
     }
-    if !columns.workflows.is_empty() {
-        let (mut ids, mut state, mut at) = (vec![], vec![], vec![]);
-        for (workflow_id, &(to, finished_at)) in columns.workflows.iter() {
-            ids.push(workflow_id);
-            state.push(to);
-            at.push(finished_at);
-        }
-        let params: [&(dyn ToSql + Sync); 3] = [&ids, &state, &at];
-        let statement = tx.prepare_cached(FINISH_WORKFLOWS).await.map_err(sql_error)?;
-        let rows = tx.query(&statement, &params).await.map_err(sql_error)?;
-        let touched: HashSet<String> = rows.iter().map(|row| row.get::<_, String>(0)).collect();
-        if let Some((missing, _)) = columns.workflows.iter().find(|(id, _)| !touched.contains(*id)) {
+    let task_keys = |rows: Vec<Row>| -> HashSet<(String, i64)> {
+        rows.iter()
+            .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
+            .collect()
+    };
+    expect_all(
+        columns.tasks.iter().map(|(key, _)| key),
+        &task_keys(tasks?),
+        |(w, t)| format!("task {t} of workflow '{w}'"),
+    )?;
+    expect_all(
+        columns.dispatched.iter().map(|((w, t, _), _)| (w, t)),
+        &task_keys(dispatched?),
+        |(w, t)| format!("task {t} of workflow '{w}'"),
+    )?;
+    let touched: HashSet<(String, i64, i64)> = started?
+        .iter()
+        .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)))
+        .collect();
+    // The rows are unique: as many back as sent means none is missing.
+    if touched.len() < columns.started.order.len() {
+        let missing = columns
+            .started
+            .iter()
+            .find(|((w, t, a), _)| !touched.contains(&(w.to_string(), *t, *a)));
+        if let Some(((w, t, a), _)) = missing {
             return Err(StoreError::Conflict {
-                reason: format!("workflow '{missing}' does not exist"),
+                reason: format!("attempt {a} of task {t} of workflow '{w}' does not exist"),
             });
         }
+    }
+    expect_all(
+        columns.finished.iter().map(|((w, t, _), _)| (w, t)),
+        &task_keys(finished?),
+        |(w, t)| format!("task {t} of workflow '{w}'"),
+    )?;
+    let touched: HashSet<String> = workflows?.iter().map(|row| row.get::<_, String>(0)).collect();
+    if let Some((missing, _)) = columns.workflows.iter().find(|(id, _)| !touched.contains(*id)) {
+        return Err(StoreError::Conflict {
+            reason: format!("workflow '{missing}' does not exist"),
+        });
     }
     if !stats.is_empty() {
         let statement = tx.prepare_cached(SAVE_RUNTIME_STATS).await.map_err(sql_error)?;
@@ -357,19 +382,20 @@ pub(super) async fn apply(tx: Transaction<'_>, updates: &[StoreUpdate]) -> Resul
     tx.commit().await.map_err(sql_error)
 }
 
-/// Runs an array statement that returns `(workflow_id, task_idx)` of each row it touched.
-async fn query_keys(
+/// Runs `statement`, if there is one, and returns its rows. The request goes out on the first
+/// poll, so statements polled in turn are pipelined in that order.
+async fn run(
     tx: &Transaction<'_>,
-    sql: &str,
+    statement: Option<&Statement>,
     params: &[&(dyn ToSql + Sync)],
-) -> Result<HashSet<(String, i64)>, StoreError> {
-    let sql_error = |error| classify(error, "apply updates");
-    let statement = tx.prepare_cached(sql).await.map_err(sql_error)?;
-    let rows = tx.query(&statement, params).await.map_err(sql_error)?;
-    Ok(rows
-        .iter()
-        .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
-        .collect())
+) -> Result<Vec<Row>, StoreError> {
+    match statement {
+        Some(statement) => tx
+            .query(statement, params)
+            .await
+            .map_err(|error| classify(error, "apply updates")),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Fails with the first of `wanted` (workflow, task) that `touched` lacks, named by `name`.
@@ -390,6 +416,46 @@ fn expect_all<'k>(
         }
     }
     Ok(())
+}
+
+/// The columns of the task records of a batch.
+#[derive(Default)]
+struct TaskColumns<'u> {
+    ids: Vec<&'u str>,
+    idx: Vec<i64>,
+    state: Vec<&'static str>,
+    attempt: Vec<i64>,
+    failures: Vec<i64>,
+    retry: Vec<Option<i64>>,
+    output: Vec<Option<&'u str>>,
+}
+
+impl<'u> TaskColumns<'u> {
+    fn push(&mut self, workflow_id: &'u str, task_idx: i64, record: &'u TaskRecord) {
+        self.ids.push(workflow_id);
+        self.idx.push(task_idx);
+        self.state.push(record.state.as_str());
+        self.attempt.push(i64::from(record.attempt));
+        self.failures.push(i64::from(record.n_failures));
+        self.retry.push(record.retry_at.map(millis_to_sql));
+        self.output.push(record.output.as_deref());
+    }
+}
+
+/// The keys of attempts of a batch.
+#[derive(Default)]
+struct AttemptKeys<'u> {
+    ids: Vec<&'u str>,
+    idx: Vec<i64>,
+    attempt: Vec<i64>,
+}
+
+impl<'u> AttemptKeys<'u> {
+    fn push(&mut self, (workflow_id, task_idx, attempt): (&'u str, i64, i64)) {
+        self.ids.push(workflow_id);
+        self.idx.push(task_idx);
+        self.attempt.push(attempt);
+    }
 }
 
 /// The columns of the finished attempts of a batch.
