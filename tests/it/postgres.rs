@@ -41,7 +41,7 @@ fn a_fleet_on_postgres_runs_a_workflow_through_a_scheduler_restart_recording_eac
     ));
     assert_eq!(recorded, "40|40", "each task's success is recorded once");
     let version = schema.psql("SELECT version FROM taskfleet_schema");
-    assert_eq!(version, "2");
+    assert_eq!(version, "3");
 }
 
 #[test]
@@ -55,7 +55,7 @@ fn a_scheduler_refuses_a_postgres_database_of_a_newer_schema() {
     assert!(!output.status.success());
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(
-        said.contains("database schema version 42 is newer than this build knows (2): upgrade taskfleet to open it"),
+        said.contains("database schema version 42 is newer than this build knows (3): upgrade taskfleet to open it"),
         "{said}"
     );
 }
@@ -115,13 +115,14 @@ fn leader_and_standby(schema: &Schema, workers: &[&str]) -> Fleet {
     let db = schema.store_url();
     let flags = ["--db", &db, "--lease-timeout", "2s", "--leader-lease", "2s"];
     let mut fleet = Fleet::start(&amqp_url(), &flags);
+    // The first leads before the second starts.
+    wait_for_role(&fleet, "scheduler", "leader", Duration::from_secs(20));
     fleet.add_scheduler("standby");
     for worker in workers {
         fleet.add_worker(worker, &["--concurrency", "2"]);
     }
     fleet.talk_to("standby");
     fleet.wait_for_workers(workers.len());
-    wait_for_role(&fleet, "scheduler", "leader", Duration::from_secs(20));
     let (code, ready) = fleet.readyz("standby");
     assert_eq!((code, ready["role"].as_str()), (200, Some("standby")), "{ready}");
     assert!(ready["leader"].is_string(), "a standby knows who leads: {ready}");

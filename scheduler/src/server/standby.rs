@@ -76,34 +76,40 @@ impl Service {
         let stop = self.shutdown.child_token();
         let _stop_following = stop.clone().drop_guard();
         let (view, store_available) = self.follow_fleet(stop.clone());
-        roles.send_replace(Current::Standby {
-            leader: None,
-            view: view.clone(),
-        });
         let ttl = self.config.leader_lease;
         let every = (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
-        let mut known_leader: Option<String> = None;
+        // Announced once the leader is known (or the store cannot say), never as a standby of
+        // nobody while a leader is there to be read.
+        let mut announced: Option<Option<String>> = None;
         loop {
             let asked = Instant::now();
-            match shared.claim(&self.holder, ttl).await {
+            // Who leads, when the store could say.
+            let heard = match shared.claim(&self.holder, ttl).await {
                 Ok(Some(epoch)) => return Some(Term::new(epoch, asked + ttl)),
                 Ok(None) => {
                     store_available.send_replace(true);
-                    if let Ok(Some(lease)) = shared.lease().await {
-                        if known_leader.as_deref() != Some(lease.holder.as_str()) {
-                            info!(name = %self.config.name, role = "standby", leader = %lease.holder, epoch = lease.epoch, "Standing by.");
-                            known_leader = Some(lease.holder.clone());
-                            roles.send_replace(Current::Standby {
-                                leader: known_leader.clone(),
-                                view: view.clone(),
-                            });
-                        }
-                    }
+                    shared.lease().await.ok().map(|lease| lease.map(|lease| lease.holder))
                 }
                 Err(error) => {
                     store_available.send_replace(false);
                     warn!(%error, "Cannot reach the store to claim the leader's lease; retrying.");
+                    None
                 }
+            };
+            let leader = match (heard, &announced) {
+                (Some(holder), _) => holder,
+                (None, Some(said)) => said.clone(),
+                (None, None) => None,
+            };
+            if announced.as_ref() != Some(&leader) {
+                if let Some(holder) = &leader {
+                    info!(name = %self.config.name, role = "standby", leader = %holder, "Standing by.");
+                }
+                roles.send_replace(Current::Standby {
+                    leader: leader.clone(),
+                    view: view.clone(),
+                });
+                announced = Some(leader);
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
