@@ -238,21 +238,34 @@ async fn submissions_and_cancellations_reach_the_leader_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_of_schema_version_1_is_migrated_with_its_workflows() {
-    let scratch = Scratch::new("from_v1");
-    let name = &scratch.name;
-    scratch
-        .sql(&format!(
-            "CREATE SCHEMA {name}; SET search_path = {name}; {} \
-             CREATE TABLE taskfleet_schema (version BIGINT NOT NULL); INSERT INTO taskfleet_schema VALUES (1); \
-             INSERT INTO workflows (id, name, spec_hash, source, state, submitted_at) \
-             VALUES ('old', 'old', 'h', 'name: old', 'running', 1);",
-            schema::MIGRATIONS[0]
-        ))
-        .await;
-    let store = scratch.store().await;
-    assert_eq!(store.schema_version().await.unwrap(), schema::MIGRATIONS.len() as i64);
-    assert_eq!(store.workflow("old").await.unwrap().unwrap().name, "old");
-    assert!(store.request_cancel("old").await.unwrap());
-    assert_eq!(store.claim("me", Duration::from_secs(1)).await.unwrap(), Some(1));
+async fn a_database_of_every_earlier_schema_version_is_migrated_with_its_work() {
+    for version in 1..schema::MIGRATIONS.len() {
+        let scratch = Scratch::new(&format!("from_v{version}"));
+        let name = &scratch.name;
+        // The database as a build of that version left it, with a task and an attempt.
+        scratch
+            .sql(&format!(
+                "CREATE SCHEMA {name}; SET search_path = {name}; {} \
+                 CREATE TABLE taskfleet_schema (version BIGINT NOT NULL); INSERT INTO taskfleet_schema VALUES ({version}); \
+                 INSERT INTO workflows (id, name, spec_hash, source, state, submitted_at) \
+                 VALUES ('old', 'old', 'h', 'name: old', 'running', 1); \
+                 INSERT INTO tasks (workflow_id, task_idx, task_id, state, attempt) VALUES ('old', 0, 'a', 'running', 1); \
+                 INSERT INTO attempts (workflow_id, task_idx, attempt, dispatched_at) VALUES ('old', 0, 1, 5);",
+                schema::MIGRATIONS[..version].join(";\n")
+            ))
+            .await;
+        let store = scratch.store().await;
+        assert_eq!(store.schema_version().await.unwrap(), schema::MIGRATIONS.len() as i64);
+        assert_eq!(
+            store.workflow("old").await.unwrap().unwrap().name,
+            "old",
+            "from version {version}"
+        );
+        assert_eq!(store.tasks("old").await.unwrap()[0].state, TaskState::Running);
+        assert_eq!(store.attempts("old").await.unwrap()[0].dispatched_at.0, 5);
+        assert!(store.request_cancel("old").await.unwrap());
+        assert_eq!(store.claim("me", Duration::from_secs(1)).await.unwrap(), Some(1));
+        // And it takes the writes of this build.
+        store.apply(one_update("old")).await.unwrap();
+    }
 }
