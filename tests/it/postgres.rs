@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use taskfleet_tests::fleet::{amqp_url, Fleet};
 use taskfleet_tests::postgres::Schema;
+use taskfleet_tests::proxy::Proxy;
 use taskfleet_tests::wait_for;
 
 #[test]
@@ -226,4 +227,41 @@ fn a_standby_stores_submissions_and_cancellations_for_the_leader() {
     assert_eq!(status["state"], "cancelled", "{status:#}\n{}", fleet.log("scheduler"));
     let asked = schema.psql(&format!("SELECT cancel_requested FROM workflows WHERE id = '{id}'"));
     assert_eq!(asked, "t");
+}
+
+#[test]
+fn a_leader_cut_off_from_the_database_steps_down_and_the_standby_finishes_the_work_once() {
+    let schema = Schema::new("cut_off");
+    let mut proxy = Proxy::new(schema.address().parse().expect("the database's address"));
+    proxy.start();
+    let via_proxy = schema.store_url_via(&format!("127.0.0.1:{}", proxy.port()));
+    let flags = ["--db", &via_proxy, "--lease-timeout", "2s", "--leader-lease", "2s"];
+    let mut fleet = Fleet::start(&amqp_url(), &flags);
+    wait_for_role(&fleet, "scheduler", "leader", Duration::from_secs(20));
+    fleet.add_scheduler_on("standby", Some(&schema.store_url()));
+    fleet.add_worker("w1", &["--concurrency", "2"]);
+    fleet.talk_to("standby");
+    fleet.wait_for_workers(1);
+    let workflow = fleet.workflow("chains.yaml", &chains(30, 4, "0.2"));
+    let id = fleet.submit(&workflow);
+    fleet.wait_until_running_on(&id, "w1");
+    // The leader loses the database (the broker and its workers it still has).
+    proxy.stop();
+    wait_for_role(&fleet, "standby", "leader", Duration::from_secs(20));
+    wait_for("the cut-off leader to step down", Duration::from_secs(20), || {
+        fleet.readyz("scheduler").1["role"] == "standby"
+    });
+    let (code, ready) = fleet.readyz("scheduler");
+    assert_eq!(code, 503, "a standby that cannot reach the store is not ready: {ready}");
+    let status = fleet.wait_for_end(&id, Duration::from_secs(60));
+    assert_eq!(status["state"], "succeeded", "{status:#}\n{}", fleet.log("standby"));
+    // Back in touch, it stands by behind the new leader.
+    proxy.start();
+    let ready = wait_for_role(&fleet, "scheduler", "standby", Duration::from_secs(20));
+    assert_eq!(
+        ready["leader"].as_str().map(|holder| holder.starts_with("standby#")),
+        Some(true),
+        "{ready}"
+    );
+    assert_eq!(successes(&schema, &id), "30|30", "each task's success is recorded once");
 }

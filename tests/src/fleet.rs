@@ -79,7 +79,18 @@ impl Fleet {
     /// Starts another scheduler named `name` on the same store and queues (with a shared
     /// store, a standby while another leads), logging to `<name>.log`.
     pub fn add_scheduler(&mut self, name: &str) {
+        self.add_scheduler_on(name, None);
+    }
+
+    /// Like [`Fleet::add_scheduler`], with its store at `db` (the same database by another
+    /// way, e.g. not through a proxy) when given.
+    pub fn add_scheduler_on(&mut self, name: &str, db: Option<&str>) {
         let mut flags = self.scheduler_flags.clone();
+        if let Some(db) = db {
+            if let Some(at) = flags.iter().position(|flag| flag == "--db") {
+                flags[at + 1] = db.to_string();
+            }
+        }
         flags.extend(["--name".to_string(), name.to_string()]);
         let started = start_scheduler(self.dir.path(), &flags, name);
         self.more_schedulers.insert(name.to_string(), started);

@@ -34,6 +34,31 @@ impl Schema {
         )
     }
 
+    /// Like [`Schema::store_url`], through `address` (host:port, e.g. a proxy's) instead of
+    /// the database's own.
+    pub fn store_url_via(&self, address: &str) -> String {
+        let url = self.store_url();
+        let start = url
+            .find('@')
+            .map_or(url.find("://").map_or(0, |at| at + 3), |at| at + 1);
+        let end = url[start..].find('/').map_or(url.len(), |at| start + at);
+        format!("{}{address}{}", &url[..start], &url[end..])
+    }
+
+    /// The database's own address (host:port).
+    pub fn address(&self) -> String {
+        let url = database_url();
+        let start = url
+            .find('@')
+            .map_or(url.find("://").map_or(0, |at| at + 3), |at| at + 1);
+        let end = url[start..].find('/').map_or(url.len(), |at| start + at);
+        let authority = &url[start..end];
+        match authority.contains(':') {
+            true => authority.to_string(),
+            false => format!("{authority}:5432"),
+        }
+    }
+
     /// Runs `sql` (with this schema first on the search path); returns what it printed.
     pub fn psql(&self, sql: &str) -> String {
         let output = Command::new("psql")

@@ -86,16 +86,19 @@ impl Service {
             // Who leads, when the store could say.
             let heard = match shared.claim(&self.holder, ttl).await {
                 Ok(Some(epoch)) => return Some(Term::new(epoch, asked + ttl)),
-                Ok(None) => {
-                    store_available.send_replace(true);
-                    shared.lease().await.ok().map(|lease| lease.map(|lease| lease.holder))
-                }
+                Ok(None) => match shared.lease().await {
+                    Ok(lease) => Some(lease.map(|lease| lease.holder)),
+                    Err(error) => {
+                        warn!(%error, "Cannot read the leader's lease; retrying.");
+                        None
+                    }
+                },
                 Err(error) => {
-                    store_available.send_replace(false);
                     warn!(%error, "Cannot reach the store to claim the leader's lease; retrying.");
                     None
                 }
             };
+            let reachable = heard.is_some();
             let leader = match (heard, &announced) {
                 (Some(holder), _) => holder,
                 (None, Some(said)) => said.clone(),
@@ -111,6 +114,8 @@ impl Service {
                 });
                 announced = Some(leader);
             }
+            // Ready only once the leader it names is the store's word.
+            store_available.send_replace(reachable);
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = self.shutdown.cancelled() => return None,
@@ -123,7 +128,7 @@ impl Service {
     pub(super) fn follow_fleet(&self, stop: CancellationToken) -> (StandbyView, watch::Sender<bool>) {
         let fleet = Arc::new(Mutex::new(Fleet::new(self.config.lease_timeout)));
         let (connected_tx, connected) = watch::channel(false);
-        let (store_tx, store_available) = watch::channel(true);
+        let (store_tx, store_available) = watch::channel(false);
         let view = StandbyView {
             fleet: fleet.clone(),
             connected,
