@@ -408,12 +408,14 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
         }
     };
     shared.in_use.lock().expect("in-use lock").add(&task.resources);
+    // The attempt's start, once admitted: the one both its events carry.
+    let started_at = now();
     let execution = execute(&task, &shared.handlers, &shared.process, &cancel);
     tokio::pin!(execution);
     // A task that ends quickly reports only its result (which carries its start); a longer one
     // reports that it started too, so the scheduler shows it running and ties it to this
     // worker's lease. Most short tasks thus cost one confirmed publish instead of two.
-    let execution = tokio::select! {
+    let mut execution = tokio::select! {
         biased;
         execution = &mut execution => execution,
         _ = tokio::time::sleep(STARTED_EVENT_DELAY) => {
@@ -432,6 +434,7 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
             execution.await
         }
     };
+    execution.started_at = started_at;
     shared.running.lock().expect("running lock").remove(&attempt);
     shared.in_use.lock().expect("in-use lock").sub(&task.resources);
     drop(admitted);
