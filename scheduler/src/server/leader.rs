@@ -211,7 +211,7 @@ impl Service {
     async fn on_request(&self, handle: &SchedulerHandle, request: &Request) -> Result<(), StoreError> {
         match request {
             Request::Submitted { workflow_id } => {
-                if handle.progress().borrow().contains_key(workflow_id.as_str()) {
+                if handle.holds(workflow_id) {
                     return Ok(());
                 }
                 match self.store.workflow(workflow_id).await? {

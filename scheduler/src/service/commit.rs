@@ -21,13 +21,19 @@ use crate::store::{coalesce, Store, StoreError, StoreUpdate};
 
 impl Scheduler {
     /// Starts the transaction of what is pending, or releases it at once when it changed
-    /// nothing in the store.
+    /// nothing in the store (no transaction is on its way then, so the engine is what the
+    /// store holds).
     pub(super) async fn start_commit(&mut self, state: &mut LoopState) -> Next {
         if state.pending.is_empty() {
             return Next::Go;
         }
-        let Pending { updates, mut held } = std::mem::take(&mut state.pending);
+        let Pending {
+            updates,
+            mut held,
+            progress_changed,
+        } = std::mem::take(&mut state.pending);
         if updates.is_empty() {
+            held.progress = progress_changed.then(|| self.progress_now());
             return self.release(state, held).await;
         }
         held.finished = updates
@@ -86,6 +92,7 @@ impl Scheduler {
             for id in held.finished {
                 self.engine.remove_workflow(&id);
                 self.workflows.retain(|known| *known != id);
+                self.handed.forget(&id);
             }
         }
         Next::Go
@@ -98,6 +105,8 @@ impl Scheduler {
 pub(super) struct Pending {
     pub updates: Vec<StoreUpdate>,
     pub held: Held,
+    /// A command changed the progress (a workflow added or cancelled).
+    pub progress_changed: bool,
 }
 
 /// What a transaction holds back until it commits.
@@ -109,7 +118,8 @@ pub(super) struct Held {
     pub control: Vec<Bytes>,
     /// The worker events whose effects it records.
     pub acks: Vec<Delivery>,
-    /// The progress it shows, if it changed anything.
+    /// The progress it shows, if it changed anything: the only way progress is told, so what
+    /// the handle shows is always what the store holds.
     pub progress: Option<Progress>,
     /// The workflows it finishes.
     pub finished: Vec<Arc<str>>,
@@ -118,6 +128,7 @@ pub(super) struct Held {
 impl Pending {
     pub(super) fn is_empty(&self) -> bool {
         self.updates.is_empty()
+            && !self.progress_changed
             && self.held.messages.n_waiting() == 0
             && self.held.control.is_empty()
             && self.held.acks.is_empty()

@@ -1,8 +1,8 @@
 //! [`SchedulerHandle`]: how the rest of the service (the API, the submit queue, the embedded
 //! run) talks to a running scheduler loop, and what it hears back.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use taskfleet_common::api::WorkerStatus;
 use taskfleet_common::state::TaskState;
@@ -41,6 +41,24 @@ pub(super) enum Command {
     },
 }
 
+/// The workflows handed to a loop and not yet forgotten, by id.
+#[derive(Clone, Default)]
+pub(super) struct Handed(Arc<Mutex<HashSet<Arc<str>>>>);
+
+impl Handed {
+    fn insert(&self, id: Arc<str>) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(id);
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).contains(id)
+    }
+
+    pub(super) fn forget(&self, id: &str) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+    }
+}
+
 /// Talks to a running scheduler service.
 #[derive(Clone)]
 pub struct SchedulerHandle {
@@ -49,6 +67,7 @@ pub struct SchedulerHandle {
     pub(super) fleet: watch::Receiver<Vec<WorkerStatus>>,
     pub(super) connected: watch::Receiver<bool>,
     pub(super) store_available: watch::Receiver<bool>,
+    pub(super) handed: Handed,
 }
 
 impl SchedulerHandle {
@@ -60,9 +79,15 @@ impl SchedulerHandle {
         spec: Arc<WorkflowSpec>,
         stored: Option<Vec<TaskRecord>>,
     ) -> Result<(), SchedulerStopped> {
+        self.handed.insert(id.clone());
         self.commands
             .send(Command::Add { id, spec, stored })
             .map_err(|_| SchedulerStopped)
+    }
+
+    /// Whether the workflow was handed to the loop and is not finished and forgotten.
+    pub fn holds(&self, id: &str) -> bool {
+        self.handed.contains(id)
     }
 
     /// Cancels a workflow: waiting tasks end at once, running ones are stopped on their workers.

@@ -144,6 +144,11 @@ pub struct Scheduler {
     workflows: Vec<Arc<str>>,
     /// Control messages (cancellations) decided since the last turn.
     control: Vec<Bytes>,
+    /// A command changed the progress since the last turn (it is told with the next
+    /// transaction, never ahead of the store).
+    progress_changed: bool,
+    /// The workflows handed to the loop and not yet forgotten (shared with the handle).
+    handed: handle::Handed,
 }
 
 impl Scheduler {
@@ -178,6 +183,8 @@ impl Scheduler {
             store_available: Arc::new(store_tx),
             workflows: Vec::new(),
             control: Vec::new(),
+            progress_changed: false,
+            handed: handle::Handed::default(),
         };
         let handle = SchedulerHandle {
             commands: command_tx,
@@ -185,6 +192,7 @@ impl Scheduler {
             fleet: fleet_rx,
             connected: connected_rx,
             store_available: store_rx,
+            handed: scheduler.handed.clone(),
         };
         (scheduler, handle)
     }
@@ -302,6 +310,7 @@ impl Scheduler {
         state.pending.updates.extend(self.engine.take_updates());
         state.pending.held.acks.append(&mut state.batch);
         state.pending.held.control.append(&mut self.control);
+        state.pending.progress_changed |= std::mem::take(&mut self.progress_changed);
         if state.committing.is_none() {
             if let next @ (Next::Reconnect | Next::Stop | Next::Fail(_)) = self.start_commit(state).await {
                 return Ok(next);
@@ -426,7 +435,7 @@ impl Scheduler {
                 info!(workflow_id = %id, n_tasks = spec.tasks.len(), resumed = stored.is_some(), "Workflow added.");
                 self.engine.add_workflow(id.clone(), spec, stored, now);
                 self.workflows.push(id);
-                self.publish_progress();
+                self.progress_changed = true;
             }
             Command::Cancel { id } => {
                 match self.engine.cancel_workflow(&id, now) {
@@ -438,16 +447,12 @@ impl Scheduler {
                     }
                     None => warn!(workflow_id = %id, "Cannot cancel a workflow the scheduler does not hold."),
                 }
-                self.publish_progress();
+                self.progress_changed = true;
             }
         }
     }
 
-    /// Tells the engine's progress now (for changes the store need not hold first).
-    fn publish_progress(&self) {
-        self.progress.send_replace(self.progress_now());
-    }
-
+    /// Every workflow's progress in the engine now.
     fn progress_now(&self) -> Progress {
         self.workflows
             .iter()

@@ -18,10 +18,23 @@ use tokio_util::sync::CancellationToken;
 use crate::service::{Capacity, Scheduler, SchedulerConfig};
 use crate::store::{AttemptRecord, MemoryStore, Store, StoreError, StoreUpdate, TaskPage, TaskRecord, WorkflowRecord};
 
-/// A memory store whose writes each wait for a permit.
+/// A memory store whose writes each wait for a permit; it keeps every batch it was handed.
 struct Gated {
     inner: MemoryStore,
     gate: Semaphore,
+    batches: std::sync::Mutex<Vec<Arc<[StoreUpdate]>>>,
+}
+
+impl Gated {
+    /// The workflows whose attempts the `n`th batch (from 0) dispatches, if it came.
+    fn dispatched_in(&self, n: usize) -> Option<Vec<String>> {
+        let batches = self.batches.lock().unwrap();
+        let ids = batches.get(n)?.iter().filter_map(|update| match update {
+            StoreUpdate::AttemptDispatched { workflow_id, .. } => Some(workflow_id.to_string()),
+            _ => None,
+        });
+        Some(ids.collect())
+    }
 }
 
 #[async_trait]
@@ -60,6 +73,7 @@ impl Store for Gated {
         self.inner.feature_models().await
     }
     async fn apply(&self, updates: Arc<[StoreUpdate]>) -> Result<(), StoreError> {
+        self.batches.lock().unwrap().push(updates.clone());
         let permit = self.gate.acquire().await.map_err(|_| StoreError::Unavailable {
             reason: "the gate closed".into(),
         })?;
@@ -73,6 +87,7 @@ async fn task_messages_wait_for_their_transaction_while_the_loop_goes_on() {
     let store = Arc::new(Gated {
         inner: MemoryStore::new(),
         gate: Semaphore::new(0),
+        batches: std::sync::Mutex::default(),
     });
     let queues = QueueNames::default();
     let transport = Arc::new(MemoryTransport::new(&queues));
@@ -101,19 +116,33 @@ async fn task_messages_wait_for_their_transaction_while_the_loop_goes_on() {
     handle.add_workflow(Arc::from("w1"), spec("w1").await, None).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(queued().await, 0, "w1's dispatch is not committed yet");
-    // The loop goes on while the store is held up: it takes w2 and dispatches its task.
+    assert_eq!(store.dispatched_in(0), Some(vec!["w1".to_string()]));
+    assert!(
+        handle.progress().borrow().is_empty(),
+        "no progress is told before its commit"
+    );
+    // The loop goes on while the store is held up: it takes w2 and dispatches its task,
+    // which waits for the next transaction.
     handle.add_workflow(Arc::from("w2"), spec("w2").await, None).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(handle.progress().borrow().contains_key("w2"), "the loop took w2");
+    assert_eq!(store.dispatched_in(1), None, "one transaction at a time");
     assert_eq!(queued().await, 0, "nothing is published before its commit");
 
-    // The first transaction commits: only w1's message goes out; w2's waits for the next.
+    // The first transaction commits: only w1's message goes out; w2's waits for the next,
+    // which starts at once with the dispatch the loop made meanwhile.
     store.gate.add_permits(1);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
         queued().await,
         1,
         "w1's task is published once its dispatch is committed"
+    );
+    assert_eq!(store.dispatched_in(1), Some(vec!["w2".to_string()]));
+    let told: Vec<Arc<str>> = handle.progress().borrow().keys().cloned().collect();
+    assert_eq!(
+        told,
+        vec![Arc::from("w1")],
+        "the progress told is the first transaction's"
     );
     store.gate.add_permits(1);
     tokio::time::sleep(Duration::from_millis(100)).await;
