@@ -48,15 +48,6 @@ pub struct ServerConfig {
     pub leader_lease: Duration,
 }
 
-/// The host's name and the process id.
-pub fn default_name() -> String {
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .unwrap_or_else(|| "scheduler".to_string());
-    format!("{host}:{}", std::process::id())
-}
-
 /// What the parts of the service share.
 struct Service {
     config: ServerConfig,

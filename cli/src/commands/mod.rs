@@ -68,6 +68,16 @@ pub(crate) fn write_stdout(text: &str) -> std::io::Result<()> {
     }
 }
 
+/// The default name of a service process: the host's name and the process id
+/// (`<host>-<pid>`; in a container, its hostname makes it unique), or `fallback` and the id.
+pub(crate) fn host_and_pid(fallback: &str) -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_else(|| fallback.to_string());
+    format!("{host}-{}", std::process::id())
+}
+
 /// Opens the store named by a URL: `sqlite://PATH`, `sqlite::memory:`, a plain path, or
 /// `postgres://USER@HOST/DB`.
 pub(crate) async fn open_store(

@@ -105,7 +105,10 @@ fn server_config(settings: &SchedulerSettings) -> ServerConfig {
             known_handlers: None,
         },
         max_body_bytes: usize::try_from(settings.max_body.0).unwrap_or(usize::MAX),
-        name: settings.name.clone().unwrap_or_else(server::default_name),
+        name: settings
+            .name
+            .clone()
+            .unwrap_or_else(|| super::host_and_pid("scheduler")),
         leader_lease: settings.leader_lease.0,
     }
 }

@@ -103,11 +103,7 @@ impl WorkerArgs {
         settings.resources.extend(self.resources);
         settings.labels.extend(self.labels);
         if settings.name.is_empty() {
-            let host = nix::unistd::gethostname()
-                .ok()
-                .and_then(|name| name.into_string().ok())
-                .unwrap_or_else(|| "worker".into());
-            settings.name = format!("{host}-{}", std::process::id());
+            settings.name = super::host_and_pid("worker");
         }
         settings.check()?;
         Ok(settings)

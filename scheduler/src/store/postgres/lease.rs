@@ -122,19 +122,16 @@ impl SharedStore for PostgresStore {
     }
 
     async fn lease(&self) -> Result<Option<Lease>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(LEASE, &[])
-            .await
-            .map_err(|error| classify(error, "read the leader's lease"))?;
-        Ok(row.map(|row| {
+        let decode = |row: &tokio_postgres::Row| {
             let remaining: i64 = row.get(2);
-            Lease {
+            Ok(Lease {
                 holder: row.get(0),
                 epoch: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
                 remaining: (remaining > 0).then(|| Duration::from_millis(remaining as u64)),
-            }
-        }))
+            })
+        };
+        let found = self.query_all(LEASE, &[], "read the leader's lease", decode).await?;
+        Ok(found.into_iter().next())
     }
 
     async fn request_cancel(&self, workflow_id: &str) -> Result<bool, StoreError> {
@@ -154,12 +151,9 @@ impl SharedStore for PostgresStore {
     }
 
     async fn cancel_requests(&self) -> Result<Vec<String>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(CANCEL_REQUESTS, &[])
+        let decode = |row: &tokio_postgres::Row| Ok(row.get(0));
+        self.query_all(CANCEL_REQUESTS, &[], "list cancellation requests", decode)
             .await
-            .map_err(|error| classify(error, "list cancellation requests"))?;
-        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     async fn take_requests(&self) -> Result<Vec<Request>, StoreError> {
