@@ -177,8 +177,17 @@ async fn tasks_run_end_to_end() {
         .insert("up".into(), RawValue::from_string("[1,2]".into()).unwrap());
     harness.publish(&copy).await;
 
-    // A quick task reports its result only; the result carries when it started.
-    let result = harness.finished().await;
+    // A quick task reports its result only; the result carries when it started. (On a busy
+    // machine even `cat` may outlast the Started delay: its Started event must then agree.)
+    let result = match harness.next_event().await {
+        WorkerEvent::Finished(result) => result,
+        WorkerEvent::Started(started) => {
+            let result = harness.finished().await;
+            assert_eq!((started.task_idx, started.attempt), (result.task_idx, result.attempt));
+            assert_eq!(started.at, result.started_at, "both events carry the same start");
+            result
+        }
+    };
     assert_eq!(result.outcome, AttemptOutcome::Succeeded, "{result:?}");
     assert_eq!((result.task.as_str(), result.task_idx, result.attempt), ("copy", 4, 3));
     assert_eq!(result.worker, "w-test");
