@@ -4,7 +4,8 @@
 # Starts (or checks) every service the tests talk to before running them.
 #
 # Environment: AMQP_ADDR (default amqp://guest:guest@127.0.0.1:5672/%2f), DATABASE_URL
-# (default postgres://root@127.0.0.1:5432/test).
+# (default postgres://root@127.0.0.1:5432/test), KAFKA_BROKERS (default 127.0.0.1:9092, where a
+# nisshi broker is started when nothing listens; installed with cargo the first time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,6 +72,39 @@ ensure_postgres() {
   return 1
 }
 
+# ensure_kafka: the Kafka transport's tests need a Kafka-protocol broker (KAFKA_BROKERS, by
+# default 127.0.0.1:9092). Without one, starts nisshi there (in memory), installing it first
+# when missing: `nisshi` 0.8.1 works with librdkafka's consumer groups, including moving a
+# killed member's partitions (about 10 minutes to build, once per machine).
+NISSHI_VERSION=0.8.1
+ensure_kafka() {
+  if [ -n "${KAFKA_BROKERS:-}" ]; then
+    local first=${KAFKA_BROKERS%%,*}
+    wait_for_port Kafka "${first%:*}" "${first##*:}" 30
+    return
+  fi
+  if (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; then
+    log "a Kafka broker is up on 127.0.0.1:9092"
+    return 0
+  fi
+  local nisshi
+  nisshi=$(command -v nisshi || echo "${CARGO_HOME:-$HOME/.cargo}/bin/nisshi")
+  if [ ! -x "$nisshi" ] || ! "$nisshi" --version 2>/dev/null | grep -q "$NISSHI_VERSION"; then
+    log "installing nisshi $NISSHI_VERSION, a Kafka-protocol broker (about 10 minutes, once)"
+    cargo install nisshi --version "$NISSHI_VERSION" --locked --ignore-rust-version \
+      --no-default-features --features dynostore
+    nisshi="${CARGO_HOME:-$HOME/.cargo}/bin/nisshi"
+  fi
+  log "starting nisshi on 127.0.0.1:9092"
+  # From a directory of its own: nisshi reads a .env file from where it starts.
+  mkdir -p target/kafka
+  (cd target/kafka && setsid nohup "$nisshi" broker \
+    --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
+    --storage-engine memory://nisshi/ --group-initial-rebalance-delay 0s \
+    >nisshi.log 2>&1 </dev/null &)
+  wait_for_port Kafka 127.0.0.1 9092 30
+}
+
 # validate_compose: checks docker-compose.yml against the Compose schema with docker-compose,
 # installed from Debian's packages if missing. An invalid file fails the run; a tool that
 # cannot be installed (no root, no apt-get, no network) only warns.
@@ -101,6 +135,7 @@ validate_compose() {
 
 ensure_rabbitmq
 ensure_postgres
+ensure_kafka
 
 validate_compose
 

@@ -40,6 +40,7 @@ As a fleet (scheduler, store and HTTP API; any number of workers, on any machine
   taskfleet worker --broker amqp://guest:guest@HOST:5672/%2f --concurrency 8
   taskfleet submit workflow.yaml --wait
   taskfleet status ID | taskfleet cancel ID | taskfleet workers
+On Kafka instead of RabbitMQ: --broker kafka://HOST:9092[,HOST2:9092] on both services.
 
 Policies: fcfs, priority, sjf, srpt, rr, mct, heft, cpop (--policy); compare them with
 `taskfleet simulate`. Every flag also reads from TASKFLEET_* variables or a --config file.";

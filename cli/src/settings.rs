@@ -251,14 +251,19 @@ macro_rules! text_setting {
 }
 
 text_setting!(
-    /// The broker's URL: `amqp://user:password@host:port/vhost` (or `amqps://`).
+    /// The broker's URL: `amqp://user:password@host:port/vhost` (or `amqps://`) for RabbitMQ,
+    /// `kafka://host:port[,host:port…][?option=value&…]` for Kafka.
     BrokerUrl,
     DEFAULT_AMQP_URL,
     |url| {
         if url.starts_with("amqp://") || url.starts_with("amqps://") {
             Ok(())
+        } else if url.starts_with("kafka://") {
+            taskfleet_transport::KafkaConfig::from_url(url).map(|_| ())
         } else {
-            Err(format!("unsupported broker URL `{url}`: use amqp://user:password@host:port/vhost"))
+            Err(format!(
+                "unsupported broker URL `{url}`: use amqp://user:password@host:port/vhost or kafka://host:port"
+            ))
         }
     }
 );
@@ -303,7 +308,7 @@ text_setting!(
 /// configuration file, and `--dump-config`.
 #[derive(Debug, clap::Args)]
 pub struct ServiceArgs {
-    /// Broker URL (amqp://user:password@host:port/vhost).
+    /// Broker URL: amqp://user:password@host:port/vhost (RabbitMQ) or kafka://host:port[,host:port] (Kafka).
     #[arg(long, env = "TASKFLEET_BROKER")]
     pub broker: Option<BrokerUrl>,
     /// Prefix of queue and exchange names.

@@ -5,11 +5,11 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use taskfleet_tests::fleet::{amqp_url, Fleet};
+use taskfleet_tests::fleet::{amqp_url, connect_transport, Fleet};
 use taskfleet_tests::proxy::Proxy;
 use taskfleet_tests::{json_report, wait_for};
 use taskfleet_transport::queues::QueueNames;
-use taskfleet_transport::{AmqpConfig, AmqpTransport, DeadLetter, Outgoing, Transport};
+use taskfleet_transport::{DeadLetter, Outgoing};
 
 /// A layered DAG of `n_tasks` noop tasks, each depending on up to 3 tasks of the layer before.
 fn layered_dag(n_tasks: usize, width: usize) -> String {
@@ -32,7 +32,11 @@ fn layered_dag(n_tasks: usize, width: usize) -> String {
 
 #[test]
 fn a_scheduler_and_three_workers_run_a_1000_task_dag() {
-    let mut fleet = Fleet::start(&amqp_url(), &[]);
+    three_workers_run_a_1000_task_dag(&amqp_url());
+}
+
+pub(crate) fn three_workers_run_a_1000_task_dag(broker: &str) {
+    let mut fleet = Fleet::start(broker, &[]);
     for name in ["w1", "w2", "w3"] {
         fleet.add_worker(name, &["--concurrency", "4"]);
     }
@@ -58,7 +62,11 @@ fn a_scheduler_and_three_workers_run_a_1000_task_dag() {
 
 #[test]
 fn a_high_priority_task_overtakes_queued_low_ones() {
-    let mut fleet = Fleet::start(&amqp_url(), &["--policy", "priority"]);
+    high_priority_overtakes_queued_low_ones(&amqp_url());
+}
+
+pub(crate) fn high_priority_overtakes_queued_low_ones(broker: &str) {
+    let mut fleet = Fleet::start(broker, &["--policy", "priority"]);
     fleet.add_worker("solo", &["--concurrency", "1"]);
     fleet.wait_for_workers(1);
     let low: String = (0..20)
@@ -102,7 +110,11 @@ fn a_high_priority_task_overtakes_queued_low_ones() {
 
 #[test]
 fn a_worker_killed_mid_run_loses_nothing_and_each_task_is_recorded_once() {
-    let mut fleet = Fleet::start(&amqp_url(), &["--lease-timeout", "2s"]);
+    killed_worker_loses_nothing(&amqp_url());
+}
+
+pub(crate) fn killed_worker_loses_nothing(broker: &str) {
+    let mut fleet = Fleet::start(broker, &["--lease-timeout", "2s"]);
     fleet.add_worker("doomed", &["--concurrency", "3"]);
     fleet.add_worker("survivor", &["--concurrency", "3"]);
     fleet.wait_for_workers(2);
@@ -127,14 +139,52 @@ fn kill_mid_run(fleet: &mut Fleet, victim: &str, n_tasks: usize, task: &str) -> 
     status
 }
 
+#[test]
+fn a_worker_joining_mid_run_takes_work_and_nothing_is_lost_or_recorded_twice() {
+    worker_joining_mid_run(&amqp_url());
+}
+
+pub(crate) fn worker_joining_mid_run(broker: &str) {
+    let mut fleet = Fleet::start(broker, &[]);
+    fleet.add_worker("first", &["--concurrency", "2"]);
+    fleet.wait_for_workers(1);
+    let n_tasks = 120;
+    let tasks: String = (0..n_tasks)
+        .map(|idx| format!("  - {{id: t{idx}, run: [sleep, '0.1']}}\n"))
+        .collect();
+    let workflow = fleet.workflow("steady.yaml", &format!("name: steady\ntasks:\n{tasks}"));
+    let id = fleet.submit(&workflow);
+    wait_for("the first tasks to finish", Duration::from_secs(30), || {
+        fleet.status(&id)["counts"]["succeeded"].as_u64().unwrap_or(0) >= 5
+    });
+    fleet.add_worker("joiner", &["--concurrency", "2"]);
+    let status = fleet.wait_for_end(&id, Duration::from_secs(90));
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    assert_eq!(status["counts"]["succeeded"], n_tasks);
+    assert_eq!(
+        fleet.recorded_successes(&id),
+        n_tasks as i64,
+        "each task's success is recorded exactly once"
+    );
+    let workers: HashSet<&str> = status["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|task| task["worker"].as_str())
+        .collect();
+    assert_eq!(workers.len(), 2, "the joining worker took part: {workers:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn garbage_on_the_queues_is_dead_lettered_while_work_goes_on() {
-    let mut fleet = Fleet::start(&amqp_url(), &[]);
+    garbage_is_dead_lettered_while_work_goes_on(&amqp_url()).await;
+}
+
+pub(crate) async fn garbage_is_dead_lettered_while_work_goes_on(broker: &str) {
+    let mut fleet = Fleet::start(broker, &[]);
     fleet.add_worker("w1", &["--concurrency", "2"]);
     let names = QueueNames::new(fleet.prefix.clone());
-    let transport = AmqpTransport::connect(AmqpConfig::new(amqp_url()), &names)
-        .await
-        .unwrap();
+    let transport = connect_transport(broker, &names).await.unwrap();
     let task_queue = names.tasks("default", "normal");
     transport
         .declare(&[task_queue.clone(), names.submit(), names.dead_letters()])
@@ -201,7 +251,6 @@ async fn garbage_on_the_queues_is_dead_lettered_while_work_goes_on() {
                 .is_ok_and(|state| state == "succeeded")
         },
     );
-    transport.delete_topology().await.ok();
 }
 
 #[test]

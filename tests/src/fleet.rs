@@ -295,9 +295,9 @@ impl Drop for Fleet {
             let _ = child.wait();
         }
         // On a thread of its own: the fleet may be dropped inside a test's async runtime.
-        let prefix = self.prefix.clone();
+        let (broker, prefix) = (self.broker.clone(), self.prefix.clone());
         let workers = std::mem::take(&mut self.worker_names);
-        let _ = std::thread::spawn(move || delete_queues(&prefix, &workers)).join();
+        let _ = std::thread::spawn(move || delete_queues(&broker, &prefix, &workers)).join();
     }
 }
 
@@ -331,16 +331,44 @@ fn start_scheduler(dir: &Path, flags: &[String], log: &str) -> (Child, String) {
     (scheduler, api)
 }
 
-/// Deletes the queues and exchanges a fleet under `prefix` declares (default pool), so test
-/// runs do not pile up on the broker.
-fn delete_queues(prefix: &str, workers: &[String]) {
+/// The transport of `broker` (RabbitMQ or Kafka, as its URL says), connected, as the
+/// services under `names` use it.
+pub async fn connect_transport(
+    broker: &str,
+    names: &taskfleet_transport::queues::QueueNames,
+) -> Result<std::sync::Arc<dyn taskfleet_transport::Transport>, taskfleet_transport::TransportError> {
+    use taskfleet_transport::{AmqpConfig, AmqpTransport, KafkaTransport};
+    if broker.starts_with("kafka://") {
+        return Ok(std::sync::Arc::new(
+            KafkaTransport::connect(crate::kafka::config(), names).await?,
+        ));
+    }
+    Ok(std::sync::Arc::new(
+        AmqpTransport::connect(AmqpConfig::new(broker), names).await?,
+    ))
+}
+
+/// Deletes the queues and exchanges (or topics) a fleet under `prefix` declares (default
+/// pool), so test runs do not pile up on the broker.
+fn delete_queues(broker: &str, prefix: &str, workers: &[String]) {
     use taskfleet_transport::queues::QueueNames;
-    use taskfleet_transport::{AmqpConfig, AmqpTransport, Transport};
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+    use taskfleet_transport::{AmqpConfig, AmqpTransport, KafkaTransport, Transport};
+    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    else {
         return;
     };
     runtime.block_on(async {
         let names = QueueNames::new(prefix);
+        if broker.starts_with("kafka://") {
+            if let Ok(transport) = KafkaTransport::connect(crate::kafka::config(), &names).await {
+                let _ = transport.delete_topics().await;
+            }
+            return;
+        }
+        // The local broker itself, not the proxy a test may have put before it.
         let Ok(transport) = AmqpTransport::connect(AmqpConfig::new(amqp_url()), &names).await else {
             return;
         };

@@ -2,6 +2,7 @@
 //! binary, writing workflow files, and waiting for conditions with a deadline.
 
 pub mod fleet;
+pub mod kafka;
 pub mod postgres;
 pub mod proxy;
 

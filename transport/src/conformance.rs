@@ -74,17 +74,20 @@ async fn publish(transport: &dyn Transport, queue: &str, payloads: &[&str]) {
     transport.publish(messages).await.expect("publish");
 }
 
-/// Messages come out in the order they went in, once each, and an ack removes them.
+/// Messages come out in the order they went in (within each lane of the queue), once each,
+/// and an ack removes them.
 pub async fn publish_consume_ack_in_order(transport: &dyn Transport, names: &QueueNames) {
     let queue = fresh_queue(transport, names, "fifo").await;
     publish(transport, &queue, &["one", "two", "three"]).await;
     let mut consumer = transport.consume(&queue, 10).await.expect("consume");
-    for expected in ["one", "two", "three"] {
+    let mut lanes = Lanes::default();
+    for _ in 0..3 {
         let delivery = recv(&mut consumer, "fifo").await;
-        assert_eq!(delivery.payload, expected.as_bytes(), "fifo: messages out of order");
         assert!(!delivery.redelivered, "fifo: first delivery flagged as redelivered");
+        lanes.push(&delivery);
         delivery.ack().await.expect("ack");
     }
+    lanes.assert_in_order(&["one", "two", "three"], "fifo");
     drop(consumer);
     let mut consumer = transport.consume(&queue, 10).await.expect("consume again");
     assert_nothing_arrives(&mut consumer, "fifo: acked messages came back").await;
@@ -177,11 +180,15 @@ pub async fn prefetch_bounds_unacked_deliveries(transport: &dyn Transport, names
     publish(transport, &queue, &["1", "2", "3", "4", "5"]).await;
     let mut consumer = transport.consume(&queue, 2).await.expect("consume");
     let first = recv(&mut consumer, "prefetch").await;
-    let _second = recv(&mut consumer, "prefetch").await;
+    let second = recv(&mut consumer, "prefetch").await;
     assert_nothing_arrives(&mut consumer, "prefetch: more than 2 unacked deliveries").await;
+    let mut lanes = Lanes::default();
+    lanes.push(&first);
+    lanes.push(&second);
     first.ack().await.expect("ack");
     let third = recv(&mut consumer, "prefetch: after an ack").await;
-    assert_eq!(third.payload, "3".as_bytes());
+    lanes.push(&third);
+    lanes.assert_in_order_so_far(&["1", "2", "3", "4", "5"], "prefetch: after an ack");
 }
 
 /// Two consumers of one queue share its messages; none is delivered to both.
@@ -236,7 +243,7 @@ pub async fn dead_letters_keep_payload_and_reason(transport: &dyn Transport, nam
     letter.ack().await.expect("ack dead letter");
 }
 
-/// Thousands of messages published as one batch all arrive, in order.
+/// Thousands of messages published as one batch all arrive, in order within each lane.
 pub async fn large_batches_arrive_complete_and_in_order(transport: &dyn Transport, names: &QueueNames) {
     let queue = fresh_queue(transport, names, "batch").await;
     let n_messages = 5000;
@@ -245,10 +252,66 @@ pub async fn large_batches_arrive_complete_and_in_order(transport: &dyn Transpor
         .collect();
     transport.publish(messages).await.expect("publish batch");
     let mut consumer = transport.consume(&queue, 100).await.expect("consume");
-    for idx in 0..n_messages {
+    let mut lanes = Lanes::default();
+    for _ in 0..n_messages {
         let delivery = recv(&mut consumer, "batch").await;
-        assert_eq!(delivery.payload, format!("{idx}").as_bytes(), "batch: out of order");
+        lanes.push(&delivery);
         delivery.ack().await.expect("ack");
+    }
+    let expected: Vec<String> = (0..n_messages).map(|idx| format!("{idx}")).collect();
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    lanes.assert_in_order(&expected, "batch");
+}
+
+/// What came out of each lane of a queue, in the order it came.
+#[derive(Default)]
+struct Lanes {
+    by_lane: std::collections::BTreeMap<u32, Vec<String>>,
+}
+
+impl Lanes {
+    fn push(&mut self, delivery: &Delivery) {
+        let payload = String::from_utf8_lossy(&delivery.payload).into_owned();
+        self.by_lane.entry(delivery.lane).or_default().push(payload);
+    }
+
+    /// Every one of `published` came out once, and each lane in the order of `published`.
+    fn assert_in_order(&self, published: &[&str], what: &str) {
+        let n_distinct = self.assert_in_order_so_far(published, what);
+        let n_out: usize = self.by_lane.values().map(Vec::len).sum();
+        assert!(
+            n_distinct == published.len() && n_out == published.len(),
+            "{what}: {n_out} deliveries of {n_distinct} distinct messages, for {} published",
+            published.len()
+        );
+    }
+
+    /// What came out so far was published, came once, and each lane in the order of
+    /// `published`. Returns how many distinct messages came out.
+    fn assert_in_order_so_far(&self, published: &[&str], what: &str) -> usize {
+        let position: std::collections::HashMap<&str, usize> = published
+            .iter()
+            .enumerate()
+            .map(|(idx, payload)| (*payload, idx))
+            .collect();
+        let mut seen = BTreeSet::new();
+        for (lane, payloads) in &self.by_lane {
+            let positions: Vec<usize> = payloads
+                .iter()
+                .map(|payload| match position.get(payload.as_str()) {
+                    Some(&idx) => idx,
+                    None => panic!("{what}: {payload:?} was never published"),
+                })
+                .collect();
+            assert!(
+                positions.windows(2).all(|pair| pair[0] < pair[1]),
+                "{what}: messages out of order in lane {lane}"
+            );
+            seen.extend(positions);
+        }
+        let n_out: usize = self.by_lane.values().map(Vec::len).sum();
+        assert_eq!(seen.len(), n_out, "{what}: a message came out twice");
+        seen.len()
     }
 }
 
@@ -378,13 +441,14 @@ pub async fn a_message_too_large_to_dead_letter_whole_goes_truncated(transport: 
         .publish(vec![Outgoing::new(queue.clone(), payload.clone())])
         .await
         .expect("publish a message just under the limit");
-    publish(transport, &queue, &["next"]).await;
     let mut consumer = transport.consume(&queue, 1).await.expect("consume");
     recv(&mut consumer, "big poison")
         .await
         .dead_letter("too large to use")
         .await
         .expect("dead-letter a message near the limit");
+    // Published only now, so that it comes next whatever lane it takes.
+    publish(transport, &queue, &["next"]).await;
     let next = recv(&mut consumer, "big poison: the slot was not freed").await;
     assert_eq!(next.payload, "next".as_bytes());
     next.ack().await.expect("ack");

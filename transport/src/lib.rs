@@ -1,5 +1,6 @@
 //! How taskfleet's scheduler and workers exchange messages: the [`Transport`] trait, its
-//! implementations ([`MemoryTransport`] in-process, [`AmqpTransport`] on RabbitMQ), and the
+//! implementations ([`MemoryTransport`] in-process, [`AmqpTransport`] on RabbitMQ,
+//! [`KafkaTransport`] on Kafka-protocol brokers), and the
 //! conformance suite every implementation passes.
 //!
 //! Delivery is at-least-once. A publish returns once the transport has taken responsibility
@@ -9,6 +10,7 @@
 
 mod amqp;
 pub mod conformance;
+mod kafka;
 mod memory;
 pub mod queues;
 mod reconnect;
@@ -18,6 +20,8 @@ use bytes::Bytes;
 
 pub use amqp::baseline::raw_round_trips as amqp_raw_round_trips;
 pub use amqp::{AmqpConfig, AmqpTransport, DEFAULT_AMQP_URL};
+pub use kafka::baseline::raw_round_trips as kafka_raw_round_trips;
+pub use kafka::{KafkaConfig, KafkaTransport, DEFAULT_KAFKA_URL, REASON_HEADER, SOURCE_HEADER};
 pub use memory::MemoryTransport;
 pub use reconnect::{consume_until, until_connected};
 pub use taskfleet_common::wire::{hex_sha256, DeadLetter, Truncated, MAX_REASON_BYTES, TRUNCATED_KEEP_BYTES};
@@ -108,6 +112,10 @@ pub struct Delivery {
     pub payload: Bytes,
     /// Whether this message was delivered before and not acked.
     pub redelivered: bool,
+    /// The ordered lane of its queue the message came through. Messages of one lane come out
+    /// in the order they went in; a queue with one lane (RabbitMQ, in memory) is wholly
+    /// ordered, one split into partitions (Kafka) only within each partition.
+    pub lane: u32,
     acker: Box<dyn Acker>,
 }
 
@@ -116,6 +124,7 @@ impl std::fmt::Debug for Delivery {
         f.debug_struct("Delivery")
             .field("len", &self.payload.len())
             .field("redelivered", &self.redelivered)
+            .field("lane", &self.lane)
             .finish()
     }
 }
@@ -126,8 +135,15 @@ impl Delivery {
         Delivery {
             payload,
             redelivered,
+            lane: 0,
             acker,
         }
+    }
+
+    /// The same delivery, from `lane` of its queue.
+    pub fn with_lane(mut self, lane: u32) -> Delivery {
+        self.lane = lane;
+        self
     }
 
     /// The message is done with; it will not be delivered again.

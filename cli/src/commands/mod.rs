@@ -101,14 +101,22 @@ pub(crate) async fn open_store(
     Ok(std::sync::Arc::new(store))
 }
 
-/// The transport to the broker at `url`. It connects on first use and the services retry
-/// with backoff while the broker is unreachable (a fleet often starts before its broker).
+/// The transport to the broker at `url`: RabbitMQ for `amqp://`, Kafka for `kafka://`. It
+/// connects on first use and the services retry with backoff while the broker is unreachable
+/// (a fleet often starts before its broker).
 pub(crate) fn broker(
     url: &BrokerUrl,
     names: &taskfleet_transport::queues::QueueNames,
-) -> std::sync::Arc<dyn taskfleet_transport::Transport> {
-    use taskfleet_transport::{AmqpConfig, AmqpTransport};
-    std::sync::Arc::new(AmqpTransport::new(AmqpConfig::new(url.0.clone()), names))
+) -> anyhow::Result<std::sync::Arc<dyn taskfleet_transport::Transport>> {
+    use taskfleet_transport::{AmqpConfig, AmqpTransport, KafkaConfig, KafkaTransport};
+    if url.0.starts_with("kafka://") {
+        let config = KafkaConfig::from_url(&url.0).map_err(anyhow::Error::msg)?;
+        return Ok(std::sync::Arc::new(KafkaTransport::new(config, names)?));
+    }
+    Ok(std::sync::Arc::new(AmqpTransport::new(
+        AmqpConfig::new(url.0.clone()),
+        names,
+    )))
 }
 
 /// The help of a `--policy` flag, listing every policy there is.

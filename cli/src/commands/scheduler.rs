@@ -125,7 +125,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address = listener.local_addr().context("reading the listening address")?;
     eprintln!("taskfleet scheduler: API on http://{address}");
-    let transport = broker(&settings.broker, &config.queues);
+    let transport = broker(&settings.broker, &config.queues)?;
     server::run(config, store, transport, listener, shutdown_on_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

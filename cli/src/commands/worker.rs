@@ -199,7 +199,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     }
     tracing::info!(mechanism = %report.mechanism, "Task limits.");
     let config = worker_config(&settings, enforcer)?;
-    let transport = broker(&settings.broker, &config.queues);
+    let transport = broker(&settings.broker, &config.queues)?;
     eprintln!(
         "taskfleet worker {}: serving pools {} with {} slots, offering {}",
         config.name,
