@@ -9,12 +9,12 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use super::logging::Logging;
 use super::KafkaConfig;
 use crate::TransportError;
 
@@ -27,12 +27,21 @@ fn fail(error: impl std::fmt::Display) -> TransportError {
     }
 }
 
-fn client<T: rdkafka::config::FromClientConfig>(properties: Vec<(String, String)>) -> Result<T, TransportError> {
+fn client<T: rdkafka::config::FromClientConfigAndContext<Logging>>(
+    properties: Vec<(String, String)>,
+) -> Result<T, TransportError> {
     let mut client = ClientConfig::new();
     for (key, value) in properties {
         client.set(key, value);
     }
-    client.create().map_err(fail)
+    client.create_with_context(Logging).map_err(fail)
+}
+
+/// A group consumer's properties, without the end-of-partition events taskfleet's own use.
+fn plain_consumer(config: &KafkaConfig, group: &str) -> Vec<(String, String)> {
+    let mut properties = config.consumer_properties(group);
+    properties.push(("enable.partition.eof".to_string(), "false".to_string()));
+    properties
 }
 
 /// Sends `n_messages` of `payload` through a request topic and back through a reply topic,
@@ -48,16 +57,16 @@ pub async fn raw_round_trips(
         format!("taskfleet-baseline-requests-{suffix}"),
         format!("taskfleet-baseline-replies-{suffix}"),
     );
-    let admin: AdminClient<DefaultClientContext> = client(config.client_properties())?;
+    let admin: AdminClient<Logging> = client(config.client_properties())?;
     let replication = config.replication;
     let topics = [
         NewTopic::new(&requests, config.partitions, TopicReplication::Fixed(replication)),
         NewTopic::new(&replies, config.partitions, TopicReplication::Fixed(replication)),
     ];
     admin.create_topics(&topics, &AdminOptions::new()).await.map_err(fail)?;
-    let producer: FutureProducer = client(config.producer_properties())?;
-    let responder: StreamConsumer = client(config.consumer_properties(&format!("{requests}.group")))?;
-    let reader: StreamConsumer = client(config.consumer_properties(&format!("{replies}.group")))?;
+    let producer: FutureProducer<Logging> = client(config.producer_properties())?;
+    let responder: StreamConsumer<Logging> = client(plain_consumer(config, &format!("{requests}.group")))?;
+    let reader: StreamConsumer<Logging> = client(plain_consumer(config, &format!("{replies}.group")))?;
     responder.subscribe(&[&requests]).map_err(fail)?;
     reader.subscribe(&[&replies]).map_err(fail)?;
 

@@ -14,6 +14,7 @@ pub(crate) mod baseline;
 mod config;
 mod group;
 mod ledger;
+mod logging;
 mod produce;
 mod subscription;
 mod topics;

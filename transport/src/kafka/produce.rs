@@ -9,6 +9,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
+use super::logging::Logging;
 use super::KafkaConfig;
 use crate::TransportError;
 
@@ -61,7 +62,7 @@ impl Record {
 
 /// The transport's producer.
 pub(super) struct Producer {
-    producer: FutureProducer,
+    producer: FutureProducer<Logging>,
     brokers: String,
 }
 
@@ -71,9 +72,11 @@ impl Producer {
         for (key, value) in config.producer_properties() {
             client.set(key, value);
         }
-        let producer = client.create().map_err(|error| TransportError::Rejected {
-            reason: format!("could not create a Kafka producer for {}: {error}", config.shown()),
-        })?;
+        let producer = client
+            .create_with_context(Logging)
+            .map_err(|error| TransportError::Rejected {
+                reason: format!("could not create a Kafka producer for {}: {error}", config.shown()),
+            })?;
         Ok(Producer {
             producer,
             brokers: config.shown(),

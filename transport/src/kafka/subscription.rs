@@ -12,6 +12,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
+use super::logging::Logging;
 use super::KafkaConfig;
 use crate::{Acker, Consumer, Delivery, TransportError};
 
@@ -30,9 +31,13 @@ pub(super) async fn start(config: &KafkaConfig, topic: &str) -> Result<Box<dyn C
     for (key, value) in config.consumer_properties(&group) {
         client.set(key, value);
     }
-    let consumer: BaseConsumer = client.create().map_err(|error| TransportError::Rejected {
-        reason: format!("could not create a subscriber of `{topic}`: {error}"),
-    })?;
+    client.set("enable.partition.eof", "false");
+    let consumer: BaseConsumer<Logging> =
+        client
+            .create_with_context(Logging)
+            .map_err(|error| TransportError::Rejected {
+                reason: format!("could not create a subscriber of `{topic}`: {error}"),
+            })?;
     let timeout = config.request_timeout;
     let name = topic.to_string();
     let consumer = tokio::task::spawn_blocking(move || {
@@ -40,7 +45,7 @@ pub(super) async fn start(config: &KafkaConfig, topic: &str) -> Result<Box<dyn C
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(&name, 0, Offset::Offset(high))?;
         consumer.assign(&assignment)?;
-        Ok::<BaseConsumer, rdkafka::error::KafkaError>(consumer)
+        Ok::<BaseConsumer<Logging>, rdkafka::error::KafkaError>(consumer)
     })
     .await
     .map_err(|_| TransportError::Closed)?

@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use super::logging::Logging;
 use super::KafkaConfig;
 use crate::TransportError;
 
@@ -21,12 +21,12 @@ const CREATED_PATIENCE: Duration = Duration::from_secs(10);
 
 pub(super) struct Topics {
     config: KafkaConfig,
-    admin: AdminClient<DefaultClientContext>,
+    admin: AdminClient<Logging>,
     /// A group-less client for metadata and watermarks.
-    metadata: Arc<BaseConsumer>,
+    metadata: Arc<BaseConsumer<Logging>>,
     known: Mutex<HashMap<String, Known>>,
     /// One client per group whose committed offsets were asked for.
-    offset_readers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    offset_readers: Mutex<HashMap<String, Arc<BaseConsumer<Logging>>>>,
 }
 
 struct Known {
@@ -227,7 +227,7 @@ impl Topics {
         .map_err(|error| self.unavailable(&format!("count the messages of `{queue}`"), &error))
     }
 
-    fn offset_reader(&self, group: &str) -> Result<Arc<BaseConsumer>, TransportError> {
+    fn offset_reader(&self, group: &str) -> Result<Arc<BaseConsumer<Logging>>, TransportError> {
         let mut readers = self.offset_readers.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(reader) = readers.get(group) {
             return Ok(reader.clone());
@@ -235,7 +235,7 @@ impl Topics {
         let mut properties = self.config.client_properties();
         properties.push(("group.id".to_string(), group.to_string()));
         properties.push(("enable.auto.commit".to_string(), "false".to_string()));
-        let reader: Arc<BaseConsumer> = Arc::new(client(&self.config, properties)?);
+        let reader: Arc<BaseConsumer<Logging>> = Arc::new(client(&self.config, properties)?);
         readers.insert(group.to_string(), reader.clone());
         Ok(reader)
     }
@@ -277,7 +277,7 @@ impl Topics {
 }
 
 /// A librdkafka client of `properties`.
-fn client<T: rdkafka::config::FromClientConfig>(
+fn client<T: rdkafka::config::FromClientConfigAndContext<Logging>>(
     config: &KafkaConfig,
     properties: Vec<(String, String)>,
 ) -> Result<T, TransportError> {
@@ -285,9 +285,11 @@ fn client<T: rdkafka::config::FromClientConfig>(
     for (key, value) in properties {
         client.set(key, value);
     }
-    client.create().map_err(|error| TransportError::Rejected {
-        reason: format!("could not create a Kafka client for {}: {error}", config.shown()),
-    })
+    client
+        .create_with_context(Logging)
+        .map_err(|error| TransportError::Rejected {
+            reason: format!("could not create a Kafka client for {}: {error}", config.shown()),
+        })
 }
 
 /// Runs a blocking librdkafka call off the runtime's threads.

@@ -1,6 +1,8 @@
-//! The fleet benchmark: a scheduler and workers over RabbitMQ, each with a connection of its
-//! own, against raw lapin round trips measured in the same run with the same durability
-//! (persistent messages, publisher confirms, acks after the reply is confirmed).
+//! The fleet benchmark: a scheduler and workers over RabbitMQ or Kafka, each with a connection
+//! of its own, against raw client round trips measured in the same run with the same
+//! durability: for RabbitMQ raw lapin (persistent messages, publisher confirms, acks after the
+//! reply is confirmed), for Kafka raw rdkafka (idempotent `acks=all` produce, a consumer group,
+//! offsets committed after the reply's delivery report).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +16,9 @@ use taskfleet_scheduler::service::{now, Capacity, Scheduler, SchedulerConfig, Sc
 use taskfleet_scheduler::store::{Store, WorkflowRecord, WorkflowState};
 use taskfleet_scheduler::submit::new_workflow_id;
 use taskfleet_transport::queues::QueueNames;
-use taskfleet_transport::{amqp_raw_round_trips, AmqpConfig, AmqpTransport, Transport};
+use taskfleet_transport::{
+    amqp_raw_round_trips, kafka_raw_round_trips, AmqpConfig, AmqpTransport, KafkaConfig, KafkaTransport, Transport,
+};
 use taskfleet_worker::{HandlerRegistry, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +26,7 @@ use super::embedded::{bytes_of_a_task_message, layered_dag_json, millis};
 
 /// What the fleet benchmark runs.
 pub(super) struct FleetBench {
-    /// The RabbitMQ broker (`amqp://…`).
+    /// The broker: RabbitMQ (`amqp://…`) or Kafka (`kafka://…`).
     pub(super) url: String,
     /// Tasks of the independent and the layered workflow.
     pub(super) n_tasks: usize,
@@ -44,22 +48,22 @@ pub(super) async fn bench_fleet(options: &FleetBench, store: Arc<dyn Store>, sto
         n_single,
         policy,
     } = options;
-    println!("fleet: RabbitMQ, scheduler ({policy}) and {n_workers} workers x {concurrency} slots, {store_name}");
+    let broker = Broker::of(url)?;
+    println!(
+        "fleet: {}, scheduler ({policy}) and {n_workers} workers x {concurrency} slots, {store_name}",
+        broker.name()
+    );
     let in_flight = 100;
-    let raw = amqp_raw_round_trips(url, *n_tasks, in_flight, &bytes_of_a_task_message()).await?;
+    let raw = broker.raw_round_trips(*n_tasks, in_flight).await?;
     let raw_rate = *n_tasks as f64 / raw.as_secs_f64();
-    println!("  baseline: raw lapin round trips ({in_flight} in flight)   {raw_rate:>8.0} msg/s");
+    println!(
+        "  baseline: raw {} round trips ({in_flight} in flight)   {raw_rate:>8.0} msg/s",
+        broker.client()
+    );
 
     let names = QueueNames::new(format!("taskfleet-bench-{:08x}", rand::random::<u32>()));
     let shutdown = CancellationToken::new();
-    let connect = |name: String| {
-        let config = AmqpConfig {
-            connection_name: name,
-            ..AmqpConfig::new(url.clone())
-        };
-        AmqpTransport::connect(config, &names)
-    };
-    let scheduler_transport = connect("bench-scheduler".into()).await?;
+    let scheduler_transport = broker.connect("bench-scheduler", &names).await?;
     let config = SchedulerConfig {
         queues: names.clone(),
         engine: EngineConfig {
@@ -81,18 +85,19 @@ pub(super) async fn bench_fleet(options: &FleetBench, store: Arc<dyn Store>, sto
             "a scheduler leads this database: benchmark against a database of its own"
         );
     }
-    let (scheduler, handle) = Scheduler::new(config, store.clone(), Arc::new(scheduler_transport.clone()));
+    let (scheduler, handle) = Scheduler::new(config, store.clone(), scheduler_transport.shared());
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
     let mut workers = Vec::new();
     let mut worker_transports = Vec::new();
     for worker_idx in 0..*n_workers {
-        let transport = connect(format!("bench-worker-{worker_idx}")).await?;
-        worker_transports.push(transport.clone());
+        let transport = broker.connect(&format!("bench-worker-{worker_idx}"), &names).await?;
+        let shared = transport.shared();
+        worker_transports.push(transport);
         let mut config = WorkerConfig::new(format!("bench-worker-{worker_idx}"));
         config.concurrency = *concurrency;
         config.queues = names.clone();
         config.heartbeat_interval = Some(Duration::from_millis(100));
-        let worker = Worker::new(config, Arc::new(transport), Arc::new(HandlerRegistry::with_builtins()));
+        let worker = Worker::new(config, shared, Arc::new(HandlerRegistry::with_builtins()));
         workers.push(tokio::spawn(worker.run(shutdown.clone())));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -136,7 +141,7 @@ pub(super) async fn bench_fleet(options: &FleetBench, store: Arc<dyn Store>, sto
     }
     // The broker's speed drifts on a busy machine: measured again, the ratios against the mean
     // of both baselines bracket the ones above.
-    let raw_after = amqp_raw_round_trips(url, *n_tasks, in_flight, &bytes_of_a_task_message()).await?;
+    let raw_after = broker.raw_round_trips(*n_tasks, in_flight).await?;
     let after_rate = *n_tasks as f64 / raw_after.as_secs_f64();
     let mean = (raw_rate + after_rate) / 2.0;
     println!(
@@ -215,8 +220,92 @@ fn percentile(sorted: &[u64], percent: f64) -> u64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// Removes the benchmark's queues and exchanges from the broker.
-async fn delete_topology(transport: &AmqpTransport, names: &QueueNames, n_workers: usize) {
+/// The broker of a fleet benchmark.
+enum Broker {
+    Amqp(String),
+    Kafka(KafkaConfig),
+}
+
+/// A connected transport of either broker.
+enum Connected {
+    Amqp(AmqpTransport),
+    Kafka(KafkaTransport),
+}
+
+impl Broker {
+    fn of(url: &str) -> anyhow::Result<Broker> {
+        if url.starts_with("kafka://") {
+            return Ok(Broker::Kafka(KafkaConfig::from_url(url).map_err(anyhow::Error::msg)?));
+        }
+        Ok(Broker::Amqp(url.to_string()))
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Broker::Amqp(_) => "RabbitMQ",
+            Broker::Kafka(_) => "Kafka",
+        }
+    }
+
+    fn client(&self) -> &'static str {
+        match self {
+            Broker::Amqp(_) => "lapin",
+            Broker::Kafka(_) => "rdkafka",
+        }
+    }
+
+    async fn raw_round_trips(&self, n_messages: usize, in_flight: usize) -> anyhow::Result<Duration> {
+        let payload = bytes_of_a_task_message();
+        Ok(match self {
+            Broker::Amqp(url) => amqp_raw_round_trips(url, n_messages, in_flight, &payload).await?,
+            Broker::Kafka(config) => kafka_raw_round_trips(config, n_messages, in_flight, &payload).await?,
+        })
+    }
+
+    async fn connect(&self, name: &str, names: &QueueNames) -> anyhow::Result<Connected> {
+        Ok(match self {
+            Broker::Amqp(url) => {
+                let config = AmqpConfig {
+                    connection_name: name.to_string(),
+                    ..AmqpConfig::new(url.clone())
+                };
+                Connected::Amqp(AmqpTransport::connect(config, names).await?)
+            }
+            Broker::Kafka(config) => {
+                let config = KafkaConfig {
+                    client_id: name.to_string(),
+                    ..config.clone()
+                };
+                Connected::Kafka(KafkaTransport::connect(config, names).await?)
+            }
+        })
+    }
+}
+
+impl Connected {
+    fn shared(&self) -> Arc<dyn Transport> {
+        match self {
+            Connected::Amqp(transport) => Arc::new(transport.clone()),
+            Connected::Kafka(transport) => Arc::new(transport.clone()),
+        }
+    }
+
+    async fn close(self) {
+        if let Connected::Amqp(transport) = self {
+            transport.close().await;
+        }
+    }
+}
+
+/// Removes the benchmark's queues and exchanges (or topics) from the broker.
+async fn delete_topology(transport: &Connected, names: &QueueNames, n_workers: usize) {
+    let transport = match transport {
+        Connected::Kafka(transport) => {
+            let _ = transport.delete_topics().await;
+            return;
+        }
+        Connected::Amqp(transport) => transport,
+    };
     let mut queues = vec![names.results(), names.submit(), names.dead_letters()];
     queues.extend(["high", "normal", "low"].map(|class| names.tasks("default", class)));
     queues.extend((0..n_workers).map(|worker_idx| names.worker(&format!("bench-worker-{worker_idx}"))));

@@ -35,7 +35,8 @@ pub struct BenchArgs {
     /// Local workers of the whole-process benchmark.
     #[arg(long, default_value_t = 4)]
     pub process_workers: usize,
-    /// Broker URL: also benchmark the fleet (scheduler and workers over RabbitMQ).
+    /// Broker URL: also benchmark the fleet (scheduler and workers over RabbitMQ, `amqp://…`,
+    /// or Kafka, `kafka://…`).
     #[arg(long)]
     pub broker: Option<String>,
     /// Tasks per run of the fleet benchmark.
