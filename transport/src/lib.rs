@@ -77,6 +77,11 @@ pub trait Transport: Send + Sync + 'static {
     /// Subscribes to `topic`: the consumer receives what is broadcast from now on. Deliveries
     /// are acked like queue deliveries; the subscription ends when the consumer is dropped.
     async fn subscribe(&self, topic: &str) -> Result<Box<dyn Consumer>, TransportError>;
+
+    /// Lets consumers already dropped finish what they owe the broker (for Kafka: the final
+    /// offset commits, leaving the group), for at most a few seconds; for a service about to
+    /// exit. Nothing to do by default.
+    async fn finish(&self) {}
 }
 
 /// A message to publish.

@@ -126,6 +126,15 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     let address = listener.local_addr().context("reading the listening address")?;
     eprintln!("taskfleet scheduler: API on http://{address}");
     let transport = broker(&settings.broker, &config.queues)?;
-    server::run(config, store, transport, listener, shutdown_on_signal()).await?;
+    let ran = server::run(
+        config,
+        store,
+        std::sync::Arc::clone(&transport),
+        listener,
+        shutdown_on_signal(),
+    )
+    .await;
+    transport.finish().await;
+    ran?;
     Ok(ExitCode::SUCCESS)
 }

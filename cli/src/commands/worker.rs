@@ -212,6 +212,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         Arc::clone(&transport),
         Arc::new(HandlerRegistry::with_builtins()),
     );
-    worker.run(shutdown_on_signal()).await?;
+    let ran = worker.run(shutdown_on_signal()).await;
+    transport.finish().await;
+    ran?;
     Ok(ExitCode::SUCCESS)
 }

@@ -148,9 +148,15 @@ fn spawn_driver(core: &Arc<Core>, group: &str, members: Vec<usize>) -> Result<()
         reason: format!("could not subscribe to `{}`: {error}", topics.join(", ")),
     })?;
     let driver_core = core.clone();
+    let running = core.inner.threads.token();
     std::thread::Builder::new()
         .name(format!("kafka {group}"))
-        .spawn(move || drive(&consumer, &driver_core, &members))
+        .spawn(move || {
+            drive(&consumer, &driver_core, &members);
+            // Leaves the group before the thread counts as finished.
+            drop(consumer);
+            drop(running);
+        })
         .map_err(|error| TransportError::Unavailable {
             reason: format!("could not start the consumer thread of `{group}`: {error}"),
         })?;

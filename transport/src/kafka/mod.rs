@@ -56,7 +56,12 @@ pub(crate) struct Inner {
     names: QueueNames,
     topics: Topics,
     producer: Producer,
+    /// The consumer threads still running, each holding a token until it has left its group.
+    threads: tokio_util::task::TaskTracker,
 }
+
+/// How long [`Transport::finish`] waits for consumer threads to commit and leave.
+const FINISH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl KafkaTransport {
     /// Creates the clients of `config` and checks that a broker answers; `Unavailable` when
@@ -78,6 +83,7 @@ impl KafkaTransport {
                 names: names.clone(),
                 topics,
                 producer,
+                threads: tokio_util::task::TaskTracker::new(),
             }),
         })
     }
@@ -208,7 +214,22 @@ impl Transport for KafkaTransport {
 
     async fn subscribe(&self, topic: &str) -> Result<Box<dyn Consumer>, TransportError> {
         self.inner.topics.create_broadcast(topic).await?;
-        subscription::start(&self.inner.config, topic).await
+        subscription::start(&self.inner.config, topic, self.inner.threads.token()).await
+    }
+
+    async fn finish(&self) {
+        self.inner.threads.close();
+        if tokio::time::timeout(FINISH_PATIENCE, self.inner.threads.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = self.inner.threads.len(),
+                "Kafka consumers still open after {FINISH_PATIENCE:?}; their last offsets may be read again."
+            );
+        }
+        // Whatever the producer still holds (nothing a publish still waits for).
+        let _ = self.inner.producer.flush(FINISH_PATIENCE).await;
     }
 }
 

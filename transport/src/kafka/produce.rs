@@ -125,6 +125,14 @@ impl Producer {
         first_failure.map_or(Ok(()), Err)
     }
 
+    /// Waits for the messages librdkafka still holds to be delivered.
+    pub(super) async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || rdkafka::producer::Producer::flush(&producer, timeout))
+            .await
+            .unwrap_or(Err(KafkaError::Canceled))
+    }
+
     fn failure(&self, topic: &str, error: &KafkaError) -> TransportError {
         let reason = format!("could not publish to `{topic}` on {}: {error}", self.brokers);
         match error.rdkafka_error_code() {

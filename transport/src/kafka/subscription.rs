@@ -23,7 +23,11 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 static SUBSCRIBERS: AtomicU64 = AtomicU64::new(0);
 
-pub(super) async fn start(config: &KafkaConfig, topic: &str) -> Result<Box<dyn Consumer>, TransportError> {
+pub(super) async fn start(
+    config: &KafkaConfig,
+    topic: &str,
+    running: tokio_util::task::task_tracker::TaskTrackerToken,
+) -> Result<Box<dyn Consumer>, TransportError> {
     let mut client = ClientConfig::new();
     // A group id is only a name here: the consumer is assigned, never joins, never commits.
     let n = SUBSCRIBERS.fetch_add(1, Ordering::Relaxed);
@@ -57,6 +61,7 @@ pub(super) async fn start(config: &KafkaConfig, topic: &str) -> Result<Box<dyn C
     std::thread::Builder::new()
         .name(format!("kafka {topic}"))
         .spawn(move || {
+            let _running = running;
             while !sender.is_closed() {
                 let Some(Ok(message)) = consumer.poll(POLL) else {
                     continue;
@@ -67,6 +72,7 @@ pub(super) async fn start(config: &KafkaConfig, topic: &str) -> Result<Box<dyn C
                 }
             }
             tracing::trace!(topic = %thread_topic, "Subscription ended.");
+            drop(consumer);
         })
         .map_err(|error| TransportError::Unavailable {
             reason: format!("could not start the subscriber thread of `{topic}`: {error}"),
