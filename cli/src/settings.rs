@@ -429,7 +429,10 @@ mod tests {
         assert!(bad("lease-timeout = \"soon\"").contains("invalid duration `soon`"));
         assert!(bad("policy = \"lottery\"").contains("unknown policy `lottery`"));
         assert!(bad("max-body = \"lots\"").contains("invalid size `lots`"));
-        assert!(bad("broker = \"kafka://x\"").contains("unsupported broker URL `kafka://x`"));
+        assert!(bad("broker = \"nats://x\"").contains("unsupported broker URL `nats://x`"));
+        assert!(bad("broker = \"kafka://x\"").contains("`x` in `kafka://x` is not a broker address"));
+        let kafka: SchedulerSettings = toml::from_str("broker = \"kafka://k1:9092,k2:9092\"").unwrap();
+        assert_eq!(kafka.broker.0, "kafka://k1:9092,k2:9092");
         assert!(bad("db = \"mysql://x\"").contains("unsupported store `mysql://x`"));
         assert!(bad("prefix = \"a b\"").contains("invalid prefix `a b`"));
         assert!(bad("listen = \"nowhere\"").contains("invalid socket address"));

@@ -86,6 +86,12 @@ impl KafkaConfig {
                         usize::try_from(number()?).map_err(|_| format!("`{key}` is too large"))?
                 }
                 "session_timeout_ms" => config.session_timeout = Duration::from_millis(number()?),
+                // Rebalances are handled eagerly: every partition is given up, then assigned.
+                "partition.assignment.strategy" if value.contains("cooperative") => {
+                    return Err(format!(
+                        "`{key}={value}` in `{url}` is not supported: use range or roundrobin"
+                    ))
+                }
                 _ => config.options.push((key.to_string(), value.to_string())),
             }
         }
@@ -207,6 +213,10 @@ mod tests {
             ("kafka://host:9092?partitions=0", "between 1 and"),
             ("kafka://host:9092?partitions=many", "whole number"),
             ("kafka://host:9092?linger.ms", "not key=value"),
+            (
+                "kafka://host:9092?partition.assignment.strategy=cooperative-sticky",
+                "not supported",
+            ),
         ] {
             let error = KafkaConfig::from_url(url).unwrap_err();
             assert!(error.contains(needle), "{url}: {error}");

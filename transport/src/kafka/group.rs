@@ -272,13 +272,14 @@ impl Core {
         if state.handed.len() >= state.prefetch {
             return None;
         }
-        let message = state.ready[queue].pop_front()?;
-        let part = state
-            .parts
-            .get_mut(&(queue, message.partition))
-            .expect("a buffered message's partition is known");
-        part.buffered -= 1;
-        let generation = part.generation;
+        // A buffered message's partition is always known: buffers are emptied with it.
+        let (message, generation) = loop {
+            let message = state.ready[queue].pop_front()?;
+            if let Some(part) = state.parts.get_mut(&(queue, message.partition)) {
+                part.buffered = part.buffered.saturating_sub(1);
+                break (message, part.generation);
+            }
+        };
         let token = state.next_token;
         state.next_token += 1;
         state.handed.insert(
