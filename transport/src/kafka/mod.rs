@@ -1,14 +1,15 @@
 //! The Kafka transport, [`KafkaTransport`]: queues as topics on Kafka-protocol brokers,
 //! reached through librdkafka (the `rdkafka` crate).
 //!
-//! A queue is a topic of [`KafkaConfig::partitions`] partitions, consumed by a consumer group
+//! A queue is a topic of [`KafkaConfig::partitions`] partitions (a worker's own queue, read by
+//! that worker alone in the order a plan sent it, has one), consumed by a consumer group
 //! (`group_of`): the task queues of one pool (its three priority classes) share the pool's
 //! group, so the workers of a pool are its members; every other queue has a group of its own
 //! name. A broadcast topic has one partition, read from its end by a group-less consumer per
 //! subscriber. The files split it by role: `config` (the URL), `topics` (creating topics and
 //! reading their partitions and backlog), `produce` (idempotent, confirmed publishing),
 //! `ledger` (how far a partition may be committed), `group` (consuming in a group: buffering,
-//! priority, commits and rebalances) and `subscription` (broadcast topics).
+//! priority, commits and rebalances), `subscription` (broadcast topics) and `logging`.
 
 pub(crate) mod baseline;
 mod config;
@@ -163,7 +164,12 @@ fn truncate(text: &str, max: usize) -> Vec<u8> {
 #[async_trait]
 impl Transport for KafkaTransport {
     async fn declare(&self, queues: &[String]) -> Result<(), TransportError> {
-        self.inner.topics.create(queues, self.inner.config.partitions).await
+        // A worker's own queue has one reader, and a plan's order: one partition keeps it.
+        let own = self.inner.names.worker("");
+        let (workers, shared): (Vec<String>, Vec<String>) =
+            queues.iter().cloned().partition(|queue| queue.starts_with(&own));
+        self.inner.topics.create(&workers, 1).await?;
+        self.inner.topics.create(&shared, self.inner.config.partitions).await
     }
 
     async fn publish(&self, messages: Vec<Outgoing>) -> Result<(), TransportError> {
