@@ -198,3 +198,58 @@ impl From<&Problem> for ProblemBody {
         }
     }
 }
+
+/// One workflow of a [`WorkflowList`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowSummary {
+    pub workflow_id: String,
+    pub name: String,
+    /// `running`, `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+    pub submitted_at: String,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<u64>,
+}
+
+/// A page of workflows, newest first (`GET /v1/workflows`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowList {
+    pub workflows: Vec<WorkflowSummary>,
+    /// Where the next page starts (`?cursor=...`), when more workflows follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Every attempt of one task (`GET /v1/workflows/{id}/tasks/{task}/attempts`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskAttempts {
+    pub workflow_id: String,
+    pub task: String,
+    pub state: TaskState,
+    /// Oldest first.
+    pub attempts: Vec<AttemptStatus>,
+}
+
+/// One attempt of a task: where and when it ran, how it ended, what it used and printed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptStatus {
+    pub attempt: u32,
+    pub worker: Option<String>,
+    pub dispatched_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    /// How it ended (`succeeded`, `failed`, `timed_out`, ...); none while it runs or when it
+    /// was lost with its worker.
+    pub outcome: Option<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error: Option<String>,
+    /// The most memory its processes used at once, in bytes, when measured.
+    pub peak_memory_bytes: Option<u64>,
+    /// CPU time its processes used, in milliseconds, when measured.
+    pub cpu_time_ms: Option<u64>,
+    /// The end of what it wrote to stdout and stderr.
+    pub stdout_tail: String,
+    pub stderr_tail: String,
+}

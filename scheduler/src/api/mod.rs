@@ -4,6 +4,8 @@
 //! | method and path | answer |
 //! |---|---|
 //! | `POST /v1/workflows` (body: YAML or JSON; header `Idempotency-Key`) | 201 [`SubmitResponse`] (200 for a repeat: the same key and body), 422 with every problem, 422 for a key used with another body, 400 for a bad key, 413 over the size limit |
+//! | `GET /v1/workflows?state=S&name=N&submitted_after=T&limit=L&cursor=C` | 200 [`WorkflowList`](taskfleet_common::api::WorkflowList): newest first, 100 by default (at most 1000), `next_cursor` for the next page; 400 for a bad filter or cursor |
+//! | `GET /v1/workflows/{id}/tasks/{task}/attempts` | 200 [`TaskAttempts`](taskfleet_common::api::TaskAttempts): every attempt with its worker, timings, outcome, exit status, what it used and the tails of its stdout and stderr; 404 |
 //! | `GET /v1/workflows/{id}?limit=N&cursor=C` | 200 [`WorkflowStatus`] with counts, a page of tasks (1000 by default, at most 10,000; `next_cursor` for the next; each with how its latest attempt ended, what it used, and the lease of a running one), and a predicted end while it runs; 404 |
 //! | `POST /v1/workflows/{id}/cancel` | 202 [`CancelResponse`], 404, 409 when it already ended |
 //! | `GET /v1/workers` | 200 list of [`WorkerStatus`], with the attempts each runs and when its lease on them lapses |
@@ -13,6 +15,7 @@
 //! stores submissions and cancellations, which the leader takes up.
 
 mod error;
+mod listing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +32,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+pub use listing::{DEFAULT_LIST_PAGE, MAX_LIST_PAGE};
 
 use crate::role::{Instance, Role};
 use crate::service::now;
@@ -55,8 +59,9 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     let max_body_bytes = state.max_body_bytes;
     Router::new()
-        .route("/v1/workflows", post(submit))
+        .route("/v1/workflows", post(submit).get(listing::list))
         .route("/v1/workflows/{id}", get(status))
+        .route("/v1/workflows/{id}/tasks/{task}/attempts", get(listing::attempts))
         .route("/v1/workflows/{id}/cancel", post(cancel))
         .route("/v1/workers", get(workers))
         .route("/healthz", get(healthz))

@@ -19,6 +19,7 @@ const WORKFLOW: &str = "name: api\ntasks:\n  - {id: a, handler: noop}\n  - {id: 
 
 struct Api {
     router: Router,
+    store: Arc<dyn Store>,
     shutdown: CancellationToken,
 }
 
@@ -39,7 +40,7 @@ impl Api {
         let shutdown = CancellationToken::new();
         tokio::spawn(scheduler.run(shutdown.clone()));
         let state = ApiState {
-            store,
+            store: store.clone(),
             scheduler: Instance::leader("api-test", handle),
             validate: ValidateOptions::default(),
             max_body_bytes,
@@ -47,6 +48,7 @@ impl Api {
         };
         Api {
             router: router(state),
+            store,
             shutdown,
         }
     }
@@ -323,4 +325,127 @@ async fn statuses_come_in_pages() {
         .await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "`nope` is not a cursor this API gave");
+}
+
+#[tokio::test]
+async fn workflows_list_newest_first_filtered_and_paged() {
+    let api = Api::start().await;
+    let mut ids = Vec::new();
+    for name in ["first", "second", "third"] {
+        let body = WORKFLOW.replace("name: api", &format!("name: {name}"));
+        let (code, created) = api.call("POST", "/v1/workflows", &body, None).await;
+        assert_eq!(code, StatusCode::CREATED, "{created}");
+        ids.push(created["workflow_id"].as_str().unwrap().to_string());
+        // Distinct submission instants, so the order is the order of submission.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let listed = |body: &serde_json::Value| -> Vec<String> {
+        body["workflows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|workflow| workflow["workflow_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    let (code, all) = api.call("GET", "/v1/workflows", "", None).await;
+    assert_eq!(code, StatusCode::OK, "{all}");
+    assert_eq!(listed(&all), newest_first);
+    assert_eq!(all["workflows"][0]["name"], "third");
+    assert_eq!(all["workflows"][0]["state"], "running");
+    assert!(all.get("next_cursor").is_none(), "{all}");
+
+    let (_, named) = api.call("GET", "/v1/workflows?name=second", "", None).await;
+    assert_eq!(listed(&named), [ids[1].clone()]);
+    let (_, running) = api.call("GET", "/v1/workflows?state=running", "", None).await;
+    assert_eq!(listed(&running).len(), 3);
+    let (_, failed) = api.call("GET", "/v1/workflows?state=failed", "", None).await;
+    assert_eq!(listed(&failed), Vec::<String>::new());
+    let (_, later) = api
+        .call("GET", "/v1/workflows?submitted_after=2999-01-01T00:00:00Z", "", None)
+        .await;
+    assert_eq!(listed(&later), Vec::<String>::new());
+
+    let (_, page) = api.call("GET", "/v1/workflows?limit=2", "", None).await;
+    assert_eq!(listed(&page), newest_first[..2]);
+    let cursor = page["next_cursor"].as_str().expect("a second page follows").to_string();
+    let (_, rest) = api
+        .call("GET", &format!("/v1/workflows?limit=2&cursor={cursor}"), "", None)
+        .await;
+    assert_eq!(listed(&rest), newest_first[2..]);
+    assert!(rest.get("next_cursor").is_none(), "{rest}");
+
+    for (query, needle) in [
+        ("state=bogus", "not a workflow state"),
+        ("limit=0", "between 1 and"),
+        ("limit=5000", "between 1 and"),
+        ("cursor=garbage", "not a cursor"),
+        ("submitted_after=yesterday", "RFC 3339"),
+    ] {
+        let (code, problem) = api.call("GET", &format!("/v1/workflows?{query}"), "", None).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{query}: {problem}");
+        assert!(problem.to_string().contains(needle), "{query}: {problem}");
+    }
+}
+
+#[tokio::test]
+async fn a_tasks_attempts_show_how_each_ended_and_what_it_printed() {
+    use taskfleet_common::state::AttemptOutcome;
+    use taskfleet_common::Millis;
+    use taskfleet_engine::records::{AttemptRecord, StoreUpdate};
+
+    let api = Api::start().await;
+    let (_, created) = api.call("POST", "/v1/workflows", WORKFLOW, None).await;
+    let id = created["workflow_id"].as_str().unwrap().to_string();
+    let (code, none) = api
+        .call("GET", &format!("/v1/workflows/{id}/tasks/b/attempts"), "", None)
+        .await;
+    assert_eq!(code, StatusCode::OK, "{none}");
+    assert_eq!(none["attempts"], serde_json::json!([]));
+    assert_eq!(none["state"], "pending");
+
+    let failed = AttemptRecord {
+        worker: Some("w1".into()),
+        started_at: Some(Millis(1_000)),
+        finished_at: Some(Millis(1_250)),
+        outcome: Some(AttemptOutcome::Failed { retryable: true }),
+        exit_code: Some(3),
+        error: Some("exited with code 3".into()),
+        stdout_tail: "loading\n".into(),
+        stderr_tail: "boom: no such table\n".into(),
+        peak_memory_bytes: Some(1 << 20),
+        cpu_time_ms: Some(40),
+        ..AttemptRecord::dispatched(0, 1, Millis(900))
+    };
+    let workflow_id: Arc<str> = Arc::from(id.as_str());
+    api.store
+        .apply(Arc::from(vec![StoreUpdate::AttemptFinished {
+            workflow_id,
+            record: failed,
+        }]))
+        .await
+        .unwrap();
+    let (code, body) = api
+        .call("GET", &format!("/v1/workflows/{id}/tasks/a/attempts"), "", None)
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let attempt = &body["attempts"][0];
+    assert_eq!(attempt["attempt"], 1);
+    assert_eq!(attempt["worker"], "w1");
+    assert_eq!(attempt["outcome"], "failed");
+    assert_eq!(attempt["exit_code"], 3);
+    assert_eq!(attempt["duration_ms"], 250);
+    assert_eq!(attempt["stderr_tail"], "boom: no such table\n");
+    assert_eq!(attempt["stdout_tail"], "loading\n");
+    assert_eq!(attempt["peak_memory_bytes"], 1 << 20);
+    assert_eq!(attempt["dispatched_at"], "1970-01-01T00:00:00.900Z");
+
+    let (code, _) = api
+        .call("GET", &format!("/v1/workflows/{id}/tasks/nope/attempts"), "", None)
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, _) = api
+        .call("GET", "/v1/workflows/wf-nobody/tasks/a/attempts", "", None)
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
 }

@@ -16,9 +16,11 @@ use taskfleet_common::{Millis, ValidateOptions, WorkflowSpec};
 
 use super::{AttemptRecord, Store, StoreUpdate, TaskRecord, WorkflowRecord, WorkflowState};
 
+mod listing;
 mod updates;
 mod workflows;
 
+pub use listing::workflows_list_newest_first_in_pages;
 pub use updates::{every_outcome_round_trips, failed_batch_changes_nothing, updates_round_trip};
 pub use workflows::{
     create_and_read_back, duplicate_workflow_is_a_conflict, idempotency_keys_find_their_workflow,
@@ -48,6 +50,7 @@ pub async fn run_all(store: &dyn Store, prefix: &str) {
     runtime_stats_round_trip(store, prefix).await;
     feature_models_round_trip(store, prefix).await;
     pages_and_counts_cover_their_tasks(store, prefix).await;
+    workflows_list_newest_first_in_pages(store, prefix).await;
 }
 
 /// Runtime statistics are stored per signature, the latest replacing the earlier.

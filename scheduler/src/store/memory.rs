@@ -11,7 +11,7 @@ use taskfleet_common::state::TaskState;
 use taskfleet_common::WorkflowSpec;
 use taskfleet_engine::predict::{FeatureModel, LogStats};
 
-use super::{AttemptRecord, Store, StoreError, StoreUpdate, TaskPage, TaskRecord, WorkflowRecord};
+use super::{AttemptRecord, Store, StoreError, StoreUpdate, TaskPage, TaskRecord, WorkflowQuery, WorkflowRecord};
 
 /// A [`Store`] in memory, gone when dropped.
 #[derive(Debug, Default)]
@@ -264,6 +264,23 @@ impl Store for MemoryStore {
             .collect();
         running.sort_by(|a, b| (a.submitted_at, &a.id).cmp(&(b.submitted_at, &b.id)));
         Ok(running)
+    }
+
+    async fn list_workflows(&self, query: &WorkflowQuery) -> Result<Vec<WorkflowRecord>, StoreError> {
+        let mut listed: Vec<WorkflowRecord> = self
+            .inner()
+            .workflows
+            .values()
+            .map(|stored| &stored.record)
+            .filter(|record| query.matches(record))
+            .map(|record| WorkflowRecord {
+                source: String::new(),
+                ..record.clone()
+            })
+            .collect();
+        listed.sort_by(|a, b| (b.submitted_at, &b.id).cmp(&(a.submitted_at, &a.id)));
+        listed.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
+        Ok(listed)
     }
 
     async fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>, StoreError> {

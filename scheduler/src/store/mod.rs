@@ -102,6 +102,83 @@ impl WorkflowRecord {
     }
 }
 
+/// Which workflows to list, newest first (`GET /v1/workflows`, `taskfleet list`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkflowQuery {
+    pub state: Option<WorkflowState>,
+    /// Only workflows of exactly this name.
+    pub name: Option<String>,
+    /// Only workflows submitted at or after this instant.
+    pub submitted_after: Option<Millis>,
+    /// Only workflows listed after this one (the last of the previous page): submitted
+    /// earlier, or at the same instant with a smaller id.
+    pub before: Option<(Millis, String)>,
+    /// The most to return.
+    pub limit: u32,
+}
+
+impl WorkflowQuery {
+    /// Whether `record` is listed (its place in the order aside).
+    pub fn matches(&self, record: &WorkflowRecord) -> bool {
+        self.state.is_none_or(|state| record.state == state)
+            && self.name.as_deref().is_none_or(|name| record.name == name)
+            && self.submitted_after.is_none_or(|after| record.submitted_at >= after)
+            && self
+                .before
+                .as_ref()
+                .is_none_or(|(at, id)| (record.submitted_at, &record.id) < (*at, id))
+    }
+
+    /// The `WHERE` clause and its parameters, numbered from 1 by `placeholder` (`?1` for
+    /// SQLite, `$1` for PostgreSQL): one text for every SQL store.
+    pub(super) fn where_clause(&self, placeholder: fn(usize) -> String) -> (String, Vec<SqlParam>) {
+        let mut conditions = Vec::new();
+        let mut params = Vec::new();
+        let next = |param: SqlParam, params: &mut Vec<SqlParam>| {
+            params.push(param);
+            placeholder(params.len())
+        };
+        if let Some(state) = self.state {
+            let at = next(SqlParam::Text(state.as_str().to_string()), &mut params);
+            conditions.push(format!("state = {at}"));
+        }
+        if let Some(name) = &self.name {
+            let at = next(SqlParam::Text(name.clone()), &mut params);
+            conditions.push(format!("name = {at}"));
+        }
+        if let Some(after) = self.submitted_after {
+            let at = next(SqlParam::Int(millis_param(after)), &mut params);
+            conditions.push(format!("submitted_at >= {at}"));
+        }
+        if let Some((at_ms, id)) = &self.before {
+            let at = next(SqlParam::Int(millis_param(*at_ms)), &mut params);
+            let id = next(SqlParam::Text(id.clone()), &mut params);
+            conditions.push(format!("(submitted_at < {at} OR (submitted_at = {at} AND id < {id}))"));
+        }
+        let clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        (clause, params)
+    }
+}
+
+fn millis_param(at: Millis) -> i64 {
+    i64::try_from(at.0).unwrap_or(i64::MAX)
+}
+
+/// A parameter of a generated SQL statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum SqlParam {
+    Text(String),
+    Int(i64),
+}
+
+/// The columns of a listed workflow: its record without the source text.
+pub(super) const WORKFLOW_SUMMARY_COLUMNS: &str =
+    "id, name, spec_hash, '' AS source, state, submitted_at, finished_at, idempotency_key";
+
 /// Some consecutive tasks of a workflow, as stored.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TaskPage {
@@ -126,6 +203,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Workflows still running, oldest first; with `spec_hash`, only those of that source.
     async fn running_workflows(&self, spec_hash: Option<&str>) -> Result<Vec<WorkflowRecord>, StoreError>;
+
+    /// The workflows `query` selects, newest first (by submission, then id), at most
+    /// `query.limit`, each without its source text.
+    async fn list_workflows(&self, query: &WorkflowQuery) -> Result<Vec<WorkflowRecord>, StoreError>;
 
     /// Every task's stored state, by task index.
     async fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>, StoreError>;

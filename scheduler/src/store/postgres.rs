@@ -27,7 +27,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use self::codec::{classify, ATTEMPT_COLUMNS, TASK_COLUMNS, WORKFLOW_COLUMNS};
-use super::{AttemptRecord, Store, StoreError, StoreUpdate, TaskPage, TaskRecord, WorkflowRecord};
+use super::{
+    AttemptRecord, SqlParam, Store, StoreError, StoreUpdate, TaskPage, TaskRecord, WorkflowQuery, WorkflowRecord,
+    WORKFLOW_SUMMARY_COLUMNS,
+};
 
 /// Connections the store keeps open at most.
 const POOL_SIZE: usize = 8;
@@ -237,6 +240,30 @@ impl Store for PostgresStore {
                 self.query_all(&sql, &[&hash], context, codec::workflow_from_row).await
             }
         }
+    }
+
+    async fn list_workflows(&self, query: &WorkflowQuery) -> Result<Vec<WorkflowRecord>, StoreError> {
+        let (clause, params) = query.where_clause(|n| format!("${n}"));
+        let sql = format!(
+            "SELECT {WORKFLOW_SUMMARY_COLUMNS} FROM workflows {clause} \
+             ORDER BY submitted_at DESC, id DESC LIMIT {}",
+            query.limit
+        );
+        let owned: Vec<Box<dyn ToSql + Sync + Send>> = params
+            .into_iter()
+            .map(|param| -> Box<dyn ToSql + Sync + Send> {
+                match param {
+                    SqlParam::Text(text) => Box::new(text),
+                    SqlParam::Int(int) => Box::new(int),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = owned
+            .iter()
+            .map(|param| param.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        self.query_all(&sql, &refs, "list workflows", codec::workflow_from_row)
+            .await
     }
 
     async fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>, StoreError> {

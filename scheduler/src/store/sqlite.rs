@@ -32,7 +32,10 @@ use self::write::NewTasks;
 use rusqlite::params;
 use taskfleet_common::state::TaskState;
 
-use super::{AttemptRecord, Store, StoreError, StoreUpdate, TaskPage, TaskRecord, WorkflowRecord};
+use super::{
+    AttemptRecord, SqlParam, Store, StoreError, StoreUpdate, TaskPage, TaskRecord, WorkflowQuery, WorkflowRecord,
+    WORKFLOW_SUMMARY_COLUMNS,
+};
 use taskfleet_engine::predict::{FeatureModel, LogStats};
 
 /// Work for the store thread.
@@ -172,6 +175,32 @@ impl Store for SqliteStore {
                     query_all(conn, &sql, [&hash], context, codec::workflow_from_row)
                 }
             }
+        })
+        .await
+    }
+
+    async fn list_workflows(&self, query: &WorkflowQuery) -> Result<Vec<WorkflowRecord>, StoreError> {
+        let (clause, params) = query.where_clause(|n| format!("?{n}"));
+        let sql = format!(
+            "SELECT {WORKFLOW_SUMMARY_COLUMNS} FROM workflows {clause} \
+             ORDER BY submitted_at DESC, id DESC LIMIT {}",
+            query.limit
+        );
+        let params: Vec<rusqlite::types::Value> = params
+            .into_iter()
+            .map(|param| match param {
+                SqlParam::Text(text) => rusqlite::types::Value::Text(text),
+                SqlParam::Int(int) => rusqlite::types::Value::Integer(int),
+            })
+            .collect();
+        self.run(move |conn| {
+            query_all(
+                conn,
+                &sql,
+                rusqlite::params_from_iter(params),
+                "list workflows",
+                codec::workflow_from_row,
+            )
         })
         .await
     }

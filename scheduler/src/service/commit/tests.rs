@@ -51,6 +51,9 @@ impl Store for Gated {
     async fn running_workflows(&self, spec_hash: Option<&str>) -> Result<Vec<WorkflowRecord>, StoreError> {
         self.inner.running_workflows(spec_hash).await
     }
+    async fn list_workflows(&self, query: &crate::store::WorkflowQuery) -> Result<Vec<WorkflowRecord>, StoreError> {
+        self.inner.list_workflows(query).await
+    }
     async fn tasks(&self, workflow_id: &str) -> Result<Vec<TaskRecord>, StoreError> {
         self.inner.tasks(workflow_id).await
     }

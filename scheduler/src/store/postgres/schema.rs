@@ -91,6 +91,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // as much as the inserts: a million-task workflow took twice as long to store with them.
     "ALTER TABLE tasks DROP CONSTRAINT IF EXISTS tasks_workflow_id_fkey;
     ALTER TABLE attempts DROP CONSTRAINT IF EXISTS attempts_workflow_id_task_idx_fkey;",
+    // 4: listing workflows newest first, all of them or those in one state.
+    "CREATE INDEX workflows_by_submission ON workflows (submitted_at, id);
+    CREATE INDEX workflows_by_state_and_submission ON workflows (state, submitted_at, id);",
 ];
 
 /// The schema version stored in the database (0 for an empty one).

@@ -76,6 +76,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 5: what each attempt used, as its worker measured it.
     "ALTER TABLE attempts ADD COLUMN peak_memory_bytes INTEGER;
     ALTER TABLE attempts ADD COLUMN cpu_time_ms INTEGER;",
+    // 6: listing workflows newest first, all of them or those in one state.
+    "CREATE INDEX workflows_by_submission ON workflows (submitted_at, id);
+    CREATE INDEX workflows_by_state_and_submission ON workflows (state, submitted_at, id);",
 ];
 
 /// Applies the connection settings and brings the schema up to date.
