@@ -1,8 +1,11 @@
-//! A typed client of the scheduler's HTTP API, for `submit`, `status`, `cancel` and `workers`.
+//! A typed client of the scheduler's HTTP API, for `submit`, `status`, `cancel`, `workers`,
+//! `list` and `logs`.
 
 use std::time::Duration;
 
-use taskfleet_common::api::{CancelResponse, ErrorBody, SubmitResponse, WorkerStatus, WorkflowStatus};
+use taskfleet_common::api::{
+    CancelResponse, ErrorBody, SubmitResponse, TaskAttempts, WorkerStatus, WorkflowList, WorkflowStatus,
+};
 
 /// Errors of an API call, by what the user should do.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,22 @@ impl ApiClient {
         self.send(self.http.get(self.url("/v1/workers"))).await
     }
 
+    /// A page of workflows, newest first: `filters` are the API's query parameters (`state`,
+    /// `name`, `submitted_after`, `limit`, `cursor`).
+    pub async fn list(&self, filters: &[(&str, String)]) -> Result<WorkflowList, ClientError> {
+        self.send(self.http.get(self.url("/v1/workflows")).query(filters)).await
+    }
+
+    /// Every attempt of one task.
+    pub async fn attempts(&self, workflow_id: &str, task: &str) -> Result<TaskAttempts, ClientError> {
+        let url = self.url(&format!(
+            "/v1/workflows/{}/tasks/{}/attempts",
+            path_segment(workflow_id),
+            path_segment(task)
+        ));
+        self.send(self.http.get(url)).await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -112,5 +131,27 @@ impl ApiClient {
                 message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
             }),
         }
+    }
+}
+
+/// `text` as one path segment: every byte outside the unreserved set percent-encoded.
+fn path_segment(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(super::path_segment("load-2.csv"), "load-2.csv");
+        assert_eq!(super::path_segment("a/b c?"), "a%2Fb%20c%3F");
     }
 }

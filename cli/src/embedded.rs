@@ -75,7 +75,12 @@ pub struct RunOutcome {
     /// Tasks already finished when the run started, if it resumed an earlier one.
     pub resumed_with: Option<usize>,
     pub report: WorkflowStatus,
+    /// The latest attempt of each failed task (the first few), with its output tails.
+    pub failures: Vec<(String, taskfleet_common::api::AttemptStatus)>,
 }
+
+/// Failed tasks whose output a run shows under its table.
+const FAILURES_SHOWN: usize = 10;
 
 /// A hash of the workflow's source; the same file resumes the same unfinished run.
 pub fn spec_hash(source: &str) -> String {
@@ -199,11 +204,13 @@ pub async fn run_workflow(
     let report = workflow_status(store.as_ref(), &workflow_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("workflow {workflow_id} vanished from the store"))?;
+    let failures = taskfleet_scheduler::status::failed_attempts(store.as_ref(), &workflow_id, FAILURES_SHOWN).await?;
     Ok(RunOutcome {
         workflow_id,
         state,
         resumed_with,
         report,
+        failures,
     })
 }
 

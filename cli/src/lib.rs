@@ -40,6 +40,7 @@ As a fleet (scheduler, store and HTTP API; any number of workers, on any machine
   taskfleet worker --broker amqp://guest:guest@HOST:5672/%2f --concurrency 8
   taskfleet submit workflow.yaml --wait
   taskfleet status ID | taskfleet cancel ID | taskfleet workers
+  taskfleet list [--state failed] | taskfleet logs ID TASK
 On Kafka instead of RabbitMQ: --broker kafka://HOST:9092[,HOST2:9092] on both services.
 
 Policies: fcfs, priority, sjf, srpt, rr, mct, heft, cpop (--policy); compare them with
@@ -63,6 +64,10 @@ pub enum Command {
     Cancel(commands::cancel::CancelArgs),
     /// List the live workers of the fleet.
     Workers(commands::workers::WorkersArgs),
+    /// List workflows, newest first (filter by state, name, submission time).
+    List(commands::list::ListArgs),
+    /// Show the stdout and stderr tails of every attempt of a task.
+    Logs(commands::logs::LogsArgs),
     /// Measure this machine next to baselines: workflow loading, embedded and whole-process
     /// runs, policies, placement and (with --broker) the fleet over RabbitMQ.
     Bench(commands::bench::BenchArgs),
@@ -111,6 +116,8 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Status(args) => commands::status::run(args).await,
             Command::Cancel(args) => commands::cancel::run(args).await,
             Command::Workers(args) => commands::workers::run(args).await,
+            Command::List(args) => commands::list::run(args).await,
+            Command::Logs(args) => commands::logs::run(args).await,
             Command::Bench(args) => commands::bench::run(args).await,
             Command::Simulate(args) => commands::simulate::run(args),
         }

@@ -15,6 +15,34 @@ use taskfleet_common::units::{format_bytes, format_duration};
 /// Most task rows in the table; the JSON report always lists every task.
 const MAX_TABLE_ROWS: usize = 50;
 
+/// Lines of each output tail shown under a failed run's table.
+const TAIL_LINES: usize = 10;
+
+/// How each failed task's latest attempt ended, with the last lines it wrote to stderr and
+/// stdout; with `logs_of`, a workflow on a scheduler, how to see every attempt's output.
+pub fn render_failures(logs_of: Option<&str>, failures: &[(String, taskfleet_common::api::AttemptStatus)]) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    for (task, attempt) in failures {
+        let _ = writeln!(text, "\n{}", crate::commands::logs::heading(task, attempt));
+        for (stream, tail) in [("stderr", &attempt.stderr_tail), ("stdout", &attempt.stdout_tail)] {
+            let lines: Vec<&str> = tail.lines().collect();
+            if lines.is_empty() {
+                continue;
+            }
+            let shown = &lines[lines.len().saturating_sub(TAIL_LINES)..];
+            let _ = writeln!(text, "  {stream}:");
+            for line in shown {
+                let _ = writeln!(text, "    {}", printable(line));
+            }
+        }
+    }
+    if let Some(workflow_id) = logs_of.filter(|_| !failures.is_empty()) {
+        let _ = writeln!(text, "\nevery attempt's output: taskfleet logs {workflow_id} TASK");
+    }
+    text
+}
+
 /// The table printed at the end of `taskfleet run` and by `taskfleet status`.
 pub fn render_table(status: &WorkflowStatus) -> String {
     let mut table = Table::new();

@@ -175,6 +175,77 @@ pub(crate) fn worker_joining_mid_run(broker: &str) {
     assert_eq!(workers.len(), 2, "the joining worker took part: {workers:?}");
 }
 
+#[test]
+fn failed_tasks_show_their_output_and_workflows_list_newest_first() {
+    let mut fleet = Fleet::start(&amqp_url(), &[]);
+    fleet.add_worker("w1", &["--concurrency", "2"]);
+    fleet.wait_for_workers(1);
+    let fine = fleet.workflow("fine.yaml", "name: fine\ntasks:\n  - {id: a, handler: noop}\n");
+    let fine_id = fleet.submit(&fine);
+    fleet.wait_for_end(&fine_id, Duration::from_secs(30));
+    let failing = fleet.workflow(
+        "failing.yaml",
+        "name: failing\ntasks:\n  - {id: load, retries: {max: 1, backoff: 10ms}, \
+         run: [sh, -c, 'echo \"try $TASKFLEET_ATTEMPT\"; echo no such table >&2; exit 3']}\n",
+    );
+    let output = fleet.cli(&["submit", failing.to_str().unwrap(), "--wait"]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let shown = String::from_utf8_lossy(&output.stdout);
+    let under_table = shown.rsplit('┘').next().unwrap_or_default().to_string();
+    assert!(
+        under_table.contains("task load, attempt 2 on w1: failed, exit code 3"),
+        "{shown}"
+    );
+    assert!(under_table.contains("  stderr:\n    no such table\n"), "{shown}");
+    assert!(under_table.contains("taskfleet logs wf-"), "{shown}");
+
+    let output = fleet.cli(&["list", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let listed = json_report(&output);
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|workflow| workflow["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["failing", "fine"], "newest first");
+    let failing_id = listed[0]["workflow_id"].as_str().unwrap().to_string();
+    let output = fleet.cli(&["list", "--state", "failed", "--json"]);
+    assert_eq!(json_report(&output).as_array().unwrap().len(), 1);
+    let output = fleet.cli(&["list", "--state", "sideways"]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("not a workflow state"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // Every attempt's output, the earlier failed one included.
+    let output = fleet.cli(&["logs", &failing_id, "load"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let logs = String::from_utf8_lossy(&output.stdout);
+    for attempt in ["1", "2"] {
+        assert!(
+            logs.contains(&format!("== task load, attempt {attempt} on w1: failed, exit code 3")),
+            "{logs}"
+        );
+        assert!(logs.contains(&format!("try {attempt}\n")), "{logs}");
+    }
+    assert_eq!(logs.matches("no such table").count(), 2, "{logs}");
+    let output = fleet.cli(&["logs", &failing_id, "load", "--attempt", "1", "--json"]);
+    let first = json_report(&output);
+    assert_eq!(first["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(first["attempts"][0]["exit_code"], 3);
+    let output = fleet.cli(&["logs", &failing_id, "nope"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("has no task `nope`"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn garbage_on_the_queues_is_dead_lettered_while_work_goes_on() {
     garbage_is_dead_lettered_while_work_goes_on(&amqp_url()).await;

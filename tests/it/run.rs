@@ -72,6 +72,17 @@ tasks:
     assert_eq!(task_report(&report, "grandchild")["state"], "upstream_failed");
     assert_eq!(task_report(&report, "grandchild")["attempts"], 0);
     assert_eq!(task_report(&report, "sibling")["state"], "succeeded");
+
+    // As a table, the failed task's stderr follows, so the reason is not only an exit code.
+    let output = run_taskfleet(&["run", &workflow]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let under_table = text.rsplit('┘').next().unwrap_or_default();
+    assert!(
+        under_table.contains("task broken, attempt 1") && under_table.contains("exit code 3"),
+        "{text}"
+    );
+    assert!(under_table.contains("  stderr:\n    boom\n"), "{text}");
 }
 
 #[test]

@@ -2,6 +2,8 @@
 
 pub mod bench;
 pub mod cancel;
+pub mod list;
+pub mod logs;
 pub mod run;
 pub mod scheduler;
 pub mod simulate;

@@ -110,7 +110,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let text = if args.json {
         serde_json::to_string_pretty(&outcome.report)? + "\n"
     } else {
-        crate::report::render_table(&outcome.report)
+        crate::report::render_table(&outcome.report) + &crate::report::render_failures(None, &outcome.failures)
     };
     super::write_stdout(&text)?;
     if interrupt.is_cancelled() && !outcome.state.is_terminal() {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use taskfleet_common::api::WorkflowStatus;
+use taskfleet_common::api::{AttemptStatus, WorkflowStatus};
 use taskfleet_common::state::TaskState;
 use taskfleet_engine::records::WorkflowState;
 use taskfleet_scheduler::service::WorkflowProgress;
@@ -58,7 +58,8 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let text = if args.json {
         serde_json::to_string_pretty(&status)? + "\n"
     } else {
-        crate::report::render_table(&status)
+        let failures = failures(&client, &status).await;
+        crate::report::render_table(&status) + &crate::report::render_failures(Some(&status.workflow_id), &failures)
     };
     super::write_stdout(&text)?;
     Ok(if status.state == "succeeded" {
@@ -66,6 +67,34 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_FAILED)
     })
+}
+
+/// Failed tasks whose output `submit --wait` shows under its table.
+const FAILURES_SHOWN: usize = 10;
+
+/// The latest ended attempt of each failed task (the first few), as the API has them; a task
+/// whose attempts cannot be read is left out.
+async fn failures(client: &ApiClient, status: &WorkflowStatus) -> Vec<(String, AttemptStatus)> {
+    let mut failures = Vec::new();
+    for task in status
+        .tasks
+        .iter()
+        .filter(|task| task.state == TaskState::Failed)
+        .take(FAILURES_SHOWN)
+    {
+        let Ok(found) = client.attempts(&status.workflow_id, &task.id).await else {
+            continue;
+        };
+        if let Some(latest) = found
+            .attempts
+            .into_iter()
+            .filter(|attempt| attempt.outcome.is_some())
+            .next_back()
+        {
+            failures.push((task.id.clone(), latest));
+        }
+    }
+    failures
 }
 
 /// Polls the workflow until it ends, drawing progress on stderr.

@@ -3,13 +3,13 @@
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use taskfleet_common::api::{AttemptStatus, TaskAttempts, WorkflowList, WorkflowSummary};
+use taskfleet_common::api::{TaskAttempts, WorkflowList, WorkflowSummary};
 use taskfleet_common::text::printable;
 use taskfleet_common::Millis;
 
 use super::{ApiError, ApiState};
-use crate::status::format_time;
-use crate::store::{AttemptRecord, WorkflowQuery, WorkflowRecord, WorkflowState};
+use crate::status::{attempt_status, format_time};
+use crate::store::{WorkflowQuery, WorkflowRecord, WorkflowState};
 
 /// Workflows a list page holds unless asked otherwise, and at most.
 pub const DEFAULT_LIST_PAGE: u32 = 100;
@@ -156,28 +156,6 @@ pub(super) async fn attempts(
         state: record.state,
         attempts,
     }))
-}
-
-fn attempt_status(attempt: &AttemptRecord) -> AttemptStatus {
-    AttemptStatus {
-        attempt: attempt.attempt,
-        worker: attempt.worker.clone(),
-        dispatched_at: format_time(attempt.dispatched_at),
-        started_at: attempt.started_at.map(format_time),
-        finished_at: attempt.finished_at.map(format_time),
-        duration_ms: attempt
-            .started_at
-            .zip(attempt.finished_at)
-            .map(|(start, end)| end.0.saturating_sub(start.0)),
-        outcome: attempt.outcome.map(|outcome| outcome.as_str().to_string()),
-        exit_code: attempt.exit_code,
-        signal: attempt.signal,
-        error: attempt.error.clone(),
-        peak_memory_bytes: attempt.peak_memory_bytes,
-        cpu_time_ms: attempt.cpu_time_ms,
-        stdout_tail: attempt.stdout_tail.clone(),
-        stderr_tail: attempt.stderr_tail.clone(),
-    }
 }
 
 #[cfg(test)]

@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
-use taskfleet_common::api::{LeaseStatus, TaskStatus, WorkerStatus, WorkflowStatus};
-use taskfleet_common::state::AttemptOutcome;
+use taskfleet_common::api::{AttemptStatus, LeaseStatus, TaskStatus, WorkerStatus, WorkflowStatus};
+use taskfleet_common::state::{AttemptOutcome, TaskState};
 use taskfleet_common::Millis;
 
 pub use self::forecast::Forecasts;
-use crate::store::{Store, StoreError, TaskPage, WorkflowRecord};
+use crate::store::{AttemptRecord, Store, StoreError, TaskPage, WorkflowRecord};
 
 /// Which tasks a status lists: those with index in `from..from + limit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,6 +167,61 @@ fn status_of(workflow: &WorkflowRecord, page: &TaskPage) -> WorkflowStatus {
 
 fn duration_ms(start: Option<Millis>, end: Option<Millis>) -> Option<u64> {
     Some(end?.0.saturating_sub(start?.0))
+}
+
+/// One attempt as the API shows it.
+pub fn attempt_status(attempt: &AttemptRecord) -> AttemptStatus {
+    AttemptStatus {
+        attempt: attempt.attempt,
+        worker: attempt.worker.clone(),
+        dispatched_at: format_time(attempt.dispatched_at),
+        started_at: attempt.started_at.map(format_time),
+        finished_at: attempt.finished_at.map(format_time),
+        duration_ms: attempt
+            .started_at
+            .zip(attempt.finished_at)
+            .map(|(start, end)| end.0.saturating_sub(start.0)),
+        outcome: attempt.outcome.map(|outcome| outcome.as_str().to_string()),
+        exit_code: attempt.exit_code,
+        signal: attempt.signal,
+        error: attempt.error.clone(),
+        peak_memory_bytes: attempt.peak_memory_bytes,
+        cpu_time_ms: attempt.cpu_time_ms,
+        stdout_tail: attempt.stdout_tail.clone(),
+        stderr_tail: attempt.stderr_tail.clone(),
+    }
+}
+
+/// The latest attempt of each failed task of `workflow_id`, in task order, at most `limit`: what
+/// a failed run shows under its summary.
+pub async fn failed_attempts(
+    store: &dyn Store,
+    workflow_id: &str,
+    limit: usize,
+) -> Result<Vec<(String, AttemptStatus)>, StoreError> {
+    let tasks = store.tasks(workflow_id).await?;
+    let failed: Vec<u32> = tasks
+        .iter()
+        .enumerate()
+        .filter(|(_, task)| task.state == TaskState::Failed)
+        .filter_map(|(idx, _)| u32::try_from(idx).ok())
+        .take(limit)
+        .collect();
+    if failed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = store.task_ids(workflow_id).await?;
+    let attempts = store.attempts(workflow_id).await?;
+    Ok(failed
+        .into_iter()
+        .filter_map(|task_idx| {
+            let latest = attempts
+                .iter()
+                .filter(|attempt| attempt.task_idx == task_idx && attempt.outcome.is_some())
+                .max_by_key(|attempt| attempt.attempt)?;
+            Some((ids.get(task_idx as usize)?.clone(), attempt_status(latest)))
+        })
+        .collect())
 }
 
 /// An instant as RFC 3339 with milliseconds, in UTC.
