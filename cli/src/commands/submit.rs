@@ -85,12 +85,7 @@ async fn failures(client: &ApiClient, status: &WorkflowStatus) -> Vec<(String, A
         let Ok(found) = client.attempts(&status.workflow_id, &task.id).await else {
             continue;
         };
-        if let Some(latest) = found
-            .attempts
-            .into_iter()
-            .filter(|attempt| attempt.outcome.is_some())
-            .next_back()
-        {
+        if let Some(latest) = found.attempts.into_iter().rfind(|attempt| attempt.outcome.is_some()) {
             failures.push((task.id.clone(), latest));
         }
     }
