@@ -5,7 +5,8 @@
 #
 # Environment: AMQP_ADDR (default amqp://guest:guest@127.0.0.1:5672/%2f), DATABASE_URL
 # (default postgres://root@127.0.0.1:5432/test), KAFKA_BROKERS (default 127.0.0.1:9092, where a
-# nisshi broker is started when nothing listens; installed with cargo the first time).
+# nisshi broker is started when nothing listens; installed with cargo the first time),
+# TASKFLEET_SCHEMATHESIS (default: installed under target/tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -105,6 +106,27 @@ ensure_kafka() {
   wait_for_port Kafka 127.0.0.1 9092 30
 }
 
+# ensure_schemathesis: the API test checks the scheduler against its OpenAPI description with
+# schemathesis (PyPI), installed in a virtualenv under target/tools when missing.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+  if [ -n "${TASKFLEET_SCHEMATHESIS:-}" ]; then
+    log "schemathesis: $TASKFLEET_SCHEMATHESIS"
+    return 0
+  fi
+  local venv=target/tools/venv
+  if [ -x "$venv/bin/schemathesis" ] && "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+    log "schemathesis $SCHEMATHESIS_VERSION is installed"
+  else
+    log "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+    mkdir -p target/tools
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  fi
+  TASKFLEET_SCHEMATHESIS="$(pwd)/$venv/bin/schemathesis"
+  export TASKFLEET_SCHEMATHESIS
+}
+
 # validate_compose: checks docker-compose.yml against the Compose schema with docker-compose,
 # installed from Debian's packages if missing. An invalid file fails the run; a tool that
 # cannot be installed (no root, no apt-get, no network) only warns.
@@ -136,6 +158,7 @@ validate_compose() {
 ensure_rabbitmq
 ensure_postgres
 ensure_kafka
+ensure_schemathesis
 
 validate_compose
 

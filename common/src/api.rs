@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use crate::resources::ResourceSet;
 use crate::state::TaskState;
@@ -14,7 +15,7 @@ use crate::workflow::Problem;
 
 /// A workflow and the state of each of its tasks (`GET /v1/workflows/{id}`, and the report of
 /// `taskfleet run --json`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct WorkflowStatus {
     pub workflow_id: String,
     pub name: String,
@@ -36,7 +37,7 @@ pub struct WorkflowStatus {
 }
 
 /// A running workflow's predicted end.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EtaStatus {
     /// Median and 90th percentile of the predicted end.
     pub p50_at: String,
@@ -50,7 +51,7 @@ pub struct EtaStatus {
 }
 
 /// One task's line of a [`WorkflowStatus`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct TaskStatus {
     pub id: String,
     pub state: TaskState,
@@ -90,6 +91,7 @@ pub struct TaskStatus {
     pub lent: bool,
     /// The JSON the task produced, if it succeeded with an output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub output: Option<Box<RawValue>>,
     /// For a task of a running workflow that has not ended: how long it is expected to run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,14 +99,14 @@ pub struct TaskStatus {
 }
 
 /// Who holds a running attempt, and until when.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LeaseStatus {
     pub holder: String,
     pub expires_at: String,
 }
 
 /// A predicted runtime, and how sure the prediction is.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ExpectedRuntime {
     pub mean_ms: u64,
     pub p50_ms: u64,
@@ -117,7 +119,7 @@ pub struct ExpectedRuntime {
 }
 
 /// The answer to a submission (`POST /v1/workflows`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SubmitResponse {
     pub workflow_id: String,
     /// False when an earlier submission with the same idempotency key created it.
@@ -125,14 +127,14 @@ pub struct SubmitResponse {
 }
 
 /// The answer to a cancellation (`POST /v1/workflows/{id}/cancel`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CancelResponse {
     pub workflow_id: String,
     pub state: String,
 }
 
 /// A worker of the live fleet (`GET /v1/workers`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WorkerStatus {
     pub name: String,
     pub pools: Vec<String>,
@@ -169,7 +171,7 @@ fn unit_speed() -> f64 {
 }
 
 /// The body of every error answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,
@@ -179,7 +181,7 @@ pub struct ErrorBody {
 }
 
 /// One validation problem.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ProblemBody {
     pub task: Option<String>,
     pub field: String,
@@ -200,7 +202,7 @@ impl From<&Problem> for ProblemBody {
 }
 
 /// One workflow of a [`WorkflowList`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WorkflowSummary {
     pub workflow_id: String,
     pub name: String,
@@ -212,7 +214,7 @@ pub struct WorkflowSummary {
 }
 
 /// A page of workflows, newest first (`GET /v1/workflows`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WorkflowList {
     pub workflows: Vec<WorkflowSummary>,
     /// Where the next page starts (`?cursor=...`), when more workflows follow.
@@ -221,7 +223,7 @@ pub struct WorkflowList {
 }
 
 /// Every attempt of one task (`GET /v1/workflows/{id}/tasks/{task}/attempts`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TaskAttempts {
     pub workflow_id: String,
     pub task: String,
@@ -231,7 +233,7 @@ pub struct TaskAttempts {
 }
 
 /// One attempt of a task: where and when it ran, how it ended, what it used and printed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AttemptStatus {
     pub attempt: u32,
     pub worker: Option<String>,
@@ -252,4 +254,21 @@ pub struct AttemptStatus {
     /// The end of what it wrote to stdout and stderr.
     pub stdout_tail: String,
     pub stderr_tail: String,
+}
+
+/// What `/healthz` and `/readyz` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HealthBody {
+    /// `ok` (`/healthz`), `ready`, or why it is not ready (`/readyz`).
+    pub status: String,
+    /// This scheduler's name.
+    pub name: String,
+    /// `leader` or `standby`.
+    pub role: String,
+    /// The leader's epoch (its fencing token), on a shared store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// The leader a standby knows of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::units::format_bytes;
 
 /// An amount of each resource.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResourceSet {
     /// CPU cores (fractions allowed).
     #[serde(default)]

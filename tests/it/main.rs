@@ -9,12 +9,14 @@
 //! - `fleet`: `taskfleet scheduler` and `taskfleet worker` processes over the real RabbitMQ.
 //! - `packing`: request-based placement, reservations and lapsed leases in that fleet.
 //! - `postgres`: the scheduler on the real PostgreSQL store, through a restart.
+//! - `api`: the HTTP API against its OpenAPI description, checked by schemathesis.
 //! - `amqp`: the RabbitMQ transport against a real broker (`AMQP_ADDR`), cut and reconnected.
 //! - `kafka`: the Kafka transport against a real Kafka-protocol broker (`KAFKA_BROKERS`).
 //! - `kafka_fleet`: the fleet tests again, with the services on Kafka.
 //! - `simulate`: `taskfleet simulate` on the examples: JSON report, `--compare`, `--gantt`.
 
 mod amqp;
+mod api;
 mod embedded;
 mod fleet;
 mod kafka;

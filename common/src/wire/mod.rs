@@ -205,7 +205,7 @@ fn unit_speed() -> f64 {
 }
 
 /// One attempt of one task.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttemptRef {
     pub workflow_id: String,
     pub task_idx: u32,

@@ -1,9 +1,10 @@
 //! Listing workflows (`GET /v1/workflows`) and one task's attempts
 //! (`GET /v1/workflows/{id}/tasks/{task}/attempts`).
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use taskfleet_common::api::{TaskAttempts, WorkflowList, WorkflowSummary};
+use taskfleet_common::api::{ErrorBody, TaskAttempts, WorkflowList, WorkflowSummary};
 use taskfleet_common::text::printable;
 use taskfleet_common::Millis;
 
@@ -16,13 +17,19 @@ pub const DEFAULT_LIST_PAGE: u32 = 100;
 pub const MAX_LIST_PAGE: u32 = 1000;
 
 /// `?state=S&name=N&submitted_after=T&limit=L&cursor=C`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// Only workflows in this state: `running`, `succeeded`, `failed` or `cancelled`.
     state: Option<String>,
+    /// Only workflows of exactly this name.
     name: Option<String>,
-    /// RFC 3339 (`2026-12-01T00:00:00Z`).
+    /// Only workflows submitted at or after this time (RFC 3339, `2026-12-01T00:00:00Z`).
     submitted_after: Option<String>,
+    /// Workflows on the page (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// The `next_cursor` of the page before.
     cursor: Option<String>,
 }
 
@@ -85,10 +92,16 @@ fn decode_cursor(cursor: &str) -> Option<(Millis, String)> {
     (!id.is_empty()).then(|| Some((Millis(at.parse().ok()?), id.to_string())))?
 }
 
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of workflows, newest first", body = WorkflowList),
+        (status = 400, description = "A bad filter, limit or cursor", body = ErrorBody),
+    ))]
 pub(super) async fn list(
     State(state): State<ApiState>,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<WorkflowList>, ApiError> {
+    let Query(query) = query.map_err(super::bad_query)?;
     let mut store_query = query.to_store()?;
     let limit = store_query.limit;
     // One more than the page, to know whether another follows.
@@ -118,10 +131,18 @@ fn summary(record: &WorkflowRecord) -> WorkflowSummary {
     }
 }
 
+#[utoipa::path(get, path = "/v1/workflows/{id}/tasks/{task}/attempts", tag = "workflows",
+    params(("id" = String, Path, description = "The workflow's id"),
+        ("task" = String, Path, description = "The task's id in the workflow file")),
+    responses(
+        (status = 200, description = "Every attempt: worker, timings, outcome, exit status, use, output tails", body = TaskAttempts),
+        (status = 404, description = "No such workflow or task", body = ErrorBody),
+    ))]
 pub(super) async fn attempts(
     State(state): State<ApiState>,
-    Path((id, task)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<TaskAttempts>, ApiError> {
+    let Path((id, task)) = path.map_err(super::bad_path)?;
     let internal = |error: crate::store::StoreError| ApiError::Internal(error.into());
     let no_workflow = || ApiError::NotFound(format!("no workflow `{}`", printable(&id)));
     state

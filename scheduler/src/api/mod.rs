@@ -16,16 +16,19 @@
 
 mod error;
 mod listing;
+mod openapi;
+pub use openapi::ApiDoc;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use taskfleet_common::api::{CancelResponse, SubmitResponse, WorkerStatus, WorkflowStatus};
+use taskfleet_common::api::{CancelResponse, ErrorBody, HealthBody, SubmitResponse, WorkerStatus, WorkflowStatus};
 use taskfleet_common::text::printable;
 use taskfleet_common::workflow::ValidateOptions;
 use tower_http::timeout::TimeoutLayer;
@@ -66,6 +69,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/workers", get(workers))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/openapi.json", get(openapi::spec))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -75,6 +79,25 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+#[utoipa::path(post, path = "/v1/workflows", tag = "workflows",
+    request_body(content = String, content_type = "application/yaml",
+        description = "The workflow file, YAML or JSON (see docs/workflow.md)",
+        example = json!("name: example\ntasks:\n  - {id: a, handler: noop}\n  - {id: b, deps: [a], handler: noop}\n")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$",
+        description = "Resubmitting with the same key and body returns the same workflow: 1 to 255 bytes of visible ASCII")),
+    responses(
+        (status = 201, description = "Stored; it runs", body = SubmitResponse, links(
+            ("status" = (operation_id = "status", parameters(("id" = "$response.body#/workflow_id")))),
+            ("cancel" = (operation_id = "cancel", parameters(("id" = "$response.body#/workflow_id")))),
+            ("attempts" = (operation_id = "attempts",
+                parameters(("id" = "$response.body#/workflow_id"), ("task" = "a")))),
+        )),
+        (status = 200, description = "A repeat of an earlier submission (same key and body)", body = SubmitResponse),
+        (status = 400, description = "Not UTF-8, or a bad idempotency key", body = ErrorBody),
+        (status = 413, description = "Over the size limit", body = ErrorBody),
+        (status = 422, description = "Invalid: every problem is listed; or a key reused with another body", body = ErrorBody),
+        (status = 503, description = "The scheduler is stopping", body = ErrorBody),
+    ))]
 async fn submit(
     State(state): State<ApiState>,
     request: Request,
@@ -129,9 +152,13 @@ async fn submit(
 
 /// Which tasks a status lists: `?limit=N` (default 1000, at most 10,000; 0 for counts only)
 /// from `?cursor=C` (the `next_cursor` of the page before).
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// Tasks on the page (default 1000, at most 10,000; 0 for counts only).
+    #[param(maximum = 10_000)]
     limit: Option<u32>,
+    /// The `next_cursor` of the page before.
     cursor: Option<String>,
 }
 
@@ -139,11 +166,20 @@ struct PageQuery {
 pub const DEFAULT_PAGE: u32 = 1000;
 pub const MAX_PAGE: u32 = 10_000;
 
+#[utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows",
+    params(("id" = String, Path, description = "The workflow's id"), PageQuery),
+    responses(
+        (status = 200, description = "Counts, a page of tasks, and a predicted end while it runs", body = WorkflowStatus),
+        (status = 400, description = "A bad limit or cursor", body = ErrorBody),
+        (status = 404, description = "No such workflow", body = ErrorBody),
+    ))]
 async fn status(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
-    Query(page): Query<PageQuery>,
+    id: Result<Path<String>, PathRejection>,
+    page: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<WorkflowStatus>, ApiError> {
+    let Path(id) = id.map_err(bad_path)?;
+    let Query(page) = page.map_err(bad_query)?;
     let limit = page.limit.unwrap_or(DEFAULT_PAGE);
     if limit > MAX_PAGE {
         return Err(ApiError::BadRequest(format!(
@@ -193,10 +229,19 @@ async fn status(
     Ok(Json(status))
 }
 
+#[utoipa::path(post, path = "/v1/workflows/{id}/cancel", tag = "workflows",
+    params(("id" = String, Path, description = "The workflow's id")),
+    responses(
+        (status = 202, description = "Cancelling: its running tasks are stopped", body = CancelResponse),
+        (status = 404, description = "No such workflow", body = ErrorBody),
+        (status = 409, description = "It already ended", body = ErrorBody),
+        (status = 503, description = "The scheduler is stopping", body = ErrorBody),
+    ))]
 async fn cancel(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<(StatusCode, Json<CancelResponse>), ApiError> {
+    let Path(id) = id.map_err(bad_path)?;
     let record = state
         .store
         .workflow(&id)
@@ -234,17 +279,23 @@ async fn cancel(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/workers", tag = "fleet",
+    responses((status = 200, description = "The live workers, with the attempts each runs", body = Vec<WorkerStatus>)))]
 async fn workers(State(state): State<ApiState>) -> Json<Vec<WorkerStatus>> {
     Json(state.scheduler.fleet())
 }
 
-async fn healthz(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    let mut body = serde_json::json!({"status": "ok"});
-    add_role(&mut body, &state.scheduler);
-    Json(body)
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The scheduler is alive", body = HealthBody)))]
+async fn healthz(State(state): State<ApiState>) -> Json<HealthBody> {
+    Json(health("ok", &state.scheduler))
 }
 
-async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::Value>) {
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "Connected to the broker and able to write to the store", body = HealthBody),
+    (status = 503, description = "Not ready: the status says why", body = HealthBody),
+))]
+async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<HealthBody>) {
     let (code, status) = if !state.scheduler.is_connected() {
         (StatusCode::SERVICE_UNAVAILABLE, "not connected to the broker")
     } else if !state.scheduler.is_store_available() {
@@ -252,22 +303,34 @@ async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::
     } else {
         (StatusCode::OK, "ready")
     };
-    let mut body = serde_json::json!({"status": status});
-    add_role(&mut body, &state.scheduler);
-    (code, Json(body))
+    (code, Json(health(status, &state.scheduler)))
 }
 
-/// Adds who this scheduler is: `name`, `role`, and the leader's `epoch` or the `leader` a
-/// standby knows of.
-fn add_role(body: &mut serde_json::Value, scheduler: &Instance) {
+/// `status`, with who this scheduler is: `name`, `role`, and the leader's `epoch` or the
+/// `leader` a standby knows of.
+fn health(status: &str, scheduler: &Instance) -> HealthBody {
     let role = scheduler.role();
-    body["name"] = scheduler.name().into();
-    body["role"] = role.as_str().into();
-    match role {
-        Role::Leader { epoch: Some(epoch) } => body["epoch"] = epoch.into(),
-        Role::Leader { epoch: None } => {}
-        Role::Standby { leader } => body["leader"] = leader.into(),
+    let (epoch, leader) = match &role {
+        Role::Leader { epoch } => (*epoch, None),
+        Role::Standby { leader } => (None, leader.clone()),
+    };
+    HealthBody {
+        status: status.to_string(),
+        name: scheduler.name().to_string(),
+        role: role.as_str().to_string(),
+        epoch,
+        leader,
     }
+}
+
+/// A path that does not decode, as the API's own 400.
+fn bad_path(rejection: PathRejection) -> ApiError {
+    ApiError::BadRequest(rejection.body_text())
+}
+
+/// A query string that does not decode, as the API's own 400.
+fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::BadRequest(rejection.body_text())
 }
 
 #[cfg(test)]
