@@ -4,6 +4,7 @@
 
 mod embedded;
 mod fleet;
+mod listing;
 mod policies;
 mod process;
 mod spawn;
@@ -70,6 +71,9 @@ pub struct BenchArgs {
     /// Attempts of `true` in the worker-overhead benchmark, limits on and off (0 skips it).
     #[arg(long, default_value_t = 500)]
     pub spawn_tasks: usize,
+    /// Workflows listed, page by page, through `GET /v1/workflows` (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    pub list_workflows: usize,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -103,6 +107,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if args.placement_tasks > 0 {
         policies::bench_placement(args.placement_tasks, args.placement_workers)?;
+    }
+    if args.list_workflows > 0 {
+        let sqlite = SqliteStore::open(&scratch.path().join("listing.sqlite"))?;
+        listing::bench_listing(Arc::new(sqlite), "SQLite store on a file", args.list_workflows).await?;
+        if let Some(url) = &args.postgres {
+            let postgres = PostgresStore::connect(url).await?;
+            listing::bench_listing(Arc::new(postgres), "PostgreSQL store", args.list_workflows).await?;
+        }
     }
     if let Some(broker) = &args.broker {
         let options = fleet::FleetBench {
