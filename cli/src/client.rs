@@ -28,6 +28,7 @@ const STATUS_PAGE: u32 = 10_000;
 pub struct ApiClient {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
 }
 
 impl ApiClient {
@@ -40,6 +41,7 @@ impl ApiClient {
         ApiClient {
             base: base.trim_end_matches('/').to_string(),
             http,
+            token: None,
         }
     }
 
@@ -101,6 +103,14 @@ impl ApiClient {
         self.send(self.http.get(url)).await
     }
 
+    /// The same client, sending `token` as its bearer token.
+    pub fn with_token(mut self, token: Option<&str>) -> ApiClient {
+        self.token = token
+            .map(|token| token.trim().to_string())
+            .filter(|token| !token.is_empty());
+        self
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -109,6 +119,10 @@ impl ApiClient {
         let unreachable = |error: reqwest::Error| ClientError::Unreachable {
             url: self.base.clone(),
             reason: error.to_string(),
+        };
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
         };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();

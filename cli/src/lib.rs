@@ -68,6 +68,8 @@ pub enum Command {
     List(commands::list::ListArgs),
     /// Show the stdout and stderr tails of every attempt of a task.
     Logs(commands::logs::LogsArgs),
+    /// Make API tokens (`taskfleet token new --scope read|write`).
+    Token(commands::token::TokenArgs),
     /// Measure this machine next to baselines: workflow loading, embedded and whole-process
     /// runs, policies, placement and (with --broker) the fleet over RabbitMQ.
     Bench(commands::bench::BenchArgs),
@@ -118,6 +120,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Workers(args) => commands::workers::run(args).await,
             Command::List(args) => commands::list::run(args).await,
             Command::Logs(args) => commands::logs::run(args).await,
+            Command::Token(args) => commands::token::run(args),
             Command::Bench(args) => commands::bench::run(args).await,
             Command::Simulate(args) => commands::simulate::run(args),
         }
@@ -138,16 +141,30 @@ pub fn main(cli: Cli) -> ExitCode {
 
 /// Logs to stderr; the default shows warnings and errors only, so progress stays readable.
 pub fn init_tracing(verbose: u8) {
-    // The AMQP client reports every closed channel as an error; taskfleet logs what matters.
+    // The AMQP client reports every closed channel, and its I/O thread the runtime's end, as
+    // errors, and its promise library warns of every promise dropped at shutdown: taskfleet
+    // logs what matters of a lost connection itself. `TASKFLEET_LOG=lapin=debug` shows them.
+    const QUIET: [&str; 2] = ["lapin", "pinky_swear"];
     let default = match verbose {
-        0 => "warn,lapin=error",
-        1 => "info,lapin=error",
+        0 => "warn",
+        1 => "info",
         _ => "debug",
     };
-    let filter = EnvFilter::try_from_env("TASKFLEET_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let asked = std::env::var("TASKFLEET_LOG").ok();
+    let mut directives = asked.clone().unwrap_or_else(|| default.to_string());
+    if verbose < 2 {
+        for crate_name in QUIET {
+            if !directives.contains(crate_name) {
+                directives.push_str(&format!(",{crate_name}=off"));
+            }
+        }
+    }
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a terminal: log files and collectors get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

@@ -60,6 +60,9 @@ pub struct SchedulerSettings {
     /// With a shared (PostgreSQL) store: how long the leader's lease lasts unless renewed; a
     /// standby takes over once it lapses.
     pub leader_lease: HumanDuration,
+    /// The API's tokens file (`taskfleet token new` prints its lines); without one the API
+    /// serves only on a loopback address.
+    pub api_tokens: Option<std::path::PathBuf>,
 }
 
 impl Default for SchedulerSettings {
@@ -82,6 +85,7 @@ impl Default for SchedulerSettings {
             max_body: ByteSize(64 << 20),
             name: None,
             leader_lease: HumanDuration(std::time::Duration::from_secs(10)),
+            api_tokens: None,
         }
     }
 }

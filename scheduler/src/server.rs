@@ -46,6 +46,9 @@ pub struct ServerConfig {
     /// How long the leader's lease lasts unless renewed (renewed every third of it); a
     /// standby takes over once it lapses.
     pub leader_lease: Duration,
+    /// The API's bearer tokens (re-read on SIGHUP or change); `None` serves anyone who
+    /// reaches the address.
+    pub tokens: Option<Arc<crate::api::auth::Tokens>>,
 }
 
 /// What the parts of the service share.
@@ -96,7 +99,11 @@ pub async fn run(
         validate: service.config.validate.clone(),
         max_body_bytes: service.config.max_body_bytes,
         forecasts: Arc::default(),
+        tokens: service.config.tokens.clone(),
     };
+    if let Some(tokens) = &service.config.tokens {
+        tokio::spawn(tokens.clone().watch(service.shutdown.clone()));
+    }
     let serve_shutdown = service.shutdown.clone();
     let api = tokio::spawn(async move {
         axum::serve(listener, router(state))

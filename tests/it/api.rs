@@ -1,7 +1,8 @@
 //! The HTTP API against its own OpenAPI description, checked from outside by schemathesis
 //! (installed by `scripts/test.sh`, or named by `TASKFLEET_SCHEMATHESIS`) on a live scheduler
-//! with a worker and some workflows: no server errors, and no answer (status, content type,
-//! headers, body) that contradicts the description.
+//! with a tokens file, a worker and some workflows: no server errors, and no answer (status,
+//! content type, headers, body) that contradicts the description; calls without the token
+//! must be refused (schemathesis' `ignored_auth`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -23,9 +24,24 @@ fn schemathesis() -> PathBuf {
     installed
 }
 
+/// Writes a tokens file with a `write` token in `dir`; returns its path and the token.
+fn tokens_file(dir: &std::path::Path) -> (String, String) {
+    let output = taskfleet_tests::run_taskfleet(&["token", "new", "--scope", "write", "--name", "tests"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed = String::from_utf8_lossy(&output.stdout).to_string();
+    let mut lines = printed.lines();
+    let (token, line) = (lines.next().unwrap().to_string(), lines.next().unwrap().to_string());
+    let path = dir.join("api-tokens");
+    std::fs::write(&path, format!("{line}\n")).unwrap();
+    (path.to_str().unwrap().to_string(), token)
+}
+
 #[test]
 fn the_api_answers_as_its_openapi_description_says() {
-    let mut fleet = Fleet::start(&amqp_url(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, token) = tokens_file(dir.path());
+    let mut fleet = Fleet::start(&amqp_url(), &["--api-tokens", &tokens]);
+    fleet.token = Some(token.clone());
     fleet.add_worker("w1", &["--concurrency", "2"]);
     fleet.wait_for_workers(1);
     let done = fleet.workflow("done.yaml", "name: done\ntasks:\n  - {id: a, handler: noop}\n");
@@ -52,6 +68,7 @@ fn the_api_answers_as_its_openapi_description_says() {
         // answer to input that is valid for the schema only.
         .args(["--exclude-checks", "positive_data_acceptance"])
         .args(["--max-examples", "60", "--seed", "20261201", "--no-color"])
+        .args(["--header", &format!("Authorization: Bearer {token}")])
         .env("SCHEMATHESIS_HOOKS", "")
         .output()
         .expect("schemathesis starts");
@@ -63,4 +80,78 @@ fn the_api_answers_as_its_openapi_description_says() {
         fleet.log("scheduler")
     );
     assert!(report.contains(" passed"), "{report}");
+    // The token was used: the description's example workflow went in through the API.
+    let listed = taskfleet_tests::json_report(&fleet.cli(&["list", "--name", "example", "--json"]));
+    let all = taskfleet_tests::json_report(&fleet.cli(&["list", "--json"]));
+    assert!(
+        !listed.as_array().unwrap().is_empty(),
+        "schemathesis never got past the token check:\n{report}\n{all:#}\n{}",
+        fleet.log("scheduler")
+    );
+}
+
+/// A token line for `scope`, as `taskfleet token new` prints it: (token, line).
+fn new_token(scope: &str, name: &str) -> (String, String) {
+    let output = taskfleet_tests::run_taskfleet(&["token", "new", "--scope", scope, "--name", name]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed = String::from_utf8_lossy(&output.stdout).to_string();
+    let mut lines = printed.lines();
+    (lines.next().unwrap().to_string(), lines.next().unwrap().to_string())
+}
+
+#[test]
+fn tokens_are_checked_by_scope_and_revoked_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, read_line) = new_token("read", "viewer");
+    let (writer, write_line) = new_token("write", "ci");
+    let path = dir.path().join("api-tokens");
+    std::fs::write(&path, format!("{read_line}\n{write_line}\n")).unwrap();
+    let mut fleet = Fleet::start(&amqp_url(), &["--api-tokens", path.to_str().unwrap()]);
+    let workflow = fleet.workflow("one.yaml", "name: one\ntasks:\n  - {id: a, handler: noop}\n");
+    let submit = |fleet: &Fleet| fleet.cli(&["submit", workflow.to_str().unwrap()]);
+
+    let refused = submit(&fleet);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("bearer token") && said.contains("HTTP 401"), "{said}");
+
+    fleet.token = Some(reader);
+    let output = fleet.cli(&["list", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let refused = submit(&fleet);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("HTTP 403"));
+
+    fleet.token = Some(writer);
+    assert!(submit(&fleet).status.success(), "a write token submits");
+
+    // Revoked: its line deleted, then SIGHUP (the file is also watched; SIGHUP is at once).
+    std::fs::write(&path, format!("{read_line}\n")).unwrap();
+    fleet.signal_scheduler("scheduler", nix::sys::signal::Signal::SIGHUP);
+    taskfleet_tests::wait_for("the revoked token to be refused", Duration::from_secs(10), || {
+        String::from_utf8_lossy(&submit(&fleet).stderr).contains("HTTP 401")
+    });
+    assert!(
+        fleet.log("scheduler").contains("API tokens read again"),
+        "{}",
+        fleet.log("scheduler")
+    );
+}
+
+#[test]
+fn without_tokens_the_api_serves_only_on_loopback() {
+    let output = taskfleet_tests::run_taskfleet(&[
+        "scheduler",
+        "--broker",
+        &amqp_url(),
+        "--db",
+        "sqlite::memory:",
+        "--listen",
+        "0.0.0.0:0",
+    ]);
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("refusing to serve the API on 0.0.0.0:0 without tokens"),
+        "{said}"
+    );
 }

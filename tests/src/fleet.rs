@@ -30,6 +30,8 @@ pub struct Fleet {
     workers: BTreeMap<String, Child>,
     /// Every worker ever started, whose own queues are deleted at the end.
     worker_names: Vec<String>,
+    /// The API token the CLI sends (`TASKFLEET_TOKEN`), for a scheduler with a tokens file.
+    pub token: Option<String>,
 }
 
 impl Fleet {
@@ -61,6 +63,7 @@ impl Fleet {
             more_schedulers: BTreeMap::new(),
             workers: BTreeMap::new(),
             worker_names: Vec::new(),
+            token: None,
         }
     }
 
@@ -216,11 +219,15 @@ impl Fleet {
 
     /// Runs `taskfleet ARGS --server <this scheduler>`.
     pub fn cli(&self, args: &[&str]) -> Output {
-        taskfleet()
+        let mut command = taskfleet();
+        command
             .args(args)
             .env("TASKFLEET_SERVER", format!("http://{}", self.api))
-            .output()
-            .expect("run taskfleet")
+            .env_remove("TASKFLEET_TOKEN");
+        if let Some(token) = &self.token {
+            command.env("TASKFLEET_TOKEN", token);
+        }
+        command.output().expect("run taskfleet")
     }
 
     /// Submits a workflow file without waiting; returns its id.

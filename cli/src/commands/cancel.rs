@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::ServerArg;
-use crate::client::ApiClient;
 
 #[derive(Debug, Args)]
 pub struct CancelArgs {
@@ -16,7 +15,7 @@ pub struct CancelArgs {
 }
 
 pub async fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
-    let answer = ApiClient::new(&args.server.server).cancel(&args.id).await?;
+    let answer = args.server.client().cancel(&args.id).await?;
     super::write_stdout(&format!("{} {}\n", answer.workflow_id, answer.state))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,6 @@ use taskfleet_common::text::printable;
 use taskfleet_common::units::format_duration;
 
 use super::ServerArg;
-use crate::client::ApiClient;
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
@@ -33,7 +32,7 @@ pub struct ListArgs {
 }
 
 pub async fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let client = ApiClient::new(&args.server.server);
+    let client = args.server.client();
     let mut filters: Vec<(&str, String)> = Vec::new();
     filters.extend(args.state.clone().map(|state| ("state", state)));
     filters.extend(args.name.clone().map(|name| ("name", name)));

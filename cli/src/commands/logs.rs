@@ -10,7 +10,6 @@ use taskfleet_common::text::{printable, printable_lines};
 use taskfleet_common::units::format_duration;
 
 use super::ServerArg;
-use crate::client::ApiClient;
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -29,9 +28,7 @@ pub struct LogsArgs {
 }
 
 pub async fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
-    let mut found = ApiClient::new(&args.server.server)
-        .attempts(&args.workflow, &args.task)
-        .await?;
+    let mut found = args.server.client().attempts(&args.workflow, &args.task).await?;
     if let Some(wanted) = args.attempt {
         found.attempts.retain(|attempt| attempt.attempt == wanted);
         anyhow::ensure!(

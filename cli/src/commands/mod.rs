@@ -9,6 +9,7 @@ pub mod scheduler;
 pub mod simulate;
 pub mod status;
 pub mod submit;
+pub mod token;
 pub mod validate;
 pub mod worker;
 pub mod workers;
@@ -152,10 +153,30 @@ pub(crate) fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {
     token
 }
 
-/// The scheduler's URL from `--server` or `TASKFLEET_SERVER`.
-#[derive(Debug, clap::Args)]
+/// The scheduler's URL from `--server` or `TASKFLEET_SERVER`, and the API token from
+/// `TASKFLEET_TOKEN`.
+#[derive(clap::Args)]
 pub struct ServerArg {
     /// Scheduler API URL.
     #[arg(long, env = "TASKFLEET_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
+    /// The API token (from `taskfleet token new`), when the scheduler has a tokens file.
+    #[arg(long, env = "TASKFLEET_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ServerArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerArg")
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl ServerArg {
+    /// A client of this scheduler, sending the token if there is one.
+    pub fn client(&self) -> crate::client::ApiClient {
+        crate::client::ApiClient::new(&self.server).with_token(self.token.as_deref())
+    }
 }

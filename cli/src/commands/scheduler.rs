@@ -11,6 +11,7 @@ use taskfleet_common::workflow::ValidateOptions;
 use taskfleet_engine::engine::EngineConfig;
 use taskfleet_engine::packing::{PackingKind, Reservation};
 use taskfleet_engine::policy::{PolicyConfig, PolicyKind};
+use taskfleet_scheduler::api::auth::Tokens;
 use taskfleet_scheduler::server::{self, ServerConfig};
 use taskfleet_transport::queues::QueueNames;
 use tokio::net::TcpListener;
@@ -57,6 +58,11 @@ pub struct SchedulerArgs {
     /// lasts unless renewed (every third of it); a standby takes over once it lapses.
     #[arg(long, env = "TASKFLEET_LEADER_LEASE")]
     pub leader_lease: Option<HumanDuration>,
+    /// The API's bearer tokens: a file of `NAME SCOPE sha256:HEX` lines (from `taskfleet
+    /// token new`), read again on SIGHUP or when it changes. Without one the API serves only
+    /// on a loopback address.
+    #[arg(long, env = "TASKFLEET_API_TOKENS_FILE")]
+    pub api_tokens: Option<std::path::PathBuf>,
 }
 
 impl SchedulerArgs {
@@ -72,6 +78,9 @@ impl SchedulerArgs {
         set(&mut settings.leader_lease, self.leader_lease);
         if self.name.is_some() {
             settings.name = self.name;
+        }
+        if self.api_tokens.is_some() {
+            settings.api_tokens = self.api_tokens;
         }
         if !self.reserve.is_empty() {
             settings.reserve = self.reserve;
@@ -110,7 +119,25 @@ fn server_config(settings: &SchedulerSettings) -> ServerConfig {
             .clone()
             .unwrap_or_else(|| super::host_and_pid("scheduler")),
         leader_lease: settings.leader_lease.0,
+        tokens: None,
     }
+}
+
+/// The API's tokens, read from the file the settings name; without a file, the API may only
+/// listen on a loopback address.
+fn api_tokens(settings: &SchedulerSettings) -> anyhow::Result<Option<std::sync::Arc<Tokens>>> {
+    let Some(path) = &settings.api_tokens else {
+        anyhow::ensure!(
+            settings.listen.ip().is_loopback(),
+            "refusing to serve the API on {} without tokens: give --api-tokens FILE (lines from \
+             `taskfleet token new`), or listen on a loopback address such as 127.0.0.1",
+            settings.listen
+        );
+        tracing::warn!(listen = %settings.listen, "The API has no tokens: anyone on this machine can use it.");
+        return Ok(None);
+    };
+    let tokens = Tokens::load(path).map_err(anyhow::Error::msg)?;
+    Ok(Some(std::sync::Arc::new(tokens)))
 }
 
 pub async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
@@ -118,7 +145,8 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     let Some(settings) = super::unless_dumped(dump, args.settings()?)? else {
         return Ok(ExitCode::SUCCESS);
     };
-    let config = server_config(&settings);
+    let mut config = server_config(&settings);
+    config.tokens = api_tokens(&settings)?;
     let store = open_store(&settings.db).await?;
     let listener = TcpListener::bind(settings.listen)
         .await

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::ServerArg;
-use crate::client::ApiClient;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -19,7 +18,7 @@ pub struct StatusArgs {
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let status = ApiClient::new(&args.server.server).status(&args.id).await?;
+    let status = args.server.client().status(&args.id).await?;
     let text = if args.json {
         serde_json::to_string_pretty(&status)? + "\n"
     } else {

@@ -36,7 +36,7 @@ pub struct SubmitArgs {
 pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let source = std::fs::read_to_string(&args.file)
         .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", args.file.display()))?;
-    let client = ApiClient::new(&args.server.server);
+    let client = args.server.client();
     let answer = match client.submit(source, args.idempotency_key.as_deref()).await {
         Ok(answer) => answer,
         Err(ClientError::Invalid(body)) => {

@@ -10,7 +10,6 @@ use taskfleet_common::units::format_duration;
 use taskfleet_scheduler::service::now;
 
 use super::ServerArg;
-use crate::client::ApiClient;
 
 #[derive(Debug, Args)]
 pub struct WorkersArgs {
@@ -22,7 +21,7 @@ pub struct WorkersArgs {
 }
 
 pub async fn run(args: WorkersArgs) -> anyhow::Result<ExitCode> {
-    let workers = ApiClient::new(&args.server.server).workers().await?;
+    let workers = args.server.client().workers().await?;
     if args.json {
         super::write_stdout(&(serde_json::to_string_pretty(&workers)? + "\n"))?;
         return Ok(ExitCode::SUCCESS);

@@ -14,6 +14,10 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
@@ -34,6 +38,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (code, error, problems) = match self {
             ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message, vec![]),
+            ApiError::Unauthorized(message) => (StatusCode::UNAUTHORIZED, message, vec![]),
+            ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, message, vec![]),
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, message, vec![]),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, message, vec![]),
             ApiError::Invalid(invalid) => (

@@ -14,6 +14,7 @@
 //! Every scheduler sharing a store serves the whole API: a standby reads from the store and
 //! stores submissions and cancellations, which the leader takes up.
 
+pub mod auth;
 mod error;
 mod listing;
 mod openapi;
@@ -56,11 +57,15 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     /// Predicted ends and expected runtimes of running workflows, kept between requests.
     pub forecasts: Arc<Forecasts>,
+    /// The bearer tokens accepted; `None` serves anyone who can reach the address (which the
+    /// scheduler allows on a loopback address only).
+    pub tokens: Option<Arc<auth::Tokens>>,
 }
 
 /// The API's routes over `state`.
 pub fn router(state: ApiState) -> Router {
     let max_body_bytes = state.max_body_bytes;
+    let tokens = state.tokens.clone();
     Router::new()
         .route("/v1/workflows", post(submit).get(listing::list))
         .route("/v1/workflows/{id}", get(status))
@@ -70,6 +75,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(openapi::spec))
+        .layer(axum::middleware::from_fn_with_state(tokens, auth::authorize))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -80,8 +86,8 @@ pub fn router(state: ApiState) -> Router {
 }
 
 #[utoipa::path(post, path = "/v1/workflows", tag = "workflows",
-    request_body(content = String, content_type = "application/yaml",
-        description = "The workflow file, YAML or JSON (see docs/workflow.md)",
+    request_body(content = String, content_type = "text/plain",
+        description = "The workflow file as text, YAML or JSON (see docs/workflow.md)",
         example = json!("name: example\ntasks:\n  - {id: a, handler: noop}\n  - {id: b, deps: [a], handler: noop}\n")),
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$",
         description = "Resubmitting with the same key and body returns the same workflow: 1 to 255 bytes of visible ASCII")),
@@ -285,13 +291,13 @@ async fn workers(State(state): State<ApiState>) -> Json<Vec<WorkerStatus>> {
     Json(state.scheduler.fleet())
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "health",
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
     responses((status = 200, description = "The scheduler is alive", body = HealthBody)))]
 async fn healthz(State(state): State<ApiState>) -> Json<HealthBody> {
     Json(health("ok", &state.scheduler))
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses(
     (status = 200, description = "Connected to the broker and able to write to the store", body = HealthBody),
     (status = 503, description = "Not ready: the status says why", body = HealthBody),
 ))]

@@ -25,6 +25,8 @@ use utoipa::OpenApi;
         super::readyz,
         spec,
     ),
+    modifiers(&BearerTokens),
+    security(("bearer" = [])),
     tags(
         (name = "workflows", description = "Workflows, their tasks and attempts"),
         (name = "fleet", description = "The workers"),
@@ -33,6 +35,55 @@ use utoipa::OpenApi;
     )
 )]
 pub struct ApiDoc;
+
+/// The bearer tokens of a scheduler with a tokens file (`read` for GET, `write` for the
+/// rest); without one the scheduler serves only on a loopback address and asks for none.
+struct BearerTokens;
+
+impl utoipa::Modify for BearerTokens {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A token from `taskfleet token new`: scope `read` for GET, `write` (which includes read) for the rest",
+                    ))
+                    .build(),
+            ),
+        );
+        // Every operation that needs a token may answer 401 and 403.
+        let error = |description: &str| {
+            utoipa::openapi::ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                let open = operation.security.as_ref().is_some_and(|requirements| {
+                    requirements
+                        .iter()
+                        .all(|requirement| *requirement == Default::default())
+                });
+                if open {
+                    continue;
+                }
+                let responses = &mut operation.responses.responses;
+                responses.insert("401".into(), error("No valid bearer token (with a tokens file)").into());
+                responses.insert("403".into(), error("The token's scope does not allow this").into());
+            }
+        }
+    }
+}
 
 /// The OpenAPI description as JSON.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",

@@ -29,6 +29,10 @@ impl Api {
     }
 
     async fn start_with_body_limit(max_body_bytes: usize) -> Api {
+        Api::start_with(max_body_bytes, None).await
+    }
+
+    async fn start_with(max_body_bytes: usize, tokens: Option<Arc<auth::Tokens>>) -> Api {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let transport = Arc::new(MemoryTransport::new(&QueueNames::default()));
         // No workers: nothing is dispatched, so workflows stay running while the tests look.
@@ -45,6 +49,7 @@ impl Api {
             validate: ValidateOptions::default(),
             max_body_bytes,
             forecasts: Arc::default(),
+            tokens,
         };
         Api {
             router: router(state),
@@ -54,9 +59,21 @@ impl Api {
     }
 
     async fn call(&self, method: &str, uri: &str, body: &str, key: Option<&str>) -> (StatusCode, serde_json::Value) {
+        let headers: Vec<(&str, &str)> = key.map(|key| ("idempotency-key", key)).into_iter().collect();
+        self.call_with(method, uri, body, &headers).await.0
+    }
+
+    /// Calls with `headers`; returns the status, the JSON body and the response headers.
+    async fn call_with(
+        &self,
+        method: &str,
+        uri: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> ((StatusCode, serde_json::Value), axum::http::HeaderMap) {
         let mut request = Request::builder().method(method).uri(uri);
-        if let Some(key) = key {
-            request = request.header("idempotency-key", key);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let response = self
             .router
@@ -65,9 +82,10 @@ impl Api {
             .await
             .unwrap();
         let code = response.status();
+        let response_headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        (code, json)
+        ((code, json), response_headers)
     }
 }
 
@@ -448,4 +466,75 @@ async fn a_tasks_attempts_show_how_each_ended_and_what_it_printed() {
         .call("GET", "/v1/workflows/wf-nobody/tasks/a/attempts", "", None)
         .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn with_a_tokens_file_every_call_but_the_probes_needs_a_token_of_its_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens");
+    let (reader, read_line) = auth::new_token("dashboard", auth::Scope::Read).unwrap();
+    let (writer, write_line) = auth::new_token("ci", auth::Scope::Write).unwrap();
+    std::fs::write(&path, format!("# API tokens\n{read_line}\n{write_line}\n")).unwrap();
+    let tokens = Arc::new(auth::Tokens::load(&path).unwrap());
+    let api = Api::start_with(1 << 20, Some(tokens.clone())).await;
+    let bearer = |token: &str| format!("Bearer {token}");
+
+    let ((code, body), headers) = api.call_with("GET", "/v1/workflows", "", &[]).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("bearer token"), "{body}");
+    assert_eq!(headers["www-authenticate"], "Bearer realm=\"taskfleet\"");
+    let wrong = bearer("tf_not-a-token");
+    let ((code, _), _) = api
+        .call_with("GET", "/v1/workflows", "", &[("authorization", &wrong)])
+        .await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    for probe in ["/healthz", "/readyz"] {
+        let ((code, _), _) = api.call_with("GET", probe, "", &[]).await;
+        assert_ne!(code, StatusCode::UNAUTHORIZED, "{probe} needs no token");
+    }
+
+    let read = bearer(&reader);
+    let ((code, _), _) = api
+        .call_with("GET", "/v1/workflows", "", &[("authorization", &read)])
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let ((code, _), _) = api
+        .call_with("GET", "/v1/openapi.json", "", &[("authorization", &read)])
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let ((code, body), _) = api
+        .call_with("POST", "/v1/workflows", WORKFLOW, &[("authorization", &read)])
+        .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("needs `write`"), "{body}");
+
+    let write = bearer(&writer);
+    let ((code, created), _) = api
+        .call_with("POST", "/v1/workflows", WORKFLOW, &[("authorization", &write)])
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let id = created["workflow_id"].as_str().unwrap();
+    let ((code, _), _) = api
+        .call_with("GET", &format!("/v1/workflows/{id}"), "", &[("authorization", &write)])
+        .await;
+    assert_eq!(code, StatusCode::OK, "write includes read");
+
+    // Revoked by deleting its line: the file is read again.
+    std::fs::write(&path, format!("{read_line}\n")).unwrap();
+    tokens.reload().unwrap();
+    let ((code, _), _) = api
+        .call_with("GET", "/v1/workflows", "", &[("authorization", &write)])
+        .await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "a revoked token");
+    let ((code, _), _) = api
+        .call_with("GET", "/v1/workflows", "", &[("authorization", &read)])
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    // A broken file keeps the tokens as they were.
+    std::fs::write(&path, "garbage\n").unwrap();
+    assert!(tokens.reload().unwrap_err().contains("line 1"));
+    let ((code, _), _) = api
+        .call_with("GET", "/v1/workflows", "", &[("authorization", &read)])
+        .await;
+    assert_eq!(code, StatusCode::OK);
 }

@@ -266,6 +266,12 @@ impl Transport for AmqpTransport {
         published
     }
 
+    /// Closes the connection cleanly, so the broker hands back what was unacked at once and
+    /// no I/O is cut by the runtime's end.
+    async fn finish(&self) {
+        self.close().await;
+    }
+
     async fn subscribe(&self, topic: &str) -> Result<Box<dyn Consumer>, TransportError> {
         let channel = self.inner.open_channel(&format!("subscribe to `{topic}`")).await?;
         declare_topic(&channel, topic).await?;

@@ -21,16 +21,27 @@ use super::embedded::millis;
 /// `page` at a time, through the API and from the store.
 pub(super) async fn bench_listing(store: Arc<dyn Store>, store_name: &str, n_workflows: usize) -> anyhow::Result<()> {
     println!("listing: {n_workflows} workflows, {store_name}");
-    let spec = parse_workflow("name: listed\ntasks:\n  - {id: a, handler: noop}\n", &ValidateOptions::default())
-        .map_err(|invalid| anyhow::anyhow!("{invalid}"))?;
+    let spec = parse_workflow(
+        "name: listed\ntasks:\n  - {id: a, handler: noop}\n",
+        &ValidateOptions::default(),
+    )
+    .map_err(|invalid| anyhow::anyhow!("{invalid}"))?;
     let started = Instant::now();
-    let states = [WorkflowState::Succeeded, WorkflowState::Failed, WorkflowState::Cancelled];
+    let states = [
+        WorkflowState::Succeeded,
+        WorkflowState::Failed,
+        WorkflowState::Cancelled,
+    ];
     let prefix = format!("wf-bench-{:08x}", rand::random::<u32>());
     for idx in 0..n_workflows {
         let record = WorkflowRecord {
             state: states[idx % states.len()],
             finished_at: Some(Millis(1_000_000 + idx as u64 * 10 + 5)),
-            ..WorkflowRecord::running(format!("{prefix}-{idx:06}"), "listed", Millis(1_000_000 + idx as u64 * 10))
+            ..WorkflowRecord::running(
+                format!("{prefix}-{idx:06}"),
+                "listed",
+                Millis(1_000_000 + idx as u64 * 10),
+            )
         };
         store.create_workflow(&record, &spec).await?;
     }
@@ -51,6 +62,7 @@ pub(super) async fn bench_listing(store: Arc<dyn Store>, store_name: &str, n_wor
         validate: ValidateOptions::default(),
         max_body_bytes: 1 << 20,
         forecasts: Arc::default(),
+        tokens: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
