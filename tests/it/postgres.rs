@@ -42,7 +42,7 @@ fn a_fleet_on_postgres_runs_a_workflow_through_a_scheduler_restart_recording_eac
     ));
     assert_eq!(recorded, "40|40", "each task's success is recorded once");
     let version = schema.psql("SELECT version FROM taskfleet_schema");
-    assert_eq!(version, "3");
+    assert_eq!(version, "4");
 }
 
 #[test]
@@ -56,7 +56,7 @@ fn a_scheduler_refuses_a_postgres_database_of_a_newer_schema() {
     assert!(!output.status.success());
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(
-        said.contains("database schema version 42 is newer than this build knows (3): upgrade taskfleet to open it"),
+        said.contains("database schema version 42 is newer than this build knows (4): upgrade taskfleet to open it"),
         "{said}"
     );
 }
