@@ -19,13 +19,16 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 /// A distributed task scheduler: workflows (DAGs of tasks) run on one machine, or by a
-/// scheduler and a fleet of workers over RabbitMQ.
+/// scheduler and a fleet of workers over RabbitMQ or Kafka.
 #[derive(Debug, Parser)]
 #[command(name = "taskfleet", version, long_about = None, after_help = OVERVIEW)]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug); `TASKFLEET_LOG` takes a full filter.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Log lines as text, or as one JSON object each (for log shippers).
+    #[arg(long, env = "TASKFLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -139,8 +142,15 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Logs to stderr; the default shows warnings and errors only, so progress stays readable.
-pub fn init_tracing(verbose: u8) {
+pub fn init_tracing(verbose: u8, format: LogFormat) {
     // The AMQP client reports every closed channel, and its I/O thread the runtime's end, as
     // errors, and its promise library warns of every promise dropped at shutdown: taskfleet
     // logs what matters of a lost connection itself. `TASKFLEET_LOG=lapin=debug` shows them.
@@ -160,12 +170,16 @@ pub fn init_tracing(verbose: u8) {
         }
     }
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    let _ = match format {
         // Colours only for a terminal: log files and collectors get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 #[cfg(test)]

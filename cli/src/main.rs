@@ -18,7 +18,11 @@ fn main() -> ExitCode {
         let code = taskfleet_worker::limits::launch::launch(&args[2..]);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    if let Err(error) = taskfleet_cli::settings::secrets_from_files() {
+        eprintln!("error: {error}");
+        return ExitCode::from(taskfleet_cli::EXIT_INVALID);
+    }
     let cli = taskfleet_cli::Cli::parse_documented();
-    taskfleet_cli::init_tracing(cli.verbose);
+    taskfleet_cli::init_tracing(cli.verbose, cli.log_format);
     taskfleet_cli::main(cli)
 }

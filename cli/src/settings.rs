@@ -364,7 +364,68 @@ pub fn load<T: Default + DeserializeOwned>(path: Option<&Path>) -> anyhow::Resul
 
 /// The settings as TOML, for `--dump-config`.
 pub fn dump<T: Serialize>(settings: &T) -> anyhow::Result<String> {
-    toml::to_string(settings).context("cannot print the configuration")
+    let mut value = toml::Value::try_from(settings).context("cannot print the configuration")?;
+    redact_passwords(&mut value);
+    toml::to_string(&value).context("cannot print the configuration")
+}
+
+/// Every URL among `value`'s strings with its password replaced by `***`, so that printed
+/// settings never show a secret.
+fn redact_passwords(value: &mut toml::Value) {
+    match value {
+        toml::Value::String(text) => *text = redact_url_password(text),
+        toml::Value::Array(items) => items.iter_mut().for_each(redact_passwords),
+        toml::Value::Table(table) => table.iter_mut().for_each(|(_, item)| redact_passwords(item)),
+        _ => {}
+    }
+}
+
+/// `scheme://user:secret@host/...` as `scheme://user:***@host/...`; anything else unchanged.
+pub fn redact_url_password(text: &str) -> String {
+    let Some(scheme_end) = text.find("://") else {
+        return text.to_string();
+    };
+    let rest = &text[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return text.to_string();
+    };
+    let Some((user, _)) = rest[..at].split_once(':') else {
+        return text.to_string();
+    };
+    format!("{}{user}:***{}", &text[..scheme_end + 3], &rest[at..])
+}
+
+/// Settings that hold secrets may come from files instead: `TASKFLEET_BROKER_FILE`,
+/// `TASKFLEET_DB_FILE` and `TASKFLEET_TOKEN_FILE` name a file whose content (one trailing
+/// newline dropped) is the value, so that the secret stays out of `docker inspect` and the
+/// process environment's listings.
+pub const SECRET_VARIABLES: [&str; 3] = ["TASKFLEET_BROKER", "TASKFLEET_DB", "TASKFLEET_TOKEN"];
+
+/// Reads each `VAR_FILE` of [`SECRET_VARIABLES`] into `VAR`, before the command line is
+/// parsed. Setting both is an error, and so is a file that cannot be read.
+pub fn secrets_from_files() -> Result<(), String> {
+    for variable in SECRET_VARIABLES {
+        let file_variable = format!("{variable}_FILE");
+        let Some(path) = std::env::var_os(&file_variable) else {
+            continue;
+        };
+        if std::env::var_os(variable).is_some() {
+            return Err(format!("set {variable} or {file_variable}, not both"));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|error| {
+            format!(
+                "cannot read {file_variable}={}: {error}",
+                std::path::Path::new(&path).display()
+            )
+        })?;
+        let value = text
+            .strip_suffix('\n')
+            .map(|text| text.strip_suffix('\r').unwrap_or(text))
+            .unwrap_or(&text);
+        std::env::set_var(variable, value);
+    }
+    Ok(())
 }
 
 /// Replaces `target` with `value` when one was given (flag or environment variable).
@@ -419,12 +480,36 @@ mod tests {
             (settings.listen.to_string().as_str(), settings.prefix.0.as_str()),
             ("127.0.0.1:1", "taskfleet")
         );
+        // What is printed reads back as the same settings, passwords aside (printed as ***).
         let dumped: SchedulerSettings = toml::from_str(&dump(&settings).unwrap()).unwrap();
-        assert_eq!(dumped, settings);
+        let redacted = SchedulerSettings {
+            broker: BrokerUrl(redact_url_password(&settings.broker.0)),
+            ..settings.clone()
+        };
+        assert_eq!(dumped, redacted);
 
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let error = format!("{:#}", load::<SchedulerSettings>(Some(&path)).unwrap_err());
         assert!(error.contains("unknown field `lisen`"), "{error}");
+    }
+
+    #[test]
+    fn printed_settings_hide_passwords() {
+        for (url, shown) in [
+            ("amqp://svc:hunter2@broker:5672/%2f", "amqp://svc:***@broker:5672/%2f"),
+            ("postgres://app:p@ss@db/taskfleet", "postgres://app:***@db/taskfleet"),
+            ("postgres://app@db/taskfleet", "postgres://app@db/taskfleet"),
+            ("kafka://k1:9092,k2:9092", "kafka://k1:9092,k2:9092"),
+            ("sqlite://state.sqlite", "sqlite://state.sqlite"),
+        ] {
+            assert_eq!(redact_url_password(url), shown, "{url}");
+        }
+        let settings: SchedulerSettings =
+            toml::from_str("broker = \"amqp://svc:hunter2@broker:5672/%2f\"\ndb = \"postgres://app:s3cret@db/tf\"")
+                .unwrap();
+        let printed = dump(&settings).unwrap();
+        assert!(!printed.contains("hunter2") && !printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("amqp://svc:***@broker:5672/%2f"), "{printed}");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - `amqp`: the RabbitMQ transport against a real broker (`AMQP_ADDR`), cut and reconnected.
 //! - `kafka`: the Kafka transport against a real Kafka-protocol broker (`KAFKA_BROKERS`).
 //! - `kafka_fleet`: the fleet tests again, with the services on Kafka.
+//! - `settings`: secrets from files, `--dump-config` without passwords, JSON logs.
 //! - `simulate`: `taskfleet simulate` on the examples: JSON report, `--compare`, `--gantt`.
 
 mod amqp;
@@ -26,4 +27,5 @@ mod packing;
 mod postgres;
 mod resume;
 mod run;
+mod settings;
 mod simulate;
