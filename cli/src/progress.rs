@@ -1,40 +1,87 @@
-//! Live progress on stderr: a bar of finished tasks and the count of tasks in each state.
+//! Live progress on stderr: on a terminal, a bar of finished tasks and the count of tasks in
+//! each state; elsewhere (a log, a CI job), the same as a plain line every few seconds.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use taskfleet_common::state::TaskState;
 use taskfleet_scheduler::service::WorkflowProgress;
 
-/// A progress bar for one workflow; draws nothing when stderr is not a terminal.
+/// How often a plain progress line is printed when stderr is not a terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+/// Progress of one workflow.
 pub struct ProgressDisplay {
     bar: ProgressBar,
+    n_tasks: usize,
+    /// When stderr is not a terminal: when the last plain line was printed.
+    plain: Option<Mutex<Instant>>,
+    started: Instant,
 }
 
 impl ProgressDisplay {
     pub fn new(n_tasks: usize) -> ProgressDisplay {
-        let bar = ProgressBar::with_draw_target(Some(n_tasks as u64), ProgressDrawTarget::stderr_with_hz(10));
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let target = if terminal {
+            ProgressDrawTarget::stderr_with_hz(10)
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(Some(n_tasks as u64), target);
         bar.set_style(
             ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
                 .expect("static template is valid")
                 .progress_chars("=> "),
         );
-        ProgressDisplay { bar }
+        let now = Instant::now();
+        ProgressDisplay {
+            bar,
+            n_tasks,
+            plain: (!terminal).then(|| Mutex::new(now)),
+            started: now,
+        }
+    }
+
+    /// Shows the latest counts, with `extra` (the predicted end, what decides it) after them.
+    pub fn update_with(&self, progress: &WorkflowProgress, extra: &str) {
+        let n_finished = finished(progress);
+        let mut message = counts_line(progress);
+        if !extra.is_empty() {
+            message = format!("{message} · {extra}");
+        }
+        self.bar.set_position(n_finished as u64);
+        if let Some(plain) = &self.plain {
+            let mut last = plain.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.elapsed() >= PLAIN_EVERY {
+                *last = Instant::now();
+                eprintln!(
+                    "[{}] {n_finished}/{} finished · {message}",
+                    taskfleet_common::units::format_duration(Duration::from_secs(self.started.elapsed().as_secs())),
+                    self.n_tasks
+                );
+            }
+        }
+        self.bar.set_message(message);
     }
 
     /// Shows the latest counts.
     pub fn update(&self, progress: &WorkflowProgress) {
-        let n_finished: usize = TaskState::ALL
-            .iter()
-            .filter(|state| state.is_terminal())
-            .map(|&state| progress.counts[state as usize])
-            .sum();
-        self.bar.set_position(n_finished as u64);
-        self.bar.set_message(counts_line(progress));
+        self.update_with(progress, "");
     }
 
     /// Removes the bar.
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+fn finished(progress: &WorkflowProgress) -> usize {
+    TaskState::ALL
+        .iter()
+        .filter(|state| state.is_terminal())
+        .map(|&state| progress.counts[state as usize])
+        .sum()
 }
 
 /// `running 4 · ready 10 · succeeded 80 · failed 1`: every state with at least one task.

@@ -246,6 +246,63 @@ fn failed_tasks_show_their_output_and_workflows_list_newest_first() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("has no task `nope`"));
 }
 
+#[test]
+fn submit_wait_off_a_terminal_prints_progress_lines_and_ctrl_c_leaves_the_workflow_running() {
+    use std::io::{BufRead as _, BufReader};
+    let mut fleet = Fleet::start(&amqp_url(), &[]);
+    fleet.add_worker("w1", &["--concurrency", "1"]);
+    fleet.wait_for_workers(1);
+    let slow = fleet.workflow("slow.yaml", "name: slow\ntasks:\n  - {id: nap, run: [sleep, '30']}\n");
+    let mut waiting = taskfleet_tests::taskfleet()
+        .args(["submit", slow.to_str().unwrap(), "--wait"])
+        .env("TASKFLEET_SERVER", format!("http://{}", fleet.api))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    let stderr = waiting.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut said = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !said
+        .iter()
+        .any(|line: &String| line.contains("0/1 finished · running 1"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(line) => said.push(line),
+            Err(_) => panic!("no progress line off a terminal: {said:#?}"),
+        }
+    }
+    let pid = nix::unistd::Pid::from_raw(waiting.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = waiting.wait().unwrap();
+    reader.join().unwrap();
+    said.extend(seen.try_iter());
+    assert_eq!(status.code(), Some(130), "{said:#?}");
+    let last = said.join("\n");
+    assert!(
+        last.contains("keeps running on the scheduler") && last.contains("taskfleet cancel wf-"),
+        "{last}"
+    );
+    let id = said
+        .iter()
+        .find_map(|line| line.strip_prefix("submitted workflow "))
+        .expect("the id was printed")
+        .to_string();
+    assert_eq!(
+        fleet.status(&id)["state"],
+        "running",
+        "Ctrl-C stopped the following only"
+    );
+    fleet.cli(&["cancel", &id]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn garbage_on_the_queues_is_dead_lettered_while_work_goes_on() {
     garbage_is_dead_lettered_while_work_goes_on(&amqp_url()).await;

@@ -54,7 +54,14 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("submitted workflow {}", answer.workflow_id);
-    let status = follow(&client, &answer.workflow_id).await?;
+    let Some(status) = follow(&client, &answer.workflow_id).await? else {
+        let id = &answer.workflow_id;
+        eprintln!(
+            "interrupted: workflow {id} keeps running on the scheduler; follow it with \
+             `taskfleet status {id}`, stop it with `taskfleet cancel {id}`"
+        );
+        return Ok(ExitCode::from(130));
+    };
     let text = if args.json {
         serde_json::to_string_pretty(&status)? + "\n"
     } else {
@@ -92,22 +99,50 @@ async fn failures(client: &ApiClient, status: &WorkflowStatus) -> Vec<(String, A
     failures
 }
 
-/// Polls the workflow until it ends, drawing progress on stderr.
-pub(crate) async fn follow(client: &ApiClient, workflow_id: &str) -> anyhow::Result<WorkflowStatus> {
+/// Polls the workflow until it ends, drawing progress on stderr (with the predicted end and
+/// the tasks that decide it); `None` when Ctrl-C stopped the following (not the workflow).
+pub(crate) async fn follow(client: &ApiClient, workflow_id: &str) -> anyhow::Result<Option<WorkflowStatus>> {
     let mut display: Option<ProgressDisplay> = None;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         // Counts are enough to draw progress; the tasks are read once, at the end.
         let status = client.status_page(workflow_id, 0, None).await?;
         let n_tasks = status.counts.values().sum();
         let display = display.get_or_insert_with(|| ProgressDisplay::new(n_tasks));
         let progress = progress_of(&status);
-        display.update(&progress);
+        display.update_with(&progress, &eta_line(&status));
         if progress.state.is_terminal() {
             display.finish();
-            return Ok(client.status(workflow_id).await?);
+            return Ok(Some(client.status(workflow_id).await?));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = &mut interrupted => {
+                display.finish();
+                return Ok(None);
+            }
+        }
     }
+}
+
+/// `ETA 12s (p90 20s), critical: load, join`, when the scheduler predicts the end.
+fn eta_line(status: &WorkflowStatus) -> String {
+    let Some(eta) = &status.eta else {
+        return String::new();
+    };
+    let seconds = |ms: u64| taskfleet_common::units::format_duration(Duration::from_secs(ms.div_ceil(1000)));
+    let mut line = format!("ETA {} (p90 {})", seconds(eta.p50_in_ms), seconds(eta.p90_in_ms));
+    let critical: Vec<&str> = eta
+        .critical_tasks
+        .iter()
+        .take(3)
+        .map(|(task, _)| task.as_str())
+        .collect();
+    if !critical.is_empty() {
+        line.push_str(&format!(", critical: {}", critical.join(", ")));
+    }
+    line
 }
 
 /// The counts of a status, in the form the progress display takes.
