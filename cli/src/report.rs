@@ -48,8 +48,20 @@ pub fn render_table(status: &WorkflowStatus) -> String {
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
     table.set_header([
-        "TASK", "STATE", "ATTEMPTS", "STARTED", "DURATION", "WORKER", "EXIT", "REASON", "PEAK MEM", "CPU", "ERROR",
+        "TASK",
+        "STATE",
+        "ATTEMPTS",
+        "STARTED",
+        "DURATION",
+        "PREDICTED",
+        "WORKER",
+        "EXIT",
+        "REASON",
+        "PEAK MEM",
+        "CPU",
+        "ERROR",
     ]);
+    let now = std::time::SystemTime::now();
     let show_all = status.tasks.len() <= MAX_TABLE_ROWS;
     let shown = status
         .tasks
@@ -64,15 +76,24 @@ pub fn render_table(status: &WorkflowStatus) -> String {
             task.state.to_string(),
             task.attempts.to_string(),
             task.started_at.clone().unwrap_or_default(),
-            match (task.duration_ms, &task.expected) {
+            match (task.duration_ms, task.started_at.as_deref()) {
                 (Some(ms), _) => format_duration(Duration::from_millis(ms)),
-                // Not ended yet: what it is expected to take.
-                (None, Some(expected)) => format!(
+                // Running: how long so far.
+                (None, Some(started)) => humantime::parse_rfc3339_weak(started)
+                    .ok()
+                    .and_then(|started| now.duration_since(started).ok())
+                    .map(|elapsed| format!("{} so far", format_duration(Duration::from_secs(elapsed.as_secs()))))
+                    .unwrap_or_default(),
+                (None, None) => String::new(),
+            },
+            // Not ended yet: what it is expected to take, in all.
+            match (&task.expected, task.duration_ms) {
+                (Some(expected), None) => format!(
                     "~{} (p90 {})",
                     format_duration(Duration::from_millis(expected.p50_ms)),
                     format_duration(Duration::from_millis(expected.p90_ms))
                 ),
-                (None, None) => String::new(),
+                _ => String::new(),
             },
             {
                 let worker = printable(task.worker.as_deref().unwrap_or_default()).into_owned();
@@ -98,6 +119,18 @@ pub fn render_table(status: &WorkflowStatus) -> String {
         out.push_str(&format!(
             "\n({n_hidden} more tasks not shown; use --json for all of them)"
         ));
+    }
+    // Why tasks cannot start (no live worker serves their pool, none could ever fit them),
+    // once per reason.
+    let mut waiting: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for task in &status.tasks {
+        if let Some(why) = task.waiting.as_deref() {
+            *waiting.entry(why).or_default() += 1;
+        }
+    }
+    for (why, n) in waiting {
+        let tasks = if n == 1 { "task" } else { "tasks" };
+        out.push_str(&format!("\nwarning: {n} {tasks} cannot start: {}", printable(why)));
     }
     let counts: Vec<String> = status.counts.iter().map(|(state, n)| format!("{state} {n}")).collect();
     let took = status

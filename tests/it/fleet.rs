@@ -829,6 +829,38 @@ fn a_task_left_without_a_big_enough_worker_says_why_it_waits() {
 }
 
 #[test]
+fn status_warns_of_ready_tasks_in_a_pool_no_live_worker_serves_and_shows_elapsed_apart_from_predicted() {
+    let mut fleet = Fleet::start(&amqp_url(), &[]);
+    fleet.add_worker("cpu", &["--concurrency", "1"]);
+    fleet.wait_for_workers(1);
+    let workflow = fleet.workflow(
+        "pools.yaml",
+        "name: pools\ntasks:\n  - {id: here, run: [sleep, '30'], estimate: 40s}\n  - {id: there, handler: noop, pool: gpu}\n",
+    );
+    let id = fleet.submit(&workflow);
+    fleet.wait_until_running_on(&id, "cpu");
+    let status = fleet.status(&id);
+    assert_eq!(
+        taskfleet_tests::task_report(&status, "there")["waiting"],
+        "no live worker serves pool `gpu`",
+        "{status:#}"
+    );
+    let output = fleet.cli(&["status", &id]);
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        table.contains("warning: 1 task cannot start: no live worker serves pool `gpu`"),
+        "{table}"
+    );
+    let here = table
+        .lines()
+        .find(|line| line.contains(" here "))
+        .expect("a row for `here`");
+    assert!(here.contains("so far"), "the elapsed time of a running task: {here}");
+    assert!(here.contains("~40.0s (p90"), "its predicted time, apart: {here}");
+    fleet.cli(&["cancel", &id]);
+}
+
+#[test]
 fn tasks_run_only_on_workers_with_the_labels_they_select() {
     let mut fleet = Fleet::start(&amqp_url(), &[]);
     fleet.add_worker("arm", &["--label", "arch=arm64", "--concurrency", "2"]);

@@ -83,9 +83,15 @@ impl Forecasts {
         let listed = spec.tasks.iter().skip(from as usize);
         for (task, spec_task) in status.tasks.iter_mut().zip(listed) {
             if matches!(task.state, TaskState::Ready | TaskState::Dispatched) {
-                let request = spec_task.resources.request();
-                task.waiting = why_no_worker_fits(&spec_task.pool, &request, &spec_task.selector, fleet)
-                    .map(|unmet| unmet.message);
+                let served = fleet
+                    .iter()
+                    .any(|worker| !worker.draining && worker.pools.iter().any(|pool| **pool == *spec_task.pool));
+                task.waiting = if task.state == TaskState::Ready && !served {
+                    Some(format!("no live worker serves pool `{}`", spec_task.pool))
+                } else {
+                    let request = spec_task.resources.request();
+                    why_no_worker_fits(&spec_task.pool, &request, &spec_task.selector, fleet).map(|unmet| unmet.message)
+                };
             }
             if !task.state.is_terminal() {
                 let prediction = predictor.predict(spec_task);
