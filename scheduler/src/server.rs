@@ -49,6 +49,8 @@ pub struct ServerConfig {
     /// The API's bearer tokens (re-read on SIGHUP or change); `None` serves anyone who
     /// reaches the address.
     pub tokens: Option<Arc<crate::api::auth::Tokens>>,
+    /// What `/metrics` shows, fed by whichever loop leads here.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What the parts of the service share.
@@ -100,6 +102,7 @@ pub async fn run(
         max_body_bytes: service.config.max_body_bytes,
         forecasts: Arc::default(),
         tokens: service.config.tokens.clone(),
+        metrics: Some(service.config.metrics.clone()),
     };
     if let Some(tokens) = &service.config.tokens {
         tokio::spawn(tokens.clone().watch(service.shutdown.clone()));
@@ -147,6 +150,7 @@ async fn accept_submission(
     let options = &config.validate;
     if let Some(reason) = delivery.oversized(config.max_body_bytes, "submitted workflow") {
         warn!(%reason, "Dead-lettering an oversized submission unread.");
+        config.metrics.dead_lettered();
         settle(delivery.dead_letter(&reason).await);
         return true;
     }
@@ -154,6 +158,7 @@ async fn accept_submission(
         Ok(source) => source.to_string(),
         Err(error) => {
             warn!(%error, "Dead-lettering a submission that is not UTF-8 text.");
+            config.metrics.dead_lettered();
             settle(
                 delivery
                     .dead_letter(&format!("submitted workflow is not UTF-8 text: {error}"))
@@ -171,11 +176,13 @@ async fn accept_submission(
         }
         Err(SubmitError::Invalid(invalid)) => {
             warn!(%invalid, "Dead-lettering an invalid submitted workflow.");
+            config.metrics.dead_lettered();
             settle(delivery.dead_letter(&invalid.to_string()).await);
             true
         }
         Err(error @ (SubmitError::BadKey(_) | SubmitError::KeyReused { .. } | SubmitError::Internal(_))) => {
             warn!(%error, "Dead-lettering a submission that cannot be accepted.");
+            config.metrics.dead_lettered();
             settle(delivery.dead_letter(&error.to_string()).await);
             true
         }

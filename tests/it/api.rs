@@ -155,3 +155,56 @@ fn without_tokens_the_api_serves_only_on_loopback() {
         "{said}"
     );
 }
+
+/// The value of the sample `name{labels}` in an OpenMetrics text, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[test]
+fn metrics_count_what_ran() {
+    let mut fleet = Fleet::start(&amqp_url(), &["--lease-timeout", "2s"]);
+    fleet.add_worker("w1", &["--concurrency", "3"]);
+    fleet.wait_for_workers(1);
+    let tasks: String = (0..5)
+        .map(|idx| format!("  - {{id: ok{idx}, handler: noop}}\n"))
+        .chain(std::iter::once(
+            "  - {id: broken, run: [sh, -c, 'exit 3']}\n".to_string(),
+        ))
+        .collect();
+    let workflow = fleet.workflow("counted.yaml", &format!("name: counted\ntasks:\n{tasks}"));
+    let id = fleet.submit(&workflow);
+    assert_eq!(fleet.wait_for_end(&id, Duration::from_secs(30))["state"], "failed");
+    let mut text = String::new();
+    taskfleet_tests::wait_for("the counts to reach /metrics", Duration::from_secs(10), || {
+        let (code, body) = taskfleet_tests::http_get_text(&fleet.api, "/metrics");
+        text = body;
+        code == 200 && sample(&text, r#"taskfleet_attempts_total{pool="default",outcome="succeeded"}"#) == Some(5.0)
+    });
+    for (series, expected) in [
+        (r#"taskfleet_attempts_total{pool="default",outcome="succeeded"}"#, 5.0),
+        (r#"taskfleet_attempts_total{pool="default",outcome="failed"}"#, 1.0),
+        (r#"taskfleet_attempt_run_seconds_count{pool="default"}"#, 6.0),
+        (r#"taskfleet_workers{state="serving"}"#, 1.0),
+        (r#"taskfleet_workers{state="draining"}"#, 0.0),
+        (r#"taskfleet_worker_slots{state="used"}"#, 0.0),
+        (r#"taskfleet_worker_slots{state="free"}"#, 3.0),
+        (r#"taskfleet_ready_tasks{pool="default"}"#, 0.0),
+        (r#"taskfleet_in_flight_slots{pool="default"}"#, 0.0),
+        (r#"taskfleet_desired_workers{pool="default"}"#, 0.0),
+        ("taskfleet_leases_expired_total", 0.0),
+        ("taskfleet_messages_dead_lettered_total", 0.0),
+    ] {
+        assert_eq!(sample(&text, series), Some(expected), "{series} in:\n{text}");
+    }
+    assert!(
+        sample(&text, "taskfleet_store_commit_seconds_count").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "taskfleet_publish_seconds_count").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+}

@@ -92,15 +92,23 @@ pub fn process_alive(pid: i32) -> bool {
 /// `GET path` of the HTTP server at `address` (host:port): the status code and the JSON body
 /// (`Null` when the body is not JSON, or `0` and `Null` when nothing answers).
 pub fn http_get(address: &str, path: &str) -> (u16, serde_json::Value) {
+    let (code, body) = http_get_text(address, path);
+    (code, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+}
+
+/// `GET path` on `address` (`host:port`): the status code and the body as text (chunked
+/// bodies are not decoded; 0 and empty when the server cannot be reached).
+pub fn http_get_text(address: &str, path: &str) -> (u16, String) {
     use std::io::{Read as _, Write as _};
     let Ok(mut stream) = std::net::TcpStream::connect(address) else {
-        return (0, serde_json::Value::Null);
+        return (0, String::new());
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    // HTTP/1.0: the body comes whole, never chunked.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n");
     let mut response = String::new();
     if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut response).is_err() {
-        return (0, serde_json::Value::Null);
+        return (0, String::new());
     }
     let code = response
         .split_whitespace()
@@ -108,5 +116,5 @@ pub fn http_get(address: &str, path: &str) -> (u16, serde_json::Value) {
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    (code, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    (code, body.to_string())
 }

@@ -120,6 +120,7 @@ fn server_config(settings: &SchedulerSettings) -> ServerConfig {
             .unwrap_or_else(|| super::host_and_pid("scheduler")),
         leader_lease: settings.leader_lease.0,
         tokens: None,
+        metrics: std::sync::Arc::default(),
     }
 }
 

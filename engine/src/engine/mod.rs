@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use taskfleet_common::state::TaskState;
+use taskfleet_common::state::{AttemptOutcome, TaskState};
 use taskfleet_common::wire::TaskMessage;
 use taskfleet_common::{Millis, WorkflowSpec};
 
@@ -123,9 +123,32 @@ pub struct Engine {
     /// Runtimes learned from finished attempts.
     predictor: Predictor,
     updates: Updates,
+    /// Attempts ended since the service last took them, for its metrics.
+    ended: Vec<EndedAttempt>,
     jitter_state: u64,
     /// Reused buffer for newly ready children.
     scratch: Vec<u32>,
+}
+
+/// An attempt that ended, as metrics count it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndedAttempt {
+    pub pool: Arc<str>,
+    pub outcome: AttemptOutcome,
+    /// From its start on a worker to its end, when it reached one.
+    pub run_ms: Option<u64>,
+}
+
+/// What admission control holds in one pool now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolLoad {
+    pub pool: Arc<str>,
+    /// Tasks ready and waiting for a slot.
+    pub ready: usize,
+    /// Slots taken by attempts out.
+    pub in_flight: usize,
+    /// Slots the fleet offers the pool.
+    pub capacity: usize,
 }
 
 impl Engine {
@@ -146,6 +169,7 @@ impl Engine {
             leases: Leases::default(),
             plans,
             updates: Updates::default(),
+            ended: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -307,6 +331,28 @@ impl Engine {
     /// Store updates produced since the last call, in the order they happened.
     pub fn take_updates(&mut self) -> Vec<StoreUpdate> {
         self.updates.take()
+    }
+
+    /// Attempts ended since the last call.
+    pub fn take_ended(&mut self) -> Vec<EndedAttempt> {
+        std::mem::take(&mut self.ended)
+    }
+
+    /// Each pool's ready tasks, slots out and slots offered.
+    pub fn pool_loads(&self) -> Vec<PoolLoad> {
+        let mut loads: Vec<PoolLoad> = self
+            .admission
+            .pools
+            .iter()
+            .map(|(name, pool)| PoolLoad {
+                pool: name.clone(),
+                ready: pool.policy.len(),
+                in_flight: pool.in_flight,
+                capacity: pool.capacity,
+            })
+            .collect();
+        loads.sort_by(|a, b| a.pool.cmp(&b.pool));
+        loads
     }
 
     /// The workflow's state, while the engine holds it.

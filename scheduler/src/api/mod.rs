@@ -27,6 +27,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::StatusCode;
+use axum::response::IntoResponse as _;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use taskfleet_common::api::{CancelResponse, ErrorBody, HealthBody, SubmitResponse, WorkerStatus, WorkflowStatus};
@@ -60,6 +61,8 @@ pub struct ApiState {
     /// The bearer tokens accepted; `None` serves anyone who can reach the address (which the
     /// scheduler allows on a loopback address only).
     pub tokens: Option<Arc<auth::Tokens>>,
+    /// What `/metrics` shows; `None` answers 404 there.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// The API's routes over `state`.
@@ -75,6 +78,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(openapi::spec))
+        .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(tokens, auth::authorize))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -327,6 +331,27 @@ fn health(status: &str, scheduler: &Instance) -> HealthBody {
         epoch,
         leader,
     }
+}
+
+/// The scheduler's metrics, in the OpenMetrics text format (Prometheus scrapes it).
+#[utoipa::path(get, path = "/metrics", tag = "meta", responses(
+    (status = 200, description = "Prometheus metrics (OpenMetrics text)", content_type = "application/openmetrics-text"),
+    (status = 404, description = "This scheduler keeps no metrics", body = ErrorBody),
+))]
+async fn metrics(State(state): State<ApiState>) -> Result<axum::response::Response, ApiError> {
+    let metrics = state
+        .metrics
+        .as_ref()
+        .ok_or_else(|| ApiError::NotFound("this scheduler keeps no metrics".into()))?;
+    let text = metrics.encode(&state.scheduler.fleet());
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// A path that does not decode, as the API's own 400.

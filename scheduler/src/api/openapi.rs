@@ -23,6 +23,7 @@ use utoipa::OpenApi;
         super::workers,
         super::healthz,
         super::readyz,
+        super::metrics,
         spec,
     ),
     modifiers(&BearerTokens),

@@ -50,6 +50,7 @@ impl Api {
             max_body_bytes,
             forecasts: Arc::default(),
             tokens,
+            metrics: None,
         };
         Api {
             router: router(state),

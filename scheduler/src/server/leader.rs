@@ -53,6 +53,7 @@ impl Service {
             },
             forget_finished: true,
             term: term.clone(),
+            metrics: Some(config.metrics.clone()),
             ..SchedulerConfig::default()
         };
         let (mut scheduler, handle) = Scheduler::new(scheduler_config, self.store.clone(), self.transport.clone());

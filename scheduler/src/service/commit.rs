@@ -50,6 +50,7 @@ impl Scheduler {
             store_available: self.store_available.clone(),
             term: self.config.term.clone(),
             shutdown: state.shutdown.clone(),
+            metrics: self.config.metrics.clone(),
         };
         state.committing = Some(Commit {
             task: committer.start(updates),
@@ -162,6 +163,8 @@ pub(super) struct Committer {
     pub store_available: Arc<watch::Sender<bool>>,
     pub term: Option<Term>,
     pub shutdown: CancellationToken,
+    /// Where store transaction latencies go.
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl Committer {
@@ -178,8 +181,12 @@ impl Committer {
     async fn persist(self, updates: Arc<[StoreUpdate]>) -> anyhow::Result<()> {
         let mut backoff = Backoff::new();
         loop {
+            let begun = std::time::Instant::now();
             match self.store.apply(updates.clone()).await {
                 Ok(()) => {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.store_commit(begun.elapsed());
+                    }
                     self.store_available
                         .send_if_modified(|available| !std::mem::replace(available, true));
                     return Ok(());

@@ -11,6 +11,12 @@ use tracing::{debug, info, warn};
 use super::{now, Scheduler};
 
 impl Scheduler {
+    fn count_dead_letter(&self) {
+        if let Some(metrics) = &self.config.metrics {
+            metrics.dead_lettered();
+        }
+    }
+
     /// Feeds a batch of worker events to the engine; unusable ones are dead-lettered and
     /// removed from the batch.
     pub(super) async fn handle_events(&mut self, batch: &mut Vec<Delivery>) {
@@ -19,6 +25,7 @@ impl Scheduler {
         for delivery in batch.drain(..) {
             if let Some(reason) = delivery.oversized(wire::MAX_EVENTS_MESSAGE_BYTES, "results message") {
                 warn!(%reason, "Dead-lettering an oversized results message unread.");
+                self.count_dead_letter();
                 if let Err(error) = delivery.dead_letter(&reason).await {
                     warn!(%error, "Failed to dead-letter a results message; it will be delivered again.");
                 }
@@ -28,6 +35,7 @@ impl Scheduler {
                 Ok(events) => events,
                 Err(error) => {
                     warn!(%error, "Dead-lettering an unusable worker event.");
+                    self.count_dead_letter();
                     if let Err(error) = delivery.dead_letter(&error.to_string()).await {
                         warn!(%error, "Failed to dead-letter a worker event; it will be delivered again.");
                     }
@@ -121,6 +129,9 @@ impl Scheduler {
         for worker in &lost {
             let n_attempts = self.engine.on_worker_lost(worker, now);
             if n_attempts > 0 {
+                if let Some(metrics) = &self.config.metrics {
+                    metrics.lease_expired();
+                }
                 warn!(worker = %worker, n_attempts, "Worker lost its lease; its attempts will run again.");
             } else {
                 debug!(worker = %worker, "Worker left the fleet.");

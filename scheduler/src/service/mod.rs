@@ -77,6 +77,8 @@ pub struct SchedulerConfig {
     /// The leader's term, when schedulers share the store: the loop stops with [`Deposed`]
     /// once it is over, or once the store refuses a write as fenced.
     pub term: Option<Term>,
+    /// Where the loop counts what it decides (`/metrics`).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Default for SchedulerConfig {
@@ -89,6 +91,7 @@ impl Default for SchedulerConfig {
             local_workers: Vec::new(),
             forget_finished: false,
             term: None,
+            metrics: None,
         }
     }
 }
@@ -308,6 +311,15 @@ impl Scheduler {
         let dispatches = self.engine.dispatch(now);
         self.enqueue(dispatches, &mut state.pending.held.messages, now);
         state.pending.updates.extend(self.engine.take_updates());
+        let ended = self.engine.take_ended();
+        let latencies = state.outbox.take_latencies();
+        if let Some(metrics) = &self.config.metrics {
+            metrics.ended(&ended);
+            metrics.loads(&self.engine.pool_loads(), &self.fleet_view.borrow());
+            for took in latencies {
+                metrics.published(took);
+            }
+        }
         state.pending.held.acks.append(&mut state.batch);
         state.pending.held.control.append(&mut self.control);
         state.pending.progress_changed |= std::mem::take(&mut self.progress_changed);

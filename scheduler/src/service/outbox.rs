@@ -44,6 +44,10 @@ pub(super) struct Outbox {
     declared: HashSet<String>,
     /// Attempts whose message was refused, with the reason.
     refused: Vec<(TaskRef, u32, String)>,
+    /// When the batch on its way was handed to the transport.
+    sending_since: Option<std::time::Instant>,
+    /// How long each batch confirmed since the last call to [`Outbox::take_latencies`] took.
+    latencies: Vec<std::time::Duration>,
 }
 
 impl Outbox {
@@ -87,15 +91,27 @@ impl Outbox {
         let batch = std::mem::take(&mut self.waiting);
         let transport = transport.clone();
         let messages: Vec<Outgoing> = batch.iter().map(|queued| queued.message.clone()).collect();
+        let begun = std::time::Instant::now();
         let mut publishing: Pin<Box<dyn Future<Output = Result<Refusals, TransportError>> + Send>> =
             Box::pin(publish_isolating_refusals(transport, messages));
         // A transport that takes messages at once (in memory) is done here; a broker's
         // confirms are awaited in the background.
         match std::future::poll_fn(|cx| Poll::Ready(publishing.as_mut().poll(cx))).await {
-            Poll::Ready(outcome) => self.settle(batch, outcome)?,
-            Poll::Pending => self.sending = Some((batch, tokio::spawn(publishing))),
+            Poll::Ready(outcome) => {
+                self.settle(batch, outcome)?;
+                self.latencies.push(begun.elapsed());
+            }
+            Poll::Pending => {
+                self.sending = Some((batch, tokio::spawn(publishing)));
+                self.sending_since = Some(begun);
+            }
         }
         Ok(())
+    }
+
+    /// How long each batch confirmed since the last call took, from handing it over.
+    pub(super) fn take_latencies(&mut self) -> Vec<std::time::Duration> {
+        std::mem::take(&mut self.latencies)
     }
 
     /// Waits until the batch on its way is confirmed (never resolves when there is none).
@@ -112,7 +128,10 @@ impl Outbox {
         let Some((batch, _)) = self.sending.take() else {
             return outcome.map(drop);
         };
-        self.settle(batch, outcome)
+        let since = self.sending_since.take();
+        self.settle(batch, outcome)?;
+        self.latencies.extend(since.map(|since| since.elapsed()));
+        Ok(())
     }
 
     /// Records how publishing `batch` went: refused messages are set aside, and a batch that

@@ -63,6 +63,7 @@ pub(super) async fn bench_listing(store: Arc<dyn Store>, store_name: &str, n_wor
         max_body_bytes: 1 << 20,
         forecasts: Arc::default(),
         tokens: None,
+        metrics: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;

@@ -1,0 +1,311 @@
+//! The scheduler's Prometheus metrics, in one explicit registry, served at `/metrics` in the
+//! OpenMetrics text format. Base units (seconds), `_total` on counters, and no workflow or
+//! task ids as labels: a label is a pool, an outcome or a state.
+//!
+//! The loop feeds what it decides (ended attempts, each pool's load, expired leases, store
+//! and publish latencies, dead letters); what the fleet looks like is read when scraped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use taskfleet_common::api::WorkerStatus;
+use taskfleet_engine::engine::{EndedAttempt, PoolLoad};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolOutcome {
+    pool: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Seconds from a millisecond to about nine hours.
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 25))
+}
+
+/// Seconds from 100 µs to about 3 s: store transactions and publisher confirms.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// Every metric of one scheduler.
+pub struct Metrics {
+    registry: Registry,
+    attempts: Family<PoolOutcome, Counter>,
+    run_seconds: Histograms<PoolLabel>,
+    ready: Family<PoolLabel, Gauge>,
+    in_flight: Family<PoolLabel, Gauge>,
+    pool_slots: Family<PoolLabel, Gauge>,
+    desired_workers: Family<PoolLabel, Gauge>,
+    workers: Family<StateLabel, Gauge>,
+    worker_slots: Family<StateLabel, Gauge>,
+    leases_expired: Counter,
+    dead_lettered: Counter,
+    store_commit_seconds: Histogram,
+    publish_seconds: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("taskfleet");
+        let metrics = Metrics {
+            attempts: Family::default(),
+            run_seconds: Family::new_with_constructor(seconds_histogram),
+            ready: Family::default(),
+            in_flight: Family::default(),
+            pool_slots: Family::default(),
+            desired_workers: Family::default(),
+            workers: Family::default(),
+            worker_slots: Family::default(),
+            leases_expired: Counter::default(),
+            dead_lettered: Counter::default(),
+            store_commit_seconds: latency_histogram(),
+            publish_seconds: latency_histogram(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "attempts",
+            "Attempts ended, by pool and outcome (succeeded, failed, timed_out, ...)",
+            metrics.attempts.clone(),
+        );
+        registry.register(
+            "attempt_run_seconds",
+            "How long attempts ran on their workers, by pool",
+            metrics.run_seconds.clone(),
+        );
+        registry.register(
+            "ready_tasks",
+            "Tasks ready and waiting for a slot, by pool",
+            metrics.ready.clone(),
+        );
+        registry.register(
+            "in_flight_slots",
+            "Slots taken by attempts out, by pool",
+            metrics.in_flight.clone(),
+        );
+        registry.register(
+            "pool_slots",
+            "Slots the live workers offer, by pool",
+            metrics.pool_slots.clone(),
+        );
+        registry.register(
+            "desired_workers",
+            "Workers a pool needs to run what is out and ready at once (for an autoscaler)",
+            metrics.desired_workers.clone(),
+        );
+        registry.register(
+            "workers",
+            "Live workers, by state (serving, draining)",
+            metrics.workers.clone(),
+        );
+        registry.register(
+            "worker_slots",
+            "Slots of the live workers, by state (used, free)",
+            metrics.worker_slots.clone(),
+        );
+        registry.register(
+            "leases_expired",
+            "Workers whose lease lapsed with attempts on them",
+            metrics.leases_expired.clone(),
+        );
+        registry.register(
+            "messages_dead_lettered",
+            "Messages the scheduler could not use and dead-lettered",
+            metrics.dead_lettered.clone(),
+        );
+        registry.register(
+            "store_commit_seconds",
+            "How long a store transaction took",
+            metrics.store_commit_seconds.clone(),
+        );
+        registry.register(
+            "publish_seconds",
+            "How long a batch of messages took to be confirmed by the broker",
+            metrics.publish_seconds.clone(),
+        );
+        Metrics { registry, ..metrics }
+    }
+
+    /// Counts attempts that ended.
+    pub fn ended(&self, ended: &[EndedAttempt]) {
+        for attempt in ended {
+            let labels = PoolOutcome {
+                pool: attempt.pool.to_string(),
+                outcome: attempt.outcome.as_str().to_string(),
+            };
+            self.attempts.get_or_create(&labels).inc();
+            if let Some(ms) = attempt.run_ms {
+                self.run_seconds
+                    .get_or_create(&PoolLabel {
+                        pool: attempt.pool.to_string(),
+                    })
+                    .observe(ms as f64 / 1000.0);
+            }
+        }
+    }
+
+    /// Sets each pool's load, and the workers it would need: what is out and ready, over
+    /// the slots of one of its workers (on average), rounded up.
+    pub fn loads(&self, loads: &[PoolLoad], fleet: &[WorkerStatus]) {
+        for load in loads {
+            let pool = PoolLabel {
+                pool: load.pool.to_string(),
+            };
+            self.ready.get_or_create(&pool).set(gauge_value(load.ready));
+            self.in_flight.get_or_create(&pool).set(gauge_value(load.in_flight));
+            self.pool_slots.get_or_create(&pool).set(gauge_value(load.capacity));
+            let serving: Vec<&WorkerStatus> = fleet
+                .iter()
+                .filter(|worker| !worker.draining && worker.pools.iter().any(|served| **served == *load.pool))
+                .collect();
+            let per_worker = if serving.is_empty() {
+                1
+            } else {
+                (serving.iter().map(|worker| worker.slots as usize).sum::<usize>() / serving.len()).max(1)
+            };
+            let wanted = (load.ready + load.in_flight).div_ceil(per_worker);
+            self.desired_workers.get_or_create(&pool).set(gauge_value(wanted));
+        }
+    }
+
+    /// Counts workers whose lease lapsed.
+    pub fn lease_expired(&self) {
+        self.leases_expired.inc();
+    }
+
+    /// Counts a message dead-lettered.
+    pub fn dead_lettered(&self) {
+        self.dead_lettered.inc();
+    }
+
+    pub fn store_commit(&self, took: Duration) {
+        self.store_commit_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn published(&self, took: Duration) {
+        self.publish_seconds.observe(took.as_secs_f64());
+    }
+
+    /// The metrics as OpenMetrics text, with the fleet as it is now.
+    pub fn encode(&self, fleet: &[WorkerStatus]) -> String {
+        for state in ["serving", "draining"] {
+            let n = fleet
+                .iter()
+                .filter(|worker| worker.draining == (state == "draining"))
+                .count();
+            self.workers
+                .get_or_create(&StateLabel { state: state.into() })
+                .set(gauge_value(n));
+        }
+        let slots: u64 = fleet.iter().map(|worker| u64::from(worker.slots)).sum();
+        let used: u64 = fleet.iter().map(|worker| u64::from(worker.in_use)).sum();
+        self.worker_slots
+            .get_or_create(&StateLabel { state: "used".into() })
+            .set(i64::try_from(used).unwrap_or(i64::MAX));
+        self.worker_slots
+            .get_or_create(&StateLabel { state: "free".into() })
+            .set(i64::try_from(slots.saturating_sub(used)).unwrap_or(i64::MAX));
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Metrics shared by the loop and the API.
+pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use taskfleet_common::state::AttemptOutcome;
+
+    use super::*;
+
+    #[test]
+    fn counts_and_loads_read_back_in_the_text_format() {
+        let metrics = Metrics::new();
+        let ended = |outcome, run_ms| EndedAttempt {
+            pool: Arc::from("gpu"),
+            outcome,
+            run_ms,
+        };
+        metrics.ended(&[
+            ended(AttemptOutcome::Succeeded, Some(1500)),
+            ended(AttemptOutcome::Succeeded, Some(500)),
+            ended(AttemptOutcome::Failed { retryable: true }, None),
+        ]);
+        let load = PoolLoad {
+            pool: Arc::from("gpu"),
+            ready: 9,
+            in_flight: 4,
+            capacity: 4,
+        };
+        let worker = WorkerStatus {
+            name: "w1".into(),
+            pools: vec!["gpu".into()],
+            slots: 4,
+            in_use: 4,
+            speed: 1.0,
+            draining: false,
+            first_seen_ms: 0,
+            last_heartbeat_ms: 0,
+            lease_expires_ms: 0,
+            running: Vec::new(),
+            capacity: None,
+            resources_in_use: None,
+            labels: Default::default(),
+        };
+        metrics.loads(&[load], std::slice::from_ref(&worker));
+        metrics.lease_expired();
+        let text = metrics.encode(&[worker]);
+        for line in [
+            "taskfleet_attempts_total{pool=\"gpu\",outcome=\"succeeded\"} 2",
+            "taskfleet_attempts_total{pool=\"gpu\",outcome=\"failed\"} 1",
+            "taskfleet_attempt_run_seconds_count{pool=\"gpu\"} 2",
+            "taskfleet_attempt_run_seconds_sum{pool=\"gpu\"} 2.0",
+            "taskfleet_ready_tasks{pool=\"gpu\"} 9",
+            "taskfleet_in_flight_slots{pool=\"gpu\"} 4",
+            "taskfleet_desired_workers{pool=\"gpu\"} 4",
+            "taskfleet_workers{state=\"serving\"} 1",
+            "taskfleet_worker_slots{state=\"used\"} 4",
+            "taskfleet_worker_slots{state=\"free\"} 0",
+            "taskfleet_leases_expired_total 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
