@@ -148,6 +148,8 @@ pub struct WorkerSettings {
     pub labels: std::collections::BTreeMap<String, String>,
     /// Custom resources offered (`licenses = 2`).
     pub resources: std::collections::BTreeMap<String, f64>,
+    /// Where to serve this worker's Prometheus metrics (`/metrics`); none unless set.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for WorkerSettings {
@@ -172,6 +174,7 @@ impl Default for WorkerSettings {
             gpus: None,
             labels: Default::default(),
             resources: Default::default(),
+            metrics_listen: None,
         }
     }
 }

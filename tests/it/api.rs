@@ -166,7 +166,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[test]
 fn metrics_count_what_ran() {
     let mut fleet = Fleet::start(&amqp_url(), &["--lease-timeout", "2s"]);
-    fleet.add_worker("w1", &["--concurrency", "3"]);
+    fleet.add_worker("w1", &["--concurrency", "3", "--metrics-listen", "127.0.0.1:0"]);
     fleet.wait_for_workers(1);
     let tasks: String = (0..5)
         .map(|idx| format!("  - {{id: ok{idx}, handler: noop}}\n"))

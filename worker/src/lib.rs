@@ -8,10 +8,12 @@ pub mod capacity;
 mod execution;
 mod handler;
 pub mod limits;
+pub mod metrics;
 mod process;
 mod worker;
 
 pub use execution::{execute, Execution};
 pub use handler::{run_handler, Handler, HandlerContext, HandlerError, HandlerRegistry};
+pub use metrics::WorkerMetrics;
 pub use process::{run_process, ProcessConfig, DEFAULT_ENV_ALLOW};
 pub use worker::{Worker, WorkerConfig};

@@ -77,6 +77,8 @@ pub struct WorkerConfig {
     /// Its labels, which tasks select (`arch: arm64`); a task whose selector they do not
     /// match is handed back for another worker.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Where it counts its attempts and slots (served by `taskfleet worker --metrics-listen`).
+    pub metrics: Option<Arc<crate::WorkerMetrics>>,
 }
 
 impl WorkerConfig {
@@ -99,6 +101,7 @@ impl WorkerConfig {
             run_as: process.run_as,
             capacity: None,
             labels: Default::default(),
+            metrics: None,
         }
     }
 
@@ -143,6 +146,7 @@ struct Shared {
     labels: std::collections::BTreeMap<String, String>,
     /// Events on their way to the results queue, published in batches by [`publish_batches`].
     events: mpsc::UnboundedSender<(Bytes, oneshot::Sender<Result<(), TransportError>>)>,
+    metrics: Option<Arc<crate::WorkerMetrics>>,
 }
 
 impl Worker {
@@ -188,6 +192,7 @@ impl Worker {
             gate: config.capacity.as_ref().map(|capacity| Arc::new(Gate::new(capacity))),
             labels: config.labels.clone(),
             events,
+            metrics: config.metrics.clone(),
         });
         // Heartbeats and cancellations run beside the main loop until the drain is over.
         let stopped = CancellationToken::new();
@@ -408,6 +413,9 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
         }
     };
     shared.in_use.lock().expect("in-use lock").add(&task.resources);
+    if let Some(metrics) = &shared.metrics {
+        metrics.started();
+    }
     // The attempt's start, once admitted: the one both its events carry.
     let started_at = now();
     let execution = execute(&task, &shared.handlers, &shared.process, &cancel);
@@ -437,6 +445,9 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
     execution.started_at = started_at;
     shared.running.lock().expect("running lock").remove(&attempt);
     shared.in_use.lock().expect("in-use lock").sub(&task.resources);
+    if let Some(metrics) = &shared.metrics {
+        metrics.stopped();
+    }
     drop(admitted);
     if execution.outcome == AttemptOutcome::Cancelled && shared.abort.is_cancelled() {
         // Stopped by this worker's shutdown, not by anyone's decision about the task.
@@ -452,6 +463,9 @@ async fn run_attempt(shared: &Shared, task: TaskMessage, delivery: Delivery) {
 /// result cannot be published).
 async fn settle(shared: &Shared, task: &TaskMessage, execution: Execution, delivery: Delivery) {
     let finished = WorkerEvent::Finished(execution.into_result(task, &shared.name));
+    if let (Some(metrics), WorkerEvent::Finished(result)) = (&shared.metrics, &finished) {
+        metrics.ended(result.outcome, result.finished_at.0.saturating_sub(result.started_at.0));
+    }
     match publish(shared, &finished).await {
         Ok(()) => {
             if let Err(error) = delivery.ack().await {
@@ -467,6 +481,9 @@ async fn settle(shared: &Shared, task: &TaskMessage, execution: Execution, deliv
 
 /// Requeues `delivery` after [`REQUEUE_DELAY`], or at once when the worker is aborting.
 async fn requeue_later(shared: &Shared, delivery: Delivery) {
+    if let Some(metrics) = &shared.metrics {
+        metrics.requeued();
+    }
     tokio::select! {
         _ = tokio::time::sleep(REQUEUE_DELAY) => {}
         _ = shared.abort.cancelled() => {}

@@ -34,6 +34,9 @@ pub struct WorkerArgs {
     /// Name in heartbeats and results (`<hostname>-<pid>` unless set).
     #[arg(long, env = "TASKFLEET_WORKER_NAME")]
     pub name: Option<String>,
+    /// Serve this worker's Prometheus metrics at `/metrics` on this address (IP:port).
+    #[arg(long, env = "TASKFLEET_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// How long running tasks may take to finish after SIGTERM.
     #[arg(long, env = "TASKFLEET_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<HumanDuration>,
@@ -86,6 +89,9 @@ impl WorkerArgs {
         set(&mut settings.concurrency, self.concurrency);
         set(&mut settings.speed, self.speed);
         set(&mut settings.name, self.name);
+        if self.metrics_listen.is_some() {
+            settings.metrics_listen = self.metrics_listen;
+        }
         set(&mut settings.drain_timeout, self.drain_timeout);
         set(&mut settings.heartbeat_interval, self.heartbeat_interval);
         set(&mut settings.work_dir, self.work_dir);
@@ -186,6 +192,40 @@ fn worker_config(settings: &WorkerSettings, enforcer: Arc<Enforcer>) -> anyhow::
     })
 }
 
+/// Serves `metrics` at `GET /metrics` on `address`, in the background.
+async fn serve_metrics(
+    address: std::net::SocketAddr,
+    metrics: Arc<taskfleet_worker::WorkerMetrics>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot serve metrics on {address}"))?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.encode(),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::warn!(%error, "The metrics server stopped.");
+        }
+    });
+    eprintln!("taskfleet worker: metrics on http://{bound}/metrics");
+    Ok(())
+}
+
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let (dump, check) = (args.service.dump_config, args.check);
     let Some(settings) = super::unless_dumped(dump, args.settings()?)? else {
@@ -198,7 +238,12 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     tracing::info!(mechanism = %report.mechanism, "Task limits.");
-    let config = worker_config(&settings, enforcer)?;
+    let mut config = worker_config(&settings, enforcer)?;
+    if let Some(address) = settings.metrics_listen {
+        let metrics = Arc::new(taskfleet_worker::WorkerMetrics::new(config.concurrency));
+        serve_metrics(address, metrics.clone()).await?;
+        config.metrics = Some(metrics);
+    }
     let transport = broker(&settings.broker, &config.queues)?;
     eprintln!(
         "taskfleet worker {}: serving pools {} with {} slots, offering {}",
