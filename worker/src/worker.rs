@@ -3,10 +3,8 @@
 //! results queue, and acks each delivery only once its result is safely published.
 
 use std::collections::HashMap;
-use std::future::poll_fn;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -22,13 +20,13 @@ use taskfleet_common::state::AttemptOutcome;
 use taskfleet_common::wire::{
     decode_task, AttemptRef, AttemptStarted, TaskMessage, WorkerEvent, MAX_TASK_MESSAGE_BYTES, WIRE_VERSION,
 };
-use taskfleet_common::PriorityClass;
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_transport::{until_connected, Consumer, Delivery, Transport, TransportError};
 
 use self::cancelled::Cancelled;
 use self::gate::Gate;
 use self::heartbeat::{control_loop, heartbeat_loop};
+use self::queues::{connect, next_delivery, task_queues};
 use self::results::{publish, publish_batches};
 use crate::execution::{execute, now, Execution};
 use crate::handler::HandlerRegistry;
@@ -267,19 +265,6 @@ async fn take_work(
     }
 }
 
-/// The worker's own queue (tasks a placement-aware policy sent to it) first, then the pools'
-/// queues, most urgent class first, so scanning in order takes high before normal before low.
-fn task_queues(config: &WorkerConfig) -> Vec<String> {
-    std::iter::once(config.queues.worker(&config.name))
-        .chain(PriorityClass::ALL.iter().flat_map(|class| {
-            config
-                .pools
-                .iter()
-                .map(|pool| config.queues.tasks(pool, class.as_str()))
-        }))
-        .collect()
-}
-
 /// Lets the running attempts finish, for at most `timeout`; then cancels them (they are
 /// requeued, as stopped by the shutdown) and waits for them to settle.
 async fn drain(shared: &Shared, running: &TaskTracker, timeout: Duration) {
@@ -292,42 +277,6 @@ async fn drain(shared: &Shared, running: &TaskTracker, timeout: Duration) {
         shared.abort.cancel();
         running.wait().await;
     }
-}
-
-/// Declares the worker's queues and consumes its task queues, most urgent class first.
-async fn connect(
-    shared: &Shared,
-    config: &WorkerConfig,
-    task_queues: &[String],
-    prefetch: u16,
-) -> Result<Vec<Box<dyn Consumer>>, TransportError> {
-    let mut declared = task_queues.to_vec();
-    declared.push(config.queues.results());
-    declared.push(config.queues.dead_letters());
-    shared.transport.declare(&declared).await?;
-    // One prefetch for all the task queues: the worker holds no more deliveries than it has
-    // slots, whichever queues they come from.
-    shared.transport.consume_group(task_queues, prefetch).await
-}
-
-/// The next delivery, taking the first consumer's (the most urgent class) when several have
-/// one ready. Cancellation-safe as long as the consumers' `recv` is.
-async fn next_delivery(consumers: &mut [Box<dyn Consumer>]) -> Result<Delivery, TransportError> {
-    for consumer in consumers.iter_mut() {
-        if let Some(delivery) = consumer.try_recv() {
-            return delivery;
-        }
-    }
-    let mut receiving: Vec<_> = consumers.iter_mut().map(|consumer| consumer.recv()).collect();
-    poll_fn(|cx| {
-        for recv in receiving.iter_mut() {
-            if let Poll::Ready(delivery) = recv.as_mut().poll(cx) {
-                return Poll::Ready(delivery);
-            }
-        }
-        Poll::Pending
-    })
-    .await
 }
 
 /// Handles one delivery, holding `_permit` (a concurrency slot) until it is settled.
@@ -500,6 +449,7 @@ async fn requeue(delivery: Delivery) {
 mod cancelled;
 mod gate;
 mod heartbeat;
+mod queues;
 mod results;
 #[cfg(test)]
 mod tests;
