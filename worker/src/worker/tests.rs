@@ -14,6 +14,7 @@ use taskfleet_common::wire::{decode_heartbeat, decode_worker_events, encode, Con
 use taskfleet_transport::{DeadLetter, MemoryTransport, Outgoing};
 
 use super::*;
+use taskfleet_common::PriorityClass;
 
 /// Longest a test waits for anything that must happen.
 const PATIENCE: Duration = Duration::from_secs(10);
