@@ -37,13 +37,6 @@ fn client<T: rdkafka::config::FromClientConfigAndContext<Logging>>(
     client.create_with_context(Logging).map_err(fail)
 }
 
-/// A group consumer's properties, without the end-of-partition events taskfleet's own use.
-fn plain_consumer(config: &KafkaConfig, group: &str) -> Vec<(String, String)> {
-    let mut properties = config.consumer_properties(group);
-    properties.push(("enable.partition.eof".to_string(), "false".to_string()));
-    properties
-}
-
 /// Sends `n_messages` of `payload` through a request topic and back through a reply topic,
 /// keeping about `in_flight` outstanding; returns the time until every reply was received.
 pub async fn raw_round_trips(
@@ -65,8 +58,8 @@ pub async fn raw_round_trips(
     ];
     admin.create_topics(&topics, &AdminOptions::new()).await.map_err(fail)?;
     let producer: FutureProducer<Logging> = client(config.producer_properties())?;
-    let responder: StreamConsumer<Logging> = client(plain_consumer(config, &format!("{requests}.group")))?;
-    let reader: StreamConsumer<Logging> = client(plain_consumer(config, &format!("{replies}.group")))?;
+    let responder: StreamConsumer<Logging> = client(config.consumer_properties(&format!("{requests}.group")))?;
+    let reader: StreamConsumer<Logging> = client(config.consumer_properties(&format!("{replies}.group")))?;
     responder.subscribe(&[&requests]).map_err(fail)?;
     reader.subscribe(&[&replies]).map_err(fail)?;
 

@@ -140,8 +140,6 @@ impl KafkaConfig {
             ("enable.auto.commit".to_string(), "false".to_string()),
             ("enable.auto.offset.store".to_string(), "false".to_string()),
             ("auto.offset.reset".to_string(), "earliest".to_string()),
-            // Tells a new member when it has read what its partitions held.
-            ("enable.partition.eof".to_string(), "true".to_string()),
             (
                 "session.timeout.ms".to_string(),
                 self.session_timeout.as_millis().to_string(),

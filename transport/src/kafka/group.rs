@@ -85,40 +85,22 @@ pub(super) async fn start(
             return Err(error);
         }
     }
-    let deadline = Instant::now() + inner.config.request_timeout;
-    loop {
-        let changed = core.changed.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        if core.state().n_assigned >= n_groups {
-            break;
-        }
-        if tokio::time::timeout_at(deadline.into(), changed).await.is_err() {
-            core.close();
-            return Err(TransportError::Unavailable {
-                reason: format!(
-                    "could not join the consumer groups of `{}` on {} within {:?}",
-                    queues.join(", "),
-                    inner.config.shown(),
-                    inner.config.request_timeout
-                ),
-            });
-        }
+    let joined = core.wait_until(inner.config.request_timeout, |state| state.n_assigned >= n_groups);
+    if !joined.await {
+        core.close();
+        return Err(TransportError::Unavailable {
+            reason: format!(
+                "could not join the consumer groups of `{}` on {} within {:?}",
+                queues.join(", "),
+                inner.config.shown(),
+                inner.config.request_timeout
+            ),
+        });
     }
     // What the queues hold already is read before the consumers are handed out, so that
     // "nothing arrives" means the queue is empty, not that the first fetch is still on its way.
-    let caught_up_by = Instant::now() + CATCH_UP_PATIENCE;
-    loop {
-        let changed = core.changed.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        if core.state().parts.values().all(|part| !part.owned || part.caught_up) {
-            break;
-        }
-        if tokio::time::timeout_at(caught_up_by.into(), changed).await.is_err() {
-            break;
-        }
-    }
+    let caught_up = |state: &State| state.parts.values().all(|part| !part.owned || part.caught_up);
+    core.wait_until(CATCH_UP_PATIENCE, caught_up).await;
     Ok((0..queues.len())
         .map(|queue| {
             Box::new(KafkaConsumer {
@@ -134,6 +116,8 @@ fn spawn_driver(core: &Arc<Core>, group: &str, members: Vec<usize>) -> Result<()
     for (key, value) in core.inner.config.consumer_properties(group) {
         client.set(key, value);
     }
+    // Tells a new member when it has read what its partitions held (`Core::at_end`).
+    client.set("enable.partition.eof", "true");
     let context = GroupContext {
         core: core.clone(),
         members: members.clone(),
@@ -307,10 +291,11 @@ struct KafkaAcker {
 }
 
 impl KafkaAcker {
-    fn topic_and_check(&self) -> Result<String, TransportError> {
+    /// The topic and payload of this delivery, while it is unsettled.
+    fn handed(&self) -> Result<(String, Bytes), TransportError> {
         let state = self.core.state();
         match state.handed.get(&self.token) {
-            Some(handed) => Ok(self.core.queues[handed.queue].clone()),
+            Some(handed) => Ok((self.core.queues[handed.queue].clone(), handed.payload.clone())),
             None if state.closed => Err(TransportError::Closed),
             None => Err(TransportError::Rejected {
                 reason: format!("delivery {} was already settled", self.token),
@@ -329,12 +314,11 @@ impl Acker for KafkaAcker {
     /// partition) as a redelivery; when that cannot be published it goes back to the head of
     /// this consumer's buffer. Without, it is dead-lettered as rejected.
     async fn nack(&self, requeue: bool) -> Result<(), TransportError> {
-        let topic = self.topic_and_check()?;
+        let (topic, payload) = self.handed()?;
         if !requeue {
-            let payload = self.payload();
             return self.dead_letter(payload, "rejected by its consumer").await;
         }
-        match self.core.inner.requeue(&topic, self.payload()).await {
+        match self.core.inner.requeue(&topic, payload).await {
             Ok(()) => self.core.finish(self.token).map(|_| ()),
             Err(error) => {
                 debug!(%topic, %error, "Requeueing in place: the topic could not take the message back.");
@@ -345,7 +329,7 @@ impl Acker for KafkaAcker {
     }
 
     async fn dead_letter(&self, payload: Bytes, reason: &str) -> Result<(), TransportError> {
-        let topic = self.topic_and_check()?;
+        let (topic, _) = self.handed()?;
         match self.core.inner.dead_letter(&topic, payload, reason).await {
             Ok(()) => self.core.finish(self.token).map(|_| ()),
             Err(error) => {
@@ -353,16 +337,5 @@ impl Acker for KafkaAcker {
                 Err(error)
             }
         }
-    }
-}
-
-impl KafkaAcker {
-    fn payload(&self) -> Bytes {
-        self.core
-            .state()
-            .handed
-            .get(&self.token)
-            .map(|handed| handed.payload.clone())
-            .unwrap_or_default()
     }
 }

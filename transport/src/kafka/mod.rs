@@ -177,8 +177,10 @@ impl Transport for KafkaTransport {
             return Ok(());
         }
         check_sizes(&messages, self.inner.config.max_message_bytes)?;
-        for message in &messages {
-            self.inner.topics.partitions(&message.queue).await?;
+        // Refused whole when a queue was never declared; each queue looked up once.
+        let queues: std::collections::BTreeSet<&str> = messages.iter().map(|message| message.queue.as_str()).collect();
+        for queue in queues {
+            self.inner.topics.partitions(queue).await?;
         }
         let records = messages
             .into_iter()

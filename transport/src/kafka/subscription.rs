@@ -35,7 +35,6 @@ pub(super) async fn start(
     for (key, value) in config.consumer_properties(&group) {
         client.set(key, value);
     }
-    client.set("enable.partition.eof", "false");
     let consumer: BaseConsumer<Logging> =
         client
             .create_with_context(Logging)

@@ -191,12 +191,15 @@ impl Topics {
 
     /// The partition for the next message to `topic` that names none: round the partitions.
     pub(super) async fn next_partition(&self, topic: &str) -> Result<i32, TransportError> {
-        self.partitions(topic).await?;
-        let mut known = self.known();
-        let entry = known.get_mut(topic).expect("looked up just now");
-        let partition = entry.next % usize::try_from(entry.partitions).unwrap_or(1);
-        entry.next = entry.next.wrapping_add(1);
-        Ok(i32::try_from(partition).unwrap_or(0))
+        loop {
+            if let Some(entry) = self.known().get_mut(topic) {
+                let partition = entry.next % usize::try_from(entry.partitions).unwrap_or(1);
+                entry.next = entry.next.wrapping_add(1);
+                return Ok(i32::try_from(partition).unwrap_or(0));
+            }
+            // Not known yet: looked up (and remembered), or `Rejected` if it does not exist.
+            self.partitions(topic).await?;
+        }
     }
 
     /// Messages of `queue` past what `group` committed, over all its partitions (those
