@@ -60,6 +60,8 @@ pub struct Metrics {
     dead_lettered: Counter,
     store_commit_seconds: Histogram,
     publish_seconds: Histogram,
+    /// Each pool's load at the loop's last turn.
+    loads: std::sync::Mutex<Vec<PoolLoad>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -90,6 +92,7 @@ impl Metrics {
             dead_lettered: Counter::default(),
             store_commit_seconds: latency_histogram(),
             publish_seconds: latency_histogram(),
+            loads: std::sync::Mutex::new(Vec::new()),
             registry: Registry::default(),
         };
         registry.register(
@@ -173,25 +176,30 @@ impl Metrics {
         }
     }
 
-    /// Sets each pool's load, and the workers it would need: what is out and ready, over
-    /// the slots of one of its workers (on average), rounded up.
-    pub fn loads(&self, loads: &[PoolLoad], fleet: &[WorkerStatus]) {
-        for load in loads {
+    /// Keeps each pool's load as the loop sees it now (turned into gauges when scraped).
+    pub fn loads(&self, loads: Vec<PoolLoad>) {
+        *self.loads.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = loads;
+    }
+
+    /// Sets each pool's gauges from its last load, and the workers it would need: what is
+    /// out and ready, over the slots of one of its live workers (on average), rounded up.
+    fn set_pool_gauges(&self, fleet: &[WorkerStatus]) {
+        let loads = self.loads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for load in loads.iter() {
             let pool = PoolLabel {
                 pool: load.pool.to_string(),
             };
             self.ready.get_or_create(&pool).set(gauge_value(load.ready));
             self.in_flight.get_or_create(&pool).set(gauge_value(load.in_flight));
             self.pool_slots.get_or_create(&pool).set(gauge_value(load.capacity));
-            let serving: Vec<&WorkerStatus> = fleet
+            let (n_serving, serving_slots) = fleet
                 .iter()
                 .filter(|worker| !worker.draining && worker.pools.iter().any(|served| **served == *load.pool))
-                .collect();
-            let per_worker = if serving.is_empty() {
-                1
-            } else {
-                (serving.iter().map(|worker| worker.slots as usize).sum::<usize>() / serving.len()).max(1)
-            };
+                .fold((0usize, 0usize), |(n, slots), worker| {
+                    (n + 1, slots + worker.slots as usize)
+                });
+            // With no live worker, one slot each: the backlog itself.
+            let per_worker = serving_slots.checked_div(n_serving).unwrap_or(1).max(1);
             let wanted = (load.ready + load.in_flight).div_ceil(per_worker);
             self.desired_workers.get_or_create(&pool).set(gauge_value(wanted));
         }
@@ -217,6 +225,7 @@ impl Metrics {
 
     /// The metrics as OpenMetrics text, with the fleet as it is now.
     pub fn encode(&self, fleet: &[WorkerStatus]) -> String {
+        self.set_pool_gauges(fleet);
         for state in ["serving", "draining"] {
             let n = fleet
                 .iter()
@@ -288,7 +297,7 @@ mod tests {
             resources_in_use: None,
             labels: Default::default(),
         };
-        metrics.loads(&[load], std::slice::from_ref(&worker));
+        metrics.loads(vec![load]);
         metrics.lease_expired();
         let text = metrics.encode(&[worker]);
         for line in [

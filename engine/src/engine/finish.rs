@@ -153,11 +153,13 @@ impl Engine {
         }
         // A result without a worker is the scheduler's own: the attempt never reached one.
         let reached_worker = !result.worker.is_empty();
-        self.ended.push(EndedAttempt {
-            pool: run.spec.tasks[task.task_idx as usize].pool.clone(),
-            outcome: result.outcome,
-            run_ms: reached_worker.then(|| result.finished_at.0.saturating_sub(result.started_at.0)),
-        });
+        if self.config.record_ended {
+            self.ended.push(EndedAttempt {
+                pool: run.spec.tasks[task.task_idx as usize].pool.clone(),
+                outcome: result.outcome,
+                run_ms: reached_worker.then(|| result.finished_at.0.saturating_sub(result.started_at.0)),
+            });
+        }
         self.updates.push(StoreUpdate::AttemptFinished {
             workflow_id: run.id.clone(),
             record: AttemptRecord {

@@ -69,6 +69,9 @@ pub struct EngineConfig {
     pub packing: PackingKind,
     /// Capacity kept for priority classes or tenants.
     pub reservations: Vec<Reservation>,
+    /// Keep each ended attempt for [`Engine::take_ended`] (a service's metrics); off, nothing
+    /// piles up for an owner that never takes them (the simulator).
+    pub record_ended: bool,
 }
 
 impl Default for EngineConfig {
@@ -83,6 +86,7 @@ impl Default for EngineConfig {
             jitter_seed: 0x5eed,
             packing: PackingKind::default(),
             reservations: Vec::new(),
+            record_ended: false,
         }
     }
 }
@@ -338,10 +342,9 @@ impl Engine {
         std::mem::take(&mut self.ended)
     }
 
-    /// Each pool's ready tasks, slots out and slots offered.
+    /// Each pool's ready tasks, slots out and slots offered, in no particular order.
     pub fn pool_loads(&self) -> Vec<PoolLoad> {
-        let mut loads: Vec<PoolLoad> = self
-            .admission
+        self.admission
             .pools
             .iter()
             .map(|(name, pool)| PoolLoad {
@@ -350,9 +353,7 @@ impl Engine {
                 in_flight: pool.in_flight,
                 capacity: pool.capacity,
             })
-            .collect();
-        loads.sort_by(|a, b| a.pool.cmp(&b.pool));
-        loads
+            .collect()
     }
 
     /// The workflow's state, while the engine holds it.

@@ -160,7 +160,11 @@ impl Scheduler {
         store: Arc<dyn Store>,
         transport: Arc<dyn Transport>,
     ) -> (Scheduler, SchedulerHandle) {
-        let mut engine = Engine::new(config.engine.clone());
+        let mut engine = Engine::new(EngineConfig {
+            // Ended attempts are kept only for metrics to count them.
+            record_ended: config.metrics.is_some(),
+            ..config.engine.clone()
+        });
         let fleet = match &config.capacity {
             Capacity::Fixed(slots) => {
                 engine.set_fleet(&FleetView::fixed(slots.clone(), config.local_workers.clone()), now());
@@ -315,7 +319,7 @@ impl Scheduler {
         let latencies = state.outbox.take_latencies();
         if let Some(metrics) = &self.config.metrics {
             metrics.ended(&ended);
-            metrics.loads(&self.engine.pool_loads(), &self.fleet_view.borrow());
+            metrics.loads(self.engine.pool_loads());
             for took in latencies {
                 metrics.published(took);
             }
