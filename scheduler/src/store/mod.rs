@@ -129,9 +129,19 @@ impl WorkflowQuery {
                 .is_none_or(|(at, id)| (record.submitted_at, &record.id) < (*at, id))
     }
 
-    /// The `WHERE` clause and its parameters, numbered from 1 by `placeholder` (`?1` for
-    /// SQLite, `$1` for PostgreSQL): one text for every SQL store.
-    pub(super) fn where_clause(&self, placeholder: fn(usize) -> String) -> (String, Vec<SqlParam>) {
+    /// The statement listing what this query selects and its parameters, numbered from 1 by
+    /// `placeholder` (`?1` for SQLite, `$1` for PostgreSQL): one text for every SQL store.
+    pub(super) fn to_sql(&self, placeholder: fn(usize) -> String) -> (String, Vec<SqlParam>) {
+        let (clause, params) = self.where_clause(placeholder);
+        let sql = format!(
+            "SELECT {WORKFLOW_SUMMARY_COLUMNS} FROM workflows {clause} ORDER BY submitted_at DESC, id DESC LIMIT {}",
+            self.limit
+        );
+        (sql, params)
+    }
+
+    /// The `WHERE` clause and its parameters.
+    fn where_clause(&self, placeholder: fn(usize) -> String) -> (String, Vec<SqlParam>) {
         let mut conditions = Vec::new();
         let mut params = Vec::new();
         let next = |param: SqlParam, params: &mut Vec<SqlParam>| {
@@ -176,7 +186,7 @@ pub(super) enum SqlParam {
 }
 
 /// The columns of a listed workflow: its record without the source text.
-pub(super) const WORKFLOW_SUMMARY_COLUMNS: &str =
+const WORKFLOW_SUMMARY_COLUMNS: &str =
     "id, name, spec_hash, '' AS source, state, submitted_at, finished_at, idempotency_key";
 
 /// Some consecutive tasks of a workflow, as stored.

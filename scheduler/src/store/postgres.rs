@@ -29,7 +29,6 @@ use tokio_postgres::{NoTls, Row};
 use self::codec::{classify, ATTEMPT_COLUMNS, TASK_COLUMNS, WORKFLOW_COLUMNS};
 use super::{
     AttemptRecord, SqlParam, Store, StoreError, StoreUpdate, TaskPage, TaskRecord, WorkflowQuery, WorkflowRecord,
-    WORKFLOW_SUMMARY_COLUMNS,
 };
 
 /// Connections the store keeps open at most.
@@ -243,12 +242,7 @@ impl Store for PostgresStore {
     }
 
     async fn list_workflows(&self, query: &WorkflowQuery) -> Result<Vec<WorkflowRecord>, StoreError> {
-        let (clause, params) = query.where_clause(|n| format!("${n}"));
-        let sql = format!(
-            "SELECT {WORKFLOW_SUMMARY_COLUMNS} FROM workflows {clause} \
-             ORDER BY submitted_at DESC, id DESC LIMIT {}",
-            query.limit
-        );
+        let (sql, params) = query.to_sql(|n| format!("${n}"));
         let owned: Vec<Box<dyn ToSql + Sync + Send>> = params
             .into_iter()
             .map(|param| -> Box<dyn ToSql + Sync + Send> {

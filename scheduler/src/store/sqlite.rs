@@ -34,7 +34,6 @@ use taskfleet_common::state::TaskState;
 
 use super::{
     AttemptRecord, SqlParam, Store, StoreError, StoreUpdate, TaskPage, TaskRecord, WorkflowQuery, WorkflowRecord,
-    WORKFLOW_SUMMARY_COLUMNS,
 };
 use taskfleet_engine::predict::{FeatureModel, LogStats};
 
@@ -180,12 +179,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_workflows(&self, query: &WorkflowQuery) -> Result<Vec<WorkflowRecord>, StoreError> {
-        let (clause, params) = query.where_clause(|n| format!("?{n}"));
-        let sql = format!(
-            "SELECT {WORKFLOW_SUMMARY_COLUMNS} FROM workflows {clause} \
-             ORDER BY submitted_at DESC, id DESC LIMIT {}",
-            query.limit
-        );
+        let (sql, params) = query.to_sql(|n| format!("?{n}"));
         let params: Vec<rusqlite::types::Value> = params
             .into_iter()
             .map(|param| match param {
