@@ -26,11 +26,7 @@ fn schemathesis() -> PathBuf {
 
 /// Writes a tokens file with a `write` token in `dir`; returns its path and the token.
 fn tokens_file(dir: &std::path::Path) -> (String, String) {
-    let output = taskfleet_tests::run_taskfleet(&["token", "new", "--scope", "write", "--name", "tests"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let printed = String::from_utf8_lossy(&output.stdout).to_string();
-    let mut lines = printed.lines();
-    let (token, line) = (lines.next().unwrap().to_string(), lines.next().unwrap().to_string());
+    let (token, line) = new_token("write", "tests");
     let path = dir.join("api-tokens");
     std::fs::write(&path, format!("{line}\n")).unwrap();
     (path.to_str().unwrap().to_string(), token)

@@ -212,7 +212,8 @@ fn report(what: &str, n_tasks: usize, elapsed: Duration, raw_rate: f64, latencie
     rate
 }
 
-fn percentile(sorted: &[u64], percent: f64) -> u64 {
+/// The `percent` percentile of `sorted` (nearest rank), 0 for none.
+pub(super) fn percentile(sorted: &[u64], percent: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }

@@ -150,11 +150,7 @@ async fn pages_over_http(
 }
 
 fn percentile_ms(times: &[Duration], percent: f64) -> f64 {
-    let mut sorted: Vec<Duration> = times.to_vec();
-    sorted.sort_unstable();
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((percent / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+    let mut micros: Vec<u64> = times.iter().map(|time| time.as_micros() as u64).collect();
+    micros.sort_unstable();
+    super::fleet::percentile(&micros, percent) as f64 / 1000.0
 }
