@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use taskfleet_common::api::{
-    CancelResponse, ErrorBody, SubmitResponse, TaskAttempts, WorkerStatus, WorkflowList, WorkflowStatus,
+    CancelResponse, ErrorBody, RetryResponse, SubmitResponse, TaskAttempts, WorkerStatus, WorkflowList, WorkflowStatus,
 };
 
 /// Errors of an API call, by what the user should do.
@@ -81,6 +81,13 @@ impl ApiClient {
     pub async fn cancel(&self, workflow_id: &str) -> Result<CancelResponse, ClientError> {
         self.send(self.http.post(self.url(&format!("/v1/workflows/{workflow_id}/cancel"))))
             .await
+    }
+
+    /// Runs an ended workflow again from its failures, or only `task` and what it held up.
+    pub async fn retry(&self, workflow_id: &str, task: Option<&str>) -> Result<RetryResponse, ClientError> {
+        let url = self.url(&format!("/v1/workflows/{}/retry", path_segment(workflow_id)));
+        let query: Vec<(&str, &str)> = task.map(|task| ("task", task)).into_iter().collect();
+        self.send(self.http.post(url).query(&query)).await
     }
 
     pub async fn workers(&self) -> Result<Vec<WorkerStatus>, ClientError> {

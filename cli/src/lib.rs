@@ -65,6 +65,8 @@ pub enum Command {
     Status(commands::status::StatusArgs),
     /// Cancel a workflow; its running tasks are stopped.
     Cancel(commands::cancel::CancelArgs),
+    /// Run a failed or cancelled workflow again from its failures (`--task T`: one task).
+    Retry(commands::retry::RetryArgs),
     /// List the live workers of the fleet.
     Workers(commands::workers::WorkersArgs),
     /// List workflows, newest first (filter by state, name, submission time).
@@ -120,6 +122,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Submit(args) => commands::submit::run(args).await,
             Command::Status(args) => commands::status::run(args).await,
             Command::Cancel(args) => commands::cancel::run(args).await,
+            Command::Retry(args) => commands::retry::run(args).await,
             Command::Workers(args) => commands::workers::run(args).await,
             Command::List(args) => commands::list::run(args).await,
             Command::Logs(args) => commands::logs::run(args).await,

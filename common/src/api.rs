@@ -133,6 +133,16 @@ pub struct CancelResponse {
     pub state: String,
 }
 
+/// The answer to a retry (`POST /v1/workflows/{id}/retry`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RetryResponse {
+    pub workflow_id: String,
+    /// `running`: the workflow runs again.
+    pub state: String,
+    /// The tasks that run again, in task order; succeeded tasks are never among them.
+    pub retried: Vec<String>,
+}
+
 /// A worker of the live fleet (`GET /v1/workers`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WorkerStatus {

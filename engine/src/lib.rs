@@ -6,6 +6,7 @@
 //! - [`policy`], [`placement`]: what runs next, and where.
 //! - [`predict`], [`eta`]: runtimes learned from history; Monte-Carlo ETAs and criticality.
 //! - [`fleet`]: the workers known from heartbeats, and their leases.
+//! - [`retry`]: which tasks of an ended workflow run again when it is retried.
 //! - [`sim`]: the discrete-event simulator that drives the very same [`Engine`].
 //!
 //! This crate's manifest names no async runtime, database or HTTP crate, and nothing here
@@ -19,6 +20,7 @@ pub mod placement;
 pub mod policy;
 pub mod predict;
 pub mod records;
+pub mod retry;
 pub mod sim;
 
 pub use engine::{Dispatch, Engine, EngineConfig, Ignored, Report};

@@ -247,6 +247,60 @@ fn failed_tasks_show_their_output_and_workflows_list_newest_first() {
 }
 
 #[test]
+fn a_failed_workflow_retried_runs_its_failures_again_and_not_what_succeeded() {
+    let mut fleet = Fleet::start(&amqp_url(), &[]);
+    fleet.add_worker("w1", &["--concurrency", "2"]);
+    fleet.wait_for_workers(1);
+    let fixed = fleet.dir_path().join("fixed");
+    let workflow = fleet.workflow(
+        "flaky.yaml",
+        &format!(
+            "name: flaky\ntasks:\n  - {{id: extract, handler: noop}}\n  \
+             - {{id: load, deps: [extract], run: [sh, -c, 'test -f {}']}}\n  \
+             - {{id: report, deps: [load], handler: noop}}\n  - {{id: lint, handler: noop}}\n",
+            fixed.display()
+        ),
+    );
+    let id = fleet.submit(&workflow);
+    let status = fleet.wait_for_end(&id, Duration::from_secs(30));
+    assert_eq!(status["state"], "failed", "{status}");
+    let output = fleet.cli(&["retry", &id, "--task", "report"]);
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("did not run because `load` failed; retry `load`"),
+        "{said}"
+    );
+
+    std::fs::write(&fixed, "").unwrap();
+    let output = fleet.cli(&["retry", &id]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(said, format!("{id} running (retrying 2: load, report)\n"));
+    let status = fleet.wait_for_end(&id, Duration::from_secs(30));
+    assert_eq!(status["state"], "succeeded", "{status}");
+    let attempts: Vec<(String, u64)> = status["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|task| {
+            (
+                task["id"].as_str().unwrap().to_string(),
+                task["attempts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [("extract", 1), ("load", 2), ("report", 1), ("lint", 1)].map(|(id, n)| (id.to_string(), n));
+    assert_eq!(
+        attempts, expected,
+        "succeeded tasks ran once; load ran again as attempt 2"
+    );
+    let output = fleet.cli(&["retry", &id]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("succeeded; nothing to retry"));
+}
+
+#[test]
 fn submit_wait_off_a_terminal_prints_progress_lines_and_ctrl_c_leaves_the_workflow_running() {
     use std::io::{BufRead as _, BufReader};
     let mut fleet = Fleet::start(&amqp_url(), &[]);

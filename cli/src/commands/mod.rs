@@ -4,6 +4,7 @@ pub mod bench;
 pub mod cancel;
 pub mod list;
 pub mod logs;
+pub mod retry;
 pub mod run;
 pub mod scheduler;
 pub mod simulate;

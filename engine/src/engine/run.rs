@@ -197,7 +197,9 @@ impl WorkflowRun {
         }
         Some(if self.count(TaskState::Succeeded) == self.tasks.len() {
             WorkflowState::Succeeded
-        } else if self.cancelled {
+        } else if self.cancelled || self.count(TaskState::Failed) + self.count(TaskState::TimedOut) == 0 {
+            // Nothing failed: what did not run was cancelled (also in a cancelled workflow
+            // retried one task at a time, where the other cancelled tasks stay cancelled).
             WorkflowState::Cancelled
         } else {
             WorkflowState::Failed

@@ -8,6 +8,7 @@
 //! | `GET /v1/workflows/{id}/tasks/{task}/attempts` | 200 [`TaskAttempts`](taskfleet_common::api::TaskAttempts): every attempt with its worker, timings, outcome, exit status, what it used and the tails of its stdout and stderr; 404 |
 //! | `GET /v1/workflows/{id}?limit=N&cursor=C` | 200 [`WorkflowStatus`] with counts, a page of tasks (1000 by default, at most 10,000; `next_cursor` for the next; each with how its latest attempt ended, what it used, and the lease of a running one), and a predicted end while it runs; 404 |
 //! | `POST /v1/workflows/{id}/cancel` | 202 [`CancelResponse`], 404, 409 when it already ended |
+//! | `POST /v1/workflows/{id}/retry?task=T` | 202 [`RetryResponse`](taskfleet_common::api::RetryResponse): a failed or cancelled workflow runs again from its failures (only task `T` and what it held up, with `task`); succeeded tasks do not run again; 404, 409 while it runs, when it succeeded or the task cannot be retried |
 //! | `GET /v1/workers` | 200 list of [`WorkerStatus`], with the attempts each runs and when its lease on them lapses |
 //! | `GET /healthz`, `GET /readyz` | 200 while alive; 200 only while connected to the broker and able to write to the store; both say the `role` (`leader` or `standby`) |
 //!
@@ -18,6 +19,7 @@ pub mod auth;
 mod error;
 mod listing;
 mod openapi;
+mod retry;
 pub use openapi::ApiDoc;
 
 use std::sync::Arc;
@@ -74,6 +76,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/workflows/{id}", get(status))
         .route("/v1/workflows/{id}/tasks/{task}/attempts", get(listing::attempts))
         .route("/v1/workflows/{id}/cancel", post(cancel))
+        .route("/v1/workflows/{id}/retry", post(retry::retry))
         .route("/v1/workers", get(workers))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -10,7 +10,7 @@ use utoipa::OpenApi;
 #[openapi(
     info(
         title = "taskfleet scheduler API",
-        description = "Submit, list, inspect and cancel workflows; read attempts and their output; list the fleet. \
+        description = "Submit, list, inspect, cancel and retry workflows; read attempts and their output; list the fleet. \
                        Errors answer with an ErrorBody.",
         license(name = "Apache-2.0"),
     ),
@@ -20,6 +20,7 @@ use utoipa::OpenApi;
         super::status,
         super::listing::attempts,
         super::cancel,
+        super::retry::retry,
         super::workers,
         super::healthz,
         super::readyz,
@@ -134,6 +135,7 @@ mod tests {
             "/v1/workflows",
             "/v1/workflows/{id}",
             "/v1/workflows/{id}/cancel",
+            "/v1/workflows/{id}/retry",
             "/v1/workflows/{id}/tasks/{task}/attempts",
             "/v1/workers",
             "/v1/openapi.json",

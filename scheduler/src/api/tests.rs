@@ -539,3 +539,66 @@ async fn with_a_tokens_file_every_call_but_the_probes_needs_a_token_of_its_scope
         .await;
     assert_eq!(code, StatusCode::OK);
 }
+
+/// Polls the workflow until it is in `want`, and returns its status.
+async fn wait_for_state(api: &Api, id: &str, want: &str) -> serde_json::Value {
+    let mut status = serde_json::Value::Null;
+    for _ in 0..200 {
+        status = api.call("GET", &format!("/v1/workflows/{id}"), "", None).await.1;
+        if status["state"] == want {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("workflow {id} never became {want}: {status}");
+}
+
+#[tokio::test]
+async fn an_ended_workflow_is_retried_from_its_failures_and_only_then() {
+    let api = Api::start().await;
+    let (_, body) = api.call("POST", "/v1/workflows", WORKFLOW, None).await;
+    let id = body["workflow_id"].as_str().unwrap().to_string();
+    let retry = format!("/v1/workflows/{id}/retry");
+
+    let (code, body) = api.call("POST", &retry, "", None).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("still running"), "{body}");
+
+    api.call("POST", &format!("/v1/workflows/{id}/cancel"), "", None).await;
+    wait_for_state(&api, &id, "cancelled").await;
+    let (code, body) = api.call("POST", &format!("{retry}?task=zz"), "", None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"], format!("workflow `{id}` has no task `zz`"));
+
+    let (code, body) = api.call("POST", &retry, "", None).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["state"], "running");
+    assert_eq!(body["retried"], serde_json::json!(["a", "b"]));
+    let status = wait_for_state(&api, &id, "running").await;
+    assert_eq!(status["tasks"][0]["state"], "ready", "{status}");
+    assert_eq!(status["tasks"][1]["state"], "pending", "{status}");
+    assert!(status["finished_at"].is_null(), "{status}");
+    let (code, _) = api.call("POST", &retry, "", None).await;
+    assert_eq!(
+        code,
+        StatusCode::CONFLICT,
+        "a workflow running again is not retried twice"
+    );
+
+    // The loop holds it again: it can be cancelled, and retried one task at a time.
+    let (code, body) = api.call("POST", &format!("/v1/workflows/{id}/cancel"), "", None).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    wait_for_state(&api, &id, "cancelled").await;
+    let (code, body) = api.call("POST", &format!("{retry}?task=b"), "", None).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["retried"], serde_json::json!(["b"]));
+    // b waits for a, which stays cancelled: the workflow ends cancelled again at once.
+    let status = wait_for_state(&api, &id, "cancelled").await;
+    assert_eq!(status["tasks"][1]["state"], "upstream_failed", "{status}");
+    let (code, body) = api.call("POST", &format!("{retry}?task=b"), "", None).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        body["error"],
+        format!("workflow `{id}`: task `b` did not run because `a` failed; retry `a`")
+    );
+}

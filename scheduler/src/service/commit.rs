@@ -90,7 +90,12 @@ impl Scheduler {
             debug!(%error, "Failed to ack worker events; they will come again and be ignored.");
         }
         if self.config.forget_finished {
-            for id in held.finished {
+            // A workflow retried since it ended runs again and stays.
+            let engine = &self.engine;
+            let ended: Vec<Arc<str>> = (held.finished.into_iter())
+                .filter(|id| engine.workflow_state(id).is_some_and(|state| state.is_terminal()))
+                .collect();
+            for id in ended {
                 self.engine.remove_workflow(&id);
                 self.workflows.retain(|known| *known != id);
                 self.handed.forget(&id);

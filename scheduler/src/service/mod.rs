@@ -443,10 +443,18 @@ impl Scheduler {
         let now = now();
         match command {
             Command::Add { id, spec, stored } => {
-                if self.engine.workflow_state(&id).is_some() {
+                match self.engine.workflow_state(&id) {
                     // Handed over twice (by its submitter and by a request in the store).
-                    debug!(workflow_id = %id, "Workflow already held.");
-                    return;
+                    Some(state) if !state.is_terminal() => {
+                        debug!(workflow_id = %id, "Workflow already held.");
+                        return;
+                    }
+                    // Retried before the loop forgot that it ended: it starts over from the store.
+                    Some(_) => {
+                        self.engine.remove_workflow(&id);
+                        self.workflows.retain(|known| *known != id);
+                    }
+                    None => {}
                 }
                 info!(workflow_id = %id, n_tasks = spec.tasks.len(), resumed = stored.is_some(), "Workflow added.");
                 self.engine.add_workflow(id.clone(), spec, stored, now);

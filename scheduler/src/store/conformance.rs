@@ -23,8 +23,8 @@ mod workflows;
 pub use listing::workflows_list_newest_first_in_pages;
 pub use updates::{every_outcome_round_trips, failed_batch_changes_nothing, updates_round_trip};
 pub use workflows::{
-    create_and_read_back, duplicate_workflow_is_a_conflict, idempotency_keys_find_their_workflow,
-    pages_and_counts_cover_their_tasks, running_workflows_filter_and_order,
+    create_and_read_back, duplicate_workflow_is_a_conflict, ended_workflows_reopen_for_a_retry,
+    idempotency_keys_find_their_workflow, pages_and_counts_cover_their_tasks, running_workflows_filter_and_order,
 };
 
 /// A five-task workflow: `extract` and `lint` are roots, the rest wait for dependencies.
@@ -51,6 +51,7 @@ pub async fn run_all(store: &dyn Store, prefix: &str) {
     feature_models_round_trip(store, prefix).await;
     pages_and_counts_cover_their_tasks(store, prefix).await;
     workflows_list_newest_first_in_pages(store, prefix).await;
+    ended_workflows_reopen_for_a_retry(store, prefix).await;
 }
 
 /// Runtime statistics are stored per signature, the latest replacing the earlier.

@@ -11,7 +11,9 @@ use taskfleet_common::state::TaskState;
 use taskfleet_common::WorkflowSpec;
 use taskfleet_engine::predict::{FeatureModel, LogStats};
 
-use super::{AttemptRecord, Store, StoreError, StoreUpdate, TaskPage, TaskRecord, WorkflowQuery, WorkflowRecord};
+use super::{
+    AttemptRecord, Store, StoreError, StoreUpdate, TaskPage, TaskRecord, WorkflowQuery, WorkflowRecord, WorkflowState,
+};
 
 /// A [`Store`] in memory, gone when dropped.
 #[derive(Debug, Default)]
@@ -339,6 +341,28 @@ impl Store for MemoryStore {
             .iter()
             .map(|(key, model)| (key.clone(), model.clone()))
             .collect())
+    }
+
+    async fn reopen_workflow(&self, workflow_id: &str, reset: &[TaskRecord]) -> Result<bool, StoreError> {
+        let mut inner = self.inner();
+        let Some(stored) = inner.workflows.get_mut(workflow_id) else {
+            return Ok(false);
+        };
+        if !matches!(stored.record.state, WorkflowState::Failed | WorkflowState::Cancelled) {
+            return Ok(false);
+        }
+        if let Some(record) = reset
+            .iter()
+            .find(|record| record.task_idx as usize >= stored.tasks.len())
+        {
+            return Err(missing(format!("task {} of workflow '{workflow_id}'", record.task_idx)));
+        }
+        stored.record.state = WorkflowState::Running;
+        stored.record.finished_at = None;
+        for record in reset {
+            stored.tasks[record.task_idx as usize] = record.clone();
+        }
+        Ok(true)
     }
 
     async fn apply(&self, updates: Arc<[StoreUpdate]>) -> Result<(), StoreError> {

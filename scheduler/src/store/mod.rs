@@ -239,6 +239,12 @@ pub trait Store: Send + Sync + 'static {
     /// The feature regressions learned so far, by key.
     async fn feature_models(&self) -> Result<Vec<(String, FeatureModel)>, StoreError>;
 
+    /// Opens an ended workflow again for a retry, atomically: if it ended `failed` or
+    /// `cancelled`, it is `running` again (its end and any cancellation request cleared) and
+    /// each of `reset` replaces its task's record; a shared store also tells the leader. False
+    /// (and nothing written) if it is running or succeeded, or does not exist.
+    async fn reopen_workflow(&self, workflow_id: &str, reset: &[TaskRecord]) -> Result<bool, StoreError>;
+
     /// Applies the updates atomically, in order.
     async fn apply(&self, updates: Arc<[StoreUpdate]>) -> Result<(), StoreError>;
 

@@ -9,6 +9,7 @@
 
 mod codec;
 mod lease;
+mod reopen;
 mod schema;
 mod write;
 
@@ -335,6 +336,15 @@ impl Store for PostgresStore {
         let sql = "SELECT key, model FROM feature_models ORDER BY key";
         self.query_all(sql, &[], "read feature models", codec::feature_model_from_row)
             .await
+    }
+
+    async fn reopen_workflow(&self, workflow_id: &str, reset: &[TaskRecord]) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|error| classify(error, "begin reopening a workflow"))?;
+        reopen::reopen_workflow(tx, &self.channel, workflow_id, reset).await
     }
 
     async fn apply(&self, updates: Arc<[StoreUpdate]>) -> Result<(), StoreError> {

@@ -295,6 +295,12 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn reopen_workflow(&self, workflow_id: &str, reset: &[TaskRecord]) -> Result<bool, StoreError> {
+        let (workflow_id, reset) = (workflow_id.to_string(), reset.to_vec());
+        self.run(move |conn| write::reopen_workflow(conn, &workflow_id, &reset))
+            .await
+    }
+
     async fn apply(&self, updates: Arc<[StoreUpdate]>) -> Result<(), StoreError> {
         if updates.is_empty() {
             return Ok(());

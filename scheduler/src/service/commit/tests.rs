@@ -75,6 +75,9 @@ impl Store for Gated {
     async fn feature_models(&self) -> Result<Vec<(String, FeatureModel)>, StoreError> {
         self.inner.feature_models().await
     }
+    async fn reopen_workflow(&self, workflow_id: &str, reset: &[TaskRecord]) -> Result<bool, StoreError> {
+        self.inner.reopen_workflow(workflow_id, reset).await
+    }
     async fn apply(&self, updates: Arc<[StoreUpdate]>) -> Result<(), StoreError> {
         self.batches.lock().unwrap().push(updates.clone());
         let permit = self.gate.acquire().await.map_err(|_| StoreError::Unavailable {

@@ -244,3 +244,75 @@ pub async fn pages_and_counts_cover_their_tasks(store: &dyn Store, prefix: &str)
     );
     assert_eq!(store.task_counts(&missing).await.expect("count nothing"), []);
 }
+
+/// A workflow that ended failed or cancelled opens again with the records given; a running
+/// or succeeded one (or none) does not, and nothing of it changes.
+pub async fn ended_workflows_reopen_for_a_retry(store: &dyn Store, prefix: &str) {
+    use super::task;
+    use TaskState::{Failed, Pending, Succeeded, UpstreamFailed};
+    let failed = record(&format!("{prefix}-reopen"), &format!("{prefix}-reopen-hash"), 9_000);
+    create(store, &failed).await;
+    let id: Arc<str> = Arc::from(failed.id.as_str());
+    let mut succeeded = task(0, Succeeded, 1, 0);
+    succeeded.output = Some("{\"rows\":3}".into());
+    let mut ended = vec![
+        StoreUpdate::Task {
+            workflow_id: id.clone(),
+            record: succeeded.clone(),
+        },
+        StoreUpdate::Task {
+            workflow_id: id.clone(),
+            record: task(1, Failed, 3, 3),
+        },
+        StoreUpdate::Task {
+            workflow_id: id.clone(),
+            record: task(3, UpstreamFailed, 0, 0),
+        },
+    ];
+    let reset = [task(1, Pending, 3, 0), task(3, Pending, 0, 0)];
+    let running = store
+        .reopen_workflow(&failed.id, &reset)
+        .await
+        .expect("reopen a running workflow");
+    assert!(!running, "reopen: a running workflow is not reopened");
+    ended.push(StoreUpdate::WorkflowFinished {
+        workflow_id: id.clone(),
+        state: WorkflowState::Failed,
+        at: Millis(9_500),
+    });
+    apply(store, ended, "reopen: end the workflow").await;
+    let reopened = store.reopen_workflow(&failed.id, &reset).await.expect("reopen");
+    assert!(reopened, "reopen: a failed workflow is reopened");
+    let stored = store.workflow(&failed.id).await.expect("read").expect("exists");
+    assert_eq!(
+        (stored.state, stored.finished_at),
+        (WorkflowState::Running, None),
+        "reopen: the workflow runs again and has no end"
+    );
+    let tasks = store.tasks(&failed.id).await.expect("read tasks");
+    assert_eq!(
+        tasks[0], succeeded,
+        "reopen: a succeeded task keeps its record and output"
+    );
+    assert_eq!(tasks[1], reset[0], "reopen: a reset task takes its new record");
+    assert_eq!(tasks[3], reset[1], "reopen: a reset task takes its new record");
+    assert!(
+        store
+            .running_workflows(None)
+            .await
+            .expect("running")
+            .iter()
+            .any(|known| known.id == failed.id),
+        "reopen: the workflow is listed as running, so a restarted scheduler resumes it"
+    );
+    let again = store.reopen_workflow(&failed.id, &reset).await.expect("reopen twice");
+    assert!(
+        !again,
+        "reopen: a workflow reopened already runs, so a second retry is refused"
+    );
+    let missing = store
+        .reopen_workflow(&format!("{prefix}-no-such"), &reset)
+        .await
+        .expect("reopen a missing workflow");
+    assert!(!missing, "reopen: no such workflow");
+}

@@ -43,6 +43,58 @@ impl NewTasks {
     }
 }
 
+/// Opens an ended workflow again with its `reset` task records (see
+/// [`Store::reopen_workflow`](crate::store::Store::reopen_workflow)), in one transaction.
+pub(super) fn reopen_workflow(
+    conn: &mut Connection,
+    workflow_id: &str,
+    reset: &[TaskRecord],
+) -> Result<bool, StoreError> {
+    let context = format!("reopen workflow '{workflow_id}'");
+    let sql_error = |error| classify(error, &context);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql_error)?;
+    let reopened = tx
+        .execute(
+            "UPDATE workflows SET state = 'running', finished_at = NULL
+             WHERE id = ?1 AND state IN ('failed', 'cancelled')",
+            [workflow_id],
+        )
+        .map_err(sql_error)?;
+    if reopened == 0 {
+        return Ok(false);
+    }
+    {
+        let mut update = tx
+            .prepare_cached(
+                "UPDATE tasks SET state = ?3, attempt = ?4, n_failures = ?5, retry_at = ?6, output = ?7
+                 WHERE workflow_id = ?1 AND task_idx = ?2",
+            )
+            .map_err(sql_error)?;
+        for record in reset {
+            let changed = update
+                .execute(params![
+                    workflow_id,
+                    record.task_idx,
+                    record.state.as_str(),
+                    record.attempt,
+                    record.n_failures,
+                    record.retry_at.map(millis_to_sql),
+                    record.output,
+                ])
+                .map_err(sql_error)?;
+            if changed == 0 {
+                return Err(StoreError::Conflict {
+                    reason: format!("task {} of workflow '{workflow_id}' does not exist", record.task_idx),
+                });
+            }
+        }
+    }
+    tx.commit().map_err(sql_error)?;
+    Ok(true)
+}
+
 /// Inserts the workflow row and one row per task, in one transaction.
 pub(super) fn create_workflow(
     conn: &mut Connection,
