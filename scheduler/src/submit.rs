@@ -148,6 +148,15 @@ fn repeat_of(existing: WorkflowRecord, source: &str, key: &str) -> Result<Submit
     })
 }
 
+/// How a stored workflow is read back: it was validated when submitted, so no task limit
+/// applies and its handlers need not be known to this scheduler.
+pub fn stored_workflow_options() -> ValidateOptions {
+    ValidateOptions {
+        max_tasks: usize::MAX,
+        known_handlers: None,
+    }
+}
+
 /// Parses and validates `source` on the blocking pool, at most [`MAX_PARSING`] at once, and
 /// hands the text back with the workflow.
 pub async fn parse_off_runtime(

@@ -8,11 +8,11 @@ use axum::http::StatusCode;
 use axum::Json;
 use taskfleet_common::api::{ErrorBody, RetryResponse};
 use taskfleet_common::text::printable;
-use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
 use taskfleet_engine::retry::{retry_records, RetryRefused, RetryScope};
 
 use super::{bad_path, bad_query, ApiError, ApiState};
 use crate::store::WorkflowState;
+use crate::submit::{parse_off_runtime, stored_workflow_options};
 
 /// What a retry runs again.
 #[derive(serde::Deserialize, utoipa::IntoParams)]
@@ -59,15 +59,10 @@ pub(super) async fn retry(
             )))
         }
     }
-    // Stored workflows were validated when submitted; their handlers need not be known here.
-    let options = ValidateOptions {
-        max_tasks: usize::MAX,
-        known_handlers: None,
-    };
-    let spec = parse_workflow(&record.source, &options).map_err(|invalid| {
-        ApiError::Internal(anyhow::anyhow!("stored workflow `{id}` no longer validates: {invalid}"))
-    })?;
-    let tasks = state.store.tasks(&id).await.map_err(internal)?;
+    let (_, spec) = parse_off_runtime(record.source, stored_workflow_options())
+        .await
+        .map_err(|error| ApiError::Internal(anyhow::anyhow!("stored workflow `{id}` does not parse: {error}")))?;
+    let mut tasks = state.store.tasks(&id).await.map_err(internal)?;
     let scope = match query.task.as_deref() {
         Some(task) => RetryScope::Task(task),
         None => RetryScope::Failures,
@@ -90,7 +85,10 @@ pub(super) async fn retry(
     // A shared store told the leader already; a scheduler of its own store leads.
     if state.store.shared().is_none() {
         if let Some(leader) = state.scheduler.leading() {
-            let tasks = state.store.tasks(&id).await.map_err(internal)?;
+            // What the store now holds: the records read, with the reset ones in place.
+            for record in &reset {
+                tasks[record.task_idx as usize] = record.clone();
+            }
             leader
                 .add_workflow(Arc::from(id.as_str()), Arc::new(spec), Some(tasks))
                 .map_err(|_| ApiError::Unavailable("the scheduler is stopping".into()))?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
+use taskfleet_common::workflow::parse_workflow;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -14,6 +14,7 @@ use super::Service;
 use crate::role::Current;
 use crate::service::{Capacity, Deposed, Scheduler, SchedulerConfig, SchedulerHandle, Term};
 use crate::store::{Request, Store, StoreError, WorkflowRecord, WorkflowState};
+use crate::submit::stored_workflow_options;
 use taskfleet_engine::engine::EngineConfig;
 
 /// How often the leader looks for requests when no notification woke it.
@@ -235,11 +236,7 @@ impl Service {
 /// Hands a stored unfinished workflow back to the loop: finished tasks stay finished,
 /// attempts that were out are dispatched again (or adopted).
 async fn resume(store: &dyn Store, handle: &SchedulerHandle, record: WorkflowRecord) -> Result<(), StoreError> {
-    let options = ValidateOptions {
-        max_tasks: usize::MAX,
-        known_handlers: None,
-    };
-    let spec = match parse_workflow(&record.source, &options) {
+    let spec = match parse_workflow(&record.source, &stored_workflow_options()) {
         Ok(spec) => spec,
         Err(invalid) => {
             error!(workflow_id = %record.id, %invalid, "A stored workflow no longer validates; leaving it alone.");

@@ -17,12 +17,11 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use taskfleet_common::api::{EtaStatus, ExpectedRuntime, WorkerStatus, WorkflowStatus};
 use taskfleet_common::state::TaskState;
-use taskfleet_common::workflow::ValidateOptions;
 use taskfleet_common::{Millis, WorkflowSpec};
 
 use super::format_time;
 use crate::store::{AttemptRecord, Store, StoreError, TaskRecord, WorkflowRecord, WorkflowState};
-use crate::submit::parse_off_runtime;
+use crate::submit::{parse_off_runtime, stored_workflow_options};
 use taskfleet_engine::eta::{monte_carlo_eta, Slots, TaskProgress};
 use taskfleet_engine::fleet::why_no_worker_fits;
 use taskfleet_engine::policy::PolicyConfig;
@@ -118,11 +117,9 @@ impl Forecasts {
                 return Some(spec);
             }
         }
-        let options = ValidateOptions {
-            max_tasks: usize::MAX,
-            known_handlers: None,
-        };
-        let (_, spec) = parse_off_runtime(workflow.source.clone(), options).await.ok()?;
+        let (_, spec) = parse_off_runtime(workflow.source.clone(), stored_workflow_options())
+            .await
+            .ok()?;
         let spec = Arc::new(spec);
         let mut cache = self.cache();
         cache.specs.push_back((workflow.id.clone(), spec.clone()));
