@@ -1,5 +1,5 @@
-//! A typed client of the scheduler's HTTP API, for `submit`, `status`, `cancel`, `workers`,
-//! `list` and `logs`.
+//! A typed client of the scheduler's HTTP API, for `submit`, `status`, `cancel`, `retry`,
+//! `workers`, `list`, `logs` and `events`.
 
 use std::time::Duration;
 
@@ -110,6 +110,41 @@ impl ApiClient {
         self.send(self.http.get(url)).await
     }
 
+    /// Follows the event stream of one workflow (it ends with the workflow) or, without one,
+    /// of the whole fleet.
+    pub async fn events(&self, workflow_id: Option<&str>) -> Result<EventStream, ClientError> {
+        let path = match workflow_id {
+            Some(id) => format!("/v1/workflows/{}/events", path_segment(id)),
+            None => "/v1/events".to_string(),
+        };
+        let unreachable = |error: reqwest::Error| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: error.to_string(),
+        };
+        // No overall timeout: a stream lasts as long as what it follows. The server sends a
+        // keep-alive every 15 s, so a minute of silence is a lost server.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .expect("a client without TLS always builds");
+        let mut request = http.get(self.url(&path)).header("accept", "text/event-stream");
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.map_err(unreachable)?;
+            return Err(refused(status.as_u16(), &bytes));
+        }
+        Ok(EventStream {
+            response,
+            buffered: Vec::new(),
+            base: self.base.clone(),
+        })
+    }
+
     /// The same client, sending `token` as its bearer token.
     pub fn with_token(mut self, token: Option<&str>) -> ApiClient {
         self.token = token
@@ -140,19 +175,82 @@ impl ApiClient {
                 message: format!("unexpected answer from the scheduler: {error}"),
             });
         }
-        let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
-        match body {
-            Some(body) if status.as_u16() == 422 => Err(ClientError::Invalid(body)),
-            Some(body) => Err(ClientError::Refused {
-                status: status.as_u16(),
-                message: body.error,
-            }),
-            None => Err(ClientError::Refused {
-                status: status.as_u16(),
-                message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
-            }),
+        Err(refused(status.as_u16(), &bytes))
+    }
+}
+
+/// The error an unsuccessful answer stands for, from its body.
+fn refused(status: u16, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes).ok() {
+        Some(body) if status == 422 => ClientError::Invalid(body),
+        Some(body) => ClientError::Refused {
+            status,
+            message: body.error,
+        },
+        None => ClientError::Refused {
+            status,
+            message: String::from_utf8_lossy(bytes).chars().take(200).collect(),
+        },
+    }
+}
+
+/// One server-sent event: its name (`task`, `workflow` or `lagged`) and its data (JSON).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamEvent {
+    pub name: String,
+    pub data: String,
+}
+
+/// An event stream being read ([`ApiClient::events`]).
+pub struct EventStream {
+    response: reqwest::Response,
+    buffered: Vec<u8>,
+    base: String,
+}
+
+impl EventStream {
+    /// The next event; `None` once the stream has ended.
+    pub async fn next(&mut self) -> Result<Option<StreamEvent>, ClientError> {
+        loop {
+            if let Some(end) = self.buffered.windows(2).position(|pair| pair == b"\n\n") {
+                let block: Vec<u8> = self.buffered.drain(..end + 2).collect();
+                match parse_event(&String::from_utf8_lossy(&block)) {
+                    Some(event) => return Ok(Some(event)),
+                    None => continue,
+                }
+            }
+            let chunk = self.response.chunk().await.map_err(|error| ClientError::Unreachable {
+                url: self.base.clone(),
+                reason: format!("the event stream broke off: {error}"),
+            })?;
+            match chunk {
+                Some(bytes) => self.buffered.extend_from_slice(&bytes),
+                None => return Ok(None),
+            }
         }
     }
+}
+
+/// The event of one block of a stream; `None` for a comment (a keep-alive).
+fn parse_event(block: &str) -> Option<StreamEvent> {
+    let mut name = None;
+    let mut data: Vec<&str> = Vec::new();
+    for line in block.lines() {
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => name = Some(value.to_string()),
+            "data" => data.push(value),
+            _ => {}
+        }
+    }
+    if name.is_none() && data.is_empty() {
+        return None;
+    }
+    Some(StreamEvent {
+        name: name.unwrap_or_else(|| "message".to_string()),
+        data: data.join("\n"),
+    })
 }
 
 /// `text` as one path segment: every byte outside the unreserved set percent-encoded.
@@ -170,6 +268,15 @@ fn path_segment(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stream_blocks_are_events_and_comments_are_not() {
+        let event = super::parse_event("event: task\ndata: {\"a\":1}\n\n").unwrap();
+        assert_eq!((event.name.as_str(), event.data.as_str()), ("task", "{\"a\":1}"));
+        assert_eq!(super::parse_event(":\n\n"), None);
+        let unnamed = super::parse_event("data:x\ndata: y\n").unwrap();
+        assert_eq!((unnamed.name.as_str(), unnamed.data.as_str()), ("message", "x\ny"));
+    }
+
     #[test]
     fn path_segments_are_escaped() {
         assert_eq!(super::path_segment("load-2.csv"), "load-2.csv");

@@ -71,6 +71,8 @@ pub enum Command {
     Workers(commands::workers::WorkersArgs),
     /// List workflows, newest first (filter by state, name, submission time).
     List(commands::list::ListArgs),
+    /// Follow task state changes as they happen, for one workflow (until it ends) or the fleet.
+    Events(commands::events::EventsArgs),
     /// Show the stdout and stderr tails of every attempt of a task.
     Logs(commands::logs::LogsArgs),
     /// Make API tokens (`taskfleet token new --scope read|write`).
@@ -123,6 +125,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Status(args) => commands::status::run(args).await,
             Command::Cancel(args) => commands::cancel::run(args).await,
             Command::Retry(args) => commands::retry::run(args).await,
+            Command::Events(args) => commands::events::run(args).await,
             Command::Workers(args) => commands::workers::run(args).await,
             Command::List(args) => commands::list::run(args).await,
             Command::Logs(args) => commands::logs::run(args).await,

@@ -143,6 +143,62 @@ pub struct RetryResponse {
     pub retried: Vec<String>,
 }
 
+/// One change the scheduler committed, as its event streams tell it (`GET /v1/events` for the
+/// whole fleet, `GET /v1/workflows/{id}/events` for one workflow). Each is an SSE event named
+/// by its `type`, with this JSON as its data; a stream that fell behind gets a `lagged` event
+/// instead of what it missed, and should read the status again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FleetEvent {
+    /// A task changed state.
+    Task(TaskEvent),
+    /// A workflow started, was retried, or ended.
+    Workflow(WorkflowEvent),
+}
+
+impl FleetEvent {
+    /// The workflow the event is about.
+    pub fn workflow_id(&self) -> &str {
+        match self {
+            FleetEvent::Task(task) => &task.workflow_id,
+            FleetEvent::Workflow(workflow) => &workflow.workflow_id,
+        }
+    }
+
+    /// The SSE event name: `task` or `workflow`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FleetEvent::Task(_) => "task",
+            FleetEvent::Workflow(_) => "workflow",
+        }
+    }
+}
+
+/// A task's new state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskEvent {
+    pub workflow_id: String,
+    /// The task's id.
+    pub task: String,
+    /// Its place in the workflow file (0 for the first task).
+    pub task_idx: u32,
+    pub state: TaskState,
+    /// Its latest attempt (0 before the first).
+    pub attempt: u32,
+    /// When the change was committed (Unix milliseconds).
+    pub at_ms: u64,
+}
+
+/// A workflow's new state: `running` (added, resumed or retried), `succeeded`, `failed` or
+/// `cancelled`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowEvent {
+    pub workflow_id: String,
+    pub state: String,
+    /// When the change was committed (Unix milliseconds).
+    pub at_ms: u64,
+}
+
 /// A worker of the live fleet (`GET /v1/workers`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WorkerStatus {

@@ -6,6 +6,7 @@
 //! [`submit`] and [`status`] are what the API and the submit queue share.
 
 pub mod api;
+mod dashboard;
 pub mod metrics;
 pub mod role;
 pub mod server;

@@ -181,6 +181,14 @@ impl Metrics {
         *self.loads.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = loads;
     }
 
+    /// Each pool's load at the loop's last turn.
+    pub fn pool_loads(&self) -> Vec<PoolLoad> {
+        self.loads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Sets each pool's gauges from its last load, and the workers it would need: what is
     /// out and ready, over the slots of one of its live workers (on average), rounded up.
     fn set_pool_gauges(&self, fleet: &[WorkerStatus]) {

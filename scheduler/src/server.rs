@@ -103,6 +103,10 @@ pub async fn run(
         forecasts: Arc::default(),
         tokens: service.config.tokens.clone(),
         metrics: Some(service.config.metrics.clone()),
+        broker: Some(crate::api::Broker {
+            transport: service.transport.clone(),
+            queues: service.config.queues.clone(),
+        }),
     };
     if let Some(tokens) = &service.config.tokens {
         tokio::spawn(tokens.clone().watch(service.shutdown.clone()));

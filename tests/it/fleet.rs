@@ -301,6 +301,62 @@ fn a_failed_workflow_retried_runs_its_failures_again_and_not_what_succeeded() {
 }
 
 #[test]
+fn events_follow_a_workflow_as_it_runs_and_end_with_it() {
+    let mut fleet = Fleet::start(&amqp_url(), &[]);
+    fleet.add_worker("w1", &["--concurrency", "2"]);
+    fleet.wait_for_workers(1);
+    let workflow = fleet.workflow(
+        "live.yaml",
+        "name: live\ntasks:\n  - {id: slow, run: [sleep, '1']}\n  - {id: next, deps: [slow], handler: noop}\n",
+    );
+    let id = fleet.submit(&workflow);
+    // Follows the workflow over HTTP until it ends.
+    let output = fleet.cli(&["events", &id, "--json"]);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let events: Vec<serde_json::Value> = said.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert!(events.iter().all(|event| event["workflow_id"] == id.as_str()), "{said}");
+    let last = events.last().unwrap();
+    assert_eq!(
+        (&last["type"], &last["state"]),
+        (&"workflow".into(), &"succeeded".into()),
+        "{said}"
+    );
+    let of = |task: &str| -> Vec<String> {
+        (events.iter())
+            .filter(|event| event["type"] == "task" && event["task"] == task)
+            .map(|event| event["state"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // `next` became ready only after `slow` ran for a second: its whole life is told, in order.
+    assert_eq!(of("next"), ["ready", "dispatched", "running", "succeeded"], "{said}");
+    assert_eq!(of("slow").last().map(String::as_str), Some("succeeded"), "{said}");
+    let at = |task: &str, state: &str| {
+        (events.iter())
+            .position(|event| event["task"] == task && event["state"] == state)
+            .unwrap()
+    };
+    assert!(at("slow", "succeeded") < at("next", "ready"), "{said}");
+    // What the stream told is what the store holds.
+    let status = fleet.status(&id);
+    assert_eq!(status["state"], "succeeded", "{status}");
+
+    // Of a workflow that ended, its end only, as text.
+    let output = fleet.cli(&["events", &id]);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(
+        said.trim_end().ends_with(&format!("  {id}  workflow succeeded")),
+        "{said}"
+    );
+}
+
+#[test]
 fn submit_wait_off_a_terminal_prints_progress_lines_and_ctrl_c_leaves_the_workflow_running() {
     use std::io::{BufRead as _, BufReader};
     let mut fleet = Fleet::start(&amqp_url(), &[]);

@@ -69,6 +69,16 @@ pub trait Transport: Send + Sync + 'static {
     /// Messages waiting in `queue` (not counting those delivered but unacked).
     async fn queue_len(&self, queue: &str) -> Result<usize, TransportError>;
 
+    /// Up to `max` of the messages waiting in `queue`, oldest first, left where they are (to
+    /// show the dead letters). A transport that cannot read a queue without taking from it
+    /// says so as `Rejected`.
+    async fn peek(&self, queue: &str, max: usize) -> Result<Vec<Bytes>, TransportError> {
+        let _ = max;
+        Err(TransportError::Rejected {
+            reason: format!("this transport cannot show what waits in `{queue}` without taking it"),
+        })
+    }
+
     /// Sends `payload` to every current subscriber of `topic` (heartbeats, control messages).
     /// Nothing is kept for subscribers that come later; a topic without subscribers drops it.
     /// A payload over [`Transport::max_message_bytes`] is `Rejected`.

@@ -153,6 +153,12 @@ impl Transport for MemoryTransport {
         Ok(self.queue(queue)?.ready.lock().expect("queue lock").len())
     }
 
+    async fn peek(&self, queue: &str, max: usize) -> Result<Vec<Bytes>, TransportError> {
+        let queue = self.queue(queue)?;
+        let ready = queue.ready.lock().expect("queue lock");
+        Ok(ready.iter().take(max).map(|message| message.payload.clone()).collect())
+    }
+
     async fn broadcast(&self, topic: &str, payload: Bytes) -> Result<(), TransportError> {
         check_sizes(&[Outgoing::new(topic, payload.clone())], self.inner.max_message_bytes)?;
         let subscribers: Vec<Arc<Queue>> = {

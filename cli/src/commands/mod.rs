@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod cancel;
+pub mod events;
 pub mod list;
 pub mod logs;
 pub mod retry;

@@ -375,6 +375,12 @@ impl Engine {
             .map(|task| task.state)
     }
 
+    /// The id of one task, while the engine holds its workflow.
+    pub fn task_id(&self, workflow_id: &str, task_idx: u32) -> Option<&str> {
+        let run = self.workflows.by_id(workflow_id)?;
+        run.spec.tasks.get(task_idx as usize).map(|task| task.id.as_str())
+    }
+
     /// Forgets a workflow, freeing its memory.
     pub fn remove_workflow(&mut self, workflow_id: &str) {
         if let Some(workflow_idx) = self.workflows.remove(workflow_id) {

@@ -196,9 +196,10 @@ impl Tokens {
     }
 }
 
-/// What a request needs: nothing for the probes, `write` for what changes state, `read` else.
+/// What a request needs: nothing for the probes, the sign-in page and the dashboard's static
+/// files, `write` for what changes state, `read` else.
 fn needed(method: &Method, path: &str) -> Option<Scope> {
-    if matches!(path, "/healthz" | "/readyz") {
+    if matches!(path, "/healthz" | "/readyz") || crate::dashboard::is_open(path) {
         return None;
     }
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
@@ -208,27 +209,38 @@ fn needed(method: &Method, path: &str) -> Option<Scope> {
     }
 }
 
-/// Lets through a request whose bearer token has the scope it needs: 401 without a valid
-/// token, 403 with one of too small a scope.
-pub(super) async fn authorize(State(tokens): State<Option<Arc<Tokens>>>, request: Request, next: Next) -> Response {
+/// Checks the request's token (a bearer token, or the dashboard's session cookie) against
+/// the tokens file, when there is one, and hands the handlers its scope. A dashboard page
+/// without a valid token sends the browser to the sign-in page instead of answering 401.
+pub(super) async fn authorize(State(tokens): State<Option<Arc<Tokens>>>, mut request: Request, next: Next) -> Response {
     let Some(tokens) = tokens else {
         return next.run(request).await;
     };
     let Some(needed) = needed(request.method(), request.uri().path()) else {
         return next.run(request).await;
     };
-    let presented = request
-        .headers()
+    let headers = request.headers();
+    let bearer = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim);
-    let Some(presented) = presented else {
+    let cookie = crate::dashboard::login::session_token(headers);
+    let page = crate::dashboard::is_page(request.uri().path());
+    let to_sign_in = || {
+        let target = request.uri().path_and_query().map_or("/", |path| path.as_str());
+        crate::dashboard::login::to_sign_in(target, request.headers())
+    };
+    let Some(presented) = bearer.or(cookie) else {
+        if page {
+            return to_sign_in();
+        }
         return unauthorized(
             "this API needs a bearer token: `Authorization: Bearer TOKEN` (TASKFLEET_TOKEN for the CLI)",
         );
     };
     match tokens.scope_of(presented) {
+        None if page => to_sign_in(),
         None => unauthorized("the bearer token is not one this scheduler accepts"),
         Some(scope) if scope < needed => ApiError::Forbidden(format!(
             "this token's scope is `{}`; {} {} needs `{}`",
@@ -238,8 +250,37 @@ pub(super) async fn authorize(State(tokens): State<Option<Arc<Tokens>>>, request
             needed.as_str()
         ))
         .into_response(),
-        Some(_) => next.run(request).await,
+        // A browser sends the cookie along with any page's request to this site: what
+        // changes state must come from the dashboard's own pages.
+        Some(_) if bearer.is_none() && needed == Scope::Write && !same_origin(headers) => {
+            ApiError::Forbidden("a request signed in by cookie must come from the dashboard's own pages".into())
+                .into_response()
+        }
+        Some(scope) => {
+            request.extensions_mut().insert(scope);
+            next.run(request).await
+        }
     }
+}
+
+/// Whether the request's `Origin` (or, without one, its `Referer`) is this very host.
+fn same_origin(headers: &axum::http::HeaderMap) -> bool {
+    let Some(host) = headers
+        .get(axum::http::header::HOST)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let from = (headers.get(axum::http::header::ORIGIN))
+        .or_else(|| headers.get(axum::http::header::REFERER))
+        .and_then(|value| value.to_str().ok());
+    let Some(from) = from else {
+        return false;
+    };
+    let authority = from
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+    authority.eq_ignore_ascii_case(host)
 }
 
 fn unauthorized(message: &str) -> Response {
@@ -253,6 +294,33 @@ fn unauthorized(message: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cookie_request_is_from_this_site_only_when_its_origin_is_this_host() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = axum::http::HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, HeaderValue::from_static(value));
+            }
+            map
+        };
+        assert!(same_origin(&headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://127.0.0.1:8080")
+        ])));
+        assert!(same_origin(&headers(&[
+            ("host", "sched:80"),
+            ("referer", "http://sched:80/ui/workflows/x")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://evil.example")
+        ])));
+        assert!(
+            !same_origin(&headers(&[("host", "127.0.0.1:8080")])),
+            "neither origin nor referer"
+        );
+    }
 
     #[test]
     fn a_new_token_checks_against_its_own_line_only() {

@@ -34,25 +34,42 @@ pub enum ApiError {
     Internal(anyhow::Error),
 }
 
+impl ApiError {
+    /// The status code it answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Invalid(_) | ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (code, error, problems) = match self {
-            ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message, vec![]),
-            ApiError::Unauthorized(message) => (StatusCode::UNAUTHORIZED, message, vec![]),
-            ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, message, vec![]),
-            ApiError::NotFound(message) => (StatusCode::NOT_FOUND, message, vec![]),
-            ApiError::Conflict(message) => (StatusCode::CONFLICT, message, vec![]),
+        let code = self.status();
+        let (error, problems) = match self {
+            ApiError::BadRequest(message)
+            | ApiError::Unauthorized(message)
+            | ApiError::Forbidden(message)
+            | ApiError::NotFound(message)
+            | ApiError::Conflict(message)
+            | ApiError::Unprocessable(message)
+            | ApiError::TooLarge(message)
+            | ApiError::Unavailable(message) => (message, vec![]),
             ApiError::Invalid(invalid) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
                 invalid.to_string(),
                 invalid.problems.iter().map(ProblemBody::from).collect(),
             ),
-            ApiError::Unprocessable(message) => (StatusCode::UNPROCESSABLE_ENTITY, message, vec![]),
-            ApiError::TooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, message, vec![]),
-            ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message, vec![]),
             ApiError::Internal(cause) => {
                 error!(error = %format!("{cause:#}"), "Request failed.");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_string(), vec![])
+                ("internal error".to_string(), vec![])
             }
         };
         (code, Json(ErrorBody { error, problems })).into_response()

@@ -19,23 +19,23 @@ pub const MAX_LIST_PAGE: u32 = 1000;
 /// `?state=S&name=N&submitted_after=T&limit=L&cursor=C`.
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub(super) struct ListQuery {
+pub(crate) struct ListQuery {
     /// Only workflows in this state: `running`, `succeeded`, `failed` or `cancelled`.
-    state: Option<String>,
+    pub state: Option<String>,
     /// Only workflows of exactly this name.
-    name: Option<String>,
+    pub name: Option<String>,
     /// Only workflows submitted at or after this time (RFC 3339, `2026-12-01T00:00:00Z`).
-    submitted_after: Option<String>,
+    pub submitted_after: Option<String>,
     /// Workflows on the page (default 100, at most 1000).
     #[param(minimum = 1, maximum = 1000)]
-    limit: Option<u32>,
+    pub limit: Option<u32>,
     /// The `next_cursor` of the page before.
-    cursor: Option<String>,
+    pub cursor: Option<String>,
 }
 
 impl ListQuery {
     /// The store's query, or what is wrong with this one.
-    fn to_store(&self) -> Result<WorkflowQuery, ApiError> {
+    pub(crate) fn to_store(&self) -> Result<WorkflowQuery, ApiError> {
         let state = match self.state.as_deref() {
             None => None,
             Some(state) => Some(WorkflowState::parse(state).ok_or_else(|| {
@@ -102,6 +102,16 @@ pub(super) async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<WorkflowList>, ApiError> {
     let Query(query) = query.map_err(super::bad_query)?;
+    let (records, next_cursor) = list_page(&state, &query).await?;
+    let workflows = records.iter().map(summary).collect();
+    Ok(Json(WorkflowList { workflows, next_cursor }))
+}
+
+/// The page of workflows `query` asks for, and the cursor of the next page if there is one.
+pub(crate) async fn list_page(
+    state: &ApiState,
+    query: &ListQuery,
+) -> Result<(Vec<WorkflowRecord>, Option<String>), ApiError> {
     let mut store_query = query.to_store()?;
     let limit = store_query.limit;
     // One more than the page, to know whether another follows.
@@ -114,8 +124,7 @@ pub(super) async fn list(
     let more = records.len() > limit as usize;
     records.truncate(limit as usize);
     let next_cursor = more.then(|| records.last().map(encode_cursor)).flatten();
-    let workflows = records.iter().map(summary).collect();
-    Ok(Json(WorkflowList { workflows, next_cursor }))
+    Ok((records, next_cursor))
 }
 
 fn summary(record: &WorkflowRecord) -> WorkflowSummary {

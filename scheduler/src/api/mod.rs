@@ -9,6 +9,7 @@
 //! | `GET /v1/workflows/{id}?limit=N&cursor=C` | 200 [`WorkflowStatus`] with counts, a page of tasks (1000 by default, at most 10,000; `next_cursor` for the next; each with how its latest attempt ended, what it used, and the lease of a running one), and a predicted end while it runs; 404 |
 //! | `POST /v1/workflows/{id}/cancel` | 202 [`CancelResponse`], 404, 409 when it already ended |
 //! | `POST /v1/workflows/{id}/retry?task=T` | 202 [`RetryResponse`](taskfleet_common::api::RetryResponse): a failed or cancelled workflow runs again from its failures (only task `T` and what it held up, with `task`); succeeded tasks do not run again; 404, 409 while it runs, when it succeeded or the task cannot be retried |
+//! | `GET /v1/events`, `GET /v1/workflows/{id}/events` | 200 server-sent events ([`FleetEvent`](taskfleet_common::api::FleetEvent)): committed task state changes and workflows started and ended, for the fleet or one workflow (ending with it); 404; 503 on a standby |
 //! | `GET /v1/workers` | 200 list of [`WorkerStatus`], with the attempts each runs and when its lease on them lapses |
 //! | `GET /healthz`, `GET /readyz` | 200 while alive; 200 only while connected to the broker and able to write to the store; both say the `role` (`leader` or `standby`) |
 //!
@@ -17,7 +18,8 @@
 
 pub mod auth;
 mod error;
-mod listing;
+mod events;
+pub(crate) mod listing;
 mod openapi;
 mod retry;
 pub use openapi::ApiDoc;
@@ -65,6 +67,15 @@ pub struct ApiState {
     pub tokens: Option<Arc<auth::Tokens>>,
     /// What `/metrics` shows; `None` answers 404 there.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The broker, for the dashboard's queues page.
+    pub broker: Option<Broker>,
+}
+
+/// The broker and the names of taskfleet's queues on it.
+#[derive(Clone)]
+pub struct Broker {
+    pub transport: Arc<dyn taskfleet_transport::Transport>,
+    pub queues: taskfleet_transport::queues::QueueNames,
 }
 
 /// The API's routes over `state`.
@@ -77,11 +88,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/workflows/{id}/tasks/{task}/attempts", get(listing::attempts))
         .route("/v1/workflows/{id}/cancel", post(cancel))
         .route("/v1/workflows/{id}/retry", post(retry::retry))
+        .route("/v1/workflows/{id}/events", get(events::workflow))
+        .route("/v1/events", get(events::fleet))
         .route("/v1/workers", get(workers))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(openapi::spec))
         .route("/metrics", get(metrics))
+        .merge(crate::dashboard::routes())
         .layer(axum::middleware::from_fn_with_state(tokens, auth::authorize))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -206,14 +220,25 @@ async fn status(
             .map_err(|_| ApiError::BadRequest(format!("`{}` is not a cursor this API gave", printable(cursor))))?,
     };
     let window = TaskWindow { from, limit };
-    let (mut status, workflow) = match workflow_status_page(state.store.as_ref(), &id, window).await {
+    Ok(Json(workflow_status(&state, &id, window).await?))
+}
+
+/// A workflow's status with the tasks of `window`: counts, leases, lent capacity, and a
+/// predicted end while it runs.
+pub(crate) async fn workflow_status(
+    state: &ApiState,
+    id: &str,
+    window: TaskWindow,
+) -> Result<WorkflowStatus, ApiError> {
+    let from = window.from;
+    let (mut status, workflow) = match workflow_status_page(state.store.as_ref(), id, window).await {
         Ok(Some(found)) => found,
-        Ok(None) => return Err(ApiError::NotFound(format!("no workflow `{}`", printable(&id)))),
+        Ok(None) => return Err(ApiError::NotFound(format!("no workflow `{}`", printable(id)))),
         Err(error) => return Err(ApiError::Internal(error.into())),
     };
     let fleet = state.scheduler.fleet();
     add_leases(&mut status, &fleet);
-    for task_idx in state.scheduler.lent(&id) {
+    for task_idx in state.scheduler.lent(id) {
         if let Some(task) = task_idx
             .checked_sub(from)
             .and_then(|offset| status.tasks.get_mut(offset as usize))
@@ -239,7 +264,7 @@ async fn status(
         )
         .await
         .map_err(|error| ApiError::Internal(error.into()))?;
-    Ok(Json(status))
+    Ok(status)
 }
 
 #[utoipa::path(post, path = "/v1/workflows/{id}/cancel", tag = "workflows",

@@ -21,6 +21,8 @@ use utoipa::OpenApi;
         super::listing::attempts,
         super::cancel,
         super::retry::retry,
+        super::events::fleet,
+        super::events::workflow,
         super::workers,
         super::healthz,
         super::readyz,
@@ -31,6 +33,7 @@ use utoipa::OpenApi;
     security(("bearer" = [])),
     tags(
         (name = "workflows", description = "Workflows, their tasks and attempts"),
+        (name = "events", description = "Live server-sent events of committed changes"),
         (name = "fleet", description = "The workers"),
         (name = "health", description = "Probes"),
         (name = "meta", description = "This description"),
@@ -136,6 +139,8 @@ mod tests {
             "/v1/workflows/{id}",
             "/v1/workflows/{id}/cancel",
             "/v1/workflows/{id}/retry",
+            "/v1/workflows/{id}/events",
+            "/v1/events",
             "/v1/workflows/{id}/tasks/{task}/attempts",
             "/v1/workers",
             "/v1/openapi.json",
@@ -148,5 +153,8 @@ mod tests {
         assert_eq!(link["operationId"], "status", "{link}");
         assert!(link.get("operation_id").is_none(), "{link}");
         assert!(document["components"]["schemas"].get("WorkflowStatus").is_some());
+        let stream = &document["paths"]["/v1/events"]["get"]["responses"]["200"]["content"];
+        assert!(stream.get("text/event-stream").is_some(), "{stream}");
+        assert!(document["components"]["schemas"].get("FleetEvent").is_some());
     }
 }

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use taskfleet_common::api::FleetEvent;
 use taskfleet_common::retry::Backoff;
 use taskfleet_transport::Delivery;
 use tokio::sync::watch;
@@ -45,6 +46,8 @@ impl Scheduler {
             .collect();
         // The engine now is what this transaction persists.
         held.progress = Some(self.progress_now());
+        let mut events = self.events_of(&updates);
+        held.events.append(&mut events);
         let committer = Committer {
             store: self.store.clone(),
             store_available: self.store_available.clone(),
@@ -79,6 +82,7 @@ impl Scheduler {
         if let Some(progress) = held.progress {
             self.progress.send_replace(progress);
         }
+        self.tell(std::mem::take(&mut held.events));
         if let Err(error) = sent {
             warn!(%error, n_messages = state.outbox.n_waiting(), "Failed to publish; reconnecting.");
             // Unacked, its events come again and are ignored as already recorded.
@@ -129,6 +133,8 @@ pub(super) struct Held {
     pub progress: Option<Progress>,
     /// The workflows it finishes.
     pub finished: Vec<Arc<str>>,
+    /// What it changed, for the event streams.
+    pub events: Vec<FleetEvent>,
 }
 
 impl Pending {
@@ -138,6 +144,7 @@ impl Pending {
             && self.held.messages.n_waiting() == 0
             && self.held.control.is_empty()
             && self.held.acks.is_empty()
+            && self.held.events.is_empty()
     }
 }
 

@@ -4,11 +4,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use taskfleet_common::api::WorkerStatus;
+use taskfleet_common::api::{FleetEvent, WorkerStatus, WorkflowEvent};
 use taskfleet_common::state::TaskState;
 use taskfleet_common::WorkflowSpec;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc, watch};
+use tracing::{debug, info, warn};
 
+use super::{now, Scheduler};
 use crate::store::{TaskRecord, WorkflowState};
 
 /// The scheduler loop has stopped: nothing it was handed will run until it starts again
@@ -68,6 +71,7 @@ pub struct SchedulerHandle {
     pub(super) connected: watch::Receiver<bool>,
     pub(super) store_available: watch::Receiver<bool>,
     pub(super) handed: Handed,
+    pub(super) events: broadcast::Sender<FleetEvent>,
 }
 
 impl SchedulerHandle {
@@ -113,5 +117,91 @@ impl SchedulerHandle {
     /// Whether the service's last write to its store went through (it retries while not).
     pub fn is_store_available(&self) -> bool {
         *self.store_available.borrow()
+    }
+
+    /// Follows what the loop commits from now on: task state changes and workflows started
+    /// and ended, each told once the store holds it.
+    pub fn events(&self) -> EventFeed {
+        EventFeed {
+            receiver: self.events.subscribe(),
+            commands: self.commands.clone(),
+        }
+    }
+}
+
+/// Events the loop commits, for one subscriber ([`SchedulerHandle::events`]).
+pub struct EventFeed {
+    receiver: broadcast::Receiver<FleetEvent>,
+    /// Closed once the loop has stopped.
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// What a subscriber hears next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Heard {
+    Event(FleetEvent),
+    /// The subscriber fell behind and this many events were dropped for it.
+    Lagged(u64),
+}
+
+impl EventFeed {
+    /// The next event; `None` once the loop has stopped.
+    pub async fn next(&mut self) -> Option<Heard> {
+        tokio::select! {
+            biased;
+            heard = self.receiver.recv() => match heard {
+                Ok(event) => Some(Heard::Event(event)),
+                Err(RecvError::Lagged(missed)) => Some(Heard::Lagged(missed)),
+                Err(RecvError::Closed) => None,
+            },
+            () = self.commands.closed() => None,
+        }
+    }
+}
+
+impl Scheduler {
+    /// Carries out a command of the handle.
+    pub(super) fn handle(&mut self, command: Command) {
+        let now = now();
+        match command {
+            Command::Add { id, spec, stored } => {
+                match self.engine.workflow_state(&id) {
+                    // Handed over twice (by its submitter and by a request in the store).
+                    Some(state) if !state.is_terminal() => {
+                        debug!(workflow_id = %id, "Workflow already held.");
+                        return;
+                    }
+                    // Retried before the loop forgot that it ended: it starts over from the store.
+                    Some(_) => {
+                        self.engine.remove_workflow(&id);
+                        self.workflows.retain(|known| *known != id);
+                    }
+                    None => {}
+                }
+                info!(workflow_id = %id, n_tasks = spec.tasks.len(), resumed = stored.is_some(), "Workflow added.");
+                self.engine.add_workflow(id.clone(), spec, stored, now);
+                if self.events.receiver_count() > 0 {
+                    self.told.push(FleetEvent::Workflow(WorkflowEvent {
+                        workflow_id: id.to_string(),
+                        state: WorkflowState::Running.as_str().to_string(),
+                        at_ms: now.0,
+                    }));
+                }
+                self.workflows.push(id);
+                self.progress_changed = true;
+            }
+            Command::Cancel { id } => {
+                match self.engine.cancel_workflow(&id, now) {
+                    Some(in_flight) => {
+                        info!(workflow_id = %id, n_running = in_flight.len(), "Cancelling workflow.");
+                        for (task, attempt) in in_flight {
+                            self.cancel_attempt(&id, task.task_idx, attempt);
+                        }
+                    }
+                    None => warn!(workflow_id = %id, "Cannot cancel a workflow the scheduler does not hold."),
+                }
+                self.progress_changed = true;
+            }
+        }
     }
 }

@@ -18,6 +18,7 @@ mod dispatch;
 mod events;
 mod handle;
 mod outbox;
+mod tell;
 mod term;
 
 use std::collections::HashMap;
@@ -25,18 +26,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use taskfleet_common::api::WorkerStatus;
+use taskfleet_common::api::{FleetEvent, WorkerStatus};
 use taskfleet_common::retry::Backoff;
 use taskfleet_common::Millis;
 use taskfleet_transport::queues::QueueNames;
 use taskfleet_transport::{Consumer, Delivery, Transport, TransportError};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use self::commit::{Commit, Pending};
 use self::handle::Command;
-pub use self::handle::{Progress, SchedulerHandle, SchedulerStopped, WorkflowProgress};
+pub use self::handle::{EventFeed, Heard, Progress, SchedulerHandle, SchedulerStopped, WorkflowProgress};
 use self::outbox::Outbox;
 pub use self::term::{Deposed, Term};
 use crate::store::Store;
@@ -152,6 +153,10 @@ pub struct Scheduler {
     progress_changed: bool,
     /// The workflows handed to the loop and not yet forgotten (shared with the handle).
     handed: handle::Handed,
+    /// Where committed changes are told to the handle's subscribers.
+    events: broadcast::Sender<FleetEvent>,
+    /// Events of commands since the last turn (told with the next transaction).
+    told: Vec<FleetEvent>,
 }
 
 impl Scheduler {
@@ -177,6 +182,7 @@ impl Scheduler {
         let (fleet_tx, fleet_rx) = watch::channel(Vec::new());
         let (connected_tx, connected_rx) = watch::channel(false);
         let (store_tx, store_rx) = watch::channel(true);
+        let (events, _) = broadcast::channel(tell::EVENTS_BUFFERED);
         let scheduler = Scheduler {
             config,
             engine,
@@ -192,6 +198,8 @@ impl Scheduler {
             control: Vec::new(),
             progress_changed: false,
             handed: handle::Handed::default(),
+            events: events.clone(),
+            told: Vec::new(),
         };
         let handle = SchedulerHandle {
             commands: command_tx,
@@ -200,6 +208,7 @@ impl Scheduler {
             connected: connected_rx,
             store_available: store_rx,
             handed: scheduler.handed.clone(),
+            events,
         };
         (scheduler, handle)
     }
@@ -326,6 +335,7 @@ impl Scheduler {
         }
         state.pending.held.acks.append(&mut state.batch);
         state.pending.held.control.append(&mut self.control);
+        state.pending.held.events.append(&mut self.told);
         state.pending.progress_changed |= std::mem::take(&mut self.progress_changed);
         if state.committing.is_none() {
             if let next @ (Next::Reconnect | Next::Stop | Next::Fail(_)) = self.start_commit(state).await {
@@ -437,43 +447,6 @@ impl Scheduler {
             None => None,
         };
         Ok(Link { results, heartbeats })
-    }
-
-    fn handle(&mut self, command: Command) {
-        let now = now();
-        match command {
-            Command::Add { id, spec, stored } => {
-                match self.engine.workflow_state(&id) {
-                    // Handed over twice (by its submitter and by a request in the store).
-                    Some(state) if !state.is_terminal() => {
-                        debug!(workflow_id = %id, "Workflow already held.");
-                        return;
-                    }
-                    // Retried before the loop forgot that it ended: it starts over from the store.
-                    Some(_) => {
-                        self.engine.remove_workflow(&id);
-                        self.workflows.retain(|known| *known != id);
-                    }
-                    None => {}
-                }
-                info!(workflow_id = %id, n_tasks = spec.tasks.len(), resumed = stored.is_some(), "Workflow added.");
-                self.engine.add_workflow(id.clone(), spec, stored, now);
-                self.workflows.push(id);
-                self.progress_changed = true;
-            }
-            Command::Cancel { id } => {
-                match self.engine.cancel_workflow(&id, now) {
-                    Some(in_flight) => {
-                        info!(workflow_id = %id, n_running = in_flight.len(), "Cancelling workflow.");
-                        for (task, attempt) in in_flight {
-                            self.cancel_attempt(&id, task.task_idx, attempt);
-                        }
-                    }
-                    None => warn!(workflow_id = %id, "Cannot cancel a workflow the scheduler does not hold."),
-                }
-                self.progress_changed = true;
-            }
-        }
     }
 
     /// Every workflow's progress in the engine now.

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use lapin::options::QueueDeclareOptions;
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 
 use self::channel::{publish_confirmed, PendingCloses, PooledChannel, Publication, PublishMode};
@@ -234,6 +234,37 @@ impl Transport for AmqpTransport {
                 reason: format!("no queue named `{queue}` has been declared"),
             }),
             Err(error) => Err(from_lapin(&error, format!("could not count the messages in `{queue}`"))),
+        }
+    }
+
+    async fn peek(&self, queue: &str, max: usize) -> Result<Vec<Bytes>, TransportError> {
+        // Taken without an ack on a channel of its own: closing it puts them all back, in
+        // their places.
+        let channel = self.inner.open_channel(&format!("read `{queue}`")).await?;
+        let mut seen = Vec::new();
+        let mut failed = None;
+        while seen.len() < max {
+            match channel.basic_get(queue, BasicGetOptions { no_ack: false }).await {
+                Ok(Some(message)) => seen.push(Bytes::from(message.delivery.data)),
+                Ok(None) => break,
+                Err(error) if is_not_found(&error) => {
+                    failed = Some(TransportError::Rejected {
+                        reason: format!("no queue named `{queue}` has been declared"),
+                    });
+                    break;
+                }
+                Err(error) => {
+                    failed = Some(from_lapin(&error, format!("could not read `{queue}`")));
+                    break;
+                }
+            }
+        }
+        if channel.status().connected() {
+            let _ = channel.close(200, "read without taking").await;
+        }
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(seen),
         }
     }
 

@@ -64,6 +64,7 @@ pub(super) async fn bench_listing(store: Arc<dyn Store>, store_name: &str, n_wor
         forecasts: Arc::default(),
         tokens: None,
         metrics: None,
+        broker: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;

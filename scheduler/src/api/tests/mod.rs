@@ -20,6 +20,7 @@ const WORKFLOW: &str = "name: api\ntasks:\n  - {id: a, handler: noop}\n  - {id: 
 struct Api {
     router: Router,
     store: Arc<dyn Store>,
+    transport: Arc<MemoryTransport>,
     shutdown: CancellationToken,
 }
 
@@ -40,7 +41,7 @@ impl Api {
             capacity: Capacity::Fixed(HashMap::new()),
             ..SchedulerConfig::default()
         };
-        let (scheduler, handle) = Scheduler::new(config, store.clone(), transport);
+        let (scheduler, handle) = Scheduler::new(config, store.clone(), transport.clone());
         let shutdown = CancellationToken::new();
         tokio::spawn(scheduler.run(shutdown.clone()));
         let state = ApiState {
@@ -51,10 +52,15 @@ impl Api {
             forecasts: Arc::default(),
             tokens,
             metrics: None,
+            broker: Some(Broker {
+                transport: transport.clone(),
+                queues: QueueNames::default(),
+            }),
         };
         Api {
             router: router(state),
             store,
+            transport,
             shutdown,
         }
     }
@@ -503,6 +509,10 @@ async fn with_a_tokens_file_every_call_but_the_probes_needs_a_token_of_its_scope
         .call_with("GET", "/v1/openapi.json", "", &[("authorization", &read)])
         .await;
     assert_eq!(code, StatusCode::OK);
+    for stream in ["/v1/events", "/v1/workflows/nope/events"] {
+        let ((code, _), _) = api.call_with("GET", stream, "", &[]).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{stream} needs a token");
+    }
     let ((code, body), _) = api
         .call_with("POST", "/v1/workflows", WORKFLOW, &[("authorization", &read)])
         .await;
@@ -602,3 +612,6 @@ async fn an_ended_workflow_is_retried_from_its_failures_and_only_then() {
         format!("workflow `{id}`: task `b` did not run because `a` failed; retry `a`")
     );
 }
+
+mod dashboard;
+mod events;
