@@ -6,7 +6,9 @@
 # Environment: AMQP_ADDR (default amqp://guest:guest@127.0.0.1:5672/%2f), DATABASE_URL
 # (default postgres://root@127.0.0.1:5432/test), KAFKA_BROKERS (default 127.0.0.1:9092, where a
 # nisshi broker is started when nothing listens; installed with cargo the first time),
-# TASKFLEET_SCHEMATHESIS (default: installed under target/tools).
+# TASKFLEET_SCHEMATHESIS (default: installed under target/tools), TASKFLEET_CHROMIUM and
+# TASKFLEET_CHROMEDRIVER (default: Debian's, installed when missing). The dashboard's browser
+# test leaves its screenshots under target/test-output/dashboard.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -127,6 +129,32 @@ ensure_schemathesis() {
   export TASKFLEET_SCHEMATHESIS
 }
 
+# ensure_chromium: the dashboard's browser test drives Debian's chromium through chromedriver
+# (packages chromium and chromium-driver), installed when missing; TASKFLEET_CHROMIUM and
+# TASKFLEET_CHROMEDRIVER name others. Without them the test fails: it is never skipped.
+ensure_chromium() {
+  local chromium=${TASKFLEET_CHROMIUM:-/usr/bin/chromium} driver=${TASKFLEET_CHROMEDRIVER:-/usr/bin/chromedriver}
+  if [ -x "$chromium" ] && [ -x "$driver" ]; then
+    log "chromium and chromedriver are installed"
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    log "chromium and chromedriver are missing: apt-get install chromium chromium-driver"
+    return 1
+  fi
+  log "installing chromium and chromium-driver for the dashboard's browser test"
+  local install_log
+  install_log=$(mktemp)
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends chromium chromium-driver; } >"$install_log" 2>&1; then
+    tail -n 5 "$install_log" >&2
+    rm -f "$install_log"
+    log "could not install chromium and chromium-driver"
+    return 1
+  fi
+  rm -f "$install_log"
+}
+
 # validate_compose: checks docker-compose.yml against the Compose schema with docker-compose,
 # installed from Debian's packages if missing. An invalid file fails the run; a tool that
 # cannot be installed (no root, no apt-get, no network) only warns.
@@ -159,6 +187,7 @@ ensure_rabbitmq
 ensure_postgres
 ensure_kafka
 ensure_schemathesis
+ensure_chromium
 
 validate_compose
 

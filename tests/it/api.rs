@@ -25,7 +25,7 @@ fn schemathesis() -> PathBuf {
 }
 
 /// Writes a tokens file with a `write` token in `dir`; returns its path and the token.
-fn tokens_file(dir: &std::path::Path) -> (String, String) {
+pub(crate) fn tokens_file(dir: &std::path::Path) -> (String, String) {
     let (token, line) = new_token("write", "tests");
     let path = dir.join("api-tokens");
     std::fs::write(&path, format!("{line}\n")).unwrap();
@@ -89,7 +89,7 @@ fn the_api_answers_as_its_openapi_description_says() {
 }
 
 /// A token line for `scope`, as `taskfleet token new` prints it: (token, line).
-fn new_token(scope: &str, name: &str) -> (String, String) {
+pub(crate) fn new_token(scope: &str, name: &str) -> (String, String) {
     let output = taskfleet_tests::run_taskfleet(&["token", "new", "--scope", scope, "--name", name]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let printed = String::from_utf8_lossy(&output.stdout).to_string();

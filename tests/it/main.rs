@@ -10,6 +10,7 @@
 //! - `packing`: request-based placement, reservations and lapsed leases in that fleet.
 //! - `postgres`: the scheduler on the real PostgreSQL store, through a restart.
 //! - `api`: the HTTP API against its OpenAPI description, checked by schemathesis.
+//! - `dashboard`: the web dashboard in a real browser (chromium over WebDriver).
 //! - `amqp`: the RabbitMQ transport against a real broker (`AMQP_ADDR`), cut and reconnected.
 //! - `kafka`: the Kafka transport against a real Kafka-protocol broker (`KAFKA_BROKERS`).
 //! - `kafka_fleet`: the fleet tests again, with the services on Kafka.
@@ -18,6 +19,7 @@
 
 mod amqp;
 mod api;
+mod dashboard;
 mod embedded;
 mod fleet;
 mod kafka;
