@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
         handlers: Arc::new(handlers),
         ..EmbeddedOptions::default()
     };
-    let outcome = run_workflow(WORKFLOW, Arc::new(spec), &options, |_| {}, CancellationToken::new()).await?;
+    let outcome = run_workflow(WORKFLOW, Arc::new(spec), &options, |_, _| {}, CancellationToken::new()).await?;
     print!("{}", taskfleet_cli::report::render_table(&outcome.report));
     Ok(())
 }

@@ -22,7 +22,7 @@ pub enum ClientError {
 }
 
 /// Tasks asked for per status page (the API's most).
-const STATUS_PAGE: u32 = 10_000;
+pub(crate) const STATUS_PAGE: u32 = 10_000;
 
 /// The scheduler's API at one base URL.
 pub struct ApiClient {

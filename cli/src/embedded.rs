@@ -16,7 +16,7 @@ use taskfleet_common::WorkflowSpec;
 use taskfleet_engine::engine::EngineConfig;
 use taskfleet_engine::placement::WorkerModel;
 use taskfleet_engine::policy::PolicyKind;
-use taskfleet_scheduler::service::{now, Capacity, Scheduler, SchedulerConfig, WorkflowProgress};
+use taskfleet_scheduler::service::{now, Capacity, Heard, Scheduler, SchedulerConfig, WorkflowProgress};
 use taskfleet_scheduler::status::workflow_status;
 use taskfleet_scheduler::store::{MemoryStore, SqliteStore, Store, WorkflowRecord, WorkflowState};
 use taskfleet_transport::queues::QueueNames;
@@ -25,6 +25,8 @@ use taskfleet_worker::limits::{Enforcer, RunAs};
 use taskfleet_worker::{HandlerRegistry, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
+
+use crate::progress::RunningTasks;
 
 /// How to run a workflow in one process.
 #[derive(Clone)]
@@ -88,13 +90,14 @@ pub fn spec_hash(source: &str) -> String {
     digest.iter().take(16).map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// Runs `spec` (parsed from `source`) to its end. `on_progress` sees every progress change;
+/// Runs `spec` (parsed from `source`) to its end. `on_progress` sees every progress change
+/// and the tasks running then;
 /// cancelling `interrupt` stops the run early with the workflow left resumable.
 pub async fn run_workflow(
     source: &str,
     spec: Arc<WorkflowSpec>,
     options: &EmbeddedOptions,
-    mut on_progress: impl FnMut(&WorkflowProgress),
+    mut on_progress: impl FnMut(&WorkflowProgress, &RunningTasks),
     interrupt: CancellationToken,
 ) -> anyhow::Result<RunOutcome> {
     let store: Arc<dyn Store> = match &options.db {
@@ -173,11 +176,15 @@ pub async fn run_workflow(
     let (mut scheduler, handle) = Scheduler::new(config, store.clone(), transport);
     scheduler.restore_predictor(store.runtime_stats().await?, store.feature_models().await?);
     let mut progress = handle.progress();
+    // Subscribed before the workflow is handed over: every start is heard.
+    let mut feed = handle.events();
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
     let id: Arc<str> = Arc::from(workflow_id.as_str());
     handle.add_workflow(id.clone(), spec.clone(), stored)?;
 
     let mut state = WorkflowState::Running;
+    let mut running = RunningTasks::default();
+    let mut last: Option<WorkflowProgress> = None;
     loop {
         tokio::select! {
             changed = progress.changed() => {
@@ -185,13 +192,25 @@ pub async fn run_workflow(
                     break;
                 }
                 if let Some(current) = progress.borrow_and_update().get(&id) {
-                    on_progress(current);
+                    on_progress(current, &running);
                     state = current.state;
+                    last = Some(current.clone());
                 }
                 if state.is_terminal() {
                     break;
                 }
             }
+            heard = feed.next() => match heard {
+                Some(Heard::Event(event)) => {
+                    running.apply(&id, &event);
+                    if let Some(current) = &last {
+                        on_progress(current, &running);
+                    }
+                }
+                // Behind: the names are right again as tasks start and end.
+                Some(Heard::Lagged(_)) => {}
+                None => break,
+            },
             _ = interrupt.cancelled() => break,
         }
     }

@@ -4,7 +4,10 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use taskfleet_common::api::FleetEvent;
 use taskfleet_common::state::TaskState;
 use taskfleet_scheduler::service::WorkflowProgress;
 
@@ -76,6 +79,52 @@ impl ProgressDisplay {
     }
 }
 
+/// The tasks of one workflow running now, as its event stream tells them.
+#[derive(Clone, Debug, Default)]
+pub struct RunningTasks {
+    by_idx: BTreeMap<u32, String>,
+}
+
+/// Running tasks named in a progress line; the rest are counted.
+const NAMED: usize = 3;
+
+impl RunningTasks {
+    /// Starts from tasks known to run now.
+    pub fn with(running: impl IntoIterator<Item = (u32, String)>) -> RunningTasks {
+        RunningTasks {
+            by_idx: running.into_iter().collect(),
+        }
+    }
+
+    /// Follows one event of `workflow_id`'s stream; others are ignored.
+    pub fn apply(&mut self, workflow_id: &str, event: &FleetEvent) {
+        if let FleetEvent::Task(task) = event {
+            if task.workflow_id != workflow_id {
+                return;
+            }
+            if task.state == TaskState::Running {
+                self.by_idx.insert(task.task_idx, task.task.clone());
+            } else {
+                self.by_idx.remove(&task.task_idx);
+            }
+        }
+    }
+
+    /// `running: load, join, report +2`, or nothing while none runs.
+    pub fn line(&self) -> String {
+        if self.by_idx.is_empty() {
+            return String::new();
+        }
+        let named: Vec<&str> = self.by_idx.values().take(NAMED).map(String::as_str).collect();
+        let more = self.by_idx.len().saturating_sub(NAMED);
+        let names = taskfleet_common::text::printable(&named.join(", ")).into_owned();
+        match more {
+            0 => format!("running: {names}"),
+            more => format!("running: {names} +{more}"),
+        }
+    }
+}
+
 fn finished(progress: &WorkflowProgress) -> usize {
     TaskState::ALL
         .iter()
@@ -92,4 +141,38 @@ pub fn counts_line(progress: &WorkflowProgress) -> String {
         .map(|&state| format!("{state} {}", progress.counts[state as usize]))
         .collect::<Vec<_>>()
         .join(" · ")
+}
+
+#[cfg(test)]
+mod tests {
+    use taskfleet_common::api::TaskEvent;
+
+    use super::*;
+
+    fn event(workflow_id: &str, task_idx: u32, state: TaskState) -> FleetEvent {
+        FleetEvent::Task(TaskEvent {
+            workflow_id: workflow_id.into(),
+            task: format!("t{task_idx}"),
+            task_idx,
+            state,
+            attempt: 1,
+            at_ms: 0,
+        })
+    }
+
+    #[test]
+    fn the_running_tasks_are_named_as_they_start_and_end() {
+        let mut running = RunningTasks::with([(9, "seeded".to_string())]);
+        assert_eq!(running.line(), "running: seeded");
+        for idx in 0..4 {
+            running.apply("wf", &event("wf", idx, TaskState::Running));
+        }
+        running.apply("other", &event("other", 5, TaskState::Running));
+        running.apply("wf", &event("other", 6, TaskState::Running));
+        assert_eq!(running.line(), "running: t0, t1, t2 +2");
+        for idx in [0, 1, 2, 3, 9] {
+            running.apply("wf", &event("wf", idx, TaskState::Succeeded));
+        }
+        assert_eq!(running.line(), "");
+    }
 }

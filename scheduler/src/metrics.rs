@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use taskfleet_common::api::WorkerStatus;
-use taskfleet_engine::engine::{EndedAttempt, PoolLoad};
+use taskfleet_engine::engine::{ClassLoad, EndedAttempt, PoolLoad};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolOutcome {
@@ -26,6 +26,12 @@ struct PoolOutcome {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabel {
     pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolClass {
+    pool: String,
+    class: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,7 +56,9 @@ pub struct Metrics {
     registry: Registry,
     attempts: Family<PoolOutcome, Counter>,
     run_seconds: Histograms<PoolLabel>,
-    ready: Family<PoolLabel, Gauge>,
+    queue_wait_seconds: Histograms<PoolClass>,
+    ready: Family<PoolClass, Gauge>,
+    in_flight_attempts: Family<PoolClass, Gauge>,
     in_flight: Family<PoolLabel, Gauge>,
     pool_slots: Family<PoolLabel, Gauge>,
     desired_workers: Family<PoolLabel, Gauge>,
@@ -60,8 +68,10 @@ pub struct Metrics {
     dead_lettered: Counter,
     store_commit_seconds: Histogram,
     publish_seconds: Histogram,
-    /// Each pool's load at the loop's last turn.
-    loads: std::sync::Mutex<Vec<PoolLoad>>,
+    /// Each pool's load at the loop's last turn, and each pool and class's.
+    loads: std::sync::Mutex<(Vec<PoolLoad>, Vec<ClassLoad>)>,
+    /// The pools and classes whose gauges were set: they read 0 once nothing is counted there.
+    class_gauges: std::sync::Mutex<std::collections::HashSet<PoolClass>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -82,7 +92,9 @@ impl Metrics {
         let metrics = Metrics {
             attempts: Family::default(),
             run_seconds: Family::new_with_constructor(seconds_histogram),
+            queue_wait_seconds: Family::new_with_constructor(seconds_histogram),
             ready: Family::default(),
+            in_flight_attempts: Family::default(),
             in_flight: Family::default(),
             pool_slots: Family::default(),
             desired_workers: Family::default(),
@@ -92,7 +104,8 @@ impl Metrics {
             dead_lettered: Counter::default(),
             store_commit_seconds: latency_histogram(),
             publish_seconds: latency_histogram(),
-            loads: std::sync::Mutex::new(Vec::new()),
+            loads: std::sync::Mutex::new((Vec::new(), Vec::new())),
+            class_gauges: std::sync::Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -106,9 +119,19 @@ impl Metrics {
             metrics.run_seconds.clone(),
         );
         registry.register(
+            "queue_wait_seconds",
+            "How long attempts waited from their task being ready to their start on a worker, by pool and class",
+            metrics.queue_wait_seconds.clone(),
+        );
+        registry.register(
             "ready_tasks",
-            "Tasks ready and waiting for a slot, by pool",
+            "Tasks ready and waiting for a slot, by pool and class",
             metrics.ready.clone(),
+        );
+        registry.register(
+            "in_flight_attempts",
+            "Attempts dispatched or running, by pool and class",
+            metrics.in_flight_attempts.clone(),
         );
         registry.register(
             "in_flight_slots",
@@ -176,28 +199,56 @@ impl Metrics {
         }
     }
 
-    /// Keeps each pool's load as the loop sees it now (turned into gauges when scraped).
-    pub fn loads(&self, loads: Vec<PoolLoad>) {
-        *self.loads.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = loads;
+    /// Keeps each pool's load, and each pool and class's, as the loop sees them now (turned
+    /// into gauges when scraped).
+    pub fn loads(&self, pools: Vec<PoolLoad>, classes: Vec<ClassLoad>) {
+        self.set_class_gauges(&classes);
+        *self.loads.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (pools, classes);
+    }
+
+    /// Sets the gauges of each pool and class counted, and 0 on those no longer counted.
+    fn set_class_gauges(&self, classes: &[ClassLoad]) {
+        let mut set = self.class_gauges.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let labels = |load: &ClassLoad| PoolClass {
+            pool: load.pool.to_string(),
+            class: load.class.as_str().to_string(),
+        };
+        let counted: std::collections::HashSet<PoolClass> = classes.iter().map(labels).collect();
+        for stale in set.difference(&counted) {
+            self.ready.get_or_create(stale).set(0);
+            self.in_flight_attempts.get_or_create(stale).set(0);
+        }
+        for load in classes {
+            let labels = labels(load);
+            self.ready.get_or_create(&labels).set(gauge_value(load.ready));
+            self.in_flight_attempts.get_or_create(&labels).set(gauge_value(load.in_flight));
+        }
+        set.extend(counted);
     }
 
     /// Each pool's load at the loop's last turn.
     pub fn pool_loads(&self) -> Vec<PoolLoad> {
-        self.loads
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        (self.loads.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0).clone()
+    }
+
+    /// An attempt of a task of `pool` and `class` started `waited_ms` after the task was ready.
+    pub fn queue_waited(&self, pool: &str, class: &str, waited_ms: u64) {
+        let labels = PoolClass {
+            pool: pool.to_string(),
+            class: class.to_string(),
+        };
+        self.queue_wait_seconds.get_or_create(&labels).observe(waited_ms as f64 / 1000.0);
     }
 
     /// Sets each pool's gauges from its last load, and the workers it would need: what is
     /// out and ready, over the slots of one of its live workers (on average), rounded up.
     fn set_pool_gauges(&self, fleet: &[WorkerStatus]) {
         let loads = self.loads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (loads, _) = &*loads;
         for load in loads.iter() {
             let pool = PoolLabel {
                 pool: load.pool.to_string(),
             };
-            self.ready.get_or_create(&pool).set(gauge_value(load.ready));
             self.in_flight.get_or_create(&pool).set(gauge_value(load.in_flight));
             self.pool_slots.get_or_create(&pool).set(gauge_value(load.capacity));
             let (n_serving, serving_slots) = fleet
@@ -268,6 +319,7 @@ pub type SharedMetrics = Arc<Metrics>;
 #[cfg(test)]
 mod tests {
     use taskfleet_common::state::AttemptOutcome;
+    use taskfleet_common::workflow::PriorityClass;
 
     use super::*;
 
@@ -305,7 +357,17 @@ mod tests {
             resources_in_use: None,
             labels: Default::default(),
         };
-        metrics.loads(vec![load]);
+        let class = |class, ready, in_flight| ClassLoad {
+            pool: Arc::from("gpu"),
+            class,
+            ready,
+            in_flight,
+        };
+        metrics.loads(
+            vec![load.clone()],
+            vec![class(PriorityClass::High, 2, 1), class(PriorityClass::Normal, 7, 3)],
+        );
+        metrics.queue_waited("gpu", "high", 250);
         metrics.lease_expired();
         let text = metrics.encode(&[worker]);
         for line in [
@@ -313,7 +375,10 @@ mod tests {
             "taskfleet_attempts_total{pool=\"gpu\",outcome=\"failed\"} 1",
             "taskfleet_attempt_run_seconds_count{pool=\"gpu\"} 2",
             "taskfleet_attempt_run_seconds_sum{pool=\"gpu\"} 2.0",
-            "taskfleet_ready_tasks{pool=\"gpu\"} 9",
+            "taskfleet_ready_tasks{pool=\"gpu\",class=\"high\"} 2",
+            "taskfleet_ready_tasks{pool=\"gpu\",class=\"normal\"} 7",
+            "taskfleet_in_flight_attempts{pool=\"gpu\",class=\"normal\"} 3",
+            "taskfleet_queue_wait_seconds_sum{pool=\"gpu\",class=\"high\"} 0.25",
             "taskfleet_in_flight_slots{pool=\"gpu\"} 4",
             "taskfleet_desired_workers{pool=\"gpu\"} 4",
             "taskfleet_workers{state=\"serving\"} 1",
@@ -324,5 +389,10 @@ mod tests {
             assert!(text.contains(line), "missing {line} in:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+        // Nothing counted in a class any more: its gauges read 0, not what they last read.
+        metrics.loads(vec![load], vec![class(PriorityClass::High, 1, 0)]);
+        let text = metrics.encode(&[]);
+        assert!(text.contains("taskfleet_ready_tasks{pool=\"gpu\",class=\"normal\"} 0"), "{text}");
+        assert!(text.contains("taskfleet_ready_tasks{pool=\"gpu\",class=\"high\"} 1"), "{text}");
     }
 }

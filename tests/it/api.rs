@@ -179,7 +179,10 @@ fn metrics_count_what_ran() {
     taskfleet_tests::wait_for("the counts to reach /metrics", Duration::from_secs(10), || {
         let (code, body) = taskfleet_tests::http_get_text(&fleet.api, "/metrics");
         text = body;
-        code == 200 && sample(&text, r#"taskfleet_attempts_total{pool="default",outcome="succeeded"}"#) == Some(5.0)
+        // The worker's slots read free once its next heartbeat says so.
+        code == 200
+            && sample(&text, r#"taskfleet_attempts_total{pool="default",outcome="succeeded"}"#) == Some(5.0)
+            && sample(&text, r#"taskfleet_worker_slots{state="used"}"#) == Some(0.0)
     });
     for (series, expected) in [
         (r#"taskfleet_attempts_total{pool="default",outcome="succeeded"}"#, 5.0),
@@ -189,7 +192,9 @@ fn metrics_count_what_ran() {
         (r#"taskfleet_workers{state="draining"}"#, 0.0),
         (r#"taskfleet_worker_slots{state="used"}"#, 0.0),
         (r#"taskfleet_worker_slots{state="free"}"#, 3.0),
-        (r#"taskfleet_ready_tasks{pool="default"}"#, 0.0),
+        (r#"taskfleet_ready_tasks{pool="default",class="normal"}"#, 0.0),
+        (r#"taskfleet_in_flight_attempts{pool="default",class="normal"}"#, 0.0),
+        (r#"taskfleet_queue_wait_seconds_count{pool="default",class="normal"}"#, 6.0),
         (r#"taskfleet_in_flight_slots{pool="default"}"#, 0.0),
         (r#"taskfleet_desired_workers{pool="default"}"#, 0.0),
         ("taskfleet_leases_expired_total", 0.0),

@@ -38,7 +38,7 @@ tasks:
         workers: 2,
         ..EmbeddedOptions::default()
     };
-    let outcome = run_workflow(source, spec, &options, |_| {}, CancellationToken::new())
+    let outcome = run_workflow(source, spec, &options, |_, _| {}, CancellationToken::new())
         .await
         .unwrap();
     assert_eq!(outcome.state, WorkflowState::Failed);

@@ -389,7 +389,7 @@ fn submit_wait_off_a_terminal_prints_progress_lines_and_ctrl_c_leaves_the_workfl
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !said
         .iter()
-        .any(|line: &String| line.contains("0/1 finished · running 1"))
+        .any(|line: &String| line.contains("0/1 finished · running 1 · running: nap"))
     {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match seen.recv_timeout(left) {

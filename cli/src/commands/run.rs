@@ -85,7 +85,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         &source,
         spec,
         &options,
-        |progress| display.update(progress),
+        |progress, running| display.update_with(progress, &running.line()),
         interrupt.clone(),
     )
     .await;

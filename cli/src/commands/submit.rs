@@ -3,17 +3,18 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
-use taskfleet_common::api::{AttemptStatus, WorkflowStatus};
+use taskfleet_common::api::{AttemptStatus, FleetEvent, WorkflowStatus};
 use taskfleet_common::state::TaskState;
 use taskfleet_engine::records::WorkflowState;
 use taskfleet_scheduler::service::WorkflowProgress;
 
 use super::ServerArg;
 use crate::client::{ApiClient, ClientError};
-use crate::progress::ProgressDisplay;
+use crate::progress::{ProgressDisplay, RunningTasks};
 use crate::{EXIT_FAILED, EXIT_INVALID};
 
 #[derive(Debug, Args)]
@@ -103,6 +104,7 @@ async fn failures(client: &ApiClient, status: &WorkflowStatus) -> Vec<(String, A
 /// the tasks that decide it); `None` when Ctrl-C stopped the following (not the workflow).
 pub(crate) async fn follow(client: &ApiClient, workflow_id: &str) -> anyhow::Result<Option<WorkflowStatus>> {
     let mut display: Option<ProgressDisplay> = None;
+    let running = follow_running(client, workflow_id).await;
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {
@@ -111,7 +113,9 @@ pub(crate) async fn follow(client: &ApiClient, workflow_id: &str) -> anyhow::Res
         let n_tasks = status.counts.values().sum();
         let display = display.get_or_insert_with(|| ProgressDisplay::new(n_tasks));
         let progress = progress_of(&status);
-        display.update_with(&progress, &eta_line(&status));
+        let named = running.as_ref().map(Following::line).unwrap_or_default();
+        let extra: Vec<String> = [named, eta_line(&status)].into_iter().filter(|part| !part.is_empty()).collect();
+        display.update_with(&progress, &extra.join(" · "));
         if progress.state.is_terminal() {
             display.finish();
             return Ok(Some(client.status(workflow_id).await?));
@@ -123,6 +127,47 @@ pub(crate) async fn follow(client: &ApiClient, workflow_id: &str) -> anyhow::Res
                 return Ok(None);
             }
         }
+    }
+}
+
+/// The tasks of the workflow running now, kept up to date from its event stream in the
+/// background (the task ends with the stream); `None` when the scheduler streams no events
+/// (a standby), and progress then shows counts only.
+async fn follow_running(client: &ApiClient, workflow_id: &str) -> Option<Following> {
+    // Subscribed first, then seeded: no start in between is missed.
+    let mut stream = client.events(Some(workflow_id)).await.ok()?;
+    let first = client.status_page(workflow_id, crate::client::STATUS_PAGE, None).await.ok()?;
+    let seeded = (first.tasks.iter().enumerate())
+        .filter(|(_, task)| task.state == TaskState::Running)
+        .map(|(idx, task)| (idx as u32, task.id.clone()));
+    let running = Arc::new(Mutex::new(RunningTasks::with(seeded)));
+    let shared = running.clone();
+    let workflow_id = workflow_id.to_string();
+    let task = tokio::spawn(async move {
+        while let Ok(Some(event)) = stream.next().await {
+            if let Ok(event) = serde_json::from_str::<FleetEvent>(&event.data) {
+                (shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).apply(&workflow_id, &event);
+            }
+        }
+    });
+    Some(Following { running, task })
+}
+
+/// The running tasks, followed until dropped.
+struct Following {
+    running: Arc<Mutex<RunningTasks>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Following {
+    fn line(&self) -> String {
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).line()
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

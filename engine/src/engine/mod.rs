@@ -33,7 +33,7 @@ use crate::placement::{Placer, WorkerModel};
 use crate::policy::{Placement, Policy, PolicyConfig, PolicyKind, ReadyTask, TaskRef};
 use crate::predict::Predictor;
 use crate::records::{StoreUpdate, TaskRecord, WorkflowState};
-pub use reports::Report;
+pub use reports::{ClassLoad, Report};
 
 /// Monte-Carlo samples behind a workflow's criticality in predictive mode.
 const CRITICALITY_SAMPLES: usize = 32;
@@ -375,10 +375,9 @@ impl Engine {
             .map(|task| task.state)
     }
 
-    /// The id of one task, while the engine holds its workflow.
-    pub fn task_id(&self, workflow_id: &str, task_idx: u32) -> Option<&str> {
-        let run = self.workflows.by_id(workflow_id)?;
-        run.spec.tasks.get(task_idx as usize).map(|task| task.id.as_str())
+    /// One task's spec, while the engine holds its workflow.
+    pub fn task_spec(&self, workflow_id: &str, task_idx: u32) -> Option<&taskfleet_common::workflow::TaskSpec> {
+        self.workflows.by_id(workflow_id)?.spec.tasks.get(task_idx as usize)
     }
 
     /// Forgets a workflow, freeing its memory.

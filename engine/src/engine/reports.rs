@@ -10,8 +10,11 @@
 //! reported after a newer one was dispatched (or after the task ended) is superseded: the
 //! scheduler cancels it, so it never runs beside its successor.
 
+use std::sync::Arc;
+
 use taskfleet_common::state::{transition, TaskEvent, TaskState};
 use taskfleet_common::wire::AttemptStarted;
+use taskfleet_common::workflow::PriorityClass;
 
 use super::{Engine, Ignored};
 use crate::records::StoreUpdate;
@@ -137,5 +140,40 @@ impl Engine {
         self.admission.pool(&pool, &self.config).in_flight += slots;
         self.runs_on(task, worker);
         true
+    }
+}
+
+/// Tasks ready and attempts out in one pool and priority class.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassLoad {
+    pub pool: Arc<str>,
+    pub class: PriorityClass,
+    /// Tasks ready and waiting for a slot.
+    pub ready: usize,
+    /// Attempts dispatched or running.
+    pub in_flight: usize,
+}
+
+impl Engine {
+    /// Tasks ready and attempts out per pool and class, over the workflows held, sorted by
+    /// pool and class; a pair with nothing counted is left out.
+    pub fn class_loads(&self) -> Vec<ClassLoad> {
+        let mut totals: std::collections::BTreeMap<(Arc<str>, PriorityClass), [usize; 2]> = Default::default();
+        for run in self.workflows.iter() {
+            for (key, counts) in &run.class_counts {
+                let total = totals.entry(key.clone()).or_default();
+                total[0] += counts[0];
+                total[1] += counts[1];
+            }
+        }
+        (totals.into_iter())
+            .filter(|(_, [ready, in_flight])| ready + in_flight > 0)
+            .map(|((pool, class), [ready, in_flight])| ClassLoad {
+                pool,
+                class,
+                ready,
+                in_flight,
+            })
+            .collect()
     }
 }

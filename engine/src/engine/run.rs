@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use taskfleet_common::state::TaskState;
+use taskfleet_common::workflow::PriorityClass;
 use taskfleet_common::{Millis, WorkflowSpec};
 
 use serde_json::value::RawValue;
@@ -41,6 +42,8 @@ pub(crate) struct WorkflowRun {
     pub(crate) retry_at: HashMap<u32, Millis>,
     /// Number of tasks in each state, indexed like `TaskState::ALL`.
     pub(crate) counts: [usize; TaskState::ALL.len()],
+    /// Tasks ready (`[0]`) and out (`[1]`: dispatched or running), per pool and class.
+    pub(crate) class_counts: HashMap<(Arc<str>, PriorityClass), [usize; 2]>,
     pub(crate) state: WorkflowState,
     pub(crate) cancelled: bool,
     /// Where its tasks go, under a placement-aware policy.
@@ -137,8 +140,12 @@ impl WorkflowRun {
     ) -> WorkflowRun {
         outputs.resize(tasks.len(), None);
         let mut counts = [0; TaskState::ALL.len()];
-        for task in &tasks {
+        let mut class_counts: HashMap<(Arc<str>, PriorityClass), [usize; 2]> = HashMap::new();
+        for (task, task_spec) in tasks.iter().zip(&spec.tasks) {
             counts[state_index(task.state)] += 1;
+            if let Some(slot) = class_slot(task.state) {
+                class_counts.entry((task_spec.pool.clone(), task_spec.priority)).or_default()[slot] += 1;
+            }
         }
         WorkflowRun {
             id,
@@ -148,6 +155,7 @@ impl WorkflowRun {
             outputs,
             retry_at,
             counts,
+            class_counts,
             state: WorkflowState::Running,
             cancelled: false,
             placement: None,
@@ -158,9 +166,21 @@ impl WorkflowRun {
     /// Moves a task to `next`, keeping the counts right.
     pub(crate) fn set_state(&mut self, task_idx: u32, next: TaskState) {
         let task = &mut self.tasks[task_idx as usize];
-        self.counts[state_index(task.state)] -= 1;
-        self.counts[state_index(next)] += 1;
+        let before = task.state;
         task.state = next;
+        self.counts[state_index(before)] -= 1;
+        self.counts[state_index(next)] += 1;
+        let (was, now) = (class_slot(before), class_slot(next));
+        if was != now {
+            let spec = &self.spec.tasks[task_idx as usize];
+            let counts = self.class_counts.entry((spec.pool.clone(), spec.priority)).or_default();
+            if let Some(slot) = was {
+                counts[slot] = counts[slot].saturating_sub(1);
+            }
+            if let Some(slot) = now {
+                counts[slot] += 1;
+            }
+        }
     }
 
     /// The stored form of a task's current state.
@@ -210,6 +230,15 @@ impl WorkflowRun {
 /// Position of a state in `TaskState::ALL` (declaration order).
 pub(crate) fn state_index(state: TaskState) -> usize {
     state as usize
+}
+
+/// Where a task in `state` counts in [`WorkflowRun::class_counts`]: 0 ready, 1 out.
+fn class_slot(state: TaskState) -> Option<usize> {
+    match state {
+        TaskState::Ready => Some(0),
+        TaskState::Dispatched | TaskState::Running => Some(1),
+        _ => None,
+    }
 }
 impl WorkflowRun {
     /// Makes the task's next attempt, records it, and returns its message.

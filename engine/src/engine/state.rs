@@ -52,6 +52,11 @@ impl Workflows {
         self.get_mut(workflow_idx).expect("a live workflow")
     }
 
+    /// Every workflow held.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &WorkflowRun> {
+        self.by_id.values().filter_map(|&workflow_idx| self.get(workflow_idx))
+    }
+
     pub(super) fn index_of(&self, workflow_id: &str) -> Option<u32> {
         self.by_id.get(workflow_id).copied()
     }

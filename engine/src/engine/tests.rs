@@ -322,6 +322,30 @@ fn priority_policy_sends_a_late_high_task_first() {
 }
 
 #[test]
+fn loads_count_ready_tasks_and_attempts_out_per_pool_and_class() {
+    let spec = spec(
+        "name: c\ntasks:\n  - {id: h, handler: noop, priority: high}\n  - {id: n1, handler: noop}\n  \
+         - {id: n2, handler: noop}\n  - {id: after, deps: [h], handler: noop, priority: low}\n",
+    );
+    let mut engine = engine(PolicyKind::Priority, 1, 0);
+    engine.add_workflow("wf".into(), spec, None, Millis(0));
+    let loads = |engine: &Engine| -> Vec<(String, &'static str, usize, usize)> {
+        (engine.class_loads().iter())
+            .map(|load| (load.pool.to_string(), load.class.as_str(), load.ready, load.in_flight))
+            .collect()
+    };
+    let pool = || "default".to_string();
+    assert_eq!(loads(&engine), [(pool(), "high", 1, 0), (pool(), "normal", 2, 0)]);
+    let first = engine.dispatch(Millis(0));
+    assert_eq!(names(&first), "h");
+    assert_eq!(loads(&engine), [(pool(), "high", 0, 1), (pool(), "normal", 2, 0)]);
+    engine
+        .on_finished(result(&first[0], AttemptOutcome::Succeeded, None), Millis(1))
+        .unwrap();
+    assert_eq!(loads(&engine), [(pool(), "normal", 2, 0), (pool(), "low", 1, 0)]);
+}
+
+#[test]
 fn cancel_ends_waiting_tasks_and_reports_running_ones() {
     let spec = spec(DIAMOND);
     let mut engine = engine(PolicyKind::Fcfs, 1, 0);

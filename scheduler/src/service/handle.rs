@@ -179,7 +179,9 @@ impl Scheduler {
                     None => {}
                 }
                 info!(workflow_id = %id, n_tasks = spec.tasks.len(), resumed = stored.is_some(), "Workflow added.");
+                let n_tasks = spec.tasks.len();
                 self.engine.add_workflow(id.clone(), spec, stored, now);
+                self.ready_on_add(&id, n_tasks, now);
                 if self.events.receiver_count() > 0 {
                     self.told.push(FleetEvent::Workflow(WorkflowEvent {
                         workflow_id: id.to_string(),

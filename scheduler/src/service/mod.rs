@@ -20,6 +20,7 @@ mod handle;
 mod outbox;
 mod tell;
 mod term;
+mod waits;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -157,6 +158,8 @@ pub struct Scheduler {
     events: broadcast::Sender<FleetEvent>,
     /// Events of commands since the last turn (told with the next transaction).
     told: Vec<FleetEvent>,
+    /// When the tasks waiting to start became ready (for metrics).
+    waits: waits::QueueWaits,
 }
 
 impl Scheduler {
@@ -200,6 +203,7 @@ impl Scheduler {
             handed: handle::Handed::default(),
             events: events.clone(),
             told: Vec::new(),
+            waits: waits::QueueWaits::default(),
         };
         let handle = SchedulerHandle {
             commands: command_tx,
@@ -323,12 +327,14 @@ impl Scheduler {
         self.engine.on_timers(now);
         let dispatches = self.engine.dispatch(now);
         self.enqueue(dispatches, &mut state.pending.held.messages, now);
-        state.pending.updates.extend(self.engine.take_updates());
+        let updates = self.engine.take_updates();
+        self.count_waits(&updates, now);
+        state.pending.updates.extend(updates);
         let ended = self.engine.take_ended();
         let latencies = state.outbox.take_latencies();
         if let Some(metrics) = &self.config.metrics {
             metrics.ended(&ended);
-            metrics.loads(self.engine.pool_loads());
+            metrics.loads(self.engine.pool_loads(), self.engine.class_loads());
             for took in latencies {
                 metrics.published(took);
             }

@@ -24,7 +24,7 @@ impl Scheduler {
             .filter_map(|update| match update {
                 StoreUpdate::Task { workflow_id, record } => Some(FleetEvent::Task(TaskEvent {
                     workflow_id: workflow_id.to_string(),
-                    task: self.engine.task_id(workflow_id, record.task_idx)?.to_string(),
+                    task: self.engine.task_spec(workflow_id, record.task_idx)?.id.clone(),
                     task_idx: record.task_idx,
                     state: record.state,
                     attempt: record.attempt,

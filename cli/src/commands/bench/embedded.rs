@@ -130,7 +130,7 @@ pub(super) async fn bench_throughput(n_tasks: usize, workers: usize, db: &std::p
             ..EmbeddedOptions::default()
         };
         let started = Instant::now();
-        let outcome = run_workflow(&source, spec.clone(), &options, |_| {}, CancellationToken::new()).await?;
+        let outcome = run_workflow(&source, spec.clone(), &options, |_, _| {}, CancellationToken::new()).await?;
         let elapsed = started.elapsed();
         anyhow::ensure!(
             outcome.state == WorkflowState::Succeeded,
