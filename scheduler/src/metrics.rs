@@ -208,7 +208,10 @@ impl Metrics {
 
     /// Sets the gauges of each pool and class counted, and 0 on those no longer counted.
     fn set_class_gauges(&self, classes: &[ClassLoad]) {
-        let mut set = self.class_gauges.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut set = self
+            .class_gauges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let labels = |load: &ClassLoad| PoolClass {
             pool: load.pool.to_string(),
             class: load.class.as_str().to_string(),
@@ -221,7 +224,9 @@ impl Metrics {
         for load in classes {
             let labels = labels(load);
             self.ready.get_or_create(&labels).set(gauge_value(load.ready));
-            self.in_flight_attempts.get_or_create(&labels).set(gauge_value(load.in_flight));
+            self.in_flight_attempts
+                .get_or_create(&labels)
+                .set(gauge_value(load.in_flight));
         }
         set.extend(counted);
     }
@@ -237,7 +242,9 @@ impl Metrics {
             pool: pool.to_string(),
             class: class.to_string(),
         };
-        self.queue_wait_seconds.get_or_create(&labels).observe(waited_ms as f64 / 1000.0);
+        self.queue_wait_seconds
+            .get_or_create(&labels)
+            .observe(waited_ms as f64 / 1000.0);
     }
 
     /// Sets each pool's gauges from its last load, and the workers it would need: what is
@@ -392,7 +399,13 @@ mod tests {
         // Nothing counted in a class any more: its gauges read 0, not what they last read.
         metrics.loads(vec![load], vec![class(PriorityClass::High, 1, 0)]);
         let text = metrics.encode(&[]);
-        assert!(text.contains("taskfleet_ready_tasks{pool=\"gpu\",class=\"normal\"} 0"), "{text}");
-        assert!(text.contains("taskfleet_ready_tasks{pool=\"gpu\",class=\"high\"} 1"), "{text}");
+        assert!(
+            text.contains("taskfleet_ready_tasks{pool=\"gpu\",class=\"normal\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("taskfleet_ready_tasks{pool=\"gpu\",class=\"high\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -194,7 +194,10 @@ fn metrics_count_what_ran() {
         (r#"taskfleet_worker_slots{state="free"}"#, 3.0),
         (r#"taskfleet_ready_tasks{pool="default",class="normal"}"#, 0.0),
         (r#"taskfleet_in_flight_attempts{pool="default",class="normal"}"#, 0.0),
-        (r#"taskfleet_queue_wait_seconds_count{pool="default",class="normal"}"#, 6.0),
+        (
+            r#"taskfleet_queue_wait_seconds_count{pool="default",class="normal"}"#,
+            6.0,
+        ),
         (r#"taskfleet_in_flight_slots{pool="default"}"#, 0.0),
         (r#"taskfleet_desired_workers{pool="default"}"#, 0.0),
         ("taskfleet_leases_expired_total", 0.0),

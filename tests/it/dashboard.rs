@@ -106,7 +106,10 @@ async fn until_attribute(browser: &Client, css: &str, name: &str, want: &str, ti
                 return seen;
             }
         }
-        assert!(Instant::now() < deadline, "{css} never had {name}={want}; it read {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{css} never had {name}={want}; it read {seen:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -154,21 +157,51 @@ fn the_dashboard_follows_a_running_workflow_and_cancels_it() {
         let browser = driver.browser().await;
         // Signed out, the workflow's page asks for a token, then comes back to it.
         browser.goto(&format!("{base}/ui/workflows/{id}")).await.unwrap();
-        let field = browser.wait().for_element(Locator::Css("#token")).await.expect("the sign-in page");
+        let field = browser
+            .wait()
+            .for_element(Locator::Css("#token"))
+            .await
+            .expect("the sign-in page");
         screenshot(&browser, "sign-in").await;
         field.send_keys(&token).await.unwrap();
-        browser.find(Locator::Css("form button[type=submit]")).await.unwrap().click().await.unwrap();
+        browser
+            .find(Locator::Css("form button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
         browser
             .wait()
             .for_element(Locator::Css(r#"g.node[data-task-idx="0"]"#))
             .await
             .expect("the workflow's DAG");
-        assert_eq!(browser.current_url().await.unwrap().path(), format!("/ui/workflows/{id}"));
+        assert_eq!(
+            browser.current_url().await.unwrap().path(),
+            format!("/ui/workflows/{id}")
+        );
 
         // The page is not reloaded: the states change as the event stream tells them.
-        let first = until_attribute(&browser, r#"g.node[data-task-idx="0"]"#, "data-state", "succeeded", Duration::from_secs(30)).await;
-        assert!(first.len() >= 2, "the first task was seen changing, not only ended: {first:?}");
-        until_attribute(&browser, r#"g.node[data-task-idx="1"]"#, "data-state", "running", Duration::from_secs(30)).await;
+        let first = until_attribute(
+            &browser,
+            r#"g.node[data-task-idx="0"]"#,
+            "data-state",
+            "succeeded",
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(
+            first.len() >= 2,
+            "the first task was seen changing, not only ended: {first:?}"
+        );
+        until_attribute(
+            &browser,
+            r#"g.node[data-task-idx="1"]"#,
+            "data-state",
+            "running",
+            Duration::from_secs(30),
+        )
+        .await;
         let row = attribute(&browser, r#"tr.node[data-task-idx="1"]"#, "data-state").await;
         assert_eq!(row.as_deref(), Some("running"), "the task table follows too");
         screenshot(&browser, "workflow-running").await;
@@ -176,22 +209,47 @@ fn the_dashboard_follows_a_running_workflow_and_cancels_it() {
         // Cancel from the page, confirming the browser's question.
         click(&browser, r#"button[data-action="cancel"]"#).await;
         browser.accept_alert().await.expect("the cancel button asks first");
-        until_attribute(&browser, r#"g.node[data-task-idx="1"]"#, "data-state", "cancelled", Duration::from_secs(30)).await;
-        until_attribute(&browser, "#summary .summary", "data-state", "cancelled", Duration::from_secs(30)).await;
+        until_attribute(
+            &browser,
+            r#"g.node[data-task-idx="1"]"#,
+            "data-state",
+            "cancelled",
+            Duration::from_secs(30),
+        )
+        .await;
+        until_attribute(
+            &browser,
+            "#summary .summary",
+            "data-state",
+            "cancelled",
+            Duration::from_secs(30),
+        )
+        .await;
         screenshot(&browser, "workflow-cancelled").await;
 
         browser.goto(&format!("{base}/")).await.unwrap();
-        browser.wait().for_element(Locator::Css(&format!(r#"tr[data-workflow="{id}"]"#))).await.unwrap();
+        browser
+            .wait()
+            .for_element(Locator::Css(&format!(r#"tr[data-workflow="{id}"]"#)))
+            .await
+            .unwrap();
         assert!(text_of(&browser).await.contains("cancelled"));
         screenshot(&browser, "workflows").await;
 
-        browser.goto(&format!("{base}/ui/workflows/{id}/tasks/first")).await.unwrap();
+        browser
+            .goto(&format!("{base}/ui/workflows/{id}/tasks/first"))
+            .await
+            .unwrap();
         let text = text_of(&browser).await;
         assert!(text.contains("Attempt 1") && text.contains("sleep 3"), "{text}");
         screenshot(&browser, "task").await;
 
         browser.goto(&format!("{base}/ui/workers")).await.unwrap();
-        browser.wait().for_element(Locator::Css(r#"tr[data-worker="w1"]"#)).await.expect("the worker's row");
+        browser
+            .wait()
+            .for_element(Locator::Css(r#"tr[data-worker="w1"]"#))
+            .await
+            .expect("the worker's row");
         screenshot(&browser, "workers").await;
 
         // Garbage on the results queue is dead-lettered by the scheduler, and the queues page
@@ -208,11 +266,22 @@ fn the_dashboard_follows_a_running_workflow_and_cancels_it() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         browser.goto(&format!("{base}/ui/queues")).await.unwrap();
-        browser.wait().for_element(Locator::Css(r#"tr[data-pool="default"]"#)).await.expect("the default pool's row");
+        browser
+            .wait()
+            .for_element(Locator::Css(r#"tr[data-pool="default"]"#))
+            .await
+            .expect("the default pool's row");
         let text = text_of(&browser).await;
-        assert!(text.contains(&names.results()) && text.contains("not a worker event"), "{text}");
+        assert!(
+            text.contains(&names.results()) && text.contains("not a worker event"),
+            "{text}"
+        );
         screenshot(&browser, "queues").await;
-        assert_eq!(transport.queue_len(&names.dead_letters()).await.unwrap(), 1, "shown, not taken");
+        assert_eq!(
+            transport.queue_len(&names.dead_letters()).await.unwrap(),
+            1,
+            "shown, not taken"
+        );
         browser.close().await.unwrap();
     });
     let status = fleet.status(&id);

@@ -114,7 +114,10 @@ pub(crate) async fn follow(client: &ApiClient, workflow_id: &str) -> anyhow::Res
         let display = display.get_or_insert_with(|| ProgressDisplay::new(n_tasks));
         let progress = progress_of(&status);
         let named = running.as_ref().map(Following::line).unwrap_or_default();
-        let extra: Vec<String> = [named, eta_line(&status)].into_iter().filter(|part| !part.is_empty()).collect();
+        let extra: Vec<String> = [named, eta_line(&status)]
+            .into_iter()
+            .filter(|part| !part.is_empty())
+            .collect();
         display.update_with(&progress, &extra.join(" · "));
         if progress.state.is_terminal() {
             display.finish();
@@ -136,7 +139,10 @@ pub(crate) async fn follow(client: &ApiClient, workflow_id: &str) -> anyhow::Res
 async fn follow_running(client: &ApiClient, workflow_id: &str) -> Option<Following> {
     // Subscribed first, then seeded: no start in between is missed.
     let mut stream = client.events(Some(workflow_id)).await.ok()?;
-    let first = client.status_page(workflow_id, crate::client::STATUS_PAGE, None).await.ok()?;
+    let first = client
+        .status_page(workflow_id, crate::client::STATUS_PAGE, None)
+        .await
+        .ok()?;
     let seeded = (first.tasks.iter().enumerate())
         .filter(|(_, task)| task.state == TaskState::Running)
         .map(|(idx, task)| (idx as u32, task.id.clone()));
@@ -161,7 +167,10 @@ struct Following {
 
 impl Following {
     fn line(&self) -> String {
-        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).line()
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .line()
     }
 }
 

@@ -144,7 +144,9 @@ impl WorkflowRun {
         for (task, task_spec) in tasks.iter().zip(&spec.tasks) {
             counts[state_index(task.state)] += 1;
             if let Some(slot) = class_slot(task.state) {
-                class_counts.entry((task_spec.pool.clone(), task_spec.priority)).or_default()[slot] += 1;
+                class_counts
+                    .entry((task_spec.pool.clone(), task_spec.priority))
+                    .or_default()[slot] += 1;
             }
         }
         WorkflowRun {

@@ -21,7 +21,10 @@ pub(super) struct QueueWaits {
 impl QueueWaits {
     /// A task is ready from `now`.
     pub(super) fn ready(&mut self, workflow_id: &Arc<str>, task_idx: u32, now: Millis) {
-        self.ready_since.entry(workflow_id.clone()).or_default().insert(task_idx, now);
+        self.ready_since
+            .entry(workflow_id.clone())
+            .or_default()
+            .insert(task_idx, now);
     }
 
     /// Follows a turn's updates at `now`; returns the attempts that started, with how long
@@ -129,7 +132,10 @@ mod tests {
         assert!(waits.follow(&[task(TaskState::Ready, 1)], Millis(1_500)).is_empty());
         let out = [task(TaskState::Dispatched, 0), task(TaskState::Dispatched, 1)];
         assert!(waits.follow(&out, Millis(1_600)).is_empty());
-        let waited = waits.follow(&[task(TaskState::Running, 1), started(1, 2_000), started(0, 2_000)], Millis(2_100));
+        let waited = waits.follow(
+            &[task(TaskState::Running, 1), started(1, 2_000), started(0, 2_000)],
+            Millis(2_100),
+        );
         assert_eq!(waited, [(Arc::from("wf"), 1, 500), (Arc::from("wf"), 0, 1_000)]);
         // Started once: a start heard again is not counted twice.
         assert!(waits.follow(&[started(0, 3_000)], Millis(3_000)).is_empty());
