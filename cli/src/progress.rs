@@ -167,7 +167,7 @@ mod tests {
         for idx in 0..4 {
             running.apply("wf", &event("wf", idx, TaskState::Running));
         }
-        running.apply("other", &event("other", 5, TaskState::Running));
+        // Another workflow's tasks are not this one's.
         running.apply("wf", &event("other", 6, TaskState::Running));
         assert_eq!(running.line(), "running: t0, t1, t2 +2");
         for idx in [0, 1, 2, 3, 9] {

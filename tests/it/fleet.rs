@@ -603,7 +603,7 @@ fn sigterm_lets_a_worker_finish_its_task_and_take_no_more() {
         "the drained worker took nothing new: {status:#}"
     );
     assert!(
-        fleet.log("drainer").contains("Waiting for running tasks to finish"),
+        fleet.log("drainer").contains("Draining: taking no new tasks"),
         "{}",
         fleet.log("drainer")
     );
@@ -611,6 +611,18 @@ fn sigterm_lets_a_worker_finish_its_task_and_take_no_more() {
     wait_for("the successor to finish the workflow", Duration::from_secs(20), || {
         fleet.status(&id)["state"] == "succeeded"
     });
+
+    // A clean stop says so at INFO, with no ERROR line (the broker's connection closing
+    // included) and, in a log file, no colours.
+    assert!(fleet.terminate_worker("successor", Duration::from_secs(20)).success());
+    assert!(fleet.terminate_scheduler("scheduler", Duration::from_secs(20)).success());
+    for (name, stopped) in [("drainer", "Worker stopped."), ("successor", "Worker stopped."), ("scheduler", "Scheduler stopped.")] {
+        let log = fleet.log(name);
+        let said = |level: &str, what: &str| log.lines().any(|line| line.contains(level) && line.contains(what));
+        assert!(said(" INFO ", stopped), "{name}: {log}");
+        assert!(!log.lines().any(|line| line.contains(" ERROR ")), "{name}: {log}");
+        assert!(!log.contains('\u{1b}'), "{name} wrote colours to a file: {log}");
+    }
 }
 
 #[test]

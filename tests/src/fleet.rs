@@ -131,6 +131,18 @@ impl Fleet {
         nix::sys::signal::kill(pid, signal).expect("signal the scheduler");
     }
 
+    /// Sends SIGTERM to the scheduler `name` and waits until it exits.
+    pub fn terminate_scheduler(&mut self, name: &str, timeout: Duration) -> std::process::ExitStatus {
+        self.signal_scheduler(name, nix::sys::signal::Signal::SIGTERM);
+        let child = self.scheduler_process(name);
+        let mut status = None;
+        wait_for(&format!("scheduler {name} to exit after SIGTERM"), timeout, || {
+            status = child.try_wait().expect("poll the scheduler");
+            status.is_some()
+        });
+        status.expect("the scheduler exited")
+    }
+
     /// `GET /readyz` of the scheduler `name`: its status code and body.
     pub fn readyz(&self, name: &str) -> (u16, serde_json::Value) {
         crate::http_get(&self.api_of(name), "/readyz")
