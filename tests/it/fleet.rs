@@ -615,8 +615,14 @@ fn sigterm_lets_a_worker_finish_its_task_and_take_no_more() {
     // A clean stop says so at INFO, with no ERROR line (the broker's connection closing
     // included) and, in a log file, no colours.
     assert!(fleet.terminate_worker("successor", Duration::from_secs(20)).success());
-    assert!(fleet.terminate_scheduler("scheduler", Duration::from_secs(20)).success());
-    for (name, stopped) in [("drainer", "Worker stopped."), ("successor", "Worker stopped."), ("scheduler", "Scheduler stopped.")] {
+    assert!(fleet
+        .terminate_scheduler("scheduler", Duration::from_secs(20))
+        .success());
+    for (name, stopped) in [
+        ("drainer", "Worker stopped."),
+        ("successor", "Worker stopped."),
+        ("scheduler", "Scheduler stopped."),
+    ] {
         let log = fleet.log(name);
         let said = |level: &str, what: &str| log.lines().any(|line| line.contains(level) && line.contains(what));
         assert!(said(" INFO ", stopped), "{name}: {log}");

@@ -269,7 +269,10 @@ async fn take_work(
 /// requeued, as stopped by the shutdown) and waits for them to settle.
 async fn drain(shared: &Shared, running: &TaskTracker, timeout: Duration) {
     running.close();
-    info!(running = running.len(), "Draining: taking no new tasks, waiting for the running ones to finish.");
+    info!(
+        running = running.len(),
+        "Draining: taking no new tasks, waiting for the running ones to finish."
+    );
     if tokio::time::timeout(timeout, running.wait()).await.is_err() {
         warn!(running = running.len(), drain_timeout = ?timeout, "Cancelling tasks still running after the drain timeout.");
         shared.abort.cancel();

@@ -60,8 +60,18 @@ pub(super) async fn page(
     State(state): State<ApiState>,
     scope: Option<Extension<Scope>>,
     Query(filters): Query<Filters>,
-) -> Result<Markup, PageError> {
+) -> Result<axum::response::Response, PageError> {
+    use axum::response::IntoResponse as _;
     let viewer = Viewer::of(scope);
+    // A workflow's id in the search box goes straight to it; anything else is a name.
+    let searched = filters.name.trim();
+    if !searched.is_empty() {
+        let found = (state.store.workflow(searched).await).map_err(|error| ApiError::Internal(error.into()))?;
+        if found.is_some() {
+            let to = format!("/ui/workflows/{}", segment(searched));
+            return Ok((axum::http::StatusCode::SEE_OTHER, [(axum::http::header::LOCATION, to)]).into_response());
+        }
+    }
     let rows = rows_of(&state, &filters).await?;
     let fleet = state.scheduler.fleet();
     let (used, slots) = (fleet.iter()).fold((0, 0), |(used, slots), worker| {
@@ -80,7 +90,7 @@ pub(super) async fn page(
                     }
                 }
             }
-            label { "Name " input type="search" name="name" value=(filters.name) placeholder="exact name"; }
+            label { "Search " input type="search" name="name" value=(filters.name) placeholder="a workflow's id or name"; }
             label { "Submitted after " input type="text" name="submitted_after" value=(filters.submitted_after) placeholder="2026-12-01T00:00:00Z"; }
             button type="submit" { "Filter" }
         }
@@ -89,7 +99,7 @@ pub(super) async fn page(
             (rows)
         }
     };
-    Ok(super::page("Workflows", Some(Section::Workflows), viewer, &state, body))
+    Ok(super::page("Workflows", Some(Section::Workflows), viewer, &state, body).into_response())
 }
 
 /// The rows alone, as the page refreshes them.

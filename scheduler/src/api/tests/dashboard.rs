@@ -49,6 +49,14 @@ async fn every_page_shows_what_the_store_and_the_fleet_hold() {
     assert!(html.contains("0/2"), "no task ended of two: {html}");
     let (_, _, filtered) = fetch(&api, "GET", "/?state=succeeded&name=", "", &[]).await;
     assert!(filtered.contains("No workflow matches."), "{filtered}");
+    let (code, headers, _) = fetch(&api, "GET", &format!("/?name={id}"), "", &[]).await;
+    assert_eq!(
+        (code, headers["location"].to_str().unwrap()),
+        (StatusCode::SEE_OTHER, format!("/ui/workflows/{id}").as_str()),
+        "an id searched for"
+    );
+    let (_, _, by_name) = fetch(&api, "GET", "/?name=api", "", &[]).await;
+    assert!(by_name.contains(&format!(r#"data-workflow="{id}""#)), "{by_name}");
     let (code, _, html) = fetch(&api, "GET", "/?state=bogus", "", &[]).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
     assert!(html.contains("not a workflow state"), "{html}");
@@ -117,6 +125,33 @@ async fn every_page_shows_what_the_store_and_the_fleet_hold() {
         assert_eq!(code, StatusCode::OK, "{asset}");
         assert!(headers["content-type"].to_str().unwrap().starts_with(kind), "{asset}");
     }
+}
+
+#[tokio::test]
+async fn a_large_workflow_is_drawn_as_layers_and_listed_a_page_at_a_time() {
+    let api = Api::start().await;
+    let mut text = String::from("name: wide\ntasks:\n  - {id: root, handler: noop}\n");
+    for idx in 0..2500 {
+        text.push_str(&format!("  - {{id: leaf{idx}, deps: [root], handler: noop}}\n"));
+    }
+    let (code, created) = api.call("POST", "/v1/workflows", &text, None).await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let id = created["workflow_id"].as_str().unwrap().to_string();
+    let (code, _, html) = fetch(&api, "GET", &format!("/ui/workflows/{id}"), "", &[]).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(!html.contains(r#"<g class="node""#), "not drawn task by task");
+    assert!(
+        html.contains("Layer 0 · 1 tasks") && html.contains("Layer 1 · 2500 tasks"),
+        "{}",
+        &html[..2000]
+    );
+    assert!(html.contains("2500 pending"), "counted by state");
+    assert!(html.contains("Tasks 1–200 of 2501"), "paged");
+    let (_, _, later) = fetch(&api, "GET", &format!("/ui/workflows/{id}?tasks_from=2400"), "", &[]).await;
+    assert!(
+        later.contains("Tasks 2401–2501 of 2501") && later.contains(">leaf2499<"),
+        "the last page"
+    );
 }
 
 #[tokio::test]
