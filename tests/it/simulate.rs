@@ -198,3 +198,54 @@ fn the_heft_paper_sample_dag_and_its_optimal_schedule() {
         assert!(start_of(child) >= end_of(parent), "{child} starts before {parent} ends");
     }
 }
+
+#[test]
+fn actual_runtimes_replay_a_real_run_while_the_policy_sees_estimates() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let workflow = write_file(
+        dir,
+        "belief.yaml",
+        "name: belief\ntasks:\n  - {id: short, handler: noop, estimate: 1s}\n  - {id: long, handler: noop, estimate: 5s}\n",
+    );
+    let fleet = write_file(dir, "fleet.yaml", "workers:\n  - {name: w, slots: 1, speed: 1}\n");
+    let run = write_file(
+        dir,
+        "run.json",
+        r#"{"runtimes": {"short": 10, "long": 1}, "features": {"long": {"bytes": 1024}}}"#,
+    );
+    let simulate = |extra: &[&str]| {
+        let mut args = vec![
+            "simulate",
+            workflow.as_str(),
+            "--fleet",
+            fleet.as_str(),
+            "--policy",
+            "sjf",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        run_taskfleet(&args)
+    };
+    let believed: serde_json::Value = serde_json::from_str(&stdout(&simulate(&[]))).unwrap();
+    assert_eq!(believed["makespan"], 6.0);
+    let replayed: serde_json::Value = serde_json::from_str(&stdout(&simulate(&["--actual", &run]))).unwrap();
+    assert_eq!(replayed["makespan"], 11.0, "{replayed:#}");
+    let first = &replayed["schedule"][0];
+    assert_eq!(
+        (&first["task"], &first["end"]),
+        (&"short".into(), &10.0.into()),
+        "sjf still believes `short` is short"
+    );
+
+    let wrong = write_file(dir, "wrong.json", r#"{"short": 1, "lnog": 2}"#);
+    let output = simulate(&["--actual", &wrong]);
+    assert_eq!(output.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("no runtime for task `long`") && said.contains("has no task `lnog`"),
+        "{said}"
+    );
+    let output = simulate(&["--actual", &run, "--stochastic", "3"]);
+    assert!(!output.status.success(), "actual runtimes and drawn ones do not mix");
+}

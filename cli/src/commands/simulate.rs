@@ -14,7 +14,9 @@ use comfy_table::Table;
 use taskfleet_common::units::{format_duration, parse_duration};
 use taskfleet_common::workflow::ValidateOptions;
 use taskfleet_engine::policy::{PolicyConfig, PolicyKind};
-use taskfleet_engine::sim::{gantt, parse_fleet, SimReport, SimWorkflow, Simulator, DEFAULT_SIGMA};
+use taskfleet_engine::sim::{
+    gantt, parse_actual, parse_fleet, SimError, SimReport, SimWorkflow, Simulator, DEFAULT_SIGMA,
+};
 
 use super::{load_workflow, write_stdout, LoadError};
 use crate::EXIT_INVALID;
@@ -66,6 +68,11 @@ pub struct SimulateArgs {
     /// Capacity reserved for a class or tenant, as the scheduler's --reserve (repeatable).
     #[arg(long = "reserve", value_delimiter = ',')]
     pub reserve: Vec<Reservation>,
+    /// The runtimes a real run took (JSON: task id → seconds, or {"runtimes": ..., "features":
+    /// ...}), one file per workflow, in order: tasks take them while the policy sees only the
+    /// estimates.
+    #[arg(long, value_name = "RUN.json", conflicts_with_all = ["stochastic", "optimal"])]
+    pub actual: Vec<PathBuf>,
 }
 
 /// What `taskfleet simulate` can run: a policy, or the exact solver.
@@ -99,6 +106,28 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--stochastic needs at least one run");
     }
     let wants_optimal = policies.contains(&SimPolicy::Optimal);
+    if wants_optimal && !args.actual.is_empty() {
+        anyhow::bail!("the optimal schedule is found for the declared runtimes only; drop --actual or `optimal`");
+    }
+    if !args.actual.is_empty() && args.actual.len() != args.workflows.len() {
+        let n = args.workflows.len();
+        anyhow::bail!(
+            "--actual gives {} runs for {n} workflow{} (give one per workflow, in order)",
+            args.actual.len(),
+            if n == 1 { "" } else { "s" }
+        );
+    }
+    let mut actual = Vec::with_capacity(args.actual.len());
+    for path in &args.actual {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        match parse_actual(&text) {
+            Ok(run) => actual.push(run),
+            Err(problem) => {
+                eprintln!("{}: {problem}", path.display());
+                return Ok(ExitCode::from(EXIT_INVALID));
+            }
+        }
+    }
     if wants_optimal && args.stochastic.is_some() {
         anyhow::bail!("the optimal schedule is found for the declared runtimes only; drop --stochastic or `optimal`");
     }
@@ -120,6 +149,15 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             Ok((_, spec)) => spec,
             Err(LoadError::Invalid) => return Ok(ExitCode::from(EXIT_INVALID)),
             Err(LoadError::Unreadable(message)) => anyhow::bail!(message),
+        };
+        // The inputs a real run measured are known before it runs: the policy sees them.
+        let spec = match actual.get(idx).map(|run| run.apply_features(&spec)) {
+            None => spec,
+            Some(Ok(measured)) => measured,
+            Some(Err(error)) => {
+                eprintln!("{}: {error}", args.actual[idx].display());
+                return Ok(ExitCode::from(EXIT_INVALID));
+            }
         };
         workflows.push(SimWorkflow {
             spec: spec.into(),
@@ -164,6 +202,13 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         let started = std::time::Instant::now();
         let report = match args.stochastic {
             Some(runs) => simulator.run_stochastic(policy, runs, args.seed, DEFAULT_SIGMA),
+            None if !actual.is_empty() => match simulator.run_actual(policy, &actual) {
+                Err(error @ SimError::Actual(_)) => {
+                    eprintln!("error: {error}");
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
+                other => other,
+            },
             None => simulator.run(policy),
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;

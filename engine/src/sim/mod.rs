@@ -10,10 +10,14 @@
 //! finish earliest). The runtime model is [`placement::runtime_ms`], with transfer costs
 //! between workers. Every task succeeds; timeouts and retries are not simulated.
 //!
+//! With [`Simulator::run_actual`], tasks take the runtimes of a real run ([`actual`]) while
+//! the engine sees only the estimates.
+//!
 //! With [`Simulator::run_stochastic`], runtimes are multiplied by a log-normal factor per task
 //! and run (median 1, so the estimate is the median runtime; σ = [`DEFAULT_SIGMA`]), drawn from
 //! a seeded RNG, and the report gives the spread of the makespan over the runs.
 
+pub mod actual;
 pub mod fleet;
 pub mod gantt;
 pub mod optimal;
@@ -31,6 +35,7 @@ use rand::{Rng, SeedableRng};
 use taskfleet_common::{TaskSpec, WorkflowSpec};
 
 use crate::policy::{PolicyConfig, PolicyKind};
+pub use actual::{parse_actual, ActualRun};
 pub use fleet::{parse_fleet, parse_fleet_value, FleetSpec, InvalidFleet, SimWorker};
 use placement::PoolWorkers;
 pub use report::{Quantiles, ScheduledTask, SimReport, Spread, WorkflowReport};
@@ -57,6 +62,9 @@ pub enum SimError {
     /// Nothing could progress while tasks were left (a bug: [`Simulator::new`] rules it out).
     #[error("the simulation is stuck with tasks that never ran: {}", .0.join(", "))]
     Stuck(Vec<String>),
+    /// The actual runtimes given do not match the workflows.
+    #[error("the actual runtimes do not match the workflows:\n  - {}", .0.join("\n  - "))]
+    Actual(Vec<String>),
     /// The engine refused a simulated event (a bug).
     #[error("the engine refused a simulated event: {0}")]
     Engine(String),

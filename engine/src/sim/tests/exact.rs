@@ -281,3 +281,61 @@ fn a_simulated_reservation_keeps_capacity_for_its_owner() {
     assert_eq!(placed(&report, "l2").1, 0.0);
     assert_eq!((placed(&report, "h").1, placed(&report, "l3").1), (4.0, 5.0));
 }
+
+const BELIEF: &str =
+    "name: belief\ntasks:\n  - {id: short, handler: noop, estimate: 1s}\n  - {id: long, handler: noop, estimate: 5s}\n";
+
+#[test]
+fn tasks_take_their_actual_runtimes_while_the_policy_sees_the_estimates() {
+    let simulator = |speed| {
+        Simulator::new(
+            fleet(&[("w", 1, speed)]),
+            vec![workflow(BELIEF, 0)],
+            PolicyConfig::default(),
+        )
+        .unwrap()
+    };
+    // SJF believes `short` is short; it is not.
+    let run = crate::sim::parse_actual(r#"{"short": 10, "long": 1}"#).unwrap();
+    let report = simulator(1.0)
+        .run_actual(PolicyKind::Sjf, std::slice::from_ref(&run))
+        .unwrap();
+    assert_eq!(placed(&report, "short"), ("w".to_string(), 0.0, 10.0));
+    assert_eq!(placed(&report, "long"), ("w".to_string(), 10.0, 11.0));
+    assert_eq!(report.makespan, 11.0);
+    // An actual runtime is on a speed-1 worker: twice as fast, half the time.
+    let fast = simulator(2.0)
+        .run_actual(PolicyKind::Sjf, std::slice::from_ref(&run))
+        .unwrap();
+    assert_eq!(fast.makespan, 5.5);
+    // Without it, the estimates.
+    assert_eq!(simulator(1.0).run(PolicyKind::Sjf).unwrap().makespan, 6.0);
+}
+
+#[test]
+fn actual_runtimes_must_name_every_task_and_only_them() {
+    let simulator = Simulator::new(
+        fleet(&[("w", 1, 1.0)]),
+        vec![workflow(BELIEF, 0)],
+        PolicyConfig::default(),
+    )
+    .unwrap();
+    let run = crate::sim::parse_actual(r#"{"short": 1, "typo": 2}"#).unwrap();
+    let error = simulator.run_actual(PolicyKind::Fcfs, &[run]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the actual runtimes do not match the workflows:\n  - workflow `belief`: no runtime for task `long`\n  - workflow `belief` has no task `typo`"
+    );
+    let error = simulator.run_actual(PolicyKind::Fcfs, &[]).unwrap_err();
+    assert!(error.to_string().contains("0 runs for 1 workflows"), "{error}");
+    let features =
+        crate::sim::parse_actual(r#"{"runtimes": {"short": 1, "long": 1}, "features": {"nope": {"x": 1}}}"#).unwrap();
+    let spec = &workflow(BELIEF, 0).spec;
+    assert!(features
+        .apply_features(spec)
+        .unwrap_err()
+        .to_string()
+        .contains("features of `nope`"));
+    let measured = crate::sim::parse_actual(r#"{"runtimes": {}, "features": {"long": {"bytes": 5}}}"#).unwrap();
+    assert_eq!(measured.apply_features(spec).unwrap().tasks[1].features["bytes"], 5.0);
+}
