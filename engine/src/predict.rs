@@ -33,8 +33,12 @@ const MIN_SIGMA: f64 = 0.05;
 /// Observations at which the learned model and the declared estimate weigh the same.
 const HALF_CONFIDENCE_AT: f64 = 3.0;
 
-/// The group a task's runtime is learned for.
+/// The group a task's runtime is learned for: its pool and its `kind` when it has one, else
+/// its pool and what it runs.
 pub fn signature(task: &TaskSpec) -> String {
+    if let Some(kind) = &task.kind {
+        return format!("{}|kind|{kind}", task.pool);
+    }
     match &task.action {
         Action::Run { argv, .. } => {
             let program = argv.first().map(|arg| basename(arg)).unwrap_or_default();

@@ -89,6 +89,9 @@ pub struct TaskSpec {
     /// Labels the task would rather have (`{zone: a}`): among the workers where it fits, one
     /// carrying more of them is chosen.
     pub prefer: BTreeMap<String, String>,
+    /// What the task does (`bowtie2-build`), whatever its id: runtimes are learned per kind,
+    /// so a task never seen before gets the runtime its kind has shown.
+    pub kind: Option<String>,
 }
 
 impl TaskSpec {

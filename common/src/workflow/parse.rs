@@ -287,6 +287,7 @@ impl Checker<'_> {
             pool: defaults.pool.clone().unwrap_or_else(|| self.intern_pool("default")),
             selector: BTreeMap::new(),
             prefer: BTreeMap::new(),
+            kind: None,
         };
         let Value::Object(map) = raw else {
             task.id = format!("#{position}");
@@ -299,9 +300,10 @@ impl Checker<'_> {
         };
         // Every field a task has, each named once: checked below, in this order.
         let mut fields = Fields::new(map);
-        let (id, description, deps, run, handler, args, env) = (
+        let (id, description, kind, deps, run, handler, args, env) = (
             fields.take("id"),
             fields.take("description"),
+            fields.take("kind"),
             fields.take("deps"),
             fields.take("run"),
             fields.take("handler"),
@@ -455,6 +457,11 @@ impl Checker<'_> {
         }
         if description.is_some_and(|description| !description.is_string()) {
             self.problem(label, "description", "must be a string");
+        }
+        match kind {
+            None => {}
+            Some(Value::String(kind)) if is_valid_name(&kind, 128) => task.kind = Some(kind),
+            Some(_) => self.problem(label, "kind", "must be a name: 1 to 128 of A-Z a-z 0-9 _ . -"),
         }
         fields.finish(self, label, "");
         task.id = id;

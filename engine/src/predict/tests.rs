@@ -35,6 +35,32 @@ fn signatures_group_by_pool_and_what_runs() {
 }
 
 #[test]
+fn a_kind_is_learned_whatever_runs_it() {
+    let first = task("{id: index-1, kind: bowtie2-build, run: [bowtie2-build, ref1.fa]}");
+    let second = task("{id: index-2, kind: bowtie2-build, run: [/opt/bt2/bowtie2-build, --threads, '4']}");
+    assert_eq!(signature(&first), "default|kind|bowtie2-build");
+    assert_eq!(signature(&first), signature(&second));
+    // A task of that kind never seen before gets what its kind has shown.
+    let mut predictor = Predictor::new(Duration::from_secs(1));
+    for _ in 0..20 {
+        predictor.observe_task(&first, Duration::from_secs(60));
+    }
+    let predicted = predictor.predict(&task("{id: index-99, kind: bowtie2-build, run: [true]}"));
+    assert_eq!(predicted.source, Source::Learned);
+    assert!((predicted.mean.as_secs_f64() - 60.0).abs() < 1.0, "{predicted:?}");
+    let problems = parse_workflow(
+        "name: p\ntasks:\n  - {id: a, kind: 'two words', handler: noop}\n",
+        &ValidateOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        problems.contains("kind") && problems.contains("must be a name"),
+        "{problems}"
+    );
+}
+
+#[test]
 fn cold_start_uses_the_estimate_then_the_prior() {
     let predictor = Predictor::new(Duration::from_secs(7));
     let declared = predictor.predict(&task("{id: a, handler: noop, estimate: 20s}"));
