@@ -249,3 +249,38 @@ fn actual_runtimes_replay_a_real_run_while_the_policy_sees_estimates() {
     let output = simulate(&["--actual", &run, "--stochastic", "3"]);
     assert!(!output.status.success(), "actual runtimes and drawn ones do not mix");
 }
+
+#[test]
+fn history_trains_the_predictor_before_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let workflow = write_file(
+        dir,
+        "kinds.yaml",
+        "name: kinds\ntasks:\n  - {id: short, kind: index, handler: noop, estimate: 1s}\n  - {id: long, kind: lookup, handler: noop, estimate: 5s}\n",
+    );
+    let fleet = write_file(dir, "fleet.yaml", "workers:\n  - {name: w, slots: 1, speed: 1}\n");
+    let run = write_file(dir, "run.json", r#"{"short": 10, "long": 1}"#);
+    let first_task = |extra: &[&str]| {
+        let mut args = vec![
+            "simulate",
+            workflow.as_str(),
+            "--fleet",
+            fleet.as_str(),
+            "--policy",
+            "sjf",
+            "--json",
+            "--actual",
+            run.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        let report: serde_json::Value = serde_json::from_str(&stdout(&run_taskfleet(&args))).unwrap();
+        report["schedule"][0]["task"].as_str().unwrap().to_string()
+    };
+    assert_eq!(first_task(&[]), "short");
+    assert_eq!(first_task(&["--predictive"]), "short", "nothing learned yet");
+    let history = [run.as_str(); 6];
+    let mut extra = vec!["--history"];
+    extra.extend_from_slice(&history);
+    assert_eq!(first_task(&extra), "long", "six earlier runs say which is short");
+}

@@ -14,8 +14,9 @@ use comfy_table::Table;
 use taskfleet_common::units::{format_duration, parse_duration};
 use taskfleet_common::workflow::ValidateOptions;
 use taskfleet_engine::policy::{PolicyConfig, PolicyKind};
+use taskfleet_engine::predict::Predictor;
 use taskfleet_engine::sim::{
-    gantt, parse_actual, parse_fleet, SimError, SimReport, SimWorkflow, Simulator, DEFAULT_SIGMA,
+    gantt, parse_actual, parse_fleet, train, ActualRun, SimError, SimReport, SimWorkflow, Simulator, DEFAULT_SIGMA,
 };
 
 use super::{load_workflow, write_stdout, LoadError};
@@ -73,6 +74,31 @@ pub struct SimulateArgs {
     /// estimates.
     #[arg(long, value_name = "RUN.json", conflicts_with_all = ["stochastic", "optimal"])]
     pub actual: Vec<PathBuf>,
+    /// Schedule by predicted runtimes, as the scheduler's --predictive: the predictor learns
+    /// from every task that ends.
+    #[arg(long)]
+    pub predictive: bool,
+    /// Earlier runs of the workflows (in the --actual format): they train the predictor before
+    /// the simulation starts, matching tasks by id (and learning per kind). Implies
+    /// --predictive.
+    #[arg(long, value_name = "RUN.json", num_args = 1..)]
+    pub history: Vec<PathBuf>,
+}
+
+/// The runs of `paths` (the --actual format); `None` once a file's problem is printed.
+fn read_runs(paths: &[PathBuf]) -> anyhow::Result<Option<Vec<ActualRun>>> {
+    let mut runs = Vec::with_capacity(paths.len());
+    for path in paths {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        match parse_actual(&text) {
+            Ok(run) => runs.push(run),
+            Err(problem) => {
+                eprintln!("{}: {problem}", path.display());
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(runs))
 }
 
 /// What `taskfleet simulate` can run: a policy, or the exact solver.
@@ -117,17 +143,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             if n == 1 { "" } else { "s" }
         );
     }
-    let mut actual = Vec::with_capacity(args.actual.len());
-    for path in &args.actual {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        match parse_actual(&text) {
-            Ok(run) => actual.push(run),
-            Err(problem) => {
-                eprintln!("{}: {problem}", path.display());
-                return Ok(ExitCode::from(EXIT_INVALID));
-            }
-        }
-    }
+    let Some(actual) = read_runs(&args.actual)? else {
+        return Ok(ExitCode::from(EXIT_INVALID));
+    };
+    let Some(history) = read_runs(&args.history)? else {
+        return Ok(ExitCode::from(EXIT_INVALID));
+    };
     if wants_optimal && args.stochastic.is_some() {
         anyhow::bail!("the optimal schedule is found for the declared runtimes only; drop --stochastic or `optimal`");
     }
@@ -176,12 +197,27 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         default_estimate: args.default_estimate,
         ..PolicyConfig::default()
     };
+    let predictor = (args.predictive || !history.is_empty()).then(|| {
+        let mut predictor = Predictor::new(args.default_estimate);
+        let unmatched = (workflows.iter())
+            .map(|workflow| train(&mut predictor, &workflow.spec, &history))
+            .min()
+            .unwrap_or(0);
+        if unmatched > 0 {
+            eprintln!("note: {unmatched} runtimes of the history name no task of the workflows and taught nothing");
+        }
+        predictor
+    });
     let simulator = match Simulator::new(fleet, workflows, policy_config) {
         Ok(simulator) => simulator.with_packing(args.packing, args.reserve.clone()),
         Err(error) => {
             eprintln!("error: {error}");
             return Ok(ExitCode::from(EXIT_INVALID));
         }
+    };
+    let simulator = match predictor {
+        Some(predictor) => simulator.predictive(predictor),
+        None => simulator,
     };
     let heuristics: Vec<PolicyKind> = policies
         .iter()

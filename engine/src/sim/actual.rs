@@ -16,6 +16,7 @@ use taskfleet_common::WorkflowSpec;
 
 use super::{report, run, SimError, SimReport, Simulator, MAX_LISTED};
 use crate::policy::PolicyKind;
+use crate::predict::Predictor;
 
 /// The runtimes (and measured features) of one real run of a workflow.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -104,6 +105,29 @@ impl ActualRun {
             Err(SimError::Actual(listed(unknown)))
         }
     }
+}
+
+/// Trains `predictor` on earlier runs of `spec`, through the updates the scheduler makes when
+/// an attempt ends: each runtime teaches its task's signature (its `kind`, or what it runs)
+/// and, with the features that run measured, its feature regression. Returns how many
+/// runtimes named no task of the workflow (and taught nothing).
+pub fn train(predictor: &mut Predictor, spec: &WorkflowSpec, runs: &[ActualRun]) -> usize {
+    let mut unmatched = 0;
+    for run in runs {
+        for (id, took) in &run.runtimes {
+            let Some(task) = spec.tasks.iter().find(|task| task.id == *id) else {
+                unmatched += 1;
+                continue;
+            };
+            let mut task = task.clone();
+            if let Some(features) = run.features.get(id) {
+                task.features
+                    .extend(features.iter().map(|(name, value)| (name.clone(), *value)));
+            }
+            predictor.observe_task(&task, *took);
+        }
+    }
+    unmatched
 }
 
 impl Simulator {

@@ -35,7 +35,7 @@ use rand::{Rng, SeedableRng};
 use taskfleet_common::{TaskSpec, WorkflowSpec};
 
 use crate::policy::{PolicyConfig, PolicyKind};
-pub use actual::{parse_actual, ActualRun};
+pub use actual::{parse_actual, train, ActualRun};
 pub use fleet::{parse_fleet, parse_fleet_value, FleetSpec, InvalidFleet, SimWorker};
 use placement::PoolWorkers;
 pub use report::{Quantiles, ScheduledTask, SimReport, Spread, WorkflowReport};
@@ -87,6 +87,8 @@ pub struct Simulator {
     /// How tasks that ask for resources are packed, and what is reserved, as in the scheduler.
     packing: PackingKind,
     reservations: Vec<Reservation>,
+    /// In predictive mode, what the predictor knows when the simulation starts.
+    predictor: Option<crate::predict::Predictor>,
 }
 
 impl Simulator {
@@ -185,6 +187,7 @@ impl Simulator {
             by_name,
             packing: PackingKind::default(),
             reservations: Vec::new(),
+            predictor: None,
         })
     }
 
@@ -193,6 +196,14 @@ impl Simulator {
     pub fn with_packing(mut self, packing: PackingKind, reservations: Vec<Reservation>) -> Simulator {
         self.packing = packing;
         self.reservations = reservations;
+        self
+    }
+
+    /// Schedules in predictive mode, as the scheduler's `--predictive`: policies see the
+    /// predicted runtimes of `predictor` (trained on earlier runs, or new), which learns from
+    /// every task that ends during the simulation.
+    pub fn predictive(mut self, predictor: crate::predict::Predictor) -> Simulator {
+        self.predictor = Some(predictor);
         self
     }
 

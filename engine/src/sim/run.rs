@@ -73,9 +73,13 @@ pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f6
         prefetch_margin: 0,
         packing: sim.packing,
         reservations: sim.reservations.clone(),
+        predictive: sim.predictor.is_some(),
         ..EngineConfig::default()
     };
     let mut engine = Engine::new(config);
+    if let Some(predictor) = &sim.predictor {
+        engine.set_predictor(predictor.clone());
+    }
     let mut capacity: HashMap<String, usize> = HashMap::new();
     for (pool, workers) in &sim.pool_workers {
         let slots = workers

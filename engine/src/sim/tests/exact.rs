@@ -339,3 +339,56 @@ fn actual_runtimes_must_name_every_task_and_only_them() {
     let measured = crate::sim::parse_actual(r#"{"runtimes": {}, "features": {"long": {"bytes": 5}}}"#).unwrap();
     assert_eq!(measured.apply_features(spec).unwrap().tasks[1].features["bytes"], 5.0);
 }
+
+#[test]
+fn earlier_runs_teach_the_predictor_what_the_estimates_get_wrong() {
+    let yaml = "name: kinds\ntasks:\n  - {id: short, kind: index, handler: noop, estimate: 1s}\n  - {id: long, kind: lookup, handler: noop, estimate: 5s}\n";
+    let run = crate::sim::parse_actual(r#"{"short": 10, "long": 1}"#).unwrap();
+    let simulator = || {
+        Simulator::new(
+            fleet(&[("w", 1, 1.0)]),
+            vec![workflow(yaml, 0)],
+            PolicyConfig::default(),
+        )
+        .unwrap()
+    };
+    let order = |report: &SimReport| {
+        report
+            .schedule
+            .iter()
+            .map(|entry| entry.task.clone())
+            .collect::<Vec<_>>()
+    };
+    let blind = simulator()
+        .run_actual(PolicyKind::Sjf, std::slice::from_ref(&run))
+        .unwrap();
+    assert_eq!(order(&blind), ["short", "long"]);
+    // Predictive with nothing learned yet starts from the same estimates.
+    let fresh = crate::predict::Predictor::new(std::time::Duration::from_secs(1));
+    let cold = simulator()
+        .predictive(fresh.clone())
+        .run_actual(PolicyKind::Sjf, std::slice::from_ref(&run))
+        .unwrap();
+    assert_eq!(order(&cold), ["short", "long"]);
+
+    let mut taught = fresh;
+    let other = crate::sim::parse_actual(r#"{"gone": 3}"#).unwrap();
+    let mut history = vec![run.clone(); 6];
+    history.push(other);
+    assert_eq!(
+        crate::sim::train(&mut taught, &workflow(yaml, 0).spec, &history),
+        1,
+        "one runtime named no task"
+    );
+    let report = simulator()
+        .predictive(taught)
+        .run_actual(PolicyKind::Sjf, std::slice::from_ref(&run))
+        .unwrap();
+    assert_eq!(order(&report), ["long", "short"], "the history says which is short");
+    assert_eq!(report.makespan, 11.0);
+    assert_eq!(
+        placed(&report, "long"),
+        ("w".to_string(), 0.0, 1.0),
+        "the short one is done at once"
+    );
+}
