@@ -108,6 +108,12 @@ impl Prediction {
         }
     }
 
+    /// The 10th percentile: with [`Prediction::p90`], the range the runtime is predicted to
+    /// fall in four times out of five.
+    pub fn p10(&self) -> Duration {
+        Duration::from_secs_f64((self.mu - Z_P90 * self.sigma).exp().min(1e9))
+    }
+
     /// A runtime drawn from the predicted distribution.
     pub fn sample(&self, rng: &mut impl Rng) -> Duration {
         // Box-Muller: one standard normal draw from two uniform ones.

@@ -409,6 +409,10 @@ fn render_text(simulator: &Simulator, reports: &[SimReport]) -> String {
     if stochastic {
         header.extend(["MAKESPAN MIN", "P50", "P90", "MAX"]);
     }
+    let scored = reports.iter().any(|report| report.scores.is_some());
+    if scored {
+        header.extend(["ORACLE", "FCFS", "ERROR P50", "ERROR P90", "IN P10–P90"]);
+    }
     table.set_header(header);
     for report in reports {
         let mut row = vec![
@@ -423,6 +427,17 @@ fn render_text(simulator: &Simulator, reports: &[SimReport]) -> String {
         if let Some(spread) = &report.stochastic {
             let q = spread.makespan;
             row.extend([q.min, q.p50, q.p90, q.max].map(seconds));
+        }
+        if let Some(scores) = &report.scores {
+            row.extend([
+                seconds(scores.oracle_makespan),
+                seconds(scores.fcfs_makespan),
+                format!("{:.0}%", scores.error_p50 * 100.0),
+                format!("{:.0}%", scores.error_p90 * 100.0),
+                scores
+                    .within_p10_p90
+                    .map_or_else(|| "-".to_string(), |share| format!("{:.0}%", share * 100.0)),
+            ]);
         }
         table.add_row(row);
     }

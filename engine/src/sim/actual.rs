@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::Value;
 use taskfleet_common::WorkflowSpec;
 
@@ -130,13 +131,131 @@ pub fn train(predictor: &mut Predictor, spec: &WorkflowSpec, runs: &[ActualRun])
     unmatched
 }
 
+/// How a replay went against what could have been, and how wrong the beliefs were.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Scores {
+    /// The same policy knowing the actual runtimes (its estimates set to them).
+    pub oracle_makespan: f64,
+    /// FCFS on the actual runtimes.
+    pub fcfs_makespan: f64,
+    /// |believed − actual| / actual over the tasks that took any time, where the belief is
+    /// what the policy saw as the replay began (the predicted mean in predictive mode, else
+    /// the estimate): its median and 90th percentile.
+    pub error_p50: f64,
+    pub error_p90: f64,
+    /// In predictive mode, the share of those tasks whose actual runtime fell within the
+    /// predicted 10th–90th percentiles (0.8 when the predictions are calibrated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub within_p10_p90: Option<f64>,
+}
+
 impl Simulator {
     /// Simulates under `policy` with each workflow's tasks taking the runtimes of `actual` (one
-    /// run per workflow, in order), while the engine sees the estimates as always.
+    /// run per workflow, in order), while the engine sees the estimates (or predictions) as
+    /// always; the report's `scores` set it beside the oracle and FCFS.
     pub fn run_actual(&self, policy: PolicyKind, actual: &[ActualRun]) -> Result<SimReport, SimError> {
+        let mut report = self.replay(policy, actual)?;
+        let oracle = self.oracle(actual)?.replay(policy, actual)?;
+        let fcfs = match policy {
+            PolicyKind::Fcfs if self.predictor.is_none() => report.makespan,
+            _ => self.blind().replay(PolicyKind::Fcfs, actual)?.makespan,
+        };
+        let (error_p50, error_p90, within_p10_p90) = self.belief_errors(actual);
+        report.scores = Some(Scores {
+            oracle_makespan: oracle.makespan,
+            fcfs_makespan: fcfs,
+            error_p50,
+            error_p90,
+            within_p10_p90,
+        });
+        Ok(report)
+    }
+
+    fn replay(&self, policy: PolicyKind, actual: &[ActualRun]) -> Result<SimReport, SimError> {
         let factors = self.actual_factors(actual)?;
         let trace = run::simulate(self, policy, Some(&factors))?;
         Ok(report::build(self, policy.as_str(), &trace))
+    }
+
+    /// The same simulator, scheduling by the estimates (no predictor).
+    fn blind(&self) -> Simulator {
+        Simulator {
+            fleet: self.fleet.clone(),
+            workflows: self.workflows.clone(),
+            names: self.names.clone(),
+            first_task: self.first_task.clone(),
+            n_tasks: self.n_tasks,
+            policy_config: self.policy_config,
+            pool_workers: self.pool_workers.clone(),
+            by_name: self.by_name.clone(),
+            packing: self.packing,
+            reservations: self.reservations.clone(),
+            predictor: None,
+        }
+    }
+
+    /// The same simulator with every estimate the task's actual runtime (per-worker estimates
+    /// scaled alike), scheduling by them.
+    fn oracle(&self, actual: &[ActualRun]) -> Result<Simulator, SimError> {
+        let factors = self.actual_factors(actual)?;
+        let mut oracle = self.blind();
+        for (workflow, first) in oracle.workflows.iter_mut().zip(&self.first_task) {
+            let mut spec = (*workflow.spec).clone();
+            for (idx, task) in spec.tasks.iter_mut().enumerate() {
+                let factor = factors[first + idx];
+                let believed = task.estimate.unwrap_or(self.policy_config.default_estimate);
+                task.estimate = Some(believed.mul_f64(factor));
+                if let Some(by_worker) = &mut task.estimate_by_worker {
+                    by_worker
+                        .values_mut()
+                        .for_each(|runtime| *runtime = runtime.mul_f64(factor));
+                }
+            }
+            workflow.spec = std::sync::Arc::new(spec);
+        }
+        Ok(oracle)
+    }
+
+    /// The relative errors of what the policy believed when the replay began: median, 90th
+    /// percentile, and (with a predictor) the share within the predicted p10–p90.
+    fn belief_errors(&self, actual: &[ActualRun]) -> (f64, f64, Option<f64>) {
+        let mut errors = Vec::new();
+        let mut within = 0usize;
+        for (workflow, run) in self.workflows.iter().zip(actual) {
+            for task in &workflow.spec.tasks {
+                let Some(took) = run
+                    .runtimes
+                    .get(&task.id)
+                    .map(Duration::as_secs_f64)
+                    .filter(|took| *took > 0.0)
+                else {
+                    continue;
+                };
+                let believed = match &self.predictor {
+                    Some(predictor) => {
+                        let predicted = predictor.predict(task);
+                        within +=
+                            usize::from((predicted.p10().as_secs_f64()..=predicted.p90.as_secs_f64()).contains(&took));
+                        predicted.mean.as_secs_f64()
+                    }
+                    None => task
+                        .estimate
+                        .unwrap_or(self.policy_config.default_estimate)
+                        .as_secs_f64(),
+                };
+                errors.push((believed - took).abs() / took);
+            }
+        }
+        let n = errors.len();
+        errors.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            errors
+                .get(((n as f64 * q).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let within = (self.predictor.is_some() && n > 0).then(|| within as f64 / n as f64);
+        (at(0.5), at(0.9), within)
     }
 
     /// Per task, its actual runtime over the runtime the model gives it on a speed-1 worker.

@@ -28,6 +28,9 @@ pub struct SimReport {
     /// The spread over sampled runtimes, for stochastic runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stochastic: Option<Spread>,
+    /// For a replay of actual runtimes: what could have been, and how wrong the beliefs were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scores: Option<super::actual::Scores>,
     pub workflows: Vec<WorkflowReport>,
     /// Every task, by start time.
     pub schedule: Vec<ScheduledTask>,
@@ -217,6 +220,7 @@ pub(super) fn build(sim: &Simulator, policy: &str, trace: &Trace) -> SimReport {
         },
         fairness: jain_index(&relative_speeds),
         stochastic: None,
+        scores: None,
         workflows,
         schedule,
     }
