@@ -207,8 +207,8 @@ pub async fn run_workflow(
                         on_progress(current, &running);
                     }
                 }
-                // Behind: the names are right again as tasks start and end.
-                Some(Heard::Lagged(_)) => {}
+                // Behind: what ended meanwhile is unknown; names come back as tasks start.
+                Some(Heard::Lagged(_)) => running.clear(),
                 None => break,
             },
             _ = interrupt.cancelled() => break,

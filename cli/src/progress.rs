@@ -110,6 +110,11 @@ impl RunningTasks {
         }
     }
 
+    /// Forgets every task: after events were missed, the names come back as tasks start.
+    pub fn clear(&mut self) {
+        self.by_idx.clear();
+    }
+
     /// `running: load, join, report +2`, or nothing while none runs.
     pub fn line(&self) -> String {
         if self.by_idx.is_empty() {
@@ -174,5 +179,8 @@ mod tests {
             running.apply("wf", &event("wf", idx, TaskState::Succeeded));
         }
         assert_eq!(running.line(), "");
+        running.apply("wf", &event("wf", 4, TaskState::Running));
+        running.clear();
+        assert_eq!(running.line(), "", "forgotten after missed events");
     }
 }

@@ -144,10 +144,15 @@ fn the_dashboard_follows_a_running_workflow_and_cancels_it() {
     fleet.token = Some(token.clone());
     fleet.add_worker("w1", &["--concurrency", "2"]);
     fleet.wait_for_workers(1);
+    // `first` runs until the test opens its gate, once the page shows it running.
+    let gate = dir.path().join("gate");
     let workflow = fleet.workflow(
         "dashboard.yaml",
-        "name: dashboard\ntasks:\n  - {id: first, run: [sleep, '3']}\n  \
-         - {id: second, deps: [first], run: [sleep, '120']}\n  - {id: third, deps: [second], handler: noop}\n",
+        &format!(
+            "name: dashboard\ntasks:\n  - {{id: first, run: [sh, -c, 'while [ ! -f {} ]; do sleep 0.1; done']}}\n  \
+             - {{id: second, deps: [first], run: [sleep, '120']}}\n  - {{id: third, deps: [second], handler: noop}}\n",
+            gate.display()
+        ),
     );
     let id = fleet.submit(&workflow);
     let base = format!("http://{}", fleet.api.trim_start_matches("http://"));
@@ -182,26 +187,14 @@ fn the_dashboard_follows_a_running_workflow_and_cancels_it() {
         );
 
         // The page is not reloaded: the states change as the event stream tells them.
-        let first = until_attribute(
-            &browser,
-            r#"g.node[data-task-idx="0"]"#,
-            "data-state",
-            "succeeded",
-            Duration::from_secs(30),
-        )
-        .await;
-        assert!(
-            first.len() >= 2,
-            "the first task was seen changing, not only ended: {first:?}"
-        );
-        until_attribute(
-            &browser,
-            r#"g.node[data-task-idx="1"]"#,
-            "data-state",
-            "running",
-            Duration::from_secs(30),
-        )
-        .await;
+        let node = |idx: u32| format!(r#"g.node[data-task-idx="{idx}"]"#);
+        until_attribute(&browser, &node(0), "data-state", "running", Duration::from_secs(30)).await;
+        let waiting = attribute(&browser, &node(1), "data-state").await;
+        assert_eq!(waiting.as_deref(), Some("pending"));
+        std::fs::write(&gate, "").unwrap();
+        until_attribute(&browser, &node(0), "data-state", "succeeded", Duration::from_secs(30)).await;
+        // Pending when the gate opened, running now: told by the stream, on the same page.
+        until_attribute(&browser, &node(1), "data-state", "running", Duration::from_secs(30)).await;
         let row = attribute(&browser, r#"tr.node[data-task-idx="1"]"#, "data-state").await;
         assert_eq!(row.as_deref(), Some("running"), "the task table follows too");
         screenshot(&browser, "workflow-running").await;
@@ -241,7 +234,7 @@ fn the_dashboard_follows_a_running_workflow_and_cancels_it() {
             .await
             .unwrap();
         let text = text_of(&browser).await;
-        assert!(text.contains("Attempt 1") && text.contains("sleep 3"), "{text}");
+        assert!(text.contains("Attempt 1") && text.contains("while [ ! -f"), "{text}");
         screenshot(&browser, "task").await;
 
         browser.goto(&format!("{base}/ui/workers")).await.unwrap();

@@ -151,8 +151,12 @@ async fn follow_running(client: &ApiClient, workflow_id: &str) -> Option<Followi
     let workflow_id = workflow_id.to_string();
     let task = tokio::spawn(async move {
         while let Ok(Some(event)) = stream.next().await {
-            if let Ok(event) = serde_json::from_str::<FleetEvent>(&event.data) {
-                (shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).apply(&workflow_id, &event);
+            let mut running = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match serde_json::from_str::<FleetEvent>(&event.data) {
+                Ok(event) => running.apply(&workflow_id, &event),
+                // Behind: what ended meanwhile is unknown; names come back as tasks start.
+                Err(_) if event.name == "lagged" => running.clear(),
+                Err(_) => {}
             }
         }
     });

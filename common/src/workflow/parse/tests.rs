@@ -155,7 +155,7 @@ fn unknown_fields_list_the_expected_ones() {
         "name: w\nschedule: daily\ntasks:\n  - {id: a, handler: noop, dep: [b]}\n",
         &[
             "field `schedule`: unknown field; expected one of: name, description, tenant, defaults, tasks",
-            "task `a`, field `dep`: unknown field (did you mean `deps`?); expected one of: id, description, deps, run, handler, args, env, priority, weight, estimate, estimate_by_worker, features, resources, limits, timeout, retries, pool, selector, prefer",
+            "task `a`, field `dep`: unknown field (did you mean `deps`?); expected one of: id, description, kind, deps, run, handler, args, env, priority, weight, estimate, estimate_by_worker, features, resources, limits, timeout, retries, pool, selector, prefer",
         ],
     );
 }
@@ -267,7 +267,7 @@ fn closest_field_is_suggested_and_backoff_cap_follows_backoff() {
         &[
             "task `a`, field `run`: a task needs one of `run` (a command) or `handler` (a built-in)",
             "task `a`, field `description`: must be a string",
-            "task `a`, field `rn`: unknown field (did you mean `run`?); expected one of: id, description, deps, run, handler, args, env, priority, weight, estimate, estimate_by_worker, features, resources, limits, timeout, retries, pool, selector, prefer",
+            "task `a`, field `rn`: unknown field (did you mean `run`?); expected one of: id, description, kind, deps, run, handler, args, env, priority, weight, estimate, estimate_by_worker, features, resources, limits, timeout, retries, pool, selector, prefer",
         ],
     );
     let spec = check_ok("name: w\ntasks:\n  - {id: a, handler: noop, retries: {max: 3, backoff: 10m}}\n");
