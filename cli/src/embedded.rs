@@ -12,11 +12,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use taskfleet_common::api::WorkflowStatus;
+use taskfleet_common::state::TaskState;
 use taskfleet_common::WorkflowSpec;
 use taskfleet_engine::engine::EngineConfig;
 use taskfleet_engine::placement::WorkerModel;
 use taskfleet_engine::policy::PolicyKind;
-use taskfleet_scheduler::service::{now, Capacity, Heard, Scheduler, SchedulerConfig, WorkflowProgress};
+use taskfleet_scheduler::service::{now, Capacity, Scheduler, SchedulerConfig, WorkflowProgress};
 use taskfleet_scheduler::status::workflow_status;
 use taskfleet_scheduler::store::{MemoryStore, SqliteStore, Store, WorkflowRecord, WorkflowState};
 use taskfleet_transport::queues::QueueNames;
@@ -176,15 +177,11 @@ pub async fn run_workflow(
     let (mut scheduler, handle) = Scheduler::new(config, store.clone(), transport);
     scheduler.restore_predictor(store.runtime_stats().await?, store.feature_models().await?);
     let mut progress = handle.progress();
-    // Subscribed before the workflow is handed over: every start is heard.
-    let mut feed = handle.events();
     let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
     let id: Arc<str> = Arc::from(workflow_id.as_str());
     handle.add_workflow(id.clone(), spec.clone(), stored)?;
 
     let mut state = WorkflowState::Running;
-    let mut running = RunningTasks::default();
-    let mut last: Option<WorkflowProgress> = None;
     loop {
         tokio::select! {
             changed = progress.changed() => {
@@ -192,25 +189,16 @@ pub async fn run_workflow(
                     break;
                 }
                 if let Some(current) = progress.borrow_and_update().get(&id) {
-                    on_progress(current, &running);
+                    let named = (current.running.iter())
+                        .filter_map(|&idx| Some((idx, spec.tasks.get(idx as usize)?.id.clone())));
+                    let total = current.counts[TaskState::Running as usize];
+                    on_progress(current, &RunningTasks::sampled(named, total));
                     state = current.state;
-                    last = Some(current.clone());
                 }
                 if state.is_terminal() {
                     break;
                 }
             }
-            heard = feed.next() => match heard {
-                Some(Heard::Event(event)) => {
-                    running.apply(&id, &event);
-                    if let Some(current) = &last {
-                        on_progress(current, &running);
-                    }
-                }
-                // Behind: what ended meanwhile is unknown; names come back as tasks start.
-                Some(Heard::Lagged(_)) => running.clear(),
-                None => break,
-            },
             _ = interrupt.cancelled() => break,
         }
     }

@@ -83,6 +83,8 @@ impl ProgressDisplay {
 #[derive(Clone, Debug, Default)]
 pub struct RunningTasks {
     by_idx: BTreeMap<u32, String>,
+    /// How many run in all, when only some are named.
+    total: Option<usize>,
 }
 
 /// Running tasks named in a progress line; the rest are counted.
@@ -93,6 +95,15 @@ impl RunningTasks {
     pub fn with(running: impl IntoIterator<Item = (u32, String)>) -> RunningTasks {
         RunningTasks {
             by_idx: running.into_iter().collect(),
+            total: None,
+        }
+    }
+
+    /// Some of the `total` tasks running now, named.
+    pub fn sampled(named: impl IntoIterator<Item = (u32, String)>, total: usize) -> RunningTasks {
+        RunningTasks {
+            by_idx: named.into_iter().collect(),
+            total: Some(total),
         }
     }
 
@@ -121,7 +132,7 @@ impl RunningTasks {
             return String::new();
         }
         let named: Vec<&str> = self.by_idx.values().take(NAMED).map(String::as_str).collect();
-        let more = self.by_idx.len().saturating_sub(NAMED);
+        let more = self.total.unwrap_or(self.by_idx.len()).saturating_sub(named.len());
         let names = taskfleet_common::text::printable(&named.join(", ")).into_owned();
         match more {
             0 => format!("running: {names}"),
@@ -182,5 +193,7 @@ mod tests {
         running.apply("wf", &event("wf", 4, TaskState::Running));
         running.clear();
         assert_eq!(running.line(), "", "forgotten after missed events");
+        let sampled = RunningTasks::sampled([(1, "b".to_string()), (0, "a".to_string())], 40);
+        assert_eq!(sampled.line(), "running: a, b +38");
     }
 }

@@ -212,7 +212,8 @@ fn progress_of(status: &WorkflowStatus) -> WorkflowProgress {
     WorkflowProgress {
         state: WorkflowState::parse(&status.state).unwrap_or(WorkflowState::Running),
         counts,
-        // The progress display shows counts only.
+        // The progress display shows counts only; running tasks come from the event stream.
         lent: Vec::new(),
+        running: Vec::new(),
     }
 }

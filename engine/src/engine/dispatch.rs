@@ -150,6 +150,23 @@ impl Engine {
         }
     }
 
+    /// Up to `most` of each workflow's tasks running on a worker, the first by index, by
+    /// workflow id: what progress names (one pass over what runs).
+    pub fn running_tasks(&self, most: usize) -> HashMap<Arc<str>, Vec<u32>> {
+        let mut by_workflow: HashMap<u32, Vec<u32>> = HashMap::new();
+        for task in self.leases.running() {
+            by_workflow.entry(task.workflow_idx).or_default().push(task.task_idx);
+        }
+        (by_workflow.into_iter())
+            .filter_map(|(workflow_idx, mut tasks)| {
+                let run = self.workflows.get(workflow_idx)?;
+                tasks.sort_unstable();
+                tasks.truncate(most);
+                Some((run.id.clone(), tasks))
+            })
+            .collect()
+    }
+
     /// The tasks of a workflow whose attempts run on capacity lent to them, by index.
     pub fn lent_tasks(&self, workflow_id: &str) -> Vec<u32> {
         match self.workflows.index_of(workflow_id) {

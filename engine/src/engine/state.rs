@@ -180,6 +180,11 @@ pub(super) struct Leases {
 }
 
 impl Leases {
+    /// Every task running on a worker.
+    pub(super) fn running(&self) -> impl Iterator<Item = TaskRef> + '_ {
+        self.running_on.keys().copied()
+    }
+
     /// `worker` runs `task` (and holds its lease), instead of any other worker.
     pub(super) fn run_on(&mut self, task: TaskRef, worker: &str) {
         let worker: Arc<str> = match self.by_worker.get_key_value(worker) {

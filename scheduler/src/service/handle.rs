@@ -28,7 +28,13 @@ pub struct WorkflowProgress {
     pub counts: [usize; TaskState::ALL.len()],
     /// Tasks whose attempt runs on capacity reserved for others and lent to it, by index.
     pub lent: Vec<u32>,
+    /// A few of the tasks running on workers (at most [`NAMED_RUNNING`], the first by index),
+    /// for progress to name.
+    pub running: Vec<u32>,
 }
+
+/// Running tasks a progress names.
+pub const NAMED_RUNNING: usize = 3;
 
 /// Progress of every workflow the service holds, by workflow id.
 pub type Progress = HashMap<Arc<str>, WorkflowProgress>;

@@ -38,7 +38,9 @@ use tracing::{info, warn};
 
 use self::commit::{Commit, Pending};
 use self::handle::Command;
-pub use self::handle::{EventFeed, Heard, Progress, SchedulerHandle, SchedulerStopped, WorkflowProgress};
+pub use self::handle::{
+    EventFeed, Heard, Progress, SchedulerHandle, SchedulerStopped, WorkflowProgress, NAMED_RUNNING,
+};
 use self::outbox::Outbox;
 pub use self::term::{Deposed, Term};
 use crate::store::Store;
@@ -457,13 +459,21 @@ impl Scheduler {
 
     /// Every workflow's progress in the engine now.
     fn progress_now(&self) -> Progress {
+        let mut running = self.engine.running_tasks(handle::NAMED_RUNNING);
         self.workflows
             .iter()
             .filter_map(|id| {
                 let state = self.engine.workflow_state(id)?;
                 let counts = self.engine.task_counts(id)?;
                 let lent = self.engine.lent_tasks(id);
-                Some((id.clone(), WorkflowProgress { state, counts, lent }))
+                let running = running.remove(id).unwrap_or_default();
+                let progress = WorkflowProgress {
+                    state,
+                    counts,
+                    lent,
+                    running,
+                };
+                Some((id.clone(), progress))
             })
             .collect()
     }
