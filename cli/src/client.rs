@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use taskfleet_common::text::url_segment as path_segment;
+
 use taskfleet_common::api::{
     CancelResponse, ErrorBody, RetryResponse, SubmitResponse, TaskAttempts, WorkerStatus, WorkflowList, WorkflowStatus,
 };
@@ -251,19 +253,6 @@ fn parse_event(block: &str) -> Option<StreamEvent> {
         name: name.unwrap_or_else(|| "message".to_string()),
         data: data.join("\n"),
     })
-}
-
-/// `text` as one path segment: every byte outside the unreserved set percent-encoded.
-fn path_segment(text: &str) -> String {
-    let mut encoded = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
 }
 
 #[cfg(test)]

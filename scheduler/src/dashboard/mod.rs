@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use maud::{html, Markup, DOCTYPE};
+use taskfleet_common::text::url_segment as segment;
 
 use crate::api::auth::Scope;
 use crate::api::{ApiError, ApiState};
@@ -185,17 +186,4 @@ fn badge(state: &str) -> Markup {
 /// A time in milliseconds since the epoch, as RFC 3339 to the second.
 fn when(at_ms: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms)).to_string()
-}
-
-/// `text` as one URL path segment.
-fn segment(text: &str) -> String {
-    let mut encoded = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
 }
