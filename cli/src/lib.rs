@@ -46,7 +46,8 @@ As a fleet (scheduler, store and HTTP API; any number of workers, on any machine
   taskfleet list [--state failed] | taskfleet logs ID TASK
 On Kafka instead of RabbitMQ: --broker kafka://HOST:9092[,HOST2:9092] on both services.
 
-Policies: fcfs, priority, sjf, srpt, rr, mct, heft, cpop (--policy); compare them with
+Policies: fcfs, priority, sjf, srpt, rr, mct, mct-bounded, heft, cpop, min-min, max-min,
+sufferage (--policy); compare them with
 `taskfleet simulate`. Every flag also reads from TASKFLEET_* variables or a --config file.";
 
 #[derive(Debug, Subcommand)]

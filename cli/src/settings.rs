@@ -42,6 +42,9 @@ pub struct SchedulerSettings {
     pub default_estimate: HumanDuration,
     /// Policies use runtimes learned from finished attempts instead of declared estimates.
     pub predictive: bool,
+    /// Planned policies (`heft`, `cpop`, `min-min`, `max-min`, `sufferage`): how long a local
+    /// search may improve each workflow's plan (0s: the plan as the heuristic made it).
+    pub plan_search: HumanDuration,
     /// A worker silent for this long loses its running attempts, which run again elsewhere.
     pub lease_timeout: HumanDuration,
     /// Tasks released beyond the fleet's free slots.
@@ -77,6 +80,7 @@ impl Default for SchedulerSettings {
             quantum: HumanDuration(std::time::Duration::from_secs(60)),
             default_estimate: HumanDuration(std::time::Duration::from_secs(1)),
             predictive: false,
+            plan_search: HumanDuration(taskfleet_engine::policy::DEFAULT_PLAN_SEARCH),
             lease_timeout: HumanDuration(std::time::Duration::from_secs(10)),
             prefetch_margin: 16,
             packing: PackingKind::default(),

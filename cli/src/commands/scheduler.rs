@@ -38,6 +38,10 @@ pub struct SchedulerArgs {
     /// Order tasks by runtimes learned from finished attempts instead of declared estimates.
     #[arg(long, env = "TASKFLEET_PREDICTIVE")]
     pub predictive: bool,
+    /// Planned policies (heft, cpop, min-min, max-min, sufferage): how long a local search may
+    /// improve each workflow's plan; 0s keeps the heuristic's plan.
+    #[arg(long, env = "TASKFLEET_PLAN_SEARCH")]
+    pub plan_search: Option<HumanDuration>,
     /// Tasks released beyond the fleet's free slots.
     #[arg(long, env = "TASKFLEET_PREFETCH_MARGIN")]
     pub prefetch_margin: Option<usize>,
@@ -73,6 +77,7 @@ impl SchedulerArgs {
         set(&mut settings.listen, self.listen);
         set(&mut settings.policy, self.policy);
         set(&mut settings.lease_timeout, self.lease_timeout);
+        set(&mut settings.plan_search, self.plan_search);
         set(&mut settings.prefetch_margin, self.prefetch_margin);
         set(&mut settings.packing, self.packing);
         set(&mut settings.leader_lease, self.leader_lease);
@@ -101,6 +106,7 @@ fn server_config(settings: &SchedulerSettings) -> ServerConfig {
                 aging: settings.aging.0,
                 quantum: settings.quantum.0,
                 default_estimate: settings.default_estimate.0,
+                plan_search: settings.plan_search.0,
             },
             predictive: settings.predictive,
             prefetch_margin: settings.prefetch_margin,

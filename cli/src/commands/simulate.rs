@@ -58,6 +58,10 @@ pub struct SimulateArgs {
     /// Runtime assumed for a task without an estimate.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub default_estimate: Duration,
+    /// Planned policies: how long a local search may improve each workflow's plan, as the
+    /// scheduler's --plan-search (0s: the heuristic's plan).
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub plan_search: Duration,
     /// Also find the optimal makespan (branch and bound; up to 20 one-slot tasks) and print
     /// each policy's gap to it.
     #[arg(long)]
@@ -195,6 +199,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     };
     let policy_config = PolicyConfig {
         default_estimate: args.default_estimate,
+        plan_search: args.plan_search,
         ..PolicyConfig::default()
     };
     let predictor = (args.predictive || !history.is_empty()).then(|| {
@@ -384,6 +389,14 @@ fn seconds(value: f64) -> String {
     format_duration(Duration::from_secs_f64(value.max(0.0)))
 }
 
+/// How far the makespan lies above the lower bound: `+4.2%`.
+fn over_bound(report: &SimReport) -> String {
+    if report.lower_bound <= 0.0 {
+        return "-".to_string();
+    }
+    format!("+{:.1}%", (report.makespan / report.lower_bound - 1.0).max(0.0) * 100.0)
+}
+
 fn render_text(simulator: &Simulator, reports: &[SimReport]) -> String {
     let fleet = simulator.fleet();
     let n_tasks = reports.first().map_or(0, |report| report.schedule.len());
@@ -404,6 +417,7 @@ fn render_text(simulator: &Simulator, reports: &[SimReport]) -> String {
         "MEAN WAIT",
         "UTILIZATION",
         "FAIRNESS",
+        "OVER BOUND",
     ];
     let stochastic = reports.iter().any(|report| report.stochastic.is_some());
     if stochastic {
@@ -423,6 +437,7 @@ fn render_text(simulator: &Simulator, reports: &[SimReport]) -> String {
             seconds(report.mean_wait),
             format!("{:.1}%", report.utilization * 100.0),
             format!("{:.3}", report.fairness),
+            over_bound(report),
         ];
         if let Some(spread) = &report.stochastic {
             let q = spread.makespan;
@@ -442,6 +457,14 @@ fn render_text(simulator: &Simulator, reports: &[SimReport]) -> String {
         table.add_row(row);
     }
     text += &format!("{table}\n");
+    if let Some(report) = reports.first() {
+        text += &format!(
+            "lower bound of the makespan: {} (the longer of the critical path, each task on its \
+             fastest worker, and the work over the fleet's capacity); OVER BOUND is each \
+             makespan's excess over it\n",
+            seconds(report.lower_bound)
+        );
+    }
     if n_workflows > 1 {
         let mut table = Table::new();
         table.load_preset(UTF8_BORDERS_ONLY);

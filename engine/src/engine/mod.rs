@@ -159,7 +159,10 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
         let plans = match config.policy.placement() {
             Placement::Pool => None,
-            Placement::Online => Some(Plans::new(Placer::new(Some(ROOM_PER_SLOT)))),
+            Placement::Online { wait_for_best: false } => Some(Plans::new(Placer::new(Some(ROOM_PER_SLOT)))),
+            Placement::Online { wait_for_best: true } => {
+                Some(Plans::new(Placer::new(Some(ROOM_PER_SLOT)).choosing_full_workers()))
+            }
             Placement::Planned(_) => Some(Plans::new(Placer::new(None))),
         };
         Engine {
@@ -462,6 +465,17 @@ impl Engine {
 
 /// The runtime a policy assumes for a task: the predicted mean in predictive mode, else its
 /// declared estimate, or the configured prior.
+/// Whether a task's runtime is known: declared (`estimate`, `estimate_by_worker`) or, in
+/// predictive mode, learned; not merely the prior.
+fn estimate_known(task: &taskfleet_common::TaskSpec, config: &EngineConfig, predictor: &Predictor) -> bool {
+    task.estimate_by_worker.is_some()
+        || if config.predictive {
+            predictor.predict(task).source != crate::predict::Source::Prior
+        } else {
+            task.estimate.is_some()
+        }
+}
+
 fn estimate_ms(task: &taskfleet_common::TaskSpec, config: &EngineConfig, predictor: &Predictor) -> u64 {
     let estimate = if config.predictive {
         predictor.predict(task).mean

@@ -14,7 +14,8 @@ use taskfleet_common::Millis;
 use super::run::{RunPlacement, WorkflowRun};
 use super::state::Plans;
 use super::{
-    estimate_ms, pop_ready, Dispatch, Engine, EngineConfig, BACKFILL_WINDOW, CRITICALITY_SAMPLES, ROOM_PER_SLOT,
+    estimate_known, estimate_ms, pop_ready, Dispatch, Engine, EngineConfig, BACKFILL_WINDOW, CRITICALITY_SAMPLES,
+    ROOM_PER_SLOT,
 };
 use crate::eta::{monte_carlo_eta, slots_by_speed, TaskProgress};
 use crate::packing::{self, Ask};
@@ -30,15 +31,23 @@ enum PlaceOutcome {
     Waiting,
     /// No worker of its pool can take it now.
     NoWorker,
+    /// Its best worker (`mct`) holds all it may: it waits for it. Until the end of the
+    /// dispatch round, the worker's lanes count it (so that the tasks after it see the queue
+    /// it makes); `lanes` are what they were before.
+    BestIsFull {
+        worker: WorkerId,
+        lanes: Vec<Millis>,
+    },
 }
 
 impl Engine {
     /// [`Engine::dispatch`] under a placement-aware policy.
     pub(super) fn dispatch_placed(&mut self, now: Millis) -> Vec<Dispatch> {
         self.plan_incomplete(now);
-        let online = self.config.policy.placement() == Placement::Online;
+        let online = matches!(self.config.policy.placement(), Placement::Online { .. });
         let mut dispatches = Vec::new();
         let mut deferred = Vec::new();
+        let mut waited_for: Vec<(WorkerId, Vec<Millis>)> = Vec::new();
         let pool_names: Vec<Arc<str>> = self.admission.pools.keys().cloned().collect();
         for pool_name in pool_names {
             let mut passed_over = 0;
@@ -63,8 +72,22 @@ impl Engine {
                             break;
                         }
                     }
+                    PlaceOutcome::BestIsFull { worker, lanes } => {
+                        // It waits for its worker; later tasks may be best elsewhere.
+                        waited_for.push((worker, lanes));
+                        deferred.push(task);
+                        passed_over += 1;
+                        if passed_over >= BACKFILL_WINDOW {
+                            break;
+                        }
+                    }
                 }
             }
+        }
+        // The queues of waiting tasks were only for this round's decisions.
+        let placer = &mut plans_of(&mut self.plans).placer;
+        for (worker, lanes) in waited_for.into_iter().rev() {
+            placer.restore_lanes(worker, lanes);
         }
         if !online {
             self.follow_plans(now, &mut dispatches, &mut deferred);
@@ -136,6 +159,10 @@ impl Engine {
                             PlaceOutcome::Sent(dispatch) => dispatches.push(*dispatch),
                             PlaceOutcome::Waiting => {}
                             PlaceOutcome::NoWorker => deferred.push(task),
+                            PlaceOutcome::BestIsFull { worker, lanes } => {
+                                plans_of(&mut self.plans).placer.restore_lanes(worker, lanes);
+                                deferred.push(task);
+                            }
                         }
                     }
                 }
@@ -258,11 +285,26 @@ impl Engine {
             estimate_ms: estimate_ms(spec_task, &self.config, &self.predictor),
             by_worker: spec_task.estimate_by_worker.as_ref(),
         };
-        let choice = plans.placer.choose(now, shape, &parents);
+        // Completion time decides where the runtime is known; a task of unknown runtime goes
+        // to the best worker with room rather than wait (the bound guards against hoarding).
+        let known = estimate_known(spec_task, &self.config, &self.predictor);
+        let choice = if known {
+            plans.placer.choose(now, shape, &parents)
+        } else {
+            plans.placer.choose_with_room(now, shape, &parents)
+        };
         plans.parents = parents;
         let Some(choice) = choice else {
             return PlaceOutcome::NoWorker;
         };
+        if !plans.placer.has_room_on(choice.worker, ROOM_PER_SLOT) {
+            let lanes = plans.placer.lane_frees(choice.worker);
+            plans.placer.reserve(choice, slots);
+            return PlaceOutcome::BestIsFull {
+                worker: choice.worker,
+                lanes,
+            };
+        }
         plans.placer.reserve(choice, slots);
         PlaceOutcome::Sent(Box::new(self.send(task, choice.worker, choice.end, now)))
     }
@@ -364,7 +406,9 @@ impl Engine {
         };
         if let Placement::Planned(kind) = self.config.policy.placement() {
             let (estimates, done) = plan_inputs(run, &self.config, &self.predictor);
-            let plan = placement::plan(&mut plans.placer, now, &run.spec, &estimates, &done, kind);
+            let search = self.config.policy_config.plan_search;
+            let (plan, _) =
+                placement::plan_improved(&mut plans.placer, now, &run.spec, &estimates, &done, kind, search);
             placement.incomplete = plan
                 .worker
                 .iter()

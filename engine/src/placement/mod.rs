@@ -17,9 +17,13 @@
 //! fleet: within a group, every worker that ran no parent sees the same data-ready time and
 //! the same runtime, so the one free earliest is the best of them.
 //!
-//! [`plan`] lays out a whole workflow ahead of time (HEFT or CPOP) with the same rule.
+//! [`plan`] lays out a whole workflow ahead of time (HEFT, CPOP, or a batch heuristic:
+//! Min-Min, Max-Min, Sufferage) with the same rule, and [`plan_improved`] improves such a plan
+//! by a bounded local search.
 
+mod batch;
 mod data;
+mod improve;
 mod model;
 mod plan;
 
@@ -28,10 +32,12 @@ use std::sync::Arc;
 
 use taskfleet_common::Millis;
 
+pub use batch::{Batch, EAGER_REFRESH};
 pub(crate) use data::DataReady;
+pub use improve::Improvement;
 pub(crate) use model::rated_by_fields;
 pub use model::{runtime_on, Choice, ParentAt, Rated, TaskShape, WorkerId, WorkerModel};
-pub use plan::{plan, Plan, PlanKind, INSERTION_MAX_WORKERS};
+pub use plan::{plan, plan_improved, Plan, PlanKind, INSERTION_MAX_WORKERS};
 
 /// One worker of the model. Workers are never removed (their ids stay valid); a worker that
 /// left is marked gone and is no longer chosen.
@@ -56,11 +62,13 @@ impl PlacedWorker {
     }
 }
 
-/// A pool's workers, grouped by speed (fastest first); within a group, alive workers with
-/// room are ordered by their earliest free lane.
+/// A pool's workers, grouped by speed (fastest first); within a group, alive workers (only
+/// those with room, unless full workers are chosen too) are ordered by their earliest free lane.
 #[derive(Clone, Debug, Default)]
 struct PoolGroups {
     groups: Vec<SpeedGroup>,
+    /// Alive workers with room.
+    roomy: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -75,12 +83,42 @@ pub struct Placer {
     workers: Vec<PlacedWorker>,
     by_name: HashMap<Arc<str>, Vec<WorkerId>>,
     pools: HashMap<Arc<str>, PoolGroups>,
-    /// How many tasks per slot a worker may hold (running and queued) before it is skipped;
+    /// How many tasks per slot a worker may hold (running and queued) before it is full;
     /// `None`: no limit (planned placement decides ahead of time).
     room_per_slot: Option<u32>,
+    /// Full workers are still chosen (a task may then wait for its worker to have room);
+    /// otherwise they are skipped.
+    choose_full: bool,
     scratch: Scratch,
     /// Counts the changes of the fleet (workers coming, going or changing).
     generation: u64,
+}
+
+/// The best two candidates of a decision, by (end, faster first, lower id).
+#[derive(Default)]
+struct TopTwo {
+    best: Option<((Millis, f64, WorkerId), Choice)>,
+    second: Option<((Millis, f64, WorkerId), Choice)>,
+}
+
+impl TopTwo {
+    fn offer(&mut self, key: (Millis, f64, WorkerId), choice: Choice) {
+        let before = |a: &(Millis, f64, WorkerId), b: &(Millis, f64, WorkerId)| (a.0, a.1, a.2) < (b.0, b.1, b.2);
+        match &self.best {
+            Some((best, _)) if !before(&key, best) => {
+                if self.second.as_ref().is_none_or(|(second, _)| before(&key, second)) {
+                    self.second = Some((key, choice));
+                }
+            }
+            _ => self.second = self.best.replace((key, choice)),
+        }
+    }
+
+    /// Whether a candidate ending no earlier than `end` can no longer change the result.
+    fn beyond(&self, end: Millis, runner_up: bool) -> bool {
+        let last = if runner_up { &self.second } else { &self.best };
+        last.as_ref().is_some_and(|((last_end, _, _), _)| end > *last_end)
+    }
 }
 
 /// Reusable buffers, so a decision allocates nothing.
@@ -101,9 +139,18 @@ impl Placer {
             by_name: HashMap::new(),
             pools: HashMap::new(),
             room_per_slot,
+            choose_full: false,
             scratch: Scratch::default(),
             generation: 0,
         }
+    }
+
+    /// The same model, choosing full workers too: completion time decides, and a task whose
+    /// best worker is full waits for it ([`Placer::has_room_on`] tells).
+    pub fn choosing_full_workers(mut self) -> Placer {
+        self.choose_full = true;
+        self.rebuild_groups();
+        self
     }
 
     /// A model of `workers`, all free at time 0.
@@ -194,6 +241,11 @@ impl Placer {
         self.workers[id.index()].lanes.clone()
     }
 
+    /// Sets worker `id`'s lanes back to `lanes` (from [`Placer::lane_frees`]).
+    pub(crate) fn restore_lanes(&mut self, id: WorkerId, lanes: Vec<Millis>) {
+        self.update_lanes(id, |placed| placed.lanes = lanes);
+    }
+
     /// A lane of worker `id` that was to be free at `from` is now busy until `to`.
     pub(crate) fn extend_lane(&mut self, id: WorkerId, from: Millis, to: Millis) {
         self.update_lanes(id, |placed| {
@@ -269,9 +321,7 @@ impl Placer {
 
     /// Whether some alive worker of `pool` has room for another task.
     pub fn has_room(&self, pool: &str) -> bool {
-        self.pools
-            .get(pool)
-            .is_some_and(|groups| groups.groups.iter().any(|group| !group.by_free.is_empty()))
+        self.pools.get(pool).is_some_and(|groups| groups.roomy > 0)
     }
 
     /// The worker where a task would complete earliest, and when it would start and end there,
@@ -282,6 +332,13 @@ impl Placer {
         self.choose_among(now, task, parents, None)
     }
 
+    /// Like [`Placer::choose`], among the workers with room only, also when full workers are
+    /// chosen otherwise (for a task whose runtime is not known, which should not wait).
+    pub fn choose_with_room(&mut self, now: Millis, task: TaskShape<'_>, parents: &[ParentAt]) -> Option<Choice> {
+        self.choose_two(now, task, parents, None, false, true)
+            .map(|(best, _)| best)
+    }
+
     /// Like [`Placer::choose`], restricted to worker `only` when it is given.
     pub(crate) fn choose_among(
         &mut self,
@@ -290,6 +347,23 @@ impl Placer {
         parents: &[ParentAt],
         only: Option<WorkerId>,
     ) -> Option<Choice> {
+        self.choose_two(now, task, parents, only, false, false)
+            .map(|(best, _)| best)
+    }
+
+    /// Like [`Placer::choose_among`], also finding, when `runner_up` is set, the worker where
+    /// the task would complete second earliest and when (the batch heuristics' sufferage);
+    /// with `roomy_only`, full workers are skipped even when they are chosen otherwise.
+    pub(crate) fn choose_two(
+        &mut self,
+        now: Millis,
+        task: TaskShape<'_>,
+        parents: &[ParentAt],
+        only: Option<WorkerId>,
+        runner_up: bool,
+        roomy_only: bool,
+    ) -> Option<(Choice, Option<(WorkerId, Millis)>)> {
+        let need_room = !self.choose_full || roomy_only;
         let remote_ready = self.scratch.data.compute(parents);
         self.scratch.stamp += 1;
         let stamp = self.scratch.stamp;
@@ -314,60 +388,58 @@ impl Placer {
                 }
             }
         }
-        let mut best: Option<(Millis, f64, WorkerId, Choice)> = None;
+        let mut top = TopTwo::default();
         let accepts = |placed: &PlacedWorker| task.fits.is_none_or(|fits| fits(&placed.model));
-        let consider =
-            |best: &mut Option<(Millis, f64, WorkerId, Choice)>, id: WorkerId, placed: &PlacedWorker, ready: Millis| {
-                let start = now.max(ready).max(placed.free_at(task.slots));
-                let end = start.plus_ms(runtime_on(task.estimate_ms, task.by_worker, &placed.model));
-                let better = match best {
-                    None => true,
-                    Some((best_end, best_speed, best_id, _)) => {
-                        (end, -placed.model.speed, id) < (*best_end, -*best_speed, *best_id)
-                    }
-                };
-                if better {
-                    *best = Some((end, placed.model.speed, id, Choice { worker: id, start, end }));
-                }
-            };
+        let consider = |top: &mut TopTwo, id: WorkerId, placed: &PlacedWorker, ready: Millis| {
+            let start = now.max(ready).max(placed.free_at(task.slots));
+            let end = start.plus_ms(runtime_on(task.estimate_ms, task.by_worker, &placed.model));
+            top.offer((end, -placed.model.speed, id), Choice { worker: id, start, end });
+        };
         for &id in &special {
             let placed = &self.workers[id.index()];
             if placed.alive
                 && placed.model.slots >= task.slots
-                && placed.has_room(self.room_per_slot)
+                && (!need_room || placed.has_room(self.room_per_slot))
                 && placed.model.pools.iter().any(|p| &**p == task.pool)
                 && accepts(placed)
             {
                 let ready = self.scratch.data.local(id).unwrap_or(remote_ready);
-                consider(&mut best, id, placed, ready);
+                consider(&mut top, id, placed, ready);
             }
         }
         if only.is_none() {
             if let Some(groups) = self.pools.get(task.pool) {
                 for group in &groups.groups {
                     let runtime = (task.estimate_ms as f64 / group.speed).round() as u64;
+                    let mut taken = 0;
                     for &(earliest, id) in &group.by_free {
                         let bound = now.max(remote_ready).max(earliest).plus_ms(runtime);
-                        if best.is_some_and(|(end, _, _, _)| bound > end) {
+                        if top.beyond(bound, runner_up) {
                             break;
                         }
                         if self.scratch.special_mark[id.index()] == stamp {
                             continue;
                         }
                         let placed = &self.workers[id.index()];
-                        if placed.model.slots < task.slots || !accepts(placed) {
+                        if placed.model.slots < task.slots
+                            || !accepts(placed)
+                            || (need_room && !placed.has_room(self.room_per_slot))
+                        {
                             continue;
                         }
-                        consider(&mut best, id, placed, remote_ready);
-                        if task.slots == 1 {
-                            break; // The earliest free worker of the group is its best.
+                        consider(&mut top, id, placed, remote_ready);
+                        taken += 1;
+                        // The earliest free workers of the group are its best.
+                        if task.slots == 1 && taken == 1 + usize::from(runner_up) {
+                            break;
                         }
                     }
                 }
             }
         }
         self.scratch.special = special;
-        best.map(|(_, _, _, choice)| choice)
+        let (_, best) = top.best?;
+        Some((best, top.second.map(|((end, _, id), _)| (id, end))))
     }
 
     /// Reserves `slots` lanes of the chosen worker until the choice's end.
@@ -414,18 +486,26 @@ impl Placer {
     fn rebuild_worker(&mut self, id: WorkerId, remove: bool) {
         let placed = &self.workers[id.index()];
         let key = (placed.lanes[0], id);
-        let insert = !remove && placed.alive && placed.has_room(self.room_per_slot);
+        let roomy = placed.alive && placed.has_room(self.room_per_slot);
+        let listed = placed.alive && (roomy || self.choose_full);
         for pool in &placed.model.pools {
             let Some(groups) = self.pools.get_mut(pool) else {
                 continue;
             };
+            if roomy {
+                if remove {
+                    groups.roomy -= 1;
+                } else {
+                    groups.roomy += 1;
+                }
+            }
             let Some(group) = groups.groups.iter_mut().find(|group| group.speed == placed.model.speed) else {
                 continue;
             };
-            if insert {
-                group.by_free.insert(key);
-            } else {
+            if remove {
                 group.by_free.remove(&key);
+            } else if listed {
+                group.by_free.insert(key);
             }
         }
     }
@@ -453,8 +533,12 @@ impl Placer {
                         groups.groups.last_mut().expect("just pushed")
                     }
                 };
-                if placed.has_room(self.room_per_slot) {
+                let roomy = placed.has_room(self.room_per_slot);
+                if roomy || self.choose_full {
                     group.by_free.insert((placed.lanes[0], WorkerId::new(id)));
+                }
+                if roomy {
+                    groups.roomy += 1;
                 }
             }
         }

@@ -27,6 +27,8 @@ use std::collections::{BinaryHeap, HashMap};
 use taskfleet_common::Millis;
 use taskfleet_common::{TaskSpec, WorkflowSpec};
 
+use super::batch::{plan_batch, Batch};
+use super::improve::{improve, Improvement};
 use super::{runtime_on, Choice, DataReady, ParentAt, Placer, TaskShape, WorkerId, WorkerModel};
 use crate::packing;
 
@@ -41,6 +43,8 @@ pub enum PlanKind {
     /// Critical path on a processor: the critical path on its fastest worker, the rest by
     /// earliest finish, in order of upward plus downward rank.
     Cpop,
+    /// A batch heuristic over the tasks whose parents are placed ([`super::batch`]).
+    Batch(Batch),
 }
 
 /// Where and when each task of a workflow is planned to run.
@@ -58,6 +62,32 @@ pub struct Plan {
     pub makespan: Millis,
 }
 
+/// Plans `spec` as [`plan`] does, then improves the plan by local search for at most
+/// `search` ([`super::improve`]); the result is never worse than the constructive plan.
+pub fn plan_improved(
+    placer: &mut Placer,
+    now: Millis,
+    spec: &WorkflowSpec,
+    estimates: &[u64],
+    done: &[bool],
+    kind: PlanKind,
+    search: std::time::Duration,
+) -> (Plan, Improvement) {
+    if search.is_zero() {
+        let plan = plan(placer, now, spec, estimates, done, kind);
+        let improvement = Improvement {
+            before: plan.makespan,
+            after: plan.makespan,
+            ..Improvement::default()
+        };
+        return (plan, improvement);
+    }
+    let before = placer.clone();
+    let mut plan = plan(placer, now, spec, estimates, done, kind);
+    let improvement = improve(placer, &before, now, spec, estimates, done, &mut plan, search);
+    (plan, improvement)
+}
+
 /// Plans `spec` from `now` on the placer's fleet, reserving the lanes it uses. `estimates`
 /// gives each task's runtime at speed 1 in milliseconds; tasks with `done[i]` are not placed
 /// and their outputs count as available everywhere.
@@ -69,6 +99,9 @@ pub fn plan(
     done: &[bool],
     kind: PlanKind,
 ) -> Plan {
+    if let PlanKind::Batch(heuristic) = kind {
+        return plan_batch(placer, now, spec, estimates, done, heuristic);
+    }
     let n = spec.tasks.len();
     let dag = &spec.dag;
     let mean = mean_costs(placer, spec, estimates);
@@ -84,7 +117,7 @@ pub fn plan(
         }
     }
     let priority: Vec<f64> = match kind {
-        PlanKind::Heft => rank_up.iter().map(|&rank| round(rank)).collect(),
+        PlanKind::Heft | PlanKind::Batch(_) => rank_up.iter().map(|&rank| round(rank)).collect(),
         PlanKind::Cpop => {
             let mut rank_down = vec![0.0f64; n];
             for &task in dag.topo_order() {
@@ -103,7 +136,7 @@ pub fn plan(
         }
     };
     let critical_path = match kind {
-        PlanKind::Heft => Vec::new(),
+        PlanKind::Heft | PlanKind::Batch(_) => Vec::new(),
         PlanKind::Cpop => critical_path(spec, &priority),
     };
     let cp_worker = path_worker(placer, spec, estimates, &critical_path);

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use taskfleet_common::{Millis, PriorityClass};
 
-use crate::placement::PlanKind;
+use crate::placement::{Batch, PlanKind};
 
 pub use keyed::{FirstCome, HighestRank, Keyed, Order, ShortestFirst};
 pub use priority::Priority;
@@ -86,6 +86,9 @@ pub trait Policy: Send + Sync {
     fn on_workflow_removed(&mut self, _workflow_idx: u32) {}
 }
 
+/// How long the local search may improve a plan, unless configured.
+pub const DEFAULT_PLAN_SEARCH: Duration = Duration::from_millis(200);
+
 /// Knobs shared by the policies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PolicyConfig {
@@ -96,6 +99,9 @@ pub struct PolicyConfig {
     pub aging: Duration,
     /// `rr`: the slot-time each workflow gets per turn.
     pub quantum: Duration,
+    /// Planned policies: how long the local search may improve a workflow's plan (zero: the
+    /// constructive plan as it is).
+    pub plan_search: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -104,6 +110,7 @@ impl Default for PolicyConfig {
             default_estimate: Duration::from_secs(1),
             aging: Duration::from_secs(60),
             quantum: Duration::from_secs(60),
+            plan_search: DEFAULT_PLAN_SEARCH,
         }
     }
 }
@@ -124,13 +131,24 @@ pub enum PolicyKind {
     /// Round robin across workflows by a quantum of slot-time (fair sharing).
     Rr,
     /// Minimum completion time: first come first served, each task to the worker where it
-    /// would finish earliest given worker speed, load and where its inputs are.
+    /// would finish earliest given worker speed, load and where its inputs are; a task whose
+    /// best worker holds all it may waits for it.
     Mct,
+    /// `mct` skipping the workers that hold two tasks per slot (a task then goes to the best
+    /// worker with room, however slow).
+    MctBounded,
     /// Heterogeneous earliest finish time: each workflow planned when it arrives, by upward
     /// rank onto the worker where each task finishes earliest.
     Heft,
     /// Critical path on a processor: like `heft`, with the critical path kept on one worker.
     Cpop,
+    /// Batch mapping: of the tasks whose parents are placed, the one that completes earliest
+    /// on its best worker goes first, there.
+    MinMin,
+    /// Batch mapping: the task whose best completion is latest goes first.
+    MaxMin,
+    /// Batch mapping: the task that would lose most if denied its best worker goes first.
+    Sufferage,
 }
 
 /// How a policy chooses workers.
@@ -138,23 +156,28 @@ pub enum PolicyKind {
 pub enum Placement {
     /// Any worker of the pool takes the task (the pool's shared queue).
     Pool,
-    /// The engine chooses the worker when it dispatches the task (`mct`).
-    Online,
-    /// The engine plans the whole workflow when it arrives (`heft`, `cpop`).
+    /// The engine chooses the worker when it dispatches the task (`mct`); `wait_for_best`: a
+    /// task whose best worker is full waits for it (`mct`, not `mct-bounded`).
+    Online { wait_for_best: bool },
+    /// The engine plans the whole workflow when it arrives (`heft`, `cpop`, `min-min`, ...).
     Planned(PlanKind),
 }
 
 impl PolicyKind {
     /// Every policy, as named on the command line.
-    pub const ALL: [PolicyKind; 8] = [
+    pub const ALL: [PolicyKind; 12] = [
         PolicyKind::Fcfs,
         PolicyKind::Priority,
         PolicyKind::Sjf,
         PolicyKind::Srpt,
         PolicyKind::Rr,
         PolicyKind::Mct,
+        PolicyKind::MctBounded,
         PolicyKind::Heft,
         PolicyKind::Cpop,
+        PolicyKind::MinMin,
+        PolicyKind::MaxMin,
+        PolicyKind::Sufferage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -165,17 +188,25 @@ impl PolicyKind {
             PolicyKind::Srpt => "srpt",
             PolicyKind::Rr => "rr",
             PolicyKind::Mct => "mct",
+            PolicyKind::MctBounded => "mct-bounded",
             PolicyKind::Heft => "heft",
             PolicyKind::Cpop => "cpop",
+            PolicyKind::MinMin => "min-min",
+            PolicyKind::MaxMin => "max-min",
+            PolicyKind::Sufferage => "sufferage",
         }
     }
 
     /// How the policy chooses workers.
     pub fn placement(self) -> Placement {
         match self {
-            PolicyKind::Mct => Placement::Online,
+            PolicyKind::Mct => Placement::Online { wait_for_best: true },
+            PolicyKind::MctBounded => Placement::Online { wait_for_best: false },
             PolicyKind::Heft => Placement::Planned(PlanKind::Heft),
             PolicyKind::Cpop => Placement::Planned(PlanKind::Cpop),
+            PolicyKind::MinMin => Placement::Planned(PlanKind::Batch(Batch::MinMin)),
+            PolicyKind::MaxMin => Placement::Planned(PlanKind::Batch(Batch::MaxMin)),
+            PolicyKind::Sufferage => Placement::Planned(PlanKind::Batch(Batch::Sufferage)),
             _ => Placement::Pool,
         }
     }
@@ -189,8 +220,12 @@ impl PolicyKind {
             PolicyKind::Srpt => Box::new(ShortestRemainingWork::default()),
             PolicyKind::Rr => Box::new(RoundRobin::new(config.quantum)),
             PolicyKind::Mct => Box::new(Keyed::fcfs("mct")),
+            PolicyKind::MctBounded => Box::new(Keyed::fcfs("mct-bounded")),
             PolicyKind::Heft => Box::new(Keyed::ranked("heft")),
             PolicyKind::Cpop => Box::new(Keyed::ranked("cpop")),
+            PolicyKind::MinMin => Box::new(Keyed::ranked("min-min")),
+            PolicyKind::MaxMin => Box::new(Keyed::ranked("max-min")),
+            PolicyKind::Sufferage => Box::new(Keyed::ranked("sufferage")),
         }
     }
 }

@@ -211,7 +211,7 @@ fn policy_names_parse() {
     }
     assert_eq!(
         "sjf-ish".parse::<PolicyKind>().unwrap_err(),
-        "unknown policy `sjf-ish` (known: fcfs, priority, sjf, srpt, rr, mct, heft, cpop)"
+        "unknown policy `sjf-ish` (known: fcfs, priority, sjf, srpt, rr, mct, mct-bounded, heft, cpop, min-min, max-min, sufferage)"
     );
 }
 

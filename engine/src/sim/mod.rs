@@ -18,6 +18,7 @@
 //! a seeded RNG, and the report gives the spread of the makespan over the runs.
 
 pub mod actual;
+pub mod etc;
 pub mod fleet;
 pub mod gantt;
 pub mod optimal;

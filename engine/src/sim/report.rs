@@ -1,6 +1,8 @@
 //! What a simulation measured: makespan, flow times, waits, utilization, fairness, and the
 //! schedule itself. Times are seconds from the start of the simulation.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use super::placement::runtime_ms;
@@ -19,6 +21,10 @@ pub struct SimReport {
     /// Mean over tasks of start − ready, where ready is the latest of the workflow's submit
     /// and the parents' ends (a transfer counts as waiting).
     pub mean_wait: f64,
+    /// A lower bound of the makespan: the longest of each workflow's submit plus its critical
+    /// path (every task on its fastest worker, no transfers) and, per pool, its work over the
+    /// pool's capacity (by the workers' speeds).
+    pub lower_bound: f64,
     /// Busy slot-seconds over (all slots × makespan).
     pub utilization: f64,
     /// Jain's index of the workflows' speeds relative to running alone (1 / slowdown, where
@@ -181,6 +187,12 @@ pub(super) fn build(sim: &Simulator, policy: &str, trace: &Trace) -> SimReport {
     }
     schedule.sort_by_key(|entry| (entry.start_ms, entry.worker_idx, entry.workflow_idx, entry.task_idx));
     let best = ideal_flow_times(sim);
+    let lower_bound = sim
+        .workflows
+        .iter()
+        .zip(&best)
+        .map(|(workflow, &alone)| workflow.submit.as_millis() as u64 + alone)
+        .fold(pool_work_bound(sim), u64::max);
     let workflows: Vec<WorkflowReport> = sim
         .workflows
         .iter()
@@ -213,6 +225,7 @@ pub(super) fn build(sim: &Simulator, policy: &str, trace: &Trace) -> SimReport {
         mean_flow_time: workflows.iter().map(|workflow| workflow.flow_time).sum::<f64>() / n_workflows,
         max_flow_time: workflows.iter().map(|workflow| workflow.flow_time).fold(0.0, f64::max),
         mean_wait: total_wait_ms as f64 / 1000.0 / sim.n_tasks.max(1) as f64,
+        lower_bound: secs(lower_bound),
         utilization: if makespan == 0 || total_slots == 0 {
             0.0
         } else {
@@ -262,4 +275,70 @@ fn ideal_flow_times(sim: &Simulator) -> Vec<u64> {
         lengths.push(workflow.spec.dag.critical_path(&weights).length.max(work / total_slots));
     }
     lengths
+}
+
+/// The longest, over pools, of the pool's work over its capacity, from the first submit, in
+/// milliseconds. A worker `w` of speed `v` and `k` slots does at most `T·k·v` units of
+/// speed-1 work in time `T`, and a task runs at best `min over w (runtime on w · v(w))`
+/// such units (its estimate, unless its `estimate_by_worker` says less somewhere); counting
+/// slot-time alone (each task at its fastest runtime over `Σ k`) gives a second bound.
+fn pool_work_bound(sim: &Simulator) -> u64 {
+    let workers = &sim.fleet.workers;
+    let default_estimate = sim.policy_config.default_estimate;
+    let first_submit = sim
+        .workflows
+        .iter()
+        .map(|w| w.submit.as_millis() as u64)
+        .min()
+        .unwrap_or(0);
+    let mut work: HashMap<&str, (f64, f64)> = HashMap::new();
+    for workflow in &sim.workflows {
+        for task in &workflow.spec.tasks {
+            let Some(pool) = sim.pool_workers.get(&task.pool) else {
+                continue;
+            };
+            let slots = task.resources.slots;
+            let named: Vec<usize> = sim
+                .named_workers(task)
+                .filter(|&w| workers[w].slots >= slots && pool.rank[w] != u32::MAX)
+                .collect();
+            let unnamed = pool
+                .by_speed
+                .iter()
+                .copied()
+                .find(|&w| workers[w].slots >= slots && !named.contains(&w));
+            let (mut speed_work, mut slot_time) = (f64::INFINITY, f64::INFINITY);
+            for w in named.iter().copied().chain(unnamed) {
+                let runtime = runtime_ms(task, &workers[w], default_estimate) as f64;
+                slot_time = slot_time.min(runtime);
+                speed_work = speed_work.min(runtime * workers[w].speed);
+            }
+            if unnamed.is_some() {
+                // Every unnamed worker of the pool runs it in estimate / speed.
+                let estimate = task.estimate.unwrap_or(default_estimate).as_millis() as f64;
+                speed_work = speed_work.min(estimate);
+            }
+            if speed_work.is_finite() {
+                let entry = work.entry(&*task.pool).or_default();
+                entry.0 += speed_work * f64::from(slots);
+                entry.1 += slot_time * f64::from(slots);
+            }
+        }
+    }
+    let mut bound = 0.0f64;
+    for (pool, (speed_work, slot_time)) in work {
+        let Some(pool) = sim.pool_workers.get(pool) else {
+            continue;
+        };
+        let capacity: f64 = pool
+            .by_speed
+            .iter()
+            .map(|&w| f64::from(workers[w].slots) * workers[w].speed)
+            .sum();
+        let slots: f64 = pool.by_speed.iter().map(|&w| f64::from(workers[w].slots)).sum();
+        if capacity > 0.0 && slots > 0.0 {
+            bound = bound.max(speed_work / capacity).max(slot_time / slots);
+        }
+    }
+    first_submit + bound.floor() as u64
 }

@@ -5,6 +5,7 @@
 mod embedded;
 mod fleet;
 mod listing;
+mod mapping;
 mod policies;
 mod process;
 mod spawn;
@@ -64,6 +65,21 @@ pub struct BenchArgs {
     /// Workers in the placement benchmark.
     #[arg(long, default_value_t = 1_000)]
     pub placement_workers: usize,
+    /// Ready tasks the batch heuristics map onto the placement benchmark's workers (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    pub batch_tasks: usize,
+    /// Tasks of each ETC instance in the mapping-quality benchmark (0 skips it).
+    #[arg(long, default_value_t = 512)]
+    pub etc_tasks: usize,
+    /// Machines of each ETC instance.
+    #[arg(long, default_value_t = 16)]
+    pub etc_machines: usize,
+    /// ETC instances per class.
+    #[arg(long, default_value_t = 1)]
+    pub etc_seeds: u64,
+    /// Local-search budget of the planned policies in the mapping-quality benchmark.
+    #[arg(long, default_value = "200ms", value_parser = taskfleet_common::units::parse_duration)]
+    pub etc_search: std::time::Duration,
     /// A PostgreSQL database (postgres://USER@HOST/DB): also load the workflow into it and
     /// run the fleet benchmark on it, beside SQLite. Its rows are deleted afterwards.
     #[arg(long)]
@@ -107,6 +123,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if args.placement_tasks > 0 {
         policies::bench_placement(args.placement_tasks, args.placement_workers)?;
+    }
+    if args.batch_tasks > 0 {
+        mapping::bench_batch_rate(args.batch_tasks, args.placement_workers)?;
+    }
+    if args.etc_tasks > 0 {
+        mapping::bench_etc(args.etc_tasks, args.etc_machines, args.etc_seeds, args.etc_search)?;
     }
     if args.list_workflows > 0 {
         let sqlite = SqliteStore::open(&scratch.path().join("listing.sqlite"))?;

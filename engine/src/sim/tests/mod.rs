@@ -2,6 +2,7 @@
 //! under every policy, checked for a valid schedule (`property`), and the placement against a
 //! brute-force scan (`placement`).
 
+mod etc;
 mod exact;
 mod optimal;
 mod placement;

@@ -146,8 +146,16 @@ fn aging_bounds_how_long_priority_keeps_low_tasks_waiting() {
 fn topcuoglu_sample_dag_runs_to_the_papers_schedule_lengths() {
     let fleet = crate::sim::parse_fleet(include_str!("../../../../examples/topcuoglu-fleet.yaml")).unwrap();
     let dag = workflow(include_str!("../../../../examples/topcuoglu.yaml"), 0);
-    let sim = Simulator::new(fleet, vec![dag], PolicyConfig::default()).unwrap();
+    let constructive = PolicyConfig {
+        plan_search: std::time::Duration::ZERO,
+        ..PolicyConfig::default()
+    };
+    let sim = Simulator::new(fleet.clone(), vec![dag.clone()], constructive).unwrap();
     assert_eq!(sim.run(PolicyKind::Heft).unwrap().makespan, 80.0);
+    assert_eq!(sim.run(PolicyKind::Cpop).unwrap().makespan, 86.0);
+    // The local search improves HEFT's plan (the optimum is 73) and cannot improve CPOP's.
+    let sim = Simulator::new(fleet, vec![dag], PolicyConfig::default()).unwrap();
+    assert_eq!(sim.run(PolicyKind::Heft).unwrap().makespan, 76.0);
     assert_eq!(sim.run(PolicyKind::Cpop).unwrap().makespan, 86.0);
 }
 

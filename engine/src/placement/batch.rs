@@ -1,0 +1,263 @@
+//! Batch-mode mapping: Min-Min, Max-Min and Sufferage (Maheswaran et al. 1999; Braun et al.
+//! 2001), over the tasks whose parents are placed.
+//!
+//! Each round looks at every *candidate* (a task whose parents are all placed) and its best
+//! worker, the one where it would complete earliest ([`Placer::choose`]), and places one:
+//!
+//! - `min-min`: the candidate with the earliest best completion (short tasks first, each where
+//!   it ends soonest);
+//! - `max-min`: the candidate with the latest best completion (long tasks first);
+//! - `sufferage`: the candidate that would lose the most if denied its best worker: the
+//!   largest gap between its second-best and best completion (a task only one worker can run
+//!   suffers without bound and goes first).
+//!
+//! Ties go to the task earlier in topological order. Its children whose parents are now all
+//! placed become candidates. On independent tasks this is the classic heuristic; on a DAG it is
+//! its usual list-scheduling extension.
+//!
+//! Rescanning every candidate each round costs O(candidates · workers) per decision. Instead,
+//! each candidate's evaluation is kept in a heap, with the version of the worker(s) it was
+//! computed against: placing a task on a worker only makes that worker later, so only the
+//! candidates whose best (or, for sufferage, second-best) worker it was can change.
+//!
+//! - `min-min` is exact lazily: an evaluation is a lower bound of the candidate's completion,
+//!   so the top of the heap, re-evaluated if its worker changed, is the minimum once it is
+//!   current.
+//! - `max-min` and `sufferage` re-evaluate at once the candidates of the worker that changed,
+//!   up to [`EAGER_REFRESH`] of them per decision (exact then); beyond that, a candidate is
+//!   re-evaluated when it reaches the top of the heap, which keeps a decision cheap on
+//!   100,000 candidates that all prefer the same workers.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use taskfleet_common::{Millis, WorkflowSpec};
+
+use super::{Choice, ParentAt, Placer, Plan, TaskShape, WorkerId, WorkerModel};
+use crate::packing;
+
+/// Most candidates re-evaluated at once after a decision (`max-min`, `sufferage`).
+pub const EAGER_REFRESH: usize = 4096;
+
+/// Which batch heuristic maps the tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Batch {
+    MinMin,
+    MaxMin,
+    Sufferage,
+}
+
+/// A candidate's evaluation.
+#[derive(Clone, Copy, Debug)]
+struct Evaluated {
+    best: Choice,
+    best_version: u64,
+    second: Option<(WorkerId, Millis, u64)>,
+    /// Bumped at each evaluation; heap entries of older ones are dropped.
+    stamp: u32,
+}
+
+struct Batcher<'a> {
+    spec: &'a WorkflowSpec,
+    estimates: &'a [u64],
+    done: &'a [bool],
+    now: Millis,
+    heuristic: Batch,
+    /// Per worker: bumped each time a task is placed there.
+    version: Vec<u64>,
+    evaluated: Vec<Option<Evaluated>>,
+    stamps: Vec<u32>,
+    /// Per worker: candidates whose best or second-best worker it was (may hold stale ones).
+    interested: Vec<Vec<u32>>,
+    heap: BinaryHeap<(u64, Reverse<u32>, u32, u32)>,
+    position: Vec<u32>,
+    parents: Vec<ParentAt>,
+}
+
+/// Maps `spec` by `heuristic` (see the module documentation), reserving the lanes it uses.
+/// The plan's priority is how long before the plan's end a task starts.
+pub(super) fn plan_batch(
+    placer: &mut Placer,
+    now: Millis,
+    spec: &WorkflowSpec,
+    estimates: &[u64],
+    done: &[bool],
+    heuristic: Batch,
+) -> Plan {
+    let n = spec.tasks.len();
+    let dag = &spec.dag;
+    let mut position = vec![0u32; n];
+    for (at, &task) in dag.topo_order().iter().enumerate() {
+        position[task as usize] = at as u32;
+    }
+    let mut waiting: Vec<u32> = (0..n as u32)
+        .map(|task| dag.parents(task).iter().filter(|&&p| !done[p as usize]).count() as u32)
+        .collect();
+    let mut result = Plan {
+        worker: vec![None; n],
+        start: vec![now; n],
+        end: vec![now; n],
+        priority: vec![0.0; n],
+        critical_path: Vec::new(),
+        makespan: now,
+    };
+    let mut batcher = Batcher {
+        spec,
+        estimates,
+        done,
+        now,
+        heuristic,
+        version: vec![0; placer.len()],
+        evaluated: vec![None; n],
+        stamps: vec![0; n],
+        interested: vec![Vec::new(); placer.len()],
+        heap: BinaryHeap::new(),
+        position,
+        parents: Vec::new(),
+    };
+    // Tasks no worker can run are set aside at once, so that their children still get a place.
+    let mut unplaceable: Vec<u32> = Vec::new();
+    for task in 0..n as u32 {
+        if !done[task as usize] && waiting[task as usize] == 0 && !batcher.evaluate(placer, &result, task) {
+            unplaceable.push(task);
+        }
+    }
+    loop {
+        let placed = if let Some(task) = unplaceable.pop() {
+            let idx = task as usize;
+            let ready = batcher.ready_remote(&result, task);
+            result.start[idx] = ready.max(now);
+            result.end[idx] = result.start[idx].plus_ms(estimates[idx]);
+            task
+        } else {
+            let Some((_, _, task, stamp)) = batcher.heap.pop() else {
+                break;
+            };
+            let idx = task as usize;
+            let Some(evaluated) = batcher.evaluated[idx].filter(|_| batcher.stamps[idx] == stamp) else {
+                continue;
+            };
+            if batcher.is_stale(&evaluated) {
+                if !batcher.evaluate(placer, &result, task) {
+                    unplaceable.push(task);
+                }
+                continue;
+            }
+            let choice = evaluated.best;
+            placer.reserve(choice, spec.tasks[idx].resources.slots);
+            batcher.evaluated[idx] = None;
+            result.worker[idx] = Some(choice.worker);
+            result.start[idx] = choice.start;
+            result.end[idx] = choice.end;
+            batcher.version[choice.worker.index()] += 1;
+            batcher.refresh(placer, &result, choice.worker, &mut unplaceable);
+            task
+        };
+        result.makespan = result.makespan.max(result.end[placed as usize]);
+        for &child in dag.children(placed) {
+            let left = &mut waiting[child as usize];
+            *left -= 1;
+            if *left == 0 && !done[child as usize] && !batcher.evaluate(placer, &result, child) {
+                unplaceable.push(child);
+            }
+        }
+    }
+    for idx in (0..n).filter(|&idx| !done[idx]) {
+        result.priority[idx] = result.makespan.0.saturating_sub(result.start[idx].0) as f64;
+    }
+    result
+}
+
+impl Batcher<'_> {
+    /// Evaluates candidate `task` and queues it; `false` if no worker can run it.
+    fn evaluate(&mut self, placer: &mut Placer, result: &Plan, task: u32) -> bool {
+        let idx = task as usize;
+        let spec_task = &self.spec.tasks[idx];
+        self.parents.clear();
+        for dep in &spec_task.deps {
+            if !self.done[dep.task as usize] {
+                self.parents.push(ParentAt {
+                    worker: result.worker[dep.task as usize],
+                    end: result.end[dep.task as usize],
+                    transfer_ms: u64::from(dep.transfer_ms),
+                });
+            }
+        }
+        let asks = packing::asks(spec_task);
+        let could_take = |worker: &WorkerModel| packing::could_take(worker, spec_task);
+        let shape = TaskShape {
+            pool: &spec_task.pool,
+            fits: asks.then_some(&could_take as &dyn Fn(&WorkerModel) -> bool),
+            slots: spec_task.resources.slots,
+            estimate_ms: self.estimates[idx],
+            by_worker: spec_task.estimate_by_worker.as_ref(),
+        };
+        let sufferage = self.heuristic == Batch::Sufferage;
+        let Some((best, second)) = placer.choose_two(self.now, shape, &self.parents, None, sufferage, false) else {
+            self.evaluated[idx] = None;
+            return false;
+        };
+        self.stamps[idx] = self.stamps[idx].wrapping_add(1);
+        let evaluated = Evaluated {
+            best,
+            best_version: self.version[best.worker.index()],
+            second: second.map(|(worker, end)| (worker, end, self.version[worker.index()])),
+            stamp: self.stamps[idx],
+        };
+        self.evaluated[idx] = Some(evaluated);
+        let key = match self.heuristic {
+            Batch::MinMin => u64::MAX - best.end.0,
+            Batch::MaxMin => best.end.0,
+            Batch::Sufferage => second.map_or(u64::MAX, |(_, end)| end.0.saturating_sub(best.end.0)),
+        };
+        self.heap
+            .push((key, Reverse(self.position[idx]), task, evaluated.stamp));
+        if self.heuristic != Batch::MinMin {
+            self.interested[best.worker.index()].push(task);
+            if let Some((worker, _)) = second {
+                self.interested[worker.index()].push(task);
+            }
+        }
+        true
+    }
+
+    /// Whether a worker the evaluation rests on has changed since.
+    fn is_stale(&self, evaluated: &Evaluated) -> bool {
+        self.version[evaluated.best.worker.index()] != evaluated.best_version
+            || (self.heuristic == Batch::Sufferage
+                && evaluated
+                    .second
+                    .is_some_and(|(worker, _, version)| self.version[worker.index()] != version))
+    }
+
+    /// After a task was placed on `worker`: re-evaluates the candidates that rested on it
+    /// (`max-min`, `sufferage`), up to [`EAGER_REFRESH`] of them.
+    fn refresh(&mut self, placer: &mut Placer, result: &Plan, worker: WorkerId, unplaceable: &mut Vec<u32>) {
+        if self.heuristic == Batch::MinMin {
+            return;
+        }
+        let mut interested = std::mem::take(&mut self.interested[worker.index()]);
+        interested.sort_unstable();
+        interested.dedup();
+        if interested.len() > EAGER_REFRESH {
+            return; // Re-evaluated when they reach the top of the heap.
+        }
+        for task in interested {
+            let stale = self.evaluated[task as usize].is_some_and(|evaluated| self.is_stale(&evaluated));
+            if stale && !self.evaluate(placer, result, task) {
+                unplaceable.push(task);
+            }
+        }
+    }
+
+    /// When a task's inputs are on a worker that ran none of its parents.
+    fn ready_remote(&self, result: &Plan, task: u32) -> Millis {
+        self.spec.tasks[task as usize]
+            .deps
+            .iter()
+            .filter(|dep| !self.done[dep.task as usize])
+            .map(|dep| result.end[dep.task as usize].plus_ms(u64::from(dep.transfer_ms)))
+            .max()
+            .unwrap_or(self.now)
+    }
+}
