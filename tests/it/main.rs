@@ -7,6 +7,7 @@
 //! - `limits`: memory, CPU-time, process and time limits on real processes under this
 //!   machine's cgroups (and rlimits without them), whole-tree kills and the sweep after a crash.
 //! - `fleet`: `taskfleet scheduler` and `taskfleet worker` processes over the real RabbitMQ.
+//! - `mapping`: a live fleet of unrelated workers against the simulator's plan.
 //! - `packing`: request-based placement, reservations and lapsed leases in that fleet.
 //! - `postgres`: the scheduler on the real PostgreSQL store, through a restart.
 //! - `api`: the HTTP API against its OpenAPI description, checked by schemathesis.
@@ -25,6 +26,7 @@ mod fleet;
 mod kafka;
 mod kafka_fleet;
 mod limits;
+mod mapping;
 mod packing;
 mod postgres;
 mod resume;

@@ -55,6 +55,8 @@ pub struct ProcessConfig {
     /// The user tasks run as (a root worker's unprivileged user), in a fresh working directory
     /// of their own unless `work_dir` is set; `None` runs them as the worker's user.
     pub run_as: Option<RunAs>,
+    /// The worker's name, which tasks see as `TASKFLEET_WORKER` (where they run).
+    pub worker_name: String,
 }
 
 impl Default for ProcessConfig {
@@ -66,6 +68,7 @@ impl Default for ProcessConfig {
             enforcer: None,
             env_allow: DEFAULT_ENV_ALLOW.iter().map(|name| name.to_string()).collect(),
             run_as: None,
+            worker_name: String::new(),
         }
     }
 }
@@ -211,6 +214,7 @@ async fn run_in(
         .env("TASKFLEET_WORKFLOW_ID", &task.workflow_id)
         .env("TASKFLEET_TASK", &task.task)
         .env("TASKFLEET_ATTEMPT", task.attempt.to_string())
+        .env("TASKFLEET_WORKER", &config.worker_name)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

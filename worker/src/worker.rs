@@ -112,6 +112,7 @@ impl WorkerConfig {
             enforcer: self.enforcer.clone(),
             env_allow: self.env_allow.clone(),
             run_as: self.run_as.clone(),
+            worker_name: self.name.clone(),
         }
     }
 }

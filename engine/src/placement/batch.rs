@@ -20,6 +20,9 @@
 //! computed against: placing a task on a worker only makes that worker later, so only the
 //! candidates whose best (or, for sufferage, second-best) worker it was can change.
 //!
+//! - Of the *plain* tasks (ready from the start, naming no worker, asking for no resources)
+//!   of one pool and slot count, only the shortest (`min-min`) or longest (`max-min`) is a
+//!   candidate at a time: it completes first (last) wherever the others would go.
 //! - `min-min` is exact lazily: an evaluation is a lower bound of the candidate's completion,
 //!   so the top of the heap, re-evaluated if its worker changed, is the minimum once it is
 //!   current.
@@ -117,9 +120,22 @@ pub(super) fn plan_batch(
     };
     // Tasks no worker can run are set aside at once, so that their children still get a place.
     let mut unplaceable: Vec<u32> = Vec::new();
+    let mut classes = Classes::default();
     for task in 0..n as u32 {
-        if !done[task as usize] && waiting[task as usize] == 0 && !batcher.evaluate(placer, &result, task) {
+        if done[task as usize] || waiting[task as usize] > 0 {
+            continue;
+        }
+        if !classes.admit(spec, estimates, &batcher.position, heuristic, task)
+            && !batcher.evaluate(placer, &result, task)
+        {
             unplaceable.push(task);
+        }
+    }
+    for class in 0..classes.heads.len() {
+        if let Some(head) = classes.next(class) {
+            if !batcher.evaluate(placer, &result, head) {
+                unplaceable.push(head);
+            }
         }
     }
     loop {
@@ -154,6 +170,11 @@ pub(super) fn plan_batch(
             task
         };
         result.makespan = result.makespan.max(result.end[placed as usize]);
+        if let Some(next) = classes.after(placed) {
+            if !batcher.evaluate(placer, &result, next) {
+                unplaceable.push(next);
+            }
+        }
         for &child in dag.children(placed) {
             let left = &mut waiting[child as usize];
             *left -= 1;
@@ -166,6 +187,59 @@ pub(super) fn plan_batch(
         result.priority[idx] = result.makespan.0.saturating_sub(result.start[idx].0) as f64;
     }
     result
+}
+
+/// Min-Min and Max-Min over *plain* tasks: ready from the start, naming no worker and asking
+/// for no resources. Two plain tasks of the same pool and slots see the same workers at the
+/// same times, so the shorter one completes no later wherever it goes: the one with the
+/// earliest best completion is the class's shortest (Min-Min), the one with the latest its
+/// longest (Max-Min). Only each class's next task is a candidate, which keeps a decision
+/// cheap when 100,000 tasks all prefer the same workers.
+#[derive(Default)]
+struct Classes {
+    by_key: std::collections::HashMap<(std::sync::Arc<str>, u32), usize>,
+    /// Per class: its tasks not yet candidates, next first.
+    heads: Vec<BinaryHeap<(u64, Reverse<u32>, u32)>>,
+    /// The class of each plain task that is a candidate.
+    class_of: std::collections::HashMap<u32, usize>,
+}
+
+impl Classes {
+    /// Takes `task` into its class if it is plain (and the heuristic orders by runtime).
+    fn admit(&mut self, spec: &WorkflowSpec, estimates: &[u64], position: &[u32], heuristic: Batch, task: u32) -> bool {
+        let spec_task = &spec.tasks[task as usize];
+        let plain = spec_task.deps.is_empty() && spec_task.estimate_by_worker.is_none() && !packing::asks(spec_task);
+        if !plain || heuristic == Batch::Sufferage {
+            return false;
+        }
+        let key = (spec_task.pool.clone(), spec_task.resources.slots);
+        let next = self.heads.len();
+        let class = *self.by_key.entry(key).or_insert(next);
+        if class == next {
+            self.heads.push(BinaryHeap::new());
+        }
+        let estimate = estimates[task as usize];
+        let order = if heuristic == Batch::MinMin {
+            u64::MAX - estimate
+        } else {
+            estimate
+        };
+        self.heads[class].push((order, Reverse(position[task as usize]), task));
+        true
+    }
+
+    /// The class's next task, now a candidate.
+    fn next(&mut self, class: usize) -> Option<u32> {
+        let (_, _, task) = self.heads[class].pop()?;
+        self.class_of.insert(task, class);
+        Some(task)
+    }
+
+    /// `placed` left the candidates: the next task of its class, if it had one.
+    fn after(&mut self, placed: u32) -> Option<u32> {
+        let class = self.class_of.remove(&placed)?;
+        self.next(class)
+    }
 }
 
 impl Batcher<'_> {

@@ -120,9 +120,47 @@ fn a_plan_respects_dependencies_transfers_and_lanes() {
             .iter()
             .map(|task| task.estimate.unwrap().as_millis() as u64)
             .collect();
-        for kind in [PlanKind::Heft, PlanKind::Cpop] {
+        let kinds = [
+            PlanKind::Heft,
+            PlanKind::Cpop,
+            PlanKind::Batch(Batch::MinMin),
+            PlanKind::Batch(Batch::MaxMin),
+            PlanKind::Batch(Batch::Sufferage),
+        ];
+        for (kind, improved) in kinds.into_iter().flat_map(|kind| [(kind, false), (kind, true)]) {
             let mut placer = Placer::with_workers(None, &workers);
-            let plan = plan(&mut placer, Millis(100), &spec, &estimates, &vec![false; n], kind);
+            let done = vec![false; n];
+            let plan = if improved {
+                let mut fresh = Placer::with_workers(None, &workers);
+                let constructive = plan(&mut fresh, Millis(100), &spec, &estimates, &done, kind);
+                let search = Duration::from_secs(1);
+                let (plan, improvement) =
+                    plan_improved(&mut placer, Millis(100), &spec, &estimates, &done, kind, search);
+                // Never worse than the plan the heuristic made.
+                assert!(plan.makespan <= constructive.makespan, "{kind:?} round {round}");
+                assert_eq!(improvement.before, constructive.makespan);
+                assert_eq!(improvement.after, plan.makespan);
+                // The model's lanes are the improved plan's.
+                for (index, model) in workers.iter().enumerate() {
+                    let last = (0..n)
+                        .filter(|&idx| plan.worker[idx] == Some(w(index)))
+                        .map(|idx| plan.end[idx])
+                        .max()
+                        .unwrap_or(Millis(0));
+                    let lanes = placer.lane_frees(w(index));
+                    assert_eq!(lanes.len(), model.slots as usize);
+                    assert_eq!(
+                        *lanes.iter().max().unwrap(),
+                        last,
+                        "{kind:?} round {round} worker {index}"
+                    );
+                }
+                plan
+            } else {
+                plan(&mut placer, Millis(100), &spec, &estimates, &done, kind)
+            };
+            let latest = (0..n).map(|idx| plan.end[idx]).max().unwrap_or(Millis(100));
+            assert_eq!(plan.makespan, latest.max(Millis(100)), "{kind:?} improved {improved}");
             for (idx, task) in spec.tasks.iter().enumerate() {
                 let worker = plan.worker[idx];
                 assert!(plan.start[idx] >= Millis(100));

@@ -118,13 +118,18 @@ async fn inputs_default_to_an_empty_object_and_output_is_optional() {
 
 #[tokio::test]
 async fn env_vars_are_passed() {
-    let script = "printf '%s|%s|%s|%s|' \"$TASKFLEET_WORKFLOW_ID\" \"$TASKFLEET_TASK\" \"$TASKFLEET_ATTEMPT\" \"$GREETING\"; \
+    let script = "printf '%s|%s|%s|%s|%s|' \"$TASKFLEET_WORKFLOW_ID\" \"$TASKFLEET_TASK\" \"$TASKFLEET_ATTEMPT\" \"$TASKFLEET_WORKER\" \"$GREETING\"; \
                   basename \"$TASKFLEET_INPUTS\"; basename \"$TASKFLEET_OUTPUT\"; test -e \"$TASKFLEET_OUTPUT\" || echo absent";
-    let execution = run(&with_env(sh(script), "GREETING", "hello there")).await;
+    let config = ProcessConfig {
+        worker_name: "gpu-3".to_string(),
+        ..ProcessConfig::default()
+    };
+    let task = with_env(sh(script), "GREETING", "hello there");
+    let execution = run_with(&task, &config, &CancellationToken::new()).await;
     assert_eq!(execution.outcome, AttemptOutcome::Succeeded, "{execution:?}");
     assert_eq!(
         execution.stdout_tail,
-        "wf-7|extract|2|hello there|inputs.json\noutput.json\nabsent\n"
+        "wf-7|extract|2|gpu-3|hello there|inputs.json\noutput.json\nabsent\n"
     );
 }
 
