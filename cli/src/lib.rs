@@ -84,6 +84,9 @@ pub enum Command {
     /// Simulate workflows on a described fleet with the real engine and policies: makespan,
     /// flow times, utilization, fairness; compare policies; draw a Gantt chart.
     Simulate(commands::simulate::SimulateArgs),
+    /// Turn a workflow trace of another system into a taskfleet workflow and the runtimes it
+    /// took (`taskfleet import wfformat INSTANCE.json`), to replay with `simulate --actual`.
+    Import(commands::import::ImportArgs),
 }
 
 impl Cli {
@@ -133,6 +136,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Token(args) => commands::token::run(args),
             Command::Bench(args) => commands::bench::run(args).await,
             Command::Simulate(args) => commands::simulate::run(args),
+            Command::Import(args) => commands::import::run(args),
         }
     });
     // Workers may still be reaping child processes; do not wait for them forever.

@@ -298,3 +298,56 @@ fn history_trains_the_predictor_before_the_replay() {
     extra.extend_from_slice(&history);
     assert_eq!(first_task(&extra), "long", "six earlier runs say which is short");
 }
+
+#[test]
+fn an_imported_wfformat_instance_replays_its_runtimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    // A 1.5 instance written from the format's schema: a fan-out of three `blast` tasks
+    // between a `split` and a `merge`.
+    let instance = write_file(
+        dir,
+        "blast.json",
+        r#"{"name": "blast", "schemaVersion": "1.5", "workflow": {
+          "specification": {
+            "tasks": [
+              {"name": "split_ID01", "id": "ID01", "parents": [], "children": ["ID02", "ID03", "ID04"], "inputFiles": ["db"]},
+              {"name": "blast_ID02", "id": "ID02", "parents": ["ID01"], "children": ["ID05"], "inputFiles": ["q1"]},
+              {"name": "blast_ID03", "id": "ID03", "parents": ["ID01"], "children": ["ID05"], "inputFiles": ["q2"]},
+              {"name": "blast_ID04", "id": "ID04", "parents": ["ID01"], "children": ["ID05"], "inputFiles": ["q3"]},
+              {"name": "merge_ID05", "id": "ID05", "parents": ["ID02", "ID03", "ID04"], "children": []}
+            ],
+            "files": [{"id": "db", "sizeInBytes": 1000000}, {"id": "q1", "sizeInBytes": 10},
+                      {"id": "q2", "sizeInBytes": 20}, {"id": "q3", "sizeInBytes": 30}]
+          },
+          "execution": {"makespanInSeconds": 26, "executedAt": "2026-11-01T10:00:00Z", "tasks": [
+            {"id": "ID01", "runtimeInSeconds": 2}, {"id": "ID02", "runtimeInSeconds": 20},
+            {"id": "ID03", "runtimeInSeconds": 8}, {"id": "ID04", "runtimeInSeconds": 9},
+            {"id": "ID05", "runtimeInSeconds": 4}]}
+        }}"#,
+    );
+    let prefix = dir.join("blast").to_string_lossy().into_owned();
+    let output = run_taskfleet(&["import", "wfformat", &instance, "--output", &prefix]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let said = stdout(&output);
+    assert!(said.contains("imported 5 tasks (6 dependencies, 3 kinds)"), "{said}");
+    let fleet = write_file(dir, "fleet.yaml", "workers:\n  - {name: w, slots: 2, speed: 1}\n");
+    let workflow = format!("{prefix}.workflow.json");
+    let actual = format!("{prefix}.actual.json");
+    let output = run_taskfleet(&[
+        "simulate", &workflow, "--fleet", &fleet, "--policy", "fcfs", "--actual", &actual, "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("a JSON report");
+    // Two slots: split 2 s, then blast 20 s beside 8 s + 9 s, then merge 4 s.
+    assert_eq!(report["makespan"], 26.0, "{report:#}");
+    // A broken instance is refused with the reason, exit code 2.
+    let broken = write_file(dir, "broken.json", r#"{"name": "x", "workflow": {"tasks": "no"}}"#);
+    let output = run_taskfleet(&["import", "wfformat", &broken, "--output", &prefix]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("neither `workflow.specification.tasks` nor `workflow.tasks` is a list"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

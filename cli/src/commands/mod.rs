@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cancel;
 pub mod events;
+pub mod import;
 pub mod list;
 pub mod logs;
 pub mod retry;

@@ -269,3 +269,64 @@ fn heft_runs_never_end_later_than_their_plans() {
         }
     }
 }
+
+#[test]
+fn local_search_shortens_heft_plans_towards_the_optimum() {
+    let constructive = PolicyConfig {
+        plan_search: std::time::Duration::ZERO,
+        ..PolicyConfig::default()
+    };
+    let searched = PolicyConfig {
+        plan_search: std::time::Duration::from_secs(1),
+        ..PolicyConfig::default()
+    };
+    // Layered DAGs on heterogeneous workers.
+    let workers = [
+        ("fast", 1, 4.0),
+        ("mid", 1, 2.0),
+        ("mid2", 1, 2.0),
+        ("slow", 1, 1.0),
+        ("slow2", 1, 1.0),
+    ];
+    let (mut before, mut after) = (0.0, 0.0);
+    for seed in 0..20 {
+        let dag = vec![workflow(&layered(seed, 6, 8), 0)];
+        before += run_with(&workers, dag.clone(), constructive, PolicyKind::Heft);
+        after += run_with(&workers, dag, searched, PolicyKind::Heft);
+    }
+    eprintln!(
+        "layered DAGs, mean makespan: heft {:.1} s, heft with search {:.1} s",
+        before / 20.0,
+        after / 20.0
+    );
+    assert!(after < before, "the search did not help: {after} vs {before}");
+    // Small DAGs, against the exact solver's optimum.
+    let small = [("a", 1, 2.0), ("b", 1, 1.0), ("c", 1, 1.0)];
+    let (mut gap_before, mut gap_after) = (0.0, 0.0);
+    for seed in 0..20 {
+        let dag = vec![workflow(&layered(100 + seed, 3, 3), 0)];
+        let plain = run_with(&small, dag.clone(), constructive, PolicyKind::Heft);
+        let improved = run_with(&small, dag.clone(), searched, PolicyKind::Heft);
+        let sim = Simulator::new(fleet(&small), dag, constructive).unwrap();
+        let optimum = sim
+            .optimal_makespan((plain.min(improved) * 1000.0) as u64, 20_000_000)
+            .unwrap();
+        assert!(optimum.proven);
+        gap_before += plain / optimum.makespan - 1.0;
+        gap_after += improved / optimum.makespan - 1.0;
+    }
+    eprintln!(
+        "9-task DAGs, mean gap to the optimum: heft {:.1}%, heft with search {:.1}%",
+        gap_before * 5.0,
+        gap_after * 5.0
+    );
+    assert!(gap_after <= gap_before);
+}
+
+fn run_with(workers: &[(&str, u32, f64)], dags: Vec<SimWorkflow>, config: PolicyConfig, policy: PolicyKind) -> f64 {
+    Simulator::new(fleet(workers), dags, config)
+        .unwrap()
+        .run(policy)
+        .unwrap()
+        .makespan
+}
