@@ -158,6 +158,7 @@ pub async fn run_workflow(
             // The in-memory transport hands queued tasks out in class order.
             margin_capped_by_slots: false,
             predictive: options.predictive,
+            dynamic_plans: options.predictive,
             ..EngineConfig::default()
         },
         capacity: Capacity::Fixed(

@@ -42,6 +42,9 @@ pub struct SchedulerSettings {
     pub default_estimate: HumanDuration,
     /// Policies use runtimes learned from finished attempts instead of declared estimates.
     pub predictive: bool,
+    /// With `predictive`, planned policies follow each workflow's plan worker by worker instead
+    /// of ranking by it and placing each task when it is dispatched.
+    pub static_plans: bool,
     /// Planned policies (`heft`, `cpop`, `min-min`, `max-min`, `sufferage`): how long a local
     /// search may improve each workflow's plan (0s: the plan as the heuristic made it).
     pub plan_search: HumanDuration,
@@ -80,6 +83,7 @@ impl Default for SchedulerSettings {
             quantum: HumanDuration(std::time::Duration::from_secs(60)),
             default_estimate: HumanDuration(std::time::Duration::from_secs(1)),
             predictive: false,
+            static_plans: false,
             plan_search: HumanDuration(taskfleet_engine::policy::DEFAULT_PLAN_SEARCH),
             lease_timeout: HumanDuration(std::time::Duration::from_secs(10)),
             prefetch_margin: 16,

@@ -25,8 +25,9 @@ const MAX_TASK_SAMPLES: usize = 2_000_000;
 pub enum TaskProgress {
     /// Ended (any outcome): costs nothing more.
     Done,
-    /// Running for this long already.
-    Running(Duration),
+    /// Running for `elapsed` already, on a worker of relative `speed` (1 when unknown): its
+    /// runtime there is the predicted one over the speed.
+    Running { elapsed: Duration, speed: f64 },
     /// Not started.
     Waiting,
 }
@@ -36,7 +37,10 @@ impl TaskProgress {
     pub fn of(state: TaskState, elapsed: Option<Duration>) -> TaskProgress {
         match state {
             state if state.is_terminal() => TaskProgress::Done,
-            TaskState::Running | TaskState::Dispatched => TaskProgress::Running(elapsed.unwrap_or_default()),
+            TaskState::Running | TaskState::Dispatched => TaskProgress::Running {
+                elapsed: elapsed.unwrap_or_default(),
+                speed: 1.0,
+            },
             _ => TaskProgress::Waiting,
         }
     }
@@ -92,6 +96,8 @@ pub fn monte_carlo_eta(
         .max(1);
     let n_samples = n_samples.min(MAX_TASK_SAMPLES / n_open).max(1);
     let predictions: Vec<_> = spec.tasks.iter().map(|task| predictor.predict(task)).collect();
+    // Where a task goes is decided by what the scheduler expects of it, not by the draw.
+    let expected: Vec<f64> = predictions.iter().map(|p| p.mean.as_secs_f64()).collect();
     let mut ends = Vec::with_capacity(n_samples);
     let mut critical_counts = vec![0u32; n_tasks];
     let mut runtime = vec![0f64; n_tasks];
@@ -100,20 +106,22 @@ pub fn monte_carlo_eta(
             runtime[idx] = match task {
                 TaskProgress::Done => 0.0,
                 TaskProgress::Waiting => predictions[idx].sample(rng).as_secs_f64(),
-                TaskProgress::Running(elapsed) => {
-                    // What is left of a draw that is longer than what already ran.
-                    let mut draw = predictions[idx].sample(rng).as_secs_f64();
+                TaskProgress::Running { elapsed, speed } => {
+                    // What is left of a draw that is longer than what already ran, at the
+                    // speed of its worker.
+                    let speed = if *speed > 0.0 { *speed } else { 1.0 };
+                    let mut draw = predictions[idx].sample(rng).as_secs_f64() / speed;
                     for _ in 0..8 {
                         if draw > elapsed.as_secs_f64() {
                             break;
                         }
-                        draw = predictions[idx].sample(rng).as_secs_f64();
+                        draw = predictions[idx].sample(rng).as_secs_f64() / speed;
                     }
                     (draw - elapsed.as_secs_f64()).max(0.0)
                 }
             };
         }
-        let (end, chain) = list_schedule(spec, progress, &runtime, slots);
+        let (end, chain) = list_schedule_deciding(spec, progress, &runtime, &expected, slots);
         ends.push(end);
         for task in chain {
             critical_counts[task as usize] += 1;
@@ -142,6 +150,19 @@ pub fn list_schedule(
     runtime: &[f64],
     slots: &Slots,
 ) -> (f64, Vec<u32>) {
+    list_schedule_deciding(spec, progress, runtime, runtime, slots)
+}
+
+/// [`list_schedule`], choosing each task's slot by its `expected` runtime (what the scheduler
+/// believes when it places it) while it takes `runtime`: a sample of the future is not known
+/// when the tasks are placed, so a forecast that placed by it would be too hopeful.
+pub fn list_schedule_deciding(
+    spec: &WorkflowSpec,
+    progress: &[TaskProgress],
+    runtime: &[f64],
+    expected: &[f64],
+    slots: &Slots,
+) -> (f64, Vec<u32>) {
     let n_tasks = spec.tasks.len();
     let mut finish = vec![0f64; n_tasks];
     // Why each task started when it did: the parent it waited for, if that was the reason.
@@ -159,7 +180,7 @@ pub fn list_schedule(
     let mut last = (0f64, u32::MAX);
     // Running tasks hold their slots from now until they end.
     for (idx, task) in progress.iter().enumerate() {
-        if let TaskProgress::Running(_) = task {
+        if let TaskProgress::Running { .. } = task {
             let group = (0..groups.len())
                 .min_by_key(|&group| groups[group].1.peek().map_or(u64::MAX, |Reverse(free)| *free))
                 .expect("at least one group");
@@ -186,12 +207,14 @@ pub fn list_schedule(
         let mut best = (f64::INFINITY, 0, 0f64);
         for (group, (speed, free_at)) in groups.iter().enumerate() {
             let slot_free = free_at.peek().map_or(0, |Reverse(free)| *free) as f64 / 1e9;
-            let end = ready.max(slot_free) + runtime[idx] / speed;
+            let end = ready.max(slot_free) + expected[idx] / speed;
             if end < best.0 {
                 best = (end, group, slot_free);
             }
         }
-        let (end, group, slot_free) = best;
+        let (_, group, slot_free) = best;
+        let speed = groups[group].0;
+        let end = ready.max(slot_free) + runtime[idx] / speed;
         groups[group].1.pop();
         groups[group].1.push(Reverse((end * 1e9) as u64));
         if ready >= slot_free {

@@ -33,6 +33,16 @@ const MIN_SIGMA: f64 = 0.05;
 /// Observations at which the learned model and the declared estimate weigh the same.
 const HALF_CONFIDENCE_AT: f64 = 3.0;
 
+/// The learned log-mean of `n` runs of spread `sigma`, with the declared estimate as the
+/// prior: each weighs by its precision (the declared one as off by [`DEFAULT_SIGMA`], the
+/// learned one as its standard error `sigma / √n`), so a few runs move the belief a little
+/// and many consistent runs replace the declaration.
+fn blend(learned: f64, n: f64, sigma: f64, declared: f64) -> f64 {
+    let learned_precision = n / (sigma * sigma);
+    let declared_precision = 1.0 / (DEFAULT_SIGMA * DEFAULT_SIGMA);
+    (learned * learned_precision + declared * declared_precision) / (learned_precision + declared_precision)
+}
+
 /// The group a task's runtime is learned for: its pool and its `kind` when it has one, else
 /// its pool and what it runs.
 pub fn signature(task: &TaskSpec) -> String {
@@ -217,17 +227,18 @@ impl Predictor {
             // Confidence grows with the observations per coefficient.
             let per_coefficient = fit.n as f64 / fit.dimension as f64;
             let confidence = per_coefficient / (per_coefficient + HALF_CONFIDENCE_AT);
+            let sigma = fit.sigma.max(MIN_SIGMA);
             let mu = match declared {
-                Some(declared) => confidence * fit.mu + (1.0 - confidence) * declared,
+                Some(declared) => blend(fit.mu, per_coefficient, sigma, declared),
                 None => fit.mu,
             };
-            return Prediction::from_log(mu, fit.sigma.max(MIN_SIGMA), confidence, Source::Learned);
+            return Prediction::from_log(mu, sigma, confidence, Source::Learned);
         }
         match (self.models.get(&signature), declared) {
             (Some(stats), declared) if stats.n > 0 => {
                 let confidence = stats.n as f64 / (stats.n as f64 + HALF_CONFIDENCE_AT);
                 let mu = match declared {
-                    Some(declared) => confidence * stats.mean + (1.0 - confidence) * declared,
+                    Some(declared) => blend(stats.mean, stats.n as f64, stats.sigma(), declared),
                     None => stats.mean,
                 };
                 Prediction::from_log(mu, stats.sigma(), confidence, Source::Learned)

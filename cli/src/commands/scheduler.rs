@@ -38,6 +38,10 @@ pub struct SchedulerArgs {
     /// Order tasks by runtimes learned from finished attempts instead of declared estimates.
     #[arg(long, env = "TASKFLEET_PREDICTIVE")]
     pub predictive: bool,
+    /// With --predictive, planned policies follow each workflow's plan worker by worker instead
+    /// of ranking by it and placing each task when it is dispatched.
+    #[arg(long, env = "TASKFLEET_STATIC_PLANS")]
+    pub static_plans: bool,
     /// Planned policies (heft, cpop, min-min, max-min, sufferage): how long a local search may
     /// improve each workflow's plan; 0s keeps the heuristic's plan.
     #[arg(long, env = "TASKFLEET_PLAN_SEARCH")]
@@ -91,6 +95,7 @@ impl SchedulerArgs {
             settings.reserve = self.reserve;
         }
         settings.predictive |= self.predictive;
+        settings.static_plans |= self.static_plans;
         settings.check()?;
         Ok(settings)
     }
@@ -109,6 +114,7 @@ fn server_config(settings: &SchedulerSettings) -> ServerConfig {
                 plan_search: settings.plan_search.0,
             },
             predictive: settings.predictive,
+            dynamic_plans: settings.predictive && !settings.static_plans,
             prefetch_margin: settings.prefetch_margin,
             packing: settings.packing,
             reservations: settings.reserve.clone(),

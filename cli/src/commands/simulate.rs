@@ -9,8 +9,6 @@ use taskfleet_engine::packing::{PackingKind, Reservation};
 
 use anyhow::Context as _;
 use clap::Args;
-use comfy_table::presets::UTF8_BORDERS_ONLY;
-use comfy_table::Table;
 use taskfleet_common::units::{format_duration, parse_duration};
 use taskfleet_common::workflow::ValidateOptions;
 use taskfleet_engine::policy::{PolicyConfig, PolicyKind};
@@ -20,6 +18,9 @@ use taskfleet_engine::sim::{
 };
 
 use super::{load_workflow, write_stdout, LoadError};
+use render::render_text;
+
+mod render;
 use crate::EXIT_INVALID;
 
 #[derive(Debug, Args)]
@@ -82,6 +83,10 @@ pub struct SimulateArgs {
     /// from every task that ends.
     #[arg(long)]
     pub predictive: bool,
+    /// In predictive mode, planned policies follow their plans worker by worker, as the
+    /// scheduler's --static-plans (by default they rank by the plan and place at dispatch).
+    #[arg(long)]
+    pub static_plans: bool,
     /// Earlier runs of the workflows (in the --actual format): they train the predictor before
     /// the simulation starts, matching tasks by id (and learning per kind). Implies
     /// --predictive.
@@ -221,7 +226,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let simulator = match predictor {
-        Some(predictor) => simulator.predictive(predictor),
+        Some(predictor) => simulator.predictive(predictor).with_static_plans(args.static_plans),
         None => simulator,
     };
     let heuristics: Vec<PolicyKind> = policies
@@ -385,98 +390,6 @@ fn suffixed(path: &Path, policy: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-fn seconds(value: f64) -> String {
+pub(super) fn seconds(value: f64) -> String {
     format_duration(Duration::from_secs_f64(value.max(0.0)))
-}
-
-/// How far the makespan lies above the lower bound: `+4.2%`.
-fn over_bound(report: &SimReport) -> String {
-    if report.lower_bound <= 0.0 {
-        return "-".to_string();
-    }
-    format!("+{:.1}%", (report.makespan / report.lower_bound - 1.0).max(0.0) * 100.0)
-}
-
-fn render_text(simulator: &Simulator, reports: &[SimReport]) -> String {
-    let fleet = simulator.fleet();
-    let n_tasks = reports.first().map_or(0, |report| report.schedule.len());
-    let n_workflows = simulator.workflow_names().len();
-    let mut text = format!(
-        "simulated {n_tasks} tasks of {n_workflows} workflow{} on {} workers ({} slots)\n",
-        if n_workflows == 1 { "" } else { "s" },
-        fleet.workers.len(),
-        fleet.total_slots()
-    );
-    let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY);
-    let mut header = vec![
-        "POLICY",
-        "MAKESPAN",
-        "MEAN FLOW",
-        "MAX FLOW",
-        "MEAN WAIT",
-        "UTILIZATION",
-        "FAIRNESS",
-        "OVER BOUND",
-    ];
-    let stochastic = reports.iter().any(|report| report.stochastic.is_some());
-    if stochastic {
-        header.extend(["MAKESPAN MIN", "P50", "P90", "MAX"]);
-    }
-    let scored = reports.iter().any(|report| report.scores.is_some());
-    if scored {
-        header.extend(["ORACLE", "FCFS", "ERROR P50", "ERROR P90", "IN P10–P90"]);
-    }
-    table.set_header(header);
-    for report in reports {
-        let mut row = vec![
-            report.policy.clone(),
-            seconds(report.makespan),
-            seconds(report.mean_flow_time),
-            seconds(report.max_flow_time),
-            seconds(report.mean_wait),
-            format!("{:.1}%", report.utilization * 100.0),
-            format!("{:.3}", report.fairness),
-            over_bound(report),
-        ];
-        if let Some(spread) = &report.stochastic {
-            let q = spread.makespan;
-            row.extend([q.min, q.p50, q.p90, q.max].map(seconds));
-        }
-        if let Some(scores) = &report.scores {
-            row.extend([
-                seconds(scores.oracle_makespan),
-                seconds(scores.fcfs_makespan),
-                format!("{:.0}%", scores.error_p50 * 100.0),
-                format!("{:.0}%", scores.error_p90 * 100.0),
-                scores
-                    .within_p10_p90
-                    .map_or_else(|| "-".to_string(), |share| format!("{:.0}%", share * 100.0)),
-            ]);
-        }
-        table.add_row(row);
-    }
-    text += &format!("{table}\n");
-    if let Some(report) = reports.first() {
-        text += &format!(
-            "lower bound of the makespan: {} (the longer of the critical path, each task on its \
-             fastest worker, and the work over the fleet's capacity); OVER BOUND is each \
-             makespan's excess over it\n",
-            seconds(report.lower_bound)
-        );
-    }
-    if n_workflows > 1 {
-        let mut table = Table::new();
-        table.load_preset(UTF8_BORDERS_ONLY);
-        let mut header = vec!["WORKFLOW".to_string(), "SUBMIT".to_string()];
-        header.extend(reports.iter().map(|report| format!("FLOW ({})", report.policy)));
-        table.set_header(header);
-        for (idx, name) in simulator.workflow_names().iter().enumerate() {
-            let mut row = vec![name.clone(), seconds(reports[0].workflows[idx].submit)];
-            row.extend(reports.iter().map(|report| seconds(report.workflows[idx].flow_time)));
-            table.add_row(row);
-        }
-        text += &format!("{table}\n");
-    }
-    text
 }

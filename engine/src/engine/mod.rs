@@ -54,6 +54,11 @@ pub struct EngineConfig {
     pub policy_config: PolicyConfig,
     /// Policies see runtimes predicted from history instead of declared estimates.
     pub predictive: bool,
+    /// Planned policies rank each workflow's tasks when it arrives but place each task only
+    /// when it is dispatched, where it would complete earliest given what has actually
+    /// happened (`heft` as a dynamic list scheduler); otherwise each worker follows its plan.
+    /// The scheduler's `--predictive` sets it unless told `--static-plans`.
+    pub dynamic_plans: bool,
     /// After a restart, how long attempts that were out wait for their worker to report them
     /// (and be adopted) before they are dispatched again; zero dispatches them at once.
     pub adoption_grace: Duration,
@@ -80,6 +85,7 @@ impl Default for EngineConfig {
             policy: PolicyKind::Fcfs,
             policy_config: PolicyConfig::default(),
             predictive: false,
+            dynamic_plans: false,
             adoption_grace: Duration::ZERO,
             prefetch_margin: 16,
             margin_capped_by_slots: true,

@@ -354,7 +354,7 @@ impl Engine {
             .iter()
             .map(|task| TaskProgress::of(task.state, None))
             .map(|progress| match progress {
-                TaskProgress::Running(_) => TaskProgress::Waiting,
+                TaskProgress::Running { .. } => TaskProgress::Waiting,
                 other => other,
             })
             .collect();
@@ -404,7 +404,12 @@ impl Engine {
             priority: vec![0.0; n],
             incomplete: false,
         };
-        if let Placement::Planned(kind) = self.config.policy.placement() {
+        if let (Placement::Planned(kind), true) = (self.config.policy.placement(), self.config.dynamic_plans) {
+            // Ranked by a plan on a copy of the model; placed when dispatched.
+            let (estimates, done) = plan_inputs(run, &self.config, &self.predictor);
+            let mut scratch = plans.placer.clone();
+            placement.priority = placement::plan(&mut scratch, now, &run.spec, &estimates, &done, kind).priority;
+        } else if let Placement::Planned(kind) = self.config.policy.placement() {
             let (estimates, done) = plan_inputs(run, &self.config, &self.predictor);
             let search = self.config.policy_config.plan_search;
             let (plan, _) =

@@ -29,7 +29,10 @@ fn list_scheduling_follows_dependencies_and_slots() {
     // `a` is done and `b` has 1 s left: only b's rest, then d.
     let progress = [
         TaskProgress::Done,
-        TaskProgress::Running(Duration::from_secs(4)),
+        TaskProgress::Running {
+            elapsed: Duration::from_secs(4),
+            speed: 1.0,
+        },
         TaskProgress::Waiting,
         TaskProgress::Waiting,
     ];
@@ -145,7 +148,13 @@ fn p90_covers_the_real_completion_about_nine_times_in_ten() {
 fn running_tasks_hold_their_slots() {
     // Two independent tasks on one slot: `a` runs with 3 s left, `b` waits behind it.
     let spec = spec("name: r\ntasks:\n  - {id: a, run: [a]}\n  - {id: b, run: [b]}\n");
-    let progress = [TaskProgress::Running(Duration::from_secs(1)), TaskProgress::Waiting];
+    let progress = [
+        TaskProgress::Running {
+            elapsed: Duration::from_secs(1),
+            speed: 1.0,
+        },
+        TaskProgress::Waiting,
+    ];
     assert_eq!(list_schedule(&spec, &progress, &[3.0, 2.0], &[(1.0, 1)]).0, 5.0);
     assert_eq!(list_schedule(&spec, &progress, &[3.0, 2.0], &[(1.0, 2)]).0, 3.0);
 }

@@ -89,8 +89,14 @@ impl ActualRun {
     pub fn apply_features(&self, spec: &WorkflowSpec) -> Result<WorkflowSpec, SimError> {
         let mut spec = spec.clone();
         let mut unknown = Vec::new();
+        let at: std::collections::HashMap<String, usize> = spec
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(idx, task)| (task.id.clone(), idx))
+            .collect();
         for (task, features) in &self.features {
-            match spec.tasks.iter_mut().find(|known| known.id == *task) {
+            match at.get(task).map(|&idx| &mut spec.tasks[idx]) {
                 Some(known) => known
                     .features
                     .extend(features.iter().map(|(name, value)| (name.clone(), *value))),
@@ -113,10 +119,12 @@ impl ActualRun {
 /// and, with the features that run measured, its feature regression. Returns how many
 /// runtimes named no task of the workflow (and taught nothing).
 pub fn train(predictor: &mut Predictor, spec: &WorkflowSpec, runs: &[ActualRun]) -> usize {
+    let by_id: std::collections::HashMap<&str, &taskfleet_common::TaskSpec> =
+        spec.tasks.iter().map(|task| (task.id.as_str(), task)).collect();
     let mut unmatched = 0;
     for run in runs {
         for (id, took) in &run.runtimes {
-            let Some(task) = spec.tasks.iter().find(|task| task.id == *id) else {
+            let Some(&task) = by_id.get(id.as_str()) else {
                 unmatched += 1;
                 continue;
             };
@@ -147,6 +155,51 @@ pub struct Scores {
     /// predicted 10th–90th percentiles (0.8 when the predictions are calibrated).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub within_p10_p90: Option<f64>,
+    /// How well the ETA forecast each workflow's end along the replay.
+    pub eta: EtaCalibration,
+}
+
+/// The ETA against the actual end: at every 5% of a workflow's tasks finished, the
+/// Monte-Carlo forecast `taskfleet status` would have given (median and 90th percentile of
+/// the end), and how often the actual end came no later than each (about 50% and 90% when
+/// the forecasts are calibrated).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EtaCalibration {
+    pub checkpoints: usize,
+    pub p50_coverage: f64,
+    pub p90_coverage: f64,
+    /// The median of |forecast p50 − actual end| / (actual end − forecast time).
+    pub p50_error: f64,
+}
+
+impl EtaCalibration {
+    /// Sets `checks` against the workflows' actual ends.
+    pub(super) fn of(checks: &[run::EtaCheck], workflow_end: &[u64]) -> EtaCalibration {
+        let n = checks.len();
+        let covered = |end_of: fn(&run::EtaCheck) -> u64| {
+            let hits = checks.iter().filter(|c| workflow_end[c.workflow] <= end_of(c)).count();
+            if n == 0 {
+                0.0
+            } else {
+                hits as f64 / n as f64
+            }
+        };
+        let mut errors: Vec<f64> = checks
+            .iter()
+            .map(|c| {
+                let actual = workflow_end[c.workflow];
+                let left = actual.saturating_sub(c.at).max(1) as f64;
+                (c.p50_end as f64 - actual as f64).abs() / left
+            })
+            .collect();
+        errors.sort_by(f64::total_cmp);
+        EtaCalibration {
+            checkpoints: n,
+            p50_coverage: covered(|c| c.p50_end),
+            p90_coverage: covered(|c| c.p90_end),
+            p50_error: errors.get(n / 2).copied().unwrap_or(0.0),
+        }
+    }
 }
 
 impl Simulator {
@@ -154,7 +207,10 @@ impl Simulator {
     /// run per workflow, in order), while the engine sees the estimates (or predictions) as
     /// always; the report's `scores` set it beside the oracle and FCFS.
     pub fn run_actual(&self, policy: PolicyKind, actual: &[ActualRun]) -> Result<SimReport, SimError> {
-        let mut report = self.replay(policy, actual)?;
+        let factors = self.actual_factors(actual)?;
+        let trace = run::simulate(self, policy, Some(&factors), true)?;
+        let mut report = report::build(self, policy.as_str(), &trace);
+        let eta = EtaCalibration::of(&trace.eta, &trace.workflow_end);
         let oracle = self.oracle(actual)?.replay(policy, actual)?;
         let fcfs = match policy {
             PolicyKind::Fcfs if self.predictor.is_none() => report.makespan,
@@ -167,13 +223,14 @@ impl Simulator {
             error_p50,
             error_p90,
             within_p10_p90,
+            eta,
         });
         Ok(report)
     }
 
     fn replay(&self, policy: PolicyKind, actual: &[ActualRun]) -> Result<SimReport, SimError> {
         let factors = self.actual_factors(actual)?;
-        let trace = run::simulate(self, policy, Some(&factors))?;
+        let trace = run::simulate(self, policy, Some(&factors), false)?;
         Ok(report::build(self, policy.as_str(), &trace))
     }
 
@@ -191,6 +248,7 @@ impl Simulator {
             packing: self.packing,
             reservations: self.reservations.clone(),
             predictor: None,
+            static_plans: self.static_plans,
         }
     }
 
@@ -259,7 +317,7 @@ impl Simulator {
     }
 
     /// Per task, its actual runtime over the runtime the model gives it on a speed-1 worker.
-    fn actual_factors(&self, actual: &[ActualRun]) -> Result<Vec<f64>, SimError> {
+    pub(super) fn actual_factors(&self, actual: &[ActualRun]) -> Result<Vec<f64>, SimError> {
         if actual.len() != self.workflows.len() {
             return Err(SimError::Actual(vec![format!(
                 "{} runs for {} workflows: give one per workflow, in order",

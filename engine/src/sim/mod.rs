@@ -90,6 +90,9 @@ pub struct Simulator {
     reservations: Vec<Reservation>,
     /// In predictive mode, what the predictor knows when the simulation starts.
     predictor: Option<crate::predict::Predictor>,
+    /// In predictive mode, planned policies follow their plans (as without it) rather than
+    /// place each task when it is dispatched.
+    static_plans: bool,
 }
 
 impl Simulator {
@@ -189,6 +192,7 @@ impl Simulator {
             packing: PackingKind::default(),
             reservations: Vec::new(),
             predictor: None,
+            static_plans: false,
         })
     }
 
@@ -208,9 +212,16 @@ impl Simulator {
         self
     }
 
+    /// In predictive mode, makes planned policies follow their plans, as the scheduler's
+    /// `--static-plans` (by default they rank by the plan and place at dispatch).
+    pub fn with_static_plans(mut self, static_plans: bool) -> Simulator {
+        self.static_plans = static_plans;
+        self
+    }
+
     /// Simulates the workflows under `policy` with the declared runtimes.
     pub fn run(&self, policy: PolicyKind) -> Result<SimReport, SimError> {
-        let trace = run::simulate(self, policy, None)?;
+        let trace = run::simulate(self, policy, None, false)?;
         Ok(report::build(self, policy.as_str(), &trace))
     }
 
@@ -230,7 +241,7 @@ impl Simulator {
         let mut flow_times = Vec::with_capacity(runs);
         for _ in 0..runs {
             let factors: Vec<f64> = (0..self.n_tasks).map(|_| lognormal(&mut rng, sigma)).collect();
-            let trace = run::simulate(self, policy, Some(&factors))?;
+            let trace = run::simulate(self, policy, Some(&factors), false)?;
             let (makespan, mean_flow_time) = report::makespan_and_mean_flow(self, &trace);
             makespans.push(makespan);
             flow_times.push(mean_flow_time);

@@ -98,6 +98,7 @@ impl Simulator {
                     .collect(),
                 end: finish,
                 workflow_end: vec![0; self.workflows.len()],
+                eta: Vec::new(),
             };
             for (workflow, &first) in self.first_task.iter().enumerate() {
                 let n = self.workflows[workflow].spec.tasks.len();

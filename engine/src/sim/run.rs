@@ -15,6 +15,11 @@ use crate::fleet::FleetView;
 use crate::placement::{runtime_on, ParentAt, WorkerId, WorkerModel};
 use crate::policy::PolicyKind;
 
+mod calibration;
+
+pub(super) use calibration::EtaCheck;
+use calibration::EtaWatch;
+
 /// Marks a task that has not been placed.
 pub(super) const UNPLACED: u32 = u32::MAX;
 
@@ -30,6 +35,8 @@ pub(super) struct Trace {
     pub end: Vec<u64>,
     /// When each workflow's last task ended.
     pub workflow_end: Vec<u64>,
+    /// The ETA forecasts made during the run, when asked for.
+    pub eta: Vec<EtaCheck>,
 }
 
 /// A dispatched task waiting for a worker with enough free slots.
@@ -63,10 +70,18 @@ struct State<'a> {
     sim_workflow_at: Vec<usize>,
     left: Vec<usize>,
     scratch: Scratch,
+    /// Forecasts the workflows' ends as they progress (replays that score the ETA).
+    eta_watch: Option<EtaWatch>,
 }
 
-/// Runs the simulation; `factors` (one per task) scale the runtimes of a stochastic run.
-pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f64]>) -> Result<Trace, SimError> {
+/// Runs the simulation; `factors` (one per task) scale the runtimes of a stochastic run or a
+/// replay; with `forecast`, the ETA is forecast along the way ([`Trace::eta`]).
+pub(super) fn simulate(
+    sim: &Simulator,
+    policy: PolicyKind,
+    factors: Option<&[f64]>,
+    forecast: bool,
+) -> Result<Trace, SimError> {
     let config = EngineConfig {
         policy,
         policy_config: sim.policy_config,
@@ -74,6 +89,7 @@ pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f6
         packing: sim.packing,
         reservations: sim.reservations.clone(),
         predictive: sim.predictor.is_some(),
+        dynamic_plans: sim.predictor.is_some() && !sim.static_plans,
         ..EngineConfig::default()
     };
     let mut engine = Engine::new(config);
@@ -120,6 +136,7 @@ pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f6
             start: vec![0; sim.n_tasks],
             end: vec![0; sim.n_tasks],
             workflow_end: vec![0; sim.workflows.len()],
+            eta: Vec::new(),
         },
         attempt: vec![0; sim.n_tasks],
         free: sim.fleet.workers.iter().map(|worker| worker.slots).collect(),
@@ -140,7 +157,11 @@ pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f6
         sim_workflow_at: Vec::with_capacity(sim.workflows.len()),
         left: sim.workflows.iter().map(|workflow| workflow.spec.tasks.len()).collect(),
         scratch: Scratch::new(n_workers),
+        eta_watch: None,
     };
+    if forecast {
+        state.eta_watch = Some(EtaWatch::new(&state));
+    }
     let mut order: Vec<usize> = (0..sim.workflows.len()).collect();
     order.sort_by_key(|&w| sim.workflows[w].submit);
     let submit_at = |w: usize| sim.workflows[w].submit.as_millis() as u64;
@@ -196,6 +217,9 @@ pub(super) fn simulate(sim: &Simulator, policy: PolicyKind, factors: Option<&[f6
     if state.left.iter().any(|&left| left > 0) {
         return Err(SimError::Stuck(state.unplaced()));
     }
+    if let Some(watch) = state.eta_watch.take() {
+        state.trace.eta = watch.checks;
+    }
     Ok(state.trace)
 }
 
@@ -231,6 +255,7 @@ impl State<'_> {
         self.engine
             .on_finished(result, Millis(now))
             .map_err(|ignored| SimError::Engine(ignored.to_string()))?;
+        self.watch_eta(workflow, global, now);
         self.left[workflow] -= 1;
         if self.left[workflow] == 0 {
             self.trace.workflow_end[workflow] = now;

@@ -78,7 +78,11 @@ impl Forecasts {
             return Ok(());
         };
         let predictor = self.predictor(store, now).await?;
-        status.eta = self.eta(store, workflow, &spec, &predictor, slots, now).await?;
+        let speeds: std::collections::HashMap<String, f64> =
+            fleet.iter().map(|worker| (worker.name.clone(), worker.speed)).collect();
+        status.eta = self
+            .eta(store, workflow, &spec, &predictor, (slots, speeds), now)
+            .await?;
         let listed = spec.tasks.iter().skip(from as usize);
         for (task, spec_task) in status.tasks.iter_mut().zip(listed) {
             if matches!(task.state, TaskState::Ready | TaskState::Dispatched) {
@@ -153,7 +157,7 @@ impl Forecasts {
         workflow: &WorkflowRecord,
         spec: &Arc<WorkflowSpec>,
         predictor: &Arc<Predictor>,
-        slots: &Slots,
+        (slots, speeds): (&Slots, std::collections::HashMap<String, f64>),
         now: Millis,
     ) -> Result<Option<EtaStatus>, StoreError> {
         if let Some((made, age, eta)) = self.cache().etas.get(&workflow.id) {
@@ -171,7 +175,7 @@ impl Forecasts {
         let (spec, predictor, slots, id) = (spec.clone(), predictor.clone(), slots.to_vec(), workflow.id.clone());
         let computing = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let eta = eta_of(&id, &records, &attempts, &spec, &predictor, &slots, now);
+            let eta = eta_of(&id, &records, &attempts, &spec, &predictor, (&slots, &speeds), now);
             (eta, started.elapsed())
         });
         let Ok((eta, cost)) = computing.await else {
@@ -209,22 +213,32 @@ fn eta_of(
     attempts: &[AttemptRecord],
     spec: &WorkflowSpec,
     predictor: &Predictor,
-    slots: &Slots,
+    (slots, speeds): (&Slots, &std::collections::HashMap<String, f64>),
     now: Millis,
 ) -> EtaStatus {
-    // When each task's current attempt started, if it did.
-    let mut started: Vec<Option<Millis>> = vec![None; records.len()];
+    // When each task's current attempt started, if it did, and the speed of its worker.
+    let mut started: Vec<Option<(Millis, f64)>> = vec![None; records.len()];
     for attempt in attempts {
         if records
             .get(attempt.task_idx as usize)
             .is_some_and(|task| task.attempt == attempt.attempt)
         {
-            started[attempt.task_idx as usize] = attempt.started_at;
+            let speed = attempt.worker.as_ref().and_then(|worker| speeds.get(worker)).copied();
+            started[attempt.task_idx as usize] = attempt.started_at.map(|at| (at, speed.unwrap_or(1.0)));
         }
     }
     let progress: Vec<TaskProgress> = records
         .iter()
-        .map(|task| TaskProgress::of(task.state, started[task.task_idx as usize].map(|at| now.since(at))))
+        .map(|task| {
+            let running = started[task.task_idx as usize];
+            match TaskProgress::of(task.state, running.map(|(at, _)| now.since(at))) {
+                TaskProgress::Running { elapsed, .. } => TaskProgress::Running {
+                    elapsed,
+                    speed: running.map_or(1.0, |(_, speed)| speed),
+                },
+                other => other,
+            }
+        })
         .collect();
     let seed = workflow_id
         .bytes()

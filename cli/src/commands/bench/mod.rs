@@ -9,6 +9,7 @@ mod mapping;
 mod policies;
 mod process;
 mod spawn;
+mod training;
 
 use std::sync::Arc;
 
@@ -68,6 +69,12 @@ pub struct BenchArgs {
     /// Ready tasks the batch heuristics map onto the placement benchmark's workers (0 skips it).
     #[arg(long, default_value_t = 100_000)]
     pub batch_tasks: usize,
+    /// Earlier runs the training benchmark feeds the predictor (0 skips it).
+    #[arg(long, default_value_t = 10)]
+    pub train_runs: usize,
+    /// Tasks of the workflow of the training benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    pub train_tasks: usize,
     /// Tasks of each ETC instance in the mapping-quality benchmark (0 skips it).
     #[arg(long, default_value_t = 512)]
     pub etc_tasks: usize,
@@ -126,6 +133,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if args.batch_tasks > 0 {
         mapping::bench_batch_rate(args.batch_tasks, args.placement_workers)?;
+    }
+    if args.train_runs > 0 && args.train_tasks > 0 {
+        training::bench_training(args.train_runs, args.train_tasks)?;
     }
     if args.etc_tasks > 0 {
         mapping::bench_etc(args.etc_tasks, args.etc_machines, args.etc_seeds, args.etc_search)?;

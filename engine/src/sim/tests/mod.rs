@@ -7,6 +7,7 @@ mod exact;
 mod optimal;
 mod placement;
 mod policies;
+mod prediction;
 mod property;
 
 use std::sync::Arc;
