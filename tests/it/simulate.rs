@@ -340,6 +340,9 @@ fn an_imported_wfformat_instance_replays_its_runtimes() {
     let report: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("a JSON report");
     // Two slots: split 2 s, then blast 20 s beside 8 s + 9 s, then merge 4 s.
     assert_eq!(report["makespan"], 26.0, "{report:#}");
+    // The ETA was forecast after each of the first four tasks ended (each 5% of five tasks).
+    assert_eq!(report["scores"]["eta"]["checkpoints"], 4, "{report:#}");
+    assert!(report["scores"]["eta"]["p90_coverage"].as_f64().is_some(), "{report:#}");
     // A broken instance is refused with the reason, exit code 2.
     let broken = write_file(dir, "broken.json", r#"{"name": "x", "workflow": {"tasks": "no"}}"#);
     let output = run_taskfleet(&["import", "wfformat", &broken, "--output", &prefix]);

@@ -9,9 +9,11 @@
 //! Completing a task costs O(its out-degree): each task keeps a count of parents that have
 //! not succeeded, and the graph is never rescanned.
 
+mod config;
 mod dispatch;
 mod finish;
 mod placed;
+mod planning;
 mod reports;
 mod run;
 mod state;
@@ -19,7 +21,6 @@ mod state;
 use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use taskfleet_common::state::{AttemptOutcome, TaskState};
 use taskfleet_common::wire::TaskMessage;
@@ -28,11 +29,12 @@ use taskfleet_common::{Millis, WorkflowSpec};
 use self::run::WorkflowRun;
 use self::state::{wake_planned_worker, Admission, Leases, Plans, Timers, Updates, Workflows};
 use crate::fleet::FleetView;
-use crate::packing::{self, Bins, PackingKind, Reservation};
+use crate::packing::{self, Bins};
 use crate::placement::{Placer, WorkerModel};
-use crate::policy::{Placement, Policy, PolicyConfig, PolicyKind, ReadyTask, TaskRef};
+use crate::policy::{Placement, Policy, ReadyTask, TaskRef};
 use crate::predict::Predictor;
 use crate::records::{StoreUpdate, TaskRecord, WorkflowState};
+pub use config::EngineConfig;
 pub use reports::{ClassLoad, Report};
 
 /// Monte-Carlo samples behind a workflow's criticality in predictive mode.
@@ -45,57 +47,6 @@ const ROOM_PER_SLOT: u32 = 2;
 /// How many tasks that ask for resources a pool may pass over in one dispatch round, for want
 /// of a worker with room for them, while looking for later tasks that fit (backfilling).
 const BACKFILL_WINDOW: usize = 64;
-
-/// How the engine behaves.
-#[derive(Clone, Debug)]
-pub struct EngineConfig {
-    pub policy: PolicyKind,
-    /// The policy's knobs (runtime prior, aging, quantum).
-    pub policy_config: PolicyConfig,
-    /// Policies see runtimes predicted from history instead of declared estimates.
-    pub predictive: bool,
-    /// Planned policies rank each workflow's tasks when it arrives but place each task only
-    /// when it is dispatched, where it would complete earliest given what has actually
-    /// happened (`heft` as a dynamic list scheduler); otherwise each worker follows its plan.
-    /// The scheduler's `--predictive` sets it unless told `--static-plans`.
-    pub dynamic_plans: bool,
-    /// After a restart, how long attempts that were out wait for their worker to report them
-    /// (and be adopted) before they are dispatched again; zero dispatches them at once.
-    pub adoption_grace: Duration,
-    /// Tasks dispatched beyond the fleet's free slots, so workers never wait for the scheduler.
-    pub prefetch_margin: usize,
-    /// The margin is at most the fleet's slots. Over a broker, tasks waiting in a queue
-    /// cannot be overtaken by a later, more urgent one, so a small fleet must keep few of
-    /// them; a transport that hands queued tasks out in class order (in memory) need not.
-    pub margin_capped_by_slots: bool,
-    /// Seed of the retry jitter.
-    pub jitter_seed: u64,
-    /// How tasks that ask for resources choose among the workers where they fit.
-    pub packing: PackingKind,
-    /// Capacity kept for priority classes or tenants.
-    pub reservations: Vec<Reservation>,
-    /// Keep each ended attempt for [`Engine::take_ended`] (a service's metrics); off, nothing
-    /// piles up for an owner that never takes them (the simulator).
-    pub record_ended: bool,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            policy: PolicyKind::Fcfs,
-            policy_config: PolicyConfig::default(),
-            predictive: false,
-            dynamic_plans: false,
-            adoption_grace: Duration::ZERO,
-            prefetch_margin: 16,
-            margin_capped_by_slots: true,
-            jitter_seed: 0x5eed,
-            packing: PackingKind::default(),
-            reservations: Vec::new(),
-            record_ended: false,
-        }
-    }
-}
 
 /// Why a worker event was not recorded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

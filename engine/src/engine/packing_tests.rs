@@ -10,6 +10,9 @@ use taskfleet_common::wire::TaskResult;
 use taskfleet_common::workflow::{parse_workflow, ValidateOptions};
 use taskfleet_common::{Millis, WorkflowSpec};
 
+use crate::packing::PackingKind;
+use crate::policy::PolicyKind;
+
 use super::*;
 
 const GI: u64 = 1 << 30;

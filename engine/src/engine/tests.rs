@@ -11,6 +11,8 @@ use taskfleet_common::wire::{AttemptStarted, TaskResult, WIRE_VERSION};
 use taskfleet_common::workflow::{parse_workflow, parse_workflow_value, ValidateOptions};
 use taskfleet_common::{Millis, WorkflowSpec};
 
+use crate::policy::PolicyKind;
+
 use super::*;
 
 fn spec(yaml: &str) -> Arc<WorkflowSpec> {

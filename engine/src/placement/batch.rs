@@ -247,16 +247,7 @@ impl Batcher<'_> {
     fn evaluate(&mut self, placer: &mut Placer, result: &Plan, task: u32) -> bool {
         let idx = task as usize;
         let spec_task = &self.spec.tasks[idx];
-        self.parents.clear();
-        for dep in &spec_task.deps {
-            if !self.done[dep.task as usize] {
-                self.parents.push(ParentAt {
-                    worker: result.worker[dep.task as usize],
-                    end: result.end[dep.task as usize],
-                    transfer_ms: u64::from(dep.transfer_ms),
-                });
-            }
-        }
+        super::plan::parents_in_plan(spec_task, result, self.done, &mut self.parents);
         let asks = packing::asks(spec_task);
         let could_take = |worker: &WorkerModel| packing::could_take(worker, spec_task);
         let shape = TaskShape {

@@ -175,16 +175,7 @@ pub fn plan(
     while let Some((_, _, task)) = heap.pop() {
         let idx = task as usize;
         let spec_task = &spec.tasks[idx];
-        parents.clear();
-        for dep in &spec_task.deps {
-            if !done[dep.task as usize] {
-                parents.push(ParentAt {
-                    worker: result.worker[dep.task as usize],
-                    end: result.end[dep.task as usize],
-                    transfer_ms: u64::from(dep.transfer_ms),
-                });
-            }
-        }
+        parents_in_plan(spec_task, &result, done, &mut parents);
         // A task that asks for resources is planned only on workers that could ever hold them.
         let asks = packing::asks(spec_task);
         let could_take = |worker: &WorkerModel| packing::could_take(worker, spec_task);
@@ -245,6 +236,18 @@ pub fn plan(
         }
     }
     result
+}
+
+/// Where `task`'s parents not yet done are in `plan`, into `parents`.
+pub(super) fn parents_in_plan(task: &TaskSpec, plan: &Plan, done: &[bool], parents: &mut Vec<ParentAt>) {
+    parents.clear();
+    for dep in task.deps.iter().filter(|dep| !done[dep.task as usize]) {
+        parents.push(ParentAt {
+            worker: plan.worker[dep.task as usize],
+            end: plan.end[dep.task as usize],
+            transfer_ms: u64::from(dep.transfer_ms),
+        });
+    }
 }
 
 /// What one plan has put on the slots of the workers it inserted into: per worker, per slot,

@@ -373,6 +373,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn eta_calibration_counts_the_forecasts_the_actual_end_kept() {
+        let check = |workflow, at, p50_end, p90_end| run::EtaCheck {
+            workflow,
+            at,
+            p50_end,
+            p90_end,
+        };
+        // Workflow 0 ends at 12 s, workflow 1 at 30 s.
+        let checks = [
+            check(0, 0, 10_000, 20_000),      // median early (2 s of 12 s left off), p90 kept
+            check(0, 5_000, 12_000, 13_000),  // both kept, median exact
+            check(1, 10_000, 25_000, 28_000), // both missed: 5 s off of 20 s left
+            check(1, 20_000, 31_000, 35_000), // both kept: 1 s off of 10 s left
+        ];
+        let calibration = EtaCalibration::of(&checks, &[12_000, 30_000]);
+        assert_eq!(calibration.checkpoints, 4);
+        assert_eq!(calibration.p50_coverage, 0.5);
+        assert_eq!(calibration.p90_coverage, 0.75);
+        // Relative errors 2/12, 0, 5/20, 1/10: the median (upper) is 1/6.
+        assert!((calibration.p50_error - 2.0 / 12.0).abs() < 1e-12, "{calibration:?}");
+        assert_eq!(EtaCalibration::of(&[], &[]).checkpoints, 0);
+    }
+
+    #[test]
     fn a_run_is_seconds_by_task_or_runtimes_and_features() {
         let flat = parse_actual(r#"{"a": 1.5, "b": 0}"#).unwrap();
         assert_eq!(flat.runtimes["a"], Duration::from_millis(1500));

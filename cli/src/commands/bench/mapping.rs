@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use taskfleet_common::workflow::{parse_workflow_value, ValidateOptions};
 use taskfleet_common::Millis;
-use taskfleet_engine::placement::{plan, Batch, ParentAt, Placer, PlanKind, TaskShape, WorkerModel};
+use taskfleet_engine::placement::{plan, Batch, ParentAt, Placer, PlanKind, TaskShape};
 use taskfleet_engine::policy::{PolicyConfig, PolicyKind};
 use taskfleet_engine::sim::etc::{self, EtcClass};
 use taskfleet_engine::sim::Simulator;
@@ -20,12 +20,7 @@ use taskfleet_engine::sim::Simulator;
 /// heuristic over the whole set.
 pub(super) fn bench_batch_rate(n_tasks: usize, n_workers: usize) -> anyhow::Result<()> {
     println!("batch mapping: {n_tasks} ready tasks on {n_workers} workers of four speeds, 1-4 slots");
-    let workers: Vec<WorkerModel> = (0..n_workers)
-        .map(|w| {
-            let speed = [0.5, 1.0, 1.5, 2.0][w % 4];
-            WorkerModel::new(&format!("w{w}"), &["default"], 1 + (w % 4) as u32, speed)
-        })
-        .collect();
+    let workers = super::policies::mixed_fleet(n_workers);
     let mut rng = StdRng::seed_from_u64(11);
     let estimates: Vec<u64> = (0..n_tasks).map(|_| rng.gen_range(100..100_000)).collect();
     let mut placer = Placer::with_workers(None, &workers);

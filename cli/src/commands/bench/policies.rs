@@ -70,12 +70,7 @@ pub(super) fn bench_policies(n_ready: usize, n_workflows: usize) {
 /// under each placement-aware policy (next to `fcfs`).
 pub(super) fn bench_placement(n_tasks: usize, n_workers: usize) -> anyhow::Result<()> {
     println!("placement: {n_tasks} tasks on {n_workers} workers of four speeds, 1-4 slots");
-    let workers: Vec<WorkerModel> = (0..n_workers)
-        .map(|w| {
-            let speed = [0.5, 1.0, 1.5, 2.0][w % 4];
-            WorkerModel::new(&format!("w{w}"), &["default"], 1 + (w % 4) as u32, speed)
-        })
-        .collect();
+    let workers = mixed_fleet(n_workers);
     let mut rng = StdRng::seed_from_u64(5);
     let tasks: Vec<(u64, [usize; 2])> = (0..n_tasks)
         .map(|idx| {
@@ -153,6 +148,17 @@ pub(super) fn bench_placement(n_tasks: usize, n_workers: usize) -> anyhow::Resul
         );
     }
     Ok(())
+}
+
+/// `n_workers` workers `w0`, `w1`, ... of pool `default`, of speeds 0.5, 1, 1.5 and 2 in turn
+/// with 1 to 4 slots.
+pub(super) fn mixed_fleet(n_workers: usize) -> Vec<WorkerModel> {
+    (0..n_workers)
+        .map(|w| {
+            let speed = [0.5, 1.0, 1.5, 2.0][w % 4];
+            WorkerModel::new(&format!("w{w}"), &["default"], 1 + (w % 4) as u32, speed)
+        })
+        .collect()
 }
 
 /// The earliest completion over every worker, computed worker by worker.
