@@ -36,6 +36,7 @@ use std::collections::BinaryHeap;
 
 use taskfleet_common::{Millis, WorkflowSpec};
 
+use super::plan::{open_parents, topo_positions};
 use super::{Choice, ParentAt, Placer, Plan, TaskShape, WorkerId, WorkerModel};
 use crate::packing;
 
@@ -89,13 +90,8 @@ pub(super) fn plan_batch(
 ) -> Plan {
     let n = spec.tasks.len();
     let dag = &spec.dag;
-    let mut position = vec![0u32; n];
-    for (at, &task) in dag.topo_order().iter().enumerate() {
-        position[task as usize] = at as u32;
-    }
-    let mut waiting: Vec<u32> = (0..n as u32)
-        .map(|task| dag.parents(task).iter().filter(|&&p| !done[p as usize]).count() as u32)
-        .collect();
+    let position = topo_positions(spec);
+    let mut waiting = open_parents(spec, done);
     let mut result = Plan {
         worker: vec![None; n],
         start: vec![now; n],

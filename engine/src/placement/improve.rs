@@ -49,10 +49,7 @@ pub(super) fn improve(
     let mut order: Vec<u32> = (0..n as u32)
         .filter(|&task| !done[task as usize] && plan.worker[task as usize].is_some())
         .collect();
-    let mut position = vec![0u32; n];
-    for (at, &task) in spec.dag.topo_order().iter().enumerate() {
-        position[task as usize] = at as u32;
-    }
+    let position = super::plan::topo_positions(spec);
     order.sort_by_key(|&task| (plan.start[task as usize], position[task as usize]));
     let mut improvement = Improvement {
         before: plan.makespan,

@@ -145,13 +145,8 @@ pub fn plan(
         on_path[task as usize] = true;
     }
 
-    let mut position = vec![0u32; n];
-    for (at, &task) in dag.topo_order().iter().enumerate() {
-        position[task as usize] = at as u32;
-    }
-    let mut waiting: Vec<u32> = (0..n as u32)
-        .map(|task| dag.parents(task).iter().filter(|&&p| !done[p as usize]).count() as u32)
-        .collect();
+    let position = topo_positions(spec);
+    let mut waiting = open_parents(spec, done);
     let mut heap: BinaryHeap<(u64, Reverse<u32>, u32)> = BinaryHeap::new();
     for task in 0..n as u32 {
         if !done[task as usize] && waiting[task as usize] == 0 {
@@ -236,6 +231,22 @@ pub fn plan(
         }
     }
     result
+}
+
+/// Each task's place in the workflow's topological order.
+pub(super) fn topo_positions(spec: &WorkflowSpec) -> Vec<u32> {
+    let mut position = vec![0u32; spec.tasks.len()];
+    for (at, &task) in spec.dag.topo_order().iter().enumerate() {
+        position[task as usize] = at as u32;
+    }
+    position
+}
+
+/// Each task's parents that are not done.
+pub(super) fn open_parents(spec: &WorkflowSpec, done: &[bool]) -> Vec<u32> {
+    (0..spec.tasks.len() as u32)
+        .map(|task| spec.dag.parents(task).iter().filter(|&&p| !done[p as usize]).count() as u32)
+        .collect()
 }
 
 /// Where `task`'s parents not yet done are in `plan`, into `parents`.
