@@ -65,17 +65,8 @@ pub(super) fn improve(
         before.can_run(id, &task.pool, task.resources.slots)
             && (!packing::asks(task) || packing::could_take(before.worker(id), task))
     };
-    let candidates: Vec<Vec<WorkerId>> = (0..n)
-        .map(|idx| {
-            if done[idx] || plan.worker[idx].is_none() {
-                return Vec::new();
-            }
-            before
-                .pool_workers(&spec.tasks[idx].pool)
-                .filter(|&id| can_take(idx, id))
-                .collect()
-        })
-        .collect();
+    // The workers of each pool, found when a task of the pool is first looked at.
+    let mut pool_workers: std::collections::HashMap<&str, Vec<WorkerId>> = std::collections::HashMap::new();
     let mut layout = Layout::new(before, plan, spec, now);
     let mut assignment: Vec<Option<WorkerId>> = plan.worker.clone();
     let mut duration: Vec<u64> = (0..n)
@@ -103,11 +94,18 @@ pub(super) fn improve(
         let chain = layout.critical_chain(&assignment);
         let mut found = false;
         'chain: for &task in &chain {
+            if started.elapsed() > budget {
+                break 'search;
+            }
             let idx = task as usize;
             let from = assignment[idx].expect("planned");
             // Moves.
-            for &to in &candidates[idx] {
-                if to == from {
+            let pool = &*spec.tasks[idx].pool;
+            let workers = pool_workers
+                .entry(pool)
+                .or_insert_with(|| before.pool_workers(pool).collect());
+            for &to in workers.iter() {
+                if to == from || !can_take(idx, to) {
                     continue;
                 }
                 let moved = layout.runtime(spec, estimates, idx, to);
@@ -133,7 +131,10 @@ pub(super) fn improve(
                 duration[idx] = old;
             }
             // Swaps with a task of another worker that each can run on the other's.
-            for &other in &order {
+            for (looked, &other) in order.iter().enumerate() {
+                if looked % 1024 == 1023 && started.elapsed() > budget {
+                    break 'search;
+                }
                 let other_idx = other as usize;
                 let Some(there) = assignment[other_idx] else {
                     continue;
