@@ -422,24 +422,23 @@ impl Engine {
 
 /// The runtime a policy assumes for a task: the predicted mean in predictive mode, else its
 /// declared estimate, or the configured prior.
-/// Whether a task's runtime is known: declared (`estimate`, `estimate_by_worker`) or, in
-/// predictive mode, learned; not merely the prior.
-fn estimate_known(task: &taskfleet_common::TaskSpec, config: &EngineConfig, predictor: &Predictor) -> bool {
-    task.estimate_by_worker.is_some()
-        || if config.predictive {
-            predictor.predict(task).source != crate::predict::Source::Prior
-        } else {
-            task.estimate.is_some()
-        }
+fn estimate_ms(task: &taskfleet_common::TaskSpec, config: &EngineConfig, predictor: &Predictor) -> u64 {
+    believed_runtime(task, config, predictor).0
 }
 
-fn estimate_ms(task: &taskfleet_common::TaskSpec, config: &EngineConfig, predictor: &Predictor) -> u64 {
-    let estimate = if config.predictive {
-        predictor.predict(task).mean
+/// The runtime a policy assumes for a task, in milliseconds, and whether it is known: declared
+/// (`estimate`, `estimate_by_worker`) or, in predictive mode, learned; not merely the prior.
+fn believed_runtime(task: &taskfleet_common::TaskSpec, config: &EngineConfig, predictor: &Predictor) -> (u64, bool) {
+    let (estimate, known) = if config.predictive {
+        let prediction = predictor.predict(task);
+        (prediction.mean, prediction.source != crate::predict::Source::Prior)
     } else {
-        task.estimate.unwrap_or(config.policy_config.default_estimate)
+        (
+            task.estimate.unwrap_or(config.policy_config.default_estimate),
+            task.estimate.is_some(),
+        )
     };
-    estimate.as_millis() as u64
+    (estimate.as_millis() as u64, known || task.estimate_by_worker.is_some())
 }
 
 /// The next task of `policy` that is still ready (tasks cancelled or re-queued since they were

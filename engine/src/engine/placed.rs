@@ -12,9 +12,7 @@ use taskfleet_common::state::TaskState;
 use taskfleet_common::Millis;
 
 use super::state::Plans;
-use super::{
-    estimate_known, estimate_ms, pop_ready, Dispatch, Engine, BACKFILL_WINDOW, CRITICALITY_SAMPLES, ROOM_PER_SLOT,
-};
+use super::{believed_runtime, pop_ready, Dispatch, Engine, BACKFILL_WINDOW, CRITICALITY_SAMPLES, ROOM_PER_SLOT};
 use crate::eta::{monte_carlo_eta, slots_by_speed, TaskProgress};
 use crate::packing::{self, Ask};
 use crate::placement::{ParentAt, TaskShape, WorkerId, WorkerModel};
@@ -275,16 +273,16 @@ impl Engine {
         }));
         // A task that asks for resources goes only where they fit now.
         let fits_now = |worker: &WorkerModel| bins.fits_on(&worker.name, &ask).is_some();
+        let (estimate_ms, known) = believed_runtime(spec_task, &self.config, &self.predictor);
         let shape = TaskShape {
             pool: &spec_task.pool,
             fits: asks.then_some(&fits_now as &dyn Fn(&WorkerModel) -> bool),
             slots,
-            estimate_ms: estimate_ms(spec_task, &self.config, &self.predictor),
+            estimate_ms,
             by_worker: spec_task.estimate_by_worker.as_ref(),
         };
         // Completion time decides where the runtime is known; a task of unknown runtime goes
         // to the best worker with room rather than wait (the bound guards against hoarding).
-        let known = estimate_known(spec_task, &self.config, &self.predictor);
         let choice = if known {
             plans.placer.choose(now, shape, &parents)
         } else {

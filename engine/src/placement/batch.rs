@@ -57,8 +57,6 @@ struct Evaluated {
     best: Choice,
     best_version: u64,
     second: Option<(WorkerId, Millis, u64)>,
-    /// Bumped at each evaluation; heap entries of older ones are dropped.
-    stamp: u32,
 }
 
 struct Batcher<'a> {
@@ -70,6 +68,7 @@ struct Batcher<'a> {
     /// Per worker: bumped each time a task is placed there.
     version: Vec<u64>,
     evaluated: Vec<Option<Evaluated>>,
+    /// Per task: bumped at each evaluation; heap entries of older ones are dropped.
     stamps: Vec<u32>,
     /// Per worker: candidates whose best or second-best worker it was (may hold stale ones).
     interested: Vec<Vec<u32>>,
@@ -263,7 +262,6 @@ impl Batcher<'_> {
             best,
             best_version: self.version[best.worker.index()],
             second: second.map(|(worker, end)| (worker, end, self.version[worker.index()])),
-            stamp: self.stamps[idx],
         };
         self.evaluated[idx] = Some(evaluated);
         let key = match self.heuristic {
@@ -272,7 +270,7 @@ impl Batcher<'_> {
             Batch::Sufferage => second.map_or(u64::MAX, |(_, end)| end.0.saturating_sub(best.end.0)),
         };
         self.heap
-            .push((key, Reverse(self.position[idx]), task, evaluated.stamp));
+            .push((key, Reverse(self.position[idx]), task, self.stamps[idx]));
         if self.heuristic != Batch::MinMin {
             self.interested[best.worker.index()].push(task);
             if let Some((worker, _)) = second {

@@ -239,6 +239,29 @@ pub(super) fn build(sim: &Simulator, policy: &str, trace: &Trace) -> SimReport {
     }
 }
 
+/// The workers among which `task` runs fastest: those of its pool its `estimate_by_worker`
+/// names (each once, ascending) and, of the others (where its runtime follows speed), the
+/// fastest; all with the slots it needs.
+fn fastest_options(sim: &Simulator, task: &taskfleet_common::TaskSpec) -> (Vec<usize>, Option<usize>) {
+    let workers = &sim.fleet.workers;
+    let slots = task.resources.slots;
+    let Some(pool) = sim.pool_workers.get(&task.pool) else {
+        return (Vec::new(), None);
+    };
+    let mut named: Vec<usize> = sim
+        .named_workers(task)
+        .filter(|&w| workers[w].slots >= slots && pool.rank[w] != u32::MAX)
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    let unnamed = pool
+        .by_speed
+        .iter()
+        .copied()
+        .find(|&w| workers[w].slots >= slots && named.binary_search(&w).is_err());
+    (named, unnamed)
+}
+
 /// A lower bound of each workflow's flow time were it alone on the fleet, in milliseconds: the
 /// longer of its critical path (every task on the worker fastest for it, no transfers) and
 /// its slot-time on those workers spread over all the fleet's slots.
@@ -250,15 +273,7 @@ fn ideal_flow_times(sim: &Simulator) -> Vec<u64> {
     for workflow in &sim.workflows {
         let mut weights = Vec::with_capacity(workflow.spec.tasks.len());
         for task in &workflow.spec.tasks {
-            let slots = task.resources.slots;
-            let pool = sim.pool_workers.get(&task.pool);
-            let eligible = |w: usize| workers[w].slots >= slots && pool.is_some_and(|pool| pool.rank[w] != u32::MAX);
-            // The named workers one by one; of the others, the fastest that can run it.
-            let named: Vec<usize> = sim.named_workers(task).filter(|&w| eligible(w)).collect();
-            let fastest = pool.and_then(|pool| {
-                let mut by_speed = pool.by_speed.iter().copied();
-                by_speed.find(|&w| workers[w].slots >= slots && !named.contains(&w))
-            });
+            let (named, fastest) = fastest_options(sim, task);
             let base = named
                 .iter()
                 .copied()
@@ -294,19 +309,8 @@ fn pool_work_bound(sim: &Simulator) -> u64 {
     let mut work: HashMap<&str, (f64, f64)> = HashMap::new();
     for workflow in &sim.workflows {
         for task in &workflow.spec.tasks {
-            let Some(pool) = sim.pool_workers.get(&task.pool) else {
-                continue;
-            };
             let slots = task.resources.slots;
-            let named: Vec<usize> = sim
-                .named_workers(task)
-                .filter(|&w| workers[w].slots >= slots && pool.rank[w] != u32::MAX)
-                .collect();
-            let unnamed = pool
-                .by_speed
-                .iter()
-                .copied()
-                .find(|&w| workers[w].slots >= slots && !named.contains(&w));
+            let (named, unnamed) = fastest_options(sim, task);
             let (mut speed_work, mut slot_time) = (f64::INFINITY, f64::INFINITY);
             for w in named.iter().copied().chain(unnamed) {
                 let runtime = runtime_ms(task, &workers[w], default_estimate) as f64;
